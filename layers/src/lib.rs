@@ -1,0 +1,19 @@
+//! Tower middleware shared by every PHANTOM service and every client between them.
+//!
+//! Layers here never know about business code: they see `http::Request`s, gRPC metadata and
+//! [`tonic::Status`]es, and take decisions from small configuration values.
+//!
+//! # Layout
+//! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
+//!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
+//! - [`request_id`]: gives every call a request id (taken from `x-request-id` or generated),
+//!   a tracing span, and carries it to outgoing calls so one id follows a request across hops.
+//! - [`tenant`]: resolves the caller's tenant once, at the edge, and carries it to outgoing calls.
+
+pub mod request_id;
+pub mod status;
+pub mod tenant;
+
+pub use request_id::{PropagateContext, PropagateContextLayer, RequestId, RequestIdLayer};
+pub use status::Error;
+pub use tenant::{Tenant, TenantLayer, TenantSource};

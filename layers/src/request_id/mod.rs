@@ -1,0 +1,54 @@
+//! Request ids and their propagation across hops.
+//!
+//! On the server side, [`RequestIdLayer`] takes the caller's `x-request-id` (when it is a sane
+//! token) or generates a UUIDv7, stores it in the request's extensions, runs the call inside a
+//! tracing span carrying it, echoes it on the response, and makes it (with the tenant) the
+//! *call context* of the task. On the client side, [`PropagateContextLayer`] copies the call
+//! context onto outgoing requests, so one id follows a scan from the CLI through every service.
+
+mod context;
+mod layer;
+mod service;
+
+pub use context::{CallContext, current, scope};
+pub use layer::{PropagateContextLayer, RequestIdLayer};
+pub use service::{PropagateContext, RequestIdService, ResponseFuture};
+
+/// The metadata key carrying the request id, as most proxies and tracers use it.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of one call, as logged and propagated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Accepts a caller-supplied id when it is 1-128 visible ASCII characters; anything else is
+    /// replaced rather than trusted, since it ends up in logs.
+    pub fn parse(value: &str) -> Option<Self> {
+        let ok = !value.is_empty()
+            && value.len() <= 128
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+        ok.then(|| Self(value.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+//! Tenancy: which tenant a call acts for.
+//!
+//! The tenant is resolved once, at the server's edge, from the caller's identity; handlers read
+//! it from the request extensions and every query carries it, so one tenant never reads
+//! another's data. Until authentication lands, the identity is either the deployment's single
+//! tenant ([`TenantLayer::fixed`], the embedded default) or the `x-phantom-tenant` metadata set
+//! by a trusted peer ([`TenantLayer::trusted_header`], for PHANTOM's own service-to-service
+//! hops behind a mesh that strips the header at ingress).
+
+mod layer;
+mod service;
+
+pub use layer::TenantLayer;
+pub use service::{TenantResponseFuture, TenantService};
+
+/// Metadata key carrying the tenant between PHANTOM services.
+pub const TENANT_HEADER: &str = "x-phantom-tenant";
+
+/// A tenant identifier: 1-63 characters of `[a-z0-9-]`, starting with a letter or digit
+/// (the shape of a Kubernetes namespace, so tenants map onto namespaces when they need to).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant(String);
+
+impl Tenant {
+    /// Validates `value` as a tenant id.
+    pub fn parse(value: &str) -> Option<Self> {
+        let ok = !value.is_empty()
+            && value.len() <= 63
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !value.starts_with('-');
+        ok.then(|| Self(value.to_owned()))
+    }
+
+    /// The tenant id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a server decides the tenant of a call.
+#[derive(Debug, Clone)]
+pub enum TenantSource {
+    /// Every call acts for this tenant.
+    Fixed(Tenant),
+    /// Calls act for the tenant in `x-phantom-tenant`, or `default` without one.
+    TrustedHeader {
+        /// Tenant of calls that carry no header.
+        default: Tenant,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::{Request, Response};
+    use tonic::body::Body;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use super::*;
+
+    fn echo_tenant() -> impl tower::Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        service_fn(|req: Request<Body>| async move {
+            let tenant = req.extensions().get::<Tenant>().unwrap().to_string();
+            let mut res = Response::new(Body::empty());
+            res.headers_mut()
+                .insert("tenant", tenant.parse().unwrap());
+            Ok::<_, Infallible>(res)
+        })
+    }
+
+    #[tokio::test]
+    async fn fixed_tenant_ignores_the_header() {
+        let svc = TenantLayer::fixed(Tenant::parse("default").unwrap()).layer(echo_tenant());
+        let req = Request::builder().header(TENANT_HEADER, "other").body(Body::empty()).unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["tenant"], "default");
+    }
+
+    #[tokio::test]
+    async fn trusted_header_is_used_and_a_malformed_one_is_refused() {
+        let layer = TenantLayer::trusted_header(Tenant::parse("default").unwrap());
+        let svc = layer.layer(echo_tenant());
+        let req = Request::builder().header(TENANT_HEADER, "acme").body(Body::empty()).unwrap();
+        assert_eq!(svc.clone().oneshot(req).await.unwrap().headers()["tenant"], "acme");
+
+        let req = Request::builder().body(Body::empty()).unwrap();
+        assert_eq!(svc.clone().oneshot(req).await.unwrap().headers()["tenant"], "default");
+
+        let req = Request::builder().header(TENANT_HEADER, "../etc").body(Body::empty()).unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["grpc-status"], "3");
+    }
+}

@@ -1,0 +1,110 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tonic::body::Body;
+use tower_service::Service;
+
+use super::{TENANT_HEADER, Tenant, TenantSource};
+use crate::{
+    Error,
+    request_id::{self, CallContext, RequestId},
+};
+
+/// The service built by [`super::TenantLayer`].
+#[derive(Debug, Clone)]
+pub struct TenantService<S> {
+    pub(super) inner: S,
+    pub(super) source: TenantSource,
+}
+
+impl<S> TenantService<S> {
+    fn resolve<B>(&self, req: &Request<B>) -> Result<Tenant, Error> {
+        match &self.source {
+            TenantSource::Fixed(t) => Ok(t.clone()),
+            TenantSource::TrustedHeader { default } => match req.headers().get(TENANT_HEADER) {
+                None => Ok(default.clone()),
+                Some(v) => v.to_str().ok().and_then(Tenant::parse).ok_or_else(|| {
+                    Error::invalid(TENANT_HEADER, "tenant must be 1-63 characters of [a-z0-9-]")
+                }),
+            },
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for TenantService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = TenantResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match self.resolve(&req) {
+            Ok(tenant) => {
+                req.extensions_mut().insert(tenant.clone());
+                let request_id = req
+                    .extensions()
+                    .get::<RequestId>()
+                    .cloned()
+                    .or_else(|| request_id::current().map(|c| c.request_id))
+                    .unwrap_or_else(RequestId::generate);
+                let ctx = CallContext {
+                    request_id,
+                    tenant: Some(tenant),
+                };
+                TenantResponseFuture::Inner {
+                    fut: request_id::scope(ctx, self.inner.call(req)),
+                }
+            }
+            Err(err) => TenantResponseFuture::Refused {
+                status: Some(tonic::Status::from(err)),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`TenantService`].
+    #[project = Proj]
+    #[derive(Debug)]
+    #[allow(missing_docs)]
+    pub enum TenantResponseFuture<F> {
+        /// The call goes on with its tenant in scope.
+        Inner {
+            #[pin]
+            fut: TaskLocalFuture<CallContext, F>,
+        },
+        /// The caller's tenant was malformed; answered without calling the service.
+        Refused {
+            status: Option<tonic::Status>,
+        },
+    }
+}
+
+impl<F, E> Future for TenantResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Proj::Inner { fut } => fut.poll(cx),
+            Proj::Refused { status } => {
+                let status = status.take().expect("polled after completion");
+                Poll::Ready(Ok(status.into_http()))
+            }
+        }
+    }
+}
