@@ -9,12 +9,19 @@ use crate::{Tenant, TenantLayer, tenant::TENANT_HEADER};
 #[tokio::test]
 async fn generates_an_id_when_the_caller_sends_none_and_echoes_it() {
     let svc = RequestIdLayer::new("test").layer(service_fn(|req: Request<()>| async move {
-        let id = req.extensions().get::<RequestId>().cloned().expect("id in extensions");
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .cloned()
+            .expect("id in extensions");
         assert_eq!(current().expect("context set").request_id, id);
         Ok::<_, Infallible>(Response::new(id.to_string()))
     }));
     let res = svc.oneshot(Request::new(())).await.unwrap();
-    let echoed = res.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_owned();
+    let echoed = res.headers()[REQUEST_ID_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(&echoed, res.body());
     assert!(uuid::Uuid::parse_str(&echoed).is_ok());
 }
@@ -26,7 +33,10 @@ async fn keeps_a_sane_caller_id_and_replaces_a_hostile_one() {
             req.extensions().get::<RequestId>().unwrap().to_string(),
         ))
     }));
-    let req = Request::builder().header(REQUEST_ID_HEADER, "abc-123").body(()).unwrap();
+    let req = Request::builder()
+        .header(REQUEST_ID_HEADER, "abc-123")
+        .body(())
+        .unwrap();
     assert_eq!(svc.clone().oneshot(req).await.unwrap().body(), "abc-123");
 
     let req = Request::builder()

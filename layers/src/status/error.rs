@@ -153,7 +153,8 @@ impl From<Error> for Status {
                 details.set_error_info(*reason, ERROR_DOMAIN, []);
                 err.to_string()
             }
-            Error::Unavailable { retry_after, .. } | Error::ResourceExhausted { retry_after, .. } => {
+            Error::Unavailable { retry_after, .. }
+            | Error::ResourceExhausted { retry_after, .. } => {
                 if let Some(after) = retry_after {
                     details.set_retry_info(Some(*after));
                 }

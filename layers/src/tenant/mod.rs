@@ -76,8 +76,7 @@ mod tests {
         service_fn(|req: Request<Body>| async move {
             let tenant = req.extensions().get::<Tenant>().unwrap().to_string();
             let mut res = Response::new(Body::empty());
-            res.headers_mut()
-                .insert("tenant", tenant.parse().unwrap());
+            res.headers_mut().insert("tenant", tenant.parse().unwrap());
             Ok::<_, Infallible>(res)
         })
     }
@@ -85,7 +84,10 @@ mod tests {
     #[tokio::test]
     async fn fixed_tenant_ignores_the_header() {
         let svc = TenantLayer::fixed(Tenant::parse("default").unwrap()).layer(echo_tenant());
-        let req = Request::builder().header(TENANT_HEADER, "other").body(Body::empty()).unwrap();
+        let req = Request::builder()
+            .header(TENANT_HEADER, "other")
+            .body(Body::empty())
+            .unwrap();
         let res = svc.oneshot(req).await.unwrap();
         assert_eq!(res.headers()["tenant"], "default");
     }
@@ -94,13 +96,25 @@ mod tests {
     async fn trusted_header_is_used_and_a_malformed_one_is_refused() {
         let layer = TenantLayer::trusted_header(Tenant::parse("default").unwrap());
         let svc = layer.layer(echo_tenant());
-        let req = Request::builder().header(TENANT_HEADER, "acme").body(Body::empty()).unwrap();
-        assert_eq!(svc.clone().oneshot(req).await.unwrap().headers()["tenant"], "acme");
+        let req = Request::builder()
+            .header(TENANT_HEADER, "acme")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            svc.clone().oneshot(req).await.unwrap().headers()["tenant"],
+            "acme"
+        );
 
         let req = Request::builder().body(Body::empty()).unwrap();
-        assert_eq!(svc.clone().oneshot(req).await.unwrap().headers()["tenant"], "default");
+        assert_eq!(
+            svc.clone().oneshot(req).await.unwrap().headers()["tenant"],
+            "default"
+        );
 
-        let req = Request::builder().header(TENANT_HEADER, "../etc").body(Body::empty()).unwrap();
+        let req = Request::builder()
+            .header(TENANT_HEADER, "../etc")
+            .body(Body::empty())
+            .unwrap();
         let res = svc.oneshot(req).await.unwrap();
         assert_eq!(res.headers()["grpc-status"], "3");
     }

@@ -1,0 +1,66 @@
+//! What every PHANTOM service shares.
+//!
+//! # Layout
+//! - [`config`]: the TOML + environment configuration of the whole system.
+//! - [`server`]: the shared server stack (layers, health, reflection, graceful shutdown).
+//! - [`client`]: channels to other services with the client-side layers.
+//! - [`storage`]: the [`storage::Store`] trait over SQLite or PostgreSQL.
+//! - [`cache`]: the [`cache::Cache`] trait, in-process or Redis.
+//! - [`ready`]: state that handlers reach once dependencies are up.
+//! - [`telemetry`]: log set-up.
+//! - [`time`]: timestamps.
+//! - [`testing`]: access to the backends `make test` provisions.
+
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod ready;
+pub mod server;
+pub mod storage;
+pub mod telemetry;
+pub mod testing;
+pub mod time;
+
+pub use config::{Config, ServiceName};
+pub use ready::Ready;
+pub use tokio_util::sync::CancellationToken;
+
+/// Service listeners handed to a service's `run`: bound by the caller, so that `phantom up`
+/// can bind port 0 and tell each service where the others really are.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC listener.
+    pub grpc: tokio::net::TcpListener,
+    /// The HTTP listener, for services that have one (health-aggregator: `/health`;
+    /// notifier: WebSocket gateway).
+    pub http: Option<tokio::net::TcpListener>,
+}
+
+/// Retries `connect` with capped exponential backoff until it succeeds or `shutdown` fires,
+/// logging each failure: a dependency that is down at start-up delays readiness, it does not
+/// crash the process (which would only make Kubernetes restart it into the same situation).
+pub async fn connect_with_retry<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut connect: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match connect().await {
+            Ok(v) => return Some(v),
+            Err(err) => {
+                tracing::warn!(dependency = what, error = %err, retry_in = ?delay, "Dependency not ready");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,675 @@
+//! Configuration: one TOML file (`--config`), overridden by environment variables.
+//!
+//! Precedence, lowest first: built-in defaults, the file, then the environment. The well-known
+//! variables (`DATABASE_URL`, `REDIS_URL`, `PHANTOM_*_ADDR`, ...) map to fixed keys; any other
+//! key can be set as `PHANTOM__<SECTION>__<KEY>` (`PHANTOM__SCAN__MAX_HOSTS_PER_SCAN=64`).
+//! Every struct refuses unknown keys, so a typo fails start-up with a message naming the key
+//! instead of being silently ignored. `deploy/phantom.example.toml` documents every key.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// Default address of the scan-orchestrator's gRPC server.
+pub const DEFAULT_SCAN_ORCHESTRATOR_ADDR: &str = "127.0.0.1:50051";
+/// Default address of the vuln-analyzer's gRPC server.
+pub const DEFAULT_VULN_ANALYZER_ADDR: &str = "127.0.0.1:50052";
+/// Default address of the notifier's gRPC server.
+pub const DEFAULT_NOTIFIER_ADDR: &str = "127.0.0.1:50053";
+/// Default address of the health-aggregator's gRPC server.
+pub const DEFAULT_HEALTH_AGGREGATOR_ADDR: &str = "127.0.0.1:50054";
+/// Default address of the HTTP server (health JSON, metrics).
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default address of the notifier's WebSocket gateway.
+pub const DEFAULT_WS_ADDR: &str = "127.0.0.1:8081";
+/// Default directory of the embedded database.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default tenant of single-tenant deployments.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Environment variables with a conventional name, and the key each one sets.
+const ENV_ALIASES: &[(&str, &[&str])] = &[
+    (
+        "PHANTOM_SCAN_ORCHESTRATOR_ADDR",
+        &["listen", "scan_orchestrator"],
+    ),
+    ("PHANTOM_VULN_ANALYZER_ADDR", &["listen", "vuln_analyzer"]),
+    ("PHANTOM_NOTIFIER_ADDR", &["listen", "notifier"]),
+    (
+        "PHANTOM_HEALTH_AGGREGATOR_ADDR",
+        &["listen", "health_aggregator"],
+    ),
+    ("PHANTOM_HTTP_ADDR", &["listen", "http"]),
+    ("PHANTOM_WS_ADDR", &["listen", "ws"]),
+    (
+        "PHANTOM_SCAN_ORCHESTRATOR_URL",
+        &["endpoints", "scan_orchestrator"],
+    ),
+    ("PHANTOM_VULN_ANALYZER_URL", &["endpoints", "vuln_analyzer"]),
+    ("PHANTOM_NOTIFIER_URL", &["endpoints", "notifier"]),
+    (
+        "PHANTOM_HEALTH_AGGREGATOR_URL",
+        &["endpoints", "health_aggregator"],
+    ),
+    ("PHANTOM_DATA_DIR", &["storage", "data_dir"]),
+    ("DATABASE_URL", &["storage", "database_url"]),
+    ("REDIS_URL", &["cache", "redis_url"]),
+    ("PHANTOM_LOG", &["telemetry", "log_filter"]),
+    ("PHANTOM_LOG_FORMAT", &["telemetry", "log_format"]),
+];
+
+/// Prefix of the generic `PHANTOM__<SECTION>__<KEY>` overrides.
+const ENV_PREFIX: &str = "PHANTOM__";
+
+/// The whole configuration of a PHANTOM process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Addresses the servers listen on (port 0 picks a free port; the chosen one is logged).
+    pub listen: ListenConfig,
+    /// Where clients reach the other services. Empty means "the matching `listen` address".
+    pub endpoints: EndpointsConfig,
+    /// The database.
+    pub storage: StorageConfig,
+    /// The cache.
+    pub cache: CacheConfig,
+    /// Which tenant calls act for.
+    pub tenancy: TenancyConfig,
+    /// The scan-orchestrator.
+    pub scan: ScanConfig,
+    /// The health-aggregator.
+    pub health: HealthConfig,
+    /// Shutdown behaviour of every server.
+    pub shutdown: ShutdownConfig,
+    /// Logs.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// scan-orchestrator gRPC (`PHANTOM_SCAN_ORCHESTRATOR_ADDR`).
+    pub scan_orchestrator: SocketAddr,
+    /// vuln-analyzer gRPC (`PHANTOM_VULN_ANALYZER_ADDR`).
+    pub vuln_analyzer: SocketAddr,
+    /// notifier gRPC (`PHANTOM_NOTIFIER_ADDR`).
+    pub notifier: SocketAddr,
+    /// health-aggregator gRPC (`PHANTOM_HEALTH_AGGREGATOR_ADDR`).
+    pub health_aggregator: SocketAddr,
+    /// HTTP: `/health`, `/health/metrics` (`PHANTOM_HTTP_ADDR`).
+    pub http: SocketAddr,
+    /// notifier WebSocket gateway (`PHANTOM_WS_ADDR`).
+    pub ws: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        let p = |s: &str| s.parse().expect("valid default address");
+        Self {
+            scan_orchestrator: p(DEFAULT_SCAN_ORCHESTRATOR_ADDR),
+            vuln_analyzer: p(DEFAULT_VULN_ANALYZER_ADDR),
+            notifier: p(DEFAULT_NOTIFIER_ADDR),
+            health_aggregator: p(DEFAULT_HEALTH_AGGREGATOR_ADDR),
+            http: p(DEFAULT_HTTP_ADDR),
+            ws: p(DEFAULT_WS_ADDR),
+        }
+    }
+}
+
+/// URLs of the other services, as clients dial them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointsConfig {
+    /// scan-orchestrator (`PHANTOM_SCAN_ORCHESTRATOR_URL`), e.g. `http://scan-orchestrator:50051`.
+    pub scan_orchestrator: String,
+    /// vuln-analyzer (`PHANTOM_VULN_ANALYZER_URL`).
+    pub vuln_analyzer: String,
+    /// notifier (`PHANTOM_NOTIFIER_URL`).
+    pub notifier: String,
+    /// health-aggregator (`PHANTOM_HEALTH_AGGREGATOR_URL`).
+    pub health_aggregator: String,
+}
+
+/// The database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `postgres://…` or `sqlite://…` (`DATABASE_URL`); empty means SQLite in `data_dir`.
+    pub database_url: String,
+    /// Directory of the embedded SQLite database (`PHANTOM_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// How long a caller waits for a pooled connection.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `redis://host:port` (`REDIS_URL`); empty means an in-process cache.
+    pub redis_url: String,
+    /// Time to live of entries stored without an explicit one.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Most entries the in-process cache holds (the oldest-expiring are evicted first).
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            default_ttl: Duration::from_secs(300),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Tenancy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenancyConfig {
+    /// Tenant of calls that name none (`[a-z0-9-]`, 1-63 characters).
+    pub default_tenant: String,
+    /// Take the tenant from `x-phantom-tenant` metadata. Only for servers that solely trusted
+    /// PHANTOM peers can reach; never expose such a server to users.
+    pub trust_tenant_header: bool,
+}
+
+impl Default for TenancyConfig {
+    fn default() -> Self {
+        Self {
+            default_tenant: DEFAULT_TENANT.to_owned(),
+            trust_tenant_header: false,
+        }
+    }
+}
+
+/// The scan-orchestrator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// Ports scanned when a request names none.
+    pub default_ports: String,
+    /// Most addresses one scan may cover after CIDR expansion and name resolution.
+    pub max_hosts_per_scan: u32,
+    /// Most connection attempts in flight for one scan.
+    pub max_in_flight: usize,
+    /// How long a TCP connect may take before the port counts as filtered.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for a service to speak first (its banner).
+    #[serde(with = "humantime_serde")]
+    pub banner_timeout: Duration,
+    /// Most scans running at once; more wait as PENDING.
+    pub max_concurrent_scans: usize,
+    /// CIDRs targets may be in. Empty means "anything not denied".
+    pub allowed_cidrs: Vec<String>,
+    /// CIDRs targets may never be in, on top of the always-denied link-local, metadata,
+    /// multicast, broadcast and unspecified ranges.
+    pub denied_cidrs: Vec<String>,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            default_ports: "1-1024".to_owned(),
+            max_hosts_per_scan: 256,
+            max_in_flight: 512,
+            connect_timeout: Duration::from_millis(1000),
+            banner_timeout: Duration::from_millis(500),
+            max_concurrent_scans: 4,
+            allowed_cidrs: Vec::new(),
+            denied_cidrs: Vec::new(),
+        }
+    }
+}
+
+/// The health-aggregator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often every component is checked.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one check may take before its component counts as unhealthy.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A check slower than this marks its component DEGRADED.
+    #[serde(with = "humantime_serde")]
+    pub slow_threshold: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            slow_threshold: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time between reporting NOT_SERVING and closing the listeners, so that load balancers
+    /// (Kubernetes endpoints) stop sending new calls first.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Most time in-flight calls get to finish after the listeners close.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::ZERO,
+            grace_period: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `tracing` filter directives (`PHANTOM_LOG`), e.g. `info,phantom_scan_orchestrator=debug`.
+    pub log_filter: String,
+    /// `text` for terminals, `json` for log collectors (`PHANTOM_LOG_FORMAT`).
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_filter: "info".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, one line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file, or the file merged with the environment, is not a valid configuration.
+    #[error("invalid configuration{origin}: {message}")]
+    Invalid {
+        /// Where the values came from (file and environment variables).
+        origin: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A value is well-typed but not acceptable.
+    #[error("invalid configuration: `{key}`: {message}")]
+    Value {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads the configuration from `path` (if any) and the process environment.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_sources(&text, path, std::env::vars())
+    }
+
+    /// Builds a configuration from TOML text and environment variables. Split from
+    /// [`Config::load`] so tests do not touch the process environment.
+    pub fn from_sources(
+        toml_text: &str,
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut origin = path
+            .map(|p| format!(" in {}", p.display()))
+            .unwrap_or_default();
+        let mut table: toml::Table =
+            toml::from_str(toml_text).map_err(|e| ConfigError::Invalid {
+                origin: origin.clone(),
+                message: e.to_string(),
+            })?;
+
+        let mut applied = Vec::new();
+        let mut env: Vec<_> = env.into_iter().collect();
+        env.sort();
+        for (name, value) in env {
+            let path: Vec<String> =
+                if let Some((_, key)) = ENV_ALIASES.iter().find(|(n, _)| *n == name) {
+                    key.iter().map(|s| (*s).to_owned()).collect()
+                } else if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                    rest.split("__").map(str::to_lowercase).collect()
+                } else {
+                    continue;
+                };
+            set_path(&mut table, &path, &value).map_err(|message| ConfigError::Value {
+                key: name.clone(),
+                message,
+            })?;
+            applied.push(name);
+        }
+        if !applied.is_empty() {
+            origin.push_str(&format!(" (with environment {})", applied.join(", ")));
+        }
+
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin,
+                    message: e.to_string().trim().to_owned(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| ConfigError::Value {
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        if layers_tenant_ok(&self.tenancy.default_tenant).is_none() {
+            return Err(bad(
+                "tenancy.default_tenant",
+                "must be 1-63 characters of [a-z0-9-], not starting with '-'",
+            ));
+        }
+        let url = &self.storage.database_url;
+        if !url.is_empty()
+            && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+            && !url.starts_with("sqlite:")
+        {
+            return Err(bad(
+                "storage.database_url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        let redis = &self.cache.redis_url;
+        if !redis.is_empty() && !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
+            return Err(bad(
+                "cache.redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.storage.max_connections == 0 {
+            return Err(bad("storage.max_connections", "must be at least 1"));
+        }
+        if self.scan.max_in_flight == 0 {
+            return Err(bad("scan.max_in_flight", "must be at least 1"));
+        }
+        if self.scan.max_concurrent_scans == 0 {
+            return Err(bad("scan.max_concurrent_scans", "must be at least 1"));
+        }
+        if self.scan.max_hosts_per_scan == 0 {
+            return Err(bad("scan.max_hosts_per_scan", "must be at least 1"));
+        }
+        for (key, list) in [
+            ("scan.allowed_cidrs", &self.scan.allowed_cidrs),
+            ("scan.denied_cidrs", &self.scan.denied_cidrs),
+        ] {
+            for cidr in list {
+                if cidr.parse::<ipnet::IpNet>().is_err()
+                    && cidr.parse::<std::net::IpAddr>().is_err()
+                {
+                    return Err(bad(
+                        key,
+                        &format!("{cidr:?} is not a CIDR block or address"),
+                    ));
+                }
+            }
+        }
+        for (key, url) in [
+            (
+                "endpoints.scan_orchestrator",
+                &self.endpoints.scan_orchestrator,
+            ),
+            ("endpoints.vuln_analyzer", &self.endpoints.vuln_analyzer),
+            ("endpoints.notifier", &self.endpoints.notifier),
+            (
+                "endpoints.health_aggregator",
+                &self.endpoints.health_aggregator,
+            ),
+        ] {
+            if !url.is_empty()
+                && url
+                    .parse::<http::Uri>()
+                    .map(|u| u.scheme().is_none())
+                    .unwrap_or(true)
+            {
+                return Err(bad(
+                    key,
+                    &format!("{url:?} is not a URL such as http://host:port"),
+                ));
+            }
+        }
+        if self.health.interval.is_zero() {
+            return Err(bad("health.interval", "must be more than 0s"));
+        }
+        Ok(())
+    }
+
+    /// The URL clients use to reach a service: the configured endpoint, or the matching
+    /// listen address (with an unspecified IP replaced by loopback).
+    pub fn endpoint(&self, service: ServiceName) -> String {
+        let (configured, listen) = match service {
+            ServiceName::ScanOrchestrator => (
+                &self.endpoints.scan_orchestrator,
+                self.listen.scan_orchestrator,
+            ),
+            ServiceName::VulnAnalyzer => (&self.endpoints.vuln_analyzer, self.listen.vuln_analyzer),
+            ServiceName::Notifier => (&self.endpoints.notifier, self.listen.notifier),
+            ServiceName::HealthAggregator => (
+                &self.endpoints.health_aggregator,
+                self.listen.health_aggregator,
+            ),
+        };
+        if !configured.is_empty() {
+            return configured.clone();
+        }
+        let mut addr = listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
+    }
+}
+
+fn layers_tenant_ok(t: &str) -> Option<phantom_layers::Tenant> {
+    phantom_layers::Tenant::parse(t)
+}
+
+/// Sets `path` in `table` to `raw`, read as a TOML value when it parses as one (numbers,
+/// booleans, arrays) and as a string otherwise.
+fn set_path(table: &mut toml::Table, path: &[String], raw: &str) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut cur = table;
+    for part in parents {
+        cur = cur
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a section"))?;
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+/// The four PHANTOM services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceName {
+    /// scan-orchestrator.
+    ScanOrchestrator,
+    /// vuln-analyzer.
+    VulnAnalyzer,
+    /// notifier.
+    Notifier,
+    /// health-aggregator.
+    HealthAggregator,
+}
+
+impl ServiceName {
+    /// Every service, in start-up order (dependencies first).
+    pub const ALL: [ServiceName; 4] = [
+        ServiceName::VulnAnalyzer,
+        ServiceName::Notifier,
+        ServiceName::ScanOrchestrator,
+        ServiceName::HealthAggregator,
+    ];
+
+    /// The name used on the command line, in logs and in health reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScanOrchestrator => "scan-orchestrator",
+            Self::VulnAnalyzer => "vuln-analyzer",
+            Self::Notifier => "notifier",
+            Self::HealthAggregator => "health-aggregator",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ServiceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| format!("unknown service {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file_and_no_environment() {
+        let c = Config::from_sources("", None, env(&[])).unwrap();
+        assert_eq!(c.listen.scan_orchestrator.port(), 50051);
+        assert_eq!(c.listen.health_aggregator.port(), 50054);
+        assert_eq!(c.listen.http.port(), 8080);
+        assert_eq!(c.listen.ws.port(), 8081);
+        assert!(c.storage.database_url.is_empty());
+        assert_eq!(
+            c.endpoint(ServiceName::VulnAnalyzer),
+            "http://127.0.0.1:50052"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let file = "[listen]\nnotifier = \"127.0.0.1:6000\"\n[scan]\nmax_hosts_per_scan = 10\n";
+        let c = Config::from_sources(
+            file,
+            None,
+            env(&[
+                ("PHANTOM_NOTIFIER_ADDR", "0.0.0.0:0"),
+                ("DATABASE_URL", "postgres://u@localhost/db"),
+                ("PHANTOM__SCAN__MAX_HOSTS_PER_SCAN", "64"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.notifier, "0.0.0.0:0".parse().unwrap());
+        assert_eq!(c.storage.database_url, "postgres://u@localhost/db");
+        assert_eq!(c.scan.max_hosts_per_scan, 64);
+        assert_eq!(c.endpoint(ServiceName::Notifier), "http://127.0.0.1:0");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_the_key() {
+        let err = Config::from_sources("[scan]\nmax_hostz = 3\n", None, env(&[])).unwrap_err();
+        assert!(err.to_string().contains("max_hostz"), "{err}");
+
+        let err =
+            Config::from_sources("", None, env(&[("PHANTOM__SCAN__TURBO", "1")])).unwrap_err();
+        assert!(err.to_string().contains("turbo"), "{err}");
+        assert!(err.to_string().contains("PHANTOM__SCAN__TURBO"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        let err = Config::from_sources("", None, env(&[("PHANTOM_HTTP_ADDR", "not-an-addr")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("http"), "{err}");
+
+        let err =
+            Config::from_sources("", None, env(&[("DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(err.to_string().contains("storage.database_url"), "{err}");
+
+        let err = Config::from_sources("[scan]\nconnect_timeout = \"soon\"\n", None, env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("connect_timeout"), "{err}");
+
+        let err =
+            Config::from_sources("[scan]\ndenied_cidrs = [\"10.0.0.0/33\"]\n", None, env(&[]))
+                .unwrap_err();
+        assert!(err.to_string().contains("scan.denied_cidrs"), "{err}");
+    }
+}

@@ -1,0 +1,180 @@
+//! What every PHANTOM gRPC server has: the shared layer stack, `grpc.health.v1`, reflection
+//! (v1 and v1alpha, so grpcurl 1.8 works), and a graceful shutdown that reports NOT_SERVING
+//! before it stops accepting calls.
+
+use std::{net::SocketAddr, time::Duration};
+
+use phantom_layers::{RequestIdLayer, Tenant, TenantLayer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::layer::util::{Identity, Stack};
+
+use crate::config::{Config, ServiceName, ShutdownConfig};
+
+/// The server-side layer stack shared by every PHANTOM server (outermost first).
+pub type ServerLayers = Stack<TenantLayer, Stack<RequestIdLayer, Identity>>;
+
+/// Why a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The transport failed.
+    #[error("gRPC server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptors.
+    #[error("reflection error: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server error: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Reports a server's health through `grpc.health.v1`, for the empty name (the whole server,
+/// what Kubernetes' gRPC probes ask by default) and for each of its services.
+#[derive(Clone)]
+pub struct HealthHandle {
+    reporter: HealthReporter,
+    services: Vec<String>,
+}
+
+impl std::fmt::Debug for HealthHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthHandle")
+            .field("services", &self.services)
+            .finish()
+    }
+}
+
+impl HealthHandle {
+    async fn set(&self, status: ServingStatus) {
+        self.reporter.set_service_status("", status).await;
+        for s in &self.services {
+            self.reporter.set_service_status(s, status).await;
+        }
+    }
+
+    /// Reports SERVING: dependencies are ready.
+    pub async fn set_serving(&self) {
+        self.set(ServingStatus::Serving).await;
+    }
+
+    /// Reports NOT_SERVING: starting, or shutting down.
+    pub async fn set_not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+}
+
+/// Builds a router with the shared layers, health and reflection; the caller adds its own
+/// service(s) with `add_service` and passes the router to [`serve`].
+///
+/// `services` are the fully-qualified names health reports on (`phantom.v1.Notifier`).
+pub fn router(
+    name: ServiceName,
+    config: &Config,
+    services: &[&str],
+) -> Result<(Router<ServerLayers>, HealthHandle), ServeError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = HealthHandle {
+        reporter,
+        services: services.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(phantom_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let tenant = Tenant::parse(&config.tenancy.default_tenant)
+        .expect("default tenant validated at config load");
+    let tenant_layer = if config.tenancy.trust_tenant_header {
+        TenantLayer::trusted_header(tenant)
+    } else {
+        TenantLayer::fixed(tenant)
+    };
+    let router = tonic::transport::Server::builder()
+        // Keep-alives find dead peers (a scanner host that vanished) without waiting on TCP.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        // Outermost: every call gets its request id and span before anything can fail.
+        .layer(RequestIdLayer::new(name.as_str()))
+        // Then its tenant, so every handler and every outgoing call knows who it acts for.
+        .layer(tenant_layer)
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    Ok((router, health))
+}
+
+/// Serves `router` on `listener` until `shutdown` fires; then reports NOT_SERVING, waits
+/// `drain_delay` for load balancers to notice, stops accepting, and gives in-flight calls
+/// `grace_period` to finish.
+pub async fn serve(
+    name: ServiceName,
+    router: Router<ServerLayers>,
+    listener: TcpListener,
+    health: HealthHandle,
+    config: &ShutdownConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr().ok();
+    tracing::info!(service = %name, addr = ?addr, "gRPC server listening");
+    let drain_delay = config.drain_delay;
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            health.set_not_serving().await;
+            tracing::info!(service = %name, "Shutting down: NOT_SERVING, draining");
+            tokio::time::sleep(drain_delay).await;
+        }
+    };
+    let server = router.serve_with_incoming_shutdown(incoming(listener), signal);
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain_delay + config.grace_period).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => {
+            tracing::warn!(service = %name, "Grace period over: abandoning in-flight calls");
+        }
+    }
+    tracing::info!(service = %name, "gRPC server stopped");
+    Ok(())
+}
+
+fn incoming(listener: TcpListener) -> TcpListenerStream {
+    TcpListenerStream::new(listener)
+}
+
+/// Binds `addr`, logging the address actually chosen when the port is 0.
+pub async fn bind(name: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {name}: {e}"))
+    })?;
+    tracing::debug!(listener = name, addr = %listener.local_addr()?, "Bound");
+    Ok(listener)
+}
+
+/// Waits for the process's SIGINT or SIGTERM and then cancels `token`.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("Signal received: shutting down");
+        token.cancel();
+    });
+}

@@ -1,0 +1,373 @@
+//! The behaviour every [`Store`] must have, as one suite run against each backend
+//! (`services/runtime/tests/storage.rs` runs it on SQLite and on PostgreSQL).
+//!
+//! Each check uses fresh tenants, so the suite can run against a shared database.
+
+use phantom_proto::pb::{ScanState, Severity};
+
+use super::{
+    AnalysisRecord, FindingRecord, InsertScan, NotificationRecord, ResolvedTarget, ScanProgress,
+    ScanRecord, Store,
+};
+use crate::time::now_micros;
+
+fn tenant() -> String {
+    format!("t-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A pending scan of `tenant`, for tests.
+pub fn sample_scan(tenant: &str) -> ScanRecord {
+    ScanRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.to_owned(),
+        state: ScanState::Pending,
+        targets: vec!["127.0.0.1".into()],
+        resolved: vec![ResolvedTarget {
+            hostname: None,
+            address: "127.0.0.1".parse().expect("address"),
+        }],
+        ports: "22,80".into(),
+        scanner: "builtin".into(),
+        progress_percent: 0,
+        findings_count: 0,
+        probes_total: 0,
+        probes_done: 0,
+        idempotency_key: None,
+        error: String::new(),
+        request_id: "req-1".into(),
+        created_at: now_micros(),
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn sample_finding(scan: &ScanRecord, port: u16) -> FindingRecord {
+    FindingRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: scan.tenant.clone(),
+        scan_id: scan.id.clone(),
+        target: "127.0.0.1".into(),
+        hostname: String::new(),
+        port,
+        protocol: "tcp".into(),
+        service: "http".into(),
+        banner: "HTTP/1.1 200 OK".into(),
+        engine: "builtin".into(),
+        check_id: "open-port".into(),
+        title: format!("Port {port}/tcp open"),
+        severity: Severity::Info,
+        cvss_score: 0.0,
+        cvss_vector: String::new(),
+        cve_ids: vec!["CVE-2021-44228".into()],
+        fingerprint: format!("fp-{port}"),
+        analysis: None,
+        created_at: now_micros(),
+    }
+}
+
+/// Runs every check against `store`.
+pub async fn run_all(store: &dyn Store) {
+    scans_round_trip_and_stay_in_their_tenant(store).await;
+    idempotency_key_returns_the_first_scan(store).await;
+    scans_list_newest_first_in_pages(store).await;
+    scan_lifecycle_ends_in_exactly_one_final_state(store).await;
+    findings_are_deduplicated_per_scan_and_paged(store).await;
+    analyses_keep_the_first_verdict(store).await;
+    notification_sequences_are_gap_free_per_room(store).await;
+}
+
+/// A stored scan reads back equal, and another tenant cannot see it.
+pub async fn scans_round_trip_and_stay_in_their_tenant(store: &dyn Store) {
+    let t = tenant();
+    let scan = sample_scan(&t);
+    assert!(matches!(
+        store.insert_scan(&scan).await.unwrap(),
+        InsertScan::Inserted
+    ));
+    assert_eq!(
+        store.get_scan(&t, &scan.id).await.unwrap(),
+        Some(scan.clone())
+    );
+    assert_eq!(store.get_scan(&tenant(), &scan.id).await.unwrap(), None);
+    assert!(
+        store
+            .list_scans(&tenant(), None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A second scan with the same idempotency key is not stored; the first is returned.
+pub async fn idempotency_key_returns_the_first_scan(store: &dyn Store) {
+    let t = tenant();
+    let first = ScanRecord {
+        idempotency_key: Some("key-1".into()),
+        ..sample_scan(&t)
+    };
+    store.insert_scan(&first).await.unwrap();
+    let second = ScanRecord {
+        idempotency_key: Some("key-1".into()),
+        ..sample_scan(&t)
+    };
+    match store.insert_scan(&second).await.unwrap() {
+        InsertScan::Existing(existing) => assert_eq!(existing.id, first.id),
+        InsertScan::Inserted => panic!("duplicate idempotency key inserted"),
+    }
+    // The same key in another tenant is another scan.
+    let other = ScanRecord {
+        idempotency_key: Some("key-1".into()),
+        ..sample_scan(&tenant())
+    };
+    assert!(matches!(
+        store.insert_scan(&other).await.unwrap(),
+        InsertScan::Inserted
+    ));
+}
+
+/// Listing pages through every scan exactly once, newest first, with a state filter.
+pub async fn scans_list_newest_first_in_pages(store: &dyn Store) {
+    let t = tenant();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let s = sample_scan(&t);
+        store.insert_scan(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    ids.reverse();
+    let page1 = store.list_scans(&t, None, None, 2).await.unwrap();
+    let page2 = store
+        .list_scans(&t, None, Some(&page1[1].id), 2)
+        .await
+        .unwrap();
+    let page3 = store
+        .list_scans(&t, None, Some(&page2[1].id), 2)
+        .await
+        .unwrap();
+    let seen: Vec<_> = page1
+        .iter()
+        .chain(&page2)
+        .chain(&page3)
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(seen, ids);
+
+    store
+        .finish_scan(&t, &ids[0], ScanState::Cancelled, "", now_micros())
+        .await
+        .unwrap();
+    let cancelled = store
+        .list_scans(&t, Some(ScanState::Cancelled), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].id, ids[0]);
+}
+
+/// PENDING -> RUNNING -> SUCCEEDED with progress 100; a later final state does not win.
+pub async fn scan_lifecycle_ends_in_exactly_one_final_state(store: &dyn Store) {
+    let t = tenant();
+    let scan = sample_scan(&t);
+    store.insert_scan(&scan).await.unwrap();
+    assert_eq!(
+        store
+            .unfinished_scans()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|s| s.id == scan.id)
+            .count(),
+        1
+    );
+    assert!(
+        store
+            .mark_scan_running(&t, &scan.id, 10, now_micros())
+            .await
+            .unwrap()
+    );
+    let progress = ScanProgress {
+        probes_done: 5,
+        progress_percent: 50,
+        findings_count: 0,
+    };
+    assert!(
+        store
+            .record_scan_progress(&t, &scan.id, progress)
+            .await
+            .unwrap()
+    );
+    let running = store.get_scan(&t, &scan.id).await.unwrap().unwrap();
+    assert_eq!(running.state, ScanState::Running);
+    assert_eq!(running.progress_percent, 50);
+    assert!(running.started_at.is_some());
+
+    store
+        .insert_findings(&[sample_finding(&scan, 80)])
+        .await
+        .unwrap();
+    let done = store
+        .finish_scan(&t, &scan.id, ScanState::Succeeded, "", now_micros())
+        .await
+        .unwrap()
+        .expect("finished");
+    assert_eq!(done.state, ScanState::Succeeded);
+    assert_eq!(done.progress_percent, 100);
+    assert_eq!(done.probes_done, 10);
+    assert_eq!(done.findings_count, 1);
+    assert!(done.finished_at.is_some());
+
+    assert!(
+        store
+            .finish_scan(&t, &scan.id, ScanState::Failed, "late", now_micros())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store
+            .mark_scan_running(&t, &scan.id, 10, now_micros())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_scan_progress(&t, &scan.id, progress)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .unfinished_scans()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.id != scan.id)
+    );
+}
+
+/// The same fingerprint is stored once per scan; pages cover every finding once.
+pub async fn findings_are_deduplicated_per_scan_and_paged(store: &dyn Store) {
+    let t = tenant();
+    let scan = sample_scan(&t);
+    store.insert_scan(&scan).await.unwrap();
+    let batch: Vec<_> = [22, 80, 443]
+        .into_iter()
+        .map(|p| sample_finding(&scan, p))
+        .collect();
+    assert_eq!(store.insert_findings(&batch).await.unwrap(), 3);
+    let again: Vec<_> = [80, 8080]
+        .into_iter()
+        .map(|p| sample_finding(&scan, p))
+        .collect();
+    assert_eq!(store.insert_findings(&again).await.unwrap(), 1);
+
+    let page1 = store.list_findings(&t, &scan.id, None, 2).await.unwrap();
+    let page2 = store
+        .list_findings(&t, &scan.id, Some(&page1[1].id), 2)
+        .await
+        .unwrap();
+    let ports: Vec<_> = page1.iter().chain(&page2).map(|f| f.port).collect();
+    assert_eq!(ports, vec![22, 80, 443, 8080]);
+    assert_eq!(page1[0], batch[0]);
+    assert!(
+        store
+            .list_findings(&tenant(), &scan.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let analysis = AnalysisRecord {
+        tenant: t.clone(),
+        fingerprint: "fp-22".into(),
+        score: 5.3,
+        severity: Severity::Medium as i32,
+        analyzer: "rules".into(),
+        confidence: 70,
+        summary: "ssh".into(),
+        remediation: "restrict".into(),
+        degraded: false,
+        analyzed_at: now_micros(),
+    };
+    store
+        .set_finding_analysis(&t, &batch[0].id, &analysis)
+        .await
+        .unwrap();
+    let f = &store.list_findings(&t, &scan.id, None, 1).await.unwrap()[0];
+    assert_eq!(f.analysis.as_ref(), Some(&analysis));
+    assert_eq!(f.severity, Severity::Medium);
+    assert!((f.cvss_score - 5.3).abs() < f64::EPSILON);
+}
+
+/// The first analysis of a fingerprint is kept; tenants do not share analyses.
+pub async fn analyses_keep_the_first_verdict(store: &dyn Store) {
+    let t = tenant();
+    let first = AnalysisRecord {
+        tenant: t.clone(),
+        fingerprint: "fp".into(),
+        score: 9.8,
+        severity: Severity::Critical as i32,
+        analyzer: "rules".into(),
+        confidence: 90,
+        summary: "s".into(),
+        remediation: "r".into(),
+        degraded: true,
+        analyzed_at: now_micros(),
+    };
+    assert_eq!(store.put_analysis(&first).await.unwrap(), first);
+    let second = AnalysisRecord {
+        score: 1.0,
+        ..first.clone()
+    };
+    assert_eq!(store.put_analysis(&second).await.unwrap(), first);
+    assert_eq!(store.get_analysis(&tenant(), "fp").await.unwrap(), None);
+}
+
+/// Concurrent publishers to one room get 1..=n with no gaps; rooms and tenants count apart.
+pub async fn notification_sequences_are_gap_free_per_room(store: &dyn Store) {
+    let t = tenant();
+    let note = |room: &str, tenant: &str| NotificationRecord {
+        tenant: tenant.to_owned(),
+        room: room.to_owned(),
+        sequence: 0,
+        id: uuid::Uuid::now_v7().to_string(),
+        priority: 2,
+        kind: "scan.progress".into(),
+        payload: "{}".into(),
+        created_at: now_micros(),
+    };
+    let notes: Vec<_> = (0..10).map(|_| note("scan/a", &t)).collect();
+    let mut seqs: Vec<u64> =
+        futures::future::join_all(notes.iter().map(|n| store.append_notification(n)))
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().sequence)
+            .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        store
+            .append_notification(&note("scan/b", &t))
+            .await
+            .unwrap()
+            .sequence,
+        1
+    );
+    assert_eq!(
+        store
+            .append_notification(&note("scan/a", &tenant()))
+            .await
+            .unwrap()
+            .sequence,
+        1
+    );
+
+    let after = store
+        .notifications_after(&t, "scan/a", 7, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        vec![8, 9, 10]
+    );
+}

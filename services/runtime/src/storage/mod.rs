@@ -1,0 +1,169 @@
+//! Durable storage of scans, findings, analyses and notifications.
+//!
+//! One trait, [`Store`], and one implementation, [`SqlStore`], that speaks both SQLite (the
+//! embedded default: a file under `PHANTOM_DATA_DIR`) and PostgreSQL (`DATABASE_URL`) through
+//! sqlx's `Any` driver, with one set of migrations written in the two databases' common
+//! dialect. The shared [`conformance`] suite runs against both so they cannot drift apart.
+//!
+//! Every method takes the tenant and every query filters on it: a record of another tenant is
+//! indistinguishable from a missing one.
+
+mod records;
+mod sql;
+
+pub mod conformance;
+
+pub use records::{
+    AnalysisRecord, FindingRecord, NotificationRecord, ResolvedTarget, ScanProgress, ScanRecord,
+};
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+use phantom_proto::pb::ScanState;
+
+/// Why a storage operation failed. Callers treat every variant as internal; the distinction
+/// serves logs and health checks.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed the operation.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded (corrupt row, or written by a newer version).
+    #[error("corrupt stored value in {column}: {message}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl From<StoreError> for phantom_layers::Error {
+    fn from(err: StoreError) -> Self {
+        phantom_layers::Error::internal(err)
+    }
+}
+
+/// What [`Store::insert_scan`] did.
+#[derive(Debug)]
+pub enum InsertScan {
+    /// The scan was stored.
+    Inserted,
+    /// A scan with the same idempotency key exists for the tenant; here it is.
+    Existing(ScanRecord),
+}
+
+/// The storage every service uses.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Which backend this is ("sqlite" or "postgres"), for health reports.
+    fn backend(&self) -> &'static str;
+
+    /// Runs a trivial query.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new scan, unless its idempotency key was used before by the same tenant.
+    async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError>;
+
+    /// One scan of `tenant`.
+    async fn get_scan(&self, tenant: &str, id: &str) -> Result<Option<ScanRecord>, StoreError>;
+
+    /// Scans of `tenant`, newest first, with ids below `before_id` when given.
+    async fn list_scans(
+        &self,
+        tenant: &str,
+        state: Option<ScanState>,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ScanRecord>, StoreError>;
+
+    /// Every PENDING or RUNNING scan of every tenant, oldest first: the work to resume after
+    /// a restart.
+    async fn unfinished_scans(&self) -> Result<Vec<ScanRecord>, StoreError>;
+
+    /// Marks a PENDING (or, on resume, RUNNING) scan RUNNING. Returns false when the scan is
+    /// already final (cancelled meanwhile).
+    async fn mark_scan_running(
+        &self,
+        tenant: &str,
+        id: &str,
+        probes_total: u64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Records progress of a RUNNING scan. Returns false when the scan is no longer running.
+    async fn record_scan_progress(
+        &self,
+        tenant: &str,
+        id: &str,
+        progress: ScanProgress,
+    ) -> Result<bool, StoreError>;
+
+    /// Moves a non-final scan to a final state. Returns the scan as stored afterwards, or
+    /// `None` when it did not exist or was already final (the first final state wins).
+    async fn finish_scan(
+        &self,
+        tenant: &str,
+        id: &str,
+        state: ScanState,
+        error: &str,
+        now: i64,
+    ) -> Result<Option<ScanRecord>, StoreError>;
+
+    /// Stores findings, skipping any whose `(scan_id, fingerprint)` is already stored (a
+    /// resumed scan re-finds what it found before). Returns how many were new.
+    async fn insert_findings(&self, findings: &[FindingRecord]) -> Result<u64, StoreError>;
+
+    /// Attaches an analysis to a stored finding.
+    async fn set_finding_analysis(
+        &self,
+        tenant: &str,
+        finding_id: &str,
+        analysis: &AnalysisRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Findings of one scan, in the order they were stored, with ids above `after_id`.
+    async fn list_findings(
+        &self,
+        tenant: &str,
+        scan_id: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FindingRecord>, StoreError>;
+
+    /// The stored analysis of a fingerprint.
+    async fn get_analysis(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+    ) -> Result<Option<AnalysisRecord>, StoreError>;
+
+    /// Stores an analysis unless one exists for the fingerprint; returns the stored one.
+    async fn put_analysis(&self, analysis: &AnalysisRecord) -> Result<AnalysisRecord, StoreError>;
+
+    /// Stores a notification, assigning the next sequence number of its room.
+    async fn append_notification(
+        &self,
+        notification: &NotificationRecord,
+    ) -> Result<NotificationRecord, StoreError>;
+
+    /// Notifications of one room with a sequence above `after`, in order.
+    async fn notifications_after(
+        &self,
+        tenant: &str,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+}

@@ -1,0 +1,573 @@
+//! [`Store`] over sqlx's `Any` driver: SQLite or PostgreSQL, chosen by URL at start-up.
+//!
+//! Queries use `$n` placeholders, which both databases accept, and only the types both share
+//! (BIGINT, DOUBLE PRECISION, TEXT), so each query is written once.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use phantom_proto::pb::{ScanState, Severity};
+use sqlx::{
+    AnyPool, Row,
+    any::{AnyPoolOptions, AnyRow},
+};
+
+use super::{
+    AnalysisRecord, FindingRecord, InsertScan, NotificationRecord, ScanProgress, ScanRecord, Store,
+    StoreError,
+};
+use crate::config::StorageConfig;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The SQL implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: &'static str,
+}
+
+impl SqlStore {
+    /// Connects to the configured database (SQLite under `data_dir` when no URL is set) and
+    /// applies pending migrations.
+    pub async fn connect(config: &StorageConfig) -> Result<Self, StoreError> {
+        let url = if config.database_url.is_empty() {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            format!(
+                "sqlite://{}?mode=rwc",
+                config.data_dir.join("phantom.db").display()
+            )
+        } else {
+            config.database_url.clone()
+        };
+        Self::connect_url(&url, config.max_connections, config.acquire_timeout).await
+    }
+
+    /// Connects to `url` and applies pending migrations.
+    pub async fn connect_url(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        // sqlx's SQLite defaults already give WAL journaling, a 5 s busy timeout and foreign
+        // keys, which is what concurrent writers from four services in one process need.
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+}
+
+fn u64_of(row: &AnyRow, col: &'static str) -> Result<u64, StoreError> {
+    let v: i64 = row.try_get(col)?;
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        column: col,
+        message: format!("negative value {v}"),
+    })
+}
+
+fn json_of<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    col: &'static str,
+) -> Result<T, StoreError> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+        column: col,
+        message: e.to_string(),
+    })
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
+    let state: i64 = row.try_get("state")?;
+    let state = i32::try_from(state)
+        .ok()
+        .and_then(|s| ScanState::try_from(s).ok())
+        .ok_or(StoreError::Corrupt {
+            column: "scans.state",
+            message: format!("unknown state {state}"),
+        })?;
+    Ok(ScanRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        state,
+        targets: json_of(row, "targets")?,
+        resolved: json_of(row, "resolved")?,
+        ports: row.try_get("ports")?,
+        scanner: row.try_get("scanner")?,
+        progress_percent: u32::try_from(u64_of(row, "progress_percent")?).unwrap_or(100),
+        findings_count: u64_of(row, "findings_count")?,
+        probes_total: u64_of(row, "probes_total")?,
+        probes_done: u64_of(row, "probes_done")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        error: row.try_get("error")?,
+        request_id: row.try_get("request_id")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
+    let severity: i64 = row.try_get("severity")?;
+    let analysis: Option<String> = row.try_get("analysis")?;
+    Ok(FindingRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        scan_id: row.try_get("scan_id")?,
+        target: row.try_get("target")?,
+        hostname: row.try_get("hostname")?,
+        port: u16::try_from(u64_of(row, "port")?).map_err(|_| StoreError::Corrupt {
+            column: "findings.port",
+            message: "port above 65535".into(),
+        })?,
+        protocol: row.try_get("protocol")?,
+        service: row.try_get("service")?,
+        banner: row.try_get("banner")?,
+        engine: row.try_get("engine")?,
+        check_id: row.try_get("check_id")?,
+        title: row.try_get("title")?,
+        severity: i32::try_from(severity)
+            .ok()
+            .and_then(|s| Severity::try_from(s).ok())
+            .unwrap_or(Severity::Unspecified),
+        cvss_score: row.try_get("cvss_score")?,
+        cvss_vector: row.try_get("cvss_vector")?,
+        cve_ids: json_of(row, "cve_ids")?,
+        fingerprint: row.try_get("fingerprint")?,
+        analysis: analysis
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                column: "findings.analysis",
+                message: e.to_string(),
+            })?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn analysis_of(row: &AnyRow) -> Result<AnalysisRecord, StoreError> {
+    let severity: i64 = row.try_get("severity")?;
+    let degraded: i64 = row.try_get("degraded")?;
+    Ok(AnalysisRecord {
+        tenant: row.try_get("tenant")?,
+        fingerprint: row.try_get("fingerprint")?,
+        score: row.try_get("score")?,
+        severity: i32::try_from(severity).unwrap_or(0),
+        analyzer: row.try_get("analyzer")?,
+        confidence: u32::try_from(u64_of(row, "confidence")?).unwrap_or(0),
+        summary: row.try_get("summary")?,
+        remediation: row.try_get("remediation")?,
+        degraded: degraded != 0,
+        analyzed_at: row.try_get("analyzed_at")?,
+    })
+}
+
+fn notification_of(row: &AnyRow) -> Result<NotificationRecord, StoreError> {
+    let priority: i64 = row.try_get("priority")?;
+    Ok(NotificationRecord {
+        tenant: row.try_get("tenant")?,
+        room: row.try_get("room")?,
+        sequence: u64_of(row, "sequence")?,
+        id: row.try_get("id")?,
+        priority: i32::try_from(priority).unwrap_or(0),
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO scans (id, tenant, state, targets, resolved, ports, scanner, \
+             progress_percent, findings_count, probes_total, probes_done, idempotency_key, \
+             error, request_id, created_at, started_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        )
+        .bind(scan.id.clone())
+        .bind(scan.tenant.clone())
+        .bind(i64::from(scan.state as i32))
+        .bind(serde_json::to_string(&scan.targets).expect("strings serialize"))
+        .bind(serde_json::to_string(&scan.resolved).expect("addresses serialize"))
+        .bind(scan.ports.clone())
+        .bind(scan.scanner.clone())
+        .bind(i64::from(scan.progress_percent))
+        .bind(to_i64(scan.findings_count))
+        .bind(to_i64(scan.probes_total))
+        .bind(to_i64(scan.probes_done))
+        .bind(scan.idempotency_key.clone())
+        .bind(scan.error.clone())
+        .bind(scan.request_id.clone())
+        .bind(scan.created_at)
+        .bind(scan.started_at)
+        .bind(scan.finished_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(InsertScan::Inserted),
+            Err(err) if is_unique_violation(&err) && scan.idempotency_key.is_some() => {
+                let row = sqlx::query(
+                    "SELECT id, tenant, state, targets, resolved, ports, scanner, \
+                     progress_percent, findings_count, probes_total, probes_done, \
+                     idempotency_key, error, request_id, created_at, started_at, finished_at \
+                     FROM scans WHERE tenant = $1 AND idempotency_key = $2",
+                )
+                .bind(scan.tenant.clone())
+                .bind(scan.idempotency_key.clone())
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(InsertScan::Existing(scan_of(&row)?))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn get_scan(&self, tenant: &str, id: &str) -> Result<Option<ScanRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
+             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
+             created_at, started_at, finished_at FROM scans WHERE tenant = $1 AND id = $2",
+        )
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(scan_of).transpose()
+    }
+
+    async fn list_scans(
+        &self,
+        tenant: &str,
+        state: Option<ScanState>,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ScanRecord>, StoreError> {
+        // 0 stands for "any state" and "" for "from the newest": one static query serves all
+        // combinations of filters.
+        let rows = sqlx::query(
+            "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
+             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
+             created_at, started_at, finished_at FROM scans \
+             WHERE tenant = $1 AND ($2 = 0 OR state = $3) AND ($4 = '' OR id < $5) \
+             ORDER BY id DESC LIMIT $6",
+        )
+        .bind(tenant.to_owned())
+        .bind(state.map_or(0, |s| i64::from(s as i32)))
+        .bind(state.map_or(0, |s| i64::from(s as i32)))
+        .bind(before_id.unwrap_or_default().to_owned())
+        .bind(before_id.unwrap_or_default().to_owned())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(scan_of).collect()
+    }
+
+    async fn unfinished_scans(&self) -> Result<Vec<ScanRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
+             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
+             created_at, started_at, finished_at FROM scans \
+             WHERE state = $1 OR state = $2 ORDER BY id",
+        )
+        .bind(i64::from(ScanState::Pending as i32))
+        .bind(i64::from(ScanState::Running as i32))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(scan_of).collect()
+    }
+
+    async fn mark_scan_running(
+        &self,
+        tenant: &str,
+        id: &str,
+        probes_total: u64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scans SET state = $1, probes_total = $2, \
+             started_at = COALESCE(started_at, $3) \
+             WHERE tenant = $4 AND id = $5 AND (state = $6 OR state = $7)",
+        )
+        .bind(i64::from(ScanState::Running as i32))
+        .bind(to_i64(probes_total))
+        .bind(now)
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .bind(i64::from(ScanState::Pending as i32))
+        .bind(i64::from(ScanState::Running as i32))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_scan_progress(
+        &self,
+        tenant: &str,
+        id: &str,
+        progress: ScanProgress,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scans SET probes_done = $1, progress_percent = $2, findings_count = $3 \
+             WHERE tenant = $4 AND id = $5 AND state = $6",
+        )
+        .bind(to_i64(progress.probes_done))
+        .bind(i64::from(progress.progress_percent))
+        .bind(to_i64(progress.findings_count))
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .bind(i64::from(ScanState::Running as i32))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_scan(
+        &self,
+        tenant: &str,
+        id: &str,
+        state: ScanState,
+        error: &str,
+        now: i64,
+    ) -> Result<Option<ScanRecord>, StoreError> {
+        // Success means every probe ran: progress is exactly 100 then, and only then.
+        let done = sqlx::query(
+            "UPDATE scans SET state = $1, error = $2, finished_at = $3, \
+             progress_percent = CASE WHEN $4 = 1 THEN 100 ELSE progress_percent END, \
+             probes_done = CASE WHEN $5 = 1 THEN probes_total ELSE probes_done END, \
+             findings_count = (SELECT COUNT(*) FROM findings f WHERE f.scan_id = scans.id) \
+             WHERE tenant = $6 AND id = $7 AND (state = $8 OR state = $9)",
+        )
+        .bind(i64::from(state as i32))
+        .bind(error.to_owned())
+        .bind(now)
+        .bind(i64::from(state == ScanState::Succeeded))
+        .bind(i64::from(state == ScanState::Succeeded))
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .bind(i64::from(ScanState::Pending as i32))
+        .bind(i64::from(ScanState::Running as i32))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_scan(tenant, id).await
+    }
+
+    async fn insert_findings(&self, findings: &[FindingRecord]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for f in findings {
+            let done = sqlx::query(
+                "INSERT INTO findings (id, tenant, scan_id, target, hostname, port, protocol, \
+                 service, banner, engine, check_id, title, severity, cvss_score, cvss_vector, \
+                 cve_ids, fingerprint, analysis, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18, $19) ON CONFLICT (scan_id, fingerprint) DO NOTHING",
+            )
+            .bind(f.id.clone())
+            .bind(f.tenant.clone())
+            .bind(f.scan_id.clone())
+            .bind(f.target.clone())
+            .bind(f.hostname.clone())
+            .bind(i64::from(f.port))
+            .bind(f.protocol.clone())
+            .bind(f.service.clone())
+            .bind(f.banner.clone())
+            .bind(f.engine.clone())
+            .bind(f.check_id.clone())
+            .bind(f.title.clone())
+            .bind(i64::from(f.severity as i32))
+            .bind(f.cvss_score)
+            .bind(f.cvss_vector.clone())
+            .bind(serde_json::to_string(&f.cve_ids).expect("strings serialize"))
+            .bind(f.fingerprint.clone())
+            .bind(
+                f.analysis
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).expect("analysis serializes")),
+            )
+            .bind(f.created_at)
+            .execute(&mut *tx)
+            .await?;
+            inserted += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn set_finding_analysis(
+        &self,
+        tenant: &str,
+        finding_id: &str,
+        analysis: &AnalysisRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE findings SET analysis = $1, severity = $2, cvss_score = $3 \
+             WHERE tenant = $4 AND id = $5",
+        )
+        .bind(serde_json::to_string(analysis).expect("analysis serializes"))
+        .bind(i64::from(analysis.severity))
+        .bind(analysis.score)
+        .bind(tenant.to_owned())
+        .bind(finding_id.to_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_findings(
+        &self,
+        tenant: &str,
+        scan_id: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FindingRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant, scan_id, target, hostname, port, protocol, service, banner, \
+             engine, check_id, title, severity, cvss_score, cvss_vector, cve_ids, fingerprint, \
+             analysis, created_at FROM findings \
+             WHERE tenant = $1 AND scan_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(tenant.to_owned())
+        .bind(scan_id.to_owned())
+        .bind(after_id.unwrap_or_default().to_owned())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(finding_of).collect()
+    }
+
+    async fn get_analysis(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+    ) -> Result<Option<AnalysisRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT tenant, fingerprint, score, severity, analyzer, confidence, summary, \
+             remediation, degraded, analyzed_at FROM analyses \
+             WHERE tenant = $1 AND fingerprint = $2",
+        )
+        .bind(tenant.to_owned())
+        .bind(fingerprint.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(analysis_of).transpose()
+    }
+
+    async fn put_analysis(&self, a: &AnalysisRecord) -> Result<AnalysisRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO analyses (tenant, fingerprint, score, severity, analyzer, confidence, \
+             summary, remediation, degraded, analyzed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (tenant, fingerprint) DO NOTHING",
+        )
+        .bind(a.tenant.clone())
+        .bind(a.fingerprint.clone())
+        .bind(a.score)
+        .bind(i64::from(a.severity))
+        .bind(a.analyzer.clone())
+        .bind(i64::from(a.confidence))
+        .bind(a.summary.clone())
+        .bind(a.remediation.clone())
+        .bind(i64::from(a.degraded))
+        .bind(a.analyzed_at)
+        .execute(&self.pool)
+        .await?;
+        self.get_analysis(&a.tenant, &a.fingerprint)
+            .await?
+            .ok_or(StoreError::Corrupt {
+                column: "analyses",
+                message: "analysis vanished after insert".into(),
+            })
+    }
+
+    async fn append_notification(
+        &self,
+        n: &NotificationRecord,
+    ) -> Result<NotificationRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The upsert takes a row lock on the room's counter (PostgreSQL) or the database write
+        // lock (SQLite), so concurrent publishers to one room get distinct, gap-free numbers.
+        let row = sqlx::query(
+            "INSERT INTO room_sequences (tenant, room, sequence) VALUES ($1, $2, 1) \
+             ON CONFLICT (tenant, room) DO UPDATE SET sequence = room_sequences.sequence + 1 \
+             RETURNING sequence",
+        )
+        .bind(n.tenant.clone())
+        .bind(n.room.clone())
+        .fetch_one(&mut *tx)
+        .await?;
+        let sequence = u64_of(&row, "sequence")?;
+        sqlx::query(
+            "INSERT INTO notifications (tenant, room, sequence, id, priority, kind, payload, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(n.tenant.clone())
+        .bind(n.room.clone())
+        .bind(to_i64(sequence))
+        .bind(n.id.clone())
+        .bind(i64::from(n.priority))
+        .bind(n.kind.clone())
+        .bind(n.payload.clone())
+        .bind(n.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(NotificationRecord {
+            sequence,
+            ..n.clone()
+        })
+    }
+
+    async fn notifications_after(
+        &self,
+        tenant: &str,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, room, sequence, id, priority, kind, payload, created_at \
+             FROM notifications WHERE tenant = $1 AND room = $2 AND sequence > $3 \
+             ORDER BY sequence LIMIT $4",
+        )
+        .bind(tenant.to_owned())
+        .bind(room.to_owned())
+        .bind(to_i64(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(notification_of).collect()
+    }
+}
