@@ -15,5 +15,5 @@ pub mod status;
 pub mod tenant;
 
 pub use request_id::{PropagateContext, PropagateContextLayer, RequestId, RequestIdLayer};
-pub use status::Error;
+pub use status::{Error, FieldViolation};
 pub use tenant::{Tenant, TenantLayer, TenantSource};

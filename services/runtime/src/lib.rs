@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML + environment configuration of the whole system.
+//! - [`fingerprint`]: the stable identity of a finding, shared by scanner and analyzer.
 //! - [`server`]: the shared server stack (layers, health, reflection, graceful shutdown).
 //! - [`client`]: channels to other services with the client-side layers.
 //! - [`storage`]: the [`storage::Store`] trait over SQLite or PostgreSQL.
@@ -14,6 +15,7 @@
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod fingerprint;
 pub mod ready;
 pub mod server;
 pub mod storage;

@@ -1,1 +1,63 @@
+//! The vuln-analyzer: scores, deduplicates and triages findings.
+//!
+//! # Layout
+//! - [`cvss`]: CVSS v3.1 base scores by the specification's equations.
+//! - [`rules`]: the rule-based analysis (what answers when no LLM does).
+//! - [`service`]: the `phantom.v1.VulnAnalyzer` gRPC service.
 
+pub mod cvss;
+pub mod rules;
+pub mod service;
+
+use std::sync::Arc;
+
+use phantom_proto::pb::vuln_analyzer_server::VulnAnalyzerServer;
+use phantom_runtime::{
+    CancellationToken, Config, Listeners, Ready, ServiceName, cache, connect_with_retry, server,
+    storage::SqlStore,
+};
+
+/// Fully-qualified name of the gRPC service, as health checks and reflection know it.
+pub const GRPC_SERVICE: &str = "phantom.v1.VulnAnalyzer";
+
+/// Runs the vuln-analyzer on `listeners.grpc` until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), server::ServeError> {
+    let core = Ready::new();
+    let (router, health) = server::router(ServiceName::VulnAnalyzer, &config, &[GRPC_SERVICE])?;
+    let router = router.add_service(VulnAnalyzerServer::new(service::VulnAnalyzerService::new(
+        core.clone(),
+    )));
+    let serve = server::serve(
+        ServiceName::VulnAnalyzer,
+        router,
+        listeners.grpc,
+        health.clone(),
+        &config.shutdown,
+        shutdown.clone(),
+    );
+    let init = async {
+        let Some(store) =
+            connect_with_retry("database", &shutdown, || SqlStore::connect(&config.storage)).await
+        else {
+            return;
+        };
+        let Some(cache) =
+            connect_with_retry("cache", &shutdown, || cache::connect(&config.cache)).await
+        else {
+            return;
+        };
+        core.set(service::Core {
+            store: Arc::new(store),
+            cache,
+            cache_ttl: config.cache.default_ttl,
+        });
+        health.set_serving().await;
+        tracing::info!(service = "vuln-analyzer", "Ready");
+    };
+    let (served, ()) = tokio::join!(serve, init);
+    served
+}
