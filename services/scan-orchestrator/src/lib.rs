@@ -1,1 +1,96 @@
+//! The scan-orchestrator: authorized scans that survive restarts.
+//!
+//! # Layout
+//! - [`targets`]: target parsing, resolution and the authorized scope.
+//! - [`ports`]: port specifications.
+//! - [`scanner`]: the engines, behind the [`scanner::Scanner`] trait.
+//! - [`runner`]: runs stored scans to a final state, resuming unfinished ones at start-up.
+//! - [`service`]: the `phantom.v1.ScanOrchestrator` gRPC service.
 
+pub mod ports;
+pub mod runner;
+pub mod scanner;
+pub mod service;
+pub mod targets;
+
+use std::sync::Arc;
+
+use phantom_proto::pb::{
+    notifier_client::NotifierClient, scan_orchestrator_server::ScanOrchestratorServer,
+    vuln_analyzer_client::VulnAnalyzerClient,
+};
+use phantom_runtime::{
+    CancellationToken, Config, Listeners, Ready, ServiceName, client, connect_with_retry, server,
+    storage::SqlStore,
+};
+
+/// Fully-qualified name of the gRPC service.
+pub const GRPC_SERVICE: &str = "phantom.v1.ScanOrchestrator";
+
+/// Why the orchestrator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+    /// A peer's URL is not a valid endpoint.
+    #[error("invalid endpoint: {0}")]
+    Endpoint(#[from] tonic::transport::Error),
+}
+
+/// Runs the scan-orchestrator on `listeners.grpc` until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let analyzer = VulnAnalyzerClient::new(client::channel(
+        &config.endpoint(ServiceName::VulnAnalyzer),
+    )?);
+    let notifier = NotifierClient::new(client::channel(&config.endpoint(ServiceName::Notifier))?);
+    let core = Ready::new();
+    let (router, health) = server::router(ServiceName::ScanOrchestrator, &config, &[GRPC_SERVICE])?;
+    let router = router.add_service(ScanOrchestratorServer::new(
+        service::ScanOrchestratorService::new(core.clone()),
+    ));
+    let serve = server::serve(
+        ServiceName::ScanOrchestrator,
+        router,
+        listeners.grpc,
+        health.clone(),
+        &config.shutdown,
+        shutdown.clone(),
+    );
+    let init = async {
+        let Some(store) =
+            connect_with_retry("database", &shutdown, || SqlStore::connect(&config.storage)).await
+        else {
+            return;
+        };
+        let scanners: Vec<Arc<dyn scanner::Scanner>> =
+            vec![Arc::new(scanner::BuiltinScanner::new(&config.scan))];
+        let runner = runner::Runner::new(
+            Arc::new(store),
+            scanners,
+            analyzer,
+            notifier,
+            config.scan.max_concurrent_scans,
+            shutdown.clone(),
+        );
+        match runner.resume_unfinished().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(scans = n, "Resumed unfinished scans"),
+            Err(err) => tracing::error!(error = %err, "Could not list unfinished scans"),
+        }
+        core.set(service::Core {
+            runner,
+            scope: targets::Scope::new(&config.scan),
+            default_ports: config.scan.default_ports.clone(),
+            max_hosts: config.scan.max_hosts_per_scan,
+        });
+        health.set_serving().await;
+        tracing::info!(service = "scan-orchestrator", "Ready");
+    };
+    let (served, ()) = tokio::join!(serve, init);
+    Ok(served?)
+}

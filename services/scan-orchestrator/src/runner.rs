@@ -1,0 +1,496 @@
+//! Runs scans: from PENDING to a final state, surviving restarts.
+//!
+//! A scan's whole state is in the store. The runner takes stored scans (new ones from
+//! CreateScan, unfinished ones at start-up), runs their engine, stores findings as they come
+//! (deduplicated by fingerprint, so a scan resumed after a crash does not store a finding
+//! twice), has them analyzed by the vuln-analyzer, and publishes progress through the
+//! notifier. On shutdown it stops without touching the scan's state, so the next start
+//! resumes it; only CancelScan makes a scan CANCELLED.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use phantom_layers::{
+    RequestId, Tenant,
+    request_id::{self, CallContext},
+};
+use phantom_proto::pb::{
+    self, notifier_client::NotifierClient, vuln_analyzer_client::VulnAnalyzerClient,
+};
+use phantom_runtime::{
+    CancellationToken,
+    client::GrpcChannel,
+    fingerprint::fingerprint,
+    storage::{FindingRecord, ScanProgress, ScanRecord, Store, StoreError},
+    time::now_micros,
+};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tracing::Instrument;
+
+use crate::{
+    ports,
+    scanner::{Event, OpenPort, Plan, Scanner},
+};
+
+/// Findings sent to the analyzer per call.
+const ANALYZE_BATCH: u32 = 500;
+/// Progress is stored and published at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// Deadline of a best-effort notification.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A change of one scan, for WatchScan.
+#[derive(Debug, Clone)]
+pub struct ScanUpdate {
+    /// The scan after the change.
+    pub scan: ScanRecord,
+    /// What happened.
+    pub message: String,
+}
+
+/// Runs scans in the background.
+#[derive(Debug)]
+pub struct Runner {
+    store: Arc<dyn Store>,
+    scanners: HashMap<&'static str, Arc<dyn Scanner>>,
+    analyzer: VulnAnalyzerClient<GrpcChannel>,
+    notifier: NotifierClient<GrpcChannel>,
+    updates: broadcast::Sender<ScanUpdate>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl Runner {
+    /// A runner with `max_concurrent` scans at once; the rest wait as PENDING.
+    pub fn new(
+        store: Arc<dyn Store>,
+        scanners: Vec<Arc<dyn Scanner>>,
+        analyzer: VulnAnalyzerClient<GrpcChannel>,
+        notifier: NotifierClient<GrpcChannel>,
+        max_concurrent: usize,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            scanners: scanners.into_iter().map(|s| (s.name(), s)).collect(),
+            analyzer,
+            notifier,
+            updates: broadcast::channel(1024).0,
+            running: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            shutdown,
+        })
+    }
+
+    /// The engines this runner has.
+    pub fn has_scanner(&self, name: &str) -> bool {
+        self.scanners.contains_key(name)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Changes of every scan, as they happen.
+    pub fn updates(&self) -> broadcast::Receiver<ScanUpdate> {
+        self.updates.subscribe()
+    }
+
+    /// The token that stops streams and scans when the process shuts down.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Resumes every PENDING or RUNNING scan found in the store.
+    pub async fn resume_unfinished(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let scans = self.store.unfinished_scans().await?;
+        let n = scans.len();
+        for scan in scans {
+            tracing::info!(scan_id = %scan.id, state = ?scan.state, "Resuming scan after restart");
+            self.spawn(scan);
+        }
+        Ok(n)
+    }
+
+    /// Starts running `scan` in the background.
+    pub fn spawn(self: &Arc<Self>, scan: ScanRecord) {
+        let token = self.shutdown.child_token();
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(scan.id.clone(), token.clone());
+        let ctx = CallContext {
+            request_id: RequestId::parse(&scan.request_id).unwrap_or_else(RequestId::generate),
+            tenant: Tenant::parse(&scan.tenant),
+        };
+        let span = tracing::info_span!("scan", scan_id = %scan.id, request_id = %ctx.request_id);
+        let this = self.clone();
+        tokio::spawn(request_id::scope(
+            ctx,
+            async move {
+                let id = scan.id.clone();
+                if let Err(err) = this.execute(scan, token).await {
+                    tracing::error!(error = %err, "Scan runner failed on storage; the scan resumes at next start");
+                }
+                this.running.lock().expect("running lock").remove(&id);
+            }
+            .instrument(span),
+        ));
+    }
+
+    /// Stops a running scan (its state was already set by the caller).
+    pub fn cancel(&self, id: &str) {
+        if let Some(token) = self.running.lock().expect("running lock").get(id) {
+            token.cancel();
+        }
+    }
+
+    fn publish_update(&self, scan: ScanRecord, message: impl Into<String>) {
+        let _ = self.updates.send(ScanUpdate {
+            scan,
+            message: message.into(),
+        });
+    }
+
+    async fn refresh(
+        &self,
+        scan: &ScanRecord,
+        message: impl Into<String>,
+    ) -> Result<(), StoreError> {
+        if let Some(now) = self.store.get_scan(&scan.tenant, &scan.id).await? {
+            self.publish_update(now, message);
+        }
+        Ok(())
+    }
+
+    /// Best effort: a notifier that is down must not stop a scan.
+    async fn notify(
+        &self,
+        room: String,
+        priority: pb::Priority,
+        kind: &str,
+        payload: serde_json::Value,
+    ) {
+        let mut client = self.notifier.clone();
+        let note = pb::Notification {
+            room,
+            priority: priority as i32,
+            r#type: kind.to_owned(),
+            payload: payload.to_string(),
+            ..Default::default()
+        };
+        match tokio::time::timeout(NOTIFY_TIMEOUT, client.publish(note)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), "Notification not published")
+            }
+            Err(_) => tracing::debug!("Notification timed out"),
+        }
+    }
+
+    async fn execute(&self, scan: ScanRecord, token: CancellationToken) -> Result<(), StoreError> {
+        let _permit = tokio::select! {
+            permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            () = token.cancelled() => return Ok(()),
+        };
+        let room = format!("scan/{}", scan.id);
+        let Some(scanner) = self.scanners.get(scan.scanner.as_str()).cloned() else {
+            let msg = format!("engine {:?} is not available on this server", scan.scanner);
+            if let Some(done) = self
+                .store
+                .finish_scan(
+                    &scan.tenant,
+                    &scan.id,
+                    pb::ScanState::Failed,
+                    &msg,
+                    now_micros(),
+                )
+                .await?
+            {
+                self.publish_update(done, msg);
+            }
+            return Ok(());
+        };
+        let plan = Plan {
+            targets: scan.resolved.clone(),
+            ports: ports::parse(&scan.ports).unwrap_or_default(),
+        };
+        let total = plan.probes();
+        if !self
+            .store
+            .mark_scan_running(&scan.tenant, &scan.id, total, now_micros())
+            .await?
+        {
+            return Ok(()); // cancelled while pending
+        }
+        tracing::info!(
+            targets = plan.targets.len(),
+            ports = plan.ports.len(),
+            engine = scanner.name(),
+            "Scan started"
+        );
+        self.refresh(&scan, "scan started").await?;
+        self.notify(
+            room.clone(),
+            pb::Priority::Normal,
+            "scan.started",
+            serde_json::json!({
+                "scan_id": scan.id, "targets": scan.targets, "probes_total": total,
+            }),
+        )
+        .await;
+
+        let (tx, mut rx) = mpsc::channel(1024);
+        let engine = {
+            let token = token.clone();
+            tokio::spawn(async move { scanner.scan(&plan, tx, token).await })
+        };
+        // A resumed scan starts from what it had stored; re-found findings are not new.
+        let mut findings: u64 = scan.findings_count;
+        let mut done = 0u64;
+        let mut reported_percent = 0u32;
+        let mut last_store = tokio::time::Instant::now();
+        while let Some(event) = rx.recv().await {
+            match event {
+                Event::Open(open) => {
+                    let record = finding_record(&scan, &open);
+                    let new = self
+                        .store
+                        .insert_findings(std::slice::from_ref(&record))
+                        .await?;
+                    findings += new;
+                    if new > 0 {
+                        tracing::info!(target_addr = %open.target.address, port = open.port, service = %open.service, "Open port");
+                    }
+                }
+                Event::Progress(n) => done = n,
+            }
+            let percent = percent(done, total);
+            if last_store.elapsed() >= PROGRESS_EVERY || done == total {
+                last_store = tokio::time::Instant::now();
+                let progress = ScanProgress {
+                    probes_done: done,
+                    progress_percent: percent,
+                    findings_count: findings,
+                };
+                if !self
+                    .store
+                    .record_scan_progress(&scan.tenant, &scan.id, progress)
+                    .await?
+                {
+                    break; // cancelled meanwhile
+                }
+                self.refresh(&scan, format!("{done}/{total} probes, {findings} findings"))
+                    .await?;
+                if percent != reported_percent {
+                    reported_percent = percent;
+                    self.notify(
+                        room.clone(),
+                        pb::Priority::Normal,
+                        "scan.progress",
+                        serde_json::json!({
+                            "scan_id": scan.id, "progress_percent": percent, "probes_done": done,
+                            "probes_total": total, "findings_count": findings,
+                        }),
+                    )
+                    .await;
+                }
+            }
+        }
+        let outcome = engine.await;
+
+        if self.shutdown.is_cancelled() {
+            tracing::info!("Scan interrupted by shutdown; it resumes at next start");
+            return Ok(());
+        }
+        if token.is_cancelled() {
+            tracing::info!("Scan cancelled");
+            self.notify(
+                room,
+                pb::Priority::Normal,
+                "scan.cancelled",
+                serde_json::json!({"scan_id": scan.id}),
+            )
+            .await;
+            return Ok(());
+        }
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(join) => Some(format!("engine crashed: {join}")),
+        };
+        if let Some(error) = failure {
+            tracing::warn!(error = %error, "Scan failed");
+            if let Some(done) = self
+                .store
+                .finish_scan(
+                    &scan.tenant,
+                    &scan.id,
+                    pb::ScanState::Failed,
+                    &error,
+                    now_micros(),
+                )
+                .await?
+            {
+                self.publish_update(done, error.clone());
+            }
+            self.notify(
+                room,
+                pb::Priority::Critical,
+                "scan.failed",
+                serde_json::json!({"scan_id": scan.id, "error": error}),
+            )
+            .await;
+            return Ok(());
+        }
+
+        self.refresh(&scan, "analyzing findings").await?;
+        let analyzed = self.analyze(&scan, &room).await?;
+        if let Some(done) = self
+            .store
+            .finish_scan(
+                &scan.tenant,
+                &scan.id,
+                pb::ScanState::Succeeded,
+                "",
+                now_micros(),
+            )
+            .await?
+        {
+            tracing::info!(findings = done.findings_count, analyzed, "Scan succeeded");
+            let message = format!("scan succeeded: {} findings", done.findings_count);
+            self.notify(
+                room,
+                pb::Priority::High,
+                "scan.finished",
+                serde_json::json!({
+                    "scan_id": scan.id, "state": "SUCCEEDED", "findings_count": done.findings_count,
+                }),
+            )
+            .await;
+            self.publish_update(done, message);
+        }
+        Ok(())
+    }
+
+    /// Has every finding of the scan analyzed; returns how many were. An analyzer that is
+    /// down leaves findings with the engine's verdict rather than failing the scan.
+    async fn analyze(&self, scan: &ScanRecord, room: &str) -> Result<usize, StoreError> {
+        let mut analyzer = self.analyzer.clone();
+        let mut after: Option<String> = None;
+        let mut analyzed = 0;
+        loop {
+            let page = self
+                .store
+                .list_findings(&scan.tenant, &scan.id, after.as_deref(), ANALYZE_BATCH)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            let request: Vec<pb::Finding> = page.iter().cloned().map(Into::into).collect();
+            let analyses = match analyzer
+                .analyze_findings(pb::AnalyzeFindingsRequest { findings: request })
+                .await
+            {
+                Ok(resp) => resp.into_inner().analyses,
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "Analyzer unavailable; findings keep the engine's verdict");
+                    break;
+                }
+            };
+            for (finding, analysis) in page.iter().zip(analyses) {
+                let record = phantom_runtime::storage::AnalysisRecord {
+                    tenant: scan.tenant.clone(),
+                    fingerprint: analysis.fingerprint.clone(),
+                    score: analysis.score,
+                    severity: analysis.severity,
+                    analyzer: analysis.analyzer.clone(),
+                    confidence: analysis.confidence,
+                    summary: analysis.summary.clone(),
+                    remediation: analysis.remediation.clone(),
+                    degraded: analysis.degraded,
+                    analyzed_at: analysis.analyzed_at.map_or_else(now_micros, |t| {
+                        t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
+                    }),
+                };
+                self.store
+                    .set_finding_analysis(&scan.tenant, &finding.id, &record)
+                    .await?;
+                analyzed += 1;
+                let severity =
+                    pb::Severity::try_from(analysis.severity).unwrap_or(pb::Severity::Unspecified);
+                if severity >= pb::Severity::High {
+                    let priority = if severity == pb::Severity::Critical {
+                        pb::Priority::Critical
+                    } else {
+                        pb::Priority::High
+                    };
+                    self.notify(room.to_owned(), priority, "finding", serde_json::json!({
+                        "scan_id": scan.id, "finding_id": finding.id, "target": finding.target,
+                        "port": finding.port, "severity": severity.as_str_name(), "score": analysis.score,
+                        "summary": analysis.summary,
+                    })).await;
+                }
+            }
+            if page.len() < ANALYZE_BATCH as usize {
+                break;
+            }
+        }
+        Ok(analyzed)
+    }
+}
+
+fn percent(done: u64, total: u64) -> u32 {
+    if total == 0 {
+        return 0;
+    }
+    // 100 is reserved for success: a scan at its last probe is still analyzing.
+    u32::try_from((done.saturating_mul(100) / total).min(99)).unwrap_or(99)
+}
+
+fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
+    let mut f = FindingRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: scan.tenant.clone(),
+        scan_id: scan.id.clone(),
+        target: open.target.address.to_string(),
+        hostname: open.target.hostname.clone().unwrap_or_default(),
+        port: open.port,
+        protocol: "tcp".into(),
+        service: open.service.clone(),
+        banner: open.banner.clone(),
+        engine: scan.scanner.clone(),
+        check_id: "open-port".into(),
+        title: if open.service.is_empty() {
+            format!("Port {}/tcp open", open.port)
+        } else {
+            format!("Port {}/tcp open ({})", open.port, open.service)
+        },
+        severity: pb::Severity::Info,
+        cvss_score: 0.0,
+        cvss_vector: String::new(),
+        cve_ids: Vec::new(),
+        fingerprint: String::new(),
+        analysis: None,
+        created_at: now_micros(),
+    };
+    f.fingerprint = fingerprint(&pb::Finding::from(f.clone()));
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reaches_100_only_on_success() {
+        assert_eq!(percent(0, 10), 0);
+        assert_eq!(percent(5, 10), 50);
+        assert_eq!(percent(10, 10), 99);
+        assert_eq!(percent(0, 0), 0);
+    }
+}

@@ -1,0 +1,281 @@
+//! The built-in engine: an async TCP connect scan with a bounded number of sockets in flight,
+//! a connect timeout, and a banner probe (what the service says first; for a silent service,
+//! the answer to an HTTP `HEAD /`: status line and `Server` header).
+
+use std::{net::SocketAddr, time::Duration};
+
+use async_trait::async_trait;
+use futures::{StreamExt, stream};
+use phantom_runtime::{CancellationToken, config::ScanConfig, storage::ResolvedTarget};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+    time::{Instant, timeout},
+};
+
+use super::{Event, OpenPort, Plan, ScanError, Scanner, service_for_banner, service_for_port};
+
+/// Longest banner kept.
+const MAX_BANNER: usize = 256;
+/// Progress is reported at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// The built-in TCP connect scanner.
+#[derive(Debug, Clone)]
+pub struct BuiltinScanner {
+    max_in_flight: usize,
+    connect_timeout: Duration,
+    banner_timeout: Duration,
+}
+
+impl BuiltinScanner {
+    /// A scanner tuned by `config`.
+    pub fn new(config: &ScanConfig) -> Self {
+        Self {
+            max_in_flight: config.max_in_flight,
+            connect_timeout: config.connect_timeout,
+            banner_timeout: config.banner_timeout,
+        }
+    }
+
+    async fn probe(&self, target: ResolvedTarget, port: u16) -> Option<OpenPort> {
+        let addr = SocketAddr::new(target.address, port);
+        let mut stream = timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        let banner = self.banner(&mut stream, &target, port).await;
+        let service = service_for_banner(&banner)
+            .map(|s| {
+                if s == "http" && matches!(port, 443 | 8443) {
+                    "https"
+                } else {
+                    s
+                }
+            })
+            .unwrap_or_else(|| service_for_port(port))
+            .to_owned();
+        Some(OpenPort {
+            target,
+            port,
+            service,
+            banner,
+        })
+    }
+
+    async fn banner(&self, stream: &mut TcpStream, target: &ResolvedTarget, port: u16) -> String {
+        let mut buf = vec![0u8; 1024];
+        // Many services (SSH, SMTP, FTP) speak first.
+        if let Ok(Ok(n)) = timeout(self.banner_timeout, stream.read(&mut buf)).await {
+            if n > 0 {
+                return sanitize(&buf[..n]);
+            }
+            return String::new(); // closed without a word
+        }
+        // A silent service: ask it as a web server would be asked.
+        let host = target
+            .hostname
+            .clone()
+            .unwrap_or_else(|| match target.address {
+                std::net::IpAddr::V6(a) => format!("[{a}]"),
+                a => a.to_string(),
+            });
+        let request = format!(
+            "HEAD / HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: phantom-scanner\r\n\r\n"
+        );
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut got = Vec::new();
+        let deadline = Instant::now() + self.banner_timeout;
+        while got.len() < buf.len() {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        http_summary(&got).unwrap_or_else(|| sanitize(&got))
+    }
+}
+
+/// For an HTTP answer: the status line and the `Server` header, the parts that identify it.
+fn http_summary(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut lines = text.split("\r\n");
+    let status = lines.next().filter(|l| l.starts_with("HTTP/"))?;
+    let server = lines.find(|l| l.to_ascii_lowercase().starts_with("server:"));
+    Some(sanitize(
+        match server {
+            Some(s) => format!("{status}\r\n{s}"),
+            None => status.to_owned(),
+        }
+        .as_bytes(),
+    ))
+}
+
+/// Printable ASCII kept, `\r\n` kept as line breaks, anything else escaped; at most
+/// [`MAX_BANNER`] bytes. Banners come from whoever answers and end up in terminals and logs.
+fn sanitize(raw: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in raw {
+        if out.len() >= MAX_BANNER {
+            break;
+        }
+        match b {
+            b'\n' => out.push('\n'),
+            b'\r' => {}
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.trim().to_owned()
+}
+
+#[async_trait]
+impl Scanner for BuiltinScanner {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+
+    async fn scan(
+        &self,
+        plan: &Plan,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+    ) -> Result<(), ScanError> {
+        // Ports vary fastest... across hosts: probing port p of every host before p+1 spreads
+        // the load instead of hammering one host with all its ports at once.
+        let (targets, ports) = (plan.targets.clone(), plan.ports.clone());
+        let per_port = targets.len() as u64;
+        let probes = (0..plan.probes()).map(move |i| {
+            let (port, host) = (i / per_port, i % per_port);
+            (
+                targets[usize::try_from(host).expect("index fits")].clone(),
+                ports[usize::try_from(port).expect("index fits")],
+            )
+        });
+        let mut results = stream::iter(probes)
+            .map(|(t, p)| self.probe(t, p))
+            .buffer_unordered(self.max_in_flight);
+        let mut done = 0u64;
+        let mut last_report = Instant::now();
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                next = results.next() => next,
+            };
+            let Some(result) = next else { break };
+            done += 1;
+            if let Some(open) = result {
+                if events.send(Event::Open(open)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                let _ = events.send(Event::Progress(done)).await;
+            }
+        }
+        let _ = events.send(Event::Progress(done)).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banners_are_sanitized_and_bounded() {
+        assert_eq!(sanitize(b"SSH-2.0-OpenSSH_9.2\r\n"), "SSH-2.0-OpenSSH_9.2");
+        assert_eq!(sanitize(b"\x1b[31mred\x00"), "\\x1b[31mred\\x00");
+        assert!(sanitize(&[b'a'; 1000]).len() <= MAX_BANNER);
+    }
+
+    #[test]
+    fn http_answers_are_summarized() {
+        let raw =
+            b"HTTP/1.1 200 OK\r\nDate: x\r\nServer: nginx/1.25.3\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            http_summary(raw).unwrap(),
+            "HTTP/1.1 200 OK\nServer: nginx/1.25.3"
+        );
+        assert!(http_summary(b"SSH-2.0").is_none());
+    }
+
+    #[tokio::test]
+    async fn finds_open_ports_reads_banners_and_skips_closed_ones() {
+        let speaker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (sp, wp) = (
+            speaker.local_addr().unwrap().port(),
+            web.local_addr().unwrap().port(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = speaker.accept().await {
+                let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n").await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = web.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 404 Not Found\r\nServer: test/1.0\r\n\r\n")
+                    .await;
+            }
+        });
+        let scanner = BuiltinScanner::new(&ScanConfig::default());
+        let plan = Plan {
+            targets: vec![ResolvedTarget {
+                hostname: None,
+                address: "127.0.0.1".parse().unwrap(),
+            }],
+            ports: {
+                let mut p = vec![sp, wp, closed];
+                p.sort_unstable();
+                p
+            },
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        scanner
+            .scan(&plan, tx, CancellationToken::new())
+            .await
+            .unwrap();
+        let mut open = Vec::new();
+        let mut last_progress = 0;
+        while let Some(e) = rx.recv().await {
+            match e {
+                Event::Open(o) => open.push(o),
+                Event::Progress(n) => last_progress = n,
+            }
+        }
+        assert_eq!(last_progress, 3);
+        open.sort_by_key(|o| o.port);
+        let by_port = |p: u16| open.iter().find(|o| o.port == p);
+        assert_eq!(open.len(), 2);
+        assert_eq!(by_port(sp).unwrap().service, "ssh");
+        assert!(
+            by_port(sp)
+                .unwrap()
+                .banner
+                .starts_with("SSH-2.0-OpenSSH_9.2p1")
+        );
+        assert_eq!(by_port(wp).unwrap().service, "http");
+        assert_eq!(
+            by_port(wp).unwrap().banner,
+            "HTTP/1.0 404 Not Found\nServer: test/1.0"
+        );
+        assert!(by_port(closed).is_none());
+    }
+}

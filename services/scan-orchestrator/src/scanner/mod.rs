@@ -1,0 +1,125 @@
+//! Scanner engines behind one trait.
+//!
+//! An engine turns a plan (addresses × ports) into events: open ports as it finds them, and
+//! progress. It does not store anything; the [`crate::runner`] does.
+
+mod builtin;
+
+pub use builtin::BuiltinScanner;
+
+use async_trait::async_trait;
+use phantom_runtime::{CancellationToken, storage::ResolvedTarget};
+use tokio::sync::mpsc;
+
+/// What to scan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Addresses, checked against the scope.
+    pub targets: Vec<ResolvedTarget>,
+    /// Ports, sorted.
+    pub ports: Vec<u16>,
+}
+
+impl Plan {
+    /// Number of host:port probes.
+    pub fn probes(&self) -> u64 {
+        self.targets.len() as u64 * self.ports.len() as u64
+    }
+}
+
+/// An open port and what its service said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPort {
+    /// Where.
+    pub target: ResolvedTarget,
+    /// Which port.
+    pub port: u16,
+    /// Service guessed from the banner or the port.
+    pub service: String,
+    /// What the service said (sanitized).
+    pub banner: String,
+}
+
+/// What an engine reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An open port.
+    Open(OpenPort),
+    /// This many probes are done (monotonic).
+    Progress(u64),
+}
+
+/// Why an engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The engine could not run at all.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// A scanner engine.
+#[async_trait]
+pub trait Scanner: Send + Sync + std::fmt::Debug {
+    /// The engine's name as requests give it.
+    fn name(&self) -> &'static str;
+
+    /// Scans `plan`, reporting to `events`, until done or `cancel` fires. Returning early
+    /// because of `cancel` is not an error.
+    async fn scan(
+        &self,
+        plan: &Plan,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+    ) -> Result<(), ScanError>;
+}
+
+/// Service name conventionally on `port`.
+pub fn service_for_port(port: u16) -> &'static str {
+    match port {
+        21 => "ftp",
+        22 => "ssh",
+        23 => "telnet",
+        25 | 587 => "smtp",
+        53 => "dns",
+        80 | 8000 | 8008 | 8080 | 8888 => "http",
+        110 => "pop3",
+        139 | 445 => "smb",
+        143 => "imap",
+        443 | 8443 => "https",
+        1433 => "mssql",
+        1521 => "oracle",
+        3306 => "mysql",
+        3389 => "rdp",
+        5432 => "postgresql",
+        5900 => "vnc",
+        6379 => "redis",
+        9200 => "elasticsearch",
+        11211 => "memcached",
+        27017 => "mongodb",
+        _ => "",
+    }
+}
+
+/// Service recognised from what it said, if anything was recognisable.
+pub fn service_for_banner(banner: &str) -> Option<&'static str> {
+    let lower = banner.to_ascii_lowercase();
+    Some(match () {
+        () if banner.starts_with("SSH-") => "ssh",
+        () if banner.starts_with("HTTP/") => "http",
+        () if banner.starts_with("220") && lower.contains("ftp") => "ftp",
+        () if banner.starts_with("220") && (lower.contains("smtp") || lower.contains("mail")) => {
+            "smtp"
+        }
+        () if banner.starts_with("+OK") => "pop3",
+        () if banner.starts_with("* OK") => "imap",
+        () if banner.starts_with("-ERR")
+            || banner.starts_with("+PONG")
+            || lower.contains("redis") =>
+        {
+            "redis"
+        }
+        () if lower.contains("mysql") || lower.contains("mariadb") => "mysql",
+        () if lower.contains("login:") || lower.contains("telnet") => "telnet",
+        () => return None,
+    })
+}

@@ -1,0 +1,364 @@
+//! The `phantom.v1.ScanOrchestrator` gRPC service.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use phantom_layers::Error;
+use phantom_proto::pb::{self, scan_orchestrator_server::ScanOrchestrator};
+use phantom_runtime::{
+    Ready,
+    server::tenant_of,
+    storage::{InsertScan, ScanRecord},
+    time::{now_micros, timestamp_now},
+};
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    ports,
+    runner::Runner,
+    targets::{self, Scope},
+};
+
+/// Default and largest page of ListScans.
+const SCANS_PAGE: (i32, i32) = (50, 1000);
+/// Default and largest page of ListFindings.
+const FINDINGS_PAGE: (i32, i32) = (100, 1000);
+/// Longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// How often WatchScan re-reads the store, to see changes made by another replica.
+const WATCH_POLL: Duration = Duration::from_secs(2);
+
+/// Engines the API knows; `builtin` is the default.
+pub const ENGINES: &[&str] = &["builtin", "nmap", "nuclei"];
+
+/// What the service needs once its dependencies are up.
+#[derive(Debug)]
+pub struct Core {
+    /// Runs the scans.
+    pub runner: Arc<Runner>,
+    /// The authorized scope.
+    pub scope: Scope,
+    /// Ports scanned when a request names none.
+    pub default_ports: String,
+    /// Most addresses per scan.
+    pub max_hosts: u32,
+}
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct ScanOrchestratorService {
+    core: Ready<Core>,
+}
+
+impl ScanOrchestratorService {
+    /// A service that serves `core` once it is set.
+    pub fn new(core: Ready<Core>) -> Self {
+        Self { core }
+    }
+}
+
+fn valid_id(field: &str, id: &str) -> Result<(), Error> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| Error::invalid(field, format!("{id:?} is not a scan id (a UUID)")))
+}
+
+fn page_size(field: &str, requested: i32, (default, max): (i32, i32)) -> Result<u32, Error> {
+    match requested {
+        n if n < 0 => Err(Error::invalid(field, "must not be negative")),
+        0 => Ok(default.unsigned_abs()),
+        n => Ok(n.min(max).unsigned_abs()),
+    }
+}
+
+fn page_token(token: &str) -> Result<Option<&str>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    uuid::Uuid::parse_str(token)
+        .map(|_| Some(token))
+        .map_err(|_| Error::invalid("page_token", "is not a token returned by a previous page"))
+}
+
+async fn get_scan(core: &Core, tenant: &str, id: &str) -> Result<ScanRecord, Error> {
+    valid_id("id", id)?;
+    core.runner
+        .store()
+        .get_scan(tenant, id)
+        .await?
+        .ok_or_else(|| Error::not_found("scan", id))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::ScanEvent, Status>> + Send>>;
+
+fn event(scan: ScanRecord, message: String) -> pb::ScanEvent {
+    pb::ScanEvent {
+        scan: Some(scan.into()),
+        message,
+        time: Some(timestamp_now()),
+    }
+}
+
+#[tonic::async_trait]
+impl ScanOrchestrator for ScanOrchestratorService {
+    async fn create_scan(
+        &self,
+        request: Request<pb::CreateScanRequest>,
+    ) -> Result<Response<pb::Scan>, Status> {
+        let tenant = tenant_of(&request)?;
+        let request_id = request
+            .extensions()
+            .get::<phantom_layers::RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let req = request.into_inner();
+        let core = self.core.get()?;
+
+        let scanner = if req.scanner.is_empty() {
+            "builtin"
+        } else {
+            req.scanner.as_str()
+        };
+        if !ENGINES.contains(&scanner) {
+            return Err(Error::invalid(
+                "scanner",
+                format!("unknown engine {scanner:?}; one of {}", ENGINES.join(", ")),
+            )
+            .into());
+        }
+        let port_spec = if req.ports.trim().is_empty() {
+            core.default_ports.as_str()
+        } else {
+            req.ports.as_str()
+        };
+        let ports = ports::parse(port_spec).map_err(|why| Error::invalid("ports", why))?;
+        let key = req.idempotency_key.trim();
+        if key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "idempotency_key",
+                format!("must be at most {MAX_IDEMPOTENCY_KEY} printable characters"),
+            )
+            .into());
+        }
+        if !core.runner.has_scanner(scanner) {
+            return Err(Error::FailedPrecondition {
+                reason: "ENGINE_UNAVAILABLE",
+                message: format!(
+                    "engine {scanner:?} is not available on this server; use \"builtin\""
+                ),
+            }
+            .into());
+        }
+        let resolved = targets::resolve(&req.targets, &core.scope, core.max_hosts).await?;
+
+        let scan = ScanRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant,
+            state: pb::ScanState::Pending,
+            targets: req.targets.iter().map(|t| t.trim().to_owned()).collect(),
+            resolved,
+            ports: ports::normalize(&ports),
+            scanner: scanner.to_owned(),
+            progress_percent: 0,
+            findings_count: 0,
+            probes_total: 0,
+            probes_done: 0,
+            idempotency_key: (!key.is_empty()).then(|| key.to_owned()),
+            error: String::new(),
+            request_id,
+            created_at: now_micros(),
+            started_at: None,
+            finished_at: None,
+        };
+        match core
+            .runner
+            .store()
+            .insert_scan(&scan)
+            .await
+            .map_err(Error::from)?
+        {
+            InsertScan::Existing(existing) => {
+                tracing::info!(scan_id = %existing.id, "Idempotent retry: returning the existing scan");
+                Ok(Response::new(existing.into()))
+            }
+            InsertScan::Inserted => {
+                tracing::info!(scan_id = %scan.id, targets = scan.targets.len(), addresses = scan.resolved.len(), ports = %scan.ports, "Scan created");
+                core.runner.spawn(scan.clone());
+                Ok(Response::new(scan.into()))
+            }
+        }
+    }
+
+    async fn get_scan(
+        &self,
+        request: Request<pb::GetScanRequest>,
+    ) -> Result<Response<pb::Scan>, Status> {
+        let tenant = tenant_of(&request)?;
+        let core = self.core.get()?;
+        Ok(Response::new(
+            get_scan(core, &tenant, &request.get_ref().id).await?.into(),
+        ))
+    }
+
+    async fn list_scans(
+        &self,
+        request: Request<pb::ListScansRequest>,
+    ) -> Result<Response<pb::ListScansResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let req = request.into_inner();
+        let limit = page_size("page_size", req.page_size, SCANS_PAGE)?;
+        let before = page_token(&req.page_token)?;
+        let state = match pb::ScanState::try_from(req.state) {
+            Ok(pb::ScanState::Unspecified) => None,
+            Ok(s) => Some(s),
+            Err(_) => {
+                return Err(Error::invalid("state", format!("unknown state {}", req.state)).into());
+            }
+        };
+        let core = self.core.get()?;
+        let scans = core
+            .runner
+            .store()
+            .list_scans(&tenant, state, before, limit)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = if scans.len() == limit as usize {
+            scans.last().map(|s| s.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListScansResponse {
+            scans: scans.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_scan(
+        &self,
+        request: Request<pb::CancelScanRequest>,
+    ) -> Result<Response<pb::Scan>, Status> {
+        let tenant = tenant_of(&request)?;
+        let core = self.core.get()?;
+        let id = &request.get_ref().id;
+        let scan = get_scan(core, &tenant, id).await?;
+        if scan.is_final() {
+            return Ok(Response::new(scan.into()));
+        }
+        let store = core.runner.store();
+        let scan = match store
+            .finish_scan(
+                &tenant,
+                id,
+                pb::ScanState::Cancelled,
+                "cancelled by request",
+                now_micros(),
+            )
+            .await
+            .map_err(Error::from)?
+        {
+            Some(cancelled) => {
+                core.runner.cancel(id);
+                tracing::info!(scan_id = %id, "Scan cancelled");
+                cancelled
+            }
+            // It finished between the read and the update: report how it ended.
+            None => get_scan(core, &tenant, id).await?,
+        };
+        Ok(Response::new(scan.into()))
+    }
+
+    type WatchScanStream = WatchStream;
+
+    async fn watch_scan(
+        &self,
+        request: Request<pb::WatchScanRequest>,
+    ) -> Result<Response<Self::WatchScanStream>, Status> {
+        let tenant = tenant_of(&request)?;
+        let core = self.core.get()?;
+        let id = request.get_ref().id.clone();
+        // Subscribe before reading, so no change falls between the read and the stream.
+        let mut updates = core.runner.updates();
+        let scan = get_scan(core, &tenant, &id).await?;
+        let store = core.runner.store().clone();
+        let shutdown = core.runner.shutdown().clone();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut last = scan.clone();
+            if tx
+                .send(Ok(event(scan, "current state".into())))
+                .await
+                .is_err()
+                || last.is_final()
+            {
+                return;
+            }
+            let mut poll = tokio::time::interval(WATCH_POLL);
+            poll.tick().await;
+            loop {
+                let (next, message) = tokio::select! {
+                    () = tx.closed() => return,
+                    () = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("server shutting down; watch again"))).await;
+                        return;
+                    }
+                    update = updates.recv() => match update {
+                        Ok(u) if u.scan.id == id && u.scan.tenant == tenant => (u.scan, u.message),
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => match store.get_scan(&tenant, &id).await {
+                            Ok(Some(s)) => (s, "progress".to_owned()),
+                            _ => continue,
+                        },
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = poll.tick() => match store.get_scan(&tenant, &id).await {
+                        Ok(Some(s)) if s != last => (s, "progress".to_owned()),
+                        _ => continue,
+                    },
+                };
+                let is_final = next.is_final();
+                last = next.clone();
+                if tx.send(Ok(event(next, message))).await.is_err() || is_final {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_findings(
+        &self,
+        request: Request<pb::ListFindingsRequest>,
+    ) -> Result<Response<pb::ListFindingsResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let req = request.into_inner();
+        valid_id("scan_id", &req.scan_id)?;
+        let limit = page_size("page_size", req.page_size, FINDINGS_PAGE)?;
+        let after = page_token(&req.page_token)?;
+        let core = self.core.get()?;
+        let store = core.runner.store();
+        if store
+            .get_scan(&tenant, &req.scan_id)
+            .await
+            .map_err(Error::from)?
+            .is_none()
+        {
+            return Err(Error::not_found("scan", req.scan_id).into());
+        }
+        let findings = store
+            .list_findings(&tenant, &req.scan_id, after, limit)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = if findings.len() == limit as usize {
+            findings.last().map(|f| f.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListFindingsResponse {
+            findings: findings.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+}
