@@ -128,7 +128,8 @@ impl Runner {
             request_id: RequestId::parse(&scan.request_id).unwrap_or_else(RequestId::generate),
             tenant: Tenant::parse(&scan.tenant),
         };
-        let span = tracing::info_span!("scan", scan_id = %scan.id, request_id = %ctx.request_id);
+        // A root span: the scan outlives the CreateScan call that started it.
+        let span = tracing::info_span!(parent: None, "scan", scan_id = %scan.id, request_id = %ctx.request_id);
         let this = self.clone();
         tokio::spawn(request_id::scope(
             ctx,

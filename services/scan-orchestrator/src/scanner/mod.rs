@@ -120,6 +120,8 @@ pub fn service_for_banner(banner: &str) -> Option<&'static str> {
         }
         () if lower.contains("mysql") || lower.contains("mariadb") => "mysql",
         () if lower.contains("login:") || lower.contains("telnet") => "telnet",
+        // An HTTP/2 server speaks first with a SETTINGS frame (type 0x04): gRPC, mostly.
+        () if banner.starts_with("\\x00\\x00") && banner.get(12..16) == Some("\\x04") => "http2",
         () => return None,
     })
 }

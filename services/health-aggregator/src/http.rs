@@ -1,0 +1,109 @@
+//! The HTTP side: `/health` and `/health/metrics` in the JSON shapes of the original design,
+//! and `/metrics` in the Prometheus text format.
+
+use std::{collections::BTreeMap, fmt::Write, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use phantom_proto::pb;
+use serde_json::{Value, json};
+
+use crate::{checks::status_name, service::Aggregator};
+
+/// The router of the HTTP listener.
+pub fn router(aggregator: Arc<Aggregator>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/metrics", get(metrics_json))
+        .route("/metrics", get(metrics_prometheus))
+        .with_state(aggregator)
+}
+
+fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
+    let ts = ts.cloned().unwrap_or_default();
+    let t = std::time::UNIX_EPOCH
+        + std::time::Duration::new(ts.seconds.max(0).unsigned_abs(), ts.nanos.max(0).unsigned_abs());
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The `/health` body of a report.
+pub fn health_json(h: &pb::SystemHealth) -> Value {
+    let checks: serde_json::Map<String, Value> = h
+        .checks
+        .iter()
+        .map(|c| {
+            let mut v = json!({
+                "status": status_name(c.status),
+                "response_time_ms": c.response_time_ms,
+                "critical": c.critical,
+                "endpoint": c.endpoint,
+            });
+            if !c.message.is_empty() {
+                v["message"] = json!(c.message);
+            }
+            (c.name.clone(), v)
+        })
+        .collect();
+    json!({
+        "status": status_name(h.status),
+        "timestamp": rfc3339(h.timestamp.as_ref()),
+        "total_checks": h.total_checks,
+        "successful_checks": h.successful_checks,
+        "failed_checks": h.failed_checks,
+        "checks": checks,
+    })
+}
+
+async fn health(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
+    let report = agg.current().await;
+    // Load balancers and uptime checks read the code: 503 only when the system is down.
+    let code = if report.status == pb::HealthStatus::Unhealthy as i32 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(health_json(&report)))
+}
+
+async fn metrics_json(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
+    let stats = agg.checker().stats();
+    Json(json!({
+        "health_checks": stats,
+        "uptime_seconds": agg.uptime().as_secs(),
+    }))
+}
+
+async fn metrics_prometheus(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
+    let stats = agg.checker().stats();
+    let report = agg.current().await;
+    let mut out = String::new();
+    let series = |out: &mut String, name: &str, help: &str, kind: &str, values: &BTreeMap<String, f64>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (component, v) in values {
+            let _ = writeln!(out, "{name}{{component=\"{component}\"}} {v}");
+        }
+    };
+    let pick = |f: &dyn Fn(&crate::checks::CheckStats) -> f64| -> BTreeMap<String, f64> {
+        stats.iter().map(|(k, s)| (k.clone(), f(s))).collect()
+    };
+    series(&mut out, "phantom_health_checks_total", "Health checks run.", "counter", &pick(&|s| s.checks_total as f64));
+    series(&mut out, "phantom_health_check_failures_total", "Health checks that found the component unhealthy.", "counter", &pick(&|s| s.failures_total as f64));
+    series(&mut out, "phantom_health_check_duration_ms", "Duration of the last health check.", "gauge", &pick(&|s| s.last_response_time_ms));
+    let up: BTreeMap<String, f64> = report
+        .checks
+        .iter()
+        .map(|c| (c.name.clone(), if c.status == pb::HealthStatus::Unhealthy as i32 { 0.0 } else { 1.0 }))
+        .collect();
+    series(&mut out, "phantom_component_up", "1 when the component's last check passed.", "gauge", &up);
+    let _ = writeln!(
+        out,
+        "# HELP phantom_system_status Overall status: 1 healthy, 2 degraded, 3 unhealthy.\n# TYPE phantom_system_status gauge\nphantom_system_status {}",
+        report.status
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

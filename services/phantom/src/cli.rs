@@ -1,0 +1,151 @@
+//! The command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use phantom_runtime::{CancellationToken, Config, ServiceName, server, telemetry};
+
+use crate::{commands, up};
+
+/// PHANTOM: a resilient security-scanning backbone.
+#[derive(Debug, Parser)]
+#[command(name = "phantom", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables override it; see
+    /// deploy/phantom.example.toml for every key.
+    #[arg(long, global = true, env = "PHANTOM_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format of client commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for humans.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run all four services in one process, each on its own port, talking over gRPC.
+    #[command(after_help = "Examples:\n  \
+        phantom up\n  \
+        DATABASE_URL=postgres://phantom@db/phantom REDIS_URL=redis://cache:6379 phantom up\n  \
+        PHANTOM_SCAN_ORCHESTRATOR_ADDR=127.0.0.1:0 phantom up   # any free port, logged")]
+    Up,
+
+    /// Run one service (what a Kubernetes pod runs).
+    #[command(after_help = "Examples:\n  \
+        phantom serve scan-orchestrator\n  \
+        PHANTOM_VULN_ANALYZER_URL=http://vuln-analyzer:50052 phantom serve scan-orchestrator\n  \
+        phantom serve health-aggregator --config /etc/phantom/phantom.toml")]
+    Serve {
+        /// The service to run.
+        #[arg(value_parser = parse_service)]
+        service: ServiceName,
+    },
+
+    /// Submit a scan, follow its progress, and print its findings.
+    #[command(after_help = "Examples:\n  \
+        phantom scan 127.0.0.1 --ports 1-1024\n  \
+        phantom scan 10.0.0.0/28 scanme.internal --ports 22,80,443 --output json\n  \
+        phantom scan 192.168.1.10 --idempotency-key nightly-2026-11-29")]
+    Scan {
+        /// Targets: IPv4/IPv6 addresses, CIDR blocks or hostnames.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Ports: "22,80,443,8000-8100". Default: the server's default list.
+        #[arg(long, short)]
+        ports: Option<String>,
+        /// Engine: builtin, nmap or nuclei.
+        #[arg(long, short, default_value = "builtin")]
+        scanner: String,
+        /// Retrying with the same key returns the first scan instead of starting another.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Submit and print the scan without waiting for it to finish.
+        #[arg(long)]
+        no_wait: bool,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// The scan-orchestrator's URL.
+        #[arg(long, env = "PHANTOM_SCAN_ORCHESTRATOR_URL", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+
+    /// Print the aggregated health of the system (exit status 1 when it is unhealthy).
+    #[command(after_help = "Examples:\n  \
+        phantom health\n  \
+        phantom health --output json\n  \
+        phantom health --addr http://health-aggregator.phantom.svc:50054")]
+    Health {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// The health-aggregator's URL.
+        #[arg(long, env = "PHANTOM_HEALTH_AGGREGATOR_URL", default_value = "http://127.0.0.1:50054")]
+        addr: String,
+    },
+}
+
+fn parse_service(s: &str) -> Result<ServiceName, String> {
+    s.parse()
+}
+
+impl Cli {
+    /// Runs the command and returns the process's exit status.
+    pub async fn run(self) -> ExitCode {
+        match self.command {
+            Command::Up | Command::Serve { .. } => {
+                let config = match Config::load(self.config.as_deref()) {
+                    Ok(c) => c,
+                    Err(err) => {
+                        eprintln!("phantom: {err}");
+                        return ExitCode::from(2);
+                    }
+                };
+                telemetry::init(&config.telemetry);
+                let shutdown = CancellationToken::new();
+                server::cancel_on_signals(shutdown.clone());
+                let result = match self.command {
+                    Command::Up => up::up(config, shutdown).await,
+                    Command::Serve { service } => up::serve(service, config, shutdown).await,
+                    _ => unreachable!("matched above"),
+                };
+                match result {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(err) => {
+                        tracing::error!(error = %format!("{err:#}"), "Stopped with an error");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Command::Scan {
+                targets,
+                ports,
+                scanner,
+                idempotency_key,
+                no_wait,
+                output,
+                addr,
+            } => {
+                commands::scan::run(commands::scan::Args {
+                    addr,
+                    targets,
+                    ports: ports.unwrap_or_default(),
+                    scanner,
+                    idempotency_key: idempotency_key.unwrap_or_default(),
+                    wait: !no_wait,
+                    output,
+                })
+                .await
+            }
+            Command::Health { output, addr } => commands::health::run(&addr, output).await,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Running services: all four in one process (`phantom up`) or one (`phantom serve`).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use phantom_runtime::{
+    CancellationToken, Config, Listeners, ServiceName,
+    server::bind,
+    storage::SqlStore,
+};
+
+/// Where each service of a `phantom up` listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    /// scan-orchestrator gRPC.
+    pub scan_orchestrator: SocketAddr,
+    /// vuln-analyzer gRPC.
+    pub vuln_analyzer: SocketAddr,
+    /// notifier gRPC.
+    pub notifier: SocketAddr,
+    /// health-aggregator gRPC.
+    pub health_aggregator: SocketAddr,
+    /// health-aggregator HTTP.
+    pub http: SocketAddr,
+}
+
+/// Listeners of a whole system, bound and not yet served.
+#[derive(Debug)]
+pub struct System {
+    config: Config,
+    addresses: Addresses,
+    listeners: Vec<(ServiceName, Listeners)>,
+}
+
+impl System {
+    /// Binds every listener of `config` (port 0 picks a free port) and points each service's
+    /// clients at the addresses actually bound.
+    pub async fn bind(mut config: Config) -> anyhow::Result<Self> {
+        let l = &config.listen;
+        let so = bind("scan-orchestrator", l.scan_orchestrator).await?;
+        let va = bind("vuln-analyzer", l.vuln_analyzer).await?;
+        let no = bind("notifier", l.notifier).await?;
+        let ha = bind("health-aggregator", l.health_aggregator).await?;
+        let http = bind("http", l.http).await?;
+        let addresses = Addresses {
+            scan_orchestrator: so.local_addr()?,
+            vuln_analyzer: va.local_addr()?,
+            notifier: no.local_addr()?,
+            health_aggregator: ha.local_addr()?,
+            http: http.local_addr()?,
+        };
+        config.listen.scan_orchestrator = addresses.scan_orchestrator;
+        config.listen.vuln_analyzer = addresses.vuln_analyzer;
+        config.listen.notifier = addresses.notifier;
+        config.listen.health_aggregator = addresses.health_aggregator;
+        config.listen.http = addresses.http;
+        // In one process the services always reach each other where they were just bound.
+        config.endpoints = Default::default();
+        let grpc_only = |grpc| Listeners { grpc, http: None };
+        Ok(Self {
+            listeners: vec![
+                (ServiceName::VulnAnalyzer, grpc_only(va)),
+                (ServiceName::Notifier, grpc_only(no)),
+                (ServiceName::ScanOrchestrator, grpc_only(so)),
+                (ServiceName::HealthAggregator, Listeners { grpc: ha, http: Some(http) }),
+            ],
+            config,
+            addresses,
+        })
+    }
+
+    /// Where the services listen.
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// Runs every service until `shutdown` fires or one of them fails (which stops the rest).
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // Apply migrations once, before four services race to.
+        SqlStore::connect(&self.config.storage)
+            .await
+            .context("cannot open the database")?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (service, listeners) in self.listeners {
+            let config = self.config.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { (service, run_service(service, config, listeners, shutdown).await) });
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let (service, result) = joined.context("a service task panicked")?;
+            if let Err(err) = result {
+                tracing::error!(service = %service, error = %format!("{err:#}"), "Service failed; stopping the others");
+                shutdown.cancel();
+                first_error.get_or_insert(err.context(format!("{service} failed")));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn run_service(
+    service: ServiceName,
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match service {
+        ServiceName::ScanOrchestrator => phantom_scan_orchestrator::run(config, listeners, shutdown).await?,
+        ServiceName::VulnAnalyzer => phantom_vuln_analyzer::run(config, listeners, shutdown).await?,
+        ServiceName::Notifier => phantom_notifier::run(config, listeners, shutdown).await?,
+        ServiceName::HealthAggregator => phantom_health_aggregator::run(config, listeners, shutdown).await?,
+    }
+    Ok(())
+}
+
+/// `phantom up`.
+pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let system = System::bind(config).await?;
+    let a = system.addresses();
+    // Printed, not logged: this is what the person who typed `phantom up` reads first.
+    println!("PHANTOM is up:");
+    println!("  scan-orchestrator   {}", a.scan_orchestrator);
+    println!("  vuln-analyzer       {}", a.vuln_analyzer);
+    println!("  notifier            {}", a.notifier);
+    println!("  health-aggregator   {}", a.health_aggregator);
+    println!("  health (HTTP)       http://{}/health", a.http);
+    println!("Try: phantom scan 127.0.0.1 --ports 1-1024   (Ctrl-C stops)");
+    system.run(shutdown).await
+}
+
+/// `phantom serve <service>`.
+pub async fn serve(service: ServiceName, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let grpc_addr = match service {
+        ServiceName::ScanOrchestrator => config.listen.scan_orchestrator,
+        ServiceName::VulnAnalyzer => config.listen.vuln_analyzer,
+        ServiceName::Notifier => config.listen.notifier,
+        ServiceName::HealthAggregator => config.listen.health_aggregator,
+    };
+    let grpc = bind(service.as_str(), grpc_addr).await?;
+    tracing::info!(service = %service, addr = %grpc.local_addr()?, "Listening");
+    let http = match service {
+        ServiceName::HealthAggregator => {
+            let http = bind("http", config.listen.http).await?;
+            tracing::info!(addr = %http.local_addr()?, "HTTP listening");
+            Some(http)
+        }
+        _ => None,
+    };
+    run_service(service, config, Listeners { grpc, http }, shutdown).await
+}
