@@ -13,7 +13,7 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for proto in PROTOS {
+    for proto in PROTOS.iter().chain(&["google/rpc/error_details.proto"]) {
         println!("cargo:rerun-if-changed={proto}");
     }
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
@@ -21,6 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut compiler = protox::Compiler::new(["."])?;
     compiler.include_source_info(true).include_imports(true);
     compiler.open_files(PROTOS)?;
+    // The error details are described for reflection only: their Rust types come from
+    // tonic-types, so they are added after code generation's descriptor set is taken.
+    let generated = compiler.file_descriptor_set();
+    compiler.open_file("google/rpc/error_details.proto")?;
     fs::write(
         out_dir.join("phantom_descriptor.bin"),
         compiler.encode_file_descriptor_set(),
@@ -29,6 +33,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+        .compile_fds(generated)?;
     Ok(())
 }

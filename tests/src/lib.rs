@@ -1,1 +1,112 @@
+//! Helpers for the cross-service scenarios under `tests/tests/`: start a whole PHANTOM
+//! system in-process on port-0 loopback addresses, and wait for it to be ready.
 
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use phantom::up::{Addresses, System};
+use phantom_runtime::{CancellationToken, Config};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// How long a scenario waits for something that should happen promptly. Generous: the
+/// tests must not depend on the machine being fast.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A configuration with every listener on `127.0.0.1:0` and the database in `data_dir`.
+pub fn config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    config.listen.scan_orchestrator = any;
+    config.listen.vuln_analyzer = any;
+    config.listen.notifier = any;
+    config.listen.health_aggregator = any;
+    config.listen.http = any;
+    config.listen.ws = any;
+    config.storage.data_dir = data_dir.to_owned();
+    config.health.interval = Duration::from_millis(200);
+    config
+}
+
+/// A system running in this process.
+#[derive(Debug)]
+pub struct Running {
+    /// Where its services listen.
+    pub addrs: Addresses,
+    /// Cancel to shut it down.
+    pub shutdown: CancellationToken,
+    /// Resolves when it has stopped.
+    pub task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Running {
+    /// Starts the system of `config` and waits until every service reports SERVING.
+    pub async fn start(config: Config) -> Self {
+        let system = System::bind(config).await.expect("listeners bind");
+        let addrs = system.addresses();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { system.run(shutdown).await.map_err(|e| format!("{e:#}")) }
+        });
+        for addr in [
+            addrs.scan_orchestrator,
+            addrs.vuln_analyzer,
+            addrs.notifier,
+            addrs.health_aggregator,
+        ] {
+            wait_for_status(addr, "", ServingStatus::Serving).await;
+        }
+        Self {
+            addrs,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops the system and waits for it to exit.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("stops in time");
+        result.expect("no panic").expect("clean exit");
+    }
+}
+
+/// A channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// Polls `grpc.health.v1` on `addr` until `service` reports `want`.
+pub async fn wait_for_status(addr: SocketAddr, service: &str, want: ServingStatus) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+        {
+            let got = HealthClient::new(ch)
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().status());
+            if got.is_ok_and(|s| s == want) {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never reported {want:?} for {service:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -143,7 +143,7 @@ impl From<Error> for Status {
                 err.to_string()
             }
             Error::PermissionDenied { reason, field, .. } => {
-                details.set_error_info(*reason, ERROR_DOMAIN, [("code".into(), "".into())]);
+                details.set_error_info(*reason, ERROR_DOMAIN, []);
                 if let Some(field) = field {
                     details.add_bad_request_violation(field.clone(), err.to_string());
                 }

@@ -20,16 +20,24 @@ use phantom_runtime::{
 };
 use serde::Serialize;
 use tokio::sync::OnceCell;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// How a component is checked.
 enum Probe {
     /// `grpc.health.v1.Health/Check` with the empty service name.
     Grpc(HealthClient<GrpcChannel>),
     /// `SELECT 1`. Connected on first use, retried on the next round if that fails.
-    Database(Box<phantom_runtime::config::StorageConfig>, OnceCell<Arc<dyn Store>>),
+    Database(
+        Box<phantom_runtime::config::StorageConfig>,
+        OnceCell<Arc<dyn Store>>,
+    ),
     /// `PING`. Connected on first use likewise.
-    Cache(Box<phantom_runtime::config::CacheConfig>, OnceCell<Arc<dyn Cache>>),
+    Cache(
+        Box<phantom_runtime::config::CacheConfig>,
+        OnceCell<Arc<dyn Cache>>,
+    ),
 }
 
 impl std::fmt::Debug for Probe {
@@ -89,7 +97,10 @@ impl Checker {
                 endpoint,
                 // Without the orchestrator nothing is scanned; without the others scans still
                 // run (unanalyzed, unannounced), which is degraded, not down.
-                critical: matches!(service, ServiceName::ScanOrchestrator | ServiceName::HealthAggregator),
+                critical: matches!(
+                    service,
+                    ServiceName::ScanOrchestrator | ServiceName::HealthAggregator
+                ),
             });
         }
         let db = &config.storage;
@@ -105,7 +116,11 @@ impl Checker {
         });
         components.push(Component {
             name: "cache".into(),
-            endpoint: if config.cache.redis_url.is_empty() { "memory".into() } else { redact(&config.cache.redis_url) },
+            endpoint: if config.cache.redis_url.is_empty() {
+                "memory".into()
+            } else {
+                redact(&config.cache.redis_url)
+            },
             critical: false,
             probe: Probe::Cache(Box::new(config.cache.clone()), OnceCell::new()),
         });
@@ -132,7 +147,8 @@ impl Checker {
                 s.consecutive_failures += 1;
             }
             s.last_response_time_ms = check.response_time_ms;
-            s.avg_response_time_ms += (check.response_time_ms - s.avg_response_time_ms) / s.checks_total as f64;
+            s.avg_response_time_ms +=
+                (check.response_time_ms - s.avg_response_time_ms) / s.checks_total as f64;
             s.last_status = status_name(check.status).to_owned();
         }
         aggregate(checks)
@@ -148,9 +164,15 @@ impl Checker {
         let outcome = tokio::time::timeout(self.timeout, probe(&c.probe)).await;
         let elapsed = started.elapsed();
         let (status, message) = match outcome {
-            Err(_) => (HealthStatus::Unhealthy, format!("no answer within {:?}", self.timeout)),
+            Err(_) => (
+                HealthStatus::Unhealthy,
+                format!("no answer within {:?}", self.timeout),
+            ),
             Ok(Err(why)) => (HealthStatus::Unhealthy, why),
-            Ok(Ok(())) if elapsed > self.slow => (HealthStatus::Degraded, format!("slow: {} ms", elapsed.as_millis())),
+            Ok(Ok(())) if elapsed > self.slow => (
+                HealthStatus::Degraded,
+                format!("slow: {} ms", elapsed.as_millis()),
+            ),
             Ok(Ok(())) => (HealthStatus::Healthy, String::new()),
         };
         pb::ComponentHealth {
@@ -170,7 +192,9 @@ async fn probe(p: &Probe) -> Result<(), String> {
         Probe::Grpc(client) => {
             let resp = client
                 .clone()
-                .check(HealthCheckRequest { service: String::new() })
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
                 .await
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
             match resp.into_inner().status() {
@@ -181,14 +205,19 @@ async fn probe(p: &Probe) -> Result<(), String> {
         Probe::Database(config, store) => {
             let store = store
                 .get_or_try_init(|| async {
-                    SqlStore::connect(config).await.map(|s| Arc::new(s) as Arc<dyn Store>)
+                    SqlStore::connect(config)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn Store>)
                 })
                 .await
                 .map_err(|e| e.to_string())?;
             store.ping().await.map_err(|e| e.to_string())
         }
         Probe::Cache(config, c) => {
-            let c = c.get_or_try_init(|| cache::connect(config)).await.map_err(|e| e.to_string())?;
+            let c = c
+                .get_or_try_init(|| cache::connect(config))
+                .await
+                .map_err(|e| e.to_string())?;
             c.ping().await.map_err(|e| e.to_string())
         }
     }
@@ -198,9 +227,16 @@ async fn probe(p: &Probe) -> Result<(), String> {
 /// component is not healthy or a check was slow, HEALTHY otherwise.
 pub fn aggregate(mut checks: Vec<pb::ComponentHealth>) -> pb::SystemHealth {
     checks.sort_by(|a, b| a.name.cmp(&b.name));
-    let failed = checks.iter().filter(|c| c.status == HealthStatus::Unhealthy as i32).count();
-    let critical_down = checks.iter().any(|c| c.critical && c.status == HealthStatus::Unhealthy as i32);
-    let any_not_healthy = checks.iter().any(|c| c.status != HealthStatus::Healthy as i32);
+    let failed = checks
+        .iter()
+        .filter(|c| c.status == HealthStatus::Unhealthy as i32)
+        .count();
+    let critical_down = checks
+        .iter()
+        .any(|c| c.critical && c.status == HealthStatus::Unhealthy as i32);
+    let any_not_healthy = checks
+        .iter()
+        .any(|c| c.status != HealthStatus::Healthy as i32);
     let status = if critical_down {
         HealthStatus::Unhealthy
     } else if any_not_healthy {
@@ -262,7 +298,10 @@ mod tests {
             component("cache", false, HealthStatus::Healthy),
         ]);
         assert_eq!(h.status, HealthStatus::Unhealthy as i32);
-        assert_eq!((h.total_checks, h.successful_checks, h.failed_checks), (2, 1, 1));
+        assert_eq!(
+            (h.total_checks, h.successful_checks, h.failed_checks),
+            (2, 1, 1)
+        );
     }
 
     #[test]
@@ -277,7 +316,10 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_report() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/phantom"), "postgres://app:***@db:5432/phantom");
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/phantom"),
+            "postgres://app:***@db:5432/phantom"
+        );
         assert_eq!(redact("redis://cache:6379"), "redis://cache:6379");
     }
 }

@@ -27,7 +27,10 @@ pub fn router(aggregator: Arc<Aggregator>) -> Router {
 fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
     let ts = ts.cloned().unwrap_or_default();
     let t = std::time::UNIX_EPOCH
-        + std::time::Duration::new(ts.seconds.max(0).unsigned_abs(), ts.nanos.max(0).unsigned_abs());
+        + std::time::Duration::new(
+            ts.seconds.max(0).unsigned_abs(),
+            ts.nanos.max(0).unsigned_abs(),
+        );
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -82,24 +85,58 @@ async fn metrics_prometheus(State(agg): State<Arc<Aggregator>>) -> impl IntoResp
     let stats = agg.checker().stats();
     let report = agg.current().await;
     let mut out = String::new();
-    let series = |out: &mut String, name: &str, help: &str, kind: &str, values: &BTreeMap<String, f64>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (component, v) in values {
-            let _ = writeln!(out, "{name}{{component=\"{component}\"}} {v}");
-        }
-    };
+    let series =
+        |out: &mut String, name: &str, help: &str, kind: &str, values: &BTreeMap<String, f64>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (component, v) in values {
+                let _ = writeln!(out, "{name}{{component=\"{component}\"}} {v}");
+            }
+        };
     let pick = |f: &dyn Fn(&crate::checks::CheckStats) -> f64| -> BTreeMap<String, f64> {
         stats.iter().map(|(k, s)| (k.clone(), f(s))).collect()
     };
-    series(&mut out, "phantom_health_checks_total", "Health checks run.", "counter", &pick(&|s| s.checks_total as f64));
-    series(&mut out, "phantom_health_check_failures_total", "Health checks that found the component unhealthy.", "counter", &pick(&|s| s.failures_total as f64));
-    series(&mut out, "phantom_health_check_duration_ms", "Duration of the last health check.", "gauge", &pick(&|s| s.last_response_time_ms));
+    series(
+        &mut out,
+        "phantom_health_checks_total",
+        "Health checks run.",
+        "counter",
+        &pick(&|s| s.checks_total as f64),
+    );
+    series(
+        &mut out,
+        "phantom_health_check_failures_total",
+        "Health checks that found the component unhealthy.",
+        "counter",
+        &pick(&|s| s.failures_total as f64),
+    );
+    series(
+        &mut out,
+        "phantom_health_check_duration_ms",
+        "Duration of the last health check.",
+        "gauge",
+        &pick(&|s| s.last_response_time_ms),
+    );
     let up: BTreeMap<String, f64> = report
         .checks
         .iter()
-        .map(|c| (c.name.clone(), if c.status == pb::HealthStatus::Unhealthy as i32 { 0.0 } else { 1.0 }))
+        .map(|c| {
+            (
+                c.name.clone(),
+                if c.status == pb::HealthStatus::Unhealthy as i32 {
+                    0.0
+                } else {
+                    1.0
+                },
+            )
+        })
         .collect();
-    series(&mut out, "phantom_component_up", "1 when the component's last check passed.", "gauge", &up);
+    series(
+        &mut out,
+        "phantom_component_up",
+        "1 when the component's last check passed.",
+        "gauge",
+        &up,
+    );
     let _ = writeln!(
         out,
         "# HELP phantom_system_status Overall status: 1 healthy, 2 degraded, 3 unhealthy.\n# TYPE phantom_system_status gauge\nphantom_system_status {}",

@@ -29,26 +29,40 @@ pub enum RunError {
 
 /// Runs the health-aggregator: gRPC on `listeners.grpc`, HTTP on `listeners.http` (if given),
 /// until `shutdown` fires.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let aggregator = service::Aggregator::new(checks::Checker::new(&config)?);
     let (router, health) = server::router(ServiceName::HealthAggregator, &config, &[GRPC_SERVICE])?;
-    let router = router.add_service(HealthAggregatorServer::new(service::HealthAggregatorService::new(
-        aggregator.clone(),
-        shutdown.clone(),
-    )));
+    let router = router.add_service(HealthAggregatorServer::new(
+        service::HealthAggregatorService::new(aggregator.clone(), shutdown.clone()),
+    ));
     // The aggregator has no dependency of its own to wait for: it reports on the others.
     health.set_serving().await;
     tracing::info!(service = "health-aggregator", "Ready");
-    let grpc = server::serve(ServiceName::HealthAggregator, router, listeners.grpc, health, &config.shutdown, shutdown.clone());
+    let grpc = server::serve(
+        ServiceName::HealthAggregator,
+        router,
+        listeners.grpc,
+        health,
+        &config.shutdown,
+        shutdown.clone(),
+    );
     let http = async {
-        let Some(listener) = listeners.http else { return Ok(()) };
+        let Some(listener) = listeners.http else {
+            return Ok(());
+        };
         tracing::info!(addr = ?listener.local_addr().ok(), "HTTP server listening (/health, /health/metrics, /metrics)");
         let shutdown = shutdown.clone();
         axum::serve(listener, http::router(aggregator.clone()))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
     };
-    let checks = aggregator.clone().run(config.health.interval, shutdown.clone());
+    let checks = aggregator
+        .clone()
+        .run(config.health.interval, shutdown.clone());
     let (grpc, http, ()) = tokio::join!(grpc, http, checks);
     http.map_err(server::ServeError::from)?;
     Ok(grpc?)

@@ -95,7 +95,10 @@ pub struct HealthAggregatorService {
 impl HealthAggregatorService {
     /// A service over `aggregator`; its streams end when `shutdown` fires.
     pub fn new(aggregator: Arc<Aggregator>, shutdown: CancellationToken) -> Self {
-        Self { aggregator, shutdown }
+        Self {
+            aggregator,
+            shutdown,
+        }
     }
 }
 
@@ -103,7 +106,10 @@ impl HealthAggregatorService {
 fn changed(a: &pb::SystemHealth, b: &pb::SystemHealth) -> bool {
     a.status != b.status
         || a.checks.len() != b.checks.len()
-        || a.checks.iter().zip(&b.checks).any(|(x, y)| x.name != y.name || x.status != y.status || x.message != y.message)
+        || a.checks
+            .iter()
+            .zip(&b.checks)
+            .any(|(x, y)| x.name != y.name || x.status != y.status || x.message != y.message)
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SystemHealth, Status>> + Send>>;
@@ -157,6 +163,8 @@ impl HealthAggregator for HealthAggregatorService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 }

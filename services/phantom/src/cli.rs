@@ -74,7 +74,11 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
         /// The scan-orchestrator's URL.
-        #[arg(long, env = "PHANTOM_SCAN_ORCHESTRATOR_URL", default_value = "http://127.0.0.1:50051")]
+        #[arg(
+            long,
+            env = "PHANTOM_SCAN_ORCHESTRATOR_URL",
+            default_value = "http://127.0.0.1:50051"
+        )]
         addr: String,
     },
 
@@ -88,7 +92,11 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
         /// The health-aggregator's URL.
-        #[arg(long, env = "PHANTOM_HEALTH_AGGREGATOR_URL", default_value = "http://127.0.0.1:50054")]
+        #[arg(
+            long,
+            env = "PHANTOM_HEALTH_AGGREGATOR_URL",
+            default_value = "http://127.0.0.1:50054"
+        )]
         addr: String,
     },
 }

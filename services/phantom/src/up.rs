@@ -4,9 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use phantom_runtime::{
-    CancellationToken, Config, Listeners, ServiceName,
-    server::bind,
-    storage::SqlStore,
+    CancellationToken, Config, Listeners, ServiceName, server::bind, storage::SqlStore,
 };
 
 /// Where each service of a `phantom up` listens.
@@ -62,7 +60,13 @@ impl System {
                 (ServiceName::VulnAnalyzer, grpc_only(va)),
                 (ServiceName::Notifier, grpc_only(no)),
                 (ServiceName::ScanOrchestrator, grpc_only(so)),
-                (ServiceName::HealthAggregator, Listeners { grpc: ha, http: Some(http) }),
+                (
+                    ServiceName::HealthAggregator,
+                    Listeners {
+                        grpc: ha,
+                        http: Some(http),
+                    },
+                ),
             ],
             config,
             addresses,
@@ -84,7 +88,12 @@ impl System {
         for (service, listeners) in self.listeners {
             let config = self.config.clone();
             let shutdown = shutdown.clone();
-            tasks.spawn(async move { (service, run_service(service, config, listeners, shutdown).await) });
+            tasks.spawn(async move {
+                (
+                    service,
+                    run_service(service, config, listeners, shutdown).await,
+                )
+            });
         }
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
@@ -106,10 +115,16 @@ async fn run_service(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     match service {
-        ServiceName::ScanOrchestrator => phantom_scan_orchestrator::run(config, listeners, shutdown).await?,
-        ServiceName::VulnAnalyzer => phantom_vuln_analyzer::run(config, listeners, shutdown).await?,
+        ServiceName::ScanOrchestrator => {
+            phantom_scan_orchestrator::run(config, listeners, shutdown).await?
+        }
+        ServiceName::VulnAnalyzer => {
+            phantom_vuln_analyzer::run(config, listeners, shutdown).await?
+        }
         ServiceName::Notifier => phantom_notifier::run(config, listeners, shutdown).await?,
-        ServiceName::HealthAggregator => phantom_health_aggregator::run(config, listeners, shutdown).await?,
+        ServiceName::HealthAggregator => {
+            phantom_health_aggregator::run(config, listeners, shutdown).await?
+        }
     }
     Ok(())
 }
@@ -130,7 +145,11 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
 }
 
 /// `phantom serve <service>`.
-pub async fn serve(service: ServiceName, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    service: ServiceName,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let grpc_addr = match service {
         ServiceName::ScanOrchestrator => config.listen.scan_orchestrator,
         ServiceName::VulnAnalyzer => config.listen.vuln_analyzer,

@@ -15,7 +15,10 @@ pub async fn run(addr: &str, output: Output) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let report = match HealthAggregatorClient::new(channel).get_system_health(pb::GetSystemHealthRequest {}).await {
+    let report = match HealthAggregatorClient::new(channel)
+        .get_system_health(pb::GetSystemHealthRequest {})
+        .await
+    {
         Ok(r) => r.into_inner(),
         Err(status) => {
             print_status("GetSystemHealth", &status);
@@ -23,7 +26,10 @@ pub async fn run(addr: &str, output: Output) -> ExitCode {
         }
     };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&health_json(&report)).expect("json")),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&health_json(&report)).expect("json")
+        ),
         Output::Table => {
             println!(
                 "System: {} ({}/{} checks passed)",
@@ -33,7 +39,14 @@ pub async fn run(addr: &str, output: Output) -> ExitCode {
             );
             let mut table = Table::new();
             table.load_preset(UTF8_FULL_CONDENSED);
-            table.set_header(["COMPONENT", "STATUS", "CRITICAL", "TIME (ms)", "ENDPOINT", "MESSAGE"]);
+            table.set_header([
+                "COMPONENT",
+                "STATUS",
+                "CRITICAL",
+                "TIME (ms)",
+                "ENDPOINT",
+                "MESSAGE",
+            ]);
             for c in &report.checks {
                 table.add_row([
                     c.name.clone(),

@@ -102,7 +102,11 @@ async fn follow(
     scan: &pb::Scan,
     output: Output,
 ) -> Result<pb::Scan, tonic::Status> {
-    let bar = if output == Output::Table { ProgressBar::new(100) } else { ProgressBar::hidden() };
+    let bar = if output == Output::Table {
+        ProgressBar::new(100)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:40}] {pos:>3}% {msg}")
             .expect("valid template")
@@ -110,13 +114,26 @@ async fn follow(
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut last = scan.clone();
-    let mut stream = client.watch_scan(pb::WatchScanRequest { id: scan.id.clone() }).await?.into_inner();
+    let mut stream = client
+        .watch_scan(pb::WatchScanRequest {
+            id: scan.id.clone(),
+        })
+        .await?
+        .into_inner();
     while let Some(event) = stream.next().await {
         let event = event?;
         let Some(s) = event.scan else { continue };
         bar.set_position(u64::from(s.progress_percent));
-        bar.set_message(format!("{} · {} findings · {}", state_name(s.state), s.findings_count, event.message));
-        let done = !matches!(pb::ScanState::try_from(s.state), Ok(pb::ScanState::Pending | pb::ScanState::Running));
+        bar.set_message(format!(
+            "{} · {} findings · {}",
+            state_name(s.state),
+            s.findings_count,
+            event.message
+        ));
+        let done = !matches!(
+            pb::ScanState::try_from(s.state),
+            Ok(pb::ScanState::Pending | pb::ScanState::Running)
+        );
         last = s;
         if done {
             break;
@@ -126,12 +143,19 @@ async fn follow(
     Ok(last)
 }
 
-async fn all_findings(client: &mut ScanOrchestratorClient<Channel>, scan_id: &str) -> Result<Vec<pb::Finding>, tonic::Status> {
+async fn all_findings(
+    client: &mut ScanOrchestratorClient<Channel>,
+    scan_id: &str,
+) -> Result<Vec<pb::Finding>, tonic::Status> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
         let page = client
-            .list_findings(pb::ListFindingsRequest { scan_id: scan_id.to_owned(), page_size: 1000, page_token: token })
+            .list_findings(pb::ListFindingsRequest {
+                scan_id: scan_id.to_owned(),
+                page_size: 1000,
+                page_token: token,
+            })
             .await?
             .into_inner();
         out.extend(page.findings);
@@ -161,18 +185,38 @@ fn print_table(scan: &pb::Scan, findings: &[pb::Finding]) {
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(["TARGET", "PORT", "SERVICE", "SEVERITY", "SCORE", "CONF", "FINDING", "BANNER"]);
+    table.set_header([
+        "TARGET", "PORT", "SERVICE", "SEVERITY", "SCORE", "CONF", "FINDING", "BANNER",
+    ]);
     for f in findings {
-        let (score, confidence) = f.analysis.as_ref().map_or((f.cvss_score, String::new()), |a| (a.score, a.confidence.to_string()));
-        let banner: String = f.banner.lines().next().unwrap_or_default().chars().take(40).collect();
+        let (score, confidence) = f
+            .analysis
+            .as_ref()
+            .map_or((f.cvss_score, String::new()), |a| {
+                (a.score, a.confidence.to_string())
+            });
+        let banner: String = f
+            .banner
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(40)
+            .collect();
         table.add_row([
-            if f.hostname.is_empty() { f.target.clone() } else { format!("{} ({})", f.hostname, f.target) },
+            if f.hostname.is_empty() {
+                f.target.clone()
+            } else {
+                format!("{} ({})", f.hostname, f.target)
+            },
             format!("{}/{}", f.port, f.protocol),
             f.service.clone(),
             severity_name(f.severity).to_owned(),
             format!("{score:.1}"),
             confidence,
-            f.analysis.as_ref().map_or_else(|| f.title.clone(), |a| a.summary.clone()),
+            f.analysis
+                .as_ref()
+                .map_or_else(|| f.title.clone(), |a| a.summary.clone()),
             banner,
         ]);
     }
