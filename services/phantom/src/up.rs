@@ -133,14 +133,23 @@ async fn run_service(
 pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let system = System::bind(config).await?;
     let a = system.addresses();
-    // Printed, not logged: this is what the person who typed `phantom up` reads first.
-    println!("PHANTOM is up:");
-    println!("  scan-orchestrator   {}", a.scan_orchestrator);
-    println!("  vuln-analyzer       {}", a.vuln_analyzer);
-    println!("  notifier            {}", a.notifier);
-    println!("  health-aggregator   {}", a.health_aggregator);
-    println!("  health (HTTP)       http://{}/health", a.http);
-    println!("Try: phantom scan 127.0.0.1 --ports 1-1024   (Ctrl-C stops)");
+    // Printed, not logged: this is what the person who typed `phantom up` reads first. A
+    // closed stdout (`phantom up | head -1`) must not stop the system, so write errors are
+    // ignored.
+    let summary = format!(
+        "PHANTOM is up:\n  \
+         scan-orchestrator   {}\n  \
+         vuln-analyzer       {}\n  \
+         notifier            {}\n  \
+         health-aggregator   {}\n  \
+         health (HTTP)       http://{}/health\n\
+         Try: phantom scan 127.0.0.1 --ports 1-1024   (Ctrl-C stops)\n",
+        a.scan_orchestrator, a.vuln_analyzer, a.notifier, a.health_aggregator, a.http
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, summary.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut out));
+    drop(out);
     system.run(shutdown).await
 }
 
