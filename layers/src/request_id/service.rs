@@ -114,15 +114,15 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(ctx) = context::current() {
             let headers = req.headers_mut();
-            if !headers.contains_key(REQUEST_ID_HEADER) {
-                if let Ok(v) = HeaderValue::from_str(ctx.request_id.as_str()) {
-                    headers.insert(REQUEST_ID_HEADER, v);
-                }
+            if !headers.contains_key(REQUEST_ID_HEADER)
+                && let Ok(v) = HeaderValue::from_str(ctx.request_id.as_str())
+            {
+                headers.insert(REQUEST_ID_HEADER, v);
             }
-            if let Some(tenant) = &ctx.tenant {
-                if let Ok(v) = HeaderValue::from_str(tenant.as_str()) {
-                    headers.insert(TENANT_HEADER, v);
-                }
+            if let Some(tenant) = &ctx.tenant
+                && let Ok(v) = HeaderValue::from_str(tenant.as_str())
+            {
+                headers.insert(TENANT_HEADER, v);
             }
         }
         self.inner.call(req)

@@ -313,13 +313,12 @@ async fn deliver(
                     if last.is_some_and(|last| n.sequence <= last) {
                         continue; // already replayed
                     }
-                    if let Some(last) = last {
-                        if n.sequence > last + 1 {
+                    if let Some(last) = last
+                        && n.sequence > last + 1 {
                             // Published elsewhere or overtaken: fill the gap from the store.
                             catch_up!();
                             continue;
                         }
-                    }
                     cursor.insert(n.room.clone(), n.sequence);
                     if filter.matches(&n) && tx.send(Ok(send((*n).clone()))).await.is_err() {
                         return;

@@ -487,6 +487,9 @@ impl Config {
                 ));
             }
         }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
+            return Err(bad("telemetry.log_filter", &err.to_string()));
+        }
         if self.health.interval.is_zero() {
             return Err(bad("health.interval", "must be more than 0s"));
         }
@@ -606,6 +609,17 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_configuration_of_the_defaults() {
+        let text = include_str!("../../../deploy/phantom.example.toml");
+        let example = Config::from_sources(text, None, env(&[])).unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            toml::to_string(&example).unwrap(),
+            toml::to_string(&defaults).unwrap()
+        );
     }
 
     #[test]

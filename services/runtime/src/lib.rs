@@ -9,7 +9,7 @@
 //! - [`cache`]: the [`cache::Cache`] trait, in-process or Redis.
 //! - [`ready`]: state that handlers reach once dependencies are up.
 //! - [`telemetry`]: log set-up.
-//! - [`time`]: timestamps.
+//! - [`time`](mod@time): timestamps.
 //! - [`testing`]: access to the backends `make test` provisions.
 
 pub mod cache;

@@ -180,7 +180,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
         {
             InsertScan::Existing(existing) => {
                 tracing::info!(scan_id = %existing.id, "Idempotent retry: returning the existing scan");
-                Ok(Response::new(existing.into()))
+                Ok(Response::new((*existing).into()))
             }
             InsertScan::Inserted => {
                 tracing::info!(scan_id = %scan.id, targets = scan.targets.len(), addresses = scan.resolved.len(), ports = %scan.ports, "Scan created");

@@ -129,18 +129,18 @@ fn discloses_version(banner: &str) -> bool {
 
 /// The rule-based verdict on a finding.
 pub fn analyze(f: &pb::Finding) -> Verdict {
-    if !f.cvss_vector.is_empty() {
-        if let Ok(v) = f.cvss_vector.parse::<BaseVector>() {
-            let score = v.scores().base;
-            return Verdict {
-                score,
-                severity: severity_of(score),
-                confidence: 95,
-                summary: format!("{} (scored from the engine's CVSS vector)", f.title),
-                remediation: "Apply the vendor's fix for the referenced issue.".into(),
-                vector: Some(v.to_string()),
-            };
-        }
+    if !f.cvss_vector.is_empty()
+        && let Ok(v) = f.cvss_vector.parse::<BaseVector>()
+    {
+        let score = v.scores().base;
+        return Verdict {
+            score,
+            severity: severity_of(score),
+            confidence: 95,
+            summary: format!("{} (scored from the engine's CVSS vector)", f.title),
+            remediation: "Apply the vendor's fix for the referenced issue.".into(),
+            vector: Some(v.to_string()),
+        };
     }
 
     if f.engine == "nuclei" {

@@ -131,13 +131,13 @@ fn validate(findings: &[pb::Finding]) -> Result<(), Error> {
                 format!("{} is not a port (0-65535)", f.port),
             ));
         }
-        if !f.cvss_vector.is_empty() {
-            if let Err(err) = f.cvss_vector.parse::<BaseVector>() {
-                violations.push(FieldViolation::new(
-                    format!("findings[{i}].cvss_vector"),
-                    err.to_string(),
-                ));
-            }
+        if !f.cvss_vector.is_empty()
+            && let Err(err) = f.cvss_vector.parse::<BaseVector>()
+        {
+            violations.push(FieldViolation::new(
+                format!("findings[{i}].cvss_vector"),
+                err.to_string(),
+            ));
         }
     }
     if violations.is_empty() {

@@ -53,14 +53,13 @@ impl Cache for MemoryCache {
         if entries.len() >= self.max_entries && !entries.contains_key(key) {
             // Drop what has expired; if that frees nothing, evict the entry expiring first.
             entries.retain(|_, (_, expires)| *expires > now);
-            if entries.len() >= self.max_entries {
-                if let Some(victim) = entries
+            if entries.len() >= self.max_entries
+                && let Some(victim) = entries
                     .iter()
                     .min_by_key(|(_, (_, expires))| *expires)
                     .map(|(k, _)| k.clone())
-                {
-                    entries.remove(&victim);
-                }
+            {
+                entries.remove(&victim);
             }
         }
         entries.insert(key.to_owned(), (value.to_vec(), now + ttl));

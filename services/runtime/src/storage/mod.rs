@@ -61,7 +61,7 @@ pub enum InsertScan {
     /// The scan was stored.
     Inserted,
     /// A scan with the same idempotency key exists for the tenant; here it is.
-    Existing(ScanRecord),
+    Existing(Box<ScanRecord>),
 }
 
 /// The storage every service uses.

@@ -246,7 +246,7 @@ impl Store for SqlStore {
                 .bind(scan.idempotency_key.clone())
                 .fetch_one(&self.pool)
                 .await?;
-                Ok(InsertScan::Existing(scan_of(&row)?))
+                Ok(InsertScan::Existing(Box::new(scan_of(&row)?)))
             }
             Err(err) => Err(err.into()),
         }

@@ -172,10 +172,10 @@ impl Scanner for BuiltinScanner {
             };
             let Some(result) = next else { break };
             done += 1;
-            if let Some(open) = result {
-                if events.send(Event::Open(open)).await.is_err() {
-                    return Ok(());
-                }
+            if let Some(open) = result
+                && events.send(Event::Open(open)).await.is_err()
+            {
+                return Ok(());
             }
             if last_report.elapsed() >= PROGRESS_EVERY {
                 last_report = Instant::now();

@@ -1,0 +1,31 @@
+# PHANTOM — the two commands a user needs are `make run` and `make test`.
+
+CARGO ?= cargo
+
+.PHONY: help run test lint fmt build release clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run: ## Build and run the whole system (`phantom up`) on embedded defaults
+	$(CARGO) run --release --locked -p phantom -- up
+
+test: ## Run every test, against throwaway PostgreSQL and Redis started (and stopped) here
+	tests/support/with-backends.sh $(CARGO) test --workspace --all-targets --locked
+
+lint: ## Formatting and clippy, as CI checks them
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+build: ## Debug build of everything
+	$(CARGO) build --workspace --locked
+
+release: ## Release build of the phantom binary (target/release/phantom)
+	$(CARGO) build --release --locked -p phantom
+
+clean: ## Remove build output and the embedded database
+	$(CARGO) clean
+	rm -rf data
