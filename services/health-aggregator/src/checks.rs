@@ -15,6 +15,7 @@ use phantom_runtime::{
     Config, ServiceName,
     cache::{self, Cache},
     client::{self, GrpcChannel},
+    config::redact,
     storage::{SqlStore, Store},
     time::timestamp_now,
 };
@@ -263,18 +264,6 @@ pub fn status_name(status: i32) -> &'static str {
         Ok(HealthStatus::Degraded) => "degraded",
         Ok(HealthStatus::Unhealthy) => "unhealthy",
         _ => "unknown",
-    }
-}
-
-/// A URL without its password, fit for a health report.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let creds = &url[scheme_end + 3..at];
-            let user = creds.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -38,6 +38,14 @@ enum Command {
         PHANTOM_SCAN_ORCHESTRATOR_ADDR=127.0.0.1:0 phantom up   # any free port, logged")]
     Up,
 
+    /// Check the configuration (file and environment) and print it as the services would use
+    /// it, passwords redacted.
+    #[command(after_help = "Examples:\n  \
+        phantom config\n  \
+        phantom config --config deploy/phantom.example.toml\n  \
+        DATABASE_URL=postgres://phantom:secret@db/phantom phantom config")]
+    Config,
+
     /// Run one service (what a Kubernetes pod runs).
     #[command(after_help = "Examples:\n  \
         phantom serve scan-orchestrator\n  \
@@ -109,6 +117,16 @@ impl Cli {
     /// Runs the command and returns the process's exit status.
     pub async fn run(self) -> ExitCode {
         match self.command {
+            Command::Config => match Config::load(self.config.as_deref()) {
+                Ok(c) => {
+                    print!("{}", c.to_redacted_toml());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("phantom: {err}");
+                    ExitCode::from(2)
+                }
+            },
             Command::Up | Command::Serve { .. } => {
                 let config = match Config::load(self.config.as_deref()) {
                     Ok(c) => c,

@@ -156,7 +156,7 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
 /// `phantom serve <service>`.
 pub async fn serve(
     service: ServiceName,
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let grpc_addr = match service {
@@ -166,7 +166,15 @@ pub async fn serve(
         ServiceName::HealthAggregator => config.listen.health_aggregator,
     };
     let grpc = bind(service.as_str(), grpc_addr).await?;
-    tracing::info!(service = %service, addr = %grpc.local_addr()?, "Listening");
+    let bound = grpc.local_addr()?;
+    tracing::info!(service = %service, addr = %bound, "Listening");
+    // With port 0, the service's own endpoint (its self-check) is where it was just bound.
+    match service {
+        ServiceName::ScanOrchestrator => config.listen.scan_orchestrator = bound,
+        ServiceName::VulnAnalyzer => config.listen.vuln_analyzer = bound,
+        ServiceName::Notifier => config.listen.notifier = bound,
+        ServiceName::HealthAggregator => config.listen.health_aggregator = bound,
+    }
     let http = match service {
         ServiceName::HealthAggregator => {
             let http = bind("http", config.listen.http).await?;

@@ -35,7 +35,7 @@ fn up() -> Up {
         .env("PHANTOM_NOTIFIER_ADDR", "127.0.0.1:0")
         .env("PHANTOM_HEALTH_AGGREGATOR_ADDR", "127.0.0.1:0")
         .env("PHANTOM_HTTP_ADDR", "127.0.0.1:0")
-        .env("PHANTOM__HEALTH__INTERVAL", "\"200ms\"")
+        .env("PHANTOM__HEALTH__INTERVAL", "200ms")
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
@@ -170,6 +170,13 @@ fn unknown_keys_and_bad_values_are_refused_at_start_up_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_hostz"));
 
     let out = Command::new(BIN)
+        .args(["config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = Command::new(BIN)
         .args(["serve", "notifier"])
         .env("PHANTOM_NOTIFIER_ADDR", "nowhere")
         .output()
@@ -180,7 +187,7 @@ fn unknown_keys_and_bad_values_are_refused_at_start_up_naming_the_key() {
 
 #[test]
 fn every_command_documents_itself_with_examples() {
-    for cmd in ["up", "serve", "scan", "health"] {
+    for cmd in ["up", "serve", "scan", "health", "config"] {
         let out = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success());
         assert!(

@@ -525,6 +525,32 @@ impl Config {
     }
 }
 
+/// `url` without its password, fit for logs, health reports and `phantom config`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML, with passwords in URLs redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        c.storage.database_url = redact(&c.storage.database_url);
+        c.cache.redis_url = redact(&c.cache.redis_url);
+        toml::to_string(&c).expect("configuration serializes")
+    }
+}
+
 fn layers_tenant_ok(t: &str) -> Option<phantom_layers::Tenant> {
     phantom_layers::Tenant::parse(t)
 }
@@ -620,6 +646,22 @@ mod tests {
             toml::to_string(&example).unwrap(),
             toml::to_string(&defaults).unwrap()
         );
+    }
+
+    #[test]
+    fn passwords_never_reach_reports() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/phantom"),
+            "postgres://app:***@db:5432/phantom"
+        );
+        assert_eq!(redact("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(
+            redact("postgres://app@db/phantom"),
+            "postgres://app@db/phantom"
+        );
+        let c = Config::from_sources("", None, env(&[("DATABASE_URL", "postgres://a:pw@h/d")]))
+            .unwrap();
+        assert!(!c.to_redacted_toml().contains("pw"));
     }
 
     #[test]
