@@ -218,10 +218,11 @@ pub struct ScanConfig {
     pub banner_timeout: Duration,
     /// Most scans running at once; more wait as PENDING.
     pub max_concurrent_scans: usize,
-    /// CIDRs targets may be in. Empty means "anything not denied".
+    /// CIDRs targets may be in. Empty means "anything not denied". Where an allowed and a
+    /// denied block overlap, the more specific one decides (a deny on a tie).
     pub allowed_cidrs: Vec<String>,
-    /// CIDRs targets may never be in, on top of the always-denied link-local, metadata,
-    /// multicast, broadcast and unspecified ranges.
+    /// CIDRs targets may not be in. The link-local, cloud metadata, multicast, broadcast and
+    /// unspecified ranges are denied always, whatever these lists say.
     pub denied_cidrs: Vec<String>,
 }
 

@@ -85,10 +85,22 @@ const ALWAYS_DENIED: &[(&str, &str)] = &[
 ];
 
 /// The authorized scope.
+///
+/// The always-denied ranges win over everything. Among the configured rules, the most specific
+/// matching one decides (a deny on a tie), so `allowed_cidrs = ["10.20.0.0/16"]` opens a lab
+/// network inside a `denied_cidrs = ["10.0.0.0/8"]`. An address no rule matches is allowed
+/// when `allowed_cidrs` is empty, and refused otherwise.
 #[derive(Debug, Clone)]
 pub struct Scope {
-    denied: Vec<(IpNet, String)>,
-    allowed: Vec<IpNet>,
+    always_denied: Vec<(IpNet, String)>,
+    rules: Vec<(IpNet, Rule)>,
+    default_allow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    Allow,
+    Deny(String),
 }
 
 fn net(s: &str) -> IpNet {
@@ -100,19 +112,20 @@ fn net(s: &str) -> IpNet {
 impl Scope {
     /// The scope of `config` plus the always-denied ranges.
     pub fn new(config: &ScanConfig) -> Self {
-        let mut denied: Vec<(IpNet, String)> = ALWAYS_DENIED
+        let always_denied = ALWAYS_DENIED
             .iter()
             .map(|(cidr, why)| (net(cidr), format!("{cidr} is never scanned ({why})")))
             .collect();
-        denied.extend(
-            config
-                .denied_cidrs
-                .iter()
-                .map(|c| (net(c), format!("{c} is in scan.denied_cidrs"))),
-        );
+        let mut rules: Vec<(IpNet, Rule)> = config
+            .denied_cidrs
+            .iter()
+            .map(|c| (net(c), Rule::Deny(format!("{c} is in scan.denied_cidrs"))))
+            .collect();
+        rules.extend(config.allowed_cidrs.iter().map(|c| (net(c), Rule::Allow)));
         Self {
-            denied,
-            allowed: config.allowed_cidrs.iter().map(|c| net(c)).collect(),
+            always_denied,
+            rules,
+            default_allow: config.allowed_cidrs.is_empty(),
         }
     }
 
@@ -122,13 +135,20 @@ impl Scope {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             v4 => v4,
         };
-        if let Some((_, why)) = self.denied.iter().find(|(n, _)| n.contains(&addr)) {
+        if let Some((_, why)) = self.always_denied.iter().find(|(n, _)| n.contains(&addr)) {
             return Some(why.clone());
         }
-        if !self.allowed.is_empty() && !self.allowed.iter().any(|n| n.contains(&addr)) {
-            return Some("it is outside scan.allowed_cidrs".into());
+        let decisive = self
+            .rules
+            .iter()
+            .filter(|(n, _)| n.contains(&addr))
+            .max_by_key(|(n, rule)| (n.prefix_len(), matches!(rule, Rule::Deny(_))));
+        match decisive {
+            Some((_, Rule::Deny(why))) => Some(why.clone()),
+            Some((_, Rule::Allow)) => None,
+            None if self.default_allow => None,
+            None => Some("it is outside scan.allowed_cidrs".into()),
         }
-        None
     }
 }
 
@@ -344,6 +364,40 @@ mod tests {
         }
         assert!(scope().refusal("127.0.0.1".parse().unwrap()).is_none());
         assert!(scope().refusal("10.1.2.3".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_most_specific_rule_decides_and_a_tie_denies() {
+        let config = ScanConfig {
+            allowed_cidrs: vec!["10.20.0.0/16".into(), "192.168.1.0/24".into()],
+            denied_cidrs: vec![
+                "10.0.0.0/8".into(),
+                "192.168.1.0/24".into(),
+                "10.20.5.0/24".into(),
+            ],
+            ..ScanConfig::default()
+        };
+        let scope = Scope::new(&config);
+        assert!(scope.refusal("10.20.1.1".parse().unwrap()).is_none());
+        assert!(scope.refusal("10.20.5.1".parse().unwrap()).is_some());
+        assert!(scope.refusal("10.30.0.1".parse().unwrap()).is_some());
+        assert!(scope.refusal("192.168.1.7".parse().unwrap()).is_some());
+        assert!(
+            scope
+                .refusal("8.8.8.8".parse().unwrap())
+                .unwrap()
+                .contains("allowed_cidrs")
+        );
+        // Configuration cannot open an always-denied range.
+        let config = ScanConfig {
+            allowed_cidrs: vec!["169.254.0.0/16".into()],
+            ..ScanConfig::default()
+        };
+        assert!(
+            Scope::new(&config)
+                .refusal("169.254.169.254".parse().unwrap())
+                .is_some()
+        );
     }
 
     #[test]
