@@ -2,8 +2,10 @@
 //!
 //! # Layout
 //! - [`service`]: the `phantom.v1.Notifier` gRPC service (publish, subscribe with replay).
+//! - [`ws`]: the WebSocket gateway over the same feeds.
 
 pub mod service;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -16,7 +18,8 @@ use phantom_runtime::{
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.Notifier";
 
-/// Runs the notifier on `listeners.grpc` until `shutdown` fires.
+/// Runs the notifier, gRPC on `listeners.grpc` and the WebSocket gateway on `listeners.http`
+/// (if given), until `shutdown` fires.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -24,10 +27,8 @@ pub async fn run(
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
     let (router, health) = server::router(ServiceName::Notifier, &config, &[GRPC_SERVICE])?;
-    let router = router.add_service(NotifierServer::new(service::NotifierService::new(
-        core.clone(),
-        shutdown.clone(),
-    )));
+    let notifier = service::NotifierService::new(core.clone(), shutdown.clone());
+    let router = router.add_service(NotifierServer::new(notifier.clone()));
     let serve = server::serve(
         ServiceName::Notifier,
         router,
@@ -48,6 +49,20 @@ pub async fn run(
         health.set_serving().await;
         tracing::info!(service = "notifier", "Ready");
     };
-    let (served, ()) = tokio::join!(serve, init);
+    let ws = async {
+        let Some(listener) = listeners.http else {
+            return Ok(());
+        };
+        tracing::info!(addr = ?listener.local_addr().ok(), "WebSocket gateway listening (/ws)");
+        let shutdown = shutdown.clone();
+        axum::serve(
+            listener,
+            ws::router(notifier, config.tenancy.default_tenant.clone()),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    };
+    let (served, (), ws) = tokio::join!(serve, init, ws);
+    ws.map_err(server::ServeError::from)?;
     served
 }

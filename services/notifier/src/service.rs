@@ -107,7 +107,7 @@ fn validate_publish(n: &pb::Notification) -> Result<(), Error> {
 
 /// What a subscription asked for.
 #[derive(Debug, Clone)]
-struct Filter {
+pub(crate) struct Filter {
     tenant: String,
     rooms: Vec<String>,
     min_priority: i32,
@@ -123,7 +123,7 @@ impl Filter {
     }
 }
 
-fn validate_subscribe(
+pub(crate) fn validate_subscribe(
     tenant: String,
     req: pb::SubscribeRequest,
 ) -> Result<(Filter, HashMap<String, u64>), Error> {
@@ -180,6 +180,30 @@ fn validate_subscribe(
 }
 
 type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+/// A subscriber's feed: notifications and heartbeats, then an error status when the feed
+/// ends for a reason the subscriber should know (shutdown, storage failure).
+pub(crate) type Feed = mpsc::Receiver<Result<pb::SubscribeResponse, Status>>;
+
+impl NotifierService {
+    /// Starts feeding a validated subscription: replay, then live. Shared by the gRPC
+    /// `Subscribe` and the WebSocket gateway.
+    pub(crate) fn feed(&self, filter: Filter, after: HashMap<String, u64>) -> Result<Feed, Status> {
+        let store = self.core.get()?.store.clone();
+        // Join the live feed first, so nothing published during the replay is missed.
+        let live = self.hub.subscribe();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(deliver(
+            store,
+            filter,
+            after,
+            live,
+            tx,
+            self.shutdown.clone(),
+        ));
+        Ok(rx)
+    }
+}
 
 #[tonic::async_trait]
 impl Notifier for NotifierService {

@@ -20,6 +20,8 @@ pub struct Addresses {
     pub health_aggregator: SocketAddr,
     /// health-aggregator HTTP.
     pub http: SocketAddr,
+    /// notifier WebSocket gateway.
+    pub ws: SocketAddr,
 }
 
 /// Listeners of a whole system, bound and not yet served.
@@ -40,25 +42,34 @@ impl System {
         let no = bind("notifier", l.notifier).await?;
         let ha = bind("health-aggregator", l.health_aggregator).await?;
         let http = bind("http", l.http).await?;
+        let ws = bind("ws", l.ws).await?;
         let addresses = Addresses {
             scan_orchestrator: so.local_addr()?,
             vuln_analyzer: va.local_addr()?,
             notifier: no.local_addr()?,
             health_aggregator: ha.local_addr()?,
             http: http.local_addr()?,
+            ws: ws.local_addr()?,
         };
         config.listen.scan_orchestrator = addresses.scan_orchestrator;
         config.listen.vuln_analyzer = addresses.vuln_analyzer;
         config.listen.notifier = addresses.notifier;
         config.listen.health_aggregator = addresses.health_aggregator;
         config.listen.http = addresses.http;
+        config.listen.ws = addresses.ws;
         // In one process the services always reach each other where they were just bound.
         config.endpoints = Default::default();
         let grpc_only = |grpc| Listeners { grpc, http: None };
         Ok(Self {
             listeners: vec![
                 (ServiceName::VulnAnalyzer, grpc_only(va)),
-                (ServiceName::Notifier, grpc_only(no)),
+                (
+                    ServiceName::Notifier,
+                    Listeners {
+                        grpc: no,
+                        http: Some(ws),
+                    },
+                ),
                 (ServiceName::ScanOrchestrator, grpc_only(so)),
                 (
                     ServiceName::HealthAggregator,
@@ -142,9 +153,10 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
          vuln-analyzer       {}\n  \
          notifier            {}\n  \
          health-aggregator   {}\n  \
-         health (HTTP)       http://{}/health\n\
+         health (HTTP)       http://{}/health\n  \
+         notifier (WS)       ws://{}/ws?rooms=system\n\
          Try: phantom scan 127.0.0.1 --ports 1-1024   (Ctrl-C stops)\n",
-        a.scan_orchestrator, a.vuln_analyzer, a.notifier, a.health_aggregator, a.http
+        a.scan_orchestrator, a.vuln_analyzer, a.notifier, a.health_aggregator, a.http, a.ws
     );
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, summary.as_bytes())
@@ -176,11 +188,8 @@ pub async fn serve(
         ServiceName::HealthAggregator => config.listen.health_aggregator = bound,
     }
     let http = match service {
-        ServiceName::HealthAggregator => {
-            let http = bind("http", config.listen.http).await?;
-            tracing::info!(addr = %http.local_addr()?, "HTTP listening");
-            Some(http)
-        }
+        ServiceName::HealthAggregator => Some(bind("http", config.listen.http).await?),
+        ServiceName::Notifier => Some(bind("ws", config.listen.ws).await?),
         _ => None,
     };
     run_service(service, config, Listeners { grpc, http }, shutdown).await

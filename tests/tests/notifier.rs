@@ -1,0 +1,179 @@
+//! The notifier through its public APIs: gRPC `Publish`/`Subscribe` and the WebSocket gateway.
+
+use std::collections::HashMap;
+
+use futures::{SinkExt, StreamExt};
+use phantom_proto::pb::{self, notifier_client::NotifierClient};
+use phantom_tests::{PATIENCE, Running, channel, config};
+
+fn note(room: &str, priority: pb::Priority, kind: &str) -> pb::Notification {
+    pb::Notification {
+        room: room.into(),
+        priority: priority as i32,
+        r#type: kind.into(),
+        payload: format!("{{\"kind\":\"{kind}\"}}"),
+        ..Default::default()
+    }
+}
+
+async fn next_notification(
+    stream: &mut tonic::Streaming<pb::SubscribeResponse>,
+) -> pb::Notification {
+    loop {
+        let item = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .expect("a notification in time")
+            .expect("stream open")
+            .expect("no error");
+        if let Some(pb::subscribe_response::Event::Notification(n)) = item.event {
+            return n;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_resumes_exactly_after_its_last_sequence_then_follows_live() {
+    let data = tempfile::tempdir().unwrap();
+    let system = Running::start(config(data.path())).await;
+    let mut client = NotifierClient::new(channel(system.addrs.notifier).await);
+    let room = "scan/resume";
+
+    for (p, kind) in [
+        (pb::Priority::Low, "a"),
+        (pb::Priority::Normal, "b"),
+        (pb::Priority::High, "c"),
+    ] {
+        client.publish(note(room, p, kind)).await.unwrap();
+    }
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest {
+            rooms: vec![room.into()],
+            min_priority: pb::Priority::Normal as i32,
+            after_sequence: HashMap::from([(room.into(), 1)]),
+            types: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let replayed = [
+        next_notification(&mut stream).await,
+        next_notification(&mut stream).await,
+    ];
+    assert_eq!(
+        replayed.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(replayed[0].r#type, "b");
+
+    // Live, after the replay: a filtered-out LOW does not stall the cursor.
+    client
+        .publish(note(room, pb::Priority::Low, "d"))
+        .await
+        .unwrap();
+    client
+        .publish(note(room, pb::Priority::Critical, "e"))
+        .await
+        .unwrap();
+    let live = next_notification(&mut stream).await;
+    assert_eq!((live.sequence, live.r#type.as_str()), (5, "e"));
+    assert_eq!(live.priority, pb::Priority::Critical as i32);
+
+    // Another room, another tenant's view: nothing leaks into this subscription.
+    client
+        .publish(note("scan/other", pb::Priority::Critical, "x"))
+        .await
+        .unwrap();
+    client
+        .publish(note(room, pb::Priority::High, "f"))
+        .await
+        .unwrap();
+    let live = next_notification(&mut stream).await;
+    assert_eq!((live.sequence, live.r#type.as_str()), (6, "f"));
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_gateway_replays_and_streams_json() {
+    let data = tempfile::tempdir().unwrap();
+    let system = Running::start(config(data.path())).await;
+    let mut client = NotifierClient::new(channel(system.addrs.notifier).await);
+    client
+        .publish(note("system", pb::Priority::High, "one"))
+        .await
+        .unwrap();
+    client
+        .publish(note("system", pb::Priority::High, "two"))
+        .await
+        .unwrap();
+
+    let url = format!("ws://{}/ws?rooms=system&after=system:1", system.addrs.ws);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut next_json = async || loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("in time")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if v["kind"] == "notification" {
+                return v;
+            }
+        }
+    };
+    let replayed = next_json().await;
+    assert_eq!(
+        (replayed["sequence"].as_u64(), replayed["type"].as_str()),
+        (Some(2), Some("two"))
+    );
+    assert_eq!(replayed["priority"], "HIGH");
+    client
+        .publish(note("system", pb::Priority::Normal, "three"))
+        .await
+        .unwrap();
+    let live = next_json().await;
+    assert_eq!(
+        (live["sequence"].as_u64(), live["type"].as_str()),
+        (Some(3), Some("three"))
+    );
+    drop(next_json);
+    let _ = ws.close(None).await;
+
+    // Malformed subscriptions are refused before the upgrade, with the reason.
+    for query in [
+        "rooms=",
+        "rooms=a&after=a:x",
+        "rooms=a&min_priority=urgent",
+        "rooms=bad%20room",
+    ] {
+        let url = format!("ws://{}/ws?{query}", system.addrs.ws);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 400, "{query}")
+            }
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+    // The socket only sends: a client message closes it with a policy violation.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?rooms=system", system.addrs.ws))
+            .await
+            .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        "hello".into(),
+    ))
+    .await
+    .unwrap();
+    let closed = loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(u16::from(closed.unwrap().code), 1008);
+    system.stop().await;
+}
