@@ -13,9 +13,11 @@ run: ## Build and run the whole system (`phantom up`) on embedded defaults
 test: ## Run every test, against throwaway PostgreSQL and Redis started (and stopped) here
 	tests/support/with-backends.sh $(CARGO) test --workspace --all-targets --locked
 
-lint: ## Formatting and clippy, as CI checks them
+lint: ## Formatting, clippy, buf lint and the Helm chart, as CI checks them
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	proto/lint.sh
+	deploy/check-chart.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
