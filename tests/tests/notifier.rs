@@ -136,7 +136,6 @@ async fn the_websocket_gateway_replays_and_streams_json() {
         (live["sequence"].as_u64(), live["type"].as_str()),
         (Some(3), Some("three"))
     );
-    drop(next_json);
     let _ = ws.close(None).await;
 
     // Malformed subscriptions are refused before the upgrade, with the reason.

@@ -16,54 +16,37 @@ use phantom_runtime::{CancellationToken, Config, Listeners, ServiceName, server}
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.HealthAggregator";
 
-/// Why the aggregator could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The server failed.
-    #[error(transparent)]
-    Serve(#[from] server::ServeError),
-    /// A component's URL is not a valid endpoint.
-    #[error("invalid endpoint: {0}")]
-    Endpoint(#[from] tonic::transport::Error),
-}
-
 /// Runs the health-aggregator: gRPC on `listeners.grpc`, HTTP on `listeners.http` (if given),
 /// until `shutdown` fires.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
-) -> Result<(), RunError> {
+) -> Result<(), server::ServeError> {
     let aggregator = service::Aggregator::new(checks::Checker::new(&config)?);
     let (router, health) = server::router(ServiceName::HealthAggregator, &config, &[GRPC_SERVICE])?;
     let router = router.add_service(HealthAggregatorServer::new(
         service::HealthAggregatorService::new(aggregator.clone(), shutdown.clone()),
     ));
     // The aggregator has no dependency of its own to wait for: it reports on the others.
-    health.set_serving().await;
-    tracing::info!(service = "health-aggregator", "Ready");
-    let grpc = server::serve(
+    let grpc = server::serve_when_ready(
         ServiceName::HealthAggregator,
         router,
         listeners.grpc,
         health,
         &config.shutdown,
         shutdown.clone(),
+        std::future::ready(true),
     );
-    let http = async {
-        let Some(listener) = listeners.http else {
-            return Ok(());
-        };
-        tracing::info!(addr = ?listener.local_addr().ok(), "HTTP server listening (/health, /health/metrics, /metrics)");
-        let shutdown = shutdown.clone();
-        axum::serve(listener, http::router(aggregator.clone()))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    };
+    let http = server::serve_http(
+        "health (/health, /health/metrics, /metrics)",
+        listeners.http,
+        http::router(aggregator.clone()),
+        shutdown.clone(),
+    );
     let checks = aggregator
         .clone()
         .run(config.health.interval, shutdown.clone());
     let (grpc, http, ()) = tokio::join!(grpc, http, checks);
-    http.map_err(server::ServeError::from)?;
-    Ok(grpc?)
+    grpc.and(http)
 }

@@ -7,12 +7,9 @@
 pub mod service;
 pub mod ws;
 
-use std::sync::Arc;
-
 use phantom_proto::pb::notifier_server::NotifierServer;
 use phantom_runtime::{
-    CancellationToken, Config, Listeners, Ready, ServiceName, connect_with_retry, server,
-    storage::SqlStore,
+    CancellationToken, Config, Listeners, Ready, ServiceName, connect_store, server,
 };
 
 /// Fully-qualified name of the gRPC service.
@@ -29,40 +26,28 @@ pub async fn run(
     let (router, health) = server::router(ServiceName::Notifier, &config, &[GRPC_SERVICE])?;
     let notifier = service::NotifierService::new(core.clone(), shutdown.clone());
     let router = router.add_service(NotifierServer::new(notifier.clone()));
-    let serve = server::serve(
+    let init = async {
+        let Some(store) = connect_store(&config.storage, &shutdown).await else {
+            return false;
+        };
+        core.set(service::Core { store });
+        true
+    };
+    let grpc = server::serve_when_ready(
         ServiceName::Notifier,
         router,
         listeners.grpc,
-        health.clone(),
+        health,
         &config.shutdown,
         shutdown.clone(),
+        init,
     );
-    let init = async {
-        let Some(store) =
-            connect_with_retry("database", &shutdown, || SqlStore::connect(&config.storage)).await
-        else {
-            return;
-        };
-        core.set(service::Core {
-            store: Arc::new(store),
-        });
-        health.set_serving().await;
-        tracing::info!(service = "notifier", "Ready");
-    };
-    let ws = async {
-        let Some(listener) = listeners.http else {
-            return Ok(());
-        };
-        tracing::info!(addr = ?listener.local_addr().ok(), "WebSocket gateway listening (/ws)");
-        let shutdown = shutdown.clone();
-        axum::serve(
-            listener,
-            ws::router(notifier, config.tenancy.default_tenant.clone()),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    };
-    let (served, (), ws) = tokio::join!(serve, init, ws);
-    ws.map_err(server::ServeError::from)?;
-    served
+    let ws = server::serve_http(
+        "notifier websocket (/ws)",
+        listeners.http,
+        ws::router(notifier, config.tenancy.default_tenant.clone()),
+        shutdown.clone(),
+    );
+    let (grpc, ws) = tokio::join!(grpc, ws);
+    grpc.and(ws)
 }

@@ -38,6 +38,24 @@ pub struct Listeners {
     pub http: Option<tokio::net::TcpListener>,
 }
 
+/// Opens the configured database, retrying until it answers or `shutdown` fires.
+pub async fn connect_store(
+    config: &config::StorageConfig,
+    shutdown: &CancellationToken,
+) -> Option<std::sync::Arc<dyn storage::Store>> {
+    connect_with_retry("database", shutdown, || storage::SqlStore::connect(config))
+        .await
+        .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn storage::Store>)
+}
+
+/// Opens the configured cache, retrying until it answers or `shutdown` fires.
+pub async fn connect_cache(
+    config: &config::CacheConfig,
+    shutdown: &CancellationToken,
+) -> Option<std::sync::Arc<dyn cache::Cache>> {
+    connect_with_retry("cache", shutdown, || cache::connect(config)).await
+}
+
 /// Retries `connect` with capped exponential backoff until it succeeds or `shutdown` fires,
 /// logging each failure: a dependency that is down at start-up delays readiness, it does not
 /// crash the process (which would only make Kubernetes restart it into the same situation).

@@ -31,6 +31,45 @@ pub enum ServeError {
     Http(#[from] std::io::Error),
 }
 
+/// Serves an HTTP `router` on `listener` (when there is one) until `shutdown` fires.
+pub async fn serve_http(
+    what: &str,
+    listener: Option<TcpListener>,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let Some(listener) = listener else {
+        return Ok(());
+    };
+    tracing::info!(server = what, addr = ?listener.local_addr().ok(), "HTTP server listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// Serves `router` (health NOT_SERVING) while `init` brings the service's dependencies up,
+/// then reports SERVING. `init` returns false when shutdown came first.
+pub async fn serve_when_ready(
+    name: ServiceName,
+    router: Router<ServerLayers>,
+    listener: TcpListener,
+    health: HealthHandle,
+    config: &ShutdownConfig,
+    shutdown: CancellationToken,
+    init: impl std::future::Future<Output = bool>,
+) -> Result<(), ServeError> {
+    let serve = serve(name, router, listener, health.clone(), config, shutdown);
+    let ready = async {
+        if init.await {
+            health.set_serving().await;
+            tracing::info!(service = %name, "Ready");
+        }
+    };
+    let (served, ()) = tokio::join!(serve, ready);
+    served
+}
+
 /// Reports a server's health through `grpc.health.v1`, for the empty name (the whole server,
 /// what Kubernetes' gRPC probes ask by default) and for each of its services.
 #[derive(Clone)]

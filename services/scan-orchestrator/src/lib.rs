@@ -20,30 +20,18 @@ use phantom_proto::pb::{
     vuln_analyzer_client::VulnAnalyzerClient,
 };
 use phantom_runtime::{
-    CancellationToken, Config, Listeners, Ready, ServiceName, client, connect_with_retry, server,
-    storage::SqlStore,
+    CancellationToken, Config, Listeners, Ready, ServiceName, client, connect_store, server,
 };
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.ScanOrchestrator";
-
-/// Why the orchestrator could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The server failed.
-    #[error(transparent)]
-    Serve(#[from] server::ServeError),
-    /// A peer's URL is not a valid endpoint.
-    #[error("invalid endpoint: {0}")]
-    Endpoint(#[from] tonic::transport::Error),
-}
 
 /// Runs the scan-orchestrator on `listeners.grpc` until `shutdown` fires.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
-) -> Result<(), RunError> {
+) -> Result<(), server::ServeError> {
     let analyzer = VulnAnalyzerClient::new(client::channel(
         &config.endpoint(ServiceName::VulnAnalyzer),
     )?);
@@ -53,24 +41,14 @@ pub async fn run(
     let router = router.add_service(ScanOrchestratorServer::new(
         service::ScanOrchestratorService::new(core.clone()),
     ));
-    let serve = server::serve(
-        ServiceName::ScanOrchestrator,
-        router,
-        listeners.grpc,
-        health.clone(),
-        &config.shutdown,
-        shutdown.clone(),
-    );
     let init = async {
-        let Some(store) =
-            connect_with_retry("database", &shutdown, || SqlStore::connect(&config.storage)).await
-        else {
-            return;
+        let Some(store) = connect_store(&config.storage, &shutdown).await else {
+            return false;
         };
         let scanners: Vec<Arc<dyn scanner::Scanner>> =
             vec![Arc::new(scanner::BuiltinScanner::new(&config.scan))];
         let runner = runner::Runner::new(
-            Arc::new(store),
+            store,
             scanners,
             analyzer,
             notifier,
@@ -88,9 +66,16 @@ pub async fn run(
             default_ports: config.scan.default_ports.clone(),
             max_hosts: config.scan.max_hosts_per_scan,
         });
-        health.set_serving().await;
-        tracing::info!(service = "scan-orchestrator", "Ready");
+        true
     };
-    let (served, ()) = tokio::join!(serve, init);
-    Ok(served?)
+    server::serve_when_ready(
+        ServiceName::ScanOrchestrator,
+        router,
+        listeners.grpc,
+        health,
+        &config.shutdown,
+        shutdown.clone(),
+        init,
+    )
+    .await
 }

@@ -9,12 +9,9 @@ pub mod cvss;
 pub mod rules;
 pub mod service;
 
-use std::sync::Arc;
-
 use phantom_proto::pb::vuln_analyzer_server::VulnAnalyzerServer;
 use phantom_runtime::{
-    CancellationToken, Config, Listeners, Ready, ServiceName, cache, connect_with_retry, server,
-    storage::SqlStore,
+    CancellationToken, Config, Listeners, Ready, ServiceName, connect_cache, connect_store, server,
 };
 
 /// Fully-qualified name of the gRPC service, as health checks and reflection know it.
@@ -31,33 +28,28 @@ pub async fn run(
     let router = router.add_service(VulnAnalyzerServer::new(service::VulnAnalyzerService::new(
         core.clone(),
     )));
-    let serve = server::serve(
-        ServiceName::VulnAnalyzer,
-        router,
-        listeners.grpc,
-        health.clone(),
-        &config.shutdown,
-        shutdown.clone(),
-    );
     let init = async {
-        let Some(store) =
-            connect_with_retry("database", &shutdown, || SqlStore::connect(&config.storage)).await
-        else {
-            return;
+        let Some(store) = connect_store(&config.storage, &shutdown).await else {
+            return false;
         };
-        let Some(cache) =
-            connect_with_retry("cache", &shutdown, || cache::connect(&config.cache)).await
-        else {
-            return;
+        let Some(cache) = connect_cache(&config.cache, &shutdown).await else {
+            return false;
         };
         core.set(service::Core {
-            store: Arc::new(store),
+            store,
             cache,
             cache_ttl: config.cache.default_ttl,
         });
-        health.set_serving().await;
-        tracing::info!(service = "vuln-analyzer", "Ready");
+        true
     };
-    let (served, ()) = tokio::join!(serve, init);
-    served
+    server::serve_when_ready(
+        ServiceName::VulnAnalyzer,
+        router,
+        listeners.grpc,
+        health,
+        &config.shutdown,
+        shutdown.clone(),
+        init,
+    )
+    .await
 }

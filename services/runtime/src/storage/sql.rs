@@ -196,6 +196,19 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// `SELECT <every scan column> FROM scans <rest>`, as one `&'static str` (sqlx takes only
+/// static SQL without an explicit `AssertSqlSafe`).
+macro_rules! select_scans {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
+             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
+             created_at, started_at, finished_at FROM scans ",
+            $rest
+        )
+    };
+}
+
 #[async_trait]
 impl Store for SqlStore {
     fn backend(&self) -> &'static str {
@@ -236,16 +249,11 @@ impl Store for SqlStore {
         match result {
             Ok(_) => Ok(InsertScan::Inserted),
             Err(err) if is_unique_violation(&err) && scan.idempotency_key.is_some() => {
-                let row = sqlx::query(
-                    "SELECT id, tenant, state, targets, resolved, ports, scanner, \
-                     progress_percent, findings_count, probes_total, probes_done, \
-                     idempotency_key, error, request_id, created_at, started_at, finished_at \
-                     FROM scans WHERE tenant = $1 AND idempotency_key = $2",
-                )
-                .bind(scan.tenant.clone())
-                .bind(scan.idempotency_key.clone())
-                .fetch_one(&self.pool)
-                .await?;
+                let row = sqlx::query(select_scans!("WHERE tenant = $1 AND idempotency_key = $2"))
+                    .bind(scan.tenant.clone())
+                    .bind(scan.idempotency_key.clone())
+                    .fetch_one(&self.pool)
+                    .await?;
                 Ok(InsertScan::Existing(Box::new(scan_of(&row)?)))
             }
             Err(err) => Err(err.into()),
@@ -253,15 +261,11 @@ impl Store for SqlStore {
     }
 
     async fn get_scan(&self, tenant: &str, id: &str) -> Result<Option<ScanRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
-             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-             created_at, started_at, finished_at FROM scans WHERE tenant = $1 AND id = $2",
-        )
-        .bind(tenant.to_owned())
-        .bind(id.to_owned())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(select_scans!("WHERE tenant = $1 AND id = $2"))
+            .bind(tenant.to_owned())
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(scan_of).transpose()
     }
 
@@ -274,13 +278,10 @@ impl Store for SqlStore {
     ) -> Result<Vec<ScanRecord>, StoreError> {
         // 0 stands for "any state" and "" for "from the newest": one static query serves all
         // combinations of filters.
-        let rows = sqlx::query(
-            "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
-             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-             created_at, started_at, finished_at FROM scans \
-             WHERE tenant = $1 AND ($2 = 0 OR state = $3) AND ($4 = '' OR id < $5) \
-             ORDER BY id DESC LIMIT $6",
-        )
+        let rows = sqlx::query(select_scans!(
+            "WHERE tenant = $1 AND ($2 = 0 OR state = $3) AND ($4 = '' OR id < $5) \
+             ORDER BY id DESC LIMIT $6"
+        ))
         .bind(tenant.to_owned())
         .bind(state.map_or(0, |s| i64::from(s as i32)))
         .bind(state.map_or(0, |s| i64::from(s as i32)))
@@ -293,16 +294,11 @@ impl Store for SqlStore {
     }
 
     async fn unfinished_scans(&self) -> Result<Vec<ScanRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
-             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-             created_at, started_at, finished_at FROM scans \
-             WHERE state = $1 OR state = $2 ORDER BY id",
-        )
-        .bind(i64::from(ScanState::Pending as i32))
-        .bind(i64::from(ScanState::Running as i32))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(select_scans!("WHERE state = $1 OR state = $2 ORDER BY id"))
+            .bind(i64::from(ScanState::Pending as i32))
+            .bind(i64::from(ScanState::Running as i32))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(scan_of).collect()
     }
 
