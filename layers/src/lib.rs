@@ -4,12 +4,17 @@
 //! [`tonic::Status`]es, and take decisions from small configuration values.
 //!
 //! # Layout
+//! - [`classify`]: the one table that says which outcomes are failures and which are
+//!   retryable, read from gRPC statuses in headers or trailers.
+//! - [`circuit_breaker`]: stops calls to a failing dependency and probes its recovery.
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
 //! - [`request_id`]: gives every call a request id (taken from `x-request-id` or generated),
 //!   a tracing span, and carries it to outgoing calls so one id follows a request across hops.
 //! - [`tenant`]: resolves the caller's tenant once, at the edge, and carries it to outgoing calls.
 
+pub mod circuit_breaker;
+pub mod classify;
 pub mod request_id;
 pub mod status;
 pub mod tenant;
