@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`classify`]: the one table that says which outcomes are failures and which are
 //!   retryable, read from gRPC statuses in headers or trailers.
+//! - [`backoff`]: delays between attempts (fixed, linear, exponential, jittered, Fibonacci).
+//! - [`deadline`]: `grpc-timeout`, read on the way in and passed on, shrunk, on the way out.
 //! - [`circuit_breaker`]: stops calls to a failing dependency and probes its recovery.
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
@@ -13,8 +15,10 @@
 //!   a tracing span, and carries it to outgoing calls so one id follows a request across hops.
 //! - [`tenant`]: resolves the caller's tenant once, at the edge, and carries it to outgoing calls.
 
+pub mod backoff;
 pub mod circuit_breaker;
 pub mod classify;
+pub mod deadline;
 pub mod request_id;
 pub mod status;
 pub mod tenant;

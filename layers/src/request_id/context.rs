@@ -15,6 +15,20 @@ pub struct CallContext {
     pub request_id: RequestId,
     /// The tenant the call acts for, once [`crate::TenantLayer`] resolved it.
     pub tenant: Option<Tenant>,
+    /// When the caller stops waiting (from its `grpc-timeout`), if it said.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl CallContext {
+    /// A context for background work done on behalf of `request_id` and `tenant`, with no
+    /// deadline (a scan outlives the call that created it).
+    pub fn background(request_id: RequestId, tenant: Option<Tenant>) -> Self {
+        Self {
+            request_id,
+            tenant,
+            deadline: None,
+        }
+    }
 }
 
 tokio::task_local! {

@@ -12,7 +12,7 @@ mod service;
 
 pub use context::{CallContext, current, scope};
 pub use layer::{PropagateContextLayer, RequestIdLayer};
-pub use service::{PropagateContext, RequestIdService, ResponseFuture};
+pub use service::{PropagateContext, PropagateFuture, RequestIdService, ResponseFuture};
 
 /// The metadata key carrying the request id, as most proxies and tracers use it.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -11,7 +11,10 @@ use tower_service::Service;
 use tracing::{Instrument, instrument::Instrumented};
 
 use super::{CallContext, REQUEST_ID_HEADER, RequestId, context};
-use crate::tenant::TENANT_HEADER;
+use crate::{
+    deadline::{self, GRPC_TIMEOUT},
+    tenant::TENANT_HEADER,
+};
 
 /// The service built by [`super::RequestIdLayer`].
 #[derive(Debug, Clone)]
@@ -58,9 +61,16 @@ where
             method = %req.uri().path(),
             request_id = %id,
         );
+        let deadline = req
+            .headers()
+            .get(crate::deadline::GRPC_TIMEOUT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::deadline::parse)
+            .map(|d| tokio::time::Instant::now() + d);
         let ctx = CallContext {
             request_id: id.clone(),
             tenant: None,
+            deadline,
         };
         let fut = context::scope(ctx, self.inner.call(req).instrument(span));
         ResponseFuture { inner: fut, id }
@@ -99,13 +109,14 @@ pub struct PropagateContext<S> {
     pub(super) inner: S,
 }
 
-impl<S, B> Service<Request<B>> for PropagateContext<S>
+impl<S, B, RB> Service<Request<B>> for PropagateContext<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: Default,
 {
-    type Response = S::Response;
+    type Response = Response<RB>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = PropagateFuture<S::Future, RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -124,7 +135,56 @@ where
             {
                 headers.insert(TENANT_HEADER, v);
             }
+            if let Some(deadline) = ctx.deadline {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    let status =
+                        tonic::Status::deadline_exceeded("the incoming call's deadline has passed");
+                    return PropagateFuture::Expired {
+                        response: Some(status.into_http()),
+                    };
+                }
+                // The downstream call gets what is left, or its own timeout if that is shorter.
+                let own = headers
+                    .get(GRPC_TIMEOUT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(deadline::parse);
+                let budget = own.map_or(left, |own| own.min(left));
+                if let Ok(v) = HeaderValue::from_str(&deadline::format(budget)) {
+                    headers.insert(GRPC_TIMEOUT, v);
+                }
+            }
         }
-        self.inner.call(req)
+        PropagateFuture::Inner {
+            fut: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`PropagateContext`].
+    #[project = PropagateProj]
+    #[allow(missing_docs)]
+    pub enum PropagateFuture<F, RB> {
+        /// The call goes on.
+        Inner { #[pin] fut: F },
+        /// The incoming deadline had already passed: answered locally.
+        Expired { response: Option<Response<RB>> },
+    }
+}
+
+impl<F, RB, E> Future for PropagateFuture<F, RB>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            PropagateProj::Inner { fut } => fut.poll(cx),
+            PropagateProj::Expired { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+        }
     }
 }

@@ -51,17 +51,19 @@ async fn outgoing_calls_carry_the_request_id_and_tenant_of_the_call_being_served
     use tonic::body::Body;
 
     let client = PropagateContextLayer.layer(service_fn(|req: Request<()>| async move {
-        let id = req.headers()[REQUEST_ID_HEADER].clone();
-        let tenant = req.headers()[TENANT_HEADER].clone();
-        Ok::<_, Infallible>((id, tenant))
+        let id = req.headers()[REQUEST_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let tenant = req.headers()[TENANT_HEADER].to_str().unwrap().to_owned();
+        Ok::<_, Infallible>(Response::new(format!("{id}|{tenant}")))
     }));
     let handler = service_fn(move |_req: Request<Body>| {
         let client = client.clone();
         async move {
-            let (id, tenant) = client.oneshot(Request::new(())).await?;
+            let seen = client.oneshot(Request::new(())).await?.into_body();
             let mut res = Response::new(Body::empty());
-            res.headers_mut().insert("seen-id", id);
-            res.headers_mut().insert("seen-tenant", tenant);
+            res.headers_mut().insert("seen", seen.parse().unwrap());
             Ok::<_, Infallible>(res)
         }
     });
@@ -72,6 +74,65 @@ async fn outgoing_calls_carry_the_request_id_and_tenant_of_the_call_being_served
         .body(Body::empty())
         .unwrap();
     let res = server.oneshot(req).await.unwrap();
-    assert_eq!(res.headers()["seen-id"], "req-7");
-    assert_eq!(res.headers()["seen-tenant"], "acme");
+    assert_eq!(res.headers()["seen"], "req-7|acme");
+}
+
+#[tokio::test(start_paused = true)]
+async fn downstream_calls_get_the_time_left_of_the_incoming_deadline() {
+    use std::time::Duration;
+
+    use tonic::body::Body;
+
+    use crate::deadline::{GRPC_TIMEOUT, parse};
+
+    let client = PropagateContextLayer.layer(service_fn(|req: Request<()>| async move {
+        let got = req
+            .headers()
+            .get(GRPC_TIMEOUT)
+            .map(|v| v.to_str().unwrap().to_owned());
+        Ok::<_, Infallible>(Response::new(got.unwrap_or_default()))
+    }));
+    let handler = service_fn(move |_req: Request<Body>| {
+        let client = client.clone();
+        async move {
+            tokio::time::advance(Duration::from_millis(400)).await;
+            let first = client.clone().oneshot(Request::new(())).await?.into_body();
+            // A downstream call with a shorter timeout of its own keeps it.
+            let mut short = Request::new(());
+            short
+                .headers_mut()
+                .insert(GRPC_TIMEOUT, "100m".parse().unwrap());
+            let second = client.clone().oneshot(short).await?.into_body();
+            tokio::time::advance(Duration::from_millis(700)).await;
+            let late = client.clone().oneshot(Request::new(())).await?;
+            let mut res = Response::new(Body::empty());
+            res.headers_mut().insert("first", first.parse().unwrap());
+            res.headers_mut().insert("second", second.parse().unwrap());
+            res.headers_mut().insert(
+                "late",
+                late.headers()
+                    .get("grpc-status")
+                    .cloned()
+                    .unwrap_or(http::HeaderValue::from_static("none")),
+            );
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let server = RequestIdLayer::new("test").layer(handler);
+    let req = Request::builder()
+        .header(GRPC_TIMEOUT, "1S")
+        .body(Body::empty())
+        .unwrap();
+    let res = server.oneshot(req).await.unwrap();
+    let first = parse(res.headers()["first"].to_str().unwrap()).unwrap();
+    assert_eq!(first, Duration::from_millis(600));
+    assert_eq!(
+        parse(res.headers()["second"].to_str().unwrap()).unwrap(),
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        res.headers()["late"],
+        "4",
+        "DEADLINE_EXCEEDED without calling out"
+    );
 }

@@ -53,15 +53,17 @@ where
         match self.resolve(&req) {
             Ok(tenant) => {
                 req.extensions_mut().insert(tenant.clone());
+                let outer = request_id::current();
                 let request_id = req
                     .extensions()
                     .get::<RequestId>()
                     .cloned()
-                    .or_else(|| request_id::current().map(|c| c.request_id))
+                    .or_else(|| outer.as_ref().map(|c| c.request_id.clone()))
                     .unwrap_or_else(RequestId::generate);
                 let ctx = CallContext {
                     request_id,
                     tenant: Some(tenant),
+                    deadline: outer.and_then(|c| c.deadline),
                 };
                 TenantResponseFuture::Inner {
                     fut: request_id::scope(ctx, self.inner.call(req)),

@@ -124,10 +124,10 @@ impl Runner {
             .lock()
             .expect("running lock")
             .insert(scan.id.clone(), token.clone());
-        let ctx = CallContext {
-            request_id: RequestId::parse(&scan.request_id).unwrap_or_else(RequestId::generate),
-            tenant: Tenant::parse(&scan.tenant),
-        };
+        let ctx = CallContext::background(
+            RequestId::parse(&scan.request_id).unwrap_or_else(RequestId::generate),
+            Tenant::parse(&scan.tenant),
+        );
         // A root span: the scan outlives the CreateScan call that started it.
         let span = tracing::info_span!(parent: None, "scan", scan_id = %scan.id, request_id = %ctx.request_id);
         let this = self.clone();
