@@ -9,6 +9,7 @@
 //! - [`backoff`]: delays between attempts (fixed, linear, exponential, jittered, Fibonacci).
 //! - [`deadline`]: `grpc-timeout`, read on the way in and passed on, shrunk, on the way out.
 //! - [`circuit_breaker`]: stops calls to a failing dependency and probes its recovery.
+//! - [`retry`]: retries of idempotent calls, with backoff, server pushback, deadline and budget.
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
 //! - [`request_id`]: gives every call a request id (taken from `x-request-id` or generated),
@@ -20,6 +21,7 @@ pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
 pub mod request_id;
+pub mod retry;
 pub mod status;
 pub mod tenant;
 
