@@ -7,19 +7,25 @@
 //! - [`classify`]: the one table that says which outcomes are failures and which are
 //!   retryable, read from gRPC statuses in headers or trailers.
 //! - [`backoff`]: delays between attempts (fixed, linear, exponential, jittered, Fibonacci).
+//! - [`bulkhead`]: a bound on calls in flight, rejecting (never queueing) beyond it.
 //! - [`deadline`]: `grpc-timeout`, read on the way in and passed on, shrunk, on the way out.
 //! - [`circuit_breaker`]: stops calls to a failing dependency and probes its recovery.
+//! - [`rate_limit`]: GCRA limits per caller and method, with `RetryInfo` on rejection.
 //! - [`retry`]: retries of idempotent calls, with backoff, server pushback, deadline and budget.
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
+//! - [`registry`]: every breaker, limiter, retry policy and bulkhead, for metrics.
 //! - [`request_id`]: gives every call a request id (taken from `x-request-id` or generated),
 //!   a tracing span, and carries it to outgoing calls so one id follows a request across hops.
 //! - [`tenant`]: resolves the caller's tenant once, at the edge, and carries it to outgoing calls.
 
 pub mod backoff;
+pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
+pub mod rate_limit;
+pub mod registry;
 pub mod request_id;
 pub mod retry;
 pub mod status;

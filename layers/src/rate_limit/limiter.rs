@@ -1,0 +1,195 @@
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use governor::{clock::Clock, middleware::NoOpMiddleware, state::keyed::DashMapStateStore};
+use serde::Serialize;
+
+use super::{
+    clock::{TokioClock, TokioInstant},
+    config::{LimitMode, RateLimitConfig},
+};
+
+type Keyed =
+    governor::RateLimiter<u64, DashMapStateStore<u64>, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// A call over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit exceeded; next call allowed in {retry_after:?}")]
+pub struct Limited {
+    /// When the caller may call again, by the limiter's own schedule.
+    pub retry_after: Duration,
+}
+
+impl From<Limited> for crate::Error {
+    fn from(l: Limited) -> Self {
+        crate::Error::ResourceExhausted {
+            message: format!(
+                "rate limit exceeded; retry in {} ms",
+                l.retry_after.as_millis()
+            ),
+            retry_after: Some(l.retry_after),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    allowed: AtomicU64,
+    rejected: AtomicU64,
+    waited: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    name: String,
+    enabled: bool,
+    mode: LimitMode,
+    default: Keyed,
+    methods: HashMap<String, Keyed>,
+    hasher: std::collections::hash_map::RandomState,
+    counters: Counters,
+}
+
+/// Keyed limiters for one server or client, shared by its clones.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    shared: Arc<Shared>,
+}
+
+/// What a limiter has done, for metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimiterSnapshot {
+    /// The limiter's name.
+    pub name: String,
+    /// Whether it limits at all.
+    pub enabled: bool,
+    /// Calls let through.
+    pub allowed: u64,
+    /// Calls rejected.
+    pub rejected: u64,
+    /// Calls that waited before passing.
+    pub waited: u64,
+    /// Callers with a bucket (default quota).
+    pub tracked_keys: usize,
+}
+
+impl RateLimiter {
+    /// Limiters for `config`, named for metrics. The configuration must have been validated.
+    pub fn new(name: &str, config: &RateLimitConfig) -> Self {
+        let keyed = |q: &super::QuotaConfig| {
+            let quota = q
+                .quota()
+                .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN));
+            governor::RateLimiter::dashmap_with_clock(quota, TokioClock)
+        };
+        Self {
+            shared: Arc::new(Shared {
+                name: name.to_owned(),
+                enabled: config.enabled,
+                mode: config.mode,
+                default: keyed(&config.default),
+                methods: config
+                    .methods
+                    .iter()
+                    .map(|(m, q)| (m.clone(), keyed(q)))
+                    .collect(),
+                hasher: std::collections::hash_map::RandomState::new(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The configured mode.
+    pub fn mode(&self) -> LimitMode {
+        self.shared.mode
+    }
+
+    /// Whether `caller` may call `method` now; when not, how long until it may.
+    pub fn check(&self, method: &str, caller: &str) -> Result<(), Limited> {
+        let s = &self.shared;
+        if !s.enabled || super::is_exempt(method) {
+            return Ok(());
+        }
+        let (limiter, key) = match s.methods.get(method) {
+            Some(l) => (l, self.key(&[caller])),
+            // The shared quota is per method too: each method keeps its own bucket per caller.
+            None => (&s.default, self.key(&[caller, method])),
+        };
+        match limiter.check_key(&key) {
+            Ok(()) => {
+                s.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(not_until) => Err(Limited {
+                retry_after: not_until.wait_time_from(TokioClock.now()),
+            }),
+        }
+    }
+
+    /// [`RateLimiter::check`], waiting in `Wait` mode when the wait fits the bound.
+    pub async fn acquire(&self, method: &str, caller: &str) -> Result<(), Limited> {
+        let mut first = true;
+        loop {
+            match self.check(method, caller) {
+                Ok(()) => return Ok(()),
+                Err(limited) => match self.shared.mode {
+                    LimitMode::Wait { max_wait } if limited.retry_after <= max_wait && first => {
+                        first = false;
+                        self.shared.counters.waited.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(limited.retry_after).await;
+                    }
+                    _ => {
+                        self.shared
+                            .counters
+                            .rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Err(limited);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Counts a rejection decided by the caller of [`RateLimiter::check`].
+    pub(crate) fn acquire_rejected(&self) {
+        self.shared
+            .counters
+            .rejected
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn key(&self, parts: &[&str]) -> u64 {
+        // A hash, not the strings: the fast path allocates nothing.
+        let mut h = self.shared.hasher.build_hasher();
+        parts.hash(&mut h);
+        h.finish()
+    }
+
+    /// Forgets callers whose buckets are full again (call periodically on busy servers).
+    pub fn retain_recent(&self) {
+        self.shared.default.retain_recent();
+        for l in self.shared.methods.values() {
+            l.retain_recent();
+        }
+    }
+
+    /// What the limiter has done.
+    pub fn snapshot(&self) -> LimiterSnapshot {
+        let s = &self.shared;
+        LimiterSnapshot {
+            name: s.name.clone(),
+            enabled: s.enabled,
+            allowed: s.counters.allowed.load(Ordering::Relaxed),
+            rejected: s.counters.rejected.load(Ordering::Relaxed),
+            waited: s.counters.waited.load(Ordering::Relaxed),
+            tracked_keys: s.default.len(),
+        }
+    }
+}
