@@ -537,3 +537,44 @@ async fn every_server_answers_reflection_v1_and_v1alpha_and_reports_not_serving_
     }
     system.task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_is_not_serving_until_its_database_answers() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path());
+    // Nothing listens on port 1: the database never answers.
+    cfg.storage.database_url = "postgres://phantom@127.0.0.1:1/phantom".into();
+    cfg.storage.acquire_timeout = Duration::from_millis(200);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = phantom_runtime::CancellationToken::new();
+    let server = tokio::spawn(phantom_notifier::run(
+        cfg,
+        phantom_runtime::Listeners {
+            grpc: listener,
+            http: None,
+        },
+        shutdown.clone(),
+    ));
+    phantom_tests::wait_for_status(addr, "", ServingStatus::NotServing).await;
+    phantom_tests::wait_for_status(addr, "phantom.v1.Notifier", ServingStatus::NotServing).await;
+    let mut client = NotifierClient::new(channel(addr).await);
+    let status = client
+        .publish(pb::Notification {
+            room: "system".into(),
+            r#type: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.get_details_retry_info().is_some());
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -102,7 +102,7 @@ impl Backoff {
         if self.max < self.initial {
             return Err("max must not be below initial".into());
         }
-        if !(self.multiplier >= 1.0) {
+        if self.multiplier.is_nan() || self.multiplier < 1.0 {
             return Err("multiplier must be at least 1".into());
         }
         Ok(())

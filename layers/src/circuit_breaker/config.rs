@@ -90,15 +90,15 @@ impl CircuitBreakerConfig {
         if let WindowConfig::Count { size: 0 } = self.window {
             return Err("window.size must be at least 1".into());
         }
-        if let WindowConfig::Time { duration } = self.window {
-            if duration < Duration::from_secs(1) {
-                return Err("window.duration must be at least 1s".into());
-            }
+        if let WindowConfig::Time { duration } = self.window
+            && duration < Duration::from_secs(1)
+        {
+            return Err("window.duration must be at least 1s".into());
         }
-        if !(self.failure_rate_threshold > 0.0) {
+        if self.failure_rate_threshold.is_nan() || self.failure_rate_threshold <= 0.0 {
             return Err("failure_rate_threshold must be above 0".into());
         }
-        if !(self.slow_call_rate_threshold > 0.0) {
+        if self.slow_call_rate_threshold.is_nan() || self.slow_call_rate_threshold <= 0.0 {
             return Err("slow_call_rate_threshold must be above 0".into());
         }
         if self.half_open_permits == 0 {

@@ -267,16 +267,16 @@ impl Breaker {
 
     /// OPEN whose time is up becomes HALF_OPEN.
     fn expire(&self, inner: &mut Inner, now: Instant) {
-        if let Phase::Open { until } = inner.phase {
-            if now >= until {
-                self.transition(
-                    inner,
-                    Phase::HalfOpen {
-                        in_flight: 0,
-                        successes: 0,
-                    },
-                );
-            }
+        if let Phase::Open { until } = inner.phase
+            && now >= until
+        {
+            self.transition(
+                inner,
+                Phase::HalfOpen {
+                    in_flight: 0,
+                    successes: 0,
+                },
+            );
         }
     }
 
@@ -360,10 +360,11 @@ impl Breaker {
 
     fn on_abandon(&self, epoch: u64, probe: bool) {
         let mut inner = self.lock();
-        if inner.epoch == epoch && probe {
-            if let Phase::HalfOpen { in_flight, .. } = &mut inner.phase {
-                *in_flight = in_flight.saturating_sub(1);
-            }
+        if inner.epoch == epoch
+            && probe
+            && let Phase::HalfOpen { in_flight, .. } = &mut inner.phase
+        {
+            *in_flight = in_flight.saturating_sub(1);
         }
     }
 

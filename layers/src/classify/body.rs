@@ -94,12 +94,12 @@ where
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(o) = this.observer.take() {
-                        // Trailers without grpc-status break the protocol: the server failed.
-                        let code = code_in_headers(trailers).unwrap_or(tonic::Code::Unknown);
-                        o.on_outcome(Outcome::Status(code));
-                    }
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(o) = this.observer.take()
+                {
+                    // Trailers without grpc-status break the protocol: the server failed.
+                    let code = code_in_headers(trailers).unwrap_or(tonic::Code::Unknown);
+                    o.on_outcome(Outcome::Status(code));
                 }
             }
             Poll::Ready(Some(Err(_))) => {

@@ -27,7 +27,7 @@ impl QuotaConfig {
     }
 
     pub(crate) fn quota(&self) -> Option<governor::Quota> {
-        if !(self.per_second > 0.0) || !self.per_second.is_finite() {
+        if self.per_second.is_nan() || self.per_second <= 0.0 || !self.per_second.is_finite() {
             return None;
         }
         let period = Duration::from_secs_f64(1.0 / self.per_second);

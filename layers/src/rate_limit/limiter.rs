@@ -1,6 +1,6 @@
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
+    hash::BuildHasher,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -167,9 +167,8 @@ impl RateLimiter {
 
     fn key(&self, parts: &[&str]) -> u64 {
         // A hash, not the strings: the fast path allocates nothing.
-        let mut h = self.shared.hasher.build_hasher();
-        parts.hash(&mut h);
-        h.finish()
+
+        self.shared.hasher.hash_one(parts)
     }
 
     /// Forgets callers whose buckets are full again (call periodically on busy servers).

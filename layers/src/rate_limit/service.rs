@@ -90,7 +90,7 @@ where
                     }
                 }
                 _ => {
-                    let _ = self.limiter.acquire_rejected();
+                    self.limiter.acquire_rejected();
                     tracing::debug!(method = %req.uri().path(), caller, retry_after = ?limited.retry_after, "Rate limited");
                     RateLimitFuture::Rejected {
                         response: Some(

@@ -14,11 +14,14 @@ use tower::{Layer, ServiceExt, service_fn};
 use super::*;
 use crate::backoff::{Backoff, Strategy};
 
+/// What the scripted server received: body, `grpc-timeout`, arrival time.
+type Seen = (Bytes, Option<String>, tokio::time::Instant);
+
 /// A server that answers each attempt from a script and records what it received.
 #[derive(Clone, Default)]
 struct Script {
     answers: Arc<Mutex<Vec<Response<Body>>>>,
-    seen: Arc<Mutex<Vec<(Bytes, Option<String>, tokio::time::Instant)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Script {

@@ -14,7 +14,7 @@ use phantom_proto::pb::{self, HealthStatus};
 use phantom_runtime::{
     Config, ServiceName,
     cache::{self, Cache},
-    client::{self, GrpcChannel},
+    client::{self, ProbeChannel},
     config::redact,
     storage::{SqlStore, Store},
     time::timestamp_now,
@@ -28,7 +28,7 @@ use tonic_health::pb::{
 /// How a component is checked.
 enum Probe {
     /// `grpc.health.v1.Health/Check` with the empty service name.
-    Grpc(HealthClient<GrpcChannel>),
+    Grpc(HealthClient<ProbeChannel>),
     /// `SELECT 1`. Connected on first use, retried on the next round if that fails.
     Database(
         Box<phantom_runtime::config::StorageConfig>,
@@ -94,7 +94,10 @@ impl Checker {
             let endpoint = config.endpoint(service);
             components.push(Component {
                 name: service.as_str().to_owned(),
-                probe: Probe::Grpc(HealthClient::new(client::channel(&endpoint)?)),
+                probe: Probe::Grpc(HealthClient::new(client::probe_channel(
+                    &endpoint,
+                    config.health.timeout,
+                )?)),
                 endpoint,
                 // Without the orchestrator nothing is scanned; without the others scans still
                 // run (unanalyzed, unannounced), which is degraded, not down.

@@ -75,8 +75,13 @@ async fn health(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
 
 async fn metrics_json(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
     let stats = agg.checker().stats();
+    let resilience = phantom_layers::registry::global().snapshot();
     Json(json!({
         "health_checks": stats,
+        "circuit_breakers": resilience.circuit_breakers,
+        "rate_limiters": resilience.rate_limiters,
+        "retries": resilience.retries,
+        "bulkheads": resilience.bulkheads,
         "uptime_seconds": agg.uptime().as_secs(),
     }))
 }
@@ -136,6 +141,121 @@ async fn metrics_prometheus(State(agg): State<Arc<Aggregator>>) -> impl IntoResp
         "1 when the component's last check passed.",
         "gauge",
         &up,
+    );
+    let r = phantom_layers::registry::global().snapshot();
+    let by_name = |f: &dyn Fn(usize) -> (String, f64), n: usize| -> BTreeMap<String, f64> {
+        (0..n).map(f).collect()
+    };
+    let cb = &r.circuit_breakers;
+    let state_value = |s: phantom_layers::circuit_breaker::State| match s {
+        phantom_layers::circuit_breaker::State::Closed => 0.0,
+        phantom_layers::circuit_breaker::State::HalfOpen => 1.0,
+        phantom_layers::circuit_breaker::State::Open => 2.0,
+        phantom_layers::circuit_breaker::State::ForcedOpen => 3.0,
+        phantom_layers::circuit_breaker::State::Disabled => 4.0,
+    };
+    let labelled = |out: &mut String,
+                    name: &str,
+                    help: &str,
+                    kind: &str,
+                    label: &str,
+                    values: &BTreeMap<String, f64>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (k, v) in values {
+            let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
+        }
+    };
+    labelled(
+        &mut out,
+        "phantom_circuit_breaker_state",
+        "0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled.",
+        "gauge",
+        "breaker",
+        &by_name(
+            &|i| (cb[i].name.clone(), state_value(cb[i].state)),
+            cb.len(),
+        ),
+    );
+    labelled(
+        &mut out,
+        "phantom_circuit_breaker_calls_total",
+        "Calls admitted by the breaker.",
+        "counter",
+        "breaker",
+        &by_name(&|i| (cb[i].name.clone(), cb[i].calls as f64), cb.len()),
+    );
+    labelled(
+        &mut out,
+        "phantom_circuit_breaker_failures_total",
+        "Admitted calls that failed.",
+        "counter",
+        "breaker",
+        &by_name(&|i| (cb[i].name.clone(), cb[i].failures as f64), cb.len()),
+    );
+    labelled(
+        &mut out,
+        "phantom_circuit_breaker_rejected_total",
+        "Calls rejected by the breaker.",
+        "counter",
+        "breaker",
+        &by_name(&|i| (cb[i].name.clone(), cb[i].rejected as f64), cb.len()),
+    );
+    let rl = &r.rate_limiters;
+    labelled(
+        &mut out,
+        "phantom_rate_limit_rejected_total",
+        "Calls rejected by a rate limit.",
+        "counter",
+        "limiter",
+        &by_name(&|i| (rl[i].name.clone(), rl[i].rejected as f64), rl.len()),
+    );
+    labelled(
+        &mut out,
+        "phantom_rate_limit_allowed_total",
+        "Calls a rate limit let through.",
+        "counter",
+        "limiter",
+        &by_name(&|i| (rl[i].name.clone(), rl[i].allowed as f64), rl.len()),
+    );
+    let rt = &r.retries;
+    labelled(
+        &mut out,
+        "phantom_retries_total",
+        "Retries sent.",
+        "counter",
+        "client",
+        &by_name(&|i| (rt[i].name.clone(), rt[i].retries as f64), rt.len()),
+    );
+    labelled(
+        &mut out,
+        "phantom_retry_budget_exhausted_total",
+        "Retries refused by the budget.",
+        "counter",
+        "client",
+        &by_name(
+            &|i| (rt[i].name.clone(), rt[i].budget_exhausted as f64),
+            rt.len(),
+        ),
+    );
+    let bh = &r.bulkheads;
+    labelled(
+        &mut out,
+        "phantom_bulkhead_in_flight",
+        "Calls in flight.",
+        "gauge",
+        "bulkhead",
+        &by_name(
+            &|i| (bh[i].name.clone(), f64::from(bh[i].in_flight)),
+            bh.len(),
+        ),
+    );
+    labelled(
+        &mut out,
+        "phantom_bulkhead_rejected_total",
+        "Calls rejected because the bulkhead was full.",
+        "counter",
+        "bulkhead",
+        &by_name(&|i| (bh[i].name.clone(), bh[i].rejected as f64), bh.len()),
     );
     let _ = writeln!(
         out,

@@ -1,23 +1,113 @@
 //! Channels between PHANTOM services, wrapped in the client-side layers.
+//!
+//! The stack, outermost first, and why in that order:
+//! 1. **context propagation**: request id, tenant, and the deadline left of the call being
+//!    served; a call whose deadline has passed fails here, without going out;
+//! 2. **retry**: sees every failure below it, and the deadline set above it;
+//! 3. **bulkhead**: bounds calls in flight to this dependency; its rejections are local, so
+//!    it sits above the breaker, which must only judge the dependency's own answers;
+//! 4. **circuit breaker**: fails fast while the dependency is down;
+//! 5. the channel, with its connect timeout and per-call timeout.
 
-use std::time::Duration;
-
-use phantom_layers::{PropagateContext, PropagateContextLayer};
+use phantom_layers::{
+    PropagateContext, PropagateContextLayer,
+    bulkhead::{Bulkhead, BulkheadLayer, BulkheadService},
+    circuit_breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer},
+    classify::GrpcClassifier,
+    registry,
+    retry::{Retry, RetryLayer, RetryPolicy},
+};
 use tonic::transport::{Channel, Endpoint};
-use tower::Layer;
+use tower::ServiceBuilder;
 
-/// A channel to another PHANTOM service; requests carry the caller's request id and tenant.
-pub type GrpcChannel = PropagateContext<Channel>;
+use crate::config::{ClientPolicy, ServiceName};
 
-/// A lazily-connected channel to `url`: the first call connects, and a peer that is down at
-/// start-up does not stop this service from starting.
-pub fn channel(url: &str) -> Result<GrpcChannel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(3))
-        // Default deadline of a unary call; streaming calls run until either side ends them.
-        .timeout(Duration::from_secs(30))
+/// A channel to another PHANTOM service, behind the client-side layers.
+pub type GrpcChannel = PropagateContext<
+    Retry<BulkheadService<CircuitBreaker<Channel, GrpcClassifier>>, GrpcClassifier>,
+>;
+
+/// A channel used by health probes: context and timeout only. A probe must see the
+/// dependency as it is, not through a breaker's memory or a retry's second chance.
+pub type ProbeChannel = PropagateContext<Channel>;
+
+/// Methods of each service that are safe to call twice (retried without configuration).
+fn idempotent_methods(to: ServiceName) -> &'static [&'static str] {
+    match to {
+        // Analyses are deduplicated by fingerprint; scoring is a pure function.
+        ServiceName::VulnAnalyzer => &["/phantom.v1.VulnAnalyzer/*"],
+        // Publishing twice would publish twice.
+        ServiceName::Notifier => &[],
+        // Reads, and a cancel (cancelling twice is cancelling once).
+        ServiceName::ScanOrchestrator => &[
+            "/phantom.v1.ScanOrchestrator/GetScan",
+            "/phantom.v1.ScanOrchestrator/ListScans",
+            "/phantom.v1.ScanOrchestrator/ListFindings",
+            "/phantom.v1.ScanOrchestrator/CancelScan",
+        ],
+        ServiceName::HealthAggregator => &["/phantom.v1.HealthAggregator/GetSystemHealth"],
+    }
+}
+
+fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    Ok(PropagateContextLayer.layer(endpoint.connect_lazy()))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .keep_alive_while_idle(true))
+}
+
+/// A lazily-connected channel from `from` to `to` at `url`, with `policy`'s layers. The
+/// first call connects, so a peer that is down at start-up does not stop this service from
+/// starting. Its breaker, retry policy and bulkhead are registered as `from->to`.
+pub fn channel(
+    from: &str,
+    to: ServiceName,
+    url: &str,
+    policy: &ClientPolicy,
+) -> Result<GrpcChannel, tonic::transport::Error> {
+    let name = format!("{from}->{to}");
+    let mut retry = policy.retry.clone();
+    retry
+        .idempotent_methods
+        .extend(idempotent_methods(to).iter().map(|m| (*m).to_owned()));
+    let retry = RetryPolicy::new(&name, retry);
+    let bulkhead = Bulkhead::new(&name, policy.bulkhead);
+    let breaker = Breaker::new(&name, policy.circuit_breaker.clone());
+    let registry = registry::global();
+    registry.retry(&name, &retry);
+    registry.bulkhead(&name, &bulkhead);
+    registry.breaker(&breaker);
+    let channel = endpoint(url, policy.timeout)?.connect_lazy();
+    Ok(ServiceBuilder::new()
+        .layer(PropagateContextLayer)
+        .layer(RetryLayer::new(retry))
+        .layer(BulkheadLayer::new(bulkhead))
+        .layer(CircuitBreakerLayer::new(breaker))
+        .service(channel))
+}
+
+/// The channel `from` uses to reach `to`, as `config` describes it.
+pub fn to_service(
+    config: &crate::Config,
+    from: ServiceName,
+    to: ServiceName,
+) -> Result<GrpcChannel, tonic::transport::Error> {
+    channel(
+        from.as_str(),
+        to,
+        &config.endpoint(to),
+        config.resilience.clients.for_service(to),
+    )
+}
+
+/// A lazily-connected probe channel to `url` (see [`ProbeChannel`]).
+pub fn probe_channel(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<ProbeChannel, tonic::transport::Error> {
+    Ok(ServiceBuilder::new()
+        .layer(PropagateContextLayer)
+        .service(endpoint(url, timeout)?.connect_lazy()))
 }

@@ -8,6 +8,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use phantom_layers::{
+    bulkhead::BulkheadConfig, circuit_breaker::CircuitBreakerConfig, rate_limit::RateLimitConfig,
+    retry::RetryConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Default address of the scan-orchestrator's gRPC server.
@@ -81,6 +85,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Shutdown behaviour of every server.
     pub shutdown: ShutdownConfig,
+    /// The resilience layers of every server and client.
+    pub resilience: ResilienceConfig,
     /// Logs.
     pub telemetry: TelemetryConfig,
 }
@@ -288,6 +294,96 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// The resilience layers: what every server applies to incoming calls, and what every
+/// client applies to its calls to each dependency. Each layer has `enabled`, so its effect
+/// can be measured by switching it off.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResilienceConfig {
+    /// Every server's incoming side.
+    pub server: ServerResilience,
+    /// Calls to each dependency.
+    pub clients: ClientsResilience,
+}
+
+/// A server's incoming side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerResilience {
+    /// Rate limits per caller and method (health probes and reflection are exempt).
+    pub rate_limit: RateLimitConfig,
+    /// Load shedding: calls in flight beyond this are rejected at once.
+    pub load_shed: BulkheadConfig,
+}
+
+impl Default for ServerResilience {
+    fn default() -> Self {
+        Self {
+            rate_limit: RateLimitConfig::default(),
+            load_shed: BulkheadConfig {
+                enabled: true,
+                max_concurrent: 1024,
+            },
+        }
+    }
+}
+
+/// The policy of each dependency, by name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsResilience {
+    /// Calls to the scan-orchestrator.
+    pub scan_orchestrator: ClientPolicy,
+    /// Calls to the vuln-analyzer.
+    pub vuln_analyzer: ClientPolicy,
+    /// Calls to the notifier.
+    pub notifier: ClientPolicy,
+    /// Calls to the health-aggregator.
+    pub health_aggregator: ClientPolicy,
+}
+
+impl ClientsResilience {
+    /// The policy for calls to `service`.
+    pub fn for_service(&self, service: ServiceName) -> &ClientPolicy {
+        match service {
+            ServiceName::ScanOrchestrator => &self.scan_orchestrator,
+            ServiceName::VulnAnalyzer => &self.vuln_analyzer,
+            ServiceName::Notifier => &self.notifier,
+            ServiceName::HealthAggregator => &self.health_aggregator,
+        }
+    }
+}
+
+/// How a client calls one dependency (outermost first: deadline, retry, bulkhead, breaker).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientPolicy {
+    /// Deadline of a unary call that has none from its caller.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries. Methods the API defines as idempotent are always eligible; list more in
+    /// `retry.idempotent_methods`.
+    pub retry: RetryConfig,
+    /// Calls in flight at most.
+    pub bulkhead: BulkheadConfig,
+    /// The circuit breaker.
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            retry: RetryConfig::default(),
+            bulkhead: BulkheadConfig {
+                enabled: true,
+                max_concurrent: 64,
+            },
+            circuit_breaker: CircuitBreakerConfig::default(),
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -490,6 +586,27 @@ impl Config {
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
             return Err(bad("telemetry.log_filter", &err.to_string()));
+        }
+        let r = &self.resilience;
+        r.server
+            .rate_limit
+            .validate()
+            .map_err(|m| bad("resilience.server.rate_limit", &m))?;
+        for service in ServiceName::ALL {
+            let key = service.as_str().replace('-', "_");
+            let p = r.clients.for_service(service);
+            p.retry
+                .validate()
+                .map_err(|m| bad(&format!("resilience.clients.{key}.retry"), &m))?;
+            p.circuit_breaker
+                .validate()
+                .map_err(|m| bad(&format!("resilience.clients.{key}.circuit_breaker"), &m))?;
+            if p.timeout.is_zero() {
+                return Err(bad(
+                    &format!("resilience.clients.{key}.timeout"),
+                    "must be more than 0s",
+                ));
+            }
         }
         if self.health.interval.is_zero() {
             return Err(bad("health.interval", "must be more than 0s"));

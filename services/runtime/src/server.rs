@@ -4,7 +4,12 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use phantom_layers::{RequestIdLayer, Tenant, TenantLayer};
+use phantom_layers::{
+    RequestIdLayer, Tenant, TenantLayer,
+    bulkhead::{Bulkhead, BulkheadLayer},
+    rate_limit::{RateLimitLayer, RateLimiter},
+    registry,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -14,8 +19,12 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::config::{Config, ServiceName, ShutdownConfig};
 
-/// The server-side layer stack shared by every PHANTOM server (outermost first).
-pub type ServerLayers = Stack<TenantLayer, Stack<RequestIdLayer, Identity>>;
+/// The server-side layer stack shared by every PHANTOM server (innermost first, as tower
+/// nests them; see [`router`] for the order and the reasons).
+pub type ServerLayers = Stack<
+    RateLimitLayer,
+    Stack<BulkheadLayer, Stack<TenantLayer, Stack<RequestIdLayer, Identity>>>,
+>;
 
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,8 @@ pub async fn serve_when_ready(
     shutdown: CancellationToken,
     init: impl std::future::Future<Output = bool>,
 ) -> Result<(), ServeError> {
+    // tonic-health starts every reporter at SERVING for the empty name: say the truth first.
+    health.set_not_serving().await;
     let serve = serve(name, router, listener, health.clone(), config, shutdown);
     let ready = async {
         if init.await {
@@ -131,6 +142,16 @@ pub fn router(
     } else {
         TenantLayer::fixed(tenant)
     };
+    let load_shed = Bulkhead::new(
+        &format!("{name}/server"),
+        config.resilience.server.load_shed,
+    );
+    let limiter = RateLimiter::new(
+        &format!("{name}/server"),
+        &config.resilience.server.rate_limit,
+    );
+    registry::global().bulkhead(&format!("{name}/server"), &load_shed);
+    registry::global().limiter(&format!("{name}/server"), &limiter);
     let router = tonic::transport::Server::builder()
         // Keep-alives find dead peers (a scanner host that vanished) without waiting on TCP.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -140,6 +161,11 @@ pub fn router(
         .layer(RequestIdLayer::new(name.as_str()))
         // Then its tenant, so every handler and every outgoing call knows who it acts for.
         .layer(tenant_layer)
+        // Shed load before doing any work for it: a saturated server answers at once with
+        // RESOURCE_EXHAUSTED rather than queueing calls into their timeouts.
+        .layer(BulkheadLayer::new(load_shed))
+        // Then the per-caller, per-method limits (they need the tenant resolved above).
+        .layer(RateLimitLayer::new(limiter))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);

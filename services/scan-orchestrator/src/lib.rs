@@ -32,10 +32,10 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
-    let analyzer = VulnAnalyzerClient::new(client::channel(
-        &config.endpoint(ServiceName::VulnAnalyzer),
-    )?);
-    let notifier = NotifierClient::new(client::channel(&config.endpoint(ServiceName::Notifier))?);
+    let me = ServiceName::ScanOrchestrator;
+    let analyzer =
+        VulnAnalyzerClient::new(client::to_service(&config, me, ServiceName::VulnAnalyzer)?);
+    let notifier = NotifierClient::new(client::to_service(&config, me, ServiceName::Notifier)?);
     let core = Ready::new();
     let (router, health) = server::router(ServiceName::ScanOrchestrator, &config, &[GRPC_SERVICE])?;
     let router = router.add_service(ScanOrchestratorServer::new(
