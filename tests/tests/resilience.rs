@@ -12,16 +12,22 @@ use tonic_types::StatusExt;
 const SCORE: &str = "/phantom.v1.VulnAnalyzer/ScoreCvss";
 
 fn score() -> pb::ScoreCvssRequest {
-    pb::ScoreCvssRequest { vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H".into() }
+    pb::ScoreCvssRequest {
+        vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H".into(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_low_limit_answers_resource_exhausted_with_retry_info_and_built_in_clients_wait_that_long() {
+async fn a_low_limit_answers_resource_exhausted_with_retry_info_and_built_in_clients_wait_that_long()
+ {
     let data = tempfile::tempdir().unwrap();
     let mut cfg = config(data.path());
     cfg.resilience.server.rate_limit.methods.insert(
         SCORE.into(),
-        phantom_layers::rate_limit::QuotaConfig { per_second: 2.0, burst: 1 },
+        phantom_layers::rate_limit::QuotaConfig {
+            per_second: 2.0,
+            burst: 1,
+        },
     );
     let system = Running::start(cfg).await;
 
@@ -30,30 +36,56 @@ async fn a_low_limit_answers_resource_exhausted_with_retry_info_and_built_in_cli
     plain.score_cvss(score()).await.unwrap();
     let refused = plain.score_cvss(score()).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
-    let wait = refused.get_details_retry_info().unwrap().retry_delay.unwrap();
-    assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
+    let wait = refused
+        .get_details_retry_info()
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_millis(500),
+        "{wait:?}"
+    );
     // Other methods, and health checks, are not limited by it.
-    let health = tonic_health::pb::health_client::HealthClient::new(channel(system.addrs.vuln_analyzer).await);
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        channel(system.addrs.vuln_analyzer).await,
+    );
     for _ in 0..20 {
-        health.clone().check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap();
+        health
+            .clone()
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap();
     }
 
     // PHANTOM's own client retries after the RetryInfo delay and succeeds.
     let url = format!("http://{}", system.addrs.vuln_analyzer);
-    let built_in = client::channel("test", ServiceName::VulnAnalyzer, &url, &ClientPolicy::default()).unwrap();
+    let built_in = client::channel(
+        "test",
+        ServiceName::VulnAnalyzer,
+        &url,
+        &ClientPolicy::default(),
+    )
+    .unwrap();
     let mut built_in = VulnAnalyzerClient::new(built_in);
     tokio::time::sleep(Duration::from_millis(600)).await; // let the bucket refill
     built_in.score_cvss(score()).await.unwrap();
     let started = Instant::now();
     let second = built_in.score_cvss(score()).await.unwrap().into_inner();
     assert_eq!(second.base_score, 9.8);
-    assert!(started.elapsed() >= Duration::from_millis(400), "waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "waited {:?}",
+        started.elapsed()
+    );
     let retries = phantom_layers::registry::global()
         .snapshot()
         .retries
         .into_iter()
         .find(|r| r.name == "test->vuln-analyzer")
         .unwrap();
-    assert!(retries.retries >= 1 && retries.server_pushbacks >= 1, "{retries:?}");
+    assert!(
+        retries.retries >= 1 && retries.server_pushbacks >= 1,
+        "{retries:?}"
+    );
     system.stop().await;
 }
