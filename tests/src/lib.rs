@@ -1,5 +1,8 @@
 //! Helpers for the cross-service scenarios under `tests/tests/`: start a whole PHANTOM
-//! system in-process on port-0 loopback addresses, and wait for it to be ready.
+//! system in-process on port-0 loopback addresses, and wait for it to be ready; a fake
+//! OpenAI-compatible server ([`llm`]).
+
+pub mod llm;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -109,4 +112,23 @@ pub async fn wait_for_status(addr: SocketAddr, service: &str, want: ServingStatu
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `GET path` on `addr` over plain HTTP/1.0: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("reads");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
 }

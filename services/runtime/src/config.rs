@@ -59,6 +59,8 @@ const ENV_ALIASES: &[(&str, &[&str])] = &[
     ("DATABASE_URL", &["storage", "database_url"]),
     ("REDIS_URL", &["cache", "redis_url"]),
     ("PHANTOM_LOG", &["telemetry", "log_filter"]),
+    ("OPENAI_BASE_URL", &["analyzer", "llm", "base_url"]),
+    ("OPENAI_API_KEY", &["analyzer", "llm", "api_key"]),
     ("PHANTOM_LOG_FORMAT", &["telemetry", "log_format"]),
 ];
 
@@ -81,6 +83,8 @@ pub struct Config {
     pub tenancy: TenancyConfig,
     /// The scan-orchestrator.
     pub scan: ScanConfig,
+    /// The vuln-analyzer.
+    pub analyzer: AnalyzerConfig,
     /// The health-aggregator.
     pub health: HealthConfig,
     /// Shutdown behaviour of every server.
@@ -243,6 +247,54 @@ impl Default for ScanConfig {
             max_concurrent_scans: 4,
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
+        }
+    }
+}
+
+/// The vuln-analyzer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyzerConfig {
+    /// LLM triage; off while `api_key` is empty (analysis is then rule-based).
+    pub llm: LlmConfig,
+}
+
+/// LLM triage through an OpenAI-compatible API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// API base URL (`OPENAI_BASE_URL`), e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// API key (`OPENAI_API_KEY`). Empty: no LLM, rules only.
+    pub api_key: String,
+    /// Model name.
+    pub model: String,
+    /// Longest wait for one triage (shortened to the caller's deadline when that is sooner).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries of one request on 429/5xx, after the provider's `Retry-After`.
+    pub max_retries: u32,
+    /// The breaker in front of the provider: while it is open, rules answer at once.
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com/v1".to_owned(),
+            api_key: String::new(),
+            model: "gpt-4o-mini".to_owned(),
+            timeout: Duration::from_secs(20),
+            max_retries: 1,
+            circuit_breaker: CircuitBreakerConfig {
+                window: phantom_layers::circuit_breaker::WindowConfig::Count { size: 20 },
+                minimum_calls: 5,
+                open_duration: Duration::from_secs(30),
+                half_open_permits: 1,
+                success_threshold: 1,
+                slow_call_duration: Duration::from_secs(15),
+                ..CircuitBreakerConfig::default()
+            },
         }
     }
 }
@@ -584,6 +636,26 @@ impl Config {
                 ));
             }
         }
+        let llm = &self.analyzer.llm;
+        if !llm.api_key.is_empty() {
+            if llm
+                .base_url
+                .parse::<http::Uri>()
+                .map(|u| u.scheme().is_none())
+                .unwrap_or(true)
+            {
+                return Err(bad(
+                    "analyzer.llm.base_url",
+                    "is not a URL such as https://host/v1",
+                ));
+            }
+            if llm.model.is_empty() {
+                return Err(bad("analyzer.llm.model", "must name a model"));
+            }
+        }
+        llm.circuit_breaker
+            .validate()
+            .map_err(|m| bad("analyzer.llm.circuit_breaker", &m))?;
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
             return Err(bad("telemetry.log_filter", &err.to_string()));
         }
@@ -665,6 +737,9 @@ impl Config {
         let mut c = self.clone();
         c.storage.database_url = redact(&c.storage.database_url);
         c.cache.redis_url = redact(&c.cache.redis_url);
+        if !c.analyzer.llm.api_key.is_empty() {
+            c.analyzer.llm.api_key = "***".to_owned();
+        }
         toml::to_string(&c).expect("configuration serializes")
     }
 }

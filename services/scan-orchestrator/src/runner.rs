@@ -404,20 +404,8 @@ impl Runner {
                 }
             };
             for (finding, analysis) in page.iter().zip(analyses) {
-                let record = phantom_runtime::storage::AnalysisRecord {
-                    tenant: scan.tenant.clone(),
-                    fingerprint: analysis.fingerprint.clone(),
-                    score: analysis.score,
-                    severity: analysis.severity,
-                    analyzer: analysis.analyzer.clone(),
-                    confidence: analysis.confidence,
-                    summary: analysis.summary.clone(),
-                    remediation: analysis.remediation.clone(),
-                    degraded: analysis.degraded,
-                    analyzed_at: analysis.analyzed_at.map_or_else(now_micros, |t| {
-                        t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
-                    }),
-                };
+                let record =
+                    phantom_runtime::storage::AnalysisRecord::from_wire(&scan.tenant, &analysis);
                 self.store
                     .set_finding_analysis(&scan.tenant, &finding.id, &record)
                     .await?;

@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //! - [`cvss`]: CVSS v3.1 base scores by the specification's equations.
+//! - [`llm`]: LLM triage through an OpenAI-compatible API, behind a circuit breaker.
 //! - [`rules`]: the rule-based analysis (what answers when no LLM does).
 //! - [`service`]: the `phantom.v1.VulnAnalyzer` gRPC service.
 
 pub mod cvss;
+pub mod llm;
 pub mod rules;
 pub mod service;
 
@@ -39,6 +41,7 @@ pub async fn run(
             store,
             cache,
             cache_ttl: config.cache.default_ttl,
+            llm: llm::Llm::new(&config.analyzer.llm),
         });
         true
     };

@@ -29,6 +29,18 @@ pub struct Core {
     pub cache: Arc<dyn Cache>,
     /// How long cached analyses live.
     pub cache_ttl: Duration,
+    /// LLM triage, when configured.
+    pub llm: Option<crate::llm::Llm>,
+}
+
+/// Below this much time left before the caller's deadline, the LLM is not asked.
+const LLM_MIN_BUDGET: Duration = Duration::from_millis(100);
+
+/// Time left before the deadline of the call being served, if it has one.
+fn time_left() -> Option<Duration> {
+    phantom_layers::request_id::current()
+        .and_then(|c| c.deadline)
+        .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
 }
 
 impl Core {
@@ -37,7 +49,8 @@ impl Core {
     }
 
     /// The analysis of one finding: the stored one if this fingerprint was analyzed before,
-    /// a new rule-based one otherwise.
+    /// a new one otherwise. With an LLM configured, a stored *degraded* analysis (rules that
+    /// answered for an unavailable LLM) is tried again and upgraded when the LLM answers.
     pub async fn analyze(
         &self,
         tenant: &str,
@@ -45,33 +58,32 @@ impl Core {
     ) -> Result<AnalysisRecord, Error> {
         let fp = fingerprint(finding);
         let key = Self::cache_key(tenant, &fp);
+        let wants_llm = |a: &AnalysisRecord| a.degraded && self.llm.is_some();
         match self.cache.get(&key).await {
             Ok(Some(bytes)) => {
-                if let Ok(hit) = serde_json::from_slice::<AnalysisRecord>(&bytes) {
+                if let Ok(hit) = serde_json::from_slice::<AnalysisRecord>(&bytes)
+                    && !wants_llm(&hit)
+                {
                     return Ok(hit);
                 }
             }
             Ok(None) => {}
             Err(err) => tracing::warn!(error = %err, "Cache read failed; using the database"),
         }
-        let analysis = match self.store.get_analysis(tenant, &fp).await? {
-            Some(stored) => stored,
-            None => {
-                let v = rules::analyze(finding);
-                let record = AnalysisRecord {
-                    tenant: tenant.to_owned(),
-                    fingerprint: fp,
-                    score: v.score,
-                    severity: v.severity as i32,
-                    analyzer: "rules".to_owned(),
-                    confidence: v.confidence,
-                    summary: v.summary,
-                    remediation: v.remediation,
-                    degraded: false,
-                    analyzed_at: now_micros(),
-                };
-                // Concurrent analyses of one fingerprint: the first stored wins for all.
-                self.store.put_analysis(&record).await?
+        let stored = self.store.get_analysis(tenant, &fp).await?;
+        let analysis = match stored {
+            Some(stored) if !wants_llm(&stored) => stored,
+            stored => {
+                let fresh = self.fresh(tenant, fp, finding).await;
+                match stored {
+                    // Concurrent analyses of one fingerprint: the first stored wins for all.
+                    None => self.store.put_analysis(&fresh).await?,
+                    Some(_) if !fresh.degraded => {
+                        self.store.upgrade_analysis(&fresh).await?;
+                        fresh
+                    }
+                    Some(stored) => stored,
+                }
             }
         };
         let bytes = serde_json::to_vec(&analysis).expect("analysis serializes");
@@ -79,6 +91,48 @@ impl Core {
             tracing::warn!(error = %err, "Cache write failed");
         }
         Ok(analysis)
+    }
+
+    /// A new verdict: the rules', annotated by the LLM when it answers in time.
+    async fn fresh(&self, tenant: &str, fp: String, finding: &pb::Finding) -> AnalysisRecord {
+        let v = rules::analyze(finding);
+        let mut record = AnalysisRecord {
+            tenant: tenant.to_owned(),
+            fingerprint: fp,
+            score: v.score,
+            severity: v.severity as i32,
+            analyzer: "rules".to_owned(),
+            confidence: v.confidence,
+            summary: v.summary.clone(),
+            remediation: v.remediation.clone(),
+            degraded: false,
+            analyzed_at: now_micros(),
+            impact: String::new(),
+            suppression_suggested: false,
+            suppression_reason: String::new(),
+        };
+        let Some(llm) = &self.llm else { return record };
+        let budget = time_left();
+        if budget.is_some_and(|b| b < LLM_MIN_BUDGET) {
+            record.degraded = true;
+            return record;
+        }
+        match llm.triage(finding, &v, budget).await {
+            Ok(t) => {
+                // The LLM annotates; score and severity stay those of CVSS or the rules.
+                record.analyzer = llm.analyzer_name();
+                record.summary = t.summary;
+                record.impact = t.impact;
+                record.remediation = t.remediation;
+                record.suppression_suggested = t.suppress;
+                record.suppression_reason = t.suppress_reason;
+            }
+            Err(err) => {
+                tracing::info!(error = %err, "LLM triage unavailable; rules answer (degraded)");
+                record.degraded = true;
+            }
+        }
+        record
     }
 }
 

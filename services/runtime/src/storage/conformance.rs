@@ -288,6 +288,9 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(store: &dyn Store) {
         remediation: "restrict".into(),
         degraded: false,
         analyzed_at: now_micros(),
+        impact: String::new(),
+        suppression_suggested: false,
+        suppression_reason: String::new(),
     };
     store
         .set_finding_analysis(&t, &batch[0].id, &analysis)
@@ -313,6 +316,9 @@ pub async fn analyses_keep_the_first_verdict(store: &dyn Store) {
         remediation: "r".into(),
         degraded: true,
         analyzed_at: now_micros(),
+        impact: String::new(),
+        suppression_suggested: false,
+        suppression_reason: String::new(),
     };
     assert_eq!(store.put_analysis(&first).await.unwrap(), first);
     let second = AnalysisRecord {
@@ -321,6 +327,27 @@ pub async fn analyses_keep_the_first_verdict(store: &dyn Store) {
     };
     assert_eq!(store.put_analysis(&second).await.unwrap(), first);
     assert_eq!(store.get_analysis(&tenant(), "fp").await.unwrap(), None);
+
+    // A degraded verdict may be upgraded once; a full one is never replaced.
+    let better = AnalysisRecord {
+        analyzer: "llm:test".into(),
+        degraded: false,
+        impact: "remote code execution".into(),
+        suppression_suggested: true,
+        suppression_reason: "lab host".into(),
+        ..first.clone()
+    };
+    assert!(store.upgrade_analysis(&better).await.unwrap());
+    assert_eq!(
+        store.get_analysis(&t, "fp").await.unwrap(),
+        Some(better.clone())
+    );
+    let worse = AnalysisRecord {
+        degraded: true,
+        ..first.clone()
+    };
+    assert!(!store.upgrade_analysis(&worse).await.unwrap());
+    assert_eq!(store.get_analysis(&t, "fp").await.unwrap(), Some(better));
 }
 
 /// Concurrent publishers to one room get 1..=n with no gaps; rooms and tenants count apart.

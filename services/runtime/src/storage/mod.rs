@@ -152,6 +152,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores an analysis unless one exists for the fingerprint; returns the stored one.
     async fn put_analysis(&self, analysis: &AnalysisRecord) -> Result<AnalysisRecord, StoreError>;
 
+    /// Replaces a *degraded* stored analysis (rules answering for an unavailable LLM) with a
+    /// better one. Returns false when the stored one is not degraded (it is kept).
+    async fn upgrade_analysis(&self, analysis: &AnalysisRecord) -> Result<bool, StoreError>;
+
     /// Stores a notification, assigning the next sequence number of its room.
     async fn append_notification(
         &self,

@@ -183,6 +183,38 @@ pub struct AnalysisRecord {
     pub degraded: bool,
     /// Made at.
     pub analyzed_at: i64,
+    /// Likely impact (LLM triage).
+    #[serde(default)]
+    pub impact: String,
+    /// The LLM suggests suppression (a suggestion only).
+    #[serde(default)]
+    pub suppression_suggested: bool,
+    /// Why.
+    #[serde(default)]
+    pub suppression_reason: String,
+}
+
+impl AnalysisRecord {
+    /// An analysis received over the wire, as `tenant` stores it.
+    pub fn from_wire(tenant: &str, a: &pb::Analysis) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            fingerprint: a.fingerprint.clone(),
+            score: a.score,
+            severity: a.severity,
+            analyzer: a.analyzer.clone(),
+            confidence: a.confidence,
+            summary: a.summary.clone(),
+            remediation: a.remediation.clone(),
+            degraded: a.degraded,
+            analyzed_at: a.analyzed_at.map_or_else(crate::time::now_micros, |t| {
+                t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
+            }),
+            impact: a.likely_impact.clone(),
+            suppression_suggested: a.suppression_suggested,
+            suppression_reason: a.suppression_reason.clone(),
+        }
+    }
 }
 
 impl From<AnalysisRecord> for pb::Analysis {
@@ -197,6 +229,9 @@ impl From<AnalysisRecord> for pb::Analysis {
             remediation: r.remediation,
             degraded: r.degraded,
             analyzed_at: Some(timestamp(r.analyzed_at)),
+            likely_impact: r.impact,
+            suppression_suggested: r.suppression_suggested,
+            suppression_reason: r.suppression_reason,
         }
     }
 }

@@ -175,6 +175,9 @@ fn analysis_of(row: &AnyRow) -> Result<AnalysisRecord, StoreError> {
         remediation: row.try_get("remediation")?,
         degraded: degraded != 0,
         analyzed_at: row.try_get("analyzed_at")?,
+        impact: row.try_get("impact")?,
+        suppression_suggested: row.try_get::<i64, _>("suppression_suggested")? != 0,
+        suppression_reason: row.try_get("suppression_reason")?,
     })
 }
 
@@ -471,8 +474,8 @@ impl Store for SqlStore {
     ) -> Result<Option<AnalysisRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT tenant, fingerprint, score, severity, analyzer, confidence, summary, \
-             remediation, degraded, analyzed_at FROM analyses \
-             WHERE tenant = $1 AND fingerprint = $2",
+             remediation, degraded, analyzed_at, impact, suppression_suggested, \
+             suppression_reason FROM analyses WHERE tenant = $1 AND fingerprint = $2",
         )
         .bind(tenant.to_owned())
         .bind(fingerprint.to_owned())
@@ -484,8 +487,9 @@ impl Store for SqlStore {
     async fn put_analysis(&self, a: &AnalysisRecord) -> Result<AnalysisRecord, StoreError> {
         sqlx::query(
             "INSERT INTO analyses (tenant, fingerprint, score, severity, analyzer, confidence, \
-             summary, remediation, degraded, analyzed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             summary, remediation, degraded, analyzed_at, impact, suppression_suggested, \
+             suppression_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (tenant, fingerprint) DO NOTHING",
         )
         .bind(a.tenant.clone())
@@ -498,6 +502,9 @@ impl Store for SqlStore {
         .bind(a.remediation.clone())
         .bind(i64::from(a.degraded))
         .bind(a.analyzed_at)
+        .bind(a.impact.clone())
+        .bind(i64::from(a.suppression_suggested))
+        .bind(a.suppression_reason.clone())
         .execute(&self.pool)
         .await?;
         self.get_analysis(&a.tenant, &a.fingerprint)
@@ -506,6 +513,31 @@ impl Store for SqlStore {
                 column: "analyses",
                 message: "analysis vanished after insert".into(),
             })
+    }
+
+    async fn upgrade_analysis(&self, a: &AnalysisRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE analyses SET score = $1, severity = $2, analyzer = $3, confidence = $4, \
+             summary = $5, remediation = $6, degraded = $7, analyzed_at = $8, impact = $9, \
+             suppression_suggested = $10, suppression_reason = $11 \
+             WHERE tenant = $12 AND fingerprint = $13 AND degraded = 1",
+        )
+        .bind(a.score)
+        .bind(i64::from(a.severity))
+        .bind(a.analyzer.clone())
+        .bind(i64::from(a.confidence))
+        .bind(a.summary.clone())
+        .bind(a.remediation.clone())
+        .bind(i64::from(a.degraded))
+        .bind(a.analyzed_at)
+        .bind(a.impact.clone())
+        .bind(i64::from(a.suppression_suggested))
+        .bind(a.suppression_reason.clone())
+        .bind(a.tenant.clone())
+        .bind(a.fingerprint.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn append_notification(

@@ -1,0 +1,115 @@
+//! A small OpenAI-compatible server for tests: it answers chat completions with a triage,
+//! or fails with an HTTP status, hangs, or answers garbage, as the test commands.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::post};
+use serde_json::json;
+
+/// What the fake answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// A well-formed triage.
+    Answer,
+    /// This HTTP status, with an OpenAI-style error body.
+    Fail(u16),
+    /// No answer at all.
+    Hang,
+    /// A completion whose content is not the JSON asked for.
+    Garbage,
+}
+
+#[derive(Debug)]
+struct Shared {
+    mode: Mutex<Mode>,
+    calls: AtomicUsize,
+}
+
+/// A running fake LLM.
+#[derive(Debug, Clone)]
+pub struct FakeLlm {
+    shared: Arc<Shared>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl FakeLlm {
+    /// Starts a fake on `addr` (port 0 for any).
+    pub async fn start(addr: SocketAddr, mode: Mode) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("fake LLM binds");
+        let addr = listener.local_addr().expect("address");
+        let shared = Arc::new(Shared {
+            mode: Mutex::new(mode),
+            calls: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { shared, addr }
+    }
+
+    /// The base URL to configure (`OPENAI_BASE_URL`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Changes what it answers.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Chat completions received so far.
+    pub fn calls(&self) -> usize {
+        self.shared.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn completion(content: &str) -> serde_json::Value {
+    json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "test-model",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
+    })
+}
+
+async fn complete(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    shared.calls.fetch_add(1, Ordering::SeqCst);
+    let mode = shared.mode.lock().unwrap().clone();
+    match mode {
+        Mode::Answer => {
+            let triage = json!({
+                "summary": "An SSH server is reachable.",
+                "likely_impact": "Password guessing against exposed accounts.",
+                "remediation": "Allow SSH only from the bastion network.",
+                "suppress": false
+            });
+            Json(completion(&triage.to_string())).into_response()
+        }
+        Mode::Fail(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = json!({"error": {"message": "scripted failure", "type": "server_error", "code": null}});
+            (status, Json(body)).into_response()
+        }
+        Mode::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Mode::Garbage => Json(completion("I think this is fine!! {not json")).into_response(),
+    }
+}
