@@ -32,5 +32,5 @@ pub mod status;
 pub mod tenant;
 
 pub use request_id::{PropagateContext, PropagateContextLayer, RequestId, RequestIdLayer};
-pub use status::{Error, FieldViolation};
+pub use status::{Category, Error, FieldViolation};
 pub use tenant::{Tenant, TenantLayer, TenantSource};

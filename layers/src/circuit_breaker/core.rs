@@ -123,7 +123,7 @@ pub struct CircuitOpen {
 
 impl From<CircuitOpen> for crate::Error {
     fn from(e: CircuitOpen) -> Self {
-        crate::Error::Unavailable {
+        crate::Error::CircuitOpen {
             message: format!("{} is unavailable: circuit breaker {:?}", e.name, e.state),
             retry_after: e.retry_after,
         }

@@ -1,10 +1,68 @@
 use std::time::Duration;
 
+use serde::Serialize;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::classify::GrpcClassifier;
+
 /// The `google.rpc.ErrorInfo` domain of every PHANTOM error.
 pub const ERROR_DOMAIN: &str = "phantom.security";
+
+/// The kinds of failure PHANTOM distinguishes (the original design's exception hierarchy).
+/// Each is sent as the `category` metadata of the status's `ErrorInfo`, so clients and
+/// dashboards can group failures without parsing messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Category {
+    /// The caller could not be identified.
+    Authentication,
+    /// The caller may not do this.
+    Authorization,
+    /// The request is malformed or names something that does not exist.
+    Validation,
+    /// The request is well-formed but the system's rules refuse it now.
+    BusinessRule,
+    /// A service this one depends on failed.
+    ExternalService,
+    /// The network between this service and another failed.
+    Network,
+    /// The database failed.
+    Database,
+    /// A rate limit or a load shedder refused the call.
+    RateLimited,
+    /// A circuit breaker refused the call.
+    CircuitOpen,
+    /// The call ran out of time.
+    Timeout,
+    /// The request tried to do something the security policy forbids (scanning out of scope).
+    SecurityViolation,
+    /// A fault of this service.
+    System,
+    /// A file could not be read or written.
+    FileSystem,
+}
+
+impl Category {
+    /// The category's wire name (`RATE_LIMITED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authentication => "AUTHENTICATION",
+            Self::Authorization => "AUTHORIZATION",
+            Self::Validation => "VALIDATION",
+            Self::BusinessRule => "BUSINESS_RULE",
+            Self::ExternalService => "EXTERNAL_SERVICE",
+            Self::Network => "NETWORK",
+            Self::Database => "DATABASE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::CircuitOpen => "CIRCUIT_OPEN",
+            Self::Timeout => "TIMEOUT",
+            Self::SecurityViolation => "SECURITY_VIOLATION",
+            Self::System => "SYSTEM",
+            Self::FileSystem => "FILE_SYSTEM",
+        }
+    }
+}
 
 /// One invalid field of a request, reported in a `google.rpc.BadRequest` detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,10 +83,11 @@ impl FieldViolation {
     }
 }
 
-/// Everything a PHANTOM handler can fail with.
+/// Everything a PHANTOM handler or layer can fail with.
 ///
 /// Variants name the caller-visible situation, not the internal cause: a database error and a
-/// bug are both [`Error::Internal`], because the caller can do nothing different about them.
+/// bug are both [`Error::Internal`] (with their [`Category`]), because the caller can do
+/// nothing different about them.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request is malformed; each violation names a field.
@@ -42,12 +101,26 @@ pub enum Error {
         /// The id that was asked for.
         id: String,
     },
+    /// The caller could not be identified.
+    #[error("{message}")]
+    Unauthenticated {
+        /// Human-readable explanation.
+        message: String,
+    },
     /// The caller may not do this; `reason` is a stable machine-readable code.
     #[error("{message}")]
     PermissionDenied {
+        /// Stable reason code for `ErrorInfo` ("NOT_AN_ADMIN").
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The request asks for something the security policy forbids.
+    #[error("{message}")]
+    SecurityViolation {
         /// Stable reason code for `ErrorInfo` ("TARGET_OUT_OF_SCOPE").
         reason: &'static str,
-        /// Human-readable explanation naming the offending input and rule.
+        /// Human-readable explanation naming the offending input and the rule.
         message: String,
         /// The request field that was refused, if one was.
         field: Option<String>,
@@ -68,6 +141,20 @@ pub enum Error {
         /// When to retry, if known.
         retry_after: Option<Duration>,
     },
+    /// A circuit breaker refused the call; retry after it.
+    #[error("{message}")]
+    CircuitOpen {
+        /// Human-readable explanation.
+        message: String,
+        /// When the breaker lets calls through again, if known.
+        retry_after: Option<Duration>,
+    },
+    /// The call ran out of time.
+    #[error("{message}")]
+    Timeout {
+        /// Human-readable explanation.
+        message: String,
+    },
     /// A limit was hit; retry later.
     #[error("{message}")]
     ResourceExhausted {
@@ -77,8 +164,14 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// Anything the caller cannot act on. The source is logged, never sent.
-    #[error("internal error: {0}")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error ({category:?}): {source}")]
+    Internal {
+        /// Where it failed.
+        category: Category,
+        /// Why (logged only).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -103,9 +196,20 @@ impl Error {
         }
     }
 
-    /// Wraps any error as [`Error::Internal`].
+    /// Wraps any error as a [`Category::System`] [`Error::Internal`].
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self::Internal(err.into())
+        Self::internal_in(Category::System, err)
+    }
+
+    /// Wraps any error as an [`Error::Internal`] of `category`.
+    pub fn internal_in(
+        category: Category,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Internal {
+            category,
+            source: err.into(),
+        }
     }
 
     /// The gRPC code this error is sent with.
@@ -113,11 +217,55 @@ impl Error {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::NotFound { .. } => Code::NotFound,
-            Self::PermissionDenied { .. } => Code::PermissionDenied,
+            Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::PermissionDenied { .. } | Self::SecurityViolation { .. } => {
+                Code::PermissionDenied
+            }
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
-            Self::Unavailable { .. } => Code::Unavailable,
+            Self::Unavailable { .. } | Self::CircuitOpen { .. } => Code::Unavailable,
+            Self::Timeout { .. } => Code::DeadlineExceeded,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
-            Self::Internal(_) => Code::Internal,
+            Self::Internal { .. } => Code::Internal,
+        }
+    }
+
+    /// The error's category.
+    pub fn category(&self) -> Category {
+        match self {
+            Self::InvalidArgument(_) | Self::NotFound { .. } => Category::Validation,
+            Self::Unauthenticated { .. } => Category::Authentication,
+            Self::PermissionDenied { .. } => Category::Authorization,
+            Self::SecurityViolation { .. } => Category::SecurityViolation,
+            Self::FailedPrecondition { .. } => Category::BusinessRule,
+            Self::Unavailable { .. } => Category::ExternalService,
+            Self::CircuitOpen { .. } => Category::CircuitOpen,
+            Self::Timeout { .. } => Category::Timeout,
+            Self::ResourceExhausted { .. } => Category::RateLimited,
+            Self::Internal { category, .. } => *category,
+        }
+    }
+
+    /// Whether another attempt may succeed: the verdict of the one classification table
+    /// ([`crate::classify`]) on this error's code, so errors and layers always agree.
+    pub fn retryable(&self) -> bool {
+        GrpcClassifier::verdict(self.code()).retryable
+    }
+
+    /// What the caller is told: the message for the caller's own mistakes and for
+    /// dependency trouble; nothing of the cause for internal faults.
+    pub fn user_message(&self) -> String {
+        match self {
+            Self::Internal { .. } => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::PermissionDenied { reason, .. }
+            | Self::SecurityViolation { reason, .. }
+            | Self::FailedPrecondition { reason, .. } => reason,
+            other => other.category().as_str(),
         }
     }
 }
@@ -125,8 +273,17 @@ impl Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = err.code();
+        let request_id = crate::request_id::current().map(|c| c.request_id.to_string());
         let mut details = ErrorDetails::new();
-        let message = match &err {
+        let mut metadata = std::collections::HashMap::from([(
+            "category".to_owned(),
+            err.category().as_str().to_owned(),
+        )]);
+        if let Some(id) = &request_id {
+            metadata.insert("request_id".to_owned(), id.clone());
+        }
+        details.set_error_info(err.reason(), ERROR_DOMAIN, metadata);
+        match &err {
             Error::InvalidArgument(violations) => {
                 details.set_bad_request(
                     violations
@@ -136,37 +293,37 @@ impl From<Error> for Status {
                         })
                         .collect::<Vec<_>>(),
                 );
-                err.to_string()
             }
             Error::NotFound { kind, id } => {
                 details.set_resource_info(*kind, id.clone(), "", err.to_string());
-                err.to_string()
             }
-            Error::PermissionDenied { reason, field, .. } => {
-                details.set_error_info(*reason, ERROR_DOMAIN, []);
-                if let Some(field) = field {
-                    details.add_bad_request_violation(field.clone(), err.to_string());
-                }
-                err.to_string()
+            Error::SecurityViolation {
+                field: Some(field), ..
+            } => {
+                details.add_bad_request_violation(field.clone(), err.to_string());
             }
-            Error::FailedPrecondition { reason, .. } => {
-                details.set_error_info(*reason, ERROR_DOMAIN, []);
-                err.to_string()
+            Error::Unavailable {
+                retry_after: Some(after),
+                ..
             }
-            Error::Unavailable { retry_after, .. }
-            | Error::ResourceExhausted { retry_after, .. } => {
-                if let Some(after) = retry_after {
-                    details.set_retry_info(Some(*after));
-                }
-                err.to_string()
+            | Error::CircuitOpen {
+                retry_after: Some(after),
+                ..
             }
-            Error::Internal(source) => {
-                // The source may name hosts, paths or queries: log it, send a generic message.
-                tracing::error!(error = %source, "Internal error");
-                "internal error".to_owned()
+            | Error::ResourceExhausted {
+                retry_after: Some(after),
+                ..
+            } => {
+                details.set_retry_info(Some(*after));
             }
-        };
-        Status::with_error_details(code, message, details)
+            Error::Internal { category, source } => {
+                // The source may name hosts, paths or queries: log it with the request id, so
+                // an operator can find it from what the caller reports.
+                tracing::error!(category = category.as_str(), request_id = request_id.as_deref().unwrap_or(""), error = %source, "Internal error");
+            }
+            _ => {}
+        }
+        Status::with_error_details(code, err.user_message(), details)
     }
 }
 
@@ -184,13 +341,22 @@ mod tests {
         assert_eq!(bad.field_violations.len(), 1);
         assert_eq!(bad.field_violations[0].field, "targets");
         assert!(status.message().contains("at least one target"));
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.metadata["category"], "VALIDATION");
     }
 
     #[test]
     fn internal_errors_do_not_leak_their_source() {
-        let status = Status::from(Error::internal("connection to 10.1.2.3:5432 refused"));
+        let status = Status::from(Error::internal_in(
+            Category::Database,
+            "connection to 10.1.2.3:5432 refused",
+        ));
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
+        assert_eq!(
+            status.get_details_error_info().unwrap().metadata["category"],
+            "DATABASE"
+        );
     }
 
     #[test]
@@ -201,5 +367,124 @@ mod tests {
         });
         let info = status.get_details_retry_info().expect("RetryInfo present");
         assert_eq!(info.retry_delay, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn every_category_knows_its_code_and_whether_to_retry() {
+        let cases: Vec<(Error, Code, Category, bool)> = vec![
+            (
+                Error::Unauthenticated {
+                    message: "who?".into(),
+                },
+                Code::Unauthenticated,
+                Category::Authentication,
+                false,
+            ),
+            (
+                Error::PermissionDenied {
+                    reason: "R",
+                    message: "no".into(),
+                },
+                Code::PermissionDenied,
+                Category::Authorization,
+                false,
+            ),
+            (
+                Error::invalid("f", "bad"),
+                Code::InvalidArgument,
+                Category::Validation,
+                false,
+            ),
+            (
+                Error::FailedPrecondition {
+                    reason: "R",
+                    message: "m".into(),
+                },
+                Code::FailedPrecondition,
+                Category::BusinessRule,
+                false,
+            ),
+            (
+                Error::Unavailable {
+                    message: "m".into(),
+                    retry_after: None,
+                },
+                Code::Unavailable,
+                Category::ExternalService,
+                true,
+            ),
+            (
+                Error::internal_in(Category::Network, "reset"),
+                Code::Internal,
+                Category::Network,
+                false,
+            ),
+            (
+                Error::internal_in(Category::Database, "db"),
+                Code::Internal,
+                Category::Database,
+                false,
+            ),
+            (
+                Error::ResourceExhausted {
+                    message: "m".into(),
+                    retry_after: None,
+                },
+                Code::ResourceExhausted,
+                Category::RateLimited,
+                true,
+            ),
+            (
+                Error::CircuitOpen {
+                    message: "m".into(),
+                    retry_after: None,
+                },
+                Code::Unavailable,
+                Category::CircuitOpen,
+                true,
+            ),
+            (
+                Error::Timeout {
+                    message: "m".into(),
+                },
+                Code::DeadlineExceeded,
+                Category::Timeout,
+                true,
+            ),
+            (
+                Error::SecurityViolation {
+                    reason: "R",
+                    message: "m".into(),
+                    field: None,
+                },
+                Code::PermissionDenied,
+                Category::SecurityViolation,
+                false,
+            ),
+            (
+                Error::internal("bug"),
+                Code::Internal,
+                Category::System,
+                false,
+            ),
+            (
+                Error::internal_in(Category::FileSystem, "disk"),
+                Code::Internal,
+                Category::FileSystem,
+                false,
+            ),
+        ];
+        for (err, code, category, retryable) in cases {
+            assert_eq!(
+                (err.code(), err.category(), err.retryable()),
+                (code, category, retryable),
+                "{err:?}"
+            );
+            let status = Status::from(err);
+            assert_eq!(
+                status.get_details_error_info().unwrap().metadata["category"],
+                category.as_str()
+            );
+        }
     }
 }

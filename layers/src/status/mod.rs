@@ -8,4 +8,4 @@
 
 mod error;
 
-pub use error::{ERROR_DOMAIN, Error, FieldViolation};
+pub use error::{Category, ERROR_DOMAIN, Error, FieldViolation};

@@ -211,7 +211,7 @@ pub async fn resolve(
         ));
     }
 
-    let deny = |i: usize, t: &str, addr: IpAddr, why: String| Error::PermissionDenied {
+    let deny = |i: usize, t: &str, addr: IpAddr, why: String| Error::SecurityViolation {
         reason: "TARGET_OUT_OF_SCOPE",
         message: format!("target {t:?} ({addr}) is out of scope: {why}"),
         field: Some(format!("targets[{i}]")),

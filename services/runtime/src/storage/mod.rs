@@ -51,7 +51,11 @@ pub enum StoreError {
 
 impl From<StoreError> for phantom_layers::Error {
     fn from(err: StoreError) -> Self {
-        phantom_layers::Error::internal(err)
+        let category = match &err {
+            StoreError::DataDir { .. } => phantom_layers::Category::FileSystem,
+            _ => phantom_layers::Category::Database,
+        };
+        phantom_layers::Error::internal_in(category, err)
     }
 }
 
