@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`classify`]: the one table that says which outcomes are failures and which are
 //!   retryable, read from gRPC statuses in headers or trailers.
+//! - [`adaptive`]: AIMD rate limiting that follows a dependency's health.
 //! - [`backoff`]: delays between attempts (fixed, linear, exponential, jittered, Fibonacci).
 //! - [`bulkhead`]: a bound on calls in flight, rejecting (never queueing) beyond it.
 //! - [`deadline`]: `grpc-timeout`, read on the way in and passed on, shrunk, on the way out.
@@ -19,6 +20,7 @@
 //!   a tracing span, and carries it to outgoing calls so one id follows a request across hops.
 //! - [`tenant`]: resolves the caller's tenant once, at the edge, and carries it to outgoing calls.
 
+pub mod adaptive;
 pub mod backoff;
 pub mod bulkhead;
 pub mod circuit_breaker;

@@ -12,6 +12,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    adaptive::{AdaptiveLimiter, AdaptiveSnapshot},
     bulkhead::{Bulkhead, BulkheadSnapshot},
     circuit_breaker::{Breaker, BreakerSnapshot},
     rate_limit::{LimiterSnapshot, RateLimiter},
@@ -25,6 +26,7 @@ pub struct Registry {
     limiters: RwLock<BTreeMap<String, RateLimiter>>,
     retries: RwLock<BTreeMap<String, RetryPolicy>>,
     bulkheads: RwLock<BTreeMap<String, Bulkhead>>,
+    adaptive: RwLock<BTreeMap<String, AdaptiveLimiter>>,
 }
 
 /// Every component's state, as `/health/metrics` shows it.
@@ -38,6 +40,8 @@ pub struct RegistrySnapshot {
     pub retries: Vec<RetrySnapshot>,
     /// Bulkheads and load shedders.
     pub bulkheads: Vec<BulkheadSnapshot>,
+    /// Adaptive (AIMD) limiters, with their current rates.
+    pub adaptive_limiters: Vec<AdaptiveSnapshot>,
 }
 
 /// The process's registry.
@@ -81,6 +85,11 @@ impl Registry {
         put(&self.bulkheads, name, b.clone());
     }
 
+    /// Registers an adaptive limiter.
+    pub fn adaptive(&self, name: &str, a: &AdaptiveLimiter) {
+        put(&self.adaptive, name, a.clone());
+    }
+
     /// A breaker by name, for operators (force open, disable, reset).
     pub fn find_breaker(&self, name: &str) -> Option<Breaker> {
         self.breakers
@@ -94,6 +103,10 @@ impl Registry {
     pub fn snapshot(&self) -> RegistrySnapshot {
         RegistrySnapshot {
             circuit_breakers: all(&self.breakers).iter().map(Breaker::snapshot).collect(),
+            adaptive_limiters: all(&self.adaptive)
+                .iter()
+                .map(AdaptiveLimiter::snapshot)
+                .collect(),
             rate_limiters: all(&self.limiters)
                 .iter()
                 .map(RateLimiter::snapshot)

@@ -52,6 +52,21 @@ pub enum LimitMode {
     },
 }
 
+/// The limiting algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Algorithm {
+    /// GCRA (a token bucket without the timer): `per_second` sustained, `burst` at once.
+    Gcra,
+    /// Sliding-window counter: at most `per_second × window` calls in any `window`
+    /// (`burst` is not used).
+    SlidingWindow {
+        /// Length of the window.
+        #[serde(with = "humantime_serde")]
+        window: Duration,
+    },
+}
+
 /// A server's (or a client's) rate limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,6 +79,8 @@ pub struct RateLimitConfig {
     pub methods: BTreeMap<String, QuotaConfig>,
     /// Reject or wait.
     pub mode: LimitMode,
+    /// GCRA or sliding window.
+    pub algorithm: Algorithm,
 }
 
 impl Default for RateLimitConfig {
@@ -76,6 +93,7 @@ impl Default for RateLimitConfig {
             },
             methods: BTreeMap::new(),
             mode: LimitMode::Reject,
+            algorithm: Algorithm::Gcra,
         }
     }
 }
@@ -83,6 +101,11 @@ impl Default for RateLimitConfig {
 impl RateLimitConfig {
     /// Checks the values make sense; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        if let Algorithm::SlidingWindow { window } = self.algorithm
+            && window < Duration::from_millis(10)
+        {
+            return Err("algorithm.window must be at least 10ms".into());
+        }
         if self.default.quota().is_none() {
             return Err("default.per_second must be a positive number".into());
         }

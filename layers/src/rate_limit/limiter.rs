@@ -13,11 +13,60 @@ use serde::Serialize;
 
 use super::{
     clock::{TokioClock, TokioInstant},
-    config::{LimitMode, RateLimitConfig},
+    config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig},
+    sliding::SlidingWindow,
 };
 
-type Keyed =
+type Gcra =
     governor::RateLimiter<u64, DashMapStateStore<u64>, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// One quota's keyed state, by algorithm.
+#[derive(Debug)]
+enum Keyed {
+    Gcra(Gcra),
+    Sliding(SlidingWindow),
+}
+
+impl Keyed {
+    fn new(q: &QuotaConfig, algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Gcra => {
+                let quota = q
+                    .quota()
+                    .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN));
+                Keyed::Gcra(governor::RateLimiter::dashmap_with_clock(quota, TokioClock))
+            }
+            Algorithm::SlidingWindow { window } => {
+                let calls = (q.per_second * window.as_secs_f64()).round();
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let limit = calls.clamp(1.0, f64::from(u32::MAX)) as u32;
+                Keyed::Sliding(SlidingWindow::new(limit, window))
+            }
+        }
+    }
+
+    fn check(&self, key: u64) -> Result<(), Duration> {
+        match self {
+            Keyed::Gcra(l) => l
+                .check_key(&key)
+                .map_err(|nu| nu.wait_time_from(TokioClock.now())),
+            Keyed::Sliding(s) => s.check(key),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Keyed::Gcra(l) => l.len(),
+            Keyed::Sliding(s) => s.len(),
+        }
+    }
+
+    fn retain_recent(&self) {
+        if let Keyed::Gcra(l) = self {
+            l.retain_recent();
+        }
+    }
+}
 
 /// A call over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -83,12 +132,7 @@ pub struct LimiterSnapshot {
 impl RateLimiter {
     /// Limiters for `config`, named for metrics. The configuration must have been validated.
     pub fn new(name: &str, config: &RateLimitConfig) -> Self {
-        let keyed = |q: &super::QuotaConfig| {
-            let quota = q
-                .quota()
-                .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN));
-            governor::RateLimiter::dashmap_with_clock(quota, TokioClock)
-        };
+        let keyed = |q: &QuotaConfig| Keyed::new(q, config.algorithm);
         Self {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
@@ -122,14 +166,12 @@ impl RateLimiter {
             // The shared quota is per method too: each method keeps its own bucket per caller.
             None => (&s.default, self.key(&[caller, method])),
         };
-        match limiter.check_key(&key) {
+        match limiter.check(key) {
             Ok(()) => {
                 s.counters.allowed.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(not_until) => Err(Limited {
-                retry_after: not_until.wait_time_from(TokioClock.now()),
-            }),
+            Err(retry_after) => Err(Limited { retry_after }),
         }
     }
 

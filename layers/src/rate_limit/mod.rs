@@ -1,4 +1,5 @@
-//! Rate limiting: GCRA (token bucket) through `governor`, keyed per caller and method.
+//! Rate limiting: GCRA (token bucket) through `governor`, or a sliding-window counter, keyed
+//! per caller and method.
 //!
 //! Each method may have its own quota (`methods`), the rest share the default one; within a
 //! quota every caller (tenant) has its own bucket, so one noisy tenant cannot starve the
@@ -13,9 +14,10 @@ mod clock;
 mod config;
 mod limiter;
 mod service;
+mod sliding;
 
 pub use clock::{TokioClock, TokioInstant};
-pub use config::{LimitMode, QuotaConfig, RateLimitConfig};
+pub use config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig};
 pub use limiter::{Limited, LimiterSnapshot, RateLimiter};
 pub use service::{RateLimit, RateLimitFuture, RateLimitLayer};
 

@@ -20,6 +20,7 @@ fn config(per_second: f64, burst: u32, mode: LimitMode) -> RateLimitConfig {
             QuotaConfig { per_second, burst },
         )]),
         mode,
+        algorithm: Algorithm::Gcra,
     }
 }
 
@@ -227,4 +228,27 @@ fn the_seeds_per_minute_form_is_expressible() {
         .validate()
         .is_err()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sliding_window_algorithm_limits_through_the_same_layer() {
+    let cfg = RateLimitConfig {
+        algorithm: Algorithm::SlidingWindow {
+            window: Duration::from_secs(1),
+        },
+        ..config(3.0, 1, LimitMode::Reject)
+    };
+    let svc = RateLimitLayer::new(RateLimiter::new("server", &cfg)).layer(ok_service());
+    for _ in 0..3 {
+        assert_eq!(status(&svc, "/pkg.Svc/Create", "a").await.code(), Code::Ok);
+    }
+    let limited = status(&svc, "/pkg.Svc/Create", "a").await;
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    let wait = limited
+        .get_details_retry_info()
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    tokio::time::advance(wait).await;
+    assert_eq!(status(&svc, "/pkg.Svc/Create", "a").await.code(), Code::Ok);
 }

@@ -82,6 +82,7 @@ async fn metrics_json(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
         "rate_limiters": resilience.rate_limiters,
         "retries": resilience.retries,
         "bulkheads": resilience.bulkheads,
+        "adaptive_limiters": resilience.adaptive_limiters,
         "uptime_seconds": agg.uptime().as_secs(),
     }))
 }
@@ -236,6 +237,15 @@ async fn metrics_prometheus(State(agg): State<Arc<Aggregator>>) -> impl IntoResp
             &|i| (rt[i].name.clone(), rt[i].budget_exhausted as f64),
             rt.len(),
         ),
+    );
+    let ad = &r.adaptive_limiters;
+    labelled(
+        &mut out,
+        "phantom_adaptive_rate_per_second",
+        "Current allowed rate of an adaptive limiter.",
+        "gauge",
+        "limiter",
+        &by_name(&|i| (ad[i].name.clone(), ad[i].current_rate), ad.len()),
     );
     let bh = &r.bulkheads;
     labelled(

@@ -9,8 +9,8 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use phantom_layers::{
-    bulkhead::BulkheadConfig, circuit_breaker::CircuitBreakerConfig, rate_limit::RateLimitConfig,
-    retry::RetryConfig,
+    adaptive::AdaptiveConfig, bulkhead::BulkheadConfig, circuit_breaker::CircuitBreakerConfig,
+    rate_limit::RateLimitConfig, retry::RetryConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -276,6 +276,8 @@ pub struct LlmConfig {
     pub max_retries: u32,
     /// The breaker in front of the provider: while it is open, rules answer at once.
     pub circuit_breaker: CircuitBreakerConfig,
+    /// The rate towards the provider, adapting to its health (AIMD).
+    pub adaptive_rate: AdaptiveConfig,
 }
 
 impl Default for LlmConfig {
@@ -295,6 +297,7 @@ impl Default for LlmConfig {
                 slow_call_duration: Duration::from_secs(15),
                 ..CircuitBreakerConfig::default()
             },
+            adaptive_rate: AdaptiveConfig::default(),
         }
     }
 }
@@ -656,6 +659,9 @@ impl Config {
         llm.circuit_breaker
             .validate()
             .map_err(|m| bad("analyzer.llm.circuit_breaker", &m))?;
+        llm.adaptive_rate
+            .validate()
+            .map_err(|m| bad("analyzer.llm.adaptive_rate", &m))?;
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
             return Err(bad("telemetry.log_filter", &err.to_string()));
         }

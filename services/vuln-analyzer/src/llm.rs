@@ -16,7 +16,12 @@ use async_openai::{
         CreateChatCompletionRequestArgs, ResponseFormat,
     },
 };
-use phantom_layers::{circuit_breaker::Breaker, classify::Verdict, registry};
+use phantom_layers::{
+    adaptive::AdaptiveLimiter,
+    circuit_breaker::{Breaker, State},
+    classify::Verdict,
+    registry,
+};
 use phantom_proto::pb;
 use phantom_runtime::config::LlmConfig;
 use serde::Deserialize;
@@ -46,7 +51,10 @@ pub struct Triage {
 pub enum LlmError {
     /// The breaker is open: the provider failed recently; rules answer at once.
     #[error("LLM circuit breaker is {0:?}")]
-    Open(phantom_layers::circuit_breaker::State),
+    Open(State),
+    /// The adaptive rate towards the provider is used up for now.
+    #[error("LLM rate exceeded; next call in {0:?}")]
+    Throttled(Duration),
     /// No answer in time.
     #[error("LLM did not answer within {0:?}")]
     Timeout(Duration),
@@ -130,6 +138,7 @@ pub struct Llm {
     model: String,
     timeout: Duration,
     breaker: Breaker,
+    adaptive: AdaptiveLimiter,
 }
 
 impl Llm {
@@ -154,12 +163,15 @@ impl Llm {
         )
         .with_http_service(service);
         let breaker = Breaker::new("vuln-analyzer->llm", config.circuit_breaker.clone());
+        let adaptive = AdaptiveLimiter::new("vuln-analyzer->llm", config.adaptive_rate);
         registry::global().breaker(&breaker);
+        registry::global().adaptive("vuln-analyzer->llm", &adaptive);
         Some(Self {
             client,
             model: config.model.clone(),
             timeout: config.timeout,
             breaker,
+            adaptive,
         })
     }
 
@@ -175,11 +187,20 @@ impl Llm {
         verdict: &rules::Verdict,
         budget: Option<Duration>,
     ) -> Result<Triage, LlmError> {
+        let state = self.breaker.state();
+        if state != State::Closed {
+            // A recovering provider gets the floor rate until it is closed again.
+            self.adaptive.observe_breaker(state);
+        }
+        self.adaptive
+            .try_acquire()
+            .map_err(|l| LlmError::Throttled(l.retry_after))?;
         let permit = self
             .breaker
             .try_acquire()
             .map_err(|open| LlmError::Open(open.state))?;
         let timeout = budget.map_or(self.timeout, |b| b.min(self.timeout));
+        let started = tokio::time::Instant::now();
         let outcome = tokio::time::timeout(timeout, self.ask(finding, verdict)).await;
         let result = match outcome {
             Err(_) => Err(LlmError::Timeout(timeout)),
@@ -187,10 +208,12 @@ impl Llm {
         };
         // Malformed answers count against the provider too: a model that cannot follow the
         // format is as useless as one that is down.
-        permit.record(Verdict {
+        let v = Verdict {
             failure: result.is_err(),
             retryable: false,
-        });
+        };
+        self.adaptive.record(v, started.elapsed());
+        permit.record(v);
         result
     }
 
