@@ -81,6 +81,8 @@ pub struct RateLimitConfig {
     pub mode: LimitMode,
     /// GCRA or sliding window.
     pub algorithm: Algorithm,
+    /// Limits shared by every replica through Redis.
+    pub distributed: super::DistributedConfig,
 }
 
 impl Default for RateLimitConfig {
@@ -94,6 +96,7 @@ impl Default for RateLimitConfig {
             methods: BTreeMap::new(),
             mode: LimitMode::Reject,
             algorithm: Algorithm::Gcra,
+            distributed: super::DistributedConfig::default(),
         }
     }
 }

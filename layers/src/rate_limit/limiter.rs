@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::{
     clock::{TokioClock, TokioInstant},
     config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig},
+    distributed::RedisGcra,
     sliding::SlidingWindow,
 };
 
@@ -104,6 +105,10 @@ struct Shared {
     methods: HashMap<String, Keyed>,
     hasher: std::collections::hash_map::RandomState,
     counters: Counters,
+    /// Quotas, for the shared (Redis) check.
+    default_quota: QuotaConfig,
+    method_quotas: HashMap<String, QuotaConfig>,
+    distributed: Option<RedisGcra>,
 }
 
 /// Keyed limiters for one server or client, shared by its clones.
@@ -146,8 +151,53 @@ impl RateLimiter {
                     .collect(),
                 hasher: std::collections::hash_map::RandomState::new(),
                 counters: Counters::default(),
+                default_quota: config.default,
+                method_quotas: config.methods.clone().into_iter().collect(),
+                distributed: None,
             }),
         }
+    }
+
+    /// Like [`RateLimiter::new`], sharing the limits through Redis when `config.distributed`
+    /// is on (its `redis_url` must be set). Connects in the background.
+    pub fn with_distributed(
+        name: &str,
+        config: &RateLimitConfig,
+    ) -> Result<Self, fred::error::Error> {
+        let mut limiter = Self::new(name, config);
+        let d = &config.distributed;
+        if config.enabled && d.enabled {
+            let redis = RedisGcra::connect(&d.redis_url, d.on_error, d.timeout)?;
+            Arc::get_mut(&mut limiter.shared)
+                .expect("not shared yet")
+                .distributed = Some(redis);
+        }
+        Ok(limiter)
+    }
+
+    /// Whether admitted calls must also pass the shared (Redis) check.
+    pub fn is_distributed(&self) -> bool {
+        self.shared.distributed.is_some()
+    }
+
+    /// The shared check of a call the local limiter admitted.
+    pub async fn check_shared(&self, method: &str, caller: &str) -> Result<(), Limited> {
+        let s = &self.shared;
+        let Some(redis) = &s.distributed else {
+            return Ok(());
+        };
+        if !s.enabled || super::is_exempt(method) {
+            return Ok(());
+        }
+        let (quota, key) = match s.method_quotas.get(method) {
+            Some(q) => (q, format!("{}:{method}:{caller}", s.name)),
+            None => (&s.default_quota, format!("{}:*:{method}:{caller}", s.name)),
+        };
+        let result = redis.check(&key, quota).await;
+        if result.is_err() {
+            s.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     /// The configured mode.

@@ -8,16 +8,21 @@
 //! limiter's own next-allowed time, which PHANTOM's clients honour before retrying.
 //! `grpc.health.v1` and reflection are never limited: a probe must never be throttled.
 //!
+//! With `distributed` on, the limits are shared by every replica through Redis (see
+//! [`RedisGcra`]), the local limiter staying the fast path.
+//!
 //! Time comes from `tokio::time` (see [`TokioClock`]), so tests run on a paused clock.
 
 mod clock;
 mod config;
+mod distributed;
 mod limiter;
 mod service;
 mod sliding;
 
 pub use clock::{TokioClock, TokioInstant};
 pub use config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig};
+pub use distributed::{DistributedConfig, OnRedisError, RedisGcra};
 pub use limiter::{Limited, LimiterSnapshot, RateLimiter};
 pub use service::{RateLimit, RateLimitFuture, RateLimitLayer};
 

@@ -68,9 +68,26 @@ where
             .get::<Tenant>()
             .map_or("anonymous", Tenant::as_str);
         match self.limiter.check(req.uri().path(), caller) {
-            Ok(()) => RateLimitFuture::Inner {
+            Ok(()) if !self.limiter.is_distributed() => RateLimitFuture::Inner {
                 fut: self.inner.call(req),
             },
+            Ok(()) => {
+                // Admitted here; now the limit shared with the other replicas.
+                let limiter = self.limiter.clone();
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let caller = caller.to_owned();
+                RateLimitFuture::Waiting {
+                    fut: Box::pin(async move {
+                        match limiter.check_shared(req.uri().path(), &caller).await {
+                            Ok(()) => inner.oneshot(req).await,
+                            Err(limited) => {
+                                Ok(tonic::Status::from(crate::Error::from(limited)).into_http())
+                            }
+                        }
+                    }),
+                }
+            }
             Err(limited) => match self.limiter.mode() {
                 LimitMode::Wait { max_wait } if limited.retry_after <= max_wait => {
                     // The slow path may allocate: it is about to sleep anyway.
@@ -80,7 +97,11 @@ where
                     let caller = caller.to_owned();
                     RateLimitFuture::Waiting {
                         fut: Box::pin(async move {
-                            match limiter.acquire(req.uri().path(), &caller).await {
+                            let admitted = match limiter.acquire(req.uri().path(), &caller).await {
+                                Ok(()) => limiter.check_shared(req.uri().path(), &caller).await,
+                                Err(limited) => Err(limited),
+                            };
+                            match admitted {
                                 Ok(()) => inner.oneshot(req).await,
                                 Err(limited) => {
                                     Ok(tonic::Status::from(crate::Error::from(limited)).into_http())

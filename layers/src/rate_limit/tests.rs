@@ -21,6 +21,7 @@ fn config(per_second: f64, burst: u32, mode: LimitMode) -> RateLimitConfig {
         )]),
         mode,
         algorithm: Algorithm::Gcra,
+        distributed: DistributedConfig::default(),
     }
 }
 

@@ -666,6 +666,13 @@ impl Config {
             return Err(bad("telemetry.log_filter", &err.to_string()));
         }
         let r = &self.resilience;
+        let d = &r.server.rate_limit.distributed;
+        if d.enabled && d.redis_url.is_empty() && self.cache.redis_url.is_empty() {
+            return Err(bad(
+                "resilience.server.rate_limit.distributed.redis_url",
+                "is required when the limits are distributed (or set REDIS_URL)",
+            ));
+        }
         r.server
             .rate_limit
             .validate()

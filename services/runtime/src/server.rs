@@ -38,6 +38,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server error: {0}")]
     Http(#[from] std::io::Error),
+    /// The shared rate limit's Redis client could not be built.
+    #[error("distributed rate limit: {0}")]
+    Redis(#[from] fred::error::Error),
 }
 
 /// Serves an HTTP `router` on `listener` (when there is one) until `shutdown` fires.
