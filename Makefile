@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt build release clean
+.PHONY: help run test lint bench fmt build release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,6 +18,10 @@ lint: ## Formatting, clippy, buf lint and the Helm chart, as CI checks them
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	proto/lint.sh
 	deploy/check-chart.sh
+
+bench: ## Benchmarks: each layer (criterion) and one real RPC with layers on/off (phantom bench)
+	$(CARGO) bench --locked -p phantom-layers --bench layers
+	$(CARGO) run --release --locked -p phantom -- bench
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -53,10 +53,12 @@ impl GrpcClassifier {
     /// The table itself, for documentation and metrics labels.
     pub const fn verdict(code: Code) -> Verdict {
         match code {
-            // The dependency is down, overloaded or too slow: it failed, try again later.
-            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
-                verdict(true, true)
-            }
+            // The dependency is down or too slow: it failed, try again later.
+            Code::Unavailable | Code::DeadlineExceeded => verdict(true, true),
+            // The dependency is healthy and protecting itself from *this* caller (a rate limit,
+            // load shedding): not its failure (opening a breaker on it would turn one caller's
+            // excess into an outage) but worth retrying after its RetryInfo.
+            Code::ResourceExhausted => verdict(false, true),
             // It broke while serving: a failure, but the same request would break it again.
             Code::Internal | Code::Unknown | Code::DataLoss => verdict(true, false),
             // A concurrency conflict: the dependency is fine; a fresh attempt can succeed.

@@ -90,6 +90,20 @@ enum Command {
         addr: String,
     },
 
+    /// Measure one real RPC over loopback with every resilience layer on and off, and under
+    /// twice the saturating load (a benchmark, not a test).
+    #[command(after_help = "Examples:\n  \
+        phantom bench\n  \
+        phantom bench --duration 10s --concurrency 128")]
+    Bench {
+        /// Length of each measurement.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Concurrent callers of the closed-loop runs.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+
     /// Print the aggregated health of the system (exit status 1 when it is unhealthy).
     #[command(after_help = "Examples:\n  \
         phantom health\n  \
@@ -172,6 +186,27 @@ impl Cli {
                 .await
             }
             Command::Health { output, addr } => commands::health::run(&addr, output).await,
+            Command::Bench {
+                duration,
+                concurrency,
+            } => {
+                telemetry::init(&phantom_runtime::config::TelemetryConfig {
+                    log_filter: "warn".into(),
+                    ..Default::default()
+                });
+                match crate::bench::run(crate::bench::BenchArgs {
+                    duration,
+                    concurrency,
+                })
+                .await
+                {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(err) => {
+                        eprintln!("phantom bench: {err:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
         }
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line.
+//! - [`bench`]: the load benchmark (`phantom bench`).
 //! - [`up`]: binding listeners and running services in one process.
 //! - [`commands`]: the client commands.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod up;

@@ -187,7 +187,7 @@ fn unknown_keys_and_bad_values_are_refused_at_start_up_naming_the_key() {
 
 #[test]
 fn every_command_documents_itself_with_examples() {
-    for cmd in ["up", "serve", "scan", "health", "config"] {
+    for cmd in ["up", "serve", "scan", "health", "config", "bench"] {
         let out = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success());
         assert!(

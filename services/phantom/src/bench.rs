@@ -1,0 +1,281 @@
+//! `phantom bench`: one real RPC over loopback, with every resilience layer on and then off,
+//! in the same run; then twice the saturating load, to see the excess shed fast.
+//!
+//! The RPC is `VulnAnalyzer/ScoreCvss` (no storage on its path), served by an in-process
+//! vuln-analyzer. Every call's gRPC status is checked, not only the HTTP status: a call
+//! counts as good only when it returns OK.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
+use phantom_runtime::{
+    CancellationToken, Config, Listeners, ServiceName, client, config::ClientPolicy,
+};
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchArgs {
+    /// Length of each measurement.
+    pub duration: Duration,
+    /// Concurrent callers of the closed-loop runs.
+    pub concurrency: usize,
+}
+
+/// One run's figures.
+#[derive(Debug, Default, Clone)]
+struct Run {
+    ok: u64,
+    shed: u64,
+    deadline: u64,
+    other: u64,
+    latencies: Vec<Duration>,
+    shed_latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(v: &[Duration], p: f64) -> Duration {
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i.min(v.len() - 1)]
+    }
+
+    fn line(&self, label: &str) -> String {
+        format!(
+            "{label:<26} {:>9.0} ok/s   p50 {:>7.2} ms   p99 {:>7.2} ms   shed {:>6}   deadline {:>5}   other {:>4}",
+            self.throughput(),
+            ms(Self::percentile(&self.latencies, 0.5)),
+            ms(Self::percentile(&self.latencies, 0.99)),
+            self.shed,
+            self.deadline,
+            self.other,
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn layers_off(config: &mut Config) {
+    let s = &mut config.resilience.server;
+    s.rate_limit.enabled = false;
+    s.load_shed.enabled = false;
+}
+
+fn client_policy(on: bool) -> ClientPolicy {
+    let mut p = ClientPolicy::default();
+    p.bulkhead.max_concurrent = 100_000;
+    if !on {
+        p.retry.enabled = false;
+        p.bulkhead.enabled = false;
+        p.circuit_breaker.enabled = false;
+    }
+    p
+}
+
+/// Starts a vuln-analyzer on a free port; returns its address and the token that stops it.
+/// Its rate limit is set out of reach: the run measures the layers' cost, not their limits.
+async fn analyzer(
+    mut config: Config,
+    data: &std::path::Path,
+) -> anyhow::Result<(String, CancellationToken)> {
+    config.storage.data_dir = data.to_owned();
+    config.resilience.server.rate_limit.default = phantom_layers::rate_limit::QuotaConfig {
+        per_second: 1e9,
+        burst: 1_000_000_000,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(phantom_vuln_analyzer::run(
+        config,
+        Listeners {
+            grpc: listener,
+            http: None,
+        },
+        shutdown.clone(),
+    ));
+    let url = format!("http://{addr}");
+    // Wait until it answers.
+    let probe = client::channel(
+        "bench",
+        ServiceName::VulnAnalyzer,
+        &url,
+        &client_policy(false),
+    )?;
+    let mut c = VulnAnalyzerClient::new(probe);
+    for _ in 0..200 {
+        if c.score_cvss(request()).await.is_ok() {
+            return Ok((url, shutdown));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("the benchmark server did not start")
+}
+
+fn request() -> pb::ScoreCvssRequest {
+    pb::ScoreCvssRequest {
+        vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H".into(),
+    }
+}
+
+fn record(
+    run: &Mutex<Run>,
+    started: Instant,
+    result: Result<tonic::Response<pb::ScoreCvssResponse>, tonic::Status>,
+) {
+    let took = started.elapsed();
+    let mut r = run.lock().expect("run lock");
+    match result {
+        Ok(resp) if resp.get_ref().base_score == 9.8 => {
+            r.ok += 1;
+            r.latencies.push(took);
+        }
+        Ok(_) => r.other += 1,
+        Err(s) => match s.code() {
+            tonic::Code::ResourceExhausted => {
+                r.shed += 1;
+                r.shed_latencies.push(took);
+            }
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => r.deadline += 1,
+            _ => r.other += 1,
+        },
+    }
+}
+
+/// Closed loop: `concurrency` callers, each calling as fast as answers come.
+async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run> {
+    let channel = client::channel("bench", ServiceName::VulnAnalyzer, url, &client_policy(on))?;
+    let run = Arc::new(Mutex::new(Run::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let mut c = VulnAnalyzerClient::new(channel.clone());
+        let (run, stop) = (run.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let result = c.score_cvss(request()).await;
+                record(&run, t, result);
+            }
+        }));
+    }
+    tokio::time::sleep(args.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let mut r = run.lock().expect("run lock").clone();
+    r.elapsed = start.elapsed();
+    Ok(r)
+}
+
+/// Open loop: calls started at `rate` per second whatever the answers, each with a deadline.
+async fn open_loop(url: &str, rate: f64, args: BenchArgs) -> anyhow::Result<Run> {
+    let channel = client::channel(
+        "bench",
+        ServiceName::VulnAnalyzer,
+        url,
+        &client_policy(false),
+    )?;
+    let run = Arc::new(Mutex::new(Run::default()));
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    while start.elapsed() < args.duration {
+        tick.tick().await;
+        let mut c = VulnAnalyzerClient::new(channel.clone());
+        let run = run.clone();
+        tasks.spawn(async move {
+            let mut req = tonic::Request::new(request());
+            req.set_timeout(Duration::from_millis(500));
+            let t = Instant::now();
+            let result = c.score_cvss(req).await;
+            record(&run, t, result);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut r = run.lock().expect("run lock").clone();
+    r.elapsed = start.elapsed();
+    Ok(r)
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let mut off_config = Config::default();
+    layers_off(&mut off_config);
+    let (on_url, on_stop) = analyzer(Config::default(), data.path()).await?;
+    let (off_url, off_stop) = analyzer(off_config, data.path()).await?;
+
+    println!(
+        "phantom bench: ScoreCvss over loopback, {} callers, {:?} per run",
+        args.concurrency, args.duration
+    );
+    // Warm both paths (connections, allocator) before measuring.
+    closed_loop(
+        &on_url,
+        true,
+        BenchArgs {
+            duration: Duration::from_millis(500),
+            ..args
+        },
+    )
+    .await?;
+    closed_loop(
+        &off_url,
+        false,
+        BenchArgs {
+            duration: Duration::from_millis(500),
+            ..args
+        },
+    )
+    .await?;
+    let off = closed_loop(&off_url, false, args).await?;
+    let on = closed_loop(&on_url, true, args).await?;
+    println!("{}", off.line("layers off"));
+    println!("{}", on.line("layers on"));
+    let p99 = |r: &Run| Run::percentile(&r.latencies, 0.99).as_secs_f64();
+    println!(
+        "on/off: throughput {:.2}x (aim >= 0.85x), p99 {:.2}x (aim <= 1.25x)",
+        on.throughput() / off.throughput(),
+        p99(&on) / p99(&off)
+    );
+
+    // Twice the saturating load against a server that sheds beyond a small in-flight bound.
+    let peak = on.throughput();
+    let mut shedding = Config::default();
+    shedding.resilience.server.load_shed.max_concurrent = 32;
+    let (shed_url, shed_stop) = analyzer(shedding, data.path()).await?;
+    let over = open_loop(&shed_url, peak * 2.0, args).await?;
+    println!("{}", over.line("2x saturating load"));
+    println!(
+        "goodput {:.2}x peak (aim >= 0.9x); shed calls answered in p50 {:.2} ms / p99 {:.2} ms; {} ran into their deadline",
+        over.throughput() / peak,
+        ms(Run::percentile(&over.shed_latencies, 0.5)),
+        ms(Run::percentile(&over.shed_latencies, 0.99)),
+        over.deadline
+    );
+    for stop in [on_stop, off_stop, shed_stop] {
+        stop.cancel();
+    }
+    Ok(())
+}
