@@ -1,5 +1,6 @@
 //! `phantom bench`: one real RPC over loopback, with every resilience layer on and then off,
-//! in the same run; then twice the saturating load, to see the excess shed fast.
+//! in the same run; then twice the saturating load (twice the callers that saturate the
+//! server, against a server shedding beyond its bound), to see the excess shed fast.
 //!
 //! The RPC is `VulnAnalyzer/ScoreCvss` (no storage on its path), served by an in-process
 //! vuln-analyzer. Every call's gRPC status is checked, not only the HTTP status: a call
@@ -186,38 +187,6 @@ async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run
     Ok(r)
 }
 
-/// Open loop: calls started at `rate` per second whatever the answers, each with a deadline.
-async fn open_loop(url: &str, rate: f64, args: BenchArgs) -> anyhow::Result<Run> {
-    let channel = client::channel(
-        "bench",
-        ServiceName::VulnAnalyzer,
-        url,
-        &client_policy(false),
-    )?;
-    let run = Arc::new(Mutex::new(Run::default()));
-    let start = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = tokio::task::JoinSet::new();
-    while start.elapsed() < args.duration {
-        tick.tick().await;
-        let mut c = VulnAnalyzerClient::new(channel.clone());
-        let run = run.clone();
-        tasks.spawn(async move {
-            let mut req = tonic::Request::new(request());
-            req.set_timeout(Duration::from_millis(500));
-            let t = Instant::now();
-            let result = c.score_cvss(req).await;
-            record(&run, t, result);
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let mut r = run.lock().expect("run lock").clone();
-    r.elapsed = start.elapsed();
-    Ok(r)
-}
-
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
@@ -260,12 +229,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         p99(&on) / p99(&off)
     );
 
-    // Twice the saturating load against a server that sheds beyond a small in-flight bound.
+    // Twice the saturating load: `concurrency` callers saturate the server; twice as many
+    // call a server that sheds beyond `concurrency` calls in flight. The excess must be
+    // refused at once (RESOURCE_EXHAUSTED), not queued into timeouts.
     let peak = on.throughput();
     let mut shedding = Config::default();
-    shedding.resilience.server.load_shed.max_concurrent = 32;
+    shedding.resilience.server.load_shed.max_concurrent =
+        u32::try_from(args.concurrency).unwrap_or(u32::MAX);
     let (shed_url, shed_stop) = analyzer(shedding, data.path()).await?;
-    let over = open_loop(&shed_url, peak * 2.0, args).await?;
+    let doubled = BenchArgs {
+        concurrency: args.concurrency * 2,
+        ..args
+    };
+    let over = closed_loop(&shed_url, false, doubled).await?;
     println!("{}", over.line("2x saturating load"));
     println!(
         "goodput {:.2}x peak (aim >= 0.9x); shed calls answered in p50 {:.2} ms / p99 {:.2} ms; {} ran into their deadline",
