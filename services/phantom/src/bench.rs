@@ -95,7 +95,8 @@ async fn analyzer(
     mut config: Config,
     data: &std::path::Path,
 ) -> anyhow::Result<(String, CancellationToken)> {
-    config.storage.data_dir = data.to_owned();
+    // A database of its own: SQLite offers no migration lock between separate pools.
+    config.storage.data_dir = tempfile::tempdir_in(data)?.keep();
     config.resilience.server.rate_limit.default = phantom_layers::rate_limit::QuotaConfig {
         per_second: 1e9,
         burst: 1_000_000_000,
