@@ -329,8 +329,9 @@ async fn bad_input_gets_a_precise_status_and_loses_nothing() {
             Code::PermissionDenied,
             "targets[0]",
         ),
+        // nuclei is in no registry this machine reaches: the engine is not offered.
         (
-            create(&["127.0.0.1"], "80", "nmap"),
+            create(&["127.0.0.1"], "80", "nuclei"),
             Code::FailedPrecondition,
             "",
         ),
@@ -577,4 +578,57 @@ async fn a_server_is_not_serving_until_its_database_answers() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_nmap_scan_finds_the_same_open_ports_as_the_builtin_engine() {
+    if !phantom_runtime::testing::nmap_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (ssh_port, web_port, closed_port) = targets().await;
+    let system = Running::start(config(data.path())).await;
+    let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
+    let mut open_ports = Vec::new();
+    for engine in ["builtin", "nmap"] {
+        let scan = scans
+            .create_scan(pb::CreateScanRequest {
+                targets: vec!["127.0.0.1".into()],
+                ports: format!("{ssh_port},{web_port},{closed_port}"),
+                scanner: engine.into(),
+                idempotency_key: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let last = watch_to_the_end(&mut scans, &scan.id).await.pop().unwrap();
+        assert_eq!(
+            last.state,
+            pb::ScanState::Succeeded as i32,
+            "{engine}: {last:?}"
+        );
+        assert_eq!(last.progress_percent, 100);
+        let findings = scans
+            .list_findings(pb::ListFindingsRequest {
+                scan_id: scan.id.clone(),
+                page_size: 0,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .findings;
+        assert!(
+            findings
+                .iter()
+                .all(|f| f.engine == engine && f.analysis.is_some())
+        );
+        let mut ports: Vec<u32> = findings.iter().map(|f| f.port).collect();
+        ports.sort_unstable();
+        open_ports.push(ports);
+    }
+    let mut expected = vec![u32::from(ssh_port), u32::from(web_port)];
+    expected.sort_unstable();
+    assert_eq!(open_ports, vec![expected.clone(), expected]);
+    system.stop().await;
 }

@@ -234,6 +234,42 @@ pub struct ScanConfig {
     /// CIDRs targets may not be in. The link-local, cloud metadata, multicast, broadcast and
     /// unspecified ranges are denied always, whatever these lists say.
     pub denied_cidrs: Vec<String>,
+    /// The nmap engine.
+    pub nmap: NmapConfig,
+}
+
+/// The nmap engine. It is offered when its binary is found; `CreateScan` with
+/// `scanner = "nmap"` is refused with FAILED_PRECONDITION otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NmapConfig {
+    /// The binary: a name looked up on `PATH`, or a path.
+    pub path: String,
+    /// Probe services for product and version (`-sV`): slower, more informative.
+    pub version_detection: bool,
+    /// Packets per second at most (`--max-rate`).
+    pub max_rate: u32,
+    /// Give up on a host after this long (`--host-timeout`).
+    #[serde(with = "humantime_serde")]
+    pub host_timeout: Duration,
+    /// Wall-clock limit of one nmap run; it is killed beyond.
+    #[serde(with = "humantime_serde")]
+    pub time_limit: Duration,
+    /// nmap processes running at once, across scans.
+    pub max_processes: usize,
+}
+
+impl Default for NmapConfig {
+    fn default() -> Self {
+        Self {
+            path: "nmap".to_owned(),
+            version_detection: false,
+            max_rate: 1000,
+            host_timeout: Duration::from_secs(300),
+            time_limit: Duration::from_secs(3600),
+            max_processes: 2,
+        }
+    }
 }
 
 impl Default for ScanConfig {
@@ -247,6 +283,7 @@ impl Default for ScanConfig {
             max_concurrent_scans: 4,
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
+            nmap: NmapConfig::default(),
         }
     }
 }

@@ -28,3 +28,18 @@ pub fn postgres_url() -> Option<String> {
 pub fn redis_url() -> Option<String> {
     backend("PHANTOM_TEST_REDIS_URL")
 }
+
+/// Whether `nmap` is installed (`make test` installs it; without it, plain `cargo test` skips
+/// the nmap scenarios, and `PHANTOM_REQUIRE_BACKENDS=1` makes its absence a failure).
+pub fn nmap_available() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("nmap").is_file()));
+    if !found {
+        assert!(
+            std::env::var("PHANTOM_REQUIRE_BACKENDS").as_deref() != Ok("1"),
+            "nmap is not installed but PHANTOM_REQUIRE_BACKENDS=1: run the suite through `make test`"
+        );
+        eprintln!("skipped: nmap is not installed (run `make test` to install it)");
+    }
+    found
+}

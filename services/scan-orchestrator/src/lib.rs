@@ -45,8 +45,14 @@ pub async fn run(
         let Some(store) = connect_store(&config.storage, &shutdown).await else {
             return false;
         };
-        let scanners: Vec<Arc<dyn scanner::Scanner>> =
+        let mut scanners: Vec<Arc<dyn scanner::Scanner>> =
             vec![Arc::new(scanner::BuiltinScanner::new(&config.scan))];
+        match scanner::NmapScanner::find(&config.scan.nmap) {
+            Some(nmap) => scanners.push(Arc::new(nmap)),
+            None => {
+                tracing::warn!(path = %config.scan.nmap.path, "nmap not found: the nmap engine is not offered")
+            }
+        }
         let runner = runner::Runner::new(
             store,
             scanners,

@@ -4,8 +4,11 @@
 //! progress. It does not store anything; the [`crate::runner`] does.
 
 mod builtin;
+mod nmap;
+pub mod nmap_xml;
 
 pub use builtin::BuiltinScanner;
+pub use nmap::{NmapScanner, find_binary};
 
 use async_trait::async_trait;
 use phantom_runtime::{CancellationToken, storage::ResolvedTarget};
