@@ -632,3 +632,60 @@ async fn a_real_nmap_scan_finds_the_same_open_ports_as_the_builtin_engine() {
     assert_eq!(open_ports, vec![expected.clone(), expected]);
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nuclei_engine_stores_recorded_results_with_their_cves_and_vectors() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path());
+    cfg.scan.nuclei.path = concat!(env!("CARGO_MANIFEST_DIR"), "/support/fake-nuclei").into();
+    let system = Running::start(cfg).await;
+    let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
+    let scan = scans
+        .create_scan(pb::CreateScanRequest {
+            targets: vec!["127.0.0.1".into()],
+            ports: "8080".into(),
+            scanner: "nuclei".into(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = watch_to_the_end(&mut scans, &scan.id).await.pop().unwrap();
+    assert_eq!(last.state, pb::ScanState::Succeeded as i32, "{last:?}");
+    assert_eq!(last.progress_percent, 100);
+    let findings = scans
+        .list_findings(pb::ListFindingsRequest {
+            scan_id: scan.id.clone(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .findings;
+    assert_eq!(
+        findings.len(),
+        2,
+        "two results; the log line and the broken line are skipped"
+    );
+    let log4j = findings
+        .iter()
+        .find(|f| f.check_id == "CVE-2021-44228")
+        .unwrap();
+    assert_eq!(log4j.engine, "nuclei");
+    assert_eq!(log4j.port, 8080);
+    assert!(log4j.cve_ids.contains(&"CVE-2021-44228".to_owned()));
+    assert_eq!(log4j.banner, "http://127.0.0.1:8080/api/login");
+    // The analyzer scores it from the template's vector: 10.0, CRITICAL.
+    let analysis = log4j.analysis.as_ref().unwrap();
+    assert_eq!(
+        (analysis.score, log4j.severity),
+        (10.0, pb::Severity::Critical as i32)
+    );
+    let headers = findings
+        .iter()
+        .find(|f| f.check_id == "http-missing-security-headers")
+        .unwrap();
+    assert_eq!(headers.severity, pb::Severity::Info as i32);
+    system.stop().await;
+}

@@ -236,6 +236,34 @@ pub struct ScanConfig {
     pub denied_cidrs: Vec<String>,
     /// The nmap engine.
     pub nmap: NmapConfig,
+    /// The nuclei engine.
+    pub nuclei: NucleiConfig,
+}
+
+/// The nuclei engine, offered when its binary is found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NucleiConfig {
+    /// The binary: a name looked up on `PATH`, or a path.
+    pub path: String,
+    /// Requests per second at most (`-rl`).
+    pub rate_limit: u32,
+    /// Wall-clock limit of one nuclei run; it is killed beyond.
+    #[serde(with = "humantime_serde")]
+    pub time_limit: Duration,
+    /// nuclei processes running at once, across scans.
+    pub max_processes: usize,
+}
+
+impl Default for NucleiConfig {
+    fn default() -> Self {
+        Self {
+            path: "nuclei".to_owned(),
+            rate_limit: 150,
+            time_limit: Duration::from_secs(3600),
+            max_processes: 1,
+        }
+    }
 }
 
 /// The nmap engine. It is offered when its binary is found; `CreateScan` with
@@ -284,6 +312,7 @@ impl Default for ScanConfig {
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
             nmap: NmapConfig::default(),
+            nuclei: NucleiConfig::default(),
         }
     }
 }

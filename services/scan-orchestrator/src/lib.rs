@@ -53,6 +53,12 @@ pub async fn run(
                 tracing::warn!(path = %config.scan.nmap.path, "nmap not found: the nmap engine is not offered")
             }
         }
+        match scanner::NucleiScanner::find(&config.scan.nuclei) {
+            Some(nuclei) => scanners.push(Arc::new(nuclei)),
+            None => {
+                tracing::info!(path = %config.scan.nuclei.path, "nuclei not found: the nuclei engine is not offered")
+            }
+        }
         let runner = runner::Runner::new(
             store,
             scanners,

@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::{
     ports,
-    scanner::{Event, OpenPort, Plan, Scanner},
+    scanner::{EngineFinding, Event, OpenPort, Plan, Scanner},
 };
 
 /// Findings sent to the analyzer per call.
@@ -269,6 +269,17 @@ impl Runner {
                         tracing::info!(target_addr = %open.target.address, port = open.port, service = %open.service, "Open port");
                     }
                 }
+                Event::Finding(found) => {
+                    let record = engine_finding_record(&scan, &found);
+                    let new = self
+                        .store
+                        .insert_findings(std::slice::from_ref(&record))
+                        .await?;
+                    findings += new;
+                    if new > 0 {
+                        tracing::info!(target_addr = %found.target.address, port = found.port, check = %found.check_id, severity = %found.severity, "Finding");
+                    }
+                }
                 Event::Progress(n) => done = n,
             }
             let percent = percent(done, total);
@@ -463,6 +474,40 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
         cvss_score: 0.0,
         cvss_vector: String::new(),
         cve_ids: Vec::new(),
+        fingerprint: String::new(),
+        analysis: None,
+        created_at: now_micros(),
+    };
+    f.fingerprint = fingerprint(&pb::Finding::from(f.clone()));
+    f
+}
+
+fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRecord {
+    let severity = match found.severity.as_str() {
+        "critical" => pb::Severity::Critical,
+        "high" => pb::Severity::High,
+        "medium" => pb::Severity::Medium,
+        "low" => pb::Severity::Low,
+        _ => pb::Severity::Info,
+    };
+    let mut f = FindingRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: scan.tenant.clone(),
+        scan_id: scan.id.clone(),
+        target: found.target.address.to_string(),
+        hostname: found.target.hostname.clone().unwrap_or_default(),
+        port: found.port,
+        protocol: "tcp".into(),
+        service: found.service.clone(),
+        // What matched, and where: the evidence an analyst opens first.
+        banner: found.evidence.chars().take(256).collect(),
+        engine: scan.scanner.clone(),
+        check_id: found.check_id.clone(),
+        title: found.title.clone(),
+        severity,
+        cvss_score: 0.0,
+        cvss_vector: found.cvss_vector.clone(),
+        cve_ids: found.cve_ids.clone(),
         fingerprint: String::new(),
         analysis: None,
         created_at: now_micros(),

@@ -258,6 +258,7 @@ mod tests {
             match e {
                 Event::Open(o) => open.push(o),
                 Event::Progress(n) => last_progress = n,
+                Event::Finding(f) => panic!("the builtin engine reports ports only: {f:?}"),
             }
         }
         assert_eq!(last_progress, 3);

@@ -6,9 +6,12 @@
 mod builtin;
 mod nmap;
 pub mod nmap_xml;
+mod nuclei;
+pub mod nuclei_jsonl;
 
 pub use builtin::BuiltinScanner;
 pub use nmap::{NmapScanner, find_binary};
+pub use nuclei::NucleiScanner;
 
 use async_trait::async_trait;
 use phantom_runtime::{CancellationToken, storage::ResolvedTarget};
@@ -43,11 +46,36 @@ pub struct OpenPort {
     pub banner: String,
 }
 
+/// A finding of a vulnerability engine (nuclei): more than an open port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineFinding {
+    /// Where.
+    pub target: ResolvedTarget,
+    /// Which port (0 when the finding is about the host).
+    pub port: u16,
+    /// Scheme or service (`http`, `https`, `tcp`).
+    pub service: String,
+    /// The engine's check (template id).
+    pub check_id: String,
+    /// One line for humans.
+    pub title: String,
+    /// The engine's severity, lowercase (`critical`…`info`).
+    pub severity: String,
+    /// CVE and CWE ids.
+    pub cve_ids: Vec<String>,
+    /// CVSS vector, when the engine gives one.
+    pub cvss_vector: String,
+    /// Where it matched (URL or host:port).
+    pub evidence: String,
+}
+
 /// What an engine reports while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// An open port.
     Open(OpenPort),
+    /// A vulnerability finding.
+    Finding(EngineFinding),
     /// This many probes are done (monotonic).
     Progress(u64),
 }

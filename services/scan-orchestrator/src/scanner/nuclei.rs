@@ -1,0 +1,160 @@
+//! The `nuclei` engine: runs `nuclei -jsonl -duc -ni` over a target list file and reads its
+//! results line by line.
+//!
+//! Targets are the scope-checked addresses with each requested port (`addr:port`, so nuclei
+//! resolves nothing). Arguments are argv, never a shell; `-duc` keeps nuclei from updating
+//! itself mid-scan and `-ni` from reaching interactsh servers on the internet.
+
+use std::{collections::HashMap, io::Write, net::IpAddr, path::PathBuf, process::Stdio, sync::Arc};
+
+use async_trait::async_trait;
+use phantom_runtime::{CancellationToken, config::NucleiConfig, storage::ResolvedTarget};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
+    process::Command,
+    sync::{Semaphore, mpsc},
+};
+
+use super::{
+    EngineFinding, Event, Plan, ScanError, Scanner, find_binary, nuclei_jsonl::parse_line,
+};
+
+/// The nuclei engine.
+#[derive(Debug, Clone)]
+pub struct NucleiScanner {
+    binary: PathBuf,
+    config: NucleiConfig,
+    processes: Arc<Semaphore>,
+}
+
+impl NucleiScanner {
+    /// The engine, if the nuclei binary can be found.
+    pub fn find(config: &NucleiConfig) -> Option<Self> {
+        Some(Self {
+            binary: find_binary(&config.path)?,
+            processes: Arc::new(Semaphore::new(config.max_processes.max(1))),
+            config: config.clone(),
+        })
+    }
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+        IpAddr::V4(a) => format!("{a}:{port}"),
+    }
+}
+
+#[async_trait]
+impl Scanner for NucleiScanner {
+    fn name(&self) -> &'static str {
+        "nuclei"
+    }
+
+    async fn scan(
+        &self,
+        plan: &Plan,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+    ) -> Result<(), ScanError> {
+        let _permit = tokio::select! {
+            permit = self.processes.acquire() => permit.map_err(|_| ScanError::Engine("nuclei engine closed".into()))?,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        let mut list = tempfile::NamedTempFile::new()
+            .map_err(|e| ScanError::Engine(format!("target list: {e}")))?;
+        for t in &plan.targets {
+            for port in &plan.ports {
+                writeln!(list, "{}", endpoint(t.address, *port))
+                    .map_err(|e| ScanError::Engine(format!("target list: {e}")))?;
+            }
+        }
+        list.flush()
+            .map_err(|e| ScanError::Engine(format!("target list: {e}")))?;
+        let targets: HashMap<IpAddr, &ResolvedTarget> =
+            plan.targets.iter().map(|t| (t.address, t)).collect();
+
+        let mut child = Command::new(&self.binary)
+            .args([
+                "-jsonl",
+                "-duc",
+                "-ni",
+                "-silent",
+                "-nc",
+                "-rl",
+                &self.config.rate_limit.to_string(),
+                "-l",
+            ])
+            .arg(list.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ScanError::Engine(format!("cannot start nuclei: {e}")))?;
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+        let mut stderr = child.stderr.take().expect("stderr piped");
+        let deadline = tokio::time::sleep(self.config.time_limit);
+        tokio::pin!(deadline);
+        let mut skipped = 0u64;
+        loop {
+            let line = tokio::select! {
+                () = cancel.cancelled() => {
+                    let _ = child.kill().await;
+                    return Ok(());
+                }
+                () = &mut deadline => {
+                    let _ = child.kill().await;
+                    return Err(ScanError::Engine(format!("nuclei ran over its time limit of {:?}", self.config.time_limit)));
+                }
+                line = lines.next_line() => line,
+            };
+            let Ok(Some(line)) = line else { break };
+            let Some(r) = parse_line(&line) else {
+                skipped += u64::from(!line.trim().is_empty());
+                continue;
+            };
+            let Some(target) = r.ip.and_then(|ip| targets.get(&ip)) else {
+                skipped += 1;
+                continue;
+            };
+            let finding = EngineFinding {
+                target: (*target).clone(),
+                port: r.port.unwrap_or(0),
+                service: r.scheme.clone(),
+                check_id: r.template_id.clone(),
+                title: r.name.clone(),
+                severity: r.severity.clone(),
+                cve_ids: r.cve_ids.iter().chain(&r.cwe_ids).cloned().collect(),
+                cvss_vector: r.cvss_vector.clone(),
+                evidence: r.matched_at.clone(),
+            };
+            if events.send(Event::Finding(finding)).await.is_err() {
+                return Ok(());
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "nuclei lines that were not usable results were skipped"
+            );
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| ScanError::Engine(format!("nuclei: {e}")))?;
+        if !status.success() {
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err).await;
+            let first = err
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            return Err(ScanError::Engine(format!(
+                "nuclei exited with {status}: {first}"
+            )));
+        }
+        let _ = events.send(Event::Progress(plan.probes())).await;
+        Ok(())
+    }
+}
