@@ -226,8 +226,15 @@ pub struct ScanConfig {
     /// How long to wait for a service to speak first (its banner).
     #[serde(with = "humantime_serde")]
     pub banner_timeout: Duration,
-    /// Most scans running at once; more wait as PENDING.
+    /// Most scans running at once in one replica; more wait as PENDING.
     pub max_concurrent_scans: usize,
+    /// How long a replica's claim on a scan holds without renewal: a scan whose replica died
+    /// is taken over this long after its last heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often each replica looks for claimable scans (scans created on it start at once).
+    #[serde(with = "humantime_serde")]
+    pub claim_every: Duration,
     /// CIDRs targets may be in. Empty means "anything not denied". Where an allowed and a
     /// denied block overlap, the more specific one decides (a deny on a tie).
     pub allowed_cidrs: Vec<String>,
@@ -309,6 +316,8 @@ impl Default for ScanConfig {
             connect_timeout: Duration::from_millis(1000),
             banner_timeout: Duration::from_millis(500),
             max_concurrent_scans: 4,
+            lease: Duration::from_secs(15),
+            claim_every: Duration::from_secs(1),
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
             nmap: NmapConfig::default(),
@@ -662,6 +671,12 @@ impl Config {
         }
         if self.scan.max_concurrent_scans == 0 {
             return Err(bad("scan.max_concurrent_scans", "must be at least 1"));
+        }
+        if self.scan.lease < Duration::from_millis(300) {
+            return Err(bad("scan.lease", "must be at least 300ms"));
+        }
+        if self.scan.claim_every.is_zero() {
+            return Err(bad("scan.claim_every", "must be more than 0s"));
         }
         if self.scan.max_hosts_per_scan == 0 {
             return Err(bad("scan.max_hosts_per_scan", "must be at least 1"));

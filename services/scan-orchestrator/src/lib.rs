@@ -64,14 +64,15 @@ pub async fn run(
             scanners,
             analyzer,
             notifier,
-            config.scan.max_concurrent_scans,
+            runner::RunnerConfig {
+                max_concurrent: config.scan.max_concurrent_scans,
+                lease: config.scan.lease,
+                claim_every: config.scan.claim_every,
+            },
             shutdown.clone(),
         );
-        match runner.resume_unfinished().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(scans = n, "Resumed unfinished scans"),
-            Err(err) => tracing::error!(error = %err, "Could not list unfinished scans"),
-        }
+        // Claims start with the unfinished scans of a previous run (or of a dead replica).
+        runner.start();
         core.set(service::Core {
             runner,
             scope: targets::Scope::new(&config.scan),

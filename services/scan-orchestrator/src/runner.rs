@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -27,7 +30,7 @@ use phantom_runtime::{
     storage::{FindingRecord, ScanProgress, ScanRecord, Store, StoreError},
     time::now_micros,
 };
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tracing::Instrument;
 
 use crate::{
@@ -62,18 +65,35 @@ pub struct Runner {
     running: Mutex<HashMap<String, CancellationToken>>,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
+    /// This replica's name in scan leases.
+    owner: String,
+    lease: Duration,
+    claim_every: Duration,
+    wake: Notify,
+}
+
+/// How a runner takes work.
+#[derive(Debug, Clone, Copy)]
+pub struct RunnerConfig {
+    /// Scans running at once in this replica; the rest wait as PENDING.
+    pub max_concurrent: usize,
+    /// How long a claim holds without renewal (a dead replica's scans wait this long).
+    pub lease: Duration,
+    /// How often the store is polled for claimable scans (new scans here wake it at once).
+    pub claim_every: Duration,
 }
 
 impl Runner {
-    /// A runner with `max_concurrent` scans at once; the rest wait as PENDING.
+    /// A runner taking work from `store`. Call [`Runner::start`] to begin.
     pub fn new(
         store: Arc<dyn Store>,
         scanners: Vec<Arc<dyn Scanner>>,
         analyzer: VulnAnalyzerClient<GrpcChannel>,
         notifier: NotifierClient<GrpcChannel>,
-        max_concurrent: usize,
+        config: RunnerConfig,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "phantom".to_owned());
         Arc::new(Self {
             store,
             scanners: scanners.into_iter().map(|s| (s.name(), s)).collect(),
@@ -81,9 +101,64 @@ impl Runner {
             notifier,
             updates: broadcast::channel(1024).0,
             running: Mutex::new(HashMap::new()),
-            permits: Arc::new(Semaphore::new(max_concurrent)),
+            permits: Arc::new(Semaphore::new(config.max_concurrent)),
             shutdown,
+            owner: format!(
+                "{host}-{}-{}",
+                std::process::id(),
+                &uuid::Uuid::now_v7().simple().to_string()[24..]
+            ),
+            lease: config.lease,
+            claim_every: config.claim_every,
+            wake: Notify::new(),
         })
+    }
+
+    /// Starts claiming scans: unfinished ones (after a restart, or whose holder died) and new
+    /// ones, as long as this replica has room.
+    pub fn start(self: &Arc<Self>) {
+        tokio::spawn(self.clone().claim_loop());
+    }
+
+    /// Asks the claim loop to look for work now (a scan was just created here).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_micros() + i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX / 2)
+    }
+
+    async fn claim_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.claim_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                () = self.wake.notified() => {}
+            }
+            while let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                let claimed = self
+                    .store
+                    .claim_scans(&self.owner, now_micros(), self.lease_until(), 1)
+                    .await;
+                match claimed {
+                    Ok(mut scans) if !scans.is_empty() => {
+                        let scan = scans.remove(0);
+                        if scan.claims > 1 {
+                            tracing::info!(scan_id = %scan.id, claims = scan.claims, "Taking over an interrupted scan");
+                        }
+                        self.spawn(scan, permit);
+                    }
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "Could not claim scans");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// The engines this runner has.
@@ -106,19 +181,8 @@ impl Runner {
         &self.shutdown
     }
 
-    /// Resumes every PENDING or RUNNING scan found in the store.
-    pub async fn resume_unfinished(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let scans = self.store.unfinished_scans().await?;
-        let n = scans.len();
-        for scan in scans {
-            tracing::info!(scan_id = %scan.id, state = ?scan.state, "Resuming scan after restart");
-            self.spawn(scan);
-        }
-        Ok(n)
-    }
-
-    /// Starts running `scan` in the background.
-    pub fn spawn(self: &Arc<Self>, scan: ScanRecord) {
+    /// Runs a claimed `scan` in the background, holding `permit`.
+    fn spawn(self: &Arc<Self>, scan: ScanRecord, permit: OwnedSemaphorePermit) {
         let token = self.shutdown.child_token();
         self.running
             .lock()
@@ -135,10 +199,19 @@ impl Runner {
             ctx,
             async move {
                 let id = scan.id.clone();
-                if let Err(err) = this.execute(scan, token).await {
-                    tracing::error!(error = %err, "Scan runner failed on storage; the scan resumes at next start");
+                let lost = Arc::new(AtomicBool::new(false));
+                let heartbeat = tokio::spawn(this.clone().heartbeat(id.clone(), token.clone(), lost.clone()));
+                if let Err(err) = this.execute(scan, token, &lost).await {
+                    tracing::error!(error = %err, "Scan runner failed on storage; the scan is taken over when its lease lapses");
+                }
+                heartbeat.abort();
+                if this.shutdown.is_cancelled() && !lost.load(Ordering::SeqCst) {
+                    // Hand the scan over at once rather than after the lease: another replica,
+                    // or this one restarted, takes it from here.
+                    let _ = this.store.renew_lease(&id, &this.owner, 0).await;
                 }
                 this.running.lock().expect("running lock").remove(&id);
+                drop(permit);
             }
             .instrument(span),
         ));
@@ -194,11 +267,43 @@ impl Runner {
         }
     }
 
-    async fn execute(&self, scan: ScanRecord, token: CancellationToken) -> Result<(), StoreError> {
-        let _permit = tokio::select! {
-            permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            () = token.cancelled() => return Ok(()),
-        };
+    /// Renews the lease of a running scan; when it cannot (taken over, or finished elsewhere
+    /// by a cancel), stops the scan here.
+    async fn heartbeat(
+        self: Arc<Self>,
+        id: String,
+        token: CancellationToken,
+        lost: Arc<AtomicBool>,
+    ) {
+        let mut tick = tokio::time::interval((self.lease / 3).max(Duration::from_millis(50)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self
+                .store
+                .renew_lease(&id, &self.owner, self.lease_until())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(scan_id = %id, "Lease lost: stopping the scan here");
+                    lost.store(true, Ordering::SeqCst);
+                    token.cancel();
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(scan_id = %id, error = %err, "Could not renew the lease")
+                }
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        scan: ScanRecord,
+        token: CancellationToken,
+        lost: &AtomicBool,
+    ) -> Result<(), StoreError> {
         let room = format!("scan/{}", scan.id);
         let Some(scanner) = self.scanners.get(scan.scanner.as_str()).cloned() else {
             let msg = format!("engine {:?} is not available on this server", scan.scanner);
@@ -210,6 +315,7 @@ impl Runner {
                     pb::ScanState::Failed,
                     &msg,
                     now_micros(),
+                    Some(&self.owner),
                 )
                 .await?
             {
@@ -224,7 +330,7 @@ impl Runner {
         let total = plan.probes();
         if !self
             .store
-            .mark_scan_running(&scan.tenant, &scan.id, total, now_micros())
+            .mark_scan_running(&scan.tenant, &scan.id, total, now_micros(), &self.owner)
             .await?
         {
             return Ok(()); // cancelled while pending
@@ -292,7 +398,7 @@ impl Runner {
                 };
                 if !self
                     .store
-                    .record_scan_progress(&scan.tenant, &scan.id, progress)
+                    .record_scan_progress(&scan.tenant, &scan.id, progress, &self.owner)
                     .await?
                 {
                     break; // cancelled meanwhile
@@ -317,7 +423,10 @@ impl Runner {
         let outcome = engine.await;
 
         if self.shutdown.is_cancelled() {
-            tracing::info!("Scan interrupted by shutdown; it resumes at next start");
+            tracing::info!("Scan interrupted by shutdown; it is handed over");
+            return Ok(());
+        }
+        if lost.load(Ordering::SeqCst) {
             return Ok(());
         }
         if token.is_cancelled() {
@@ -346,6 +455,7 @@ impl Runner {
                     pb::ScanState::Failed,
                     &error,
                     now_micros(),
+                    Some(&self.owner),
                 )
                 .await?
             {
@@ -371,6 +481,7 @@ impl Runner {
                 pb::ScanState::Succeeded,
                 "",
                 now_micros(),
+                Some(&self.owner),
             )
             .await?
         {

@@ -170,6 +170,9 @@ impl ScanOrchestrator for ScanOrchestratorService {
             created_at: now_micros(),
             started_at: None,
             finished_at: None,
+            owner: String::new(),
+            lease_until: 0,
+            claims: 0,
         };
         match core
             .runner
@@ -184,7 +187,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
             }
             InsertScan::Inserted => {
                 tracing::info!(scan_id = %scan.id, targets = scan.targets.len(), addresses = scan.resolved.len(), ports = %scan.ports, "Scan created");
-                core.runner.spawn(scan.clone());
+                core.runner.wake();
                 Ok(Response::new(scan.into()))
             }
         }
@@ -253,6 +256,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
                 pb::ScanState::Cancelled,
                 "cancelled by request",
                 now_micros(),
+                None,
             )
             .await
             .map_err(Error::from)?

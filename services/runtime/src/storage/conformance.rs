@@ -38,6 +38,9 @@ pub fn sample_scan(tenant: &str) -> ScanRecord {
         created_at: now_micros(),
         started_at: None,
         finished_at: None,
+        owner: String::new(),
+        lease_until: 0,
+        claims: 0,
     }
 }
 
@@ -71,6 +74,7 @@ pub async fn run_all(store: &dyn Store) {
     idempotency_key_returns_the_first_scan(store).await;
     scans_list_newest_first_in_pages(store).await;
     scan_lifecycle_ends_in_exactly_one_final_state(store).await;
+    claims_are_exclusive_and_lapsed_leases_are_taken_over(store).await;
     findings_are_deduplicated_per_scan_and_paged(store).await;
     analyses_keep_the_first_verdict(store).await;
     notification_sequences_are_gap_free_per_room(store).await;
@@ -153,7 +157,7 @@ pub async fn scans_list_newest_first_in_pages(store: &dyn Store) {
     assert_eq!(seen, ids);
 
     store
-        .finish_scan(&t, &ids[0], ScanState::Cancelled, "", now_micros())
+        .finish_scan(&t, &ids[0], ScanState::Cancelled, "", now_micros(), None)
         .await
         .unwrap();
     let cancelled = store
@@ -167,7 +171,10 @@ pub async fn scans_list_newest_first_in_pages(store: &dyn Store) {
 /// PENDING -> RUNNING -> SUCCEEDED with progress 100; a later final state does not win.
 pub async fn scan_lifecycle_ends_in_exactly_one_final_state(store: &dyn Store) {
     let t = tenant();
-    let scan = sample_scan(&t);
+    let scan = ScanRecord {
+        owner: "runner-a".into(),
+        ..sample_scan(&t)
+    };
     store.insert_scan(&scan).await.unwrap();
     assert_eq!(
         store
@@ -181,7 +188,7 @@ pub async fn scan_lifecycle_ends_in_exactly_one_final_state(store: &dyn Store) {
     );
     assert!(
         store
-            .mark_scan_running(&t, &scan.id, 10, now_micros())
+            .mark_scan_running(&t, &scan.id, 10, now_micros(), "runner-a")
             .await
             .unwrap()
     );
@@ -192,7 +199,7 @@ pub async fn scan_lifecycle_ends_in_exactly_one_final_state(store: &dyn Store) {
     };
     assert!(
         store
-            .record_scan_progress(&t, &scan.id, progress)
+            .record_scan_progress(&t, &scan.id, progress, "runner-a")
             .await
             .unwrap()
     );
@@ -206,7 +213,14 @@ pub async fn scan_lifecycle_ends_in_exactly_one_final_state(store: &dyn Store) {
         .await
         .unwrap();
     let done = store
-        .finish_scan(&t, &scan.id, ScanState::Succeeded, "", now_micros())
+        .finish_scan(
+            &t,
+            &scan.id,
+            ScanState::Succeeded,
+            "",
+            now_micros(),
+            Some("runner-a"),
+        )
         .await
         .unwrap()
         .expect("finished");
@@ -218,20 +232,27 @@ pub async fn scan_lifecycle_ends_in_exactly_one_final_state(store: &dyn Store) {
 
     assert!(
         store
-            .finish_scan(&t, &scan.id, ScanState::Failed, "late", now_micros())
+            .finish_scan(
+                &t,
+                &scan.id,
+                ScanState::Failed,
+                "late",
+                now_micros(),
+                Some("runner-a")
+            )
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         !store
-            .mark_scan_running(&t, &scan.id, 10, now_micros())
+            .mark_scan_running(&t, &scan.id, 10, now_micros(), "runner-a")
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_scan_progress(&t, &scan.id, progress)
+            .record_scan_progress(&t, &scan.id, progress, "runner-a")
             .await
             .unwrap()
     );
@@ -396,5 +417,100 @@ pub async fn notification_sequences_are_gap_free_per_room(store: &dyn Store) {
     assert_eq!(
         after.iter().map(|n| n.sequence).collect::<Vec<_>>(),
         vec![8, 9, 10]
+    );
+}
+
+/// Two replicas claiming at once never get the same scan; a holder that stops renewing loses
+/// the scan to the next claim, and the old holder can no longer write to it.
+pub async fn claims_are_exclusive_and_lapsed_leases_are_taken_over(store: &dyn Store) {
+    let t = tenant();
+    let mut ours = Vec::new();
+    for _ in 0..6 {
+        let s = sample_scan(&t);
+        store.insert_scan(&s).await.unwrap();
+        ours.push(s.id);
+    }
+    let now = now_micros();
+    let lease = now + 60_000_000;
+    let (a, b) = futures::join!(
+        store.claim_scans("replica-a", now, lease, 1000),
+        store.claim_scans("replica-b", now, lease, 1000),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mine = |v: &Vec<ScanRecord>| {
+        v.iter()
+            .filter(|s| ours.contains(&s.id))
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let (ma, mb) = (mine(&a), mine(&b));
+    assert_eq!(
+        ma.len() + mb.len(),
+        6,
+        "every scan claimed once: {ma:?} {mb:?}"
+    );
+    assert!(
+        ma.iter().all(|id| !mb.contains(id)),
+        "no scan claimed twice"
+    );
+    assert!(a.iter().chain(&b).all(|s| s.claims >= 1));
+
+    // Nothing is claimable while the leases hold.
+    let again = store
+        .claim_scans("replica-c", now, lease, 1000)
+        .await
+        .unwrap();
+    assert!(again.iter().all(|s| !ours.contains(&s.id)));
+
+    // replica-a stops renewing: once its lease lapses, replica-c takes its scans over.
+    let (held_by_a, held_by_b) = if ma.is_empty() {
+        (&mb, "replica-b")
+    } else {
+        (&ma, "replica-a")
+    };
+    let first = &held_by_a[0];
+    assert!(store.renew_lease(first, held_by_b, lease).await.unwrap());
+    let expired = store
+        .claim_scans("replica-c", lease + 1, lease + 60_000_000, 1000)
+        .await
+        .unwrap();
+    let taken = expired
+        .iter()
+        .find(|s| &s.id == first)
+        .expect("taken over after the lapse");
+    assert_eq!(taken.owner, "replica-c");
+    assert_eq!(taken.claims, 2);
+    assert!(
+        !store
+            .renew_lease(first, held_by_b, lease + 120_000_000)
+            .await
+            .unwrap(),
+        "the old holder lost it"
+    );
+    assert!(
+        !store
+            .mark_scan_running(&t, first, 1, now, held_by_b)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mark_scan_running(&t, first, 1, now, "replica-c")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_scan(&t, first, ScanState::Succeeded, "", now, Some(held_by_b))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .finish_scan(&t, first, ScanState::Succeeded, "", now, Some("replica-c"))
+            .await
+            .unwrap()
+            .is_some()
     );
 }

@@ -92,30 +92,54 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<ScanRecord>, StoreError>;
 
-    /// Every PENDING or RUNNING scan of every tenant, oldest first: the work to resume after
-    /// a restart.
+    /// Every PENDING or RUNNING scan of every tenant, oldest first.
     async fn unfinished_scans(&self) -> Result<Vec<ScanRecord>, StoreError>;
 
-    /// Marks a PENDING (or, on resume, RUNNING) scan RUNNING. Returns false when the scan is
-    /// already final (cancelled meanwhile).
+    /// Claims up to `limit` PENDING or RUNNING scans whose lease has run out (never claimed,
+    /// finished holder, or a holder that died) for `owner` until `lease_until`, oldest first.
+    /// Replicas claiming at once never get the same scan.
+    async fn claim_scans(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ScanRecord>, StoreError>;
+
+    /// Extends `owner`'s lease on an unfinished scan. False when the scan is no longer
+    /// `owner`'s (taken over after a lapse) or is finished: the holder must stop.
+    async fn renew_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks a PENDING (or, on resume, RUNNING) scan held by `owner` RUNNING. Returns false
+    /// when the scan is final (cancelled meanwhile) or held by another replica.
     async fn mark_scan_running(
         &self,
         tenant: &str,
         id: &str,
         probes_total: u64,
         now: i64,
+        owner: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Records progress of a RUNNING scan. Returns false when the scan is no longer running.
+    /// Records progress of a RUNNING scan held by `owner`. Returns false when the scan is no
+    /// longer running, or no longer `owner`'s.
     async fn record_scan_progress(
         &self,
         tenant: &str,
         id: &str,
         progress: ScanProgress,
+        owner: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Moves a non-final scan to a final state. Returns the scan as stored afterwards, or
-    /// `None` when it did not exist or was already final (the first final state wins).
+    /// Moves a non-final scan to a final state: any scan when `owner` is `None` (a cancel),
+    /// only a scan `owner` holds otherwise. Returns the scan as stored afterwards, or `None`
+    /// when it did not exist, was already final (the first final state wins), or was held by
+    /// another replica.
     async fn finish_scan(
         &self,
         tenant: &str,
@@ -123,6 +147,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         state: ScanState,
         error: &str,
         now: i64,
+        owner: Option<&str>,
     ) -> Result<Option<ScanRecord>, StoreError>;
 
     /// Stores findings, skipping any whose `(scan_id, fingerprint)` is already stored (a

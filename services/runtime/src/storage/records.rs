@@ -51,6 +51,12 @@ pub struct ScanRecord {
     pub started_at: Option<i64>,
     /// Finished at.
     pub finished_at: Option<i64>,
+    /// The replica running it (empty when none claimed it).
+    pub owner: String,
+    /// Until when the owner's claim holds (µs); past it, any replica may claim the scan.
+    pub lease_until: i64,
+    /// How many times a replica claimed it (1 for a scan that ran without interruption).
+    pub claims: u64,
 }
 
 impl ScanRecord {

@@ -120,6 +120,9 @@ fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        owner: row.try_get("owner")?,
+        lease_until: row.try_get("lease_until")?,
+        claims: u64_of(row, "claims")?,
     })
 }
 
@@ -206,7 +209,7 @@ macro_rules! select_scans {
         concat!(
             "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
              findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-             created_at, started_at, finished_at FROM scans ",
+             created_at, started_at, finished_at, owner, lease_until, claims FROM scans ",
             $rest
         )
     };
@@ -227,8 +230,9 @@ impl Store for SqlStore {
         let result = sqlx::query(
             "INSERT INTO scans (id, tenant, state, targets, resolved, ports, scanner, \
              progress_percent, findings_count, probes_total, probes_done, idempotency_key, \
-             error, request_id, created_at, started_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             error, request_id, created_at, started_at, finished_at, owner, lease_until, claims) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20)",
         )
         .bind(scan.id.clone())
         .bind(scan.tenant.clone())
@@ -247,6 +251,9 @@ impl Store for SqlStore {
         .bind(scan.created_at)
         .bind(scan.started_at)
         .bind(scan.finished_at)
+        .bind(scan.owner.clone())
+        .bind(scan.lease_until)
+        .bind(to_i64(scan.claims))
         .execute(&self.pool)
         .await;
         match result {
@@ -296,6 +303,64 @@ impl Store for SqlStore {
         rows.iter().map(scan_of).collect()
     }
 
+    async fn claim_scans(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ScanRecord>, StoreError> {
+        // PostgreSQL: replicas claiming at once skip each other's rows instead of waiting or
+        // taking the same scan. SQLite: one writer at a time, so the plain subquery is enough.
+        let sql = if self.backend == "postgres" {
+            "UPDATE scans SET owner = $1, lease_until = $2, claims = claims + 1 \
+             WHERE id IN (SELECT id FROM scans WHERE (state = $3 OR state = $4) \
+             AND lease_until < $5 ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
+             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
+             created_at, started_at, finished_at, owner, lease_until, claims"
+        } else {
+            "UPDATE scans SET owner = $1, lease_until = $2, claims = claims + 1 \
+             WHERE id IN (SELECT id FROM scans WHERE (state = $3 OR state = $4) \
+             AND lease_until < $5 ORDER BY id LIMIT $6) \
+             RETURNING id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
+             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
+             created_at, started_at, finished_at, owner, lease_until, claims"
+        };
+        let rows = sqlx::query(sql)
+            .bind(owner.to_owned())
+            .bind(lease_until)
+            .bind(i64::from(ScanState::Pending as i32))
+            .bind(i64::from(ScanState::Running as i32))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut scans: Vec<ScanRecord> = rows.iter().map(scan_of).collect::<Result<_, _>>()?;
+        scans.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(scans)
+    }
+
+    async fn renew_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scans SET lease_until = $1 WHERE id = $2 AND owner = $3 \
+             AND (state = $4 OR state = $5)",
+        )
+        .bind(lease_until)
+        .bind(id.to_owned())
+        .bind(owner.to_owned())
+        .bind(i64::from(ScanState::Pending as i32))
+        .bind(i64::from(ScanState::Running as i32))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn unfinished_scans(&self) -> Result<Vec<ScanRecord>, StoreError> {
         let rows = sqlx::query(select_scans!("WHERE state = $1 OR state = $2 ORDER BY id"))
             .bind(i64::from(ScanState::Pending as i32))
@@ -311,11 +376,12 @@ impl Store for SqlStore {
         id: &str,
         probes_total: u64,
         now: i64,
+        owner: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE scans SET state = $1, probes_total = $2, \
              started_at = COALESCE(started_at, $3) \
-             WHERE tenant = $4 AND id = $5 AND (state = $6 OR state = $7)",
+             WHERE tenant = $4 AND id = $5 AND (state = $6 OR state = $7) AND owner = $8",
         )
         .bind(i64::from(ScanState::Running as i32))
         .bind(to_i64(probes_total))
@@ -324,6 +390,7 @@ impl Store for SqlStore {
         .bind(id.to_owned())
         .bind(i64::from(ScanState::Pending as i32))
         .bind(i64::from(ScanState::Running as i32))
+        .bind(owner.to_owned())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -334,10 +401,11 @@ impl Store for SqlStore {
         tenant: &str,
         id: &str,
         progress: ScanProgress,
+        owner: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE scans SET probes_done = $1, progress_percent = $2, findings_count = $3 \
-             WHERE tenant = $4 AND id = $5 AND state = $6",
+             WHERE tenant = $4 AND id = $5 AND state = $6 AND owner = $7",
         )
         .bind(to_i64(progress.probes_done))
         .bind(i64::from(progress.progress_percent))
@@ -345,6 +413,7 @@ impl Store for SqlStore {
         .bind(tenant.to_owned())
         .bind(id.to_owned())
         .bind(i64::from(ScanState::Running as i32))
+        .bind(owner.to_owned())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -357,14 +426,17 @@ impl Store for SqlStore {
         state: ScanState,
         error: &str,
         now: i64,
+        owner: Option<&str>,
     ) -> Result<Option<ScanRecord>, StoreError> {
-        // Success means every probe ran: progress is exactly 100 then, and only then.
+        // Success means every probe ran: progress is exactly 100 then, and only then. A
+        // runner finishes only a scan it still holds; a cancel (no owner) finishes any.
         let done = sqlx::query(
-            "UPDATE scans SET state = $1, error = $2, finished_at = $3, \
+            "UPDATE scans SET state = $1, error = $2, finished_at = $3, lease_until = 0, \
              progress_percent = CASE WHEN $4 = 1 THEN 100 ELSE progress_percent END, \
              probes_done = CASE WHEN $5 = 1 THEN probes_total ELSE probes_done END, \
              findings_count = (SELECT COUNT(*) FROM findings f WHERE f.scan_id = scans.id) \
-             WHERE tenant = $6 AND id = $7 AND (state = $8 OR state = $9)",
+             WHERE tenant = $6 AND id = $7 AND (state = $8 OR state = $9) \
+             AND ($10 = '' OR owner = $11)",
         )
         .bind(i64::from(state as i32))
         .bind(error.to_owned())
@@ -375,6 +447,8 @@ impl Store for SqlStore {
         .bind(id.to_owned())
         .bind(i64::from(ScanState::Pending as i32))
         .bind(i64::from(ScanState::Running as i32))
+        .bind(owner.unwrap_or_default().to_owned())
+        .bind(owner.unwrap_or_default().to_owned())
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
