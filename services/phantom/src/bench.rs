@@ -188,6 +188,83 @@ async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run
     Ok(r)
 }
 
+/// The built-in engine against `nmap -sT -T5` on the same loopback port range, one after the
+/// other in this run: wall time of a full TCP sweep of 127.0.0.1.
+async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
+    use phantom_scan_orchestrator::scanner::{BuiltinScanner, Event, Plan, Scanner};
+
+    let plan = Plan {
+        targets: vec![phantom_runtime::storage::ResolvedTarget {
+            hostname: None,
+            address: "127.0.0.1".parse()?,
+        }],
+        ports: (1..=u16::MAX).collect(),
+    };
+    let sweep = |banner_timeout: Duration| {
+        let mut scan = phantom_runtime::config::ScanConfig::default();
+        scan.banner_timeout = banner_timeout;
+        BuiltinScanner::new(&scan)
+    };
+    let mut results = Vec::new();
+    for (label, engine) in [
+        ("builtin, connect sweep", sweep(Duration::ZERO)),
+        ("builtin, with banners", sweep(Duration::from_millis(500))),
+    ] {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let counter = tokio::spawn(async move {
+            let mut open = 0;
+            while let Some(e) = rx.recv().await {
+                if matches!(e, Event::Open(_)) {
+                    open += 1;
+                }
+            }
+            open
+        });
+        let t = Instant::now();
+        engine.scan(&plan, tx, CancellationToken::new()).await?;
+        let took = t.elapsed();
+        results.push((label, took, counter.await?));
+    }
+    let nmap = phantom_scan_orchestrator::scanner::find_binary("nmap");
+    println!("full TCP sweep of 127.0.0.1 (65535 ports):");
+    for (label, took, open) in &results {
+        println!("  {label:<24} {:>8.0} ms   {open} open", ms(*took));
+    }
+    match nmap {
+        Some(nmap) => {
+            let t = Instant::now();
+            let out = tokio::process::Command::new(nmap)
+                .args([
+                    "-sT",
+                    "-T5",
+                    "-Pn",
+                    "-n",
+                    "-p1-65535",
+                    "-oX",
+                    "-",
+                    "127.0.0.1",
+                ])
+                .output()
+                .await?;
+            let took = t.elapsed();
+            let open = String::from_utf8_lossy(&out.stdout)
+                .matches("state=\"open\"")
+                .count();
+            println!(
+                "  {:<24} {:>8.0} ms   {open} open",
+                "nmap -sT -T5",
+                ms(took)
+            );
+            println!(
+                "  builtin connect sweep / nmap wall time: {:.2}x",
+                results[0].1.as_secs_f64() / took.as_secs_f64()
+            );
+        }
+        None => println!("  nmap not installed: no comparison"),
+    }
+    Ok(())
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
@@ -251,6 +328,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ms(Run::percentile(&over.shed_latencies, 0.99)),
         over.deadline
     );
+    scanners(args).await?;
     for stop in [on_stop, off_stop, shed_stop] {
         stop.cancel();
     }

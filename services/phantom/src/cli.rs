@@ -27,6 +27,10 @@ pub enum Output {
     Table,
     /// JSON for scripts.
     Json,
+    /// CSV, one finding per row (`scan` only).
+    Csv,
+    /// SARIF 2.1.0 for code-scanning dashboards (`scan` only).
+    Sarif,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,7 +65,8 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         phantom scan 127.0.0.1 --ports 1-1024\n  \
         phantom scan 10.0.0.0/28 scanme.internal --ports 22,80,443 --output json\n  \
-        phantom scan 192.168.1.10 --idempotency-key nightly-2026-11-29")]
+        phantom scan 192.168.1.10 --idempotency-key nightly-2026-11-29\n  \
+        phantom scan 10.0.0.0/28 --output sarif > phantom.sarif")]
     Scan {
         /// Targets: IPv4/IPv6 addresses, CIDR blocks or hostnames.
         #[arg(required = true)]

@@ -223,7 +223,8 @@ pub struct ScanConfig {
     /// How long a TCP connect may take before the port counts as filtered.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// How long to wait for a service to speak first (its banner).
+    /// How long to wait for a service to speak first (its banner); 0s skips the banner probe
+    /// (a plain connect sweep).
     #[serde(with = "humantime_serde")]
     pub banner_timeout: Duration,
     /// Most scans running at once in one replica; more wait as PENDING.

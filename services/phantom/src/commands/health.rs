@@ -26,7 +26,8 @@ pub async fn run(addr: &str, output: Output) -> ExitCode {
         }
     };
     match output {
-        Output::Json => println!(
+        // CSV and SARIF describe findings; a health report is JSON.
+        Output::Json | Output::Csv | Output::Sarif => println!(
             "{}",
             serde_json::to_string_pretty(&health_json(&report)).expect("json")
         ),

@@ -89,6 +89,11 @@ pub async fn run(args: Args) -> ExitCode {
             .expect("json")
         ),
         Output::Table => print_table(&scan, &findings),
+        Output::Csv => print!("{}", csv(&findings)),
+        Output::Sarif => println!(
+            "{}",
+            serde_json::to_string_pretty(&sarif(&scan, &findings)).expect("json")
+        ),
     }
     match pb::ScanState::try_from(scan.state) {
         Ok(pb::ScanState::Failed) => ExitCode::FAILURE,
@@ -267,4 +272,160 @@ fn finding_json(f: &pb::Finding) -> Value {
             "degraded": a.degraded,
         })),
     })
+}
+
+/// A CSV field, quoted when it has to be (RFC 4180).
+fn field(v: &str) -> String {
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_owned()
+    }
+}
+
+/// The findings as CSV, with a header row.
+pub fn csv(findings: &[pb::Finding]) -> String {
+    let mut out = String::from(
+        "id,target,hostname,port,protocol,service,severity,score,analyzer,engine,check_id,title,cve_ids,fingerprint,banner\n",
+    );
+    for f in findings {
+        let (score, analyzer) = f
+            .analysis
+            .as_ref()
+            .map_or((f.cvss_score, ""), |a| (a.score, a.analyzer.as_str()));
+        let row = [
+            f.id.clone(),
+            f.target.clone(),
+            f.hostname.clone(),
+            f.port.to_string(),
+            f.protocol.clone(),
+            f.service.clone(),
+            severity_name(f.severity).to_owned(),
+            format!("{score:.1}"),
+            analyzer.to_owned(),
+            f.engine.clone(),
+            f.check_id.clone(),
+            f.title.clone(),
+            f.cve_ids.join(" "),
+            f.fingerprint.clone(),
+            f.banner.clone(),
+        ];
+        out.push_str(&row.iter().map(|v| field(v)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// The scan as a SARIF 2.1.0 log: one rule per check, one result per finding, the finding's
+/// fingerprint as its partial fingerprint (so dashboards track it across scans).
+pub fn sarif(scan: &pb::Scan, findings: &[pb::Finding]) -> Value {
+    let mut rules: Vec<Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let score = |f: &pb::Finding| f.analysis.as_ref().map_or(f.cvss_score, |a| a.score);
+    for f in findings {
+        if seen.insert(f.check_id.clone()) {
+            rules.push(json!({
+                "id": f.check_id,
+                "name": f.check_id,
+                "shortDescription": {"text": f.title},
+                "properties": {"security-severity": format!("{:.1}", score(f)), "tags": ["security", f.engine.as_str()]},
+            }));
+        }
+    }
+    let results: Vec<Value> = findings
+        .iter()
+        .map(|f| {
+            let level = match pb::Severity::try_from(f.severity).unwrap_or(pb::Severity::Unspecified) {
+                pb::Severity::Critical | pb::Severity::High => "error",
+                pb::Severity::Medium => "warning",
+                _ => "note",
+            };
+            let host = if f.target.contains(':') { format!("[{}]", f.target) } else { f.target.clone() };
+            let text = f.analysis.as_ref().map_or_else(|| f.title.clone(), |a| format!("{} {}", f.title, a.summary));
+            json!({
+                "ruleId": f.check_id,
+                "level": level,
+                "message": {"text": text},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": format!("{}://{host}:{}", if f.protocol.is_empty() { "tcp" } else { &f.protocol }, f.port)}}}],
+                "partialFingerprints": {"phantomFingerprint/v1": f.fingerprint},
+                "properties": {
+                    "severity": severity_name(f.severity),
+                    "score": score(f),
+                    "cve": f.cve_ids,
+                    "engine": f.engine,
+                    "service": f.service,
+                    "banner": f.banner,
+                },
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "phantom",
+                "version": env!("CARGO_PKG_VERSION"),
+                "informationUri": "https://github.com/phantom-sec/phantom",
+                "rules": rules,
+            }},
+            "automationDetails": {"id": format!("phantom/scan/{}", scan.id)},
+            "results": results,
+        }]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding() -> pb::Finding {
+        pb::Finding {
+            id: "f1".into(),
+            target: "10.0.0.5".into(),
+            port: 22,
+            protocol: "tcp".into(),
+            service: "ssh".into(),
+            engine: "builtin".into(),
+            check_id: "open-port".into(),
+            title: "Port 22/tcp open, \"ssh\"".into(),
+            severity: pb::Severity::High as i32,
+            fingerprint: "abc".into(),
+            banner: "SSH-2.0-OpenSSH_9.2\nx".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let out = csv(&[finding()]);
+        let row = out.lines().nth(1).unwrap();
+        assert!(row.contains("\"Port 22/tcp open, \"\"ssh\"\"\""), "{row}");
+        assert_eq!(out.lines().next().unwrap().split(',').count(), 15);
+    }
+
+    #[test]
+    fn sarif_has_the_2_1_0_shape() {
+        let log = sarif(
+            &pb::Scan {
+                id: "s1".into(),
+                ..Default::default()
+            },
+            &[finding(), finding()],
+        );
+        assert_eq!(log["version"], "2.1.0");
+        let run = &log["runs"][0];
+        assert_eq!(
+            run["tool"]["driver"]["rules"].as_array().unwrap().len(),
+            1,
+            "one rule per check"
+        );
+        let r = &run["results"][0];
+        assert_eq!(r["level"], "error");
+        assert_eq!(
+            r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "tcp://10.0.0.5:22"
+        );
+        assert_eq!(r["partialFingerprints"]["phantomFingerprint/v1"], "abc");
+    }
 }

@@ -45,7 +45,12 @@ impl BuiltinScanner {
             .await
             .ok()?
             .ok()?;
-        let banner = self.banner(&mut stream, &target, port).await;
+        // A zero banner timeout is a plain connect sweep: fastest, least informative.
+        let banner = if self.banner_timeout.is_zero() {
+            String::new()
+        } else {
+            self.banner(&mut stream, &target, port).await
+        };
         let service = service_for_banner(&banner)
             .map(|s| {
                 if s == "http" && matches!(port, 443 | 8443) {
