@@ -201,9 +201,10 @@ async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
         ports: (1..=u16::MAX).collect(),
     };
     let sweep = |banner_timeout: Duration| {
-        let mut scan = phantom_runtime::config::ScanConfig::default();
-        scan.banner_timeout = banner_timeout;
-        BuiltinScanner::new(&scan)
+        BuiltinScanner::new(&phantom_runtime::config::ScanConfig {
+            banner_timeout,
+            ..Default::default()
+        })
     };
     let mut results = Vec::new();
     for (label, engine) in [
