@@ -689,3 +689,102 @@ async fn the_nuclei_engine_stores_recorded_results_with_their_cves_and_vectors()
     assert_eq!(headers.severity, pb::Severity::Info as i32);
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_when_it_returns() {
+    let data = tempfile::tempdir().unwrap();
+    let (ssh_port, web_port, _) = targets().await;
+    // The analyzer's address, with nothing listening on it yet.
+    let analyzer_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cfg = config(data.path());
+    cfg.scan.reanalyze_every = Duration::from_millis(200);
+    cfg.resilience.clients.vuln_analyzer.retry.enabled = false;
+    let system = Running::start(cfg.clone()).await;
+
+    // An orchestrator whose analyzer is down.
+    let mut cfg_o = cfg.clone();
+    cfg_o.endpoints.vuln_analyzer = format!("http://{analyzer_addr}");
+    cfg_o.endpoints.notifier = format!("http://{}", system.addrs.notifier);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let orchestrator_addr = listener.local_addr().unwrap();
+    let stop = phantom_runtime::CancellationToken::new();
+    let orchestrator = tokio::spawn(phantom_scan_orchestrator::run(
+        cfg_o,
+        phantom_runtime::Listeners {
+            grpc: listener,
+            http: None,
+        },
+        stop.clone(),
+    ));
+    phantom_tests::wait_for_status(
+        orchestrator_addr,
+        "",
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+    )
+    .await;
+    let mut scans = ScanOrchestratorClient::new(channel(orchestrator_addr).await);
+    let scan = scans
+        .create_scan(pb::CreateScanRequest {
+            targets: vec!["127.0.0.1".into()],
+            ports: format!("{ssh_port},{web_port}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = watch_to_the_end(&mut scans, &scan.id).await.pop().unwrap();
+    assert_eq!(
+        last.state,
+        pb::ScanState::Succeeded as i32,
+        "the scan succeeds without its analyzer"
+    );
+    let list = |scans: &mut ScanOrchestratorClient<tonic::transport::Channel>| {
+        let mut scans = scans.clone();
+        let id = scan.id.clone();
+        async move {
+            scans
+                .list_findings(pb::ListFindingsRequest {
+                    scan_id: id,
+                    page_size: 0,
+                    page_token: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .findings
+        }
+    };
+    assert!(list(&mut scans).await.iter().all(|f| f.analysis.is_none()));
+
+    // The analyzer comes back on its address: the findings get their analyses.
+    let analyzer_listener = tokio::net::TcpListener::bind(analyzer_addr).await.unwrap();
+    let stop_analyzer = phantom_runtime::CancellationToken::new();
+    let analyzer = tokio::spawn(phantom_vuln_analyzer::run(
+        cfg.clone(),
+        phantom_runtime::Listeners {
+            grpc: analyzer_listener,
+            http: None,
+        },
+        stop_analyzer.clone(),
+    ));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let findings = list(&mut scans).await;
+        if findings.len() == 2 && findings.iter().all(|f| f.analysis.is_some()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "findings never analyzed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    stop_analyzer.cancel();
+    orchestrator.await.unwrap().unwrap();
+    analyzer.await.unwrap().unwrap();
+    system.stop().await;
+}

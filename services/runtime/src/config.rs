@@ -236,6 +236,10 @@ pub struct ScanConfig {
     /// How often each replica looks for claimable scans (scans created on it start at once).
     #[serde(with = "humantime_serde")]
     pub claim_every: Duration,
+    /// How often findings left unanalyzed (the analyzer was down when their scan ended) are
+    /// sent to the analyzer again.
+    #[serde(with = "humantime_serde")]
+    pub reanalyze_every: Duration,
     /// CIDRs targets may be in. Empty means "anything not denied". Where an allowed and a
     /// denied block overlap, the more specific one decides (a deny on a tie).
     pub allowed_cidrs: Vec<String>,
@@ -319,6 +323,7 @@ impl Default for ScanConfig {
             max_concurrent_scans: 4,
             lease: Duration::from_secs(15),
             claim_every: Duration::from_secs(1),
+            reanalyze_every: Duration::from_secs(30),
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
             nmap: NmapConfig::default(),
@@ -675,6 +680,9 @@ impl Config {
         }
         if self.scan.lease < Duration::from_millis(300) {
             return Err(bad("scan.lease", "must be at least 300ms"));
+        }
+        if self.scan.reanalyze_every.is_zero() {
+            return Err(bad("scan.reanalyze_every", "must be more than 0s"));
         }
         if self.scan.claim_every.is_zero() {
             return Err(bad("scan.claim_every", "must be more than 0s"));

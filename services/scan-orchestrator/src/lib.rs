@@ -68,6 +68,7 @@ pub async fn run(
                 max_concurrent: config.scan.max_concurrent_scans,
                 lease: config.scan.lease,
                 claim_every: config.scan.claim_every,
+                reanalyze_every: config.scan.reanalyze_every,
             },
             shutdown.clone(),
         );

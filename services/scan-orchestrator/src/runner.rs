@@ -69,6 +69,7 @@ pub struct Runner {
     owner: String,
     lease: Duration,
     claim_every: Duration,
+    reanalyze_every: Duration,
     wake: Notify,
 }
 
@@ -81,6 +82,8 @@ pub struct RunnerConfig {
     pub lease: Duration,
     /// How often the store is polled for claimable scans (new scans here wake it at once).
     pub claim_every: Duration,
+    /// How often findings left unanalyzed (analyzer down when their scan ended) are retried.
+    pub reanalyze_every: Duration,
 }
 
 impl Runner {
@@ -110,6 +113,7 @@ impl Runner {
             ),
             lease: config.lease,
             claim_every: config.claim_every,
+            reanalyze_every: config.reanalyze_every,
             wake: Notify::new(),
         })
     }
@@ -118,6 +122,62 @@ impl Runner {
     /// ones, as long as this replica has room.
     pub fn start(self: &Arc<Self>) {
         tokio::spawn(self.clone().claim_loop());
+        tokio::spawn(self.clone().reanalyze_loop());
+    }
+
+    /// No finding stays unanalyzed for good: findings of scans that ended while the analyzer
+    /// was down are sent again, tenant by tenant, until it answers.
+    async fn reanalyze_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.reanalyze_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let pending = match self.store.unanalyzed_findings(ANALYZE_BATCH).await {
+                Ok(p) if p.is_empty() => continue,
+                Ok(p) => p,
+                Err(err) => {
+                    tracing::warn!(error = %err, "Could not list unanalyzed findings");
+                    continue;
+                }
+            };
+            let mut by_tenant: HashMap<String, Vec<FindingRecord>> = HashMap::new();
+            for f in pending {
+                by_tenant.entry(f.tenant.clone()).or_default().push(f);
+            }
+            for (tenant, findings) in by_tenant {
+                let ctx = CallContext::background(RequestId::generate(), Tenant::parse(&tenant));
+                let request: Vec<pb::Finding> = findings.iter().cloned().map(Into::into).collect();
+                let mut analyzer = self.analyzer.clone();
+                let answer = request_id::scope(ctx, async move {
+                    analyzer
+                        .analyze_findings(pb::AnalyzeFindingsRequest { findings: request })
+                        .await
+                })
+                .await;
+                let analyses = match answer {
+                    Ok(resp) => resp.into_inner().analyses,
+                    Err(status) => {
+                        tracing::debug!(code = ?status.code(), "Analyzer still unavailable; retrying later");
+                        break;
+                    }
+                };
+                for (finding, analysis) in findings.iter().zip(analyses) {
+                    let record =
+                        phantom_runtime::storage::AnalysisRecord::from_wire(&tenant, &analysis);
+                    if let Err(err) = self
+                        .store
+                        .set_finding_analysis(&tenant, &finding.id, &record)
+                        .await
+                    {
+                        tracing::warn!(error = %err, "Could not store a late analysis");
+                    }
+                }
+                tracing::info!(tenant = %tenant, findings = findings.len(), "Late analyses stored");
+            }
+        }
     }
 
     /// Asks the claim loop to look for work now (a scan was just created here).

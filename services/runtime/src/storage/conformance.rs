@@ -313,10 +313,24 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(store: &dyn Store) {
         suppression_suggested: false,
         suppression_reason: String::new(),
     };
+    // Unanalyzed findings of finished scans are listed for a later analysis; those of a
+    // running scan are not (their scan analyzes them when it ends).
+    let pending = |v: Vec<FindingRecord>| v.into_iter().filter(|f| f.scan_id == scan.id).count();
+    assert_eq!(
+        pending(store.unanalyzed_findings(10_000).await.unwrap()),
+        0,
+        "scan not finished"
+    );
+    store
+        .finish_scan(&t, &scan.id, ScanState::Succeeded, "", now_micros(), None)
+        .await
+        .unwrap();
+    assert_eq!(pending(store.unanalyzed_findings(10_000).await.unwrap()), 4);
     store
         .set_finding_analysis(&t, &batch[0].id, &analysis)
         .await
         .unwrap();
+    assert_eq!(pending(store.unanalyzed_findings(10_000).await.unwrap()), 3);
     let f = &store.list_findings(&t, &scan.id, None, 1).await.unwrap()[0];
     assert_eq!(f.analysis.as_ref(), Some(&analysis));
     assert_eq!(f.severity, Severity::Medium);

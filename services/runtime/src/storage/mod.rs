@@ -171,6 +171,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<FindingRecord>, StoreError>;
 
+    /// Findings of finished scans (any tenant) that were never analyzed (the analyzer was
+    /// down when their scan ended), oldest first.
+    async fn unanalyzed_findings(&self, limit: u32) -> Result<Vec<FindingRecord>, StoreError>;
+
     /// The stored analysis of a fingerprint.
     async fn get_analysis(
         &self,

@@ -541,6 +541,21 @@ impl Store for SqlStore {
         rows.iter().map(finding_of).collect()
     }
 
+    async fn unanalyzed_findings(&self, limit: u32) -> Result<Vec<FindingRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT f.id, f.tenant, f.scan_id, f.target, f.hostname, f.port, f.protocol, \
+             f.service, f.banner, f.engine, f.check_id, f.title, f.severity, f.cvss_score, \
+             f.cvss_vector, f.cve_ids, f.fingerprint, f.analysis, f.created_at \
+             FROM findings f JOIN scans s ON s.id = f.scan_id \
+             WHERE f.analysis IS NULL AND s.state = $1 ORDER BY f.id LIMIT $2",
+        )
+        .bind(i64::from(ScanState::Succeeded as i32))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(finding_of).collect()
+    }
+
     async fn get_analysis(
         &self,
         tenant: &str,
