@@ -246,6 +246,12 @@ pub struct ScanConfig {
     /// CIDRs targets may not be in. The link-local, cloud metadata, multicast, broadcast and
     /// unspecified ranges are denied always, whatever these lists say.
     pub denied_cidrs: Vec<String>,
+    /// Domains hostname targets may be in (`example.com` allows it and its subdomains).
+    /// Empty means any name whose addresses are in scope.
+    pub allowed_domains: Vec<String>,
+    /// Connection attempts per second to any one host, across its ports (0: no limit): a
+    /// per-host limit, not a global one, so one scan cannot flood one target.
+    pub per_host_rate: u32,
     /// The nmap engine.
     pub nmap: NmapConfig,
     /// The nuclei engine.
@@ -326,6 +332,8 @@ impl Default for ScanConfig {
             reanalyze_every: Duration::from_secs(30),
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
+            allowed_domains: Vec::new(),
+            per_host_rate: 0,
             nmap: NmapConfig::default(),
             nuclei: NucleiConfig::default(),
         }

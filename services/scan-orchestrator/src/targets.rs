@@ -92,6 +92,7 @@ const ALWAYS_DENIED: &[(&str, &str)] = &[
 /// when `allowed_cidrs` is empty, and refused otherwise.
 #[derive(Debug, Clone)]
 pub struct Scope {
+    domains: Vec<String>,
     always_denied: Vec<(IpNet, String)>,
     rules: Vec<(IpNet, Rule)>,
     default_allow: bool,
@@ -123,9 +124,34 @@ impl Scope {
             .collect();
         rules.extend(config.allowed_cidrs.iter().map(|c| (net(c), Rule::Allow)));
         Self {
+            domains: config
+                .allowed_domains
+                .iter()
+                .map(|d| {
+                    d.trim()
+                        .trim_start_matches('.')
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase()
+                })
+                .filter(|d| !d.is_empty())
+                .collect(),
             always_denied,
             rules,
             default_allow: config.allowed_cidrs.is_empty(),
+        }
+    }
+
+    /// Why the hostname `name` may not be scanned, if it may not (before resolving it).
+    pub fn name_refusal(&self, name: &str) -> Option<String> {
+        if self.domains.is_empty()
+            || self
+                .domains
+                .iter()
+                .any(|d| name == d || name.ends_with(&format!(".{d}")))
+        {
+            None
+        } else {
+            Some("it is outside scan.allowed_domains".into())
         }
     }
 
@@ -250,6 +276,13 @@ pub async fn resolve(
                 }
             }
             Target::Host(name) => {
+                if let Some(why) = scope.name_refusal(&name) {
+                    return Err(Error::SecurityViolation {
+                        reason: "TARGET_OUT_OF_SCOPE",
+                        message: format!("target {raw:?} is out of scope: {why}"),
+                        field: Some(format!("targets[{i}]")),
+                    });
+                }
                 let addrs = tokio::time::timeout(
                     RESOLVE_TIMEOUT,
                     tokio::net::lookup_host((name.as_str(), 0)),
@@ -455,6 +488,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.len(), 2, "hosts of a /30, deduplicated");
+    }
+
+    #[test]
+    fn hostnames_must_be_in_the_allowed_domains_when_there_are_some() {
+        let scope = Scope::new(&ScanConfig {
+            allowed_domains: vec![".Example.com".into()],
+            ..ScanConfig::default()
+        });
+        assert!(scope.name_refusal("example.com").is_none());
+        assert!(scope.name_refusal("www.example.com").is_none());
+        assert!(scope.name_refusal("badexample.com").is_some());
+        assert!(scope.name_refusal("example.com.evil.net").is_some());
+        assert!(
+            Scope::new(&ScanConfig::default())
+                .name_refusal("anything.net")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_outside_the_allowed_domains_is_refused_before_it_is_resolved() {
+        let scope = Scope::new(&ScanConfig {
+            allowed_domains: vec!["corp.internal".into()],
+            ..ScanConfig::default()
+        });
+        let err = resolve(&["localhost".into()], &scope, 10)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::PermissionDenied
+        );
     }
 
     #[tokio::test]

@@ -21,25 +21,47 @@ const MAX_BANNER: usize = 256;
 /// Progress is reported at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
+type HostLimiter = governor::RateLimiter<
+    std::net::IpAddr,
+    governor::state::keyed::DefaultKeyedStateStore<std::net::IpAddr>,
+    governor::clock::DefaultClock,
+>;
+
 /// The built-in TCP connect scanner.
 #[derive(Debug, Clone)]
 pub struct BuiltinScanner {
     max_in_flight: usize,
     connect_timeout: Duration,
     banner_timeout: Duration,
+    /// Connection attempts per second per host, when limited.
+    per_host: Option<std::sync::Arc<HostLimiter>>,
 }
 
 impl BuiltinScanner {
     /// A scanner tuned by `config`.
     pub fn new(config: &ScanConfig) -> Self {
+        let per_host = std::num::NonZeroU32::new(config.per_host_rate).map(|rate| {
+            // A burst of one second's worth, then the steady rate, for each host on its own.
+            std::sync::Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(
+                rate,
+            )))
+        });
         Self {
             max_in_flight: config.max_in_flight,
             connect_timeout: config.connect_timeout,
             banner_timeout: config.banner_timeout,
+            per_host,
         }
     }
 
     async fn probe(&self, target: ResolvedTarget, port: u16) -> Option<OpenPort> {
+        if let Some(limiter) = &self.per_host {
+            while let Err(not_until) = limiter.check_key(&target.address) {
+                use governor::clock::Clock;
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                tokio::time::sleep(wait).await;
+            }
+        }
         let addr = SocketAddr::new(target.address, port);
         let mut stream = timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
@@ -212,6 +234,39 @@ mod tests {
             "HTTP/1.1 200 OK\nServer: nginx/1.25.3"
         );
         assert!(http_summary(b"SSH-2.0").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_per_host_rate_limits_connections_to_each_host() {
+        let scanner = BuiltinScanner::new(&ScanConfig {
+            per_host_rate: 20,
+            ..ScanConfig::default()
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let plan = Plan {
+            targets: vec![ResolvedTarget {
+                hostname: None,
+                address: "127.0.0.1".parse().unwrap(),
+            }],
+            ports: vec![closed; 40],
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let started = Instant::now();
+        scanner
+            .scan(&plan, tx, CancellationToken::new())
+            .await
+            .unwrap();
+        while rx.recv().await.is_some() {}
+        // 40 connections at 20 per second after a burst of 20: about a second, never less.
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,16 @@
+//! CVSS vectors from callers: never a panic; every accepted vector scores within 0-10 and
+//! round-trips through its canonical form.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use phantom_vuln_analyzer::cvss::BaseVector;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    if let Ok(v) = s.parse::<BaseVector>() {
+        let score = v.scores().base;
+        assert!((0.0..=10.0).contains(&score));
+        let again: BaseVector = v.to_string().parse().unwrap();
+        assert_eq!(again.scores().base, score);
+    }
+});
