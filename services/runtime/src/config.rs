@@ -249,6 +249,9 @@ pub struct ScanConfig {
     /// Domains hostname targets may be in (`example.com` allows it and its subdomains).
     /// Empty means any name whose addresses are in scope.
     pub allowed_domains: Vec<String>,
+    /// Wall-clock limit of one builtin scan (nmap and nuclei have their own).
+    #[serde(with = "humantime_serde")]
+    pub time_limit: Duration,
     /// Connection attempts per second to any one host, across its ports (0: no limit): a
     /// per-host limit, not a global one, so one scan cannot flood one target.
     pub per_host_rate: u32,
@@ -333,6 +336,7 @@ impl Default for ScanConfig {
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
             allowed_domains: Vec::new(),
+            time_limit: Duration::from_secs(3600),
             per_host_rate: 0,
             nmap: NmapConfig::default(),
             nuclei: NucleiConfig::default(),

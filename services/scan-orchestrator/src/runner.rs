@@ -40,6 +40,8 @@ use crate::{
 
 /// Findings sent to the analyzer per call.
 const ANALYZE_BATCH: u32 = 500;
+/// Findings stored in one batch at most.
+const FLUSH_AT: usize = 100;
 /// Progress is stored and published at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// Deadline of a best-effort notification.
@@ -327,6 +329,19 @@ impl Runner {
         }
     }
 
+    /// Stores a batch of findings in one transaction; returns how many were new.
+    async fn flush(&self, pending: &mut Vec<FindingRecord>) -> Result<u64, StoreError> {
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let new = self.store.insert_findings(pending).await?;
+        if new > 0 {
+            tracing::info!(new, batch = pending.len(), "Findings stored");
+        }
+        pending.clear();
+        Ok(new)
+    }
+
     /// Renews the lease of a running scan; when it cannot (taken over, or finished elsewhere
     /// by a cancel), stops the scan here.
     async fn heartbeat(
@@ -422,31 +437,24 @@ impl Runner {
         let mut done = 0u64;
         let mut reported_percent = 0u32;
         let mut last_store = tokio::time::Instant::now();
-        while let Some(event) = rx.recv().await {
+        // Findings are written in batches: up to FLUSH_AT at once, and at least as often as
+        // progress, so a crash loses at most what was found since the last flush (and the
+        // scan's next holder finds it again: findings are keyed by fingerprint).
+        let mut pending: Vec<FindingRecord> = Vec::new();
+        loop {
+            let event = rx.recv().await;
+            let ended = event.is_none();
             match event {
-                Event::Open(open) => {
-                    let record = finding_record(&scan, &open);
-                    let new = self
-                        .store
-                        .insert_findings(std::slice::from_ref(&record))
-                        .await?;
-                    findings += new;
-                    if new > 0 {
-                        tracing::info!(target_addr = %open.target.address, port = open.port, service = %open.service, "Open port");
-                    }
-                }
-                Event::Finding(found) => {
-                    let record = engine_finding_record(&scan, &found);
-                    let new = self
-                        .store
-                        .insert_findings(std::slice::from_ref(&record))
-                        .await?;
-                    findings += new;
-                    if new > 0 {
-                        tracing::info!(target_addr = %found.target.address, port = found.port, check = %found.check_id, severity = %found.severity, "Finding");
-                    }
-                }
-                Event::Progress(n) => done = n,
+                Some(Event::Open(open)) => pending.push(finding_record(&scan, &open)),
+                Some(Event::Finding(found)) => pending.push(engine_finding_record(&scan, &found)),
+                Some(Event::Progress(n)) => done = n,
+                None => {}
+            }
+            if pending.len() >= FLUSH_AT || ended || last_store.elapsed() >= PROGRESS_EVERY {
+                findings += self.flush(&mut pending).await?;
+            }
+            if ended {
+                break;
             }
             let percent = percent(done, total);
             if last_store.elapsed() >= PROGRESS_EVERY || done == total {
@@ -461,7 +469,9 @@ impl Runner {
                     .record_scan_progress(&scan.tenant, &scan.id, progress, &self.owner)
                     .await?
                 {
-                    break; // cancelled meanwhile
+                    // Cancelled meanwhile: keep what was found, stop here.
+                    self.flush(&mut pending).await?;
+                    break;
                 }
                 self.refresh(&scan, format!("{done}/{total} probes, {findings} findings"))
                     .await?;

@@ -35,6 +35,8 @@ pub struct BuiltinScanner {
     banner_timeout: Duration,
     /// Connection attempts per second per host, when limited.
     per_host: Option<std::sync::Arc<HostLimiter>>,
+    /// Wall-clock limit of one scan.
+    time_limit: Duration,
 }
 
 impl BuiltinScanner {
@@ -51,6 +53,7 @@ impl BuiltinScanner {
             connect_timeout: config.connect_timeout,
             banner_timeout: config.banner_timeout,
             per_host,
+            time_limit: config.time_limit,
         }
     }
 
@@ -192,9 +195,14 @@ impl Scanner for BuiltinScanner {
             .buffer_unordered(self.max_in_flight);
         let mut done = 0u64;
         let mut last_report = Instant::now();
+        let deadline = tokio::time::sleep(self.time_limit);
+        tokio::pin!(deadline);
         loop {
             let next = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
+                () = &mut deadline => {
+                    return Err(ScanError::Engine(format!("the scan ran over its time limit of {:?}", self.time_limit)));
+                }
                 next = results.next() => next,
             };
             let Some(result) = next else { break };
@@ -234,6 +242,32 @@ mod tests {
             "HTTP/1.1 200 OK\nServer: nginx/1.25.3"
         );
         assert!(http_summary(b"SSH-2.0").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_scan_over_its_time_limit_fails_instead_of_running_on() {
+        // A service that accepts and never speaks: the banner wait outlasts the limit.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let scanner = BuiltinScanner::new(&ScanConfig {
+            banner_timeout: Duration::from_secs(30),
+            time_limit: Duration::from_millis(200),
+            ..ScanConfig::default()
+        });
+        let plan = Plan {
+            targets: vec![ResolvedTarget {
+                hostname: None,
+                address: "127.0.0.1".parse().unwrap(),
+            }],
+            ports: vec![port],
+        };
+        let (tx, _rx) = mpsc::channel(8);
+        let err = scanner
+            .scan(&plan, tx, CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("time limit"), "{err}");
+        drop(silent);
     }
 
     #[tokio::test]
