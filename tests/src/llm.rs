@@ -9,7 +9,11 @@ use std::{
     },
 };
 
+use std::time::Duration;
+
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::post};
+use phantom_layers::circuit_breaker::WindowConfig;
+use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
 use serde_json::json;
 
 /// What the fake answers.
@@ -112,4 +116,49 @@ async fn complete(State(shared): State<Arc<Shared>>) -> axum::response::Response
         }
         Mode::Garbage => Json(completion("I think this is fine!! {not json")).into_response(),
     }
+}
+
+/// A finding of an SSH server on `port` of 10.0.0.5.
+pub fn finding(port: u32) -> pb::Finding {
+    pb::Finding {
+        target: "10.0.0.5".into(),
+        port,
+        protocol: "tcp".into(),
+        service: "ssh".into(),
+        banner: "SSH-2.0-OpenSSH_9.2".into(),
+        engine: "builtin".into(),
+        check_id: "open-port".into(),
+        title: format!("Port {port}/tcp open (ssh)"),
+        ..Default::default()
+    }
+}
+
+/// A configuration whose analyzer triages with the LLM at `base_url`, with a small,
+/// quick breaker (3 calls, open 500 ms) and no provider retries.
+pub fn with_llm(data: &std::path::Path, base_url: String) -> phantom_runtime::Config {
+    let mut cfg = crate::config(data);
+    let llm = &mut cfg.analyzer.llm;
+    llm.base_url = base_url;
+    llm.api_key = "sk-test".into();
+    llm.model = "test-model".into();
+    llm.timeout = Duration::from_millis(500);
+    llm.max_retries = 0;
+    llm.circuit_breaker.window = WindowConfig::Count { size: 3 };
+    llm.circuit_breaker.minimum_calls = 3;
+    llm.circuit_breaker.open_duration = Duration::from_millis(500);
+    cfg
+}
+
+/// Analyzes one finding and returns its analysis.
+pub async fn analyze(
+    client: &mut VulnAnalyzerClient<tonic::transport::Channel>,
+    f: pb::Finding,
+) -> pb::Analysis {
+    client
+        .analyze_findings(pb::AnalyzeFindingsRequest { findings: vec![f] })
+        .await
+        .unwrap()
+        .into_inner()
+        .analyses
+        .remove(0)
 }

@@ -5,53 +5,11 @@
 
 use std::time::Duration;
 
-use phantom_layers::circuit_breaker::WindowConfig;
-use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
+use phantom_proto::pb::vuln_analyzer_client::VulnAnalyzerClient;
 use phantom_tests::{
-    PATIENCE, Running, channel, config, http_get,
-    llm::{FakeLlm, Mode},
+    PATIENCE, Running, channel, http_get,
+    llm::{FakeLlm, Mode, analyze, finding, with_llm},
 };
-
-fn finding(port: u32) -> pb::Finding {
-    pb::Finding {
-        target: "10.0.0.5".into(),
-        port,
-        protocol: "tcp".into(),
-        service: "ssh".into(),
-        banner: "SSH-2.0-OpenSSH_9.2".into(),
-        engine: "builtin".into(),
-        check_id: "open-port".into(),
-        title: format!("Port {port}/tcp open (ssh)"),
-        ..Default::default()
-    }
-}
-
-fn with_llm(data: &std::path::Path, base_url: String) -> phantom_runtime::Config {
-    let mut cfg = config(data);
-    let llm = &mut cfg.analyzer.llm;
-    llm.base_url = base_url;
-    llm.api_key = "sk-test".into();
-    llm.model = "test-model".into();
-    llm.timeout = Duration::from_millis(500);
-    llm.max_retries = 0;
-    llm.circuit_breaker.window = WindowConfig::Count { size: 3 };
-    llm.circuit_breaker.minimum_calls = 3;
-    llm.circuit_breaker.open_duration = Duration::from_millis(500);
-    cfg
-}
-
-async fn analyze(
-    client: &mut VulnAnalyzerClient<tonic::transport::Channel>,
-    f: pb::Finding,
-) -> pb::Analysis {
-    client
-        .analyze_findings(pb::AnalyzeFindingsRequest { findings: vec![f] })
-        .await
-        .unwrap()
-        .into_inner()
-        .analyses
-        .remove(0)
-}
 
 async fn breaker_state(http: std::net::SocketAddr) -> String {
     let (code, body) = http_get(http, "/health/metrics").await;

@@ -104,6 +104,33 @@ pub trait Scanner: Send + Sync + std::fmt::Debug {
     ) -> Result<(), ScanError>;
 }
 
+/// Waits for an engine's process to end; a failure exit is an error carrying the first line
+/// it wrote on stderr (what an operator needs to see in the scan's `error`).
+pub(crate) async fn wait_engine(
+    engine: &str,
+    mut child: tokio::process::Child,
+    mut stderr: tokio::process::ChildStderr,
+) -> Result<(), ScanError> {
+    use tokio::io::AsyncReadExt;
+
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| ScanError::Engine(format!("{engine}: {e}")))?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut err = String::new();
+    let _ = stderr.read_to_string(&mut err).await;
+    let first = err
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message");
+    Err(ScanError::Engine(format!(
+        "{engine} exited with {status}: {first}"
+    )))
+}
+
 /// Service name conventionally on `port`.
 pub fn service_for_port(port: u16) -> &'static str {
     match port {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use phantom_runtime::{CancellationToken, config::NmapConfig};
 use quick_xml::{Reader, events::Event as Xml};
 use tokio::{
-    io::{AsyncReadExt, BufReader},
+    io::BufReader,
     process::Command,
     sync::{Semaphore, mpsc},
 };
@@ -112,7 +112,7 @@ impl NmapScanner {
             .spawn()
             .map_err(|e| ScanError::Engine(format!("cannot start nmap: {e}")))?;
         let stdout = child.stdout.take().expect("stdout piped");
-        let mut stderr = child.stderr.take().expect("stderr piped");
+        let stderr = child.stderr.take().expect("stderr piped");
         let mut reader = Reader::from_reader(BufReader::new(stdout));
         reader.config_mut().check_end_names = false;
         let mut parser = NmapParser::default();
@@ -151,21 +151,7 @@ impl NmapScanner {
             self.forward(e, probes, done_before, &mut done, &hostnames, events)
                 .await;
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| ScanError::Engine(format!("nmap: {e}")))?;
-        if !status.success() {
-            let mut err = String::new();
-            let _ = stderr.read_to_string(&mut err).await;
-            let first = err
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no message");
-            return Err(ScanError::Engine(format!(
-                "nmap exited with {status}: {first}"
-            )));
-        }
+        super::wait_engine("nmap", child, stderr).await?;
         Ok(probes)
     }
 

@@ -10,7 +10,7 @@ use std::{collections::HashMap, io::Write, net::IpAddr, path::PathBuf, process::
 use async_trait::async_trait;
 use phantom_runtime::{CancellationToken, config::NucleiConfig, storage::ResolvedTarget};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
+    io::{AsyncBufReadExt, BufReader},
     process::Command,
     sync::{Semaphore, mpsc},
 };
@@ -93,7 +93,7 @@ impl Scanner for NucleiScanner {
             .spawn()
             .map_err(|e| ScanError::Engine(format!("cannot start nuclei: {e}")))?;
         let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
-        let mut stderr = child.stderr.take().expect("stderr piped");
+        let stderr = child.stderr.take().expect("stderr piped");
         let deadline = tokio::time::sleep(self.config.time_limit);
         tokio::pin!(deadline);
         let mut skipped = 0u64;
@@ -139,21 +139,7 @@ impl Scanner for NucleiScanner {
                 "nuclei lines that were not usable results were skipped"
             );
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| ScanError::Engine(format!("nuclei: {e}")))?;
-        if !status.success() {
-            let mut err = String::new();
-            let _ = stderr.read_to_string(&mut err).await;
-            let first = err
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no message");
-            return Err(ScanError::Engine(format!(
-                "nuclei exited with {status}: {first}"
-            )));
-        }
+        super::wait_engine("nuclei", child, stderr).await?;
         let _ = events.send(Event::Progress(plan.probes())).await;
         Ok(())
     }
