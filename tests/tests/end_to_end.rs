@@ -788,3 +788,63 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
     analyzer.await.unwrap().unwrap();
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_scan_stops_the_engine_at_once_and_keeps_the_state_cancelled() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path());
+    // A silent service held for up to 30 s per probe: only a cancel ends the probe early.
+    cfg.scan.banner_timeout = Duration::from_secs(30);
+    cfg.scan.max_in_flight = 1;
+    let system = Running::start(cfg).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
+    let scan = scans
+        .create_scan(pb::CreateScanRequest {
+            targets: vec!["127.0.0.1".into()],
+            ports: port.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The engine connects and waits for a banner.
+    let (mut probe, _) = tokio::time::timeout(PATIENCE, silent.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let cancelled = scans
+        .cancel_scan(pb::CancelScanRequest {
+            id: scan.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state, pb::ScanState::Cancelled as i32);
+    let cancelled_at = std::time::Instant::now();
+    // The engine lets go of the connection: EOF long before the 30 s banner wait.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(25), probe.read(&mut buf))
+        .await
+        .expect("the probe was dropped")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let stopped_in = cancelled_at.elapsed();
+    assert!(stopped_in < Duration::from_secs(25), "{stopped_in:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = scans
+        .get_scan(pb::GetScanRequest {
+            id: scan.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.state,
+        pb::ScanState::Cancelled as i32,
+        "stays CANCELLED"
+    );
+    eprintln!("engine stopped {stopped_in:?} after CancelScan");
+    system.stop().await;
+}
