@@ -138,7 +138,7 @@ impl Cli {
         match self.command {
             Command::Config => match Config::load(self.config.as_deref()) {
                 Ok(c) => {
-                    print!("{}", c.to_redacted_toml());
+                    crate::commands::outln!("{}", c.to_redacted_toml().trim_end());
                     ExitCode::SUCCESS
                 }
                 Err(err) => {

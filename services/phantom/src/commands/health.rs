@@ -27,12 +27,12 @@ pub async fn run(addr: &str, output: Output) -> ExitCode {
     };
     match output {
         // CSV and SARIF describe findings; a health report is JSON.
-        Output::Json | Output::Csv | Output::Sarif => println!(
+        Output::Json | Output::Csv | Output::Sarif => super::outln!(
             "{}",
             serde_json::to_string_pretty(&health_json(&report)).expect("json")
         ),
         Output::Table => {
-            println!(
+            super::outln!(
                 "System: {} ({}/{} checks passed)",
                 status_name(report.status).to_uppercase(),
                 report.successful_checks,
@@ -58,7 +58,7 @@ pub async fn run(addr: &str, output: Output) -> ExitCode {
                     c.message.clone(),
                 ]);
             }
-            println!("{table}");
+            super::outln!("{table}");
         }
     }
     if report.status == pb::HealthStatus::Unhealthy as i32 {

@@ -3,6 +3,16 @@
 pub mod health;
 pub mod scan;
 
+/// `println!` that tolerates a closed stdout (`phantom scan … | head`): a reader that went
+/// away is not an error worth a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+pub(crate) use outln;
+
 use tonic_types::StatusExt;
 
 /// Prints a failed call the way a user can act on: the code, the message, and each field

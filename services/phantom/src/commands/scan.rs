@@ -80,7 +80,7 @@ pub async fn run(args: Args) -> ExitCode {
         }
     };
     match args.output {
-        Output::Json => println!(
+        Output::Json => super::outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "scan": scan_json(&scan),
@@ -89,8 +89,8 @@ pub async fn run(args: Args) -> ExitCode {
             .expect("json")
         ),
         Output::Table => print_table(&scan, &findings),
-        Output::Csv => print!("{}", csv(&findings)),
-        Output::Sarif => println!(
+        Output::Csv => super::outln!("{}", csv(&findings).trim_end()),
+        Output::Sarif => super::outln!(
             "{}",
             serde_json::to_string_pretty(&sarif(&scan, &findings)).expect("json")
         ),
@@ -172,7 +172,7 @@ async fn all_findings(
 }
 
 fn print_table(scan: &pb::Scan, findings: &[pb::Finding]) {
-    println!(
+    super::outln!(
         "Scan {}: {} · {}% · {} findings · targets {} · ports {}",
         scan.id,
         state_name(scan.state),
@@ -182,10 +182,10 @@ fn print_table(scan: &pb::Scan, findings: &[pb::Finding]) {
         scan.ports
     );
     if !scan.error.is_empty() {
-        println!("Error: {}", scan.error);
+        super::outln!("Error: {}", scan.error);
     }
     if findings.is_empty() {
-        println!("No findings.");
+        super::outln!("No findings.");
         return;
     }
     let mut table = Table::new();
@@ -225,7 +225,7 @@ fn print_table(scan: &pb::Scan, findings: &[pb::Finding]) {
             banner,
         ]);
     }
-    println!("{table}");
+    super::outln!("{table}");
 }
 
 fn scan_json(s: &pb::Scan) -> Value {
