@@ -83,6 +83,9 @@ async fn metrics_json(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
         "retries": resilience.retries,
         "bulkheads": resilience.bulkheads,
         "adaptive_limiters": resilience.adaptive_limiters,
+        "caches": phantom_runtime::cache::snapshots()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
         "uptime_seconds": agg.uptime().as_secs(),
     }))
 }
@@ -237,6 +240,35 @@ async fn metrics_prometheus(State(agg): State<Arc<Aggregator>>) -> impl IntoResp
             &|i| (rt[i].name.clone(), rt[i].budget_exhausted as f64),
             rt.len(),
         ),
+    );
+    let caches = phantom_runtime::cache::snapshots();
+    let per_cache =
+        |f: &dyn Fn(&phantom_runtime::cache::CacheSnapshot) -> f64| -> BTreeMap<String, f64> {
+            caches.iter().map(|(n, s)| (n.clone(), f(s))).collect()
+        };
+    labelled(
+        &mut out,
+        "phantom_cache_hits_total",
+        "Cache reads that found a value.",
+        "counter",
+        "cache",
+        &per_cache(&|s| s.hits as f64),
+    );
+    labelled(
+        &mut out,
+        "phantom_cache_misses_total",
+        "Cache reads that did not.",
+        "counter",
+        "cache",
+        &per_cache(&|s| s.misses as f64),
+    );
+    labelled(
+        &mut out,
+        "phantom_cache_bytes_saved_total",
+        "Bytes compression saved.",
+        "counter",
+        "cache",
+        &per_cache(&|s| s.bytes_saved as f64),
     );
     let ad = &r.adaptive_limiters;
     labelled(

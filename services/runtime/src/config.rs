@@ -178,6 +178,10 @@ pub struct CacheConfig {
     pub default_ttl: Duration,
     /// Most entries the in-process cache holds (the oldest-expiring are evicted first).
     pub max_entries: usize,
+    /// How large values are compressed: `none`, `gzip`, `zlib` or `zstd`.
+    pub compression: crate::cache::Compression,
+    /// Values up to this many bytes are stored as they are.
+    pub compress_above: usize,
 }
 
 impl Default for CacheConfig {
@@ -186,6 +190,8 @@ impl Default for CacheConfig {
             redis_url: String::new(),
             default_ttl: Duration::from_secs(300),
             max_entries: 100_000,
+            compression: crate::cache::Compression::Zstd,
+            compress_above: 1024,
         }
     }
 }

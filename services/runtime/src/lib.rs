@@ -48,12 +48,17 @@ pub async fn connect_store(
         .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn storage::Store>)
 }
 
-/// Opens the configured cache, retrying until it answers or `shutdown` fires.
+/// Opens the configured cache for `user`, retrying until it answers or `shutdown` fires; its
+/// statistics appear in `/health/metrics`.
 pub async fn connect_cache(
+    user: &str,
     config: &config::CacheConfig,
     shutdown: &CancellationToken,
 ) -> Option<std::sync::Arc<dyn cache::Cache>> {
-    connect_with_retry("cache", shutdown, || cache::connect(config)).await
+    connect_with_retry("cache", shutdown, || {
+        cache::connect_registered(user, config)
+    })
+    .await
 }
 
 /// Retries `connect` with capped exponential backoff until it succeeds or `shutdown` fires,

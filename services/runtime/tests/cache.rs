@@ -9,4 +9,11 @@ async fn redis_cache_conforms() {
     };
     let cache = RedisCache::connect(&url).await.unwrap();
     conformance::run_all(&cache).await;
+    // The same suite through compression, as services use it.
+    let compressed = phantom_runtime::cache::CompressedCache::new(
+        std::sync::Arc::new(cache),
+        phantom_runtime::cache::Compression::Zstd,
+        16,
+    );
+    conformance::run_all(&compressed).await;
 }

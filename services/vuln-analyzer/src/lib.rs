@@ -34,7 +34,7 @@ pub async fn run(
         let Some(store) = connect_store(&config.storage, &shutdown).await else {
             return false;
         };
-        let Some(cache) = connect_cache(&config.cache, &shutdown).await else {
+        let Some(cache) = connect_cache("vuln-analyzer", &config.cache, &shutdown).await else {
             return false;
         };
         core.set(service::Core {
