@@ -137,7 +137,13 @@ where
                         req.headers_mut().insert(deadline::GRPC_TIMEOUT, v);
                     }
                 }
-                let result = inner.ready().await?.call(req).await;
+                // The first attempt goes to the service `poll_ready` already readied; only
+                // later attempts wait for readiness again.
+                let result = if attempt == 0 {
+                    inner.call(req).await
+                } else {
+                    inner.ready().await?.call(req).await
+                };
                 let (outcome, push) = match &result {
                     Ok(res) => match code_in_headers(res.headers()) {
                         Some(code) => (Outcome::Status(code), pushback(res.headers())),
