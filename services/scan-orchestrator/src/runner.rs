@@ -329,6 +329,33 @@ impl Runner {
         }
     }
 
+    /// Ends a scan this replica holds as FAILED with `error`, and says so.
+    async fn fail(&self, scan: &ScanRecord, room: &str, error: String) -> Result<(), StoreError> {
+        tracing::warn!(error = %error, "Scan failed");
+        let failed = self
+            .store
+            .finish_scan(
+                &scan.tenant,
+                &scan.id,
+                pb::ScanState::Failed,
+                &error,
+                now_micros(),
+                Some(&self.owner),
+            )
+            .await?;
+        if let Some(done) = failed {
+            self.publish_update(done, error.clone());
+        }
+        self.notify(
+            room.to_owned(),
+            pb::Priority::Critical,
+            "scan.failed",
+            serde_json::json!({"scan_id": scan.id, "error": error}),
+        )
+        .await;
+        Ok(())
+    }
+
     /// Stores a batch of findings in one transaction; returns how many were new.
     async fn flush(&self, pending: &mut Vec<FindingRecord>) -> Result<u64, StoreError> {
         if pending.is_empty() {
@@ -381,22 +408,9 @@ impl Runner {
     ) -> Result<(), StoreError> {
         let room = format!("scan/{}", scan.id);
         let Some(scanner) = self.scanners.get(scan.scanner.as_str()).cloned() else {
+            // Created on a replica that has the engine, claimed by one that has not.
             let msg = format!("engine {:?} is not available on this server", scan.scanner);
-            if let Some(done) = self
-                .store
-                .finish_scan(
-                    &scan.tenant,
-                    &scan.id,
-                    pb::ScanState::Failed,
-                    &msg,
-                    now_micros(),
-                    Some(&self.owner),
-                )
-                .await?
-            {
-                self.publish_update(done, msg);
-            }
-            return Ok(());
+            return self.fail(&scan, &room, msg).await;
         };
         let plan = Plan {
             targets: scan.resolved.clone(),
@@ -516,29 +530,7 @@ impl Runner {
             Err(join) => Some(format!("engine crashed: {join}")),
         };
         if let Some(error) = failure {
-            tracing::warn!(error = %error, "Scan failed");
-            if let Some(done) = self
-                .store
-                .finish_scan(
-                    &scan.tenant,
-                    &scan.id,
-                    pb::ScanState::Failed,
-                    &error,
-                    now_micros(),
-                    Some(&self.owner),
-                )
-                .await?
-            {
-                self.publish_update(done, error.clone());
-            }
-            self.notify(
-                room,
-                pb::Priority::Critical,
-                "scan.failed",
-                serde_json::json!({"scan_id": scan.id, "error": error}),
-            )
-            .await;
-            return Ok(());
+            return self.fail(&scan, &room, error).await;
         }
 
         self.refresh(&scan, "analyzing findings").await?;
