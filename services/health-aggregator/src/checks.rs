@@ -209,7 +209,7 @@ async fn probe(p: &Probe) -> Result<(), String> {
         Probe::Database(config, store) => {
             let store = store
                 .get_or_try_init(|| async {
-                    SqlStore::connect(config)
+                    SqlStore::open(config)
                         .await
                         .map(|s| Arc::new(s) as Arc<dyn Store>)
                 })

@@ -663,7 +663,7 @@ impl Config {
             key: key.to_owned(),
             message: message.to_owned(),
         };
-        if layers_tenant_ok(&self.tenancy.default_tenant).is_none() {
+        if phantom_layers::Tenant::parse(&self.tenancy.default_tenant).is_none() {
             return Err(bad(
                 "tenancy.default_tenant",
                 "must be 1-63 characters of [a-z0-9-], not starting with '-'",
@@ -863,10 +863,6 @@ impl Config {
         }
         toml::to_string(&c).expect("configuration serializes")
     }
-}
-
-fn layers_tenant_ok(t: &str) -> Option<phantom_layers::Tenant> {
-    phantom_layers::Tenant::parse(t)
 }
 
 /// Sets `path` in `table` to `raw`, read as a TOML value when it parses as one (numbers,

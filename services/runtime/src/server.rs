@@ -198,7 +198,7 @@ pub async fn serve(
             tokio::time::sleep(drain_delay).await;
         }
     };
-    let server = router.serve_with_incoming_shutdown(incoming(listener), signal);
+    let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(drain_delay + config.grace_period).await;
@@ -211,10 +211,6 @@ pub async fn serve(
     }
     tracing::info!(service = %name, "gRPC server stopped");
     Ok(())
-}
-
-fn incoming(listener: TcpListener) -> TcpListenerStream {
-    TcpListenerStream::new(listener)
 }
 
 /// Binds `addr`, logging the address actually chosen when the port is 0.

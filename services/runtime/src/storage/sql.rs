@@ -31,23 +31,53 @@ impl SqlStore {
     /// Connects to the configured database (SQLite under `data_dir` when no URL is set) and
     /// applies pending migrations.
     pub async fn connect(config: &StorageConfig) -> Result<Self, StoreError> {
-        let url = if config.database_url.is_empty() {
-            std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::DataDir {
-                path: config.data_dir.clone(),
-                source,
-            })?;
-            format!(
-                "sqlite://{}?mode=rwc",
-                config.data_dir.join("phantom.db").display()
-            )
-        } else {
-            config.database_url.clone()
-        };
-        Self::connect_url(&url, config.max_connections, config.acquire_timeout).await
+        Self::connect_url(
+            &Self::url(config)?,
+            config.max_connections,
+            config.acquire_timeout,
+        )
+        .await
+    }
+
+    /// The URL of the configured database: `DATABASE_URL`, or SQLite in the data directory
+    /// (created if needed).
+    fn url(config: &StorageConfig) -> Result<String, StoreError> {
+        if !config.database_url.is_empty() {
+            return Ok(config.database_url.clone());
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        Ok(format!(
+            "sqlite://{}?mode=rwc",
+            config.data_dir.join("phantom.db").display()
+        ))
     }
 
     /// Connects to `url` and applies pending migrations.
     pub async fn connect_url(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open_url(url, max_connections, acquire_timeout).await?;
+        MIGRATOR.run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Opens the configured database without touching its schema: for readers that must not
+    /// migrate (the health-aggregator's probe).
+    pub async fn open(config: &StorageConfig) -> Result<Self, StoreError> {
+        Self::open_url(
+            &Self::url(config)?,
+            config.max_connections,
+            config.acquire_timeout,
+        )
+        .await
+    }
+
+    async fn open_url(
         url: &str,
         max_connections: u32,
         acquire_timeout: Duration,
@@ -65,7 +95,6 @@ impl SqlStore {
             .acquire_timeout(acquire_timeout)
             .connect(url)
             .await?;
-        MIGRATOR.run(&pool).await?;
         Ok(Self { pool, backend })
     }
 }
@@ -204,13 +233,32 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 /// `SELECT <every scan column> FROM scans <rest>`, as one `&'static str` (sqlx takes only
 /// static SQL without an explicit `AssertSqlSafe`).
+macro_rules! scan_columns {
+    () => {
+        "id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
+         findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
+         created_at, started_at, finished_at, owner, lease_until, claims"
+    };
+}
+
+/// `SELECT <every scan column> FROM scans <rest>`.
 macro_rules! select_scans {
     ($rest:literal) => {
+        concat!("SELECT ", scan_columns!(), " FROM scans ", $rest)
+    };
+}
+
+/// The job claim: takes the lease of claimable scans and returns them. `$lock` is the row
+/// lock clause of the subquery (PostgreSQL's `FOR UPDATE SKIP LOCKED`; none on SQLite).
+macro_rules! claim_scans {
+    ($lock:literal) => {
         concat!(
-            "SELECT id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
-             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-             created_at, started_at, finished_at, owner, lease_until, claims FROM scans ",
-            $rest
+            "UPDATE scans SET owner = $1, lease_until = $2, claims = claims + 1 \
+             WHERE id IN (SELECT id FROM scans WHERE (state = $3 OR state = $4) \
+             AND lease_until < $5 ORDER BY id LIMIT $6 ",
+            $lock,
+            ") RETURNING ",
+            scan_columns!()
         )
     };
 }
@@ -313,19 +361,9 @@ impl Store for SqlStore {
         // PostgreSQL: replicas claiming at once skip each other's rows instead of waiting or
         // taking the same scan. SQLite: one writer at a time, so the plain subquery is enough.
         let sql = if self.backend == "postgres" {
-            "UPDATE scans SET owner = $1, lease_until = $2, claims = claims + 1 \
-             WHERE id IN (SELECT id FROM scans WHERE (state = $3 OR state = $4) \
-             AND lease_until < $5 ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
-             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-             created_at, started_at, finished_at, owner, lease_until, claims"
+            claim_scans!("FOR UPDATE SKIP LOCKED")
         } else {
-            "UPDATE scans SET owner = $1, lease_until = $2, claims = claims + 1 \
-             WHERE id IN (SELECT id FROM scans WHERE (state = $3 OR state = $4) \
-             AND lease_until < $5 ORDER BY id LIMIT $6) \
-             RETURNING id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
-             findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-             created_at, started_at, finished_at, owner, lease_until, claims"
+            claim_scans!("")
         };
         let rows = sqlx::query(sql)
             .bind(owner.to_owned())
