@@ -27,6 +27,14 @@ pub enum Mode {
     Hang,
     /// A completion whose content is not the JSON asked for.
     Garbage,
+    /// Of every ten calls, the first `errors` fail with 500, the next `hangs` hang, and the
+    /// rest answer: a fixed pattern, so a run is reproducible.
+    Mixed {
+        /// Calls in ten that fail.
+        errors: usize,
+        /// Calls in ten that hang.
+        hangs: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -93,8 +101,15 @@ fn completion(content: &str) -> serde_json::Value {
 }
 
 async fn complete(State(shared): State<Arc<Shared>>) -> axum::response::Response {
-    shared.calls.fetch_add(1, Ordering::SeqCst);
-    let mode = shared.mode.lock().unwrap().clone();
+    let n = shared.calls.fetch_add(1, Ordering::SeqCst);
+    let mut mode = shared.mode.lock().unwrap().clone();
+    if let Mode::Mixed { errors, hangs } = mode {
+        mode = match n % 10 {
+            i if i < errors => Mode::Fail(500),
+            i if i < errors + hangs => Mode::Hang,
+            _ => Mode::Answer,
+        };
+    }
     match mode {
         Mode::Answer => {
             let triage = json!({
@@ -115,6 +130,7 @@ async fn complete(State(shared): State<Arc<Shared>>) -> axum::response::Response
             unreachable!()
         }
         Mode::Garbage => Json(completion("I think this is fine!! {not json")).into_response(),
+        Mode::Mixed { .. } => unreachable!("resolved above"),
     }
 }
 
@@ -134,7 +150,8 @@ pub fn finding(port: u32) -> pb::Finding {
 }
 
 /// A configuration whose analyzer triages with the LLM at `base_url`, with a small,
-/// quick breaker (3 calls, open 500 ms) and no provider retries.
+/// quick breaker (3 calls, open 500 ms), no provider retries, and an enrichment queue that
+/// retries every 100 ms.
 pub fn with_llm(data: &std::path::Path, base_url: String) -> phantom_runtime::Config {
     let mut cfg = crate::config(data);
     let llm = &mut cfg.analyzer.llm;
@@ -146,6 +163,10 @@ pub fn with_llm(data: &std::path::Path, base_url: String) -> phantom_runtime::Co
     llm.circuit_breaker.window = WindowConfig::Count { size: 3 };
     llm.circuit_breaker.minimum_calls = 3;
     llm.circuit_breaker.open_duration = Duration::from_millis(500);
+    let e = &mut cfg.analyzer.enrichment;
+    e.interval = Duration::from_millis(100);
+    e.backoff = Duration::from_millis(50);
+    e.max_backoff = Duration::from_millis(400);
     cfg
 }
 

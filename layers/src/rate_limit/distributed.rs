@@ -93,7 +93,10 @@ impl RedisGcra {
         on_error: OnRedisError,
         timeout: Duration,
     ) -> Result<Self, fred::error::Error> {
-        let client = Builder::from_config(Config::from_url(url)?)
+        let mut config = Config::from_url(url)?;
+        // Without this, a first connection that fails ends the connection task for good.
+        config.fail_fast = false;
+        let client = Builder::from_config(config)
             .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build()?;

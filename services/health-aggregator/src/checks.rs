@@ -219,7 +219,11 @@ async fn probe(p: &Probe) -> Result<(), String> {
         }
         Probe::Cache(config, c) => {
             let c = c
-                .get_or_try_init(|| cache::connect(config))
+                .get_or_try_init(|| async {
+                    cache::connect_backend(config)
+                        .await
+                        .map(|c| Arc::new(c) as Arc<dyn Cache>)
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             c.ping().await.map_err(|e| e.to_string())

@@ -246,30 +246,89 @@ async fn metrics_prometheus(State(agg): State<Arc<Aggregator>>) -> impl IntoResp
         |f: &dyn Fn(&phantom_runtime::cache::CacheSnapshot) -> f64| -> BTreeMap<String, f64> {
             caches.iter().map(|(n, s)| (n.clone(), f(s))).collect()
         };
-    labelled(
-        &mut out,
-        "phantom_cache_hits_total",
-        "Cache reads that found a value.",
-        "counter",
-        "cache",
-        &per_cache(&|s| s.hits as f64),
+    type CacheMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&phantom_runtime::cache::CacheSnapshot) -> f64,
     );
-    labelled(
-        &mut out,
-        "phantom_cache_misses_total",
-        "Cache reads that did not.",
-        "counter",
-        "cache",
-        &per_cache(&|s| s.misses as f64),
-    );
-    labelled(
-        &mut out,
-        "phantom_cache_bytes_saved_total",
-        "Bytes compression saved.",
-        "counter",
-        "cache",
-        &per_cache(&|s| s.bytes_saved as f64),
-    );
+    let cache_metrics: [CacheMetric; 12] = [
+        (
+            "phantom_cache_hits_total",
+            "Cache reads that found a value.",
+            "counter",
+            |s| s.hits as f64,
+        ),
+        (
+            "phantom_cache_misses_total",
+            "Cache reads that did not (including reads skipped while the cache's breaker was open).",
+            "counter",
+            |s| s.misses as f64,
+        ),
+        (
+            "phantom_cache_hit_ratio",
+            "Hits over reads since start.",
+            "gauge",
+            |s| s.hit_rate,
+        ),
+        (
+            "phantom_cache_evictions_total",
+            "Entries the backend dropped to make room.",
+            "counter",
+            |s| s.evictions as f64,
+        ),
+        (
+            "phantom_cache_invalidations_total",
+            "Entries removed by key, tag or dependency invalidation.",
+            "counter",
+            |s| s.invalidations as f64,
+        ),
+        (
+            "phantom_cache_loads_total",
+            "Loads from the source of truth on a miss or a refresh.",
+            "counter",
+            |s| s.loads as f64,
+        ),
+        (
+            "phantom_cache_load_seconds_total",
+            "Time spent in those loads.",
+            "counter",
+            |s| s.load_seconds_total,
+        ),
+        (
+            "phantom_cache_coalesced_total",
+            "Misses served by a concurrent load of the same key.",
+            "counter",
+            |s| s.coalesced as f64,
+        ),
+        (
+            "phantom_cache_refreshes_total",
+            "Background refreshes of entries read near their expiry.",
+            "counter",
+            |s| s.refreshes as f64,
+        ),
+        (
+            "phantom_cache_errors_total",
+            "Cache operations that failed or timed out.",
+            "counter",
+            |s| s.errors as f64,
+        ),
+        (
+            "phantom_cache_bypassed_total",
+            "Cache operations skipped while its breaker was open.",
+            "counter",
+            |s| s.bypassed as f64,
+        ),
+        (
+            "phantom_cache_bytes_saved_total",
+            "Bytes compression saved.",
+            "counter",
+            |s| s.bytes_saved as f64,
+        ),
+    ];
+    for (name, help, kind, value) in cache_metrics {
+        labelled(&mut out, name, help, kind, "cache", &per_cache(&value));
+    }
     let ad = &r.adaptive_limiters;
     labelled(
         &mut out,

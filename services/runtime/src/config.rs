@@ -182,6 +182,21 @@ pub struct CacheConfig {
     pub compression: crate::cache::Compression,
     /// Values up to this many bytes are stored as they are.
     pub compress_above: usize,
+    /// Longest wait for one cache operation; slower counts as a failure for the breaker.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Adapt TTLs to reads: often-read entries live longer, never-read ones shorter.
+    pub adaptive_ttl: bool,
+    /// Shortest TTL the adaptation gives.
+    #[serde(with = "humantime_serde")]
+    pub min_ttl: Duration,
+    /// Longest TTL the adaptation gives.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// A read in this last fraction of an entry's life reloads it in the background (0: off).
+    pub refresh_ahead: f64,
+    /// The breaker in front of the backend: while open, the cache passes through.
+    pub circuit_breaker: CircuitBreakerConfig,
 }
 
 impl Default for CacheConfig {
@@ -192,6 +207,21 @@ impl Default for CacheConfig {
             max_entries: 100_000,
             compression: crate::cache::Compression::Zstd,
             compress_above: 1024,
+            timeout: Duration::from_millis(250),
+            adaptive_ttl: true,
+            min_ttl: Duration::from_secs(30),
+            max_ttl: Duration::from_secs(3600),
+            refresh_ahead: 0.2,
+            circuit_breaker: CircuitBreakerConfig {
+                window: phantom_layers::circuit_breaker::WindowConfig::Count { size: 20 },
+                minimum_calls: 5,
+                consecutive_failures: 3,
+                open_duration: Duration::from_secs(2),
+                half_open_permits: 1,
+                success_threshold: 1,
+                slow_call_duration: Duration::from_secs(1),
+                ..CircuitBreakerConfig::default()
+            },
         }
     }
 }
@@ -356,6 +386,42 @@ impl Default for ScanConfig {
 pub struct AnalyzerConfig {
     /// LLM triage; off while `api_key` is empty (analysis is then rule-based).
     pub llm: LlmConfig,
+    /// Later enrichment of analyses the LLM could not make in time.
+    pub enrichment: EnrichmentConfig,
+}
+
+/// The enrichment queue: findings whose analysis was degraded (rules answering for an LLM
+/// that failed, was slow, out of budget or behind an open breaker) are triaged again in the
+/// background, and their analysis upgraded, once the LLM answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichmentConfig {
+    /// How often the queue is looked at (a newly queued finding wakes it sooner).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Findings triaged per round, one at a time.
+    pub batch: u32,
+    /// How long a claimed finding is held by this replica before another may take it.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// First wait after a failed attempt; doubled per attempt up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            batch: 16,
+            lease: Duration::from_secs(120),
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(600),
+        }
+    }
 }
 
 /// LLM triage through an OpenAI-compatible API.
@@ -373,6 +439,9 @@ pub struct LlmConfig {
     pub timeout: Duration,
     /// Retries of one request on 429/5xx, after the provider's `Retry-After`.
     pub max_retries: u32,
+    /// Tokens (prompt and completion, estimated before the call) spent per minute at most;
+    /// past it, rules answer (degraded) and the finding waits for enrichment. 0: no budget.
+    pub tokens_per_minute: u32,
     /// The breaker in front of the provider: while it is open, rules answer at once.
     pub circuit_breaker: CircuitBreakerConfig,
     /// The rate towards the provider, adapting to its health (AIMD).
@@ -387,6 +456,7 @@ impl Default for LlmConfig {
             model: "gpt-4o-mini".to_owned(),
             timeout: Duration::from_secs(20),
             max_retries: 1,
+            tokens_per_minute: 100_000,
             circuit_breaker: CircuitBreakerConfig {
                 window: phantom_layers::circuit_breaker::WindowConfig::Count { size: 20 },
                 minimum_calls: 5,
@@ -767,6 +837,35 @@ impl Config {
         llm.circuit_breaker
             .validate()
             .map_err(|m| bad("analyzer.llm.circuit_breaker", &m))?;
+        let e = &self.analyzer.enrichment;
+        if e.interval.is_zero() || e.lease.is_zero() || e.backoff.is_zero() || e.batch == 0 {
+            return Err(bad(
+                "analyzer.enrichment",
+                "interval, lease, backoff and batch must be more than 0",
+            ));
+        }
+        if e.backoff > e.max_backoff {
+            return Err(bad(
+                "analyzer.enrichment.backoff",
+                "must not exceed analyzer.enrichment.max_backoff",
+            ));
+        }
+        let c = &self.cache;
+        c.circuit_breaker
+            .validate()
+            .map_err(|m| bad("cache.circuit_breaker", &m))?;
+        if c.timeout.is_zero() {
+            return Err(bad("cache.timeout", "must be more than 0s"));
+        }
+        if c.min_ttl > c.max_ttl {
+            return Err(bad("cache.min_ttl", "must not exceed cache.max_ttl"));
+        }
+        if !(0.0..0.9).contains(&c.refresh_ahead) {
+            return Err(bad(
+                "cache.refresh_ahead",
+                "must be a fraction in [0, 0.9) (0 turns refresh-ahead off)",
+            ));
+        }
         llm.adaptive_rate
             .validate()
             .map_err(|m| bad("analyzer.llm.adaptive_rate", &m))?;

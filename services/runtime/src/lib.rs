@@ -6,7 +6,7 @@
 //! - [`server`]: the shared server stack (layers, health, reflection, graceful shutdown).
 //! - [`client`]: channels to other services with the client-side layers.
 //! - [`storage`]: the [`storage::Store`] trait over SQLite or PostgreSQL.
-//! - [`cache`]: the [`cache::Cache`] trait, in-process or Redis.
+//! - [`cache`]: the [`cache::CacheManager`] over an in-process or Redis backend.
 //! - [`ready`]: state that handlers reach once dependencies are up.
 //! - [`telemetry`]: log set-up.
 //! - [`time`](mod@time): timestamps.
@@ -48,13 +48,13 @@ pub async fn connect_store(
         .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn storage::Store>)
 }
 
-/// Opens the configured cache for `user`, retrying until it answers or `shutdown` fires; its
-/// statistics appear in `/health/metrics`.
+/// Opens the configured cache for `user`; its statistics appear in `/health/metrics`. A Redis
+/// that is down does not hold the service back: the cache passes through until it answers.
 pub async fn connect_cache(
     user: &str,
     config: &config::CacheConfig,
     shutdown: &CancellationToken,
-) -> Option<std::sync::Arc<dyn cache::Cache>> {
+) -> Option<cache::CacheManager> {
     connect_with_retry("cache", shutdown, || {
         cache::connect_registered(user, config)
     })

@@ -43,3 +43,18 @@ pub fn nmap_available() -> bool {
     }
     found
 }
+
+/// Whether `redis-server` is installed, for tests that start (and kill) their own Redis.
+pub fn redis_server_available() -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| d.join("redis-server").is_file())
+    });
+    if !found {
+        assert!(
+            std::env::var("PHANTOM_REQUIRE_BACKENDS").as_deref() != Ok("1"),
+            "redis-server is not installed but PHANTOM_REQUIRE_BACKENDS=1: run the suite through `make test`"
+        );
+        eprintln!("skipped: redis-server is not installed (run `make test` to install it)");
+    }
+    found
+}

@@ -569,6 +569,7 @@ impl Runner {
         let mut analyzer = self.analyzer.clone();
         let mut after: Option<String> = None;
         let mut analyzed = 0;
+        let mut fingerprints = Vec::new();
         loop {
             let page = self
                 .store
@@ -594,6 +595,7 @@ impl Runner {
                     .set_finding_analysis(&scan.tenant, &finding.id, &record)
                     .await?;
                 analyzed += 1;
+                fingerprints.push(analysis.fingerprint.clone());
                 let severity =
                     pb::Severity::try_from(analysis.severity).unwrap_or(pb::Severity::Unspecified);
                 if severity >= pb::Severity::High {
@@ -610,6 +612,18 @@ impl Runner {
                 }
             }
             if page.len() < ANALYZE_BATCH as usize {
+                break;
+            }
+        }
+        // Prefetch: the scan's analyses, including those of fingerprints analyzed by earlier
+        // scans, are cached under the scan's tag, ready for whoever reads them next.
+        for chunk in fingerprints.chunks(10_000) {
+            let request = pb::WarmScanRequest {
+                scan_id: scan.id.clone(),
+                fingerprints: chunk.to_vec(),
+            };
+            if let Err(status) = analyzer.warm_scan(request).await {
+                tracing::debug!(code = ?status.code(), "Analyses not warmed");
                 break;
             }
         }

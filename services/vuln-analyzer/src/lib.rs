@@ -2,11 +2,13 @@
 //!
 //! # Layout
 //! - [`cvss`]: CVSS v3.1 base scores by the specification's equations.
+//! - [`enrich`]: the queue that upgrades degraded analyses once the LLM answers again.
 //! - [`llm`]: LLM triage through an OpenAI-compatible API, behind a circuit breaker.
 //! - [`rules`]: the rule-based analysis (what answers when no LLM does).
 //! - [`service`]: the `phantom.v1.VulnAnalyzer` gRPC service.
 
 pub mod cvss;
+pub mod enrich;
 pub mod llm;
 pub mod rules;
 pub mod service;
@@ -37,12 +39,19 @@ pub async fn run(
         let Some(cache) = connect_cache("vuln-analyzer", &config.cache, &shutdown).await else {
             return false;
         };
-        core.set(service::Core {
+        let ready = std::sync::Arc::new(service::Core {
             store,
             cache,
             cache_ttl: config.cache.default_ttl,
             llm: llm::Llm::new(&config.analyzer.llm),
+            enrich_wake: tokio::sync::Notify::new(),
         });
+        tokio::spawn(enrich::run(
+            ready.clone(),
+            config.analyzer.enrichment.clone(),
+            shutdown.clone(),
+        ));
+        core.set(ready);
         true
     };
     server::serve_when_ready(

@@ -5,7 +5,14 @@
 //! by field: anything malformed is an error, and the caller falls back to the rules. The
 //! severity and score always come from CVSS or the rules, so a model cannot lower a finding.
 
-use std::time::Duration;
+use std::{
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_openai::{
     Client,
@@ -13,13 +20,14 @@ use async_openai::{
     middleware::{ReqwestService, retry::OpenAIRetryLayer},
     types::chat::{
         ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-        CreateChatCompletionRequestArgs, ResponseFormat,
+        CreateChatCompletionRequest, CreateChatCompletionRequestArgs, ResponseFormat,
     },
 };
 use phantom_layers::{
     adaptive::AdaptiveLimiter,
     circuit_breaker::{Breaker, State},
     classify::Verdict,
+    rate_limit::{TokioClock, TokioInstant},
     registry,
 };
 use phantom_proto::pb;
@@ -55,6 +63,14 @@ pub enum LlmError {
     /// The adaptive rate towards the provider is used up for now.
     #[error("LLM rate exceeded; next call in {0:?}")]
     Throttled(Duration),
+    /// The token budget of this minute is spent.
+    #[error("LLM token budget spent; {needed} tokens free again in {retry_after:?}")]
+    OutOfBudget {
+        /// Tokens the call would have used.
+        needed: u32,
+        /// When they are available again.
+        retry_after: Duration,
+    },
     /// No answer in time.
     #[error("LLM did not answer within {0:?}")]
     Timeout(Duration),
@@ -131,6 +147,34 @@ Answer with one JSON object and nothing else, with these keys: \
 \"suppress_reason\" (string, required when suppress is true). \
 Do not invent CVEs or versions that the finding does not state.";
 
+/// Tokens per minute, as a GCRA bucket on the tokio clock (pausable in tests).
+type TokenBudget = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    TokioClock,
+    governor::middleware::NoOpMiddleware<TokioInstant>,
+>;
+
+/// Most tokens the model may answer with.
+const MAX_COMPLETION_TOKENS: u32 = 600;
+
+/// Tokens a request will use at most: its prompt (about four characters a token for English
+/// and JSON) plus the longest answer allowed. Charged before the call, so the budget holds
+/// even when every answer is as long as allowed.
+fn estimated_tokens(prompt_chars: usize) -> u32 {
+    u32::try_from(prompt_chars.div_ceil(4))
+        .unwrap_or(u32::MAX)
+        .saturating_add(MAX_COMPLETION_TOKENS)
+}
+
+/// What the triage client has spent.
+#[derive(Debug, Default)]
+struct Usage {
+    tokens_charged: AtomicU64,
+    tokens_reported: AtomicU64,
+    over_budget: AtomicU64,
+}
+
 /// The triage client.
 #[derive(Debug, Clone)]
 pub struct Llm {
@@ -139,6 +183,19 @@ pub struct Llm {
     timeout: Duration,
     breaker: Breaker,
     adaptive: AdaptiveLimiter,
+    budget: Option<Arc<TokenBudget>>,
+    usage: Arc<Usage>,
+}
+
+/// What the triage client has spent, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageSnapshot {
+    /// Tokens charged against the budget (estimates, before each call).
+    pub tokens_charged: u64,
+    /// Tokens the provider reported using.
+    pub tokens_reported: u64,
+    /// Triages refused because the budget was spent.
+    pub over_budget: u64,
 }
 
 impl Llm {
@@ -166,13 +223,67 @@ impl Llm {
         let adaptive = AdaptiveLimiter::new("vuln-analyzer->llm", config.adaptive_rate);
         registry::global().breaker(&breaker);
         registry::global().adaptive("vuln-analyzer->llm", &adaptive);
+        let budget = NonZeroU32::new(config.tokens_per_minute).map(|tpm| {
+            Arc::new(governor::RateLimiter::direct_with_clock(
+                governor::Quota::per_minute(tpm).allow_burst(tpm),
+                TokioClock,
+            ))
+        });
         Some(Self {
             client,
             model: config.model.clone(),
             timeout: config.timeout,
             breaker,
             adaptive,
+            budget,
+            usage: Arc::default(),
         })
+    }
+
+    /// Whether a triage could be tried now (the breaker is not open). The enrichment queue
+    /// waits while it is not, rather than spending its attempts.
+    pub fn available(&self) -> bool {
+        self.breaker.state() != State::Open
+    }
+
+    /// What has been spent so far.
+    pub fn usage(&self) -> UsageSnapshot {
+        UsageSnapshot {
+            tokens_charged: self.usage.tokens_charged.load(Ordering::Relaxed),
+            tokens_reported: self.usage.tokens_reported.load(Ordering::Relaxed),
+            over_budget: self.usage.over_budget.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Charges `tokens` to this minute's budget, or says when they will be there.
+    fn charge(&self, tokens: u32) -> Result<(), LlmError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let n = NonZeroU32::new(tokens).unwrap_or(NonZeroU32::MIN);
+        let refused = match budget.check_n(n) {
+            Ok(Ok(())) => None,
+            Ok(Err(not_until)) => {
+                Some(not_until.wait_time_from(governor::clock::Clock::now(&TokioClock)))
+            }
+            // Larger than a whole minute's budget: it can never pass.
+            Err(_) => Some(Duration::from_secs(60)),
+        };
+        match refused {
+            None => {
+                self.usage
+                    .tokens_charged
+                    .fetch_add(u64::from(tokens), Ordering::Relaxed);
+                Ok(())
+            }
+            Some(retry_after) => {
+                self.usage.over_budget.fetch_add(1, Ordering::Relaxed);
+                Err(LlmError::OutOfBudget {
+                    needed: tokens,
+                    retry_after,
+                })
+            }
+        }
     }
 
     /// `llm:<model>`, as analyses name their analyzer.
@@ -192,16 +303,29 @@ impl Llm {
             // A recovering provider gets the floor rate until it is closed again.
             self.adaptive.observe_breaker(state);
         }
-        self.adaptive
-            .try_acquire()
-            .map_err(|l| LlmError::Throttled(l.retry_after))?;
+        // A permit dropped unrecorded (throttled or out of budget below) counts nothing.
         let permit = self
             .breaker
             .try_acquire()
             .map_err(|open| LlmError::Open(open.state))?;
-        let timeout = budget.map_or(self.timeout, |b| b.min(self.timeout));
+        // Past the adaptive rate, wait for a slot if that costs at most half the time there
+        // is; otherwise the rules answer now.
+        let limit = budget.map_or(self.timeout, |b| b.min(self.timeout));
+        let waiting = tokio::time::Instant::now();
+        loop {
+            match self.adaptive.try_acquire() {
+                Ok(()) => break,
+                Err(l) if waiting.elapsed() + l.retry_after <= limit / 2 => {
+                    tokio::time::sleep(l.retry_after).await;
+                }
+                Err(l) => return Err(LlmError::Throttled(l.retry_after)),
+            }
+        }
+        let (request, prompt_chars) = self.request(finding, verdict)?;
+        self.charge(estimated_tokens(prompt_chars))?;
+        let timeout = limit.saturating_sub(waiting.elapsed());
         let started = tokio::time::Instant::now();
-        let outcome = tokio::time::timeout(timeout, self.ask(finding, verdict)).await;
+        let outcome = tokio::time::timeout(timeout, self.ask(request)).await;
         let result = match outcome {
             Err(_) => Err(LlmError::Timeout(timeout)),
             Ok(r) => r,
@@ -217,30 +341,46 @@ impl Llm {
         result
     }
 
-    async fn ask(&self, f: &pb::Finding, v: &rules::Verdict) -> Result<Triage, LlmError> {
+    /// The chat request for `f`, and the length of its prompt.
+    fn request(
+        &self,
+        f: &pb::Finding,
+        v: &rules::Verdict,
+    ) -> Result<(CreateChatCompletionRequest, usize), LlmError> {
         let facts = serde_json::json!({
             "target": f.target, "hostname": f.hostname, "port": f.port, "protocol": f.protocol,
             "service": f.service, "banner": f.banner, "engine": f.engine, "check": f.check_id,
             "title": f.title, "cve_ids": f.cve_ids, "cvss_vector": f.cvss_vector,
             "rule_based_score": v.score, "rule_based_summary": v.summary,
-        });
+        })
+        .to_string();
+        let prompt_chars = SYSTEM_PROMPT.len() + facts.len();
         let request = CreateChatCompletionRequestArgs::default()
             .model(self.model.clone())
             .messages(vec![
                 ChatCompletionRequestSystemMessage::from(SYSTEM_PROMPT).into(),
-                ChatCompletionRequestUserMessage::from(facts.to_string()).into(),
+                ChatCompletionRequestUserMessage::from(facts.clone()).into(),
             ])
             .response_format(ResponseFormat::JsonObject)
             .temperature(0.0)
-            .max_completion_tokens(600u32)
+            .max_completion_tokens(MAX_COMPLETION_TOKENS)
             .build()
             .map_err(|e| LlmError::Provider(e.to_string()))?;
+        Ok((request, prompt_chars))
+    }
+
+    async fn ask(&self, request: CreateChatCompletionRequest) -> Result<Triage, LlmError> {
         let response = self
             .client
             .chat()
             .create(request)
             .await
             .map_err(|e| LlmError::Provider(e.to_string()))?;
+        if let Some(usage) = &response.usage {
+            self.usage
+                .tokens_reported
+                .fetch_add(u64::from(usage.total_tokens), Ordering::Relaxed);
+        }
         let content = response
             .choices
             .into_iter()
@@ -254,6 +394,46 @@ impl Llm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_token_budget_refuses_calls_past_it_until_the_minute_refills() {
+        let llm = Llm::new(&LlmConfig {
+            api_key: "sk-test".into(),
+            base_url: "http://127.0.0.1:9/v1".into(),
+            tokens_per_minute: 2000,
+            ..LlmConfig::default()
+        })
+        .unwrap();
+        llm.charge(900).unwrap();
+        llm.charge(900).unwrap();
+        match llm.charge(900) {
+            Err(LlmError::OutOfBudget {
+                needed,
+                retry_after,
+            }) => {
+                assert_eq!(needed, 900);
+                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(60));
+            }
+            other => panic!("{other:?}"),
+        }
+        // More than a minute's worth can never pass.
+        assert!(matches!(
+            llm.charge(5000),
+            Err(LlmError::OutOfBudget { .. })
+        ));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        llm.charge(900).unwrap();
+        let usage = llm.usage();
+        assert_eq!(usage.tokens_charged, 2700);
+        assert_eq!(usage.over_budget, 2);
+    }
+
+    #[test]
+    fn token_estimates_cover_the_prompt_and_the_longest_answer() {
+        assert_eq!(estimated_tokens(0), MAX_COMPLETION_TOKENS);
+        assert_eq!(estimated_tokens(4000), 1000 + MAX_COMPLETION_TOKENS);
+        assert_eq!(estimated_tokens(usize::MAX), u32::MAX);
+    }
 
     #[test]
     fn a_well_formed_answer_is_accepted_and_trimmed() {

@@ -2,15 +2,17 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use phantom_layers::{Error, FieldViolation};
 use phantom_proto::pb::{self, vuln_analyzer_server::VulnAnalyzer};
 use phantom_runtime::{
     Ready,
-    cache::Cache,
+    cache::{CacheManager, Entry},
     server::tenant_of,
     storage::{AnalysisRecord, Store},
     time::now_micros,
 };
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use phantom_runtime::fingerprint::fingerprint;
@@ -20,17 +22,25 @@ use crate::{cvss::BaseVector, rules};
 /// Most findings one AnalyzeFindings call may carry.
 pub const MAX_FINDINGS_PER_CALL: usize = 1000;
 
+/// Findings of one call analyzed at once.
+const ANALYZE_CONCURRENCY: usize = 8;
+
+/// Most fingerprints one WarmScan call may carry.
+pub const MAX_WARM_FINGERPRINTS: usize = 10_000;
+
 /// What the service needs once its dependencies are up.
 #[derive(Debug)]
 pub struct Core {
-    /// Stored analyses (the source of truth for dedup).
+    /// Stored analyses (the source of truth for dedup) and the enrichment queue.
     pub store: Arc<dyn Store>,
     /// Cache in front of the store.
-    pub cache: Arc<dyn Cache>,
-    /// How long cached analyses live.
+    pub cache: CacheManager,
+    /// How long cached analyses live (before the cache's adaptation).
     pub cache_ttl: Duration,
     /// LLM triage, when configured.
     pub llm: Option<crate::llm::Llm>,
+    /// Wakes the enrichment loop when a finding is queued.
+    pub enrich_wake: Notify,
 }
 
 /// Below this much time left before the caller's deadline, the LLM is not asked.
@@ -43,60 +53,102 @@ fn time_left() -> Option<Duration> {
         .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
 }
 
+/// The cache key of a fingerprint's analysis.
+pub fn cache_key(tenant: &str, fingerprint: &str) -> String {
+    format!("analysis:{tenant}:{fingerprint}")
+}
+
+/// The cache tag of every analysis made for one scan.
+pub fn scan_tag(tenant: &str, scan_id: &str) -> String {
+    format!("scan:{tenant}:{scan_id}")
+}
+
 impl Core {
-    fn cache_key(tenant: &str, fingerprint: &str) -> String {
-        format!("analysis:{tenant}:{fingerprint}")
+    fn entry(&self, tenant: &str, scan_id: &str) -> Entry {
+        let entry = Entry::new()
+            .ttl(self.cache_ttl)
+            .tag(format!("tenant:{tenant}"));
+        if scan_id.is_empty() {
+            entry
+        } else {
+            entry.tag(scan_tag(tenant, scan_id))
+        }
     }
 
-    /// The analysis of one finding: the stored one if this fingerprint was analyzed before,
-    /// a new one otherwise. With an LLM configured, a stored *degraded* analysis (rules that
-    /// answered for an unavailable LLM) is tried again and upgraded when the LLM answers.
+    /// The analysis of one finding: the cached or stored one if this fingerprint was analyzed
+    /// before, a new one otherwise. Concurrent analyses of one fingerprint make one.
+    ///
+    /// A stored *degraded* analysis (rules that answered for an unavailable LLM) is returned
+    /// as it is: its finding waits in the enrichment queue, which upgrades it in the
+    /// background once the LLM answers, so no caller waits on a failing LLM twice.
     pub async fn analyze(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         finding: &pb::Finding,
     ) -> Result<AnalysisRecord, Error> {
         let fp = fingerprint(finding);
-        let key = Self::cache_key(tenant, &fp);
-        let wants_llm = |a: &AnalysisRecord| a.degraded && self.llm.is_some();
-        match self.cache.get(&key).await {
-            Ok(Some(bytes)) => {
-                if let Ok(hit) = serde_json::from_slice::<AnalysisRecord>(&bytes)
-                    && !wants_llm(&hit)
-                {
-                    return Ok(hit);
-                }
-            }
-            Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, "Cache read failed; using the database"),
-        }
-        let stored = self.store.get_analysis(tenant, &fp).await?;
-        let analysis = match stored {
-            Some(stored) if !wants_llm(&stored) => stored,
-            stored => {
-                let fresh = self.fresh(tenant, fp, finding).await;
-                match stored {
-                    // Concurrent analyses of one fingerprint: the first stored wins for all.
-                    None => self.store.put_analysis(&fresh).await?,
-                    Some(_) if !fresh.degraded => {
-                        self.store.upgrade_analysis(&fresh).await?;
-                        fresh
-                    }
-                    Some(stored) => stored,
-                }
-            }
-        };
-        let bytes = serde_json::to_vec(&analysis).expect("analysis serializes");
-        if let Err(err) = self.cache.set(&key, &bytes, self.cache_ttl).await {
-            tracing::warn!(error = %err, "Cache write failed");
-        }
-        Ok(analysis)
+        let key = cache_key(tenant, &fp);
+        let entry = self.entry(tenant, &finding.scan_id);
+        let (this, tenant, finding) = (self.clone(), tenant.to_owned(), finding.clone());
+        self.cache
+            .get_or_load(&key, &entry, move || {
+                let (this, tenant, finding, fp) =
+                    (this.clone(), tenant.clone(), finding.clone(), fp.clone());
+                async move { this.load(&tenant, fp, &finding).await }
+            })
+            .await
     }
 
-    /// A new verdict: the rules', annotated by the LLM when it answers in time.
-    async fn fresh(&self, tenant: &str, fp: String, finding: &pb::Finding) -> AnalysisRecord {
+    /// The stored analysis, or a new one, stored.
+    async fn load(
+        &self,
+        tenant: &str,
+        fp: String,
+        finding: &pb::Finding,
+    ) -> Result<AnalysisRecord, Error> {
+        if let Some(stored) = self.store.get_analysis(tenant, &fp).await? {
+            return Ok(stored);
+        }
+        let fresh = self.fresh(tenant, fp, finding).await;
+        // Concurrent analyses of one fingerprint across replicas: the first stored wins.
+        let stored = self.store.put_analysis(&fresh).await?;
+        if stored.degraded && stored == fresh {
+            self.enqueue(finding, &stored).await;
+        }
+        Ok(stored)
+    }
+
+    /// Queues `finding` for enrichment. A failure is logged, not returned: the analysis is
+    /// stored (degraded), and the caller's answer must not depend on the queue.
+    async fn enqueue(&self, finding: &pb::Finding, analysis: &AnalysisRecord) {
+        let payload = crate::enrich::encode(finding);
+        match self
+            .store
+            .enqueue_enrichment(
+                &analysis.tenant,
+                &analysis.fingerprint,
+                &payload,
+                now_micros(),
+            )
+            .await
+        {
+            Ok(_) => self.enrich_wake.notify_one(),
+            Err(err) => tracing::warn!(
+                error = %err,
+                fingerprint = %analysis.fingerprint,
+                "Could not queue a degraded analysis for enrichment"
+            ),
+        }
+    }
+
+    /// The rules' verdict on `finding`, as an analysis.
+    pub(crate) fn rules_analysis(
+        tenant: &str,
+        fp: String,
+        finding: &pb::Finding,
+    ) -> (AnalysisRecord, rules::Verdict) {
         let v = rules::analyze(finding);
-        let mut record = AnalysisRecord {
+        let record = AnalysisRecord {
             tenant: tenant.to_owned(),
             fingerprint: fp,
             score: v.score,
@@ -111,6 +163,29 @@ impl Core {
             suppression_suggested: false,
             suppression_reason: String::new(),
         };
+        (record, v)
+    }
+
+    /// The LLM's annotations on the rules' analysis. Score and severity stay those of CVSS
+    /// or the rules: the model never lowers a finding.
+    pub(crate) fn annotate(
+        record: &mut AnalysisRecord,
+        llm: &crate::llm::Llm,
+        t: crate::llm::Triage,
+    ) {
+        record.analyzer = llm.analyzer_name();
+        record.summary = t.summary;
+        record.impact = t.impact;
+        record.remediation = t.remediation;
+        record.suppression_suggested = t.suppress;
+        record.suppression_reason = t.suppress_reason;
+        record.degraded = false;
+        record.analyzed_at = now_micros();
+    }
+
+    /// A new verdict: the rules', annotated by the LLM when it answers in time.
+    async fn fresh(&self, tenant: &str, fp: String, finding: &pb::Finding) -> AnalysisRecord {
+        let (mut record, v) = Self::rules_analysis(tenant, fp, finding);
         let Some(llm) = &self.llm else { return record };
         let budget = time_left();
         if budget.is_some_and(|b| b < LLM_MIN_BUDGET) {
@@ -118,15 +193,7 @@ impl Core {
             return record;
         }
         match llm.triage(finding, &v, budget).await {
-            Ok(t) => {
-                // The LLM annotates; score and severity stay those of CVSS or the rules.
-                record.analyzer = llm.analyzer_name();
-                record.summary = t.summary;
-                record.impact = t.impact;
-                record.remediation = t.remediation;
-                record.suppression_suggested = t.suppress;
-                record.suppression_reason = t.suppress_reason;
-            }
+            Ok(t) => Self::annotate(&mut record, llm, t),
             Err(err) => {
                 tracing::info!(error = %err, "LLM triage unavailable; rules answer (degraded)");
                 record.degraded = true;
@@ -134,17 +201,38 @@ impl Core {
         }
         record
     }
+
+    /// Loads the stored analyses of `fingerprints` into the cache, tagged with the scan.
+    /// Returns how many were warmed (the others have no stored analysis).
+    pub async fn warm_scan(
+        &self,
+        tenant: &str,
+        scan_id: &str,
+        fingerprints: &[String],
+    ) -> Result<u32, Error> {
+        let entry = self.entry(tenant, scan_id);
+        let mut warmed = 0;
+        for fp in fingerprints {
+            if let Some(analysis) = self.store.get_analysis(tenant, fp).await? {
+                self.cache
+                    .set_json(&cache_key(tenant, fp), &analysis, &entry)
+                    .await;
+                warmed += 1;
+            }
+        }
+        Ok(warmed)
+    }
 }
 
 /// The gRPC service; answers UNAVAILABLE until [`Core`] is ready.
 #[derive(Debug, Clone)]
 pub struct VulnAnalyzerService {
-    core: Ready<Core>,
+    core: Ready<Arc<Core>>,
 }
 
 impl VulnAnalyzerService {
     /// A service that serves `core` once it is set.
-    pub fn new(core: Ready<Core>) -> Self {
+    pub fn new(core: Ready<Arc<Core>>) -> Self {
         Self { core }
     }
 }
@@ -211,12 +299,44 @@ impl VulnAnalyzer for VulnAnalyzerService {
         let findings = request.into_inner().findings;
         validate(&findings)?;
         let core = self.core.get()?;
-        let mut analyses = Vec::with_capacity(findings.len());
-        for f in &findings {
-            analyses.push(core.analyze(&tenant, f).await?.into());
-        }
+        // Several at once (an LLM call is mostly waiting), answers in the request's order.
+        let analyses: Vec<pb::Analysis> = futures::stream::iter(findings.iter().cloned())
+            .map(|f| {
+                let (core, tenant) = (core.clone(), tenant.clone());
+                async move { core.analyze(&tenant, &f).await }
+            })
+            .buffered(ANALYZE_CONCURRENCY)
+            .map_ok(Into::into)
+            .try_collect()
+            .await?;
         tracing::debug!(tenant = %tenant, findings = findings.len(), "Findings analyzed");
         Ok(Response::new(pb::AnalyzeFindingsResponse { analyses }))
+    }
+
+    async fn warm_scan(
+        &self,
+        request: Request<pb::WarmScanRequest>,
+    ) -> Result<Response<pb::WarmScanResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let r = request.into_inner();
+        if r.scan_id.trim().is_empty() {
+            return Err(Error::invalid("scan_id", "is required").into());
+        }
+        if r.fingerprints.len() > MAX_WARM_FINGERPRINTS {
+            return Err(Error::invalid(
+                "fingerprints",
+                format!(
+                    "at most {MAX_WARM_FINGERPRINTS} per call, got {}",
+                    r.fingerprints.len()
+                ),
+            )
+            .into());
+        }
+        let core = self.core.get()?;
+        let warmed = core.warm_scan(&tenant, &r.scan_id, &r.fingerprints).await?;
+        let missing = u32::try_from(r.fingerprints.len()).unwrap_or(u32::MAX) - warmed;
+        tracing::debug!(tenant = %tenant, scan_id = %r.scan_id, warmed, missing, "Scan analyses warmed");
+        Ok(Response::new(pb::WarmScanResponse { warmed, missing }))
     }
 
     async fn score_cvss(
@@ -231,10 +351,12 @@ impl VulnAnalyzer for VulnAnalyzerService {
         let scores = vector.scores();
         Ok(Response::new(pb::ScoreCvssResponse {
             base_score: scores.base,
+            // v3.x and v4.0 share the qualitative bands.
             severity: crate::cvss::severity_name(scores.base).to_owned(),
             normalized_vector: vector.to_string(),
-            impact_score: scores.impact,
-            exploitability_score: scores.exploitability,
+            // CVSS v4.0 defines no impact or exploitability sub-score: 0 for v4 vectors.
+            impact_score: scores.impact.unwrap_or(0.0),
+            exploitability_score: scores.exploitability.unwrap_or(0.0),
         }))
     }
 }

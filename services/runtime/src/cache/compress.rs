@@ -37,32 +37,19 @@ const GZIP: u8 = 1;
 const ZLIB: u8 = 2;
 const ZSTD: u8 = 3;
 
-/// What a cache has done, for `/health/metrics`.
-#[derive(Debug, Clone, Serialize)]
-pub struct CacheSnapshot {
-    /// Reads that found a value.
-    pub hits: u64,
-    /// Reads that did not.
-    pub misses: u64,
-    /// `hits / (hits + misses)`.
-    pub hit_rate: f64,
-    /// Values written.
-    pub sets: u64,
+/// What compression has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompressionStats {
     /// Bytes handed to the cache.
     pub bytes_in: u64,
     /// Bytes it stored after compression.
     pub bytes_stored: u64,
-    /// What compression saved.
-    pub bytes_saved: u64,
     /// Reads whose stored value could not be decoded (treated as misses).
     pub corrupt: u64,
 }
 
 #[derive(Debug, Default)]
 struct Stats {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    sets: AtomicU64,
     bytes_in: AtomicU64,
     bytes_stored: AtomicU64,
     corrupt: AtomicU64,
@@ -150,30 +137,26 @@ impl CompressedCache {
         }
     }
 
-    /// What the cache has done.
-    pub fn snapshot(&self) -> CacheSnapshot {
+    /// What compression has done so far.
+    pub fn stats(&self) -> CompressionStats {
         let s = &self.stats;
-        let (hits, misses) = (
-            s.hits.load(Ordering::Relaxed),
-            s.misses.load(Ordering::Relaxed),
-        );
-        let (bytes_in, bytes_stored) = (
-            s.bytes_in.load(Ordering::Relaxed),
-            s.bytes_stored.load(Ordering::Relaxed),
-        );
-        CacheSnapshot {
-            hits,
-            misses,
-            hit_rate: if hits + misses == 0 {
-                0.0
-            } else {
-                hits as f64 / (hits + misses) as f64
-            },
-            sets: s.sets.load(Ordering::Relaxed),
-            bytes_in,
-            bytes_stored,
-            bytes_saved: bytes_in.saturating_sub(bytes_stored),
+        CompressionStats {
+            bytes_in: s.bytes_in.load(Ordering::Relaxed),
+            bytes_stored: s.bytes_stored.load(Ordering::Relaxed),
             corrupt: s.corrupt.load(Ordering::Relaxed),
+        }
+    }
+
+    fn decode_or_miss(&self, key: &str, stored: Vec<u8>) -> Option<Vec<u8>> {
+        match decode(&stored) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                // A value this cache cannot read is as good as absent: the caller goes to
+                // the source of truth, and the next write replaces it.
+                tracing::warn!(key, error = %err, "Undecodable cache entry ignored");
+                self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 }
@@ -188,28 +171,12 @@ impl Cache for CompressedCache {
         self.inner.ping().await
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let stored = self.inner.get(key).await?;
-        let value = match stored {
-            None => None,
-            Some(bytes) => match decode(&bytes) {
-                Ok(v) => Some(v),
-                Err(err) => {
-                    // A value this cache cannot read is as good as absent: the caller goes to
-                    // the source of truth, and the next write replaces it.
-                    tracing::warn!(key, error = %err, "Undecodable cache entry ignored");
-                    self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-            },
-        };
-        let counter = if value.is_some() {
-            &self.stats.hits
-        } else {
-            &self.stats.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Ok(value)
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, Duration)>, CacheError> {
+        Ok(self
+            .inner
+            .get_with_ttl(key)
+            .await?
+            .and_then(|(stored, ttl)| Some((self.decode_or_miss(key, stored)?, ttl))))
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
@@ -227,7 +194,6 @@ impl Cache for CompressedCache {
             // Incompressible: keep it raw.
             stored = encode(Compression::None, value).expect("raw encoding cannot fail");
         }
-        self.stats.sets.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_in
             .fetch_add(value.len() as u64, Ordering::Relaxed);
@@ -237,8 +203,29 @@ impl Cache for CompressedCache {
         self.inner.set(key, &stored, ttl).await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        self.inner.delete(key).await
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        self.inner.expire(key, ttl).await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), CacheError> {
+        self.inner.delete_many(keys).await
+    }
+
+    async fn set_add(
+        &self,
+        set: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        self.inner.set_add(set, members, ttl).await
+    }
+
+    async fn set_members(&self, set: &str) -> Result<Vec<String>, CacheError> {
+        self.inner.set_members(set).await
+    }
+
+    fn evictions(&self) -> u64 {
+        self.inner.evictions()
     }
 }
 
@@ -281,9 +268,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(cache.get("big").await.unwrap(), Some(big.clone()));
-        let s = cache.snapshot();
-        assert!(s.bytes_saved > 1500, "{s:?}");
-        assert!(s.hits > 0 && s.misses > 0 && s.hit_rate > 0.0);
+        let s = cache.stats();
+        assert!(s.bytes_in - s.bytes_stored > 1500, "{s:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -295,6 +281,6 @@ mod tests {
             .unwrap();
         let cache = CompressedCache::new(inner, Compression::Zlib, 0);
         assert_eq!(cache.get("k").await.unwrap(), None);
-        assert_eq!(cache.snapshot().corrupt, 1);
+        assert_eq!(cache.stats().corrupt, 1);
     }
 }

@@ -1,17 +1,21 @@
 //! Cache: in-process by default, Redis (through `fred`) when `REDIS_URL` is set.
 //!
-//! Both implement [`Cache`] and both pass the [`conformance`] suite. Values are bytes: callers
-//! choose their encoding; [`CompressedCache`] compresses large ones (gzip, zlib or zstd) and
-//! counts hits, misses and bytes saved. Redis keys are prefixed (`phantom:`) so PHANTOM can share an
-//! instance with other software.
+//! Both backends implement [`Cache`] and pass the [`conformance`] suite, and so does the
+//! [`CacheManager`] over each. Services use the manager: tags, dependencies, adaptive TTL,
+//! refresh-ahead, single-flight loads, metrics, and a breaker that turns the cache into a
+//! pass-through while Redis is unreachable. [`CompressedCache`] compresses large values (gzip,
+//! zlib or zstd). Redis keys are prefixed (`phantom:cache:`) so PHANTOM can share an instance
+//! with other software.
 
 mod compress;
+mod manager;
 mod memory;
 mod redis;
 
 pub mod conformance;
 
-pub use compress::{CacheSnapshot, CompressedCache, Compression};
+pub use compress::{CompressedCache, Compression, CompressionStats};
+pub use manager::{CacheManager, CacheSnapshot, Entry};
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,31 +35,48 @@ pub enum CacheError {
     Redis(#[from] fred::error::Error),
 }
 
-/// A key-value cache with per-entry time to live.
+/// A key-value store with per-entry time to live, and sets of keys (what tags and dependencies
+/// are built on). This is the backend interface; services use [`CacheManager`], which adds
+/// tags, dependencies, adaptive TTL, refresh-ahead, single-flight loads, metrics and a breaker.
 #[async_trait]
 pub trait Cache: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is ("memory" or "redis"), for health reports.
     fn backend(&self) -> &'static str;
     /// Checks the backend answers.
     async fn ping(&self) -> Result<(), CacheError>;
+    /// The value under `key` and the time it has left, unless absent or expired.
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, Duration)>, CacheError>;
     /// The value under `key`, unless absent or expired.
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.get_with_ttl(key).await?.map(|(v, _)| v))
+    }
     /// Stores `value` under `key` for `ttl`.
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError>;
+    /// Gives a live entry `ttl` more to live from now. False when there is no such entry.
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError>;
+    /// Removes `keys` (entries or sets); absent keys are not an error.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), CacheError>;
     /// Removes `key`; removing an absent key is not an error.
-    async fn delete(&self, key: &str) -> Result<(), CacheError>;
+    async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        self.delete_many(&[key.to_owned()]).await
+    }
+    /// Adds `members` to the set `set`, which lives at least `ttl` from now.
+    async fn set_add(&self, set: &str, members: &[String], ttl: Duration)
+    -> Result<(), CacheError>;
+    /// The members of `set` (empty when it does not exist).
+    async fn set_members(&self, set: &str) -> Result<Vec<String>, CacheError>;
+    /// Entries the backend dropped to make room (not expirations), where it knows.
+    fn evictions(&self) -> u64 {
+        0
+    }
 }
 
-/// Opens the configured cache, compressing values as configured.
-pub async fn connect(config: &CacheConfig) -> Result<Arc<dyn Cache>, CacheError> {
-    Ok(Arc::new(connect_compressed(config).await?))
-}
-
-async fn connect_compressed(config: &CacheConfig) -> Result<CompressedCache, CacheError> {
+/// Opens the configured backend, compressing values as configured.
+pub async fn connect_backend(config: &CacheConfig) -> Result<CompressedCache, CacheError> {
     let backend: Arc<dyn Cache> = if config.redis_url.is_empty() {
         Arc::new(MemoryCache::new(config.max_entries))
     } else {
-        Arc::new(RedisCache::connect(&config.redis_url).await?)
+        Arc::new(RedisCache::connect(&config.redis_url, config.timeout).await?)
     };
     Ok(CompressedCache::new(
         backend,
@@ -65,25 +86,25 @@ async fn connect_compressed(config: &CacheConfig) -> Result<CompressedCache, Cac
 }
 
 /// Caches of this process by user (`vuln-analyzer`), for `/health/metrics`.
-fn registered() -> &'static std::sync::Mutex<Vec<(String, CompressedCache)>> {
-    static CACHES: std::sync::OnceLock<std::sync::Mutex<Vec<(String, CompressedCache)>>> =
+fn registered() -> &'static std::sync::Mutex<Vec<(String, CacheManager)>> {
+    static CACHES: std::sync::OnceLock<std::sync::Mutex<Vec<(String, CacheManager)>>> =
         std::sync::OnceLock::new();
     CACHES.get_or_init(Default::default)
 }
 
 /// Opens the configured cache for `user` and registers it, so its statistics appear in
-/// `/health/metrics`.
+/// `/health/metrics` and `/metrics`.
 pub async fn connect_registered(
     user: &str,
     config: &CacheConfig,
-) -> Result<Arc<dyn Cache>, CacheError> {
-    let cache = connect_compressed(config).await?;
+) -> Result<CacheManager, CacheError> {
+    let cache = CacheManager::new(user, connect_backend(config).await?, config);
     let mut all = registered()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     all.retain(|(name, _)| name != user);
     all.push((user.to_owned(), cache.clone()));
-    Ok(Arc::new(cache))
+    Ok(cache)
 }
 
 /// Statistics of every registered cache of this process, by user.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::prelude::*;
+use fred::{prelude::*, types::ExpireOptions};
 
 use super::{Cache, CacheError};
 
@@ -21,16 +21,37 @@ impl std::fmt::Debug for RedisCache {
     }
 }
 
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
 impl RedisCache {
-    /// Connects to `url` (`redis://host:port/db`).
-    pub async fn connect(url: &str) -> Result<Self, CacheError> {
-        let config = Config::from_url(url)?;
+    /// A client for `url` (`redis://host:port/db`) that keeps reconnecting in the background.
+    ///
+    /// A Redis that is down at start-up does not stop the service: commands fail after
+    /// `command_timeout` until it answers, and the [`super::CacheManager`]'s breaker turns the
+    /// cache into a pass-through meanwhile. Only a malformed URL is an error here.
+    pub async fn connect(url: &str, command_timeout: Duration) -> Result<Self, CacheError> {
+        let mut config = Config::from_url(url)?;
+        // Keep trying when the first connection fails, as after any other disconnection.
+        config.fail_fast = false;
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(3);
+                c.connection_timeout = Duration::from_secs(2);
             })
+            .with_performance_config(|p| p.default_command_timeout = command_timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build()?;
-        client.init().await?;
+        // The connection task runs detached; dropping its handle does not stop it.
+        drop(client.connect());
+        if tokio::time::timeout(Duration::from_secs(3), client.wait_for_connect())
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            tracing::warn!(
+                "Redis is not reachable yet; the cache passes through to the source until it is"
+            );
+        }
         Ok(Self { client })
     }
 
@@ -50,21 +71,76 @@ impl Cache for RedisCache {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        Ok(self.client.get(Self::key(key)).await?)
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, Duration)>, CacheError> {
+        let key = Self::key(key);
+        let pipe = self.client.pipeline();
+        let () = pipe.get(&key).await?;
+        let () = pipe.pttl(&key).await?;
+        let (value, ttl): (Option<Vec<u8>>, i64) = pipe.all().await?;
+        // PTTL is -2 for a key gone between the two commands, -1 for one without expiry
+        // (never written by PHANTOM).
+        Ok(match (value, ttl) {
+            (Some(v), ttl) if ttl >= 0 => Some((v, Duration::from_millis(ttl.unsigned_abs()))),
+            (Some(v), -1) => Some((v, Duration::MAX)),
+            _ => None,
+        })
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let _: () = self
             .client
-            .set(Self::key(key), value, Some(Expiration::PX(ms)), None, false)
+            .set(
+                Self::key(key),
+                value,
+                Some(Expiration::PX(millis(ttl))),
+                None,
+                false,
+            )
             .await?;
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        let _: i64 = self.client.del(Self::key(key)).await?;
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let done: i64 = self
+            .client
+            .pexpire(Self::key(key), millis(ttl), None)
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| Self::key(k)).collect();
+        let _: i64 = self.client.unlink(keys).await?;
         Ok(())
+    }
+
+    async fn set_add(
+        &self,
+        set: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let key = Self::key(set);
+        let pipe = self.client.pipeline();
+        let () = pipe.sadd(&key, members.to_vec()).await?;
+        // The set lives as long as its longest-lived member could: extend, never shorten.
+        let () = pipe
+            .pexpire(&key, millis(ttl), Some(ExpireOptions::NX))
+            .await?;
+        let () = pipe
+            .pexpire(&key, millis(ttl), Some(ExpireOptions::GT))
+            .await?;
+        let _: (i64, i64, i64) = pipe.all().await?;
+        Ok(())
+    }
+
+    async fn set_members(&self, set: &str) -> Result<Vec<String>, CacheError> {
+        Ok(self.client.smembers(Self::key(set)).await?)
     }
 }

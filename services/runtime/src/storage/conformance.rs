@@ -77,6 +77,7 @@ pub async fn run_all(store: &dyn Store) {
     claims_are_exclusive_and_lapsed_leases_are_taken_over(store).await;
     findings_are_deduplicated_per_scan_and_paged(store).await;
     analyses_keep_the_first_verdict(store).await;
+    enrichment_jobs_are_queued_once_claimed_exclusively_and_retried(store).await;
     notification_sequences_are_gap_free_per_room(store).await;
 }
 
@@ -335,6 +336,34 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(store: &dyn Store) {
     assert_eq!(f.analysis.as_ref(), Some(&analysis));
     assert_eq!(f.severity, Severity::Medium);
     assert!((f.cvss_score - 5.3).abs() < f64::EPSILON);
+
+    // A degraded verdict attached at scan time shows the enriched one once it exists.
+    let degraded = AnalysisRecord {
+        fingerprint: batch[1].fingerprint.clone(),
+        degraded: true,
+        ..analysis.clone()
+    };
+    store.put_analysis(&degraded).await.unwrap();
+    store
+        .set_finding_analysis(&t, &batch[1].id, &degraded)
+        .await
+        .unwrap();
+    let shown = |v: Vec<FindingRecord>| v[1].analysis.clone().unwrap();
+    assert_eq!(
+        shown(store.list_findings(&t, &scan.id, None, 10).await.unwrap()),
+        degraded
+    );
+    let enriched = AnalysisRecord {
+        analyzer: "llm:test".into(),
+        degraded: false,
+        impact: "session hijack".into(),
+        ..degraded.clone()
+    };
+    assert!(store.upgrade_analysis(&enriched).await.unwrap());
+    assert_eq!(
+        shown(store.list_findings(&t, &scan.id, None, 10).await.unwrap()),
+        enriched
+    );
 }
 
 /// The first analysis of a fingerprint is kept; tenants do not share analyses.
@@ -383,6 +412,89 @@ pub async fn analyses_keep_the_first_verdict(store: &dyn Store) {
     };
     assert!(!store.upgrade_analysis(&worse).await.unwrap());
     assert_eq!(store.get_analysis(&t, "fp").await.unwrap(), Some(better));
+}
+
+/// The enrichment queue: a finding is queued once; a claim is exclusive until its lease
+/// ends; a retry counts the attempt and makes the job due later; finishing removes it.
+pub async fn enrichment_jobs_are_queued_once_claimed_exclusively_and_retried(store: &dyn Store) {
+    let t = tenant();
+    let now = now_micros();
+    let mine = |jobs: Vec<crate::storage::EnrichmentJob>| -> Vec<crate::storage::EnrichmentJob> {
+        jobs.into_iter().filter(|j| j.tenant == t).collect()
+    };
+    assert!(
+        store
+            .enqueue_enrichment(&t, "fp-a", "A", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .enqueue_enrichment(&t, "fp-a", "A2", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .enqueue_enrichment(&t, "fp-b", "B", now + 1)
+            .await
+            .unwrap()
+    );
+    assert!(store.enrichment_backlog().await.unwrap() >= 2);
+
+    // Not due yet: nothing to claim.
+    assert!(
+        mine(
+            store
+                .claim_enrichments(now - 1, now + 10, 1000)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+
+    let lease = now + 60_000_000;
+    let claimed = mine(store.claim_enrichments(now + 1, lease, 1000).await.unwrap());
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|j| j.payload.as_str())
+            .collect::<Vec<_>>(),
+        ["A", "B"],
+        "oldest due first, payload as first queued"
+    );
+    assert_eq!(claimed[0].attempts, 0);
+    // Leased: nobody else gets them before the lease ends.
+    assert!(mine(store.claim_enrichments(now + 2, lease, 1000).await.unwrap()).is_empty());
+
+    store
+        .retry_enrichment(&t, "fp-a", now + 5, true, "LLM timed out")
+        .await
+        .unwrap();
+    store
+        .retry_enrichment(&t, "fp-b", now + 5, false, "breaker open")
+        .await
+        .unwrap();
+    let again = mine(store.claim_enrichments(now + 5, lease, 1000).await.unwrap());
+    assert_eq!(
+        again
+            .iter()
+            .map(|j| (j.fingerprint.as_str(), j.attempts))
+            .collect::<Vec<_>>(),
+        [("fp-a", 1), ("fp-b", 0)]
+    );
+    store.finish_enrichment(&t, "fp-a").await.unwrap();
+    store.finish_enrichment(&t, "fp-b").await.unwrap();
+    // A lapsed lease would make them claimable again; finished ones are gone for good.
+    assert!(
+        mine(
+            store
+                .claim_enrichments(lease + 1, lease + 2, 1000)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
 }
 
 /// Concurrent publishers to one room get 1..=n with no gaps; rooms and tenants count apart.

@@ -14,7 +14,8 @@ mod sql;
 pub mod conformance;
 
 pub use records::{
-    AnalysisRecord, FindingRecord, NotificationRecord, ResolvedTarget, ScanProgress, ScanRecord,
+    AnalysisRecord, EnrichmentJob, FindingRecord, NotificationRecord, ResolvedTarget, ScanProgress,
+    ScanRecord,
 };
 pub use sql::SqlStore;
 
@@ -188,6 +189,41 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces a *degraded* stored analysis (rules answering for an unavailable LLM) with a
     /// better one. Returns false when the stored one is not degraded (it is kept).
     async fn upgrade_analysis(&self, analysis: &AnalysisRecord) -> Result<bool, StoreError>;
+
+    /// Queues a finding for LLM enrichment (due at once). False when it is already queued.
+    async fn enqueue_enrichment(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+        payload: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims up to `limit` due jobs (oldest due first) until `lease_until`: another replica
+    /// cannot claim them before then, and they come back if this one dies.
+    async fn claim_enrichments(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<EnrichmentJob>, StoreError>;
+
+    /// Removes a job (enriched, or no longer needed).
+    async fn finish_enrichment(&self, tenant: &str, fingerprint: &str) -> Result<(), StoreError>;
+
+    /// Puts a job back, due at `next_attempt_at`; `failed` counts the attempt and records
+    /// `error` (false: it was not tried, e.g. the LLM's breaker was open).
+    async fn retry_enrichment(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+        next_attempt_at: i64,
+        failed: bool,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Jobs queued (due or not).
+    async fn enrichment_backlog(&self) -> Result<u64, StoreError>;
 
     /// Stores a notification, assigning the next sequence number of its room.
     async fn append_notification(

@@ -276,3 +276,18 @@ impl From<NotificationRecord> for pb::Notification {
         }
     }
 }
+
+/// A finding waiting for LLM enrichment of its degraded analysis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrichmentJob {
+    /// Owner.
+    pub tenant: String,
+    /// The analysis to enrich.
+    pub fingerprint: String,
+    /// The finding, encoded by the analyzer.
+    pub payload: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Queued at.
+    pub enqueued_at: i64,
+}

@@ -13,8 +13,8 @@ use sqlx::{
 };
 
 use super::{
-    AnalysisRecord, FindingRecord, InsertScan, NotificationRecord, ScanProgress, ScanRecord, Store,
-    StoreError,
+    AnalysisRecord, EnrichmentJob, FindingRecord, InsertScan, NotificationRecord, ScanProgress,
+    ScanRecord, Store, StoreError,
 };
 use crate::config::StorageConfig;
 
@@ -194,23 +194,46 @@ fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
 }
 
 fn analysis_of(row: &AnyRow) -> Result<AnalysisRecord, StoreError> {
-    let severity: i64 = row.try_get("severity")?;
-    let degraded: i64 = row.try_get("degraded")?;
+    analysis_with_prefix(row, "")
+}
+
+/// The analysis in the columns named `<prefix><column>` (a joined table's, aliased).
+fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<AnalysisRecord, StoreError> {
+    let col = |c: &str| format!("{prefix}{c}");
+    let severity: i64 = row.try_get(col("severity").as_str())?;
+    let degraded: i64 = row.try_get(col("degraded").as_str())?;
+    let suppression: i64 = row.try_get(col("suppression_suggested").as_str())?;
+    let confidence: i64 = row.try_get(col("confidence").as_str())?;
     Ok(AnalysisRecord {
-        tenant: row.try_get("tenant")?,
-        fingerprint: row.try_get("fingerprint")?,
-        score: row.try_get("score")?,
+        tenant: row.try_get(col("tenant").as_str())?,
+        fingerprint: row.try_get(col("fingerprint").as_str())?,
+        score: row.try_get(col("score").as_str())?,
         severity: i32::try_from(severity).unwrap_or(0),
-        analyzer: row.try_get("analyzer")?,
-        confidence: u32::try_from(u64_of(row, "confidence")?).unwrap_or(0),
-        summary: row.try_get("summary")?,
-        remediation: row.try_get("remediation")?,
+        analyzer: row.try_get(col("analyzer").as_str())?,
+        confidence: u32::try_from(confidence).unwrap_or(0),
+        summary: row.try_get(col("summary").as_str())?,
+        remediation: row.try_get(col("remediation").as_str())?,
         degraded: degraded != 0,
-        analyzed_at: row.try_get("analyzed_at")?,
-        impact: row.try_get("impact")?,
-        suppression_suggested: row.try_get::<i64, _>("suppression_suggested")? != 0,
-        suppression_reason: row.try_get("suppression_reason")?,
+        analyzed_at: row.try_get(col("analyzed_at").as_str())?,
+        impact: row.try_get(col("impact").as_str())?,
+        suppression_suggested: suppression != 0,
+        suppression_reason: row.try_get(col("suppression_reason").as_str())?,
     })
+}
+
+/// A finding read with its fingerprint's current analysis joined (columns `a_*`): when the
+/// verdict attached at scan time was degraded and has since been enriched, the enriched one
+/// is what the finding shows.
+fn finding_with_current_analysis(row: &AnyRow) -> Result<FindingRecord, StoreError> {
+    let mut finding = finding_of(row)?;
+    let joined: Option<String> = row.try_get("a_analyzer")?;
+    if joined.is_some() && finding.analysis.as_ref().is_some_and(|a| a.degraded) {
+        let current = analysis_with_prefix(row, "a_")?;
+        if !current.degraded {
+            finding.analysis = Some(current);
+        }
+    }
+    Ok(finding)
 }
 
 fn notification_of(row: &AnyRow) -> Result<NotificationRecord, StoreError> {
@@ -565,10 +588,18 @@ impl Store for SqlStore {
         limit: u32,
     ) -> Result<Vec<FindingRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, tenant, scan_id, target, hostname, port, protocol, service, banner, \
-             engine, check_id, title, severity, cvss_score, cvss_vector, cve_ids, fingerprint, \
-             analysis, created_at FROM findings \
-             WHERE tenant = $1 AND scan_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+            "SELECT f.id, f.tenant, f.scan_id, f.target, f.hostname, f.port, f.protocol, \
+             f.service, f.banner, f.engine, f.check_id, f.title, f.severity, f.cvss_score, \
+             f.cvss_vector, f.cve_ids, f.fingerprint, f.analysis, f.created_at, \
+             a.tenant AS a_tenant, a.fingerprint AS a_fingerprint, a.score AS a_score, \
+             a.severity AS a_severity, a.analyzer AS a_analyzer, a.confidence AS a_confidence, \
+             a.summary AS a_summary, a.remediation AS a_remediation, a.degraded AS a_degraded, \
+             a.analyzed_at AS a_analyzed_at, a.impact AS a_impact, \
+             a.suppression_suggested AS a_suppression_suggested, \
+             a.suppression_reason AS a_suppression_reason \
+             FROM findings f \
+             LEFT JOIN analyses a ON a.tenant = f.tenant AND a.fingerprint = f.fingerprint \
+             WHERE f.tenant = $1 AND f.scan_id = $2 AND f.id > $3 ORDER BY f.id LIMIT $4",
         )
         .bind(tenant.to_owned())
         .bind(scan_id.to_owned())
@@ -576,7 +607,7 @@ impl Store for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(finding_of).collect()
+        rows.iter().map(finding_with_current_analysis).collect()
     }
 
     async fn unanalyzed_findings(&self, limit: u32) -> Result<Vec<FindingRecord>, StoreError> {
@@ -665,6 +696,111 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn enqueue_enrichment(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+        payload: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO enrichment_queue (tenant, fingerprint, payload, next_attempt_at, \
+             enqueued_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant, fingerprint) DO NOTHING",
+        )
+        .bind(tenant.to_owned())
+        .bind(fingerprint.to_owned())
+        .bind(payload.to_owned())
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_enrichments(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<EnrichmentJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, fingerprint, payload, attempts, next_attempt_at, enqueued_at \
+             FROM enrichment_queue WHERE next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, enqueued_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let tenant: String = row.try_get("tenant")?;
+            let fingerprint: String = row.try_get("fingerprint")?;
+            let due: i64 = row.try_get("next_attempt_at")?;
+            // Optimistic: only one replica moves a row from the time it read.
+            let taken = sqlx::query(
+                "UPDATE enrichment_queue SET next_attempt_at = $1 \
+                 WHERE tenant = $2 AND fingerprint = $3 AND next_attempt_at = $4",
+            )
+            .bind(lease_until)
+            .bind(tenant.clone())
+            .bind(fingerprint.clone())
+            .bind(due)
+            .execute(&self.pool)
+            .await?;
+            if taken.rows_affected() == 1 {
+                let attempts: i64 = row.try_get("attempts")?;
+                claimed.push(EnrichmentJob {
+                    tenant,
+                    fingerprint,
+                    payload: row.try_get("payload")?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    enqueued_at: row.try_get("enqueued_at")?,
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn finish_enrichment(&self, tenant: &str, fingerprint: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM enrichment_queue WHERE tenant = $1 AND fingerprint = $2")
+            .bind(tenant.to_owned())
+            .bind(fingerprint.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_enrichment(
+        &self,
+        tenant: &str,
+        fingerprint: &str,
+        next_attempt_at: i64,
+        failed: bool,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE enrichment_queue SET next_attempt_at = $1, attempts = attempts + $2, \
+             last_error = $3 WHERE tenant = $4 AND fingerprint = $5",
+        )
+        .bind(next_attempt_at)
+        .bind(i64::from(failed))
+        .bind(error.chars().take(500).collect::<String>())
+        .bind(tenant.to_owned())
+        .bind(fingerprint.to_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enrichment_backlog(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM enrichment_queue")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.unsigned_abs())
     }
 
     async fn append_notification(
