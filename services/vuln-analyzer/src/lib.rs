@@ -1,7 +1,8 @@
 //! The vuln-analyzer: scores, deduplicates and triages findings.
 //!
 //! # Layout
-//! - [`cvss`]: CVSS v3.1 base scores by the specification's equations.
+//! - [`cvss`]: CVSS base scores: v3.1/v3.0 by the specification's equations, v4.0 through the
+//!   RustSec `cvss` crate.
 //! - [`enrich`]: the queue that upgrades degraded analyses once the LLM answers again.
 //! - [`llm`]: LLM triage through an OpenAI-compatible API, behind a circuit breaker.
 //! - [`rules`]: the rule-based analysis (what answers when no LLM does).
