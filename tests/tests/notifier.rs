@@ -50,7 +50,7 @@ async fn a_subscriber_resumes_exactly_after_its_last_sequence_then_follows_live(
             rooms: vec![room.into()],
             min_priority: pb::Priority::Normal as i32,
             after_sequence: HashMap::from([(room.into(), 1)]),
-            types: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

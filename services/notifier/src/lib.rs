@@ -2,10 +2,16 @@
 //!
 //! # Layout
 //! - [`service`]: the `phantom.v1.Notifier` gRPC service (publish, subscribe with replay).
+//! - [`hub`]: live fan-out to per-subscriber priority queues.
+//! - [`fanout`]: fan-out across replicas through Redis.
 //! - [`ws`]: the WebSocket gateway over the same feeds.
 
+pub mod fanout;
+pub mod hub;
 pub mod service;
 pub mod ws;
+
+use std::sync::Arc;
 
 use phantom_proto::pb::notifier_server::NotifierServer;
 use phantom_runtime::{
@@ -24,13 +30,33 @@ pub async fn run(
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
     let (router, health) = server::router(ServiceName::Notifier, &config, &[GRPC_SERVICE])?;
-    let notifier = service::NotifierService::new(core.clone(), shutdown.clone());
+    let hub = Arc::new(hub::Hub::default());
+    let n = &config.notifier;
+    let delivery = service::Delivery {
+        queue_capacity: n.queue_capacity,
+        heartbeat: n.heartbeat,
+    };
+    let notifier =
+        service::NotifierService::new(core.clone(), hub.clone(), delivery, shutdown.clone());
     let router = router.add_service(NotifierServer::new(notifier.clone()));
     let init = async {
         let Some(store) = connect_store(&config.storage, &shutdown).await else {
             return false;
         };
-        core.set(service::Core { store });
+        let redis = &config.cache.redis_url;
+        let fanout = if n.redis_fanout && !redis.is_empty() {
+            match fanout::RedisFanout::start(redis, hub.clone(), shutdown.clone()) {
+                Ok(f) => Some(f),
+                Err(err) => {
+                    tracing::error!(error = %err, "Notification fan-out across replicas is off");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        tokio::spawn(prune(store.clone(), n.clone(), shutdown.clone()));
+        core.set(service::Core { store, fanout });
         true
     };
     let grpc = server::serve_when_ready(
@@ -50,4 +76,30 @@ pub async fn run(
     );
     let (grpc, ws) = tokio::join!(grpc, ws);
     grpc.and(ws)
+}
+
+/// Applies retention (count per room, age) every `prune_every`, until `shutdown`.
+async fn prune(
+    store: Arc<dyn phantom_runtime::storage::Store>,
+    config: phantom_runtime::config::NotifierConfig,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.prune_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = phantom_runtime::time::now_micros()
+            - i64::try_from(config.retention_age.as_micros()).unwrap_or(i64::MAX / 2);
+        match store
+            .prune_notifications(cutoff, config.retention_count)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "Notification retention applied"),
+            Err(err) => tracing::warn!(error = %err, "Notification retention failed"),
+        }
+    }
 }

@@ -1,10 +1,11 @@
 //! The `phantom.v1.Notifier` gRPC service: durable publish, resumable subscribe.
 //!
-//! Publish stores first and fans out second, so a notification a client saw acknowledged is
-//! never lost. A subscriber joins the live feed *before* replaying what it missed, then drops
-//! live notifications it already replayed (by sequence): nothing falls in the gap between
-//! replay and live, and nothing arrives twice. A subscriber that falls behind the live feed
-//! catches up from the store the same way.
+//! Publish stores first and fans out second (to this replica's subscribers, then to the other
+//! replicas through Redis), so a notification a client saw acknowledged is never lost. A
+//! subscriber joins the live feed *before* replaying what it missed; its cursor drops what it
+//! was already given (by sequence): nothing falls in the gap between replay and live, and
+//! nothing arrives twice. Live delivery goes through the subscriber's priority queue
+//! ([`crate::hub`]).
 
 use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
@@ -17,7 +18,12 @@ use phantom_runtime::{
     storage::{NotificationRecord, Store},
     time::{now_micros, timestamp_now},
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
+
+use crate::{
+    fanout::RedisFanout,
+    hub::{Filter, Hub, Subscriber},
+};
 use tonic::{Request, Response, Status};
 
 /// Longest room name.
@@ -30,34 +36,57 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const MAX_ROOMS_PER_SUBSCRIPTION: usize = 64;
 /// Notifications read from the store per replay query.
 const REPLAY_PAGE: u32 = 500;
-/// An idle stream gets a heartbeat this often.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
-/// Live notifications buffered per process before slow subscribers must catch up from the store.
-const HUB_CAPACITY: usize = 4096;
+/// Items buffered between a subscriber's queue and its transport: small, so a slow
+/// subscriber's backlog waits in the priority queue, where urgency decides.
+const TRANSPORT_BUFFER: usize = 8;
 
 /// What the service needs once its dependencies are up.
 #[derive(Debug)]
 pub struct Core {
     /// Durable log of notifications.
     pub store: Arc<dyn Store>,
+    /// Fan-out to the other replicas, when Redis is configured.
+    pub fanout: Option<RedisFanout>,
+}
+
+/// How subscriptions are served.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// Queue capacity per subscriber.
+    pub queue_capacity: usize,
+    /// Heartbeat period on idle streams.
+    pub heartbeat: Duration,
 }
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct NotifierService {
     core: Ready<Core>,
-    hub: broadcast::Sender<Arc<NotificationRecord>>,
+    hub: Arc<Hub>,
+    delivery: Delivery,
     shutdown: CancellationToken,
 }
 
 impl NotifierService {
-    /// A service that serves `core` once it is set; its streams end when `shutdown` fires.
-    pub fn new(core: Ready<Core>, shutdown: CancellationToken) -> Self {
+    /// A service that serves `core` once it is set, delivering to the subscribers in `hub`;
+    /// its streams end when `shutdown` fires.
+    pub fn new(
+        core: Ready<Core>,
+        hub: Arc<Hub>,
+        delivery: Delivery,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             core,
-            hub: broadcast::channel(HUB_CAPACITY).0,
+            hub,
+            delivery,
             shutdown,
         }
+    }
+
+    /// The subscribers of this replica.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 }
 
@@ -105,24 +134,6 @@ fn validate_publish(n: &pb::Notification) -> Result<(), Error> {
     }
 }
 
-/// What a subscription asked for.
-#[derive(Debug, Clone)]
-pub(crate) struct Filter {
-    tenant: String,
-    rooms: Vec<String>,
-    min_priority: i32,
-    types: Vec<String>,
-}
-
-impl Filter {
-    fn matches(&self, n: &NotificationRecord) -> bool {
-        n.tenant == self.tenant
-            && self.rooms.contains(&n.room)
-            && n.priority >= self.min_priority
-            && (self.types.is_empty() || self.types.contains(&n.kind))
-    }
-}
-
 pub(crate) fn validate_subscribe(
     tenant: String,
     req: pb::SubscribeRequest,
@@ -162,6 +173,12 @@ pub(crate) fn validate_subscribe(
             format!("unknown priority {}", req.min_priority),
         ));
     }
+    if pb::Severity::try_from(req.min_severity).is_err() {
+        v.push(FieldViolation::new(
+            "min_severity",
+            format!("unknown severity {}", req.min_severity),
+        ));
+    }
     if !v.is_empty() {
         return Err(Error::InvalidArgument(v));
     }
@@ -174,6 +191,7 @@ pub(crate) fn validate_subscribe(
             rooms,
             min_priority: req.min_priority,
             types: req.types,
+            min_severity: req.min_severity,
         },
         req.after_sequence,
     ))
@@ -190,15 +208,21 @@ impl NotifierService {
     /// `Subscribe` and the WebSocket gateway.
     pub(crate) fn feed(&self, filter: Filter, after: HashMap<String, u64>) -> Result<Feed, Status> {
         let store = self.core.get()?.store.clone();
+        let subscriber = Arc::new(Subscriber::new(
+            filter,
+            &after,
+            self.delivery.queue_capacity,
+        ));
         // Join the live feed first, so nothing published during the replay is missed.
-        let live = self.hub.subscribe();
-        let (tx, rx) = mpsc::channel(256);
+        let registration = self.hub.register(&subscriber);
+        let (tx, rx) = mpsc::channel(TRANSPORT_BUFFER);
         tokio::spawn(deliver(
             store,
-            filter,
+            subscriber,
+            registration,
             after,
-            live,
             tx,
+            self.delivery.heartbeat,
             self.shutdown.clone(),
         ));
         Ok(rx)
@@ -231,11 +255,14 @@ impl Notifier for NotifierService {
                 kind: n.r#type,
                 payload: n.payload,
                 created_at: now_micros(),
+                severity: n.severity,
             })
             .await
             .map_err(Error::from)?;
-        // No receiver is not an error: nobody is listening right now.
-        let _ = self.hub.send(Arc::new(stored.clone()));
+        self.hub.fan_out(&Arc::new(stored.clone()));
+        if let Some(fanout) = &core.fanout {
+            fanout.publish(&stored).await;
+        }
         Ok(Response::new(stored.into()))
     }
 
@@ -247,112 +274,141 @@ impl Notifier for NotifierService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let tenant = tenant_of(&request)?;
         let (filter, after) = validate_subscribe(tenant, request.into_inner())?;
-        let store = self.core.get()?.store.clone();
-        // Join the live feed first, so nothing published during the replay is missed.
-        let live = self.hub.subscribe();
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(deliver(
-            store,
-            filter,
-            after,
-            live,
-            tx,
-            self.shutdown.clone(),
-        ));
+        let rx = self.feed(filter, after)?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 }
 
-/// Feeds one subscriber: replay, then live, with heartbeats, until it goes away or the
-/// server shuts down.
-async fn deliver(
-    store: Arc<dyn Store>,
-    filter: Filter,
-    after: HashMap<String, u64>,
-    mut live: broadcast::Receiver<Arc<NotificationRecord>>,
-    tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
-    shutdown: CancellationToken,
-) {
-    // Last sequence delivered per room. Rooms without `after_sequence` start live-only: their
-    // cursor is set by the first live notification.
-    let mut cursor: HashMap<String, u64> = after;
-    let send = |n: NotificationRecord| pb::SubscribeResponse {
+fn notification(n: NotificationRecord) -> pb::SubscribeResponse {
+    pb::SubscribeResponse {
         event: Some(pb::subscribe_response::Event::Notification(n.into())),
-    };
+    }
+}
 
-    macro_rules! catch_up {
-        () => {
-            for room in &filter.rooms {
-                let Some(&from) = cursor.get(room) else { continue };
-                let mut from = from;
-                loop {
-                    let page = match store.notifications_after(&filter.tenant, room, from, REPLAY_PAGE).await {
-                        Ok(page) => page,
-                        Err(err) => {
-                            tracing::warn!(error = %err, room = %room, "Replay failed");
-                            let _ = tx.send(Err(Status::unavailable("replay from storage failed; resubscribe"))).await;
-                            return;
-                        }
-                    };
-                    let done = page.len() < REPLAY_PAGE as usize;
-                    for n in page {
-                        from = n.sequence;
-                        if filter.matches(&n) && tx.send(Ok(send(n))).await.is_err() {
-                            return;
-                        }
-                    }
-                    cursor.insert(room.clone(), from);
-                    if done {
-                        break;
-                    }
-                }
+/// Sends `item` unless the subscriber is gone or the server shuts down first. False: stop.
+async fn send(
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    item: Result<pb::SubscribeResponse, Status>,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        () = shutdown.cancelled() => false,
+    }
+}
+
+/// Sends the stored notifications of `room` after `from` (and up to `until`) that the
+/// subscriber was not given yet. False: stop.
+async fn replay_room(
+    store: &dyn Store,
+    sub: &Subscriber,
+    room: &str,
+    mut from: u64,
+    until: Option<u64>,
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    shutdown: &CancellationToken,
+) -> bool {
+    loop {
+        let page = match store
+            .notifications_after(&sub.filter.tenant, room, from, REPLAY_PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(error = %err, room, "Replay failed");
+                let status = Status::unavailable("replay from storage failed; resubscribe");
+                let _ = tx.send(Err(status)).await;
+                return false;
             }
         };
+        let done = page.len() < REPLAY_PAGE as usize;
+        for n in page {
+            if until.is_some_and(|u| n.sequence >= u) {
+                return true;
+            }
+            from = n.sequence;
+            if sub.claim(&n)
+                && sub.filter.matches(&n)
+                && !send(tx, Ok(notification(n)), shutdown).await
+            {
+                return false;
+            }
+        }
+        if done {
+            return true;
+        }
     }
+}
 
-    catch_up!();
+/// Feeds one subscriber: replay, then its live queue (most urgent first), filling gaps from
+/// the store, with heartbeats, until it goes away, overflows, or the server shuts down.
+async fn deliver(
+    store: Arc<dyn Store>,
+    sub: Arc<Subscriber>,
+    _registration: crate::hub::Registration,
+    after: HashMap<String, u64>,
+    tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+) {
+    for room in &sub.filter.rooms {
+        if let Some(&from) = after.get(room)
+            && !replay_room(&*store, &sub, room, from, None, &tx, &shutdown).await
+        {
+            return;
+        }
+    }
+    sub.replay_done();
+    let mut idle_since = tokio::time::Instant::now();
     loop {
+        for (room, from, until) in sub.take_gaps() {
+            tracing::debug!(
+                room,
+                from,
+                until,
+                "Filling a gap in the live feed from storage"
+            );
+            if !replay_room(&*store, &sub, &room, from, Some(until), &tx, &shutdown).await {
+                return;
+            }
+        }
+        if sub.overflowed() {
+            let status = Status::resource_exhausted(
+                "subscriber too slow: a HIGH or CRITICAL notification could not be queued; \
+                 resubscribe with after_sequence to resume",
+            );
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+        if let Some(n) = sub.pop() {
+            if !send(&tx, Ok(notification((*n).clone())), &shutdown).await {
+                return;
+            }
+            idle_since = tokio::time::Instant::now();
+            continue;
+        }
         tokio::select! {
             () = shutdown.cancelled() => {
                 let _ = tx.send(Err(Status::unavailable("server shutting down; resubscribe with after_sequence"))).await;
                 return;
             }
             () = tx.closed() => return,
-            msg = tokio::time::timeout(HEARTBEAT_EVERY, live.recv()) => match msg {
-                Err(_idle) => {
-                    let beat = pb::SubscribeResponse {
-                        event: Some(pb::subscribe_response::Event::Heartbeat(pb::Heartbeat { time: Some(timestamp_now()) })),
-                    };
-                    if tx.send(Ok(beat)).await.is_err() {
-                        return;
-                    }
+            () = sub.wake.notified() => {}
+            () = tokio::time::sleep_until(idle_since + heartbeat) => {
+                let (dropped_low, dropped_normal) = sub.dropped();
+                let beat = pb::SubscribeResponse {
+                    event: Some(pb::subscribe_response::Event::Heartbeat(pb::Heartbeat {
+                        time: Some(timestamp_now()),
+                        dropped_low,
+                        dropped_normal,
+                    })),
+                };
+                if !send(&tx, Ok(beat), &shutdown).await {
+                    return;
                 }
-                Ok(Ok(n)) => {
-                    if n.tenant != filter.tenant || !filter.rooms.contains(&n.room) {
-                        continue;
-                    }
-                    let last = cursor.get(&n.room).copied();
-                    if last.is_some_and(|last| n.sequence <= last) {
-                        continue; // already replayed
-                    }
-                    if let Some(last) = last
-                        && n.sequence > last + 1 {
-                            // Published elsewhere or overtaken: fill the gap from the store.
-                            catch_up!();
-                            continue;
-                        }
-                    cursor.insert(n.room.clone(), n.sequence);
-                    if filter.matches(&n) && tx.send(Ok(send((*n).clone()))).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
-                    tracing::debug!(missed, "Subscriber lagged; catching up from storage");
-                    catch_up!();
-                }
-                Ok(Err(broadcast::error::RecvError::Closed)) => return,
+                idle_since = tokio::time::Instant::now();
             }
         }
     }

@@ -41,6 +41,9 @@ pub struct Params {
     /// Comma-separated types.
     #[serde(default)]
     types: String,
+    /// `low`, `medium`, `high` or `critical`: findings below it are not sent.
+    #[serde(default)]
+    min_severity: String,
 }
 
 #[derive(Debug, Clone)]
@@ -88,11 +91,25 @@ fn parse(params: &Params) -> Result<pb::SubscribeRequest, String> {
             ));
         }
     };
+    let min_severity = match params.min_severity.to_ascii_lowercase().as_str() {
+        "" => pb::Severity::Unspecified,
+        "info" => pb::Severity::Info,
+        "low" => pb::Severity::Low,
+        "medium" => pb::Severity::Medium,
+        "high" => pb::Severity::High,
+        "critical" => pb::Severity::Critical,
+        other => {
+            return Err(format!(
+                "min_severity: {other:?} is not info, low, medium, high or critical"
+            ));
+        }
+    };
     Ok(pb::SubscribeRequest {
         rooms: split(&params.rooms),
         min_priority: min_priority as i32,
         after_sequence,
         types: split(&params.types),
+        min_severity: min_severity as i32,
     })
 }
 

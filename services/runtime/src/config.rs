@@ -85,6 +85,8 @@ pub struct Config {
     pub scan: ScanConfig,
     /// The vuln-analyzer.
     pub analyzer: AnalyzerConfig,
+    /// The notifier.
+    pub notifier: NotifierConfig,
     /// The health-aggregator.
     pub health: HealthConfig,
     /// Shutdown behaviour of every server.
@@ -388,6 +390,42 @@ pub struct AnalyzerConfig {
     pub llm: LlmConfig,
     /// Later enrichment of analyses the LLM could not make in time.
     pub enrichment: EnrichmentConfig,
+}
+
+/// The notifier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifierConfig {
+    /// Notifications queued per subscriber before LOW, then NORMAL, are dropped (and a
+    /// subscriber that cannot take a HIGH or CRITICAL is disconnected).
+    pub queue_capacity: usize,
+    /// An idle stream gets a heartbeat this often.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Notifications kept per room (older ones are pruned).
+    pub retention_count: u64,
+    /// Notifications older than this are pruned.
+    #[serde(with = "humantime_serde")]
+    pub retention_age: Duration,
+    /// How often retention is applied.
+    #[serde(with = "humantime_serde")]
+    pub prune_every: Duration,
+    /// Fan notifications out to the other replicas through Redis (`REDIS_URL`) when it is
+    /// set: a subscriber on any replica receives what was published on any other.
+    pub redis_fanout: bool,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            heartbeat: Duration::from_secs(15),
+            retention_count: 10_000,
+            retention_age: Duration::from_secs(7 * 24 * 3600),
+            prune_every: Duration::from_secs(60),
+            redis_fanout: true,
+        }
+    }
 }
 
 /// The enrichment queue: findings whose analysis was degraded (rules answering for an LLM
@@ -837,6 +875,13 @@ impl Config {
         llm.circuit_breaker
             .validate()
             .map_err(|m| bad("analyzer.llm.circuit_breaker", &m))?;
+        let n = &self.notifier;
+        if n.queue_capacity == 0 || n.heartbeat.is_zero() || n.prune_every.is_zero() {
+            return Err(bad(
+                "notifier",
+                "queue_capacity, heartbeat and prune_every must be more than 0",
+            ));
+        }
         let e = &self.analyzer.enrichment;
         if e.interval.is_zero() || e.lease.is_zero() || e.backoff.is_zero() || e.batch == 0 {
             return Err(bad(

@@ -312,12 +312,19 @@ impl Runner {
         kind: &str,
         payload: serde_json::Value,
     ) {
+        // Notifications about a finding carry its severity, for subscribers' filters.
+        let severity = payload
+            .get("severity")
+            .and_then(|s| s.as_str())
+            .and_then(pb::Severity::from_str_name)
+            .map_or(0, |s| s as i32);
         let mut client = self.notifier.clone();
         let note = pb::Notification {
             room,
             priority: priority as i32,
             r#type: kind.to_owned(),
             payload: payload.to_string(),
+            severity,
             ..Default::default()
         };
         match tokio::time::timeout(NOTIFY_TIMEOUT, client.publish(note)).await {

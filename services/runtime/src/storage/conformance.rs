@@ -509,6 +509,7 @@ pub async fn notification_sequences_are_gap_free_per_room(store: &dyn Store) {
         kind: "scan.progress".into(),
         payload: "{}".into(),
         created_at: now_micros(),
+        severity: 0,
     };
     let notes: Vec<_> = (0..10).map(|_| note("scan/a", &t)).collect();
     let mut seqs: Vec<u64> =
@@ -544,6 +545,33 @@ pub async fn notification_sequences_are_gap_free_per_room(store: &dyn Store) {
         after.iter().map(|n| n.sequence).collect::<Vec<_>>(),
         vec![8, 9, 10]
     );
+
+    // Retention: by count per room, then by age; the counter never goes back.
+    assert!(store.prune_notifications(0, 3).await.unwrap() >= 7);
+    let kept = store
+        .notifications_after(&t, "scan/a", 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        vec![8, 9, 10]
+    );
+    store
+        .prune_notifications(now_micros() + 1, u64::MAX / 4)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .notifications_after(&t, "scan/a", 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let next = store
+        .append_notification(&note("scan/a", &t))
+        .await
+        .unwrap();
+    assert_eq!(next.sequence, 11);
 }
 
 /// Two replicas claiming at once never get the same scan; a holder that stops renewing loses

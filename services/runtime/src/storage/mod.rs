@@ -231,6 +231,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         notification: &NotificationRecord,
     ) -> Result<NotificationRecord, StoreError>;
 
+    /// Deletes notifications created before `older_than`, and all but the last
+    /// `keep_per_room` of each room. Returns how many were deleted. Sequences are not reused:
+    /// a room's counter stays where it is.
+    async fn prune_notifications(
+        &self,
+        older_than: i64,
+        keep_per_room: u64,
+    ) -> Result<u64, StoreError>;
+
     /// Notifications of one room with a sequence above `after`, in order.
     async fn notifications_after(
         &self,

@@ -243,7 +243,7 @@ impl From<AnalysisRecord> for pb::Analysis {
 }
 
 /// A stored notification.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationRecord {
     /// Owner.
     pub tenant: String,
@@ -261,6 +261,8 @@ pub struct NotificationRecord {
     pub payload: String,
     /// Accepted at.
     pub created_at: i64,
+    /// A `pb::Severity` value, for notifications about a finding (0 otherwise).
+    pub severity: i32,
 }
 
 impl From<NotificationRecord> for pb::Notification {
@@ -273,6 +275,7 @@ impl From<NotificationRecord> for pb::Notification {
             sequence: r.sequence,
             id: r.id,
             created_at: Some(timestamp(r.created_at)),
+            severity: r.severity,
         }
     }
 }

@@ -247,6 +247,7 @@ fn notification_of(row: &AnyRow) -> Result<NotificationRecord, StoreError> {
         kind: row.try_get("kind")?,
         payload: row.try_get("payload")?,
         created_at: row.try_get("created_at")?,
+        severity: i32::try_from(row.try_get::<i64, _>("severity")?).unwrap_or(0),
     })
 }
 
@@ -822,7 +823,7 @@ impl Store for SqlStore {
         let sequence = u64_of(&row, "sequence")?;
         sqlx::query(
             "INSERT INTO notifications (tenant, room, sequence, id, priority, kind, payload, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             created_at, severity) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(n.tenant.clone())
         .bind(n.room.clone())
@@ -832,6 +833,7 @@ impl Store for SqlStore {
         .bind(n.kind.clone())
         .bind(n.payload.clone())
         .bind(n.created_at)
+        .bind(i64::from(n.severity))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -849,7 +851,7 @@ impl Store for SqlStore {
         limit: u32,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tenant, room, sequence, id, priority, kind, payload, created_at \
+            "SELECT tenant, room, sequence, id, priority, kind, payload, created_at, severity \
              FROM notifications WHERE tenant = $1 AND room = $2 AND sequence > $3 \
              ORDER BY sequence LIMIT $4",
         )
@@ -860,5 +862,25 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(notification_of).collect()
+    }
+
+    async fn prune_notifications(
+        &self,
+        older_than: i64,
+        keep_per_room: u64,
+    ) -> Result<u64, StoreError> {
+        let by_age = sqlx::query("DELETE FROM notifications WHERE created_at < $1")
+            .bind(older_than)
+            .execute(&self.pool)
+            .await?;
+        let by_count = sqlx::query(
+            "DELETE FROM notifications WHERE sequence <= \
+             (SELECT r.sequence FROM room_sequences r \
+              WHERE r.tenant = notifications.tenant AND r.room = notifications.room) - $1",
+        )
+        .bind(to_i64(keep_per_room))
+        .execute(&self.pool)
+        .await?;
+        Ok(by_age.rows_affected() + by_count.rows_affected())
     }
 }
