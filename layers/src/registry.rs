@@ -6,7 +6,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{OnceLock, RwLock},
+    sync::{
+        Arc, OnceLock, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use serde::Serialize;
@@ -27,6 +30,23 @@ pub struct Registry {
     retries: RwLock<BTreeMap<String, RetryPolicy>>,
     bulkheads: RwLock<BTreeMap<String, Bulkhead>>,
     adaptive: RwLock<BTreeMap<String, AdaptiveLimiter>>,
+    counters: RwLock<BTreeMap<CounterKey, (&'static str, Arc<AtomicU64>)>>,
+}
+
+/// A counter's name and its labels (sorted).
+type CounterKey = (&'static str, Vec<(&'static str, String)>);
+
+/// One counter's value, as `/metrics` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CounterSnapshot {
+    /// Prometheus name (`…_total`).
+    pub name: &'static str,
+    /// What it counts.
+    pub help: &'static str,
+    /// Its labels.
+    pub labels: BTreeMap<&'static str, String>,
+    /// Its value.
+    pub value: u64,
 }
 
 /// Every component's state, as `/health/metrics` shows it.
@@ -42,6 +62,8 @@ pub struct RegistrySnapshot {
     pub bulkheads: Vec<BulkheadSnapshot>,
     /// Adaptive (AIMD) limiters, with their current rates.
     pub adaptive_limiters: Vec<AdaptiveSnapshot>,
+    /// Counters of components without a snapshot type of their own (notifier, webhooks).
+    pub counters: Vec<CounterSnapshot>,
 }
 
 /// The process's registry.
@@ -90,6 +112,26 @@ impl Registry {
         put(&self.adaptive, name, a.clone());
     }
 
+    /// The counter `name` with `labels`, created at 0 on first use; every caller asking for
+    /// the same name and labels shares it.
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Arc<AtomicU64> {
+        let mut labels: Vec<(&'static str, String)> =
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        labels.sort();
+        self.counters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((name, labels))
+            .or_insert_with(|| (help, Arc::default()))
+            .1
+            .clone()
+    }
+
     /// A breaker by name, for operators (force open, disable, reset).
     pub fn find_breaker(&self, name: &str) -> Option<Breaker> {
         self.breakers
@@ -118,6 +160,18 @@ impl Registry {
             bulkheads: all(&self.bulkheads)
                 .iter()
                 .map(Bulkhead::snapshot)
+                .collect(),
+            counters: self
+                .counters
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|((name, labels), (help, value))| CounterSnapshot {
+                    name,
+                    help,
+                    labels: labels.iter().cloned().collect(),
+                    value: value.load(Ordering::Relaxed),
+                })
                 .collect(),
         }
     }

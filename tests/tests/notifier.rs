@@ -153,26 +153,60 @@ async fn the_websocket_gateway_replays_and_streams_json() {
             other => panic!("{query}: {other:?}"),
         }
     }
-    // The socket only sends: a client message closes it with a policy violation.
-    let (mut ws, _) =
+    // The client may ping; anything else closes the socket with the matching code.
+    use tokio_tungstenite::tungstenite::Message;
+    let open = async || {
         tokio_tungstenite::connect_async(format!("ws://{}/ws?rooms=system", system.addrs.ws))
             .await
-            .unwrap();
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(
-        "hello".into(),
-    ))
-    .await
-    .unwrap();
-    let closed = loop {
+            .unwrap()
+            .0
+    };
+    let closed_with = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
         match tokio::time::timeout(PATIENCE, ws.next())
             .await
             .expect("in time")
         {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             other => panic!("{other:?}"),
         }
     };
-    assert_eq!(u16::from(closed.unwrap().code), 1008);
+    let mut ws = open().await;
+    ws.send(Message::Text(r#"{"kind":"ping"}"#.into()))
+        .await
+        .unwrap();
+    let pong = loop {
+        if let Some(Ok(Message::Text(t))) = ws.next().await {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["kind"] != "heartbeat" {
+                break v;
+            }
+        }
+    };
+    assert_eq!(pong["kind"], "pong");
+    for (frame, code) in [
+        (Message::Text("hello".into()), 1007),
+        (Message::Text(r#"{"kind":"subscribe"}"#.into()), 1008),
+        (Message::Binary(vec![1, 2, 3].into()), 1003),
+        (Message::Text("x".repeat(64 * 1024).into()), 1009),
+    ] {
+        let mut ws = open().await;
+        ws.send(frame).await.unwrap();
+        assert_eq!(closed_with(&mut ws).await, Some(code));
+    }
+    // Browsers from origins not in notifier.ws.allowed_origins are refused before the upgrade.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/ws?rooms=system",
+            system.addrs.ws
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example.com".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("{other:?}"),
+    }
     system.stop().await;
 }

@@ -83,6 +83,7 @@ async fn metrics_json(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
         "retries": resilience.retries,
         "bulkheads": resilience.bulkheads,
         "adaptive_limiters": resilience.adaptive_limiters,
+        "counters": resilience.counters,
         "caches": phantom_runtime::cache::snapshots()
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
@@ -328,6 +329,23 @@ async fn metrics_prometheus(State(agg): State<Arc<Aggregator>>) -> impl IntoResp
     ];
     for (name, help, kind, value) in cache_metrics {
         labelled(&mut out, name, help, kind, "cache", &per_cache(&value));
+    }
+    let mut last_name = "";
+    for c in &r.counters {
+        if c.name != last_name {
+            let _ = writeln!(
+                out,
+                "# HELP {} {}\n# TYPE {} counter",
+                c.name, c.help, c.name
+            );
+            last_name = c.name;
+        }
+        let labels: Vec<String> = c
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let _ = writeln!(out, "{}{{{}}} {}", c.name, labels.join(","), c.value);
     }
     let ad = &r.adaptive_limiters;
     labelled(

@@ -257,19 +257,51 @@ impl Subscriber {
     }
 }
 
-/// Totals across the subscribers of this process, for metrics.
-#[derive(Debug, Default)]
+/// Totals across the subscribers of this process, in the metrics registry (`/metrics`).
+#[derive(Debug)]
 pub struct HubStats {
     /// Notifications fanned out (each counted once, whatever its subscribers).
-    pub fanned_out: AtomicU64,
+    pub fanned_out: Arc<AtomicU64>,
     /// Offers queued.
-    pub queued: AtomicU64,
-    /// Offers dropped, by class (LOW, NORMAL).
-    pub dropped_low: AtomicU64,
+    pub queued: Arc<AtomicU64>,
+    /// LOW offers dropped.
+    pub dropped_low: Arc<AtomicU64>,
     /// NORMAL offers dropped.
-    pub dropped_normal: AtomicU64,
+    pub dropped_normal: Arc<AtomicU64>,
     /// Subscribers disconnected because a HIGH or CRITICAL could not be queued.
-    pub overflowed: AtomicU64,
+    pub overflowed: Arc<AtomicU64>,
+}
+
+impl Default for HubStats {
+    fn default() -> Self {
+        let r = phantom_layers::registry::global();
+        let dropped = |priority| {
+            r.counter(
+                "phantom_notifier_dropped_total",
+                "Notifications dropped for slow subscribers, by priority.",
+                &[("priority", priority)],
+            )
+        };
+        Self {
+            fanned_out: r.counter(
+                "phantom_notifier_fanned_out_total",
+                "Notifications offered to this replica's subscribers.",
+                &[],
+            ),
+            queued: r.counter(
+                "phantom_notifier_queued_total",
+                "Notifications queued for a subscriber.",
+                &[],
+            ),
+            dropped_low: dropped("low"),
+            dropped_normal: dropped("normal"),
+            overflowed: r.counter(
+                "phantom_notifier_overflowed_total",
+                "Subscribers disconnected because a HIGH or CRITICAL could not be queued.",
+                &[],
+            ),
+        }
+    }
 }
 
 type RoomKey = (String, String);

@@ -4,11 +4,13 @@
 //! - [`service`]: the `phantom.v1.Notifier` gRPC service (publish, subscribe with replay).
 //! - [`hub`]: live fan-out to per-subscriber priority queues.
 //! - [`fanout`]: fan-out across replicas through Redis.
+//! - [`webhook`]: outbound webhooks, signed, retried, behind a breaker per destination.
 //! - [`ws`]: the WebSocket gateway over the same feeds.
 
 pub mod fanout;
 pub mod hub;
 pub mod service;
+pub mod webhook;
 pub mod ws;
 
 use std::sync::Arc;
@@ -56,7 +58,12 @@ pub async fn run(
             None
         };
         tokio::spawn(prune(store.clone(), n.clone(), shutdown.clone()));
-        core.set(service::Core { store, fanout });
+        let webhooks = webhook::Webhooks::start(&n.webhooks, &shutdown);
+        core.set(service::Core {
+            store,
+            fanout,
+            webhooks,
+        });
         true
     };
     let grpc = server::serve_when_ready(
@@ -71,7 +78,11 @@ pub async fn run(
     let ws = server::serve_http(
         "notifier websocket (/ws)",
         listeners.http,
-        ws::router(notifier, config.tenancy.default_tenant.clone()),
+        ws::router(
+            notifier,
+            config.tenancy.default_tenant.clone(),
+            config.notifier.ws.clone(),
+        ),
         shutdown.clone(),
     );
     let (grpc, ws) = tokio::join!(grpc, ws);

@@ -47,6 +47,8 @@ pub struct Core {
     pub store: Arc<dyn Store>,
     /// Fan-out to the other replicas, when Redis is configured.
     pub fanout: Option<RedisFanout>,
+    /// Outbound webhooks.
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 /// How subscriptions are served.
@@ -259,7 +261,9 @@ impl Notifier for NotifierService {
             })
             .await
             .map_err(Error::from)?;
-        self.hub.fan_out(&Arc::new(stored.clone()));
+        let shared = Arc::new(stored.clone());
+        self.hub.fan_out(&shared);
+        core.webhooks.offer(&shared);
         if let Some(fanout) = &core.fanout {
             fanout.publish(&stored).await;
         }

@@ -413,6 +413,100 @@ pub struct NotifierConfig {
     /// Fan notifications out to the other replicas through Redis (`REDIS_URL`) when it is
     /// set: a subscriber on any replica receives what was published on any other.
     pub redis_fanout: bool,
+    /// The WebSocket gateway.
+    pub ws: WsConfig,
+    /// Rooms forwarded to outbound webhooks.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// The notifier's WebSocket gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsConfig {
+    /// Browser origins allowed to connect (`Origin` header), e.g. `https://dash.example.com`;
+    /// `*` allows any. Clients that send no `Origin` (CLIs, servers) are not browsers and are
+    /// always allowed. Empty: no browser may connect.
+    pub allowed_origins: Vec<String>,
+    /// Most connections at once on this replica; more are refused with 503.
+    pub max_connections: usize,
+    /// Most connections at once from one IP address; more are refused with 429.
+    pub max_connections_per_ip: usize,
+    /// Largest frame a client may send; larger closes the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// The server pings this often; a client that has not answered by the next ping but one
+    /// is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub ping_every: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            max_frame_bytes: 4096,
+            ping_every: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One outbound webhook: notifications of some rooms POSTed as JSON to a URL, signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Its name, in logs and metrics.
+    pub name: String,
+    /// Where notifications are POSTed (http or https).
+    pub url: String,
+    /// Rooms forwarded: exact names, or prefixes ending in `*` (`scan/*`).
+    pub rooms: Vec<String>,
+    /// Lowest priority forwarded: `low`, `normal`, `high` or `critical`.
+    pub min_priority: String,
+    /// Name of the environment variable holding the HMAC-SHA256 key; the signature goes in
+    /// `X-Phantom-Signature: sha256=<hex>`. Empty: unsigned. The key is never in the file.
+    pub secret_env: String,
+    /// Longest wait for one delivery.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per notification before it is given up (and counted as failed).
+    pub max_attempts: u32,
+    /// First wait after a failed attempt; doubled (with jitter) up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Notifications waiting for this destination; past it the oldest are dropped (counted).
+    pub queue: usize,
+    /// The breaker in front of this destination.
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            url: String::new(),
+            rooms: Vec::new(),
+            min_priority: "high".to_owned(),
+            secret_env: String::new(),
+            timeout: Duration::from_secs(5),
+            max_attempts: 5,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            queue: 1000,
+            circuit_breaker: CircuitBreakerConfig {
+                window: phantom_layers::circuit_breaker::WindowConfig::Count { size: 20 },
+                minimum_calls: 5,
+                consecutive_failures: 5,
+                open_duration: Duration::from_secs(30),
+                half_open_permits: 1,
+                success_threshold: 1,
+                ..CircuitBreakerConfig::default()
+            },
+        }
+    }
 }
 
 impl Default for NotifierConfig {
@@ -424,6 +518,8 @@ impl Default for NotifierConfig {
             retention_age: Duration::from_secs(7 * 24 * 3600),
             prune_every: Duration::from_secs(60),
             redis_fanout: true,
+            ws: WsConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -881,6 +977,51 @@ impl Config {
                 "notifier",
                 "queue_capacity, heartbeat and prune_every must be more than 0",
             ));
+        }
+        if n.ws.max_connections == 0
+            || n.ws.max_connections_per_ip == 0
+            || n.ws.ping_every.is_zero()
+        {
+            return Err(bad(
+                "notifier.ws",
+                "max_connections, max_connections_per_ip and ping_every must be more than 0",
+            ));
+        }
+        for (i, w) in n.webhooks.iter().enumerate() {
+            let key = |k: &str| format!("notifier.webhooks[{i}].{k}");
+            if w.name.is_empty() {
+                return Err(bad(&key("name"), "is required"));
+            }
+            let uri = w.url.parse::<http::Uri>().ok();
+            if !uri
+                .as_ref()
+                .and_then(|u| u.scheme_str())
+                .is_some_and(|s| s == "http" || s == "https")
+            {
+                return Err(bad(&key("url"), "must be an http:// or https:// URL"));
+            }
+            if w.rooms.is_empty() {
+                return Err(bad(&key("rooms"), "must name at least one room or prefix*"));
+            }
+            if !["low", "normal", "high", "critical"].contains(&w.min_priority.as_str()) {
+                return Err(bad(
+                    &key("min_priority"),
+                    "must be low, normal, high or critical",
+                ));
+            }
+            if w.max_attempts == 0
+                || w.queue == 0
+                || w.timeout.is_zero()
+                || w.backoff > w.max_backoff
+            {
+                return Err(bad(
+                    &key("max_attempts"),
+                    "max_attempts, queue and timeout must be more than 0, and backoff at most max_backoff",
+                ));
+            }
+            w.circuit_breaker
+                .validate()
+                .map_err(|m| bad(&key("circuit_breaker"), &m))?;
         }
         let e = &self.analyzer.enrichment;
         if e.interval.is_zero() || e.lease.is_zero() || e.backoff.is_zero() || e.batch == 0 {

@@ -54,9 +54,13 @@ pub async fn serve_http(
         return Ok(());
     };
     tracing::info!(server = what, addr = ?listener.local_addr().ok(), "HTTP server listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    // Connect info: handlers may limit per client address.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await?;
     Ok(())
 }
 
