@@ -4,11 +4,13 @@
 //! - [`service`]: the `phantom.v1.Notifier` gRPC service (publish, subscribe with replay).
 //! - [`hub`]: live fan-out to per-subscriber priority queues.
 //! - [`fanout`]: fan-out across replicas through Redis.
+//! - [`log`]: where notifications are kept (Redis Streams or the database).
 //! - [`webhook`]: outbound webhooks, signed, retried, behind a breaker per destination.
 //! - [`ws`]: the WebSocket gateway over the same feeds.
 
 pub mod fanout;
 pub mod hub;
+pub mod log;
 pub mod service;
 pub mod webhook;
 pub mod ws;
@@ -57,10 +59,31 @@ pub async fn run(
         } else {
             None
         };
-        tokio::spawn(prune(store.clone(), n.clone(), shutdown.clone()));
+        use phantom_runtime::config::NotificationLogKind;
+        let log: Arc<dyn log::NotificationLog> = match n.log {
+            NotificationLogKind::Redis | NotificationLogKind::Auto if !redis.is_empty() => {
+                match log::RedisLog::connect(redis, n.retention_count) {
+                    Ok(l) => {
+                        if !l.ready(std::time::Duration::from_secs(5)).await {
+                            tracing::warn!(
+                                "Redis is not reachable yet: Publish answers UNAVAILABLE until it is"
+                            );
+                        }
+                        Arc::new(l)
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "Cannot use Redis for notifications");
+                        return false;
+                    }
+                }
+            }
+            _ => Arc::new(log::StoreLog(store)),
+        };
+        tracing::info!(log = log.backend(), "Notification log");
+        tokio::spawn(prune(log.clone(), n.clone(), shutdown.clone()));
         let webhooks = webhook::Webhooks::start(&n.webhooks, &shutdown);
         core.set(service::Core {
-            store,
+            log,
             fanout,
             webhooks,
         });
@@ -91,7 +114,7 @@ pub async fn run(
 
 /// Applies retention (count per room, age) every `prune_every`, until `shutdown`.
 async fn prune(
-    store: Arc<dyn phantom_runtime::storage::Store>,
+    log: Arc<dyn log::NotificationLog>,
     config: phantom_runtime::config::NotifierConfig,
     shutdown: CancellationToken,
 ) {
@@ -104,10 +127,7 @@ async fn prune(
         }
         let cutoff = phantom_runtime::time::now_micros()
             - i64::try_from(config.retention_age.as_micros()).unwrap_or(i64::MAX / 2);
-        match store
-            .prune_notifications(cutoff, config.retention_count)
-            .await
-        {
+        match log.prune(cutoff, config.retention_count).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "Notification retention applied"),
             Err(err) => tracing::warn!(error = %err, "Notification retention failed"),

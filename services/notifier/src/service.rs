@@ -15,7 +15,7 @@ use phantom_proto::pb::{self, notifier_server::Notifier};
 use phantom_runtime::{
     CancellationToken, Ready,
     server::tenant_of,
-    storage::{NotificationRecord, Store},
+    storage::NotificationRecord,
     time::{now_micros, timestamp_now},
 };
 use tokio::sync::mpsc;
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::{
     fanout::RedisFanout,
     hub::{Filter, Hub, Subscriber},
+    log::NotificationLog,
 };
 use tonic::{Request, Response, Status};
 
@@ -44,7 +45,7 @@ const TRANSPORT_BUFFER: usize = 8;
 #[derive(Debug)]
 pub struct Core {
     /// Durable log of notifications.
-    pub store: Arc<dyn Store>,
+    pub log: Arc<dyn NotificationLog>,
     /// Fan-out to the other replicas, when Redis is configured.
     pub fanout: Option<RedisFanout>,
     /// Outbound webhooks.
@@ -209,7 +210,7 @@ impl NotifierService {
     /// Starts feeding a validated subscription: replay, then live. Shared by the gRPC
     /// `Subscribe` and the WebSocket gateway.
     pub(crate) fn feed(&self, filter: Filter, after: HashMap<String, u64>) -> Result<Feed, Status> {
-        let store = self.core.get()?.store.clone();
+        let log = self.core.get()?.log.clone();
         let subscriber = Arc::new(Subscriber::new(
             filter,
             &after,
@@ -219,7 +220,7 @@ impl NotifierService {
         let registration = self.hub.register(&subscriber);
         let (tx, rx) = mpsc::channel(TRANSPORT_BUFFER);
         tokio::spawn(deliver(
-            store,
+            log,
             subscriber,
             registration,
             after,
@@ -247,8 +248,8 @@ impl Notifier for NotifierService {
             n.priority
         };
         let stored = core
-            .store
-            .append_notification(&NotificationRecord {
+            .log
+            .append(&NotificationRecord {
                 tenant,
                 room: n.room,
                 sequence: 0,
@@ -259,8 +260,7 @@ impl Notifier for NotifierService {
                 created_at: now_micros(),
                 severity: n.severity,
             })
-            .await
-            .map_err(Error::from)?;
+            .await?;
         let shared = Arc::new(stored.clone());
         self.hub.fan_out(&shared);
         core.webhooks.offer(&shared);
@@ -306,7 +306,7 @@ async fn send(
 /// Sends the stored notifications of `room` after `from` (and up to `until`) that the
 /// subscriber was not given yet. False: stop.
 async fn replay_room(
-    store: &dyn Store,
+    log: &dyn NotificationLog,
     sub: &Subscriber,
     room: &str,
     mut from: u64,
@@ -315,10 +315,7 @@ async fn replay_room(
     shutdown: &CancellationToken,
 ) -> bool {
     loop {
-        let page = match store
-            .notifications_after(&sub.filter.tenant, room, from, REPLAY_PAGE)
-            .await
-        {
+        let page = match log.after(&sub.filter.tenant, room, from, REPLAY_PAGE).await {
             Ok(page) => page,
             Err(err) => {
                 tracing::warn!(error = %err, room, "Replay failed");
@@ -349,7 +346,7 @@ async fn replay_room(
 /// Feeds one subscriber: replay, then its live queue (most urgent first), filling gaps from
 /// the store, with heartbeats, until it goes away, overflows, or the server shuts down.
 async fn deliver(
-    store: Arc<dyn Store>,
+    log: Arc<dyn NotificationLog>,
     sub: Arc<Subscriber>,
     _registration: crate::hub::Registration,
     after: HashMap<String, u64>,
@@ -359,7 +356,7 @@ async fn deliver(
 ) {
     for room in &sub.filter.rooms {
         if let Some(&from) = after.get(room)
-            && !replay_room(&*store, &sub, room, from, None, &tx, &shutdown).await
+            && !replay_room(&*log, &sub, room, from, None, &tx, &shutdown).await
         {
             return;
         }
@@ -374,7 +371,7 @@ async fn deliver(
                 until,
                 "Filling a gap in the live feed from storage"
             );
-            if !replay_room(&*store, &sub, &room, from, Some(until), &tx, &shutdown).await {
+            if !replay_room(&*log, &sub, &room, from, Some(until), &tx, &shutdown).await {
                 return;
             }
         }

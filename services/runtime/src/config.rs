@@ -413,10 +413,25 @@ pub struct NotifierConfig {
     /// Fan notifications out to the other replicas through Redis (`REDIS_URL`) when it is
     /// set: a subscriber on any replica receives what was published on any other.
     pub redis_fanout: bool,
+    /// Where notifications are kept: `auto` (Redis Streams when `REDIS_URL` is set, the
+    /// database otherwise), `database` or `redis`.
+    pub log: NotificationLogKind,
     /// The WebSocket gateway.
     pub ws: WsConfig,
     /// Rooms forwarded to outbound webhooks.
     pub webhooks: Vec<WebhookConfig>,
+}
+
+/// Where the notifier keeps notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationLogKind {
+    /// Redis Streams when `REDIS_URL` is set, the database otherwise.
+    Auto,
+    /// The database.
+    Database,
+    /// Redis Streams (`REDIS_URL` required).
+    Redis,
 }
 
 /// The notifier's WebSocket gateway.
@@ -518,6 +533,7 @@ impl Default for NotifierConfig {
             retention_age: Duration::from_secs(7 * 24 * 3600),
             prune_every: Duration::from_secs(60),
             redis_fanout: true,
+            log: NotificationLogKind::Auto,
             ws: WsConfig::default(),
             webhooks: Vec::new(),
         }
@@ -976,6 +992,12 @@ impl Config {
             return Err(bad(
                 "notifier",
                 "queue_capacity, heartbeat and prune_every must be more than 0",
+            ));
+        }
+        if n.log == NotificationLogKind::Redis && self.cache.redis_url.is_empty() {
+            return Err(bad(
+                "notifier.log",
+                "is redis, but no Redis is configured (set REDIS_URL)",
             ));
         }
         if n.ws.max_connections == 0

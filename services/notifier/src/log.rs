@@ -1,0 +1,242 @@
+//! Where notifications are kept: Redis Streams when `REDIS_URL` is set, the database otherwise.
+//!
+//! Either way a notification is stored, with its room's next sequence number, before
+//! `Publish` answers; replays read it back by sequence; retention bounds each room by count
+//! and age.
+//!
+//! In Redis, a room is a stream whose entry ids are the sequence numbers (`<seq>-0`), so a
+//! replay after `n` is one `XRANGE (n+1)-0 +`. The sequence comes from a counter key kept
+//! apart from the stream, so trimming never makes a number come back. Appending (count the
+//! sequence, add the entry, cap the stream, index the room) is one Lua script: atomic, and
+//! one round trip.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use fred::prelude::*;
+use phantom_layers::Error;
+use phantom_runtime::storage::{NotificationRecord, Store};
+
+/// The log of notifications.
+#[async_trait]
+pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
+    /// `"database"` or `"redis"`.
+    fn backend(&self) -> &'static str;
+    /// Stores `n` with the next sequence of its room; returns it as stored.
+    async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error>;
+    /// The notifications of a room after `after`, in order, at most `limit`.
+    async fn after(
+        &self,
+        tenant: &str,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>, Error>;
+    /// Removes notifications created before `older_than` (microseconds) and all but the
+    /// last `keep_per_room` of each room. Returns how many.
+    async fn prune(&self, older_than: i64, keep_per_room: u64) -> Result<u64, Error>;
+}
+
+/// The database as the log.
+#[derive(Debug, Clone)]
+pub struct StoreLog(pub Arc<dyn Store>);
+
+#[async_trait]
+impl NotificationLog for StoreLog {
+    fn backend(&self) -> &'static str {
+        "database"
+    }
+
+    async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error> {
+        Ok(self.0.append_notification(n).await?)
+    }
+
+    async fn after(
+        &self,
+        tenant: &str,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>, Error> {
+        Ok(self
+            .0
+            .notifications_after(tenant, room, after, limit)
+            .await?)
+    }
+
+    async fn prune(&self, older_than: i64, keep_per_room: u64) -> Result<u64, Error> {
+        Ok(self
+            .0
+            .prune_notifications(older_than, keep_per_room)
+            .await?)
+    }
+}
+
+/// Redis Streams as the log.
+#[derive(Clone)]
+pub struct RedisLog {
+    client: Client,
+    max_len: u64,
+}
+
+impl std::fmt::Debug for RedisLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLog")
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every room's stream, for retention.
+const ROOMS: &str = "phantom:notify:rooms";
+
+/// KEYS: stream, sequence counter, rooms index. ARGV: created_at, record JSON, max length.
+const APPEND_LUA: &str = r"
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
+redis.call('SADD', KEYS[3], KEYS[1])
+return seq
+";
+
+/// KEYS: stream. ARGV: cutoff (microseconds). Deletes the expired head of the stream.
+const PRUNE_AGE_LUA: &str = r"
+local removed = 0
+while true do
+  local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 100)
+  if #head == 0 then return removed end
+  local expired = {}
+  for _, e in ipairs(head) do
+    if tonumber(e[2][2]) >= tonumber(ARGV[1]) then break end
+    expired[#expired + 1] = e[1]
+  end
+  if #expired == 0 then return removed end
+  removed = removed + redis.call('XDEL', KEYS[1], unpack(expired))
+  if #expired < #head then return removed end
+end
+";
+
+fn stream_key(tenant: &str, room: &str) -> String {
+    // Length-prefixed: no tenant and room pair can produce another pair's key.
+    format!("phantom:notify:{}:{tenant}:{room}", tenant.len())
+}
+
+fn unavailable(err: &fred::error::Error) -> Error {
+    Error::Unavailable {
+        message: format!("notification log (Redis) failed: {err}"),
+        retry_after: Some(Duration::from_secs(1)),
+    }
+}
+
+impl RedisLog {
+    /// A log in the Redis at `url`, keeping at most about `max_len` notifications per room.
+    /// Connects (and reconnects) in the background; calls fail while Redis is away.
+    pub fn connect(url: &str, max_len: u64) -> Result<Self, fred::error::Error> {
+        let mut config = Config::from_url(url)?;
+        config.fail_fast = false;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(3))
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()?;
+        drop(client.connect());
+        Ok(Self {
+            client,
+            max_len: max_len.max(1),
+        })
+    }
+
+    /// Waits until Redis answers (or `timeout`).
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.client.wait_for_connect())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[async_trait]
+impl NotificationLog for RedisLog {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error> {
+        let key = stream_key(&n.tenant, &n.room);
+        let json = serde_json::to_string(n).map_err(Error::internal)?;
+        let seq: u64 = self
+            .client
+            .eval(
+                APPEND_LUA,
+                vec![key.clone(), format!("{key}:seq"), ROOMS.to_owned()],
+                vec![n.created_at.to_string(), json, self.max_len.to_string()],
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(NotificationRecord {
+            sequence: seq,
+            ..n.clone()
+        })
+    }
+
+    async fn after(
+        &self,
+        tenant: &str,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>, Error> {
+        let entries: Vec<(String, HashMap<String, String>)> = self
+            .client
+            .xrange(
+                stream_key(tenant, room),
+                format!("{}-0", after.saturating_add(1)),
+                "+",
+                Some(u64::from(limit)),
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            let sequence = id.split_once('-').and_then(|(s, _)| s.parse::<u64>().ok());
+            let record = fields
+                .get("n")
+                .and_then(|json| serde_json::from_str::<NotificationRecord>(json).ok());
+            match (sequence, record) {
+                (Some(sequence), Some(record)) => {
+                    out.push(NotificationRecord { sequence, ..record })
+                }
+                _ => tracing::error!(id, room, "Unreadable notification in the Redis log skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn prune(&self, older_than: i64, keep_per_room: u64) -> Result<u64, Error> {
+        let rooms: Vec<String> = self
+            .client
+            .smembers(ROOMS)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut removed = 0u64;
+        for key in rooms {
+            let by_age: u64 = self
+                .client
+                .eval(
+                    PRUNE_AGE_LUA,
+                    vec![key.clone()],
+                    vec![older_than.to_string()],
+                )
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let by_count: u64 = self
+                .client
+                .xtrim(
+                    &key,
+                    ("MAXLEN", i64::try_from(keep_per_room).unwrap_or(i64::MAX)),
+                )
+                .await
+                .map_err(|e| unavailable(&e))?;
+            removed += by_age + by_count;
+        }
+        Ok(removed)
+    }
+}

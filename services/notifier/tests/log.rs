@@ -1,0 +1,103 @@
+//! Both notification logs behave the same: the database (SQLite here) and Redis Streams
+//! (a real `redis-server`, provisioned by `make test`).
+
+use std::{sync::Arc, time::Duration};
+
+use phantom_notifier::log::{NotificationLog, RedisLog, StoreLog};
+use phantom_runtime::{
+    storage::{NotificationRecord, SqlStore},
+    time::now_micros,
+};
+
+fn note(tenant: &str, room: &str, created_at: i64) -> NotificationRecord {
+    NotificationRecord {
+        tenant: tenant.into(),
+        room: room.into(),
+        sequence: 0,
+        id: uuid::Uuid::now_v7().to_string(),
+        priority: 2,
+        kind: "scan.progress".into(),
+        payload: r#"{"percent": 50}"#.into(),
+        created_at,
+        severity: 0,
+    }
+}
+
+async fn conforms(log: &dyn NotificationLog) {
+    let t = format!("t{}", uuid::Uuid::now_v7().simple());
+    let other = format!("{t}-other");
+    let old = now_micros() - 3_600_000_000;
+    // Sequences are per room and per tenant, gap-free, and what was stored reads back.
+    for i in 1..=6u64 {
+        let created = if i <= 2 { old } else { now_micros() };
+        let stored = log.append(&note(&t, "scan/a", created)).await.unwrap();
+        assert_eq!(stored.sequence, i);
+    }
+    assert_eq!(
+        log.append(&note(&t, "scan/b", old)).await.unwrap().sequence,
+        1
+    );
+    assert_eq!(
+        log.append(&note(&other, "scan/a", old))
+            .await
+            .unwrap()
+            .sequence,
+        1
+    );
+    let first = note(&t, "scan/a", 0);
+    let all = log.after(&t, "scan/a", 0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+    assert_eq!(all[0].payload, first.payload);
+    assert_eq!(all[0].kind, "scan.progress");
+    let page = log.after(&t, "scan/a", 2, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert!(log.after(&t, "scan/none", 0, 10).await.unwrap().is_empty());
+
+    // Retention: by age (the two old ones), then by count; numbers are never reused.
+    let cutoff = now_micros() - 60_000_000;
+    log.prune(cutoff, 1_000).await.unwrap();
+    let kept = log.after(&t, "scan/a", 0, 100).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        vec![3, 4, 5, 6]
+    );
+    log.prune(cutoff, 2).await.unwrap();
+    let kept = log.after(&t, "scan/a", 0, 100).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    assert_eq!(
+        log.append(&note(&t, "scan/a", now_micros()))
+            .await
+            .unwrap()
+            .sequence,
+        7
+    );
+}
+
+#[tokio::test]
+async fn the_database_log_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("n.db").display());
+    let store = SqlStore::connect_url(&url, 5, Duration::from_secs(5))
+        .await
+        .unwrap();
+    conforms(&StoreLog(Arc::new(store))).await;
+}
+
+#[tokio::test]
+async fn the_redis_streams_log_conforms() {
+    let Some(url) = phantom_runtime::testing::redis_url() else {
+        return;
+    };
+    let log = RedisLog::connect(&url, 10_000).unwrap();
+    assert!(log.ready(Duration::from_secs(10)).await);
+    conforms(&log).await;
+}
