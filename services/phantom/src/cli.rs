@@ -95,12 +95,58 @@ enum Command {
         addr: String,
     },
 
-    /// Measure one real RPC over loopback with every resilience layer on and off, and under
-    /// twice the saturating load (a benchmark, not a test).
+    /// Follow the notifications of rooms as they are published; reconnect and resume, without
+    /// losing or repeating one, when the connection breaks. Ctrl-C stops.
     #[command(after_help = "Examples:\n  \
+        phantom watch system\n  \
+        phantom watch scan/0197e0c4-5a1b-7c3d-9e2f-1a2b3c4d5e6f --min-priority high\n  \
+        phantom watch system tenant/acme --after system:120 --output json | jq -r .payload\n  \
+        phantom watch tenant/acme --types finding --min-severity high\n  \
+        phantom watch system --after system:0   # everything the notifier kept, then live")]
+    Watch {
+        /// Rooms to follow: "system", "scan/<id>", "tenant/<id>", ...
+        #[arg(required = true)]
+        rooms: Vec<String>,
+        /// Start after this sequence of a room ("room:sequence"; repeat it or separate with
+        /// commas). "room:0" replays everything the notifier kept. Rooms without one start
+        /// with the next notification.
+        #[arg(long, value_delimiter = ',', value_parser = commands::watch::parse_after)]
+        after: Vec<(String, u64)>,
+        /// Only notifications at this priority or above.
+        #[arg(long, value_enum)]
+        min_priority: Option<commands::watch::MinPriority>,
+        /// Only these types ("finding,scan.finished").
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+        /// Only findings of this severity or above (other notifications are not affected).
+        #[arg(long, value_enum)]
+        min_severity: Option<commands::watch::MinSeverity>,
+        /// Output format: a table row or a JSON line per notification.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// The notifier's URL.
+        #[arg(
+            long,
+            env = "PHANTOM_NOTIFIER_URL",
+            default_value = "http://127.0.0.1:50053"
+        )]
+        addr: String,
+    },
+
+    /// Measure one real RPC over loopback with every resilience layer on and off, and under
+    /// twice the saturating load; or, with `notify`, the notifier's delivery latency under a
+    /// flood (benchmarks, not tests).
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  \
         phantom bench\n  \
-        phantom bench --duration 10s --concurrency 128")]
+        phantom bench --duration 10s --concurrency 128\n  \
+        phantom bench notify --subscribers 1000 --duration 5s"
+    )]
     Bench {
+        /// Another benchmark than the RPC one.
+        #[command(subcommand)]
+        suite: Option<BenchSuite>,
         /// Length of each measurement.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
@@ -128,6 +174,37 @@ enum Command {
     },
 }
 
+/// The benchmarks besides the default one.
+#[derive(Debug, Subcommand)]
+enum BenchSuite {
+    /// Delivery latency of the notifier, from the start of each Publish call to each
+    /// subscriber: many subscribers to one room, CRITICAL notifications alone and then through
+    /// a flood of LOW ones, in an in-process notifier whose SQLite database is in a temporary
+    /// directory (under $TMPDIR).
+    #[command(after_help = "Examples:\n  \
+        phantom bench notify\n  \
+        phantom bench notify --subscribers 200 --duration 10s\n  \
+        phantom bench notify --connections 1 --flooders 4 --critical-every 50ms\n  \
+        TMPDIR=/dev/shm phantom bench notify   # the database in memory: no disk in the figures")]
+    Notify {
+        /// Length of each phase (CRITICAL alone, then with the LOW flood).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Subscribers to the room.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// HTTP/2 connections the subscribers share.
+        #[arg(long, default_value_t = 10)]
+        connections: usize,
+        /// Concurrent publishers of the LOW flood, each publishing as fast as it is answered.
+        #[arg(long, default_value_t = 2)]
+        flooders: usize,
+        /// A CRITICAL notification is published this often.
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        critical_every: std::time::Duration,
+    },
+}
+
 fn parse_service(s: &str) -> Result<ServiceName, String> {
     s.parse()
 }
@@ -147,13 +224,20 @@ impl Cli {
                 }
             },
             Command::Up | Command::Serve { .. } => {
-                let config = match Config::load(self.config.as_deref()) {
+                let mut config = match Config::load(self.config.as_deref()) {
                     Ok(c) => c,
                     Err(err) => {
                         eprintln!("phantom: {err}");
                         return ExitCode::from(2);
                     }
                 };
+                // `serve` is what runs in a pod: JSON lines for the collector, terminal or
+                // not, unless asked otherwise. `up` is for people: text on a terminal.
+                if matches!(self.command, Command::Serve { .. })
+                    && config.telemetry.log_format == phantom_runtime::config::LogFormat::Auto
+                {
+                    config.telemetry.log_format = phantom_runtime::config::LogFormat::Json;
+                }
                 telemetry::init(&config.telemetry);
                 let shutdown = CancellationToken::new();
                 server::cancel_on_signals(shutdown.clone());
@@ -191,7 +275,28 @@ impl Cli {
                 .await
             }
             Command::Health { output, addr } => commands::health::run(&addr, output).await,
+            Command::Watch {
+                rooms,
+                after,
+                min_priority,
+                types,
+                min_severity,
+                output,
+                addr,
+            } => {
+                commands::watch::run(commands::watch::Args {
+                    addr,
+                    rooms,
+                    after,
+                    min_priority,
+                    types,
+                    min_severity,
+                    output,
+                })
+                .await
+            }
             Command::Bench {
+                suite,
                 duration,
                 concurrency,
             } => {
@@ -199,12 +304,32 @@ impl Cli {
                     log_filter: "warn".into(),
                     ..Default::default()
                 });
-                match crate::bench::run(crate::bench::BenchArgs {
-                    duration,
-                    concurrency,
-                })
-                .await
-                {
+                let result = match suite {
+                    None => {
+                        crate::bench::run(crate::bench::BenchArgs {
+                            duration,
+                            concurrency,
+                        })
+                        .await
+                    }
+                    Some(BenchSuite::Notify {
+                        duration,
+                        subscribers,
+                        connections,
+                        flooders,
+                        critical_every,
+                    }) => {
+                        crate::bench_notify::run(crate::bench_notify::NotifyArgs {
+                            duration,
+                            subscribers,
+                            connections,
+                            flooders,
+                            critical_every,
+                        })
+                        .await
+                    }
+                };
+                match result {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(err) => {
                         eprintln!("phantom bench: {err:#}");

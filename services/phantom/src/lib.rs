@@ -1,14 +1,16 @@
 //! PHANTOM's single binary, in the spirit of Loki's and Mimir's: one executable that runs the
 //! whole system (`up`), one service (`serve`, what a Kubernetes pod runs), or talks to it
-//! (`scan`, `health`).
+//! (`scan`, `health`, `watch`).
 //!
 //! # Layout
 //! - [`cli`]: the command line.
 //! - [`bench`]: the load benchmark (`phantom bench`).
+//! - [`bench_notify`]: the notifier's delivery benchmark (`phantom bench notify`).
 //! - [`up`]: binding listeners and running services in one process.
 //! - [`commands`]: the client commands.
 
 pub mod bench;
+pub mod bench_notify;
 pub mod cli;
 pub mod commands;
 pub mod up;

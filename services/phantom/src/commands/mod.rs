@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod scan;
+pub mod watch;
 
 /// `println!` that tolerates a closed stdout (`phantom scan … | head`): a reader that went
 /// away is not an error worth a panic.

@@ -1,0 +1,660 @@
+//! `phantom watch`: follows rooms of the notifier and prints each notification once, riding
+//! out broken connections.
+//!
+//! The notifier numbers each room's notifications without gaps and resumes a subscription
+//! after a given sequence per room, replaying what it kept. The watcher keeps a [`Cursor`] of
+//! what it printed. When the stream ends or fails (the notifier restarting, the connection
+//! lost, `RESOURCE_EXHAUSTED` for a subscriber that fell too far behind) it waits, with
+//! exponential backoff and full jitter (200 ms doubling to 10 s, reset once a stream
+//! delivers), and subscribes again after each room's watermark, skipping the sequences above
+//! it that it printed already.
+//!
+//! A heartbeat reporting LOW or NORMAL notifications dropped for this watcher (it read too
+//! slowly) makes it subscribe again at once: the replay fetches them from storage.
+//!
+//! Two limits follow from what a subscriber is told:
+//! - Filters (`--min-priority`, `--types`, `--min-severity`) hide sequences from the watcher,
+//!   so its watermark stops before the first hidden one. A resume then replays from there
+//!   (filtered by the server) and the watcher skips what it printed: correct, but the replay
+//!   and the cursor grow with what was printed since.
+//! - A room followed without `--after` starts with the first notification received. A lower
+//!   one still queued on the server (overtaken by a more urgent one) when the first stream
+//!   breaks is not fetched again.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    io::Write as _,
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::ValueEnum;
+use phantom_layers::backoff::{Backoff, Strategy};
+use phantom_proto::pb::{self, notifier_client::NotifierClient, subscribe_response::Event};
+use phantom_runtime::{CancellationToken, server::cancel_on_signals};
+use serde_json::json;
+use tonic::{Code, Status, transport::Endpoint};
+
+use super::{exit_for, print_status, rfc3339};
+use crate::cli::Output;
+
+/// First delay before subscribing again.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(200);
+/// Longest delay before subscribing again.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Lowest priority printed (`--min-priority`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MinPriority {
+    /// Everything.
+    Low,
+    /// Progress and status changes and above.
+    Normal,
+    /// Scan completions, findings and above.
+    High,
+    /// Security alerts and system failures only.
+    Critical,
+}
+
+impl From<MinPriority> for pb::Priority {
+    fn from(p: MinPriority) -> Self {
+        match p {
+            MinPriority::Low => Self::Low,
+            MinPriority::Normal => Self::Normal,
+            MinPriority::High => Self::High,
+            MinPriority::Critical => Self::Critical,
+        }
+    }
+}
+
+/// Lowest finding severity printed (`--min-severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MinSeverity {
+    /// Everything.
+    Info,
+    /// CVSS 0.1 and above.
+    Low,
+    /// CVSS 4.0 and above.
+    Medium,
+    /// CVSS 7.0 and above.
+    High,
+    /// CVSS 9.0 and above.
+    Critical,
+}
+
+impl From<MinSeverity> for pb::Severity {
+    fn from(s: MinSeverity) -> Self {
+        match s {
+            MinSeverity::Info => Self::Info,
+            MinSeverity::Low => Self::Low,
+            MinSeverity::Medium => Self::Medium,
+            MinSeverity::High => Self::High,
+            MinSeverity::Critical => Self::Critical,
+        }
+    }
+}
+
+/// What to watch.
+#[derive(Debug)]
+pub struct Args {
+    /// notifier URL.
+    pub addr: String,
+    /// Rooms to follow.
+    pub rooms: Vec<String>,
+    /// Per room, the sequence to start after; other rooms start live.
+    pub after: Vec<(String, u64)>,
+    /// Lowest priority printed.
+    pub min_priority: Option<MinPriority>,
+    /// Types printed (empty: all).
+    pub types: Vec<String>,
+    /// Lowest finding severity printed.
+    pub min_severity: Option<MinSeverity>,
+    /// Output format.
+    pub output: Output,
+}
+
+/// Parses `room:sequence` (the room may itself contain `:`).
+pub fn parse_after(s: &str) -> Result<(String, u64), String> {
+    let (room, seq) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not room:sequence"))?;
+    let seq = seq
+        .parse()
+        .map_err(|_| format!("{seq:?} is not a sequence number"))?;
+    if room.is_empty() {
+        return Err(format!("{s:?} names no room"));
+    }
+    Ok((room.to_owned(), seq))
+}
+
+/// The sequences of one room seen so far, as disjoint runs `start -> end` (both included),
+/// merged as they meet. The first run's end is the room's watermark; the other runs are what
+/// was seen above it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Runs(BTreeMap<u64, u64>);
+
+impl Runs {
+    /// Adds `seq`; false when it was there already.
+    fn insert(&mut self, seq: u64) -> bool {
+        let next = seq.checked_add(1);
+        if let Some((&start, &end)) = self.0.range(..=seq).next_back() {
+            if seq <= end {
+                return false;
+            }
+            if end.checked_add(1) == Some(seq) {
+                let end = next.and_then(|n| self.0.remove(&n)).unwrap_or(seq);
+                self.0.insert(start, end);
+                return true;
+            }
+        }
+        let end = next.and_then(|n| self.0.remove(&n)).unwrap_or(seq);
+        self.0.insert(seq, end);
+        true
+    }
+
+    fn watermark(&self) -> Option<u64> {
+        self.0.first_key_value().map(|(_, &end)| end)
+    }
+}
+
+/// What a watcher has printed, per room, and where it resumes.
+///
+/// A room started with `--after N` begins with the run `0..=N` (sequences start at 1), so its
+/// watermark is the highest sequence up to which every one was printed: what `Subscribe`'s
+/// `after_sequence` asks for. A room started live begins at its first arrival, and a lower one
+/// arriving later (it was queued behind a more urgent one) still counts as new.
+#[derive(Debug, Clone, Default)]
+pub struct Cursor {
+    rooms: HashMap<String, Runs>,
+}
+
+impl Cursor {
+    /// A cursor starting each room of `after` after its sequence; other rooms start live.
+    pub fn new(after: &[(String, u64)]) -> Self {
+        let rooms = after
+            .iter()
+            .map(|(room, seq)| (room.clone(), Runs(BTreeMap::from([(0, *seq)]))))
+            .collect();
+        Self { rooms }
+    }
+
+    /// Records sequence `seq` of `room`: true the first time (print it), false for a repeat.
+    pub fn first_time(&mut self, room: &str, seq: u64) -> bool {
+        if let Some(runs) = self.rooms.get_mut(room) {
+            return runs.insert(seq);
+        }
+        let mut runs = Runs::default();
+        runs.insert(seq);
+        self.rooms.insert(room.to_owned(), runs);
+        true
+    }
+
+    /// Per room started or seen, the sequence to resume after: its watermark.
+    pub fn resume_points(&self) -> HashMap<String, u64> {
+        self.rooms
+            .iter()
+            .filter_map(|(room, runs)| Some((room.clone(), runs.watermark()?)))
+            .collect()
+    }
+}
+
+impl fmt::Display for Cursor {
+    /// `after room:watermark, ...` (sorted), or `live` before anything was seen.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let points: BTreeMap<_, _> = self.resume_points().into_iter().collect();
+        if points.is_empty() {
+            return f.write_str("live");
+        }
+        let mut sep = "after ";
+        for (room, seq) in points {
+            write!(f, "{sep}{room}:{seq}")?;
+            sep = ", ";
+        }
+        Ok(())
+    }
+}
+
+/// When to subscribe again: exponential backoff with full jitter, reset once a stream
+/// delivers (so one blip after hours of service waits 200 ms, not the last delay).
+#[derive(Debug)]
+struct Reconnect {
+    policy: Backoff,
+    attempt: u32,
+    rng: fastrand::Rng,
+}
+
+impl Reconnect {
+    fn new(rng: fastrand::Rng) -> Self {
+        Self {
+            policy: Backoff {
+                strategy: Strategy::FullJitter,
+                initial: BACKOFF_INITIAL,
+                max: BACKOFF_MAX,
+                multiplier: 2.0,
+            },
+            attempt: 0,
+            rng,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self
+            .policy
+            .delay(self.attempt, Duration::ZERO, &mut self.rng);
+        self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Whether subscribing again would meet the same refusal. Unlike [`phantom_layers::classify`]
+/// (for unary calls), a broken stream's UNKNOWN or INTERNAL is worth another attempt: a
+/// subscription is a read resumed from the cursor, and h2 errors surface as those codes.
+fn refused(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::Unimplemented
+            | Code::Unauthenticated
+    )
+}
+
+/// How one subscription ended.
+#[derive(Debug)]
+enum Ended {
+    /// Ctrl-C or SIGTERM.
+    Shutdown,
+    /// Nobody reads stdout any more (`phantom watch … | head`).
+    StdoutClosed,
+    /// Refused for a reason another attempt would meet again (a bad room name, ...).
+    Refused(Status),
+    /// The server dropped LOW or NORMAL notifications for this watcher; a replay fetches them.
+    Dropped {
+        /// LOW dropped.
+        low: u64,
+        /// NORMAL dropped.
+        normal: u64,
+    },
+    /// The connection or the stream broke: subscribe again after a backoff.
+    Broken(String),
+}
+
+fn priority_name(priority: i32) -> &'static str {
+    pb::Priority::try_from(priority)
+        .map(|p| p.as_str_name().trim_start_matches("PRIORITY_"))
+        .unwrap_or("UNKNOWN")
+}
+
+/// Prints notifications as table rows (a header first) or JSON lines.
+#[derive(Debug)]
+struct Printer {
+    output: Output,
+    header_done: bool,
+}
+
+impl Printer {
+    fn print(&mut self, n: &pb::Notification) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match self.output {
+            // CSV and SARIF describe findings; a feed is JSON lines.
+            Output::Json | Output::Csv | Output::Sarif => {
+                writeln!(out, "{}", notification_json(n))
+            }
+            Output::Table => {
+                if !self.header_done {
+                    writeln!(
+                        out,
+                        "{:<20}  {:<20}  {:>6}  {:<8}  {:<16}  PAYLOAD",
+                        "TIME", "ROOM", "SEQ", "PRIORITY", "TYPE"
+                    )?;
+                    self.header_done = true;
+                }
+                // One line per notification, whatever the payload holds.
+                let payload: String = n
+                    .payload
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                writeln!(
+                    out,
+                    "{:<20}  {:<20}  {:>6}  {:<8}  {:<16}  {payload}",
+                    rfc3339(n.created_at.as_ref()),
+                    n.room,
+                    n.sequence,
+                    priority_name(n.priority),
+                    n.r#type,
+                )
+            }
+        }
+    }
+}
+
+/// A notification as the WebSocket gateway shapes it, with its time in RFC 3339.
+fn notification_json(n: &pb::Notification) -> serde_json::Value {
+    let severity = pb::Severity::try_from(n.severity)
+        .ok()
+        .filter(|s| *s != pb::Severity::Unspecified)
+        .map(|s| s.as_str_name().trim_start_matches("SEVERITY_"));
+    json!({
+        "kind": "notification",
+        "room": n.room,
+        "sequence": n.sequence,
+        "priority": priority_name(n.priority),
+        "type": n.r#type,
+        "severity": severity,
+        "payload": n.payload,
+        "id": n.id,
+        "created_at": rfc3339(n.created_at.as_ref()),
+    })
+}
+
+/// Subscribes once, from the cursor, and prints until the subscription ends.
+async fn subscribe(
+    endpoint: &Endpoint,
+    args: &Args,
+    cursor: &mut Cursor,
+    reconnect: &mut Reconnect,
+    printer: &mut Printer,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let connected = tokio::select! {
+        () = shutdown.cancelled() => return Ended::Shutdown,
+        c = endpoint.connect() => c,
+    };
+    let channel = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            // The transport error's own text is only "transport error": say why.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(e) = source {
+                why = format!("{why}: {e}");
+                source = e.source();
+            }
+            return Ended::Broken(format!("cannot connect to {}: {why}", args.addr));
+        }
+    };
+    let request = pb::SubscribeRequest {
+        rooms: args.rooms.clone(),
+        min_priority: args
+            .min_priority
+            .map_or(0, |p| pb::Priority::from(p) as i32),
+        after_sequence: cursor.resume_points(),
+        types: args.types.clone(),
+        min_severity: args
+            .min_severity
+            .map_or(0, |s| pb::Severity::from(s) as i32),
+    };
+    let mut client = NotifierClient::new(channel);
+    let subscribed = tokio::select! {
+        () = shutdown.cancelled() => return Ended::Shutdown,
+        s = client.subscribe(request) => s,
+    };
+    let mut stream = match subscribed {
+        Ok(s) => s.into_inner(),
+        Err(status) if refused(status.code()) => return Ended::Refused(status),
+        Err(status) => return Ended::Broken(describe(&status)),
+    };
+    loop {
+        let item = tokio::select! {
+            () = shutdown.cancelled() => return Ended::Shutdown,
+            item = stream.message() => item,
+        };
+        match item {
+            Ok(Some(item)) => {
+                reconnect.reset();
+                match item.event {
+                    Some(Event::Notification(n)) => {
+                        if cursor.first_time(&n.room, n.sequence) && printer.print(&n).is_err() {
+                            return Ended::StdoutClosed;
+                        }
+                    }
+                    // Counts are per subscription, and each new one starts at zero.
+                    Some(Event::Heartbeat(h)) if h.dropped_low + h.dropped_normal > 0 => {
+                        return Ended::Dropped {
+                            low: h.dropped_low,
+                            normal: h.dropped_normal,
+                        };
+                    }
+                    Some(Event::Heartbeat(_)) | None => {}
+                }
+            }
+            Ok(None) => return Ended::Broken("the notifier ended the stream".into()),
+            Err(status) if refused(status.code()) => return Ended::Refused(status),
+            Err(status) => return Ended::Broken(describe(&status)),
+        }
+    }
+}
+
+fn describe(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// Follows the rooms until Ctrl-C or SIGTERM (exit 0), or a refusal (exit 2 for the caller's
+/// mistakes).
+pub async fn run(args: Args) -> ExitCode {
+    let endpoint = match Endpoint::from_shared(args.addr.clone()) {
+        // Keep-alives find a notifier that vanished without closing the connection.
+        Ok(e) => e
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true),
+        Err(e) => {
+            eprintln!("phantom: {:?} is not a URL: {e}", args.addr);
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    // Printing blocks while stdout's reader is stalled (a pager); stop even then. This task
+    // runs on a worker thread, not on the main thread that may be stuck in a write.
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            std::process::exit(0);
+        }
+    });
+    let mut cursor = Cursor::new(&args.after);
+    let mut reconnect = Reconnect::new(fastrand::Rng::new());
+    let mut printer = Printer {
+        output: args.output,
+        header_done: false,
+    };
+    loop {
+        let why = match subscribe(
+            &endpoint,
+            &args,
+            &mut cursor,
+            &mut reconnect,
+            &mut printer,
+            &shutdown,
+        )
+        .await
+        {
+            Ended::Shutdown | Ended::StdoutClosed => return ExitCode::SUCCESS,
+            Ended::Refused(status) => {
+                print_status("Subscribe", &status);
+                return exit_for(&status);
+            }
+            Ended::Dropped { low, normal } => {
+                eprintln!(
+                    "phantom watch: the notifier dropped {low} LOW and {normal} NORMAL notifications \
+                     (this watcher read too slowly); subscribing again to fetch them (resuming {cursor})"
+                );
+                continue;
+            }
+            Ended::Broken(why) => why,
+        };
+        let delay = reconnect.next_delay();
+        eprintln!(
+            "phantom watch: {why}; subscribing again in {} (resuming {cursor})",
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+            ))
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return ExitCode::SUCCESS,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_times(cursor: &mut Cursor, room: &str, seqs: &[u64]) -> Vec<bool> {
+        seqs.iter().map(|&s| cursor.first_time(room, s)).collect()
+    }
+
+    fn point(cursor: &Cursor, room: &str) -> Option<u64> {
+        cursor.resume_points().get(room).copied()
+    }
+
+    #[test]
+    fn in_order_arrivals_advance_the_watermark_room_by_room() {
+        let mut c = Cursor::new(&[("a".into(), 0), ("b".into(), 7)]);
+        assert_eq!(point(&c, "a"), Some(0));
+        assert_eq!(point(&c, "b"), Some(7));
+        assert!(first_times(&mut c, "a", &[1, 2, 3]).iter().all(|&f| f));
+        assert!(first_times(&mut c, "b", &[8, 9]).iter().all(|&f| f));
+        assert_eq!(point(&c, "a"), Some(3));
+        assert_eq!(point(&c, "b"), Some(9));
+        assert_eq!(c.to_string(), "after a:3, b:9");
+    }
+
+    #[test]
+    fn a_critical_overtaking_queued_lows_waits_in_the_watermark_for_them() {
+        let mut c = Cursor::new(&[("r".into(), 10)]);
+        // 14 (CRITICAL) overtook 11-13 (LOW) in the server's queue.
+        assert!(c.first_time("r", 14));
+        assert_eq!(point(&c, "r"), Some(10), "11-13 not seen yet");
+        assert!(c.first_time("r", 11));
+        assert!(c.first_time("r", 12));
+        assert_eq!(point(&c, "r"), Some(12));
+        assert!(c.first_time("r", 13));
+        assert_eq!(point(&c, "r"), Some(14), "the runs merged");
+    }
+
+    #[test]
+    fn a_live_room_takes_lower_sequences_that_arrive_late() {
+        let mut c = Cursor::new(&[]);
+        assert_eq!(c.to_string(), "live");
+        assert!(c.resume_points().is_empty(), "nothing seen: stays live");
+        assert!(c.first_time("r", 51), "a CRITICAL first");
+        assert_eq!(point(&c, "r"), Some(51));
+        assert!(c.first_time("r", 49), "a LOW queued before it");
+        assert_eq!(point(&c, "r"), Some(49), "50 is still to come");
+        assert!(c.first_time("r", 50));
+        assert_eq!(point(&c, "r"), Some(51));
+        assert!(!c.first_time("r", 49));
+    }
+
+    #[test]
+    fn a_resume_skips_what_was_printed_above_the_watermark() {
+        let mut c = Cursor::new(&[("r".into(), 0)]);
+        // 3 was dropped by the server (a slow watcher), 4 and 5 printed.
+        assert_eq!(first_times(&mut c, "r", &[1, 2, 4, 5]), vec![true; 4]);
+        assert_eq!(
+            point(&c, "r"),
+            Some(2),
+            "resume after the last contiguous one"
+        );
+        // The replay after 2 gives 3 (new), 4 and 5 (printed already), then 6 live.
+        assert_eq!(
+            first_times(&mut c, "r", &[3, 4, 5, 6]),
+            vec![true, false, false, true]
+        );
+        assert_eq!(point(&c, "r"), Some(6));
+        // Sequences at or below the start point are not printed either.
+        let mut c = Cursor::new(&[("r".into(), 5)]);
+        assert_eq!(
+            first_times(&mut c, "r", &[5, 3, 6, 6]),
+            [false, false, true, false]
+        );
+    }
+
+    #[test]
+    fn runs_merge_on_both_sides() {
+        let mut r = Runs::default();
+        for s in [1, 3, 5, 2, 4] {
+            assert!(r.insert(s));
+        }
+        assert_eq!(r.0, BTreeMap::from([(1, 5)]));
+        assert!(r.insert(u64::MAX));
+        assert!(!r.insert(u64::MAX));
+    }
+
+    #[test]
+    fn backoff_is_fully_jittered_doubling_from_200ms_to_10s_and_resets_after_a_delivery() {
+        let mut r = Reconnect::new(fastrand::Rng::with_seed(3));
+        let mut longest = Duration::ZERO;
+        for attempt in 0..12 {
+            let bound = (BACKOFF_INITIAL * 2u32.pow(attempt)).min(BACKOFF_MAX);
+            let d = r.next_delay();
+            assert!(d <= bound, "attempt {attempt}: {d:?} > {bound:?}");
+            longest = longest.max(d);
+        }
+        assert!(
+            longest > BACKOFF_INITIAL * 8,
+            "the delays grow: {longest:?}"
+        );
+        // Full jitter: draws spread over [0, bound], not bunched at the bound.
+        let mut capped = Reconnect::new(fastrand::Rng::with_seed(9));
+        capped.attempt = 20;
+        let draws: Vec<Duration> = (0..200)
+            .map(|_| {
+                capped.attempt = 20;
+                capped.next_delay()
+            })
+            .collect();
+        assert!(draws.iter().all(|d| *d <= BACKOFF_MAX));
+        assert!(draws.iter().any(|d| *d < BACKOFF_MAX / 4));
+        assert!(draws.iter().any(|d| *d > BACKOFF_MAX * 3 / 4));
+        r.reset();
+        assert!(r.next_delay() <= BACKOFF_INITIAL);
+    }
+
+    #[test]
+    fn only_the_callers_mistakes_stop_the_watcher() {
+        for code in [
+            Code::Unavailable,
+            Code::ResourceExhausted,
+            Code::Unknown,
+            Code::Internal,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+        ] {
+            assert!(!refused(code), "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::Unimplemented,
+        ] {
+            assert!(refused(code), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn after_takes_the_last_colon_as_the_separator() {
+        assert_eq!(parse_after("scan/1:12"), Ok(("scan/1".into(), 12)));
+        assert_eq!(parse_after("a:b:3"), Ok(("a:b".into(), 3)));
+        assert!(parse_after("system").is_err());
+        assert!(parse_after("system:x").is_err());
+        assert!(parse_after(":3").is_err());
+    }
+}
