@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "phantom/v1/vuln_analyzer.proto",
     "phantom/v1/notifier.proto",
     "phantom/v1/health_aggregator.proto",
+    "phantom/v1/metrics.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -16,9 +16,12 @@
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
 //! - [`registry`]: every breaker, limiter, retry policy and bulkhead, for metrics.
-//! - [`request_id`]: gives every call a request id (taken from `x-request-id` or generated),
-//!   a tracing span, and carries it to outgoing calls so one id follows a request across hops.
+//! - [`request_id`]: gives every call a correlation id (taken from `x-correlation-id` or
+//!   `x-request-id`, or generated) and carries it to outgoing calls, so one id follows a
+//!   request across hops.
 //! - [`tenant`]: resolves the caller's tenant once, at the edge, and carries it to outgoing calls.
+//! - [`trace`]: OpenTelemetry SERVER and CLIENT spans per call, with W3C trace context in the
+//!   metadata, so one request is one trace across services.
 
 pub mod adaptive;
 pub mod backoff;
@@ -26,13 +29,16 @@ pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
+pub mod metrics;
 pub mod rate_limit;
 pub mod registry;
 pub mod request_id;
 pub mod retry;
 pub mod status;
 pub mod tenant;
+pub mod trace;
 
 pub use request_id::{PropagateContext, PropagateContextLayer, RequestId, RequestIdLayer};
 pub use status::{Category, Error, FieldViolation};
 pub use tenant::{Tenant, TenantLayer, TenantSource};
+pub use trace::{ClientSpanLayer, ServerSpanLayer};

@@ -31,6 +31,84 @@ pub struct Registry {
     bulkheads: RwLock<BTreeMap<String, Bulkhead>>,
     adaptive: RwLock<BTreeMap<String, AdaptiveLimiter>>,
     counters: RwLock<BTreeMap<CounterKey, (&'static str, Arc<AtomicU64>)>>,
+    histograms: RwLock<BTreeMap<CounterKey, (&'static str, Arc<Histogram>)>>,
+    gauges: RwLock<BTreeMap<CounterKey, (&'static str, Arc<Gauge>)>>,
+}
+
+/// A value that goes up and down (an `f64`, stored as bits).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets it.
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Reads it.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// One gauge's value, as `/metrics` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GaugeSnapshot {
+    /// Prometheus name.
+    pub name: &'static str,
+    /// What it measures.
+    pub help: &'static str,
+    /// Its labels.
+    pub labels: BTreeMap<&'static str, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets: 1 ms to 30 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency histogram (Prometheus-style cumulative buckets), lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// One histogram's state, as `/metrics` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistogramSnapshot {
+    /// Prometheus name.
+    pub name: &'static str,
+    /// What it measures.
+    pub help: &'static str,
+    /// Its labels.
+    pub labels: BTreeMap<&'static str, String>,
+    /// Cumulative counts per upper bound of [`LATENCY_BUCKETS`].
+    pub buckets: Vec<(f64, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
 }
 
 /// A counter's name and its labels (sorted).
@@ -62,8 +140,13 @@ pub struct RegistrySnapshot {
     pub bulkheads: Vec<BulkheadSnapshot>,
     /// Adaptive (AIMD) limiters, with their current rates.
     pub adaptive_limiters: Vec<AdaptiveSnapshot>,
-    /// Counters of components without a snapshot type of their own (notifier, webhooks).
+    /// Counters of components without a snapshot type of their own (notifier, webhooks,
+    /// gRPC servers).
     pub counters: Vec<CounterSnapshot>,
+    /// Latency histograms (gRPC servers).
+    pub histograms: Vec<HistogramSnapshot>,
+    /// Gauges (scans by state, connection pools).
+    pub gauges: Vec<GaugeSnapshot>,
 }
 
 /// The process's registry.
@@ -132,6 +215,44 @@ impl Registry {
             .clone()
     }
 
+    /// The gauge `name` with `labels`, created at 0 on first use.
+    pub fn gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Arc<Gauge> {
+        let mut labels: Vec<(&'static str, String)> =
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        labels.sort();
+        self.gauges
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((name, labels))
+            .or_insert_with(|| (help, Arc::default()))
+            .1
+            .clone()
+    }
+
+    /// The histogram `name` with `labels`, created empty on first use.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Arc<Histogram> {
+        let mut labels: Vec<(&'static str, String)> =
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        labels.sort();
+        self.histograms
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((name, labels))
+            .or_insert_with(|| (help, Arc::default()))
+            .1
+            .clone()
+    }
+
     /// A breaker by name, for operators (force open, disable, reset).
     pub fn find_breaker(&self, name: &str) -> Option<Breaker> {
         self.breakers
@@ -171,6 +292,36 @@ impl Registry {
                     help,
                     labels: labels.iter().cloned().collect(),
                     value: value.load(Ordering::Relaxed),
+                })
+                .collect(),
+            histograms: self
+                .histograms
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|((name, labels), (help, h))| HistogramSnapshot {
+                    name,
+                    help,
+                    labels: labels.iter().cloned().collect(),
+                    buckets: LATENCY_BUCKETS
+                        .iter()
+                        .zip(&h.buckets)
+                        .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+                        .collect(),
+                    count: h.count.load(Ordering::Relaxed),
+                    sum: h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                })
+                .collect(),
+            gauges: self
+                .gauges
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|((name, labels), (help, g))| GaugeSnapshot {
+                    name,
+                    help,
+                    labels: labels.iter().cloned().collect(),
+                    value: g.get(),
                 })
                 .collect(),
         }

@@ -1,9 +1,11 @@
-//! Request ids and their propagation across hops.
+//! Correlation ids and their propagation across hops.
 //!
-//! On the server side, [`RequestIdLayer`] takes the caller's `x-request-id` (when it is a sane
-//! token) or generates a UUIDv7, stores it in the request's extensions, runs the call inside a
-//! tracing span carrying it, echoes it on the response, and makes it (with the tenant) the
-//! *call context* of the task. On the client side, [`PropagateContextLayer`] copies the call
+//! On the server side, [`RequestIdLayer`] takes the caller's `x-correlation-id` (or, from
+//! older callers, `x-request-id`) when it is a sane token, or generates a UUIDv7; stores it in
+//! the request's extensions, records it as `correlation_id` on the call's span (the server
+//! span of [`crate::trace::ServerSpanLayer`], so every log line of the call carries it),
+//! echoes it on the response under both names, and makes it (with the tenant) the *call
+//! context* of the task. On the client side, [`PropagateContextLayer`] copies the call
 //! context onto outgoing requests, so one id follows a scan from the CLI through every service.
 
 mod context;
@@ -14,10 +16,15 @@ pub use context::{CallContext, current, scope};
 pub use layer::{PropagateContextLayer, RequestIdLayer};
 pub use service::{PropagateContext, PropagateFuture, RequestIdService, ResponseFuture};
 
-/// The metadata key carrying the request id, as most proxies and tracers use it.
+/// The metadata key carrying the correlation id, under the name most proxies and tracers use.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The id of one call, as logged and propagated.
+/// The metadata key carrying the correlation id; it wins over [`REQUEST_ID_HEADER`] when a
+/// caller sends both.
+pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+
+/// The correlation id of one request, as logged and propagated: every call made on its
+/// behalf, in every service, carries the same one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(String);
 

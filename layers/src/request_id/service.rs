@@ -4,17 +4,15 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response};
-use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
-use tower_service::Service;
-use tracing::{Instrument, instrument::Instrumented};
-
-use super::{CallContext, REQUEST_ID_HEADER, RequestId, context};
+use super::{CORRELATION_ID_HEADER, CallContext, REQUEST_ID_HEADER, RequestId, context};
 use crate::{
     deadline::{self, GRPC_TIMEOUT},
     tenant::TENANT_HEADER,
 };
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tower_service::Service;
 
 /// The service built by [`super::RequestIdLayer`].
 #[derive(Debug, Clone)]
@@ -45,22 +43,25 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let id = req
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(RequestId::parse)
+        let headers = req.headers();
+        let id = [CORRELATION_ID_HEADER, REQUEST_ID_HEADER]
+            .into_iter()
+            .find_map(|name| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(RequestId::parse)
+            })
             .unwrap_or_else(RequestId::generate);
         if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+            req.headers_mut()
+                .insert(CORRELATION_ID_HEADER, value.clone());
             req.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         req.extensions_mut().insert(id.clone());
-        let span = tracing::info_span!(
-            "grpc",
-            service = self.service_name,
-            method = %req.uri().path(),
-            request_id = %id,
-        );
+        // The server span is current here (see `trace::ServerSpan`); it declared the field.
+        tracing::Span::current().record("correlation_id", id.as_str());
+        tracing::debug!(service = self.service_name, "Call received");
         let deadline = req
             .headers()
             .get(crate::deadline::GRPC_TIMEOUT)
@@ -72,17 +73,17 @@ where
             tenant: None,
             deadline,
         };
-        let fut = context::scope(ctx, self.inner.call(req).instrument(span));
+        let fut = context::scope(ctx, self.inner.call(req));
         ResponseFuture { inner: fut, id }
     }
 }
 
 pin_project! {
-    /// Response future of [`RequestIdService`]: echoes the request id on the response.
+    /// Response future of [`RequestIdService`]: echoes the correlation id on the response.
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: TaskLocalFuture<CallContext, Instrumented<F>>,
+        inner: TaskLocalFuture<CallContext, F>,
         id: RequestId,
     }
 }
@@ -97,6 +98,8 @@ where
         let this = self.project();
         let mut res = std::task::ready!(this.inner.poll(cx))?;
         if let Ok(value) = HeaderValue::from_str(this.id.as_str()) {
+            res.headers_mut()
+                .insert(CORRELATION_ID_HEADER, value.clone());
             res.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         Poll::Ready(Ok(res))
@@ -125,9 +128,11 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(ctx) = context::current() {
             let headers = req.headers_mut();
-            if !headers.contains_key(REQUEST_ID_HEADER)
+            if !headers.contains_key(CORRELATION_ID_HEADER)
+                && !headers.contains_key(REQUEST_ID_HEADER)
                 && let Ok(v) = HeaderValue::from_str(ctx.request_id.as_str())
             {
+                headers.insert(CORRELATION_ID_HEADER, v.clone());
                 headers.insert(REQUEST_ID_HEADER, v);
             }
             if let Some(tenant) = &ctx.tenant

@@ -52,6 +52,8 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match self.resolve(&req) {
             Ok(tenant) => {
+                // The server span is current here (see `trace::ServerSpan`); it declared the field.
+                tracing::Span::current().record("tenant", tenant.as_str());
                 req.extensions_mut().insert(tenant.clone());
                 let outer = request_id::current();
                 let request_id = req

@@ -1,52 +1,90 @@
-//! Concurrent health checks of every PHANTOM component.
+//! Concurrent health checks of every PHANTOM component and what it depends on.
 //!
-//! Services are checked through their own `grpc.health.v1` endpoint (what Kubernetes asks
-//! too), the database with a query, the cache with a ping. All checks of a round run at once,
-//! each under the same timeout, so one hung dependency costs one timeout, not the sum.
+//! - **Services**: a `grpc.health.v1.Health/Watch` stream is kept open to each (reconnecting
+//!   with backoff), so a service stopping or turning NOT_SERVING is seen at once, not at the
+//!   next poll; the aggregator is woken on every change.
+//! - **database**: connection, a timed query, and the pool's size/idle/in-use.
+//! - **cache** (Redis, when configured): PING latency, memory used, connected clients.
+//! - **llm** (when an API key is configured): `GET /models`, no paid completion.
+//! - **system**: CPU, memory and data-disk use against thresholds (`sysinfo`).
+//! - **network**: TCP reachability of the configured `host:port` targets.
+//!
+//! All checks of a round run at once, each with its own timeout and retries, so a hung
+//! dependency costs one timeout, never the sum. Each check keeps a history (success rate,
+//! mean and p95 latency) and a recovery (failing, then passing) is logged and counted.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use fred::prelude::*;
 use phantom_proto::pb::{self, HealthStatus};
 use phantom_runtime::{
-    Config, ServiceName,
-    cache::{self, Cache},
-    client::{self, ProbeChannel},
-    config::redact,
+    CancellationToken, Config, ServiceName,
+    config::{StorageConfig, redact},
     storage::{SqlStore, Store},
     time::timestamp_now,
 };
 use serde::Serialize;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell, watch};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+/// What a service's Watch stream last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    /// No answer yet.
+    Unknown,
+    /// SERVING.
+    Serving,
+    /// Reachable, but not serving (starting, shutting down, a dependency missing).
+    NotServing(String),
+    /// Unreachable, or the stream broke.
+    Down(String),
+}
+
 /// How a component is checked.
 enum Probe {
-    /// `grpc.health.v1.Health/Check` with the empty service name.
-    Grpc(HealthClient<ProbeChannel>),
-    /// `SELECT 1`. Connected on first use, retried on the next round if that fails.
-    Database(
-        Box<phantom_runtime::config::StorageConfig>,
-        OnceCell<Arc<dyn Store>>,
-    ),
-    /// `PING`. Connected on first use likewise.
-    Cache(
-        Box<phantom_runtime::config::CacheConfig>,
-        OnceCell<Arc<dyn Cache>>,
-    ),
+    /// The latest word of the service's Watch stream.
+    Service(watch::Receiver<Watched>),
+    /// `SELECT 1` and the pool. Connected on first use, retried on the next round.
+    Database(Box<StorageConfig>, OnceCell<Arc<dyn Store>>),
+    /// `PING` and `INFO`.
+    Redis(Client),
+    /// `GET <base>/models`.
+    Llm {
+        http: reqwest::Client,
+        url: String,
+        key: String,
+    },
+    /// CPU, memory, disk.
+    System {
+        sys: Box<Mutex<sysinfo::System>>,
+        /// Consecutive checks with the CPU above its threshold: one busy moment is not a
+        /// degraded system.
+        cpu_streak: std::sync::atomic::AtomicU32,
+        data_dir: PathBuf,
+        cpu: f64,
+        memory: f64,
+        disk: f64,
+    },
+    /// TCP connects.
+    Network(Vec<String>),
 }
 
 impl std::fmt::Debug for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Probe::Grpc(_) => "Grpc",
+            Probe::Service(_) => "Service",
             Probe::Database(..) => "Database",
-            Probe::Cache(..) => "Cache",
+            Probe::Redis(_) => "Redis",
+            Probe::Llm { .. } => "Llm",
+            Probe::System { .. } => "System",
+            Probe::Network(_) => "Network",
         })
     }
 }
@@ -57,10 +95,19 @@ struct Component {
     name: String,
     endpoint: String,
     critical: bool,
+    timeout: Duration,
+    retries: u32,
     probe: Probe,
 }
 
-/// Running statistics of one component's checks, for `/health/metrics`.
+/// What one probe found.
+#[derive(Debug, Default)]
+struct Found {
+    degraded: Option<String>,
+    details: BTreeMap<String, String>,
+}
+
+/// Running statistics and recent history of one check, for `/health/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckStats {
     /// Checks run.
@@ -71,113 +118,221 @@ pub struct CheckStats {
     pub consecutive_failures: u64,
     /// Duration of the last check.
     pub last_response_time_ms: f64,
-    /// Mean duration of all checks.
+    /// Mean duration over the history.
     pub avg_response_time_ms: f64,
+    /// 95th percentile duration over the history.
+    pub p95_response_time_ms: f64,
+    /// Share of the history that passed (0-1).
+    pub success_rate: f64,
+    /// Results kept.
+    pub history_len: usize,
     /// Last status, lowercase.
     pub last_status: String,
+    /// Times the check passed again after failing.
+    pub recoveries: u64,
+    /// When it last did (RFC 3339).
+    pub last_recovery: Option<String>,
+    #[serde(skip)]
+    history: VecDeque<(bool, f64)>,
 }
 
 /// Checks every component.
 #[derive(Debug)]
 pub struct Checker {
     components: Vec<Component>,
-    timeout: Duration,
     slow: Duration,
+    history: usize,
     stats: Mutex<BTreeMap<String, CheckStats>>,
+    /// Woken when a watched service changes state.
+    pub changed: Arc<Notify>,
 }
 
+/// Checks in a row with the CPU above its threshold before the system counts as degraded.
+const CPU_STREAK: u32 = 3;
+
+const DEFAULT_CRITICAL: [&str; 3] = ["scan-orchestrator", "health-aggregator", "database"];
+
 impl Checker {
-    /// The checker of the system described by `config`.
-    pub fn new(config: &Config) -> Result<Self, tonic::transport::Error> {
+    /// The checker of the system described by `config`. Watches start at once and run until
+    /// `shutdown`.
+    pub fn new(
+        config: &Config,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, tonic::transport::Error> {
+        let h = &config.health;
+        let changed = Arc::new(Notify::new());
         let mut components = Vec::new();
+        let mut add = |name: &str, endpoint: String, probe: Probe| {
+            let o = h.checks.get(name).cloned().unwrap_or_default();
+            components.push(Component {
+                name: name.to_owned(),
+                endpoint,
+                critical: o.critical.unwrap_or(DEFAULT_CRITICAL.contains(&name)),
+                timeout: o.timeout.unwrap_or(h.timeout),
+                retries: o.retries.unwrap_or(h.retries).max(1),
+                probe,
+            });
+        };
         for service in ServiceName::ALL {
             let endpoint = config.endpoint(service);
-            components.push(Component {
-                name: service.as_str().to_owned(),
-                probe: Probe::Grpc(HealthClient::new(client::probe_channel(
-                    &endpoint,
-                    config.health.timeout,
-                )?)),
-                endpoint,
-                // Without the orchestrator nothing is scanned; without the others scans still
-                // run (unanalyzed, unannounced), which is degraded, not down.
-                critical: matches!(
-                    service,
-                    ServiceName::ScanOrchestrator | ServiceName::HealthAggregator
-                ),
-            });
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
+                .connect_timeout(h.timeout)
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let (tx, rx) = watch::channel(Watched::Unknown);
+            tokio::spawn(watch_service(
+                HealthClient::new(channel),
+                tx,
+                changed.clone(),
+                shutdown.clone(),
+            ));
+            add(service.as_str(), endpoint, Probe::Service(rx));
         }
         let db = &config.storage;
-        components.push(Component {
-            name: "database".into(),
-            endpoint: if db.database_url.is_empty() {
+        add(
+            "database",
+            if db.database_url.is_empty() {
                 format!("sqlite://{}", db.data_dir.join("phantom.db").display())
             } else {
                 redact(&db.database_url)
             },
-            critical: true,
-            probe: Probe::Database(Box::new(db.clone()), OnceCell::new()),
-        });
-        components.push(Component {
-            name: "cache".into(),
-            endpoint: if config.cache.redis_url.is_empty() {
-                "memory".into()
-            } else {
-                redact(&config.cache.redis_url)
+            Probe::Database(Box::new(db.clone()), OnceCell::new()),
+        );
+        let redis = &config.cache.redis_url;
+        if !redis.is_empty()
+            && let Ok(client) = redis_client(redis)
+        {
+            add("cache", redact(redis), Probe::Redis(client));
+        }
+        let llm = &config.analyzer.llm;
+        if !llm.api_key.is_empty() {
+            add(
+                "llm",
+                llm.base_url.clone(),
+                Probe::Llm {
+                    http: reqwest::Client::builder()
+                        .connect_timeout(h.timeout)
+                        .build()
+                        .unwrap_or_default(),
+                    url: format!("{}/models", llm.base_url.trim_end_matches('/')),
+                    key: llm.api_key.clone(),
+                },
+            );
+        }
+        add(
+            "system",
+            "localhost".into(),
+            Probe::System {
+                sys: Box::new(Mutex::new(sysinfo::System::new())),
+                cpu_streak: std::sync::atomic::AtomicU32::new(0),
+                data_dir: db.data_dir.clone(),
+                cpu: h.cpu_threshold_percent,
+                memory: h.memory_threshold_percent,
+                disk: h.disk_threshold_percent,
             },
-            critical: false,
-            probe: Probe::Cache(Box::new(config.cache.clone()), OnceCell::new()),
-        });
+        );
+        if !h.network_targets.is_empty() {
+            add(
+                "network",
+                h.network_targets.join(","),
+                Probe::Network(h.network_targets.clone()),
+            );
+        }
         Ok(Self {
             components,
-            timeout: config.health.timeout,
-            slow: config.health.slow_threshold,
+            slow: h.slow_threshold,
+            history: h.history,
             stats: Mutex::new(BTreeMap::new()),
+            changed,
         })
     }
 
     /// Runs every check at once and aggregates the results.
     pub async fn check_all(&self) -> pb::SystemHealth {
         let checks = futures::future::join_all(self.components.iter().map(|c| self.check(c))).await;
-        let mut stats = self.stats.lock().expect("stats lock");
-        for check in &checks {
-            let s = stats.entry(check.name.clone()).or_default();
-            s.checks_total += 1;
-            let healthy = check.status != HealthStatus::Unhealthy as i32;
-            if healthy {
-                s.consecutive_failures = 0;
-            } else {
-                s.failures_total += 1;
-                s.consecutive_failures += 1;
-            }
-            s.last_response_time_ms = check.response_time_ms;
-            s.avg_response_time_ms +=
-                (check.response_time_ms - s.avg_response_time_ms) / s.checks_total as f64;
-            s.last_status = status_name(check.status).to_owned();
-        }
+        self.record(&checks);
         aggregate(checks)
     }
 
-    /// Statistics per component.
+    fn record(&self, checks: &[pb::ComponentHealth]) {
+        let mut stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for check in checks {
+            let s = stats.entry(check.name.clone()).or_default();
+            let failed = check.status == HealthStatus::Unhealthy as i32;
+            let was_failing = s.consecutive_failures > 0;
+            s.checks_total += 1;
+            if failed {
+                s.failures_total += 1;
+                s.consecutive_failures += 1;
+            } else {
+                s.consecutive_failures = 0;
+                if was_failing {
+                    s.recoveries += 1;
+                    s.last_recovery = Some(
+                        humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    );
+                    tracing::info!(target: "health", check = %check.name, "Component recovered");
+                    phantom_layers::registry::global()
+                        .counter(
+                            "phantom_health_recoveries_total",
+                            "Times a failing health check passed again.",
+                            &[("check", &check.name)],
+                        )
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            s.history.push_back((!failed, check.response_time_ms));
+            while s.history.len() > self.history {
+                s.history.pop_front();
+            }
+            let n = s.history.len();
+            let mut latencies: Vec<f64> = s.history.iter().map(|(_, ms)| *ms).collect();
+            latencies.sort_by(f64::total_cmp);
+            s.history_len = n;
+            s.success_rate = s.history.iter().filter(|(ok, _)| *ok).count() as f64 / n as f64;
+            s.avg_response_time_ms = latencies.iter().sum::<f64>() / n as f64;
+            s.p95_response_time_ms = latencies[((n as f64 * 0.95).ceil() as usize).clamp(1, n) - 1];
+            s.last_response_time_ms = check.response_time_ms;
+            s.last_status = status_name(check.status).to_owned();
+        }
+    }
+
+    /// Statistics and history per check.
     pub fn stats(&self) -> BTreeMap<String, CheckStats> {
-        self.stats.lock().expect("stats lock").clone()
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     async fn check(&self, c: &Component) -> pb::ComponentHealth {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, probe(&c.probe)).await;
+        let mut outcome = Err(String::new());
+        for attempt in 0..c.retries {
+            outcome = match tokio::time::timeout(c.timeout, probe(&c.probe, c.timeout)).await {
+                Err(_) => Err(format!("no answer within {:?}", c.timeout)),
+                Ok(r) => r,
+            };
+            if outcome.is_ok() || attempt + 1 == c.retries {
+                break;
+            }
+        }
         let elapsed = started.elapsed();
-        let (status, message) = match outcome {
-            Err(_) => (
-                HealthStatus::Unhealthy,
-                format!("no answer within {:?}", self.timeout),
-            ),
-            Ok(Err(why)) => (HealthStatus::Unhealthy, why),
-            Ok(Ok(())) if elapsed > self.slow => (
+        let (status, message, details) = match outcome {
+            Err(why) => (HealthStatus::Unhealthy, why, BTreeMap::new()),
+            Ok(Found {
+                degraded: Some(why),
+                details,
+            }) => (HealthStatus::Degraded, why, details),
+            Ok(found) if elapsed > self.slow && !matches!(c.probe, Probe::System { .. }) => (
                 HealthStatus::Degraded,
                 format!("slow: {} ms", elapsed.as_millis()),
+                found.details,
             ),
-            Ok(Ok(())) => (HealthStatus::Healthy, String::new()),
+            Ok(found) => (HealthStatus::Healthy, String::new(), found.details),
         };
         pb::ComponentHealth {
             name: c.name.clone(),
@@ -187,23 +342,128 @@ impl Checker {
             critical: c.critical,
             checked_at: Some(timestamp_now()),
             endpoint: c.endpoint.clone(),
+            details: details.into_iter().collect(),
         }
     }
 }
 
-async fn probe(p: &Probe) -> Result<(), String> {
+fn redis_client(url: &str) -> Result<Client, fred::error::Error> {
+    let mut config = fred::prelude::Config::from_url(url)?;
+    config.fail_fast = false;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()?;
+    drop(client.connect());
+    Ok(client)
+}
+
+/// Keeps a Watch stream open to one service, reconnecting with capped exponential backoff,
+/// and publishes each change.
+async fn watch_service(
+    mut client: HealthClient<tonic::transport::Channel>,
+    state: watch::Sender<Watched>,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let set = |w: Watched| {
+        if state.send_if_modified(|cur| {
+            let differ = *cur != w;
+            *cur = w;
+            differ
+        }) {
+            changed.notify_one();
+        }
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = client.watch(request) => r,
+        };
+        match opened {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    // NOT_SERVING is a passing state (starting, draining). A draining server
+                    // keeps this stream open to the end, while its successor may already
+                    // answer: ask again every second until it says SERVING.
+                    let recheck = matches!(*state.borrow(), Watched::NotServing(_));
+                    let next = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        m = stream.message() => m,
+                        () = tokio::time::sleep(Duration::from_secs(1)), if recheck => break,
+                    };
+                    match next {
+                        Ok(Some(msg)) => {
+                            backoff = Duration::from_millis(100);
+                            set(match msg.status() {
+                                ServingStatus::Serving => Watched::Serving,
+                                other => {
+                                    Watched::NotServing(format!("reports {}", other.as_str_name()))
+                                }
+                            });
+                        }
+                        Ok(None) => {
+                            set(Watched::Down("health stream ended".into()));
+                            break;
+                        }
+                        Err(status) => {
+                            set(Watched::Down(format!(
+                                "{:?}: {}",
+                                status.code(),
+                                status.message()
+                            )));
+                            break;
+                        }
+                    }
+                }
+                if matches!(*state.borrow(), Watched::NotServing(_)) {
+                    continue; // Re-watch at once.
+                }
+            }
+            Err(status) => set(Watched::Down(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            ))),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The value of `key` in an `INFO` answer.
+fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// The mount point holding `path` among `mounts` (the longest prefix).
+fn mount_of<'a>(path: &std::path::Path, mounts: &'a [sysinfo::Disk]) -> Option<&'a sysinfo::Disk> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    mounts
+        .iter()
+        .filter(|d| path.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+}
+
+async fn probe(p: &Probe, timeout: Duration) -> Result<Found, String> {
+    let mut found = Found::default();
     match p {
-        Probe::Grpc(client) => {
-            let resp = client
-                .clone()
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
-            match resp.into_inner().status() {
-                ServingStatus::Serving => Ok(()),
-                other => Err(format!("reports {}", other.as_str_name())),
+        Probe::Service(rx) => {
+            found.details.insert("via".into(), "watch".into());
+            match rx.borrow().clone() {
+                Watched::Serving => Ok(found),
+                Watched::NotServing(why) | Watched::Down(why) => Err(why),
+                Watched::Unknown => Err("no health answer yet".into()),
             }
         }
         Probe::Database(config, store) => {
@@ -214,19 +474,166 @@ async fn probe(p: &Probe) -> Result<(), String> {
                         .map(|s| Arc::new(s) as Arc<dyn Store>)
                 })
                 .await
-                .map_err(|e| e.to_string())?;
-            store.ping().await.map_err(|e| e.to_string())
+                .map_err(|e| redact(&e.to_string()))?;
+            let started = Instant::now();
+            store.ping().await.map_err(|e| redact(&e.to_string()))?;
+            found.details.insert(
+                "query_ms".into(),
+                format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            );
+            if let Some(pool) = store.pool_stats() {
+                for (k, v) in [
+                    ("pool_size", pool.size),
+                    ("pool_idle", pool.idle),
+                    ("pool_in_use", pool.in_use),
+                    ("pool_max", pool.max),
+                ] {
+                    found.details.insert(k.into(), v.to_string());
+                }
+                if pool.max > 0 && pool.in_use >= pool.max {
+                    found.degraded = Some(format!(
+                        "pool exhausted: {} of {} in use",
+                        pool.in_use, pool.max
+                    ));
+                }
+            }
+            Ok(found)
         }
-        Probe::Cache(config, c) => {
-            let c = c
-                .get_or_try_init(|| async {
-                    cache::connect_backend(config)
-                        .await
-                        .map(|c| Arc::new(c) as Arc<dyn Cache>)
-                })
+        Probe::Redis(client) => {
+            let started = Instant::now();
+            let _: String = client
+                .ping(None)
                 .await
-                .map_err(|e| e.to_string())?;
-            c.ping().await.map_err(|e| e.to_string())
+                .map_err(|e| redact(&e.to_string()))?;
+            found.details.insert(
+                "ping_ms".into(),
+                format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            );
+            let memory: String = client
+                .info(Some(fred::types::InfoKind::Memory))
+                .await
+                .map_err(|e| redact(&e.to_string()))?;
+            let clients: String = client
+                .info(Some(fred::types::InfoKind::Clients))
+                .await
+                .map_err(|e| redact(&e.to_string()))?;
+            for (key, info) in [
+                ("used_memory", &memory),
+                ("used_memory_human", &memory),
+                ("maxmemory", &memory),
+                ("connected_clients", &clients),
+            ] {
+                if let Some(v) = info_field(info, key) {
+                    found.details.insert(key.into(), v.to_owned());
+                }
+            }
+            Ok(found)
+        }
+        Probe::Llm { http, url, key } => {
+            let resp = http
+                .get(url)
+                .bearer_auth(key)
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| format!("unreachable: {}", redact(&e.without_url().to_string())))?;
+            let status = resp.status();
+            found
+                .details
+                .insert("http_status".into(), status.as_u16().to_string());
+            match status.as_u16() {
+                200..=299 => Ok(found),
+                401 | 403 => Err(format!("the API key is refused (HTTP {status})")),
+                _ => Err(format!("HTTP {status}")),
+            }
+        }
+        Probe::System {
+            sys,
+            cpu_streak,
+            data_dir,
+            cpu,
+            memory,
+            disk,
+        } => {
+            let (cpu_used, mem_used) = {
+                let mut sys = sys
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // CPU use is measured between two refreshes: the previous round's and this one.
+                sys.refresh_cpu_usage();
+                sys.refresh_memory();
+                let total = sys.total_memory().max(1) as f64;
+                (
+                    f64::from(sys.global_cpu_usage()),
+                    sys.used_memory() as f64 / total * 100.0,
+                )
+            };
+            let disks = sysinfo::Disks::new_with_refreshed_list();
+            let disk_used = mount_of(data_dir, &disks).map(|d| {
+                let total = d.total_space().max(1) as f64;
+                (total - d.available_space() as f64) / total * 100.0
+            });
+            found
+                .details
+                .insert("cpu_percent".into(), format!("{cpu_used:.1}"));
+            found
+                .details
+                .insert("memory_percent".into(), format!("{mem_used:.1}"));
+            if let Some(d) = disk_used {
+                found
+                    .details
+                    .insert("disk_percent".into(), format!("{d:.1}"));
+            }
+            let mut over = Vec::new();
+            let streak = if cpu_used > *cpu {
+                cpu_streak.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+            } else {
+                cpu_streak.store(0, std::sync::atomic::Ordering::Relaxed);
+                0
+            };
+            if streak >= CPU_STREAK {
+                over.push(format!("CPU {cpu_used:.0}% > {cpu}% for {streak} checks"));
+            }
+            if mem_used > *memory {
+                over.push(format!("memory {mem_used:.0}% > {memory}%"));
+            }
+            if let Some(d) = disk_used
+                && d > *disk
+            {
+                over.push(format!("disk {d:.0}% > {disk}%"));
+            }
+            if !over.is_empty() {
+                found.degraded = Some(over.join(", "));
+            }
+            Ok(found)
+        }
+        Probe::Network(targets) => {
+            let results = futures::future::join_all(targets.iter().map(|t| async move {
+                let started = Instant::now();
+                let r =
+                    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(t.as_str())).await;
+                (t, r.is_ok_and(|c| c.is_ok()), started.elapsed())
+            }))
+            .await;
+            let mut down = Vec::new();
+            for (target, ok, took) in results {
+                found.details.insert(
+                    target.clone(),
+                    if ok {
+                        format!("{:.1} ms", took.as_secs_f64() * 1000.0)
+                    } else {
+                        "unreachable".into()
+                    },
+                );
+                if !ok {
+                    down.push(target.clone());
+                }
+            }
+            if down.is_empty() {
+                Ok(found)
+            } else {
+                Err(format!("unreachable: {}", down.join(", ")))
+            }
         }
     }
 }
@@ -317,5 +724,44 @@ mod tests {
             "postgres://app:***@db:5432/phantom"
         );
         assert_eq!(redact("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn info_fields_are_read_from_redis_info() {
+        let info = "# Memory\r\nused_memory:1024\r\nused_memory_human:1.00K\r\n";
+        assert_eq!(info_field(info, "used_memory"), Some("1024"));
+        assert_eq!(info_field(info, "used_memory_human"), Some("1.00K"));
+        assert_eq!(info_field(info, "maxmemory"), None);
+    }
+
+    #[tokio::test]
+    async fn history_gives_success_rate_percentiles_and_recoveries() {
+        let config = Config::default();
+        let shutdown = CancellationToken::new();
+        let checker = Checker::new(&config, &shutdown).unwrap();
+        let round = |ok: bool, ms: f64| {
+            vec![pb::ComponentHealth {
+                name: "x".into(),
+                status: if ok {
+                    HealthStatus::Healthy
+                } else {
+                    HealthStatus::Unhealthy
+                } as i32,
+                response_time_ms: ms,
+                ..Default::default()
+            }]
+        };
+        for i in 0..19 {
+            checker.record(&round(true, f64::from(i)));
+        }
+        checker.record(&round(false, 100.0));
+        checker.record(&round(true, 1.0));
+        let s = &checker.stats()["x"];
+        assert_eq!(s.checks_total, 21);
+        assert_eq!(s.recoveries, 1);
+        assert!(s.last_recovery.is_some());
+        assert!((s.success_rate - 20.0 / 21.0).abs() < 1e-9, "{s:?}");
+        assert_eq!(s.p95_response_time_ms, 18.0);
+        shutdown.cancel();
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP side: `/health` and `/health/metrics` in the JSON shapes of the original design,
 //! and `/metrics` in the Prometheus text format.
 
-use std::{collections::BTreeMap, fmt::Write, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -10,18 +10,91 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use phantom_proto::pb;
+use phantom_proto::pb::{self, metrics_client::MetricsClient};
+use phantom_runtime::{Config, ServiceName, metrics::Exposition};
 use serde_json::{Value, json};
 
 use crate::{checks::status_name, service::Aggregator};
 
+/// Collects `phantom.v1.Metrics` from every service.
+#[derive(Debug, Clone)]
+pub struct Collector {
+    clients: Vec<(ServiceName, MetricsClient<tonic::transport::Channel>)>,
+    timeout: Duration,
+}
+
+/// One answer per process: the services that share it, and what it said.
+type Collected = Vec<(Vec<&'static str>, pb::GetMetricsResponse)>;
+
+impl Collector {
+    /// A collector of the services of `config`.
+    pub fn new(config: &Config) -> Result<Self, tonic::transport::Error> {
+        let mut clients = Vec::new();
+        for service in ServiceName::ALL {
+            let channel = tonic::transport::Endpoint::from_shared(config.endpoint(service))?
+                .connect_timeout(config.health.timeout)
+                .timeout(config.health.timeout)
+                .connect_lazy();
+            clients.push((service, MetricsClient::new(channel)));
+        }
+        Ok(Self {
+            clients,
+            timeout: config.health.timeout,
+        })
+    }
+
+    /// Every service's metrics, concurrently, each within the timeout; services of one
+    /// process (`phantom up`) are answered once. Unreachable services are listed apart.
+    pub async fn collect(&self) -> (Collected, Vec<&'static str>) {
+        let answers = futures::future::join_all(self.clients.iter().map(|(name, client)| {
+            let mut client = client.clone();
+            async move {
+                let r = tokio::time::timeout(
+                    self.timeout,
+                    client.get_metrics(pb::GetMetricsRequest {}),
+                )
+                .await;
+                (
+                    name.as_str(),
+                    r.ok().and_then(Result::ok).map(tonic::Response::into_inner),
+                )
+            }
+        }))
+        .await;
+        let mut by_instance: Collected = Vec::new();
+        let mut unreachable = Vec::new();
+        for (name, answer) in answers {
+            match answer {
+                None => unreachable.push(name),
+                Some(a) => match by_instance
+                    .iter_mut()
+                    .find(|(_, b)| b.instance == a.instance)
+                {
+                    Some((names, _)) => names.push(name),
+                    None => by_instance.push((vec![name], a)),
+                },
+            }
+        }
+        (by_instance, unreachable)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AppState {
+    aggregator: Arc<Aggregator>,
+    collector: Collector,
+}
+
 /// The router of the HTTP listener.
-pub fn router(aggregator: Arc<Aggregator>) -> Router {
+pub fn router(aggregator: Arc<Aggregator>, collector: Collector) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/health/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
-        .with_state(aggregator)
+        .with_state(AppState {
+            aggregator,
+            collector,
+        })
 }
 
 fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
@@ -49,6 +122,9 @@ pub fn health_json(h: &pb::SystemHealth) -> Value {
             if !c.message.is_empty() {
                 v["message"] = json!(c.message);
             }
+            if !c.details.is_empty() {
+                v["details"] = json!(c.details.iter().collect::<BTreeMap<_, _>>());
+            }
             (c.name.clone(), v)
         })
         .collect();
@@ -62,8 +138,8 @@ pub fn health_json(h: &pb::SystemHealth) -> Value {
     })
 }
 
-async fn health(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
-    let report = agg.current().await;
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let report = state.aggregator.current().await;
     // Load balancers and uptime checks read the code: 503 only when the system is down.
     let code = if report.status == pb::HealthStatus::Unhealthy as i32 {
         StatusCode::SERVICE_UNAVAILABLE
@@ -73,313 +149,179 @@ async fn health(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
     (code, Json(health_json(&report)))
 }
 
-async fn metrics_json(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
+/// Items of the list `key` of every collected snapshot, each marked with where it came from.
+fn merged(collected: &Collected, key: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (services, answer) in collected {
+        let Ok(snapshot) = serde_json::from_str::<Value>(&answer.snapshot_json) else {
+            continue;
+        };
+        if let Some(items) = snapshot.get(key).and_then(Value::as_array) {
+            for item in items {
+                let mut item = item.clone();
+                if let Some(obj) = item.as_object_mut() {
+                    obj.insert("instance".into(), json!(answer.instance));
+                    obj.insert("services".into(), json!(services));
+                }
+                out.push(item);
+            }
+        }
+    }
+    out
+}
+
+async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
+    let agg = &state.aggregator;
     let stats = agg.checker().stats();
-    let resilience = phantom_layers::registry::global().snapshot();
+    let report = agg.current().await;
+    let (collected, unreachable) = state.collector.collect().await;
+    let mut caches = serde_json::Map::new();
+    let mut grpc_errors: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (_, answer) in &collected {
+        let Ok(snapshot) = serde_json::from_str::<Value>(&answer.snapshot_json) else {
+            continue;
+        };
+        if let Some(c) = snapshot.get("caches").and_then(Value::as_object) {
+            caches.extend(c.clone());
+        }
+        for counter in snapshot
+            .get("counters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                c["name"] == "grpc_server_handled_total" && c["labels"]["grpc_code"] != "Ok"
+            })
+        {
+            let service = counter["labels"]["grpc_service"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned();
+            let code = counter["labels"]["grpc_code"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned();
+            *grpc_errors
+                .entry(service)
+                .or_default()
+                .entry(code)
+                .or_default() += counter["value"].as_u64().unwrap_or(0);
+        }
+    }
+    let database = report
+        .checks
+        .iter()
+        .find(|c| c.name == "database")
+        .map(|c| {
+            json!({
+                "status": status_name(c.status),
+                "endpoint": c.endpoint,
+                "response_time_ms": c.response_time_ms,
+                "details": c.details.iter().collect::<BTreeMap<_, _>>(),
+            })
+        });
     Json(json!({
         "health_checks": stats,
-        "circuit_breakers": resilience.circuit_breakers,
-        "rate_limiters": resilience.rate_limiters,
-        "retries": resilience.retries,
-        "bulkheads": resilience.bulkheads,
-        "adaptive_limiters": resilience.adaptive_limiters,
-        "counters": resilience.counters,
-        "caches": phantom_runtime::cache::snapshots()
-            .into_iter()
-            .collect::<BTreeMap<_, _>>(),
+        "circuit_breakers": merged(&collected, "circuit_breakers"),
+        "rate_limiters": merged(&collected, "rate_limiters"),
+        "error_handlers": {
+            "retries": merged(&collected, "retries"),
+            "grpc_errors_by_code": grpc_errors,
+        },
+        "bulkheads": merged(&collected, "bulkheads"),
+        "adaptive_limiters": merged(&collected, "adaptive_limiters"),
+        "counters": merged(&collected, "counters"),
+        "gauges": merged(&collected, "gauges"),
+        "caches": caches,
+        "database": database,
+        "collected_from": collected.iter().map(|(s, a)| json!({"instance": a.instance, "services": s})).collect::<Vec<_>>(),
+        "unreachable": unreachable,
         "uptime_seconds": agg.uptime().as_secs(),
     }))
 }
 
-async fn metrics_prometheus(State(agg): State<Arc<Aggregator>>) -> impl IntoResponse {
+async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    let agg = &state.aggregator;
     let stats = agg.checker().stats();
     let report = agg.current().await;
-    let mut out = String::new();
-    let series =
-        |out: &mut String, name: &str, help: &str, kind: &str, values: &BTreeMap<String, f64>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (component, v) in values {
-                let _ = writeln!(out, "{name}{{component=\"{component}\"}} {v}");
-            }
-        };
-    let pick = |f: &dyn Fn(&crate::checks::CheckStats) -> f64| -> BTreeMap<String, f64> {
-        stats.iter().map(|(k, s)| (k.clone(), f(s))).collect()
-    };
-    series(
-        &mut out,
-        "phantom_health_checks_total",
-        "Health checks run.",
-        "counter",
-        &pick(&|s| s.checks_total as f64),
-    );
-    series(
-        &mut out,
-        "phantom_health_check_failures_total",
-        "Health checks that found the component unhealthy.",
-        "counter",
-        &pick(&|s| s.failures_total as f64),
-    );
-    series(
-        &mut out,
-        "phantom_health_check_duration_ms",
-        "Duration of the last health check.",
-        "gauge",
-        &pick(&|s| s.last_response_time_ms),
-    );
-    let up: BTreeMap<String, f64> = report
-        .checks
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                if c.status == pb::HealthStatus::Unhealthy as i32 {
-                    0.0
-                } else {
-                    1.0
-                },
-            )
-        })
-        .collect();
-    series(
-        &mut out,
-        "phantom_component_up",
-        "1 when the component's last check passed.",
-        "gauge",
-        &up,
-    );
-    let r = phantom_layers::registry::global().snapshot();
-    let by_name = |f: &dyn Fn(usize) -> (String, f64), n: usize| -> BTreeMap<String, f64> {
-        (0..n).map(f).collect()
-    };
-    let cb = &r.circuit_breakers;
-    let state_value = |s: phantom_layers::circuit_breaker::State| match s {
-        phantom_layers::circuit_breaker::State::Closed => 0.0,
-        phantom_layers::circuit_breaker::State::HalfOpen => 1.0,
-        phantom_layers::circuit_breaker::State::Open => 2.0,
-        phantom_layers::circuit_breaker::State::ForcedOpen => 3.0,
-        phantom_layers::circuit_breaker::State::Disabled => 4.0,
-    };
-    let labelled = |out: &mut String,
-                    name: &str,
-                    help: &str,
-                    kind: &str,
-                    label: &str,
-                    values: &BTreeMap<String, f64>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (k, v) in values {
-            let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
-        }
-    };
-    labelled(
-        &mut out,
-        "phantom_circuit_breaker_state",
-        "0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled.",
-        "gauge",
-        "breaker",
-        &by_name(
-            &|i| (cb[i].name.clone(), state_value(cb[i].state)),
-            cb.len(),
-        ),
-    );
-    labelled(
-        &mut out,
-        "phantom_circuit_breaker_calls_total",
-        "Calls admitted by the breaker.",
-        "counter",
-        "breaker",
-        &by_name(&|i| (cb[i].name.clone(), cb[i].calls as f64), cb.len()),
-    );
-    labelled(
-        &mut out,
-        "phantom_circuit_breaker_failures_total",
-        "Admitted calls that failed.",
-        "counter",
-        "breaker",
-        &by_name(&|i| (cb[i].name.clone(), cb[i].failures as f64), cb.len()),
-    );
-    labelled(
-        &mut out,
-        "phantom_circuit_breaker_rejected_total",
-        "Calls rejected by the breaker.",
-        "counter",
-        "breaker",
-        &by_name(&|i| (cb[i].name.clone(), cb[i].rejected as f64), cb.len()),
-    );
-    let rl = &r.rate_limiters;
-    labelled(
-        &mut out,
-        "phantom_rate_limit_rejected_total",
-        "Calls rejected by a rate limit.",
-        "counter",
-        "limiter",
-        &by_name(&|i| (rl[i].name.clone(), rl[i].rejected as f64), rl.len()),
-    );
-    labelled(
-        &mut out,
-        "phantom_rate_limit_allowed_total",
-        "Calls a rate limit let through.",
-        "counter",
-        "limiter",
-        &by_name(&|i| (rl[i].name.clone(), rl[i].allowed as f64), rl.len()),
-    );
-    let rt = &r.retries;
-    labelled(
-        &mut out,
-        "phantom_retries_total",
-        "Retries sent.",
-        "counter",
-        "client",
-        &by_name(&|i| (rt[i].name.clone(), rt[i].retries as f64), rt.len()),
-    );
-    labelled(
-        &mut out,
-        "phantom_retry_budget_exhausted_total",
-        "Retries refused by the budget.",
-        "counter",
-        "client",
-        &by_name(
-            &|i| (rt[i].name.clone(), rt[i].budget_exhausted as f64),
-            rt.len(),
-        ),
-    );
-    let caches = phantom_runtime::cache::snapshots();
-    let per_cache =
-        |f: &dyn Fn(&phantom_runtime::cache::CacheSnapshot) -> f64| -> BTreeMap<String, f64> {
-            caches.iter().map(|(n, s)| (n.clone(), f(s))).collect()
-        };
-    type CacheMetric = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&phantom_runtime::cache::CacheSnapshot) -> f64,
-    );
-    let cache_metrics: [CacheMetric; 12] = [
-        (
-            "phantom_cache_hits_total",
-            "Cache reads that found a value.",
+    let (collected, unreachable) = state.collector.collect().await;
+    let mut e = Exposition::default();
+    for (_, answer) in collected {
+        e.merge(
+            Exposition::parse(&answer.prometheus),
+            ("phantom_instance", &answer.instance),
+        );
+    }
+    for (name, s) in &stats {
+        let l = [("check", name.as_str())];
+        e.add(
+            "phantom_health_checks_total",
+            "Health checks run.",
             "counter",
-            |s| s.hits as f64,
-        ),
-        (
-            "phantom_cache_misses_total",
-            "Cache reads that did not (including reads skipped while the cache's breaker was open).",
+            &l,
+            s.checks_total as f64,
+        );
+        e.add(
+            "phantom_health_check_failures_total",
+            "Health checks that found the component unhealthy.",
             "counter",
-            |s| s.misses as f64,
-        ),
-        (
-            "phantom_cache_hit_ratio",
-            "Hits over reads since start.",
+            &l,
+            s.failures_total as f64,
+        );
+        e.add(
+            "phantom_health_check_duration_ms",
+            "Duration of the last health check.",
             "gauge",
-            |s| s.hit_rate,
-        ),
-        (
-            "phantom_cache_evictions_total",
-            "Entries the backend dropped to make room.",
-            "counter",
-            |s| s.evictions as f64,
-        ),
-        (
-            "phantom_cache_invalidations_total",
-            "Entries removed by key, tag or dependency invalidation.",
-            "counter",
-            |s| s.invalidations as f64,
-        ),
-        (
-            "phantom_cache_loads_total",
-            "Loads from the source of truth on a miss or a refresh.",
-            "counter",
-            |s| s.loads as f64,
-        ),
-        (
-            "phantom_cache_load_seconds_total",
-            "Time spent in those loads.",
-            "counter",
-            |s| s.load_seconds_total,
-        ),
-        (
-            "phantom_cache_coalesced_total",
-            "Misses served by a concurrent load of the same key.",
-            "counter",
-            |s| s.coalesced as f64,
-        ),
-        (
-            "phantom_cache_refreshes_total",
-            "Background refreshes of entries read near their expiry.",
-            "counter",
-            |s| s.refreshes as f64,
-        ),
-        (
-            "phantom_cache_errors_total",
-            "Cache operations that failed or timed out.",
-            "counter",
-            |s| s.errors as f64,
-        ),
-        (
-            "phantom_cache_bypassed_total",
-            "Cache operations skipped while its breaker was open.",
-            "counter",
-            |s| s.bypassed as f64,
-        ),
-        (
-            "phantom_cache_bytes_saved_total",
-            "Bytes compression saved.",
-            "counter",
-            |s| s.bytes_saved as f64,
-        ),
-    ];
-    for (name, help, kind, value) in cache_metrics {
-        labelled(&mut out, name, help, kind, "cache", &per_cache(&value));
+            &l,
+            s.last_response_time_ms,
+        );
+        e.add(
+            "phantom_health_check_p95_ms",
+            "95th percentile duration over the check's history.",
+            "gauge",
+            &l,
+            s.p95_response_time_ms,
+        );
+        e.add(
+            "phantom_health_check_success_ratio",
+            "Share of the check's history that passed.",
+            "gauge",
+            &l,
+            s.success_rate,
+        );
     }
-    let mut last_name = "";
-    for c in &r.counters {
-        if c.name != last_name {
-            let _ = writeln!(
-                out,
-                "# HELP {} {}\n# TYPE {} counter",
-                c.name, c.help, c.name
-            );
-            last_name = c.name;
-        }
-        let labels: Vec<String> = c
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-            .collect();
-        let _ = writeln!(out, "{}{{{}}} {}", c.name, labels.join(","), c.value);
+    for c in &report.checks {
+        let up = if c.status == pb::HealthStatus::Unhealthy as i32 {
+            0.0
+        } else {
+            1.0
+        };
+        e.add(
+            "phantom_component_up",
+            "1 when the component's last check passed.",
+            "gauge",
+            &[("check", c.name.as_str())],
+            up,
+        );
     }
-    let ad = &r.adaptive_limiters;
-    labelled(
-        &mut out,
-        "phantom_adaptive_rate_per_second",
-        "Current allowed rate of an adaptive limiter.",
+    for service in unreachable {
+        e.add(
+            "phantom_metrics_unreachable",
+            "1 for a service whose metrics could not be collected.",
+            "gauge",
+            &[("service", service)],
+            1.0,
+        );
+    }
+    e.add(
+        "phantom_system_status",
+        "Overall status: 1 healthy, 2 degraded, 3 unhealthy.",
         "gauge",
-        "limiter",
-        &by_name(&|i| (ad[i].name.clone(), ad[i].current_rate), ad.len()),
+        &[],
+        f64::from(report.status),
     );
-    let bh = &r.bulkheads;
-    labelled(
-        &mut out,
-        "phantom_bulkhead_in_flight",
-        "Calls in flight.",
-        "gauge",
-        "bulkhead",
-        &by_name(
-            &|i| (bh[i].name.clone(), f64::from(bh[i].in_flight)),
-            bh.len(),
-        ),
-    );
-    labelled(
-        &mut out,
-        "phantom_bulkhead_rejected_total",
-        "Calls rejected because the bulkhead was full.",
-        "counter",
-        "bulkhead",
-        &by_name(&|i| (bh[i].name.clone(), bh[i].rejected as f64), bh.len()),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP phantom_system_status Overall status: 1 healthy, 2 degraded, 3 unhealthy.\n# TYPE phantom_system_status gauge\nphantom_system_status {}",
-        report.status
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        e.render(),
+    )
 }

@@ -23,7 +23,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
-    let aggregator = service::Aggregator::new(checks::Checker::new(&config)?);
+    let aggregator = service::Aggregator::new(checks::Checker::new(&config, &shutdown)?);
     let (router, health) = server::router(ServiceName::HealthAggregator, &config, &[GRPC_SERVICE])?;
     let router = router.add_service(HealthAggregatorServer::new(
         service::HealthAggregatorService::new(aggregator.clone(), shutdown.clone()),
@@ -41,7 +41,7 @@ pub async fn run(
     let http = server::serve_http(
         "health (/health, /health/metrics, /metrics)",
         listeners.http,
-        http::router(aggregator.clone()),
+        http::router(aggregator.clone(), http::Collector::new(&config)?),
         shutdown.clone(),
     );
     let checks = aggregator

@@ -65,6 +65,8 @@ impl Aggregator {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                // A watched service changed state: report it now, not at the next tick.
+                () = self.checker.changed.notified() => {}
             }
             let report = self.refresh().await;
             if last_status != Some(report.status) {

@@ -47,6 +47,7 @@ pub async fn run(
         let Some(store) = connect_store(&config.storage, &shutdown).await else {
             return false;
         };
+        phantom_runtime::spawn_store_gauges(ServiceName::Notifier, store.clone(), shutdown.clone());
         let redis = &config.cache.redis_url;
         let fanout = if n.redis_fanout && !redis.is_empty() {
             match fanout::RedisFanout::start(redis, hub.clone(), shutdown.clone()) {

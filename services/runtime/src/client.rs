@@ -1,21 +1,24 @@
 //! Channels between PHANTOM services, wrapped in the client-side layers.
 //!
 //! The stack, outermost first, and why in that order:
-//! 1. **context propagation**: request id, tenant, and the deadline left of the call being
-//!    served; a call whose deadline has passed fails here, without going out;
-//! 2. **retry**: sees every failure below it, and the deadline set above it;
-//! 3. **bulkhead**: bounds calls in flight to this dependency; its rejections are local, so
+//! 1. **client span**: one CLIENT span per call, whatever happens to it below (retried,
+//!    shed, failed fast), written into `traceparent` so the callee's span is its child;
+//! 2. **context propagation**: correlation id, tenant, and the deadline left of the call
+//!    being served; a call whose deadline has passed fails here, without going out;
+//! 3. **retry**: sees every failure below it, and the deadline set above it;
+//! 4. **bulkhead**: bounds calls in flight to this dependency; its rejections are local, so
 //!    it sits above the breaker, which must only judge the dependency's own answers;
-//! 4. **circuit breaker**: fails fast while the dependency is down;
-//! 5. the channel, with its connect timeout and per-call timeout.
+//! 5. **circuit breaker**: fails fast while the dependency is down;
+//! 6. the channel, with its connect timeout and per-call timeout.
 
 use phantom_layers::{
-    PropagateContext, PropagateContextLayer,
+    ClientSpanLayer, PropagateContext, PropagateContextLayer,
     bulkhead::{Bulkhead, BulkheadLayer, BulkheadService},
     circuit_breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer},
     classify::GrpcClassifier,
     registry,
     retry::{Retry, RetryLayer, RetryPolicy},
+    trace::ClientSpan,
 };
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
@@ -23,8 +26,10 @@ use tower::ServiceBuilder;
 use crate::config::{ClientPolicy, ServiceName};
 
 /// A channel to another PHANTOM service, behind the client-side layers.
-pub type GrpcChannel = PropagateContext<
-    Retry<BulkheadService<CircuitBreaker<Channel, GrpcClassifier>>, GrpcClassifier>,
+pub type GrpcChannel = ClientSpan<
+    PropagateContext<
+        Retry<BulkheadService<CircuitBreaker<Channel, GrpcClassifier>>, GrpcClassifier>,
+    >,
 >;
 
 /// A channel used by health probes: context and timeout only. A probe must see the
@@ -81,6 +86,7 @@ pub fn channel(
     registry.breaker(&breaker);
     let channel = endpoint(url, policy.timeout)?.connect_lazy();
     Ok(ServiceBuilder::new()
+        .layer(ClientSpanLayer::new(from))
         .layer(PropagateContextLayer)
         .layer(RetryLayer::new(retry))
         .layer(BulkheadLayer::new(bulkhead))

@@ -6,7 +6,7 @@
 //! Every struct refuses unknown keys, so a typo fails start-up with a message naming the key
 //! instead of being silently ignored. `deploy/phantom.example.toml` documents every key.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use phantom_layers::{
     adaptive::AdaptiveConfig, bulkhead::BulkheadConfig, circuit_breaker::CircuitBreakerConfig,
@@ -62,6 +62,10 @@ const ENV_ALIASES: &[(&str, &[&str])] = &[
     ("OPENAI_BASE_URL", &["analyzer", "llm", "base_url"]),
     ("OPENAI_API_KEY", &["analyzer", "llm", "api_key"]),
     ("PHANTOM_LOG_FORMAT", &["telemetry", "log_format"]),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &["telemetry", "otlp_endpoint"],
+    ),
 ];
 
 /// Prefix of the generic `PHANTOM__<SECTION>__<KEY>` overrides.
@@ -93,7 +97,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The resilience layers of every server and client.
     pub resilience: ResilienceConfig,
-    /// Logs.
+    /// Logs and traces.
     pub telemetry: TelemetryConfig,
 }
 
@@ -634,6 +638,34 @@ pub struct HealthConfig {
     /// A check slower than this marks its component DEGRADED.
     #[serde(with = "humantime_serde")]
     pub slow_threshold: Duration,
+    /// Attempts of a failing check within one round before it counts as failed.
+    pub retries: u32,
+    /// Results kept per check (history, success rate, mean and p95 latency).
+    pub history: usize,
+    /// Per-check overrides, by check name (`database`, `cache`, `llm`, `system`,
+    /// `network`, `scan-orchestrator`, ...): `critical`, `timeout`, `retries`.
+    pub checks: BTreeMap<String, CheckOverride>,
+    /// `host:port` endpoints whose reachability is checked (the `network` check).
+    pub network_targets: Vec<String>,
+    /// CPU use (percent of all cores) above which the `system` check is DEGRADED.
+    pub cpu_threshold_percent: f64,
+    /// Memory use (percent) above which the `system` check is DEGRADED.
+    pub memory_threshold_percent: f64,
+    /// Use of the disk holding the data directory (percent) above which it is DEGRADED.
+    pub disk_threshold_percent: f64,
+}
+
+/// How one health check differs from the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckOverride {
+    /// Whether its failure makes the system UNHEALTHY (rather than DEGRADED).
+    pub critical: Option<bool>,
+    /// Its own timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Its own attempts per round.
+    pub retries: Option<u32>,
 }
 
 impl Default for HealthConfig {
@@ -642,6 +674,13 @@ impl Default for HealthConfig {
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
             slow_threshold: Duration::from_millis(500),
+            retries: 1,
+            history: 50,
+            checks: BTreeMap::new(),
+            network_targets: Vec::new(),
+            cpu_threshold_percent: 95.0,
+            memory_threshold_percent: 90.0,
+            disk_threshold_percent: 90.0,
         }
     }
 }
@@ -758,21 +797,39 @@ impl Default for ClientPolicy {
     }
 }
 
-/// Log output.
+/// Logs and traces.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// `tracing` filter directives (`PHANTOM_LOG`), e.g. `info,phantom_scan_orchestrator=debug`.
     pub log_filter: String,
-    /// `text` for terminals, `json` for log collectors (`PHANTOM_LOG_FORMAT`).
+    /// `auto` (text on a terminal, JSON lines otherwise: what `phantom up` in a terminal and a
+    /// `phantom serve` pod each want), `text` or `json` (`PHANTOM_LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// OTLP/gRPC collector that spans are exported to (`OTEL_EXPORTER_OTLP_ENDPOINT`), e.g.
+    /// `http://otel-collector:4317`. Empty: nothing is exported; trace context still crosses
+    /// services and appears in logs.
+    pub otlp_endpoint: String,
+    /// Fraction of new traces recorded, 0 to 1. A call continues its caller's decision, so a
+    /// trace is recorded whole or not at all.
+    pub sampling_ratio: f64,
+    /// How often finished spans are sent to the collector.
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+    /// Finished spans kept while the collector is slow or down; beyond, spans are dropped
+    /// (exporting never holds up a request).
+    pub export_queue: usize,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             log_filter: "info".to_owned(),
-            log_format: LogFormat::Text,
+            log_format: LogFormat::Auto,
+            otlp_endpoint: String::new(),
+            sampling_ratio: 1.0,
+            export_interval: Duration::from_secs(5),
+            export_queue: 2048,
         }
     }
 }
@@ -781,6 +838,8 @@ impl Default for TelemetryConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Text when stderr is a terminal, JSON otherwise.
+    Auto,
     /// Human-readable, one line per event.
     Text,
     /// One JSON object per event.
@@ -826,7 +885,9 @@ impl Config {
             })?,
             None => String::new(),
         };
-        Self::from_sources(&text, path, std::env::vars())
+        let config = Self::from_sources(&text, path, std::env::vars())?;
+        config.register_secrets();
+        Ok(config)
     }
 
     /// Builds a configuration from TOML text and environment variables. Split from
@@ -987,6 +1048,25 @@ impl Config {
         llm.circuit_breaker
             .validate()
             .map_err(|m| bad("analyzer.llm.circuit_breaker", &m))?;
+        let h = &self.health;
+        if h.history == 0 || h.interval.is_zero() || h.timeout.is_zero() {
+            return Err(bad(
+                "health",
+                "interval, timeout and history must be more than 0",
+            ));
+        }
+        for target in &h.network_targets {
+            if target
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(bad(
+                    "health.network_targets",
+                    &format!("{target:?} is not host:port"),
+                ));
+            }
+        }
         let n = &self.notifier;
         if n.queue_capacity == 0 || n.heartbeat.is_zero() || n.prune_every.is_zero() {
             return Err(bad(
@@ -1077,8 +1157,31 @@ impl Config {
         llm.adaptive_rate
             .validate()
             .map_err(|m| bad("analyzer.llm.adaptive_rate", &m))?;
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_filter) {
+        let t = &self.telemetry;
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&t.log_filter) {
             return Err(bad("telemetry.log_filter", &err.to_string()));
+        }
+        if !(0.0..=1.0).contains(&t.sampling_ratio) {
+            return Err(bad("telemetry.sampling_ratio", "must be between 0 and 1"));
+        }
+        if t.export_interval.is_zero() || t.export_queue == 0 {
+            return Err(bad(
+                "telemetry",
+                "export_interval and export_queue must be more than 0",
+            ));
+        }
+        if !t.otlp_endpoint.is_empty()
+            && !t
+                .otlp_endpoint
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.scheme_str().map(|s| s == "http" || s == "https"))
+                .unwrap_or(false)
+        {
+            return Err(bad(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL such as http://otel-collector:4317",
+            ));
         }
         let r = &self.resilience;
         let d = &r.server.rate_limit.distributed;
@@ -1160,16 +1263,55 @@ pub fn redact(url: &str) -> String {
 }
 
 impl Config {
-    /// The effective configuration as TOML, with passwords in URLs redacted.
+    /// The effective configuration as TOML, with passwords in URLs and keys redacted.
     pub fn to_redacted_toml(&self) -> String {
         let mut c = self.clone();
         c.storage.database_url = redact(&c.storage.database_url);
         c.cache.redis_url = redact(&c.cache.redis_url);
+        let shared = &mut c.resilience.server.rate_limit.distributed.redis_url;
+        *shared = redact(shared);
+        c.analyzer.llm.base_url = redact(&c.analyzer.llm.base_url);
         if !c.analyzer.llm.api_key.is_empty() {
             c.analyzer.llm.api_key = "***".to_owned();
         }
+        for w in &mut c.notifier.webhooks {
+            w.url = crate::telemetry::scrub(&redact(&w.url)).into_owned();
+        }
+        c.telemetry.otlp_endpoint = redact(&c.telemetry.otlp_endpoint);
         toml::to_string(&c).expect("configuration serializes")
     }
+
+    /// The secrets this configuration holds (the LLM key, passwords in URLs, webhook keys),
+    /// made known to the log scrubber so that no log line shows them, whatever prints them.
+    pub fn register_secrets(&self) {
+        let urls = [
+            &self.storage.database_url,
+            &self.cache.redis_url,
+            &self.resilience.server.rate_limit.distributed.redis_url,
+            &self.analyzer.llm.base_url,
+        ];
+        for url in urls {
+            if let Some(password) = url_password(url) {
+                crate::telemetry::register_secret(password);
+            }
+        }
+        crate::telemetry::register_secret(&self.analyzer.llm.api_key);
+        for w in &self.notifier.webhooks {
+            if !w.secret_env.is_empty()
+                && let Ok(key) = std::env::var(&w.secret_env)
+            {
+                crate::telemetry::register_secret(&key);
+            }
+        }
+    }
+}
+
+/// The password in `url`'s user information, if it has one.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    userinfo.split_once(':').map(|(_, password)| password)
 }
 
 /// Sets `path` in `table` to `raw`, read as a TOML value when it parses as one (numbers,
@@ -1279,6 +1421,25 @@ mod tests {
         let c = Config::from_sources("", None, env(&[("DATABASE_URL", "postgres://a:pw@h/d")]))
             .unwrap();
         assert!(!c.to_redacted_toml().contains("pw"));
+        let c = Config::from_sources(
+            "",
+            None,
+            env(&[
+                ("OPENAI_API_KEY", "sk-live-0123456789abcdef"),
+                ("REDIS_URL", "redis://:redis-pass@cache:6379"),
+            ]),
+        )
+        .unwrap();
+        let dump = c.to_redacted_toml();
+        assert!(
+            !dump.contains("sk-live") && !dump.contains("redis-pass"),
+            "{dump}"
+        );
+        c.register_secrets();
+        assert_eq!(
+            crate::telemetry::scrub("auth failed for redis-pass with sk-live-0123456789abcdef"),
+            "auth failed for *** with ***"
+        );
     }
 
     #[test]
@@ -1344,5 +1505,20 @@ mod tests {
             Config::from_sources("[scan]\ndenied_cidrs = [\"10.0.0.0/33\"]\n", None, env(&[]))
                 .unwrap_err();
         assert!(err.to_string().contains("scan.denied_cidrs"), "{err}");
+
+        let err = Config::from_sources("[telemetry]\nsampling_ratio = 1.5\n", None, env(&[]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("telemetry.sampling_ratio"),
+            "{err}"
+        );
+
+        let err = Config::from_sources(
+            "",
+            None,
+            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("telemetry.otlp_endpoint"), "{err}");
     }
 }

@@ -8,7 +8,7 @@
 //! - [`storage`]: the [`storage::Store`] trait over SQLite or PostgreSQL.
 //! - [`cache`]: the [`cache::CacheManager`] over an in-process or Redis backend.
 //! - [`ready`]: state that handlers reach once dependencies are up.
-//! - [`telemetry`]: log set-up.
+//! - [`telemetry`]: logs (text or JSON lines, scrubbed of secrets) and OpenTelemetry traces.
 //! - [`time`](mod@time): timestamps.
 //! - [`testing`]: access to the backends `make test` provisions.
 
@@ -16,6 +16,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod fingerprint;
+pub mod metrics;
 pub mod ready;
 pub mod server;
 pub mod storage;
@@ -79,7 +80,9 @@ where
         match connect().await {
             Ok(v) => return Some(v),
             Err(err) => {
-                tracing::warn!(dependency = what, error = %err, retry_in = ?delay, "Dependency not ready");
+                // Drivers quote the URL they dialled; the password must not reach the log.
+                let error = telemetry::scrub(&err.to_string()).into_owned();
+                tracing::warn!(dependency = what, error, retry_in = ?delay, "Dependency not ready");
             }
         }
         tokio::select! {
@@ -88,4 +91,66 @@ where
         }
         delay = (delay * 2).min(std::time::Duration::from_secs(10));
     }
+}
+
+/// Keeps the gauges of `service`'s store up to date until `shutdown`: its connection pool
+/// (`phantom_db_pool_connections{state}`) and, for the orchestrator, scans by state
+/// (`phantom_scans{state}`).
+pub fn spawn_store_gauges(
+    service: ServiceName,
+    store: std::sync::Arc<dyn storage::Store>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let r = phantom_layers::registry::global();
+        let name = service.as_str();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Some(pool) = store.pool_stats() {
+                let help = "Database connections of a service's pool, by state.";
+                for (state, v) in [
+                    ("in_use", pool.in_use),
+                    ("idle", pool.idle),
+                    ("max", pool.max),
+                ] {
+                    r.gauge(
+                        "phantom_db_pool_connections",
+                        help,
+                        &[("service", name), ("state", state)],
+                    )
+                    .set(f64::from(v));
+                }
+            }
+            if service == ServiceName::ScanOrchestrator
+                && let Ok(counts) = store.scan_counts().await
+            {
+                for state in [
+                    phantom_proto::pb::ScanState::Pending,
+                    phantom_proto::pb::ScanState::Running,
+                    phantom_proto::pb::ScanState::Succeeded,
+                    phantom_proto::pb::ScanState::Failed,
+                    phantom_proto::pb::ScanState::Cancelled,
+                ] {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| *s == state)
+                        .map_or(0, |(_, n)| *n);
+                    let label = state
+                        .as_str_name()
+                        .trim_start_matches("SCAN_STATE_")
+                        .to_ascii_lowercase();
+                    r.gauge(
+                        "phantom_scans",
+                        "Scans by state (all tenants).",
+                        &[("state", &label)],
+                    )
+                    .set(n as f64);
+                }
+            }
+        }
+    });
 }

@@ -5,8 +5,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use phantom_layers::{
-    RequestIdLayer, Tenant, TenantLayer,
+    RequestIdLayer, ServerSpanLayer, Tenant, TenantLayer,
     bulkhead::{Bulkhead, BulkheadLayer},
+    metrics::GrpcMetricsLayer,
     rate_limit::{RateLimitLayer, RateLimiter},
     registry,
 };
@@ -23,8 +24,24 @@ use crate::config::{Config, ServiceName, ShutdownConfig};
 /// nests them; see [`router`] for the order and the reasons).
 pub type ServerLayers = Stack<
     RateLimitLayer,
-    Stack<BulkheadLayer, Stack<TenantLayer, Stack<RequestIdLayer, Identity>>>,
+    Stack<
+        BulkheadLayer,
+        Stack<
+            TenantLayer,
+            Stack<GrpcMetricsLayer, Stack<RequestIdLayer, Stack<ServerSpanLayer, Identity>>>,
+        >,
+    >,
 >;
+
+/// The `grpc.health.v1` name that answers liveness: SERVING as long as the process serves
+/// at all, whatever its dependencies. Kubernetes' liveness probe asks it; restarting a pod
+/// because its database is down would not bring the database back.
+pub const LIVENESS: &str = "liveness";
+
+/// The `grpc.health.v1` name that answers readiness (as does the empty name and each
+/// service's own name): SERVING once the service's dependencies answered, NOT_SERVING while
+/// starting and from the moment shutdown begins.
+pub const READINESS: &str = "readiness";
 
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +98,7 @@ pub async fn serve_when_ready(
     let ready = async {
         if init.await {
             health.set_serving().await;
-            tracing::info!(service = %name, "Ready");
+            tracing::info!(event = crate::telemetry::event::SYSTEM, service = %name, "Ready");
         }
     };
     let (served, ()) = tokio::join!(serve, ready);
@@ -107,6 +124,7 @@ impl std::fmt::Debug for HealthHandle {
 impl HealthHandle {
     async fn set(&self, status: ServingStatus) {
         self.reporter.set_service_status("", status).await;
+        self.reporter.set_service_status(READINESS, status).await;
         for s in &self.services {
             self.reporter.set_service_status(s, status).await;
         }
@@ -132,7 +150,15 @@ pub fn router(
     config: &Config,
     services: &[&str],
 ) -> Result<(Router<ServerLayers>, HealthHandle), ServeError> {
+    // Whatever logs a secret of this configuration from now on, the line shows `***`.
+    config.register_secrets();
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    // Liveness is SERVING from the start and stays so, through the shutdown drain too.
+    let live = reporter.clone();
+    tokio::spawn(async move {
+        live.set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+    });
     let health = HealthHandle {
         reporter,
         services: services.iter().map(|s| (*s).to_owned()).collect(),
@@ -164,8 +190,13 @@ pub fn router(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
-        // Outermost: every call gets its request id and span before anything can fail.
+        // Outermost: every call gets its span (a child of the caller's, from `traceparent`)
+        // before anything can fail, so even a call refused below is traced with its status.
+        .layer(ServerSpanLayer::new(name.as_str()))
+        // Then its correlation id, recorded on that span so every log line of the call has it.
         .layer(RequestIdLayer::new(name.as_str()))
+        // Then it is counted and timed (grpc_server_*), whatever happens to it below.
+        .layer(GrpcMetricsLayer)
         // Then its tenant, so every handler and every outgoing call knows who it acts for.
         .layer(tenant_layer)
         // Shed load before doing any work for it: a saturated server answers at once with
@@ -174,6 +205,9 @@ pub fn router(
         // Then the per-caller, per-method limits (they need the tenant resolved above).
         .layer(RateLimitLayer::new(limiter))
         .add_service(health_service)
+        .add_service(phantom_proto::pb::metrics_server::MetricsServer::new(
+            crate::metrics::MetricsService::new(name),
+        ))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
     Ok((router, health))
@@ -191,14 +225,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().ok();
-    tracing::info!(service = %name, addr = ?addr, "gRPC server listening");
+    tracing::info!(event = crate::telemetry::event::SYSTEM, service = %name, addr = ?addr, "gRPC server listening");
     let drain_delay = config.drain_delay;
     let signal = {
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
             health.set_not_serving().await;
-            tracing::info!(service = %name, "Shutting down: NOT_SERVING, draining");
+            tracing::info!(event = crate::telemetry::event::SYSTEM, service = %name, "Shutting down: NOT_SERVING, draining");
             tokio::time::sleep(drain_delay).await;
         }
     };
@@ -213,7 +247,10 @@ pub async fn serve(
             tracing::warn!(service = %name, "Grace period over: abandoning in-flight calls");
         }
     }
-    tracing::info!(service = %name, "gRPC server stopped");
+    tracing::info!(event = crate::telemetry::event::SYSTEM, service = %name, "gRPC server stopped");
+    // The spans of the last calls go out before the process does (a blocking wait of a few
+    // seconds at most, off the async workers).
+    let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
     Ok(())
 }
 

@@ -45,6 +45,11 @@ pub async fn run(
         let Some(store) = connect_store(&config.storage, &shutdown).await else {
             return false;
         };
+        phantom_runtime::spawn_store_gauges(
+            ServiceName::ScanOrchestrator,
+            store.clone(),
+            shutdown.clone(),
+        );
         let mut scanners: Vec<Arc<dyn scanner::Scanner>> =
             vec![Arc::new(scanner::BuiltinScanner::new(&config.scan))];
         match scanner::NmapScanner::find(&config.scan.nmap) {

@@ -24,10 +24,11 @@ use phantom_proto::pb::{
     self, notifier_client::NotifierClient, vuln_analyzer_client::VulnAnalyzerClient,
 };
 use phantom_runtime::{
-    CancellationToken,
+    CancellationToken, ServiceName,
     client::GrpcChannel,
     fingerprint::fingerprint,
     storage::{FindingRecord, ScanProgress, ScanRecord, Store, StoreError},
+    telemetry::{self, event},
     time::now_micros,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
@@ -254,8 +255,21 @@ impl Runner {
             RequestId::parse(&scan.request_id).unwrap_or_else(RequestId::generate),
             Tenant::parse(&scan.tenant),
         );
-        // A root span: the scan outlives the CreateScan call that started it.
-        let span = tracing::info_span!(parent: None, "scan", scan_id = %scan.id, request_id = %ctx.request_id);
+        // The scan's span is a child of the CreateScan call's span (stored with the scan, as
+        // the scan may run on another replica, or after a restart), though it outlives it:
+        // so one CreateScan is one trace, holding the scan's storage work and its calls to
+        // the analyzer and the notifier.
+        let span = tracing::info_span!(
+            parent: None,
+            "scan",
+            otel.name = "scan",
+            service = ServiceName::ScanOrchestrator.as_str(),
+            scan_id = %scan.id,
+            correlation_id = %ctx.request_id,
+            tenant = %scan.tenant,
+            engine = %scan.scanner,
+        );
+        telemetry::continue_trace(&span, &scan.trace_context);
         let this = self.clone();
         tokio::spawn(request_id::scope(
             ctx,
@@ -338,7 +352,7 @@ impl Runner {
 
     /// Ends a scan this replica holds as FAILED with `error`, and says so.
     async fn fail(&self, scan: &ScanRecord, room: &str, error: String) -> Result<(), StoreError> {
-        tracing::warn!(error = %error, "Scan failed");
+        tracing::warn!(event = event::SCAN, error = %error, "Scan failed");
         let failed = self
             .store
             .finish_scan(
@@ -432,6 +446,7 @@ impl Runner {
             return Ok(()); // cancelled while pending
         }
         tracing::info!(
+            event = event::SCAN,
             targets = plan.targets.len(),
             ports = plan.ports.len(),
             engine = scanner.name(),
@@ -554,7 +569,16 @@ impl Runner {
             )
             .await?
         {
-            tracing::info!(findings = done.findings_count, analyzed, "Scan succeeded");
+            tracing::info!(
+                event = event::SCAN,
+                findings = done.findings_count,
+                analyzed,
+                duration_ms = done
+                    .finished_at
+                    .zip(done.started_at)
+                    .map_or(0, |(end, start)| (end - start) / 1000),
+                "Scan succeeded"
+            );
             let message = format!("scan succeeded: {} findings", done.findings_count);
             self.notify(
                 room,
@@ -606,6 +630,15 @@ impl Runner {
                 let severity =
                     pb::Severity::try_from(analysis.severity).unwrap_or(pb::Severity::Unspecified);
                 if severity >= pb::Severity::High {
+                    tracing::info!(
+                        event = event::VULNERABILITY,
+                        finding_id = %finding.id,
+                        target = %finding.target,
+                        port = finding.port,
+                        severity = severity.as_str_name(),
+                        score = analysis.score,
+                        "Vulnerability found"
+                    );
                     let priority = if severity == pb::Severity::Critical {
                         pb::Priority::Critical
                     } else {

@@ -9,6 +9,7 @@ use phantom_runtime::{
     Ready,
     server::tenant_of,
     storage::{InsertScan, ScanRecord},
+    telemetry,
     time::{now_micros, timestamp_now},
 };
 use tokio::sync::{broadcast, mpsc};
@@ -150,7 +151,21 @@ impl ScanOrchestrator for ScanOrchestratorService {
             }
             .into());
         }
-        let resolved = targets::resolve(&req.targets, &core.scope, core.max_hosts).await?;
+        let resolved = match targets::resolve(&req.targets, &core.scope, core.max_hosts).await {
+            Ok(resolved) => resolved,
+            Err(err) => {
+                if let Error::SecurityViolation { message, .. } = &err {
+                    tracing::warn!(
+                        target: telemetry::SECURITY,
+                        event = "scope.denied",
+                        tenant = %tenant,
+                        reason = %message,
+                        "Scan refused: a target is out of the authorized scope"
+                    );
+                }
+                return Err(err.into());
+            }
+        };
 
         let scan = ScanRecord {
             id: uuid::Uuid::now_v7().to_string(),
@@ -167,6 +182,8 @@ impl ScanOrchestrator for ScanOrchestratorService {
             idempotency_key: (!key.is_empty()).then(|| key.to_owned()),
             error: String::new(),
             request_id,
+            // The scan's span continues this call's trace, on whichever replica runs it.
+            trace_context: telemetry::trace_context(),
             created_at: now_micros(),
             started_at: None,
             finished_at: None,
@@ -186,7 +203,17 @@ impl ScanOrchestrator for ScanOrchestratorService {
                 Ok(Response::new((*existing).into()))
             }
             InsertScan::Inserted => {
-                tracing::info!(scan_id = %scan.id, targets = scan.targets.len(), addresses = scan.resolved.len(), ports = %scan.ports, "Scan created");
+                tracing::info!(
+                    target: telemetry::AUDIT,
+                    event = "scan.created",
+                    scan_id = %scan.id,
+                    tenant = %scan.tenant,
+                    targets = ?scan.targets,
+                    addresses = scan.resolved.len(),
+                    ports = %scan.ports,
+                    engine = %scan.scanner,
+                    "Scan created"
+                );
                 core.runner.wake();
                 Ok(Response::new(scan.into()))
             }
@@ -263,7 +290,13 @@ impl ScanOrchestrator for ScanOrchestratorService {
         {
             Some(cancelled) => {
                 core.runner.cancel(id);
-                tracing::info!(scan_id = %id, "Scan cancelled");
+                tracing::info!(
+                    target: telemetry::AUDIT,
+                    event = "scan.cancelled",
+                    scan_id = %id,
+                    tenant = %tenant,
+                    "Scan cancelled"
+                );
                 cancelled
             }
             // It finished between the read and the update: report how it ended.

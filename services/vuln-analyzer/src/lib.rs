@@ -37,6 +37,11 @@ pub async fn run(
         let Some(store) = connect_store(&config.storage, &shutdown).await else {
             return false;
         };
+        phantom_runtime::spawn_store_gauges(
+            ServiceName::VulnAnalyzer,
+            store.clone(),
+            shutdown.clone(),
+        );
         let Some(cache) = connect_cache("vuln-analyzer", &config.cache, &shutdown).await else {
             return false;
         };

@@ -365,17 +365,35 @@ impl Llm {
             .temperature(0.0)
             .max_completion_tokens(MAX_COMPLETION_TOKENS)
             .build()
-            .map_err(|e| LlmError::Provider(e.to_string()))?;
+            .map_err(|e| {
+                LlmError::Provider(phantom_runtime::telemetry::scrub(&e.to_string()).into_owned())
+            })?;
         Ok((request, prompt_chars))
     }
 
+    #[tracing::instrument(
+        name = "llm",
+        skip_all,
+        fields(
+            otel.name = %format_args!("chat {}", self.model),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = %self.model,
+        )
+    )]
     async fn ask(&self, request: CreateChatCompletionRequest) -> Result<Triage, LlmError> {
-        let response = self
-            .client
-            .chat()
-            .create(request)
-            .await
-            .map_err(|e| LlmError::Provider(e.to_string()))?;
+        let started = tokio::time::Instant::now();
+        let response = self.client.chat().create(request).await.map_err(|e| {
+            // HTTP clients quote the request (URL, headers) in their errors.
+            LlmError::Provider(phantom_runtime::telemetry::scrub(&e.to_string()).into_owned())
+        });
+        tracing::debug!(
+            event = phantom_runtime::telemetry::event::EXTERNAL_CALL,
+            ok = response.is_ok(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "LLM called"
+        );
+        let response = response?;
         if let Some(usage) = &response.usage {
             self.usage
                 .tokens_reported

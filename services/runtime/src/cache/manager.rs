@@ -285,6 +285,7 @@ impl CacheManager {
         self.get_with_ttl(key).await.map(|(v, _)| v)
     }
 
+    #[tracing::instrument(name = "cache", skip_all, fields(otel.name = "cache get", otel.kind = "client", cache.backend = self.backend(), cache.operation = "get"))]
     async fn get_with_ttl(&self, key: &str) -> Option<(Vec<u8>, Duration)> {
         self.replay_invalidations().await;
         let s = &self.inner.stats;
@@ -331,6 +332,7 @@ impl CacheManager {
     }
 
     /// Stores `value` under `key` as `entry` says.
+    #[tracing::instrument(name = "cache", skip_all, fields(otel.name = "cache set", otel.kind = "client", cache.backend = self.backend(), cache.operation = "set"))]
     pub async fn set(&self, key: &str, value: &[u8], entry: &Entry) {
         self.replay_invalidations().await;
         let base = entry.ttl.unwrap_or(self.inner.default_ttl);
@@ -402,6 +404,7 @@ impl CacheManager {
     }
 
     /// Removes every entry tagged `tag`, and their dependents. Returns how many.
+    #[tracing::instrument(name = "cache", skip_all, fields(otel.name = "cache invalidate_tag", otel.kind = "client", cache.backend = self.backend(), cache.operation = "invalidate_tag"))]
     pub async fn invalidate_tag(&self, tag: &str) -> u64 {
         let set = tag_set(tag);
         let Some(members) = self
@@ -503,6 +506,7 @@ impl CacheManager {
     /// Concurrent misses of one key in this process run `load` once. A hit in the last
     /// `refresh_ahead` fraction of the entry's life reloads it in the background. Errors of
     /// `load` are returned to the caller and nothing is cached.
+    #[tracing::instrument(name = "cache", skip_all, fields(otel.name = "cache get_or_load", cache.backend = self.backend(), cache.operation = "get_or_load"))]
     pub async fn get_or_load<T, E, F, Fut>(&self, key: &str, entry: &Entry, load: F) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned + Send + 'static,

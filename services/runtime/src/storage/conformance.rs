@@ -35,6 +35,7 @@ pub fn sample_scan(tenant: &str) -> ScanRecord {
         idempotency_key: None,
         error: String::new(),
         request_id: "req-1".into(),
+        trace_context: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
         created_at: now_micros(),
         started_at: None,
         finished_at: None,

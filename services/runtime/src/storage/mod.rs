@@ -19,6 +19,19 @@ pub use records::{
 };
 pub use sql::SqlStore;
 
+/// A connection pool's state, for health checks and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Connections open.
+    pub size: u32,
+    /// Of which idle.
+    pub idle: u32,
+    /// In use (`size - idle`).
+    pub in_use: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
+}
+
 use async_trait::async_trait;
 use phantom_proto::pb::ScanState;
 
@@ -77,6 +90,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Runs a trivial query.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Scans per state, all tenants (for metrics).
+    async fn scan_counts(&self) -> Result<Vec<(phantom_proto::pb::ScanState, u64)>, StoreError>;
+
+    /// The connection pool's state, where there is one.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 
     /// Stores a new scan, unless its idempotency key was used before by the same tenant.
     async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError>;

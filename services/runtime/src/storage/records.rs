@@ -43,8 +43,11 @@ pub struct ScanRecord {
     pub idempotency_key: Option<String>,
     /// Why it failed.
     pub error: String,
-    /// Request id of the CreateScan call, carried by the scan's own outgoing calls.
+    /// Correlation id of the CreateScan call, carried by the scan's own outgoing calls.
     pub request_id: String,
+    /// W3C `traceparent` of the CreateScan call's span (empty when it had none): the scan's
+    /// span is its child, so the scan's work is part of that call's trace.
+    pub trace_context: String,
     /// Accepted at.
     pub created_at: i64,
     /// Started at.

@@ -28,6 +28,15 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
+    /// The database system, as OpenTelemetry names it (`db.system.name`).
+    fn system(&self) -> &'static str {
+        if self.backend == "postgres" {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
+
     /// Connects to the configured database (SQLite under `data_dir` when no URL is set) and
     /// applies pending migrations.
     pub async fn connect(config: &StorageConfig) -> Result<Self, StoreError> {
@@ -88,13 +97,25 @@ impl SqlStore {
         } else {
             "postgres"
         };
-        // sqlx's SQLite defaults already give WAL journaling, a 5 s busy timeout and foreign
-        // keys, which is what concurrent writers from four services in one process need.
-        let pool = AnyPoolOptions::new()
+        // sqlx's SQLite defaults give a 5 s busy timeout and foreign keys, but leave the
+        // journal as SQLite's DELETE: WAL is asked for here. Readers then never block the
+        // writer, and with `synchronous = NORMAL` a commit is one fsync of the log rather
+        // than several (a committed transaction is still durable across a process crash; an
+        // OS crash may lose the last ones, as with PostgreSQL's default of a WAL flush).
+        let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .connect(url)
-            .await?;
+            .acquire_timeout(acquire_timeout);
+        if backend == "sqlite" {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    use sqlx::Executor as _;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
         Ok(Self { pool, backend })
     }
 }
@@ -146,6 +167,7 @@ fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
         idempotency_key: row.try_get("idempotency_key")?,
         error: row.try_get("error")?,
         request_id: row.try_get("request_id")?,
+        trace_context: row.try_get("trace_context")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -261,7 +283,7 @@ macro_rules! scan_columns {
     () => {
         "id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
          findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-         created_at, started_at, finished_at, owner, lease_until, claims"
+         created_at, started_at, finished_at, owner, lease_until, claims, trace_context"
     };
 }
 
@@ -293,18 +315,50 @@ impl Store for SqlStore {
         self.backend
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "scan_counts", otel.kind = "client", db.system.name = self.system(), db.operation.name = "scan_counts"))]
+    async fn scan_counts(&self) -> Result<Vec<(ScanState, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM scans GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: i64 = row.try_get("state")?;
+                let n: i64 = row.try_get("n")?;
+                Ok((
+                    ScanState::try_from(i32::try_from(state).unwrap_or(0))
+                        .unwrap_or(ScanState::Unspecified),
+                    n.unsigned_abs(),
+                ))
+            })
+            .collect()
+    }
+
+    fn pool_stats(&self) -> Option<super::PoolStats> {
+        let size = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        Some(super::PoolStats {
+            size,
+            idle,
+            in_use: size.saturating_sub(idle),
+            max: self.pool.options().get_max_connections(),
+        })
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "ping", otel.kind = "client", db.system.name = self.system(), db.operation.name = "ping"))]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "insert_scan", otel.kind = "client", db.system.name = self.system(), db.operation.name = "insert_scan"))]
     async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError> {
         let result = sqlx::query(
             "INSERT INTO scans (id, tenant, state, targets, resolved, ports, scanner, \
              progress_percent, findings_count, probes_total, probes_done, idempotency_key, \
-             error, request_id, created_at, started_at, finished_at, owner, lease_until, claims) \
+             error, request_id, created_at, started_at, finished_at, owner, lease_until, claims, \
+             trace_context) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20)",
+             $18, $19, $20, $21)",
         )
         .bind(scan.id.clone())
         .bind(scan.tenant.clone())
@@ -326,6 +380,7 @@ impl Store for SqlStore {
         .bind(scan.owner.clone())
         .bind(scan.lease_until)
         .bind(to_i64(scan.claims))
+        .bind(scan.trace_context.clone())
         .execute(&self.pool)
         .await;
         match result {
@@ -342,6 +397,7 @@ impl Store for SqlStore {
         }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get_scan", otel.kind = "client", db.system.name = self.system(), db.operation.name = "get_scan"))]
     async fn get_scan(&self, tenant: &str, id: &str) -> Result<Option<ScanRecord>, StoreError> {
         let row = sqlx::query(select_scans!("WHERE tenant = $1 AND id = $2"))
             .bind(tenant.to_owned())
@@ -351,6 +407,7 @@ impl Store for SqlStore {
         row.as_ref().map(scan_of).transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "list_scans", otel.kind = "client", db.system.name = self.system(), db.operation.name = "list_scans"))]
     async fn list_scans(
         &self,
         tenant: &str,
@@ -375,6 +432,7 @@ impl Store for SqlStore {
         rows.iter().map(scan_of).collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "claim_scans", otel.kind = "client", db.system.name = self.system(), db.operation.name = "claim_scans"))]
     async fn claim_scans(
         &self,
         owner: &str,
@@ -403,6 +461,7 @@ impl Store for SqlStore {
         Ok(scans)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "renew_lease", otel.kind = "client", db.system.name = self.system(), db.operation.name = "renew_lease"))]
     async fn renew_lease(
         &self,
         id: &str,
@@ -423,6 +482,7 @@ impl Store for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "unfinished_scans", otel.kind = "client", db.system.name = self.system(), db.operation.name = "unfinished_scans"))]
     async fn unfinished_scans(&self) -> Result<Vec<ScanRecord>, StoreError> {
         let rows = sqlx::query(select_scans!("WHERE state = $1 OR state = $2 ORDER BY id"))
             .bind(i64::from(ScanState::Pending as i32))
@@ -432,6 +492,7 @@ impl Store for SqlStore {
         rows.iter().map(scan_of).collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "mark_scan_running", otel.kind = "client", db.system.name = self.system(), db.operation.name = "mark_scan_running"))]
     async fn mark_scan_running(
         &self,
         tenant: &str,
@@ -458,6 +519,7 @@ impl Store for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_scan_progress", otel.kind = "client", db.system.name = self.system(), db.operation.name = "record_scan_progress"))]
     async fn record_scan_progress(
         &self,
         tenant: &str,
@@ -481,6 +543,7 @@ impl Store for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "finish_scan", otel.kind = "client", db.system.name = self.system(), db.operation.name = "finish_scan"))]
     async fn finish_scan(
         &self,
         tenant: &str,
@@ -519,6 +582,7 @@ impl Store for SqlStore {
         self.get_scan(tenant, id).await
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "insert_findings", otel.kind = "client", db.system.name = self.system(), db.operation.name = "insert_findings"))]
     async fn insert_findings(&self, findings: &[FindingRecord]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
@@ -561,6 +625,7 @@ impl Store for SqlStore {
         Ok(inserted)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "set_finding_analysis", otel.kind = "client", db.system.name = self.system(), db.operation.name = "set_finding_analysis"))]
     async fn set_finding_analysis(
         &self,
         tenant: &str,
@@ -581,6 +646,7 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "list_findings", otel.kind = "client", db.system.name = self.system(), db.operation.name = "list_findings"))]
     async fn list_findings(
         &self,
         tenant: &str,
@@ -611,6 +677,7 @@ impl Store for SqlStore {
         rows.iter().map(finding_with_current_analysis).collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "unanalyzed_findings", otel.kind = "client", db.system.name = self.system(), db.operation.name = "unanalyzed_findings"))]
     async fn unanalyzed_findings(&self, limit: u32) -> Result<Vec<FindingRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT f.id, f.tenant, f.scan_id, f.target, f.hostname, f.port, f.protocol, \
@@ -626,6 +693,7 @@ impl Store for SqlStore {
         rows.iter().map(finding_of).collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get_analysis", otel.kind = "client", db.system.name = self.system(), db.operation.name = "get_analysis"))]
     async fn get_analysis(
         &self,
         tenant: &str,
@@ -643,6 +711,7 @@ impl Store for SqlStore {
         row.as_ref().map(analysis_of).transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "put_analysis", otel.kind = "client", db.system.name = self.system(), db.operation.name = "put_analysis"))]
     async fn put_analysis(&self, a: &AnalysisRecord) -> Result<AnalysisRecord, StoreError> {
         sqlx::query(
             "INSERT INTO analyses (tenant, fingerprint, score, severity, analyzer, confidence, \
@@ -674,6 +743,7 @@ impl Store for SqlStore {
             })
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "upgrade_analysis", otel.kind = "client", db.system.name = self.system(), db.operation.name = "upgrade_analysis"))]
     async fn upgrade_analysis(&self, a: &AnalysisRecord) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE analyses SET score = $1, severity = $2, analyzer = $3, confidence = $4, \
@@ -699,6 +769,7 @@ impl Store for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "enqueue_enrichment", otel.kind = "client", db.system.name = self.system(), db.operation.name = "enqueue_enrichment"))]
     async fn enqueue_enrichment(
         &self,
         tenant: &str,
@@ -721,6 +792,7 @@ impl Store for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "claim_enrichments", otel.kind = "client", db.system.name = self.system(), db.operation.name = "claim_enrichments"))]
     async fn claim_enrichments(
         &self,
         now: i64,
@@ -766,6 +838,7 @@ impl Store for SqlStore {
         Ok(claimed)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "finish_enrichment", otel.kind = "client", db.system.name = self.system(), db.operation.name = "finish_enrichment"))]
     async fn finish_enrichment(&self, tenant: &str, fingerprint: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM enrichment_queue WHERE tenant = $1 AND fingerprint = $2")
             .bind(tenant.to_owned())
@@ -775,6 +848,7 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "retry_enrichment", otel.kind = "client", db.system.name = self.system(), db.operation.name = "retry_enrichment"))]
     async fn retry_enrichment(
         &self,
         tenant: &str,
@@ -797,6 +871,7 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "enrichment_backlog", otel.kind = "client", db.system.name = self.system(), db.operation.name = "enrichment_backlog"))]
     async fn enrichment_backlog(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM enrichment_queue")
             .fetch_one(&self.pool)
@@ -804,6 +879,7 @@ impl Store for SqlStore {
         Ok(n.unsigned_abs())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "append_notification", otel.kind = "client", db.system.name = self.system(), db.operation.name = "append_notification"))]
     async fn append_notification(
         &self,
         n: &NotificationRecord,
@@ -843,6 +919,7 @@ impl Store for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications_after", otel.kind = "client", db.system.name = self.system(), db.operation.name = "notifications_after"))]
     async fn notifications_after(
         &self,
         tenant: &str,
@@ -864,6 +941,7 @@ impl Store for SqlStore {
         rows.iter().map(notification_of).collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "prune_notifications", otel.kind = "client", db.system.name = self.system(), db.operation.name = "prune_notifications"))]
     async fn prune_notifications(
         &self,
         older_than: i64,
