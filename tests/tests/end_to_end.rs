@@ -557,6 +557,7 @@ async fn a_server_is_not_serving_until_its_database_answers() {
         phantom_runtime::Listeners {
             grpc: listener,
             http: None,
+            health: None,
         },
         shutdown.clone(),
     ));
@@ -717,6 +718,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
         phantom_runtime::Listeners {
             grpc: listener,
             http: None,
+            health: None,
         },
         stop.clone(),
     ));
@@ -768,6 +770,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
         phantom_runtime::Listeners {
             grpc: analyzer_listener,
             http: None,
+            health: None,
         },
         stop_analyzer.clone(),
     ));

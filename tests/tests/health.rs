@@ -27,7 +27,11 @@ async fn start(
 ) -> Service {
     let grpc = TcpListener::bind(addr).await.expect("binds");
     let stop = CancellationToken::new();
-    let listeners = Listeners { grpc, http };
+    let listeners = Listeners {
+        grpc,
+        http,
+        health: None,
+    };
     let (config, token) = (config.clone(), stop.clone());
     let task = tokio::spawn(async move {
         let result = match name {

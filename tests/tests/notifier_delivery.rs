@@ -226,6 +226,7 @@ async fn two_notifier_replicas_on_one_redis_deliver_each_others_messages_once() 
         Listeners {
             grpc: listener,
             http: None,
+            health: None,
         },
         stop_b.clone(),
     ));

@@ -36,6 +36,7 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
         Listeners {
             grpc: listener,
             http: None,
+            health: None,
         },
         stop_b.clone(),
     ));

@@ -33,6 +33,7 @@ pub async fn run(
         ServiceName::HealthAggregator,
         router,
         listeners.grpc,
+        listeners.health,
         health,
         &config.shutdown,
         shutdown.clone(),

@@ -94,6 +94,7 @@ pub async fn run(
         ServiceName::Notifier,
         router,
         listeners.grpc,
+        listeners.health,
         health,
         &config.shutdown,
         shutdown.clone(),

@@ -109,6 +109,7 @@ async fn analyzer(
         Listeners {
             grpc: listener,
             http: None,
+            health: None,
         },
         shutdown.clone(),
     ));

@@ -123,6 +123,7 @@ async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationTok
         Listeners {
             grpc: listener,
             http: None,
+            health: None,
         },
         shutdown.clone(),
     ));

@@ -59,7 +59,11 @@ impl System {
         config.listen.ws = addresses.ws;
         // In one process the services always reach each other where they were just bound.
         config.endpoints = Default::default();
-        let grpc_only = |grpc| Listeners { grpc, http: None };
+        let grpc_only = |grpc| Listeners {
+            grpc,
+            http: None,
+            health: None,
+        };
         Ok(Self {
             listeners: vec![
                 (ServiceName::VulnAnalyzer, grpc_only(va)),
@@ -68,6 +72,7 @@ impl System {
                     Listeners {
                         grpc: no,
                         http: Some(ws),
+                        health: None,
                     },
                 ),
                 (ServiceName::ScanOrchestrator, grpc_only(so)),
@@ -76,6 +81,7 @@ impl System {
                     Listeners {
                         grpc: ha,
                         http: Some(http),
+                        health: None,
                     },
                 ),
             ],
@@ -192,5 +198,11 @@ pub async fn serve(
         ServiceName::Notifier => Some(bind("ws", config.listen.ws).await?),
         _ => None,
     };
-    run_service(service, config, Listeners { grpc, http }, shutdown).await
+    // In a pod: the probes' own plaintext port (`phantom up` has none: it is not probed).
+    let health = match config.listen.health.parse::<std::net::SocketAddr>() {
+        Ok(addr) => Some(bind("health", addr).await?),
+        Err(_) => None,
+    };
+    let listeners = Listeners { grpc, http, health };
+    run_service(service, config, listeners, shutdown).await
 }

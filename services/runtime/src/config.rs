@@ -45,6 +45,7 @@ const ENV_ALIASES: &[(&str, &[&str])] = &[
     ),
     ("PHANTOM_HTTP_ADDR", &["listen", "http"]),
     ("PHANTOM_WS_ADDR", &["listen", "ws"]),
+    ("PHANTOM_HEALTH_ADDR", &["listen", "health"]),
     (
         "PHANTOM_SCAN_ORCHESTRATOR_URL",
         &["endpoints", "scan_orchestrator"],
@@ -117,6 +118,10 @@ pub struct ListenConfig {
     pub http: SocketAddr,
     /// notifier WebSocket gateway (`PHANTOM_WS_ADDR`).
     pub ws: SocketAddr,
+    /// `phantom serve`: a second, always plaintext gRPC port with only `grpc.health.v1` and
+    /// `phantom.v1.Metrics` (`PHANTOM_HEALTH_ADDR`, e.g. `0.0.0.0:9090`), so Kubernetes
+    /// probes keep working whatever the API port's transport security. Empty: none.
+    pub health: String,
 }
 
 impl Default for ListenConfig {
@@ -129,6 +134,7 @@ impl Default for ListenConfig {
             health_aggregator: p(DEFAULT_HEALTH_AGGREGATOR_ADDR),
             http: p(DEFAULT_HTTP_ADDR),
             ws: p(DEFAULT_WS_ADDR),
+            health: String::new(),
         }
     }
 }
@@ -1066,6 +1072,12 @@ impl Config {
                     &format!("{target:?} is not host:port"),
                 ));
             }
+        }
+        if !self.listen.health.is_empty() && self.listen.health.parse::<SocketAddr>().is_err() {
+            return Err(bad(
+                "listen.health",
+                "is not an address such as 0.0.0.0:9090",
+            ));
         }
         let n = &self.notifier;
         if n.queue_capacity == 0 || n.heartbeat.is_zero() || n.prune_every.is_zero() {

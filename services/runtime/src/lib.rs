@@ -37,6 +37,8 @@ pub struct Listeners {
     /// The HTTP listener, for services that have one (health-aggregator: `/health`;
     /// notifier: WebSocket gateway).
     pub http: Option<tokio::net::TcpListener>,
+    /// The plaintext health port (`grpc.health.v1` and `phantom.v1.Metrics` only), if any.
+    pub health: Option<tokio::net::TcpListener>,
 }
 
 /// Opens the configured database, retrying until it answers or `shutdown` fires.

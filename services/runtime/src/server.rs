@@ -83,10 +83,15 @@ pub async fn serve_http(
 
 /// Serves `router` (health NOT_SERVING) while `init` brings the service's dependencies up,
 /// then reports SERVING. `init` returns false when shutdown came first.
+///
+/// `probe_port`, if given, serves the same health statuses (and the metrics) plaintext until
+/// the API server has drained: what Kubernetes probes ask.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_when_ready(
     name: ServiceName,
     router: Router<ServerLayers>,
     listener: TcpListener,
+    probe_port: Option<TcpListener>,
     health: HealthHandle,
     config: &ShutdownConfig,
     shutdown: CancellationToken,
@@ -94,15 +99,21 @@ pub async fn serve_when_ready(
 ) -> Result<(), ServeError> {
     // tonic-health starts every reporter at SERVING for the empty name: say the truth first.
     health.set_not_serving().await;
-    let serve = serve(name, router, listener, health.clone(), config, shutdown);
+    let probe_stop = CancellationToken::new();
+    let probes = health.serve_probe_port(name, probe_port, probe_stop.clone());
+    let serve = async {
+        let served = serve(name, router, listener, health.clone(), config, shutdown).await;
+        probe_stop.cancel();
+        served
+    };
     let ready = async {
         if init.await {
             health.set_serving().await;
             tracing::info!(event = crate::telemetry::event::SYSTEM, service = %name, "Ready");
         }
     };
-    let (served, ()) = tokio::join!(serve, ready);
-    served
+    let (served, probed, ()) = tokio::join!(serve, probes, ready);
+    served.and(probed)
 }
 
 /// Reports a server's health through `grpc.health.v1`, for the empty name (the whole server,
@@ -122,6 +133,32 @@ impl std::fmt::Debug for HealthHandle {
 }
 
 impl HealthHandle {
+    /// Serves this server's `grpc.health.v1` (the same statuses) and `phantom.v1.Metrics` on
+    /// `listener`, plaintext, until `stop`: the probes' port, apart from the API port.
+    pub async fn serve_probe_port(
+        &self,
+        name: ServiceName,
+        listener: Option<TcpListener>,
+        stop: CancellationToken,
+    ) -> Result<(), ServeError> {
+        let Some(listener) = listener else {
+            return Ok(());
+        };
+        tracing::info!(service = %name, addr = ?listener.local_addr().ok(), "Health port listening");
+        let health = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.reporter.clone()),
+        );
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(phantom_proto::pb::metrics_server::MetricsServer::new(
+                crate::metrics::MetricsService::new(name),
+            ))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+            .await?;
+        Ok(())
+    }
+
     async fn set(&self, status: ServingStatus) {
         self.reporter.set_service_status("", status).await;
         self.reporter.set_service_status(READINESS, status).await;

@@ -91,6 +91,7 @@ pub async fn run(
         ServiceName::ScanOrchestrator,
         router,
         listeners.grpc,
+        listeners.health,
         health,
         &config.shutdown,
         shutdown.clone(),

@@ -64,6 +64,7 @@ pub async fn run(
         ServiceName::VulnAnalyzer,
         router,
         listeners.grpc,
+        listeners.health,
         health,
         &config.shutdown,
         shutdown.clone(),
