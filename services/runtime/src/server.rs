@@ -133,6 +133,50 @@ impl std::fmt::Debug for HealthHandle {
 }
 
 impl HealthHandle {
+    /// Keeps readiness following a dependency the service cannot work without, once it is
+    /// ready: every `every`, `check` runs (within `every`); a failure reports NOT_SERVING
+    /// (readiness, the empty name, the service names; liveness is untouched), the next
+    /// success SERVING again. Stops when `shutdown` fires, so it never undoes the shutdown's
+    /// NOT_SERVING.
+    pub fn follow<F, Fut>(
+        &self,
+        what: &'static str,
+        every: Duration,
+        shutdown: CancellationToken,
+        check: F,
+    ) where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let health = self.clone();
+        tokio::spawn(async move {
+            let mut down = false;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let ok = tokio::time::timeout(every, check()).await.unwrap_or(false);
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                if ok == down {
+                    down = !ok;
+                    if ok {
+                        tracing::info!(dependency = what, "Dependency back: ready again");
+                        health.set_serving().await;
+                    } else {
+                        tracing::warn!(
+                            dependency = what,
+                            "Dependency lost: not ready until it answers"
+                        );
+                        health.set_not_serving().await;
+                    }
+                }
+            }
+        });
+    }
+
     /// Serves this server's `grpc.health.v1` (the same statuses) and `phantom.v1.Metrics` on
     /// `listener`, plaintext, until `stop`: the probes' port, apart from the API port.
     pub async fn serve_probe_port(

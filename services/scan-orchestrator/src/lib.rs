@@ -38,6 +38,7 @@ pub async fn run(
     let notifier = NotifierClient::new(client::to_service(&config, me, ServiceName::Notifier)?);
     let core = Ready::new();
     let (router, health) = server::router(ServiceName::ScanOrchestrator, &config, &[GRPC_SERVICE])?;
+    let readiness = health.clone();
     let router = router.add_service(ScanOrchestratorServer::new(
         service::ScanOrchestratorService::new(core.clone()),
     ));
@@ -50,6 +51,18 @@ pub async fn run(
             store.clone(),
             shutdown.clone(),
         );
+        {
+            let store = store.clone();
+            readiness.follow(
+                "database",
+                config.health.timeout.max(std::time::Duration::from_secs(5)),
+                shutdown.clone(),
+                move || {
+                    let store = store.clone();
+                    async move { store.ping().await.is_ok() }
+                },
+            );
+        }
         let mut scanners: Vec<Arc<dyn scanner::Scanner>> =
             vec![Arc::new(scanner::BuiltinScanner::new(&config.scan))];
         match scanner::NmapScanner::find(&config.scan.nmap) {

@@ -30,6 +30,7 @@ pub async fn run(
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
     let (router, health) = server::router(ServiceName::VulnAnalyzer, &config, &[GRPC_SERVICE])?;
+    let readiness = health.clone();
     let router = router.add_service(VulnAnalyzerServer::new(service::VulnAnalyzerService::new(
         core.clone(),
     )));
@@ -42,6 +43,18 @@ pub async fn run(
             store.clone(),
             shutdown.clone(),
         );
+        {
+            let store = store.clone();
+            readiness.follow(
+                "database",
+                config.health.timeout.max(std::time::Duration::from_secs(5)),
+                shutdown.clone(),
+                move || {
+                    let store = store.clone();
+                    async move { store.ping().await.is_ok() }
+                },
+            );
+        }
         let Some(cache) = connect_cache("vuln-analyzer", &config.cache, &shutdown).await else {
             return false;
         };
