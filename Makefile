@@ -2,10 +2,10 @@
 
 CARGO ?= cargo
 
-.PHONY: help run test lint bench fmt build release clean
+.PHONY: help run test lint chart-lint k8s image bench fmt build release clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 run: ## Build and run the whole system (`phantom up`) on embedded defaults
 	$(CARGO) run --release --locked -p phantom -- up
@@ -18,6 +18,16 @@ lint: ## Formatting, clippy, buf lint and the Helm chart, as CI checks them
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	proto/lint.sh
 	deploy/check-chart.sh
+
+chart-lint: ## The Helm chart: lint, render, validate (Kubernetes 1.33), checkov, k8s/ drift
+	deploy/check-chart.sh
+
+k8s: ## Render the plain manifests in k8s/ from the Helm chart (k8s/values.yaml)
+	deploy/render-k8s.sh
+
+IMAGE ?= phantom:dev
+image: ## Build the container image (needs a Docker engine; CI has none, so CI never builds it)
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
 bench: ## Benchmarks: each layer (criterion) and one real RPC with layers on/off (phantom bench)
 	$(CARGO) bench --locked -p phantom-layers --bench layers

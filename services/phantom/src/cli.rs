@@ -50,6 +50,19 @@ enum Command {
         DATABASE_URL=postgres://phantom:secret@db/phantom phantom config")]
     Config,
 
+    /// Apply the database schema migrations, print which, and exit. The services apply
+    /// pending migrations themselves at start-up; the Helm chart runs this first, as a
+    /// pre-install/pre-upgrade Job, so the schema is in place before the Deployments roll.
+    #[command(after_help = "Examples:\n  \
+        phantom migrate\n  \
+        DATABASE_URL=postgres://phantom:secret@db/phantom phantom migrate\n  \
+        phantom migrate --config /etc/phantom/phantom.toml --wait 2m")]
+    Migrate {
+        /// How long to wait for the database to accept connections before giving up.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
+
     /// Run one service (what a Kubernetes pod runs).
     #[command(after_help = "Examples:\n  \
         phantom serve scan-orchestrator\n  \
@@ -218,6 +231,13 @@ impl Cli {
                     crate::commands::outln!("{}", c.to_redacted_toml().trim_end());
                     ExitCode::SUCCESS
                 }
+                Err(err) => {
+                    eprintln!("phantom: {err}");
+                    ExitCode::from(2)
+                }
+            },
+            Command::Migrate { wait } => match Config::load(self.config.as_deref()) {
+                Ok(c) => commands::migrate::run(&c.storage, wait).await,
                 Err(err) => {
                     eprintln!("phantom: {err}");
                     ExitCode::from(2)

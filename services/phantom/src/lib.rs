@@ -1,6 +1,6 @@
 //! PHANTOM's single binary, in the spirit of Loki's and Mimir's: one executable that runs the
 //! whole system (`up`), one service (`serve`, what a Kubernetes pod runs), or talks to it
-//! (`scan`, `health`, `watch`).
+//! (`scan`, `health`, `watch`), or prepares its database (`migrate`).
 //!
 //! # Layout
 //! - [`cli`]: the command line.

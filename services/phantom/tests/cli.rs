@@ -190,6 +190,59 @@ fn unknown_keys_and_bad_values_are_refused_at_start_up_naming_the_key() {
 }
 
 #[test]
+fn migrate_applies_the_schema_once_and_reports_it() {
+    let data = tempfile::tempdir().unwrap();
+    let migrate = || {
+        Command::new(BIN)
+            .arg("migrate")
+            .env("PHANTOM_DATA_DIR", data.path())
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("applied"), "{stdout}");
+
+    let again = migrate();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success());
+    assert!(stdout.contains("up to date"), "{stdout}");
+}
+
+#[test]
+fn migrate_gives_up_on_an_unreachable_database_after_its_wait() {
+    // A port nothing listens on: connection refused at once, every time.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["migrate", "--wait", "2s"])
+        .env(
+            "DATABASE_URL",
+            format!("postgres://phantom:secret@127.0.0.1:{port}/phantom"),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("still unreachable") && stderr.contains("--wait 2s"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+    assert!(started.elapsed() < PATIENCE);
+}
+
+#[test]
 fn every_command_documents_itself_with_examples() {
     for cmd in [
         "up",
@@ -198,6 +251,7 @@ fn every_command_documents_itself_with_examples() {
         "health",
         "watch",
         "config",
+        "migrate",
         "bench",
         "bench notify",
     ] {

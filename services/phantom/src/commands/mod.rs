@@ -1,6 +1,8 @@
-//! Client commands: they talk to a running system over its public gRPC API.
+//! Client commands: they talk to a running system over its public gRPC API, except
+//! [`migrate`], which talks to the database.
 
 pub mod health;
+pub mod migrate;
 pub mod scan;
 pub mod watch;
 
