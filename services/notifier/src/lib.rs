@@ -18,9 +18,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use phantom_proto::pb::notifier_server::NotifierServer;
-use phantom_runtime::{
-    CancellationToken, Config, Listeners, Ready, ServiceName, connect_store, server,
-};
+use phantom_runtime::{CancellationToken, Config, Listeners, Ready, ServiceName, server};
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.Notifier";
@@ -45,22 +43,16 @@ pub async fn run(
         service::NotifierService::new(core.clone(), hub.clone(), delivery, shutdown.clone());
     let router = router.add_service(NotifierServer::new(notifier.clone()));
     let init = async {
-        let Some(store) = connect_store(&config.storage, &shutdown).await else {
+        let Some(store) = phantom_runtime::connect_store_for(
+            ServiceName::Notifier,
+            &config,
+            &readiness,
+            &shutdown,
+        )
+        .await
+        else {
             return false;
         };
-        phantom_runtime::spawn_store_gauges(ServiceName::Notifier, store.clone(), shutdown.clone());
-        {
-            let store = store.clone();
-            readiness.follow(
-                "database",
-                config.health.timeout.max(std::time::Duration::from_secs(5)),
-                shutdown.clone(),
-                move || {
-                    let store = store.clone();
-                    async move { store.ping().await.is_ok() }
-                },
-            );
-        }
         let redis = &config.cache.redis_url;
         let fanout = if n.redis_fanout && !redis.is_empty() {
             match fanout::RedisFanout::start(redis, hub.clone(), shutdown.clone()) {

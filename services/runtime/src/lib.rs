@@ -95,6 +95,30 @@ where
     }
 }
 
+/// Opens the database of `service` (retrying until it answers or `shutdown` fires), keeps
+/// its gauges up to date, and makes the server's readiness follow it from then on: what a
+/// service that cannot work without its database does first.
+pub async fn connect_store_for(
+    service: ServiceName,
+    config: &Config,
+    readiness: &server::HealthHandle,
+    shutdown: &CancellationToken,
+) -> Option<std::sync::Arc<dyn storage::Store>> {
+    let store = connect_store(&config.storage, shutdown).await?;
+    spawn_store_gauges(service, store.clone(), shutdown.clone());
+    let pinged = store.clone();
+    readiness.follow(
+        "database",
+        config.health.timeout.max(std::time::Duration::from_secs(5)),
+        shutdown.clone(),
+        move || {
+            let store = pinged.clone();
+            async move { store.ping().await.is_ok() }
+        },
+    );
+    Some(store)
+}
+
 /// Keeps the gauges of `service`'s store up to date until `shutdown`: its connection pool
 /// (`phantom_db_pool_connections{state}`) and, for the orchestrator, scans by state
 /// (`phantom_scans{state}`).

@@ -19,9 +19,7 @@ use phantom_proto::pb::{
     notifier_client::NotifierClient, scan_orchestrator_server::ScanOrchestratorServer,
     vuln_analyzer_client::VulnAnalyzerClient,
 };
-use phantom_runtime::{
-    CancellationToken, Config, Listeners, Ready, ServiceName, client, connect_store, server,
-};
+use phantom_runtime::{CancellationToken, Config, Listeners, Ready, ServiceName, client, server};
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.ScanOrchestrator";
@@ -43,26 +41,16 @@ pub async fn run(
         service::ScanOrchestratorService::new(core.clone()),
     ));
     let init = async {
-        let Some(store) = connect_store(&config.storage, &shutdown).await else {
+        let Some(store) = phantom_runtime::connect_store_for(
+            ServiceName::ScanOrchestrator,
+            &config,
+            &readiness,
+            &shutdown,
+        )
+        .await
+        else {
             return false;
         };
-        phantom_runtime::spawn_store_gauges(
-            ServiceName::ScanOrchestrator,
-            store.clone(),
-            shutdown.clone(),
-        );
-        {
-            let store = store.clone();
-            readiness.follow(
-                "database",
-                config.health.timeout.max(std::time::Duration::from_secs(5)),
-                shutdown.clone(),
-                move || {
-                    let store = store.clone();
-                    async move { store.ping().await.is_ok() }
-                },
-            );
-        }
         let mut scanners: Vec<Arc<dyn scanner::Scanner>> =
             vec![Arc::new(scanner::BuiltinScanner::new(&config.scan))];
         match scanner::NmapScanner::find(&config.scan.nmap) {

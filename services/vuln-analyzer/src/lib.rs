@@ -16,7 +16,7 @@ pub mod service;
 
 use phantom_proto::pb::vuln_analyzer_server::VulnAnalyzerServer;
 use phantom_runtime::{
-    CancellationToken, Config, Listeners, Ready, ServiceName, connect_cache, connect_store, server,
+    CancellationToken, Config, Listeners, Ready, ServiceName, connect_cache, server,
 };
 
 /// Fully-qualified name of the gRPC service, as health checks and reflection know it.
@@ -35,26 +35,16 @@ pub async fn run(
         core.clone(),
     )));
     let init = async {
-        let Some(store) = connect_store(&config.storage, &shutdown).await else {
+        let Some(store) = phantom_runtime::connect_store_for(
+            ServiceName::VulnAnalyzer,
+            &config,
+            &readiness,
+            &shutdown,
+        )
+        .await
+        else {
             return false;
         };
-        phantom_runtime::spawn_store_gauges(
-            ServiceName::VulnAnalyzer,
-            store.clone(),
-            shutdown.clone(),
-        );
-        {
-            let store = store.clone();
-            readiness.follow(
-                "database",
-                config.health.timeout.max(std::time::Duration::from_secs(5)),
-                shutdown.clone(),
-                move || {
-                    let store = store.clone();
-                    async move { store.ping().await.is_ok() }
-                },
-            );
-        }
         let Some(cache) = connect_cache("vuln-analyzer", &config.cache, &shutdown).await else {
             return false;
         };
