@@ -446,6 +446,27 @@ fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// Use of the filesystem holding `path` (or its nearest existing ancestor), in percent, as
+/// `df` computes it: blocks used over blocks used plus blocks available to users (blocks
+/// reserved for root count as neither).
+fn disk_use_percent(path: &std::path::Path) -> Option<f64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    #[cfg(unix)]
+    {
+        let s = rustix::fs::statvfs(existing).ok()?;
+        let used = s.f_blocks.saturating_sub(s.f_bfree) as f64;
+        let available = s.f_bavail as f64;
+        if used + available > 0.0 {
+            return Some(used / (used + available) * 100.0);
+        }
+    }
+    let disks = sysinfo::Disks::new_with_refreshed_list();
+    mount_of(existing, &disks).map(|d| {
+        let total = d.total_space().max(1) as f64;
+        (total - d.available_space() as f64) / total * 100.0
+    })
+}
+
 /// The mount point holding `path` among `mounts` (the longest prefix).
 fn mount_of<'a>(path: &std::path::Path, mounts: &'a [sysinfo::Disk]) -> Option<&'a sysinfo::Disk> {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -568,11 +589,7 @@ async fn probe(p: &Probe, timeout: Duration) -> Result<Found, String> {
                     sys.used_memory() as f64 / total * 100.0,
                 )
             };
-            let disks = sysinfo::Disks::new_with_refreshed_list();
-            let disk_used = mount_of(data_dir, &disks).map(|d| {
-                let total = d.total_space().max(1) as f64;
-                (total - d.available_space() as f64) / total * 100.0
-            });
+            let disk_used = disk_use_percent(data_dir);
             found
                 .details
                 .insert("cpu_percent".into(), format!("{cpu_used:.1}"));
@@ -732,6 +749,26 @@ mod tests {
         assert_eq!(info_field(info, "used_memory"), Some("1024"));
         assert_eq!(info_field(info, "used_memory_human"), Some("1.00K"));
         assert_eq!(info_field(info, "maxmemory"), None);
+    }
+
+    #[test]
+    fn disk_use_is_what_df_says() {
+        let dir = std::env::temp_dir();
+        let mine = disk_use_percent(&dir.join("not/created/yet")).expect("a filesystem");
+        assert!((0.0..=100.0).contains(&mine), "{mine}");
+        // `df` rounds up to a whole percent.
+        if let Ok(out) = std::process::Command::new("df")
+            .arg("--output=pcent")
+            .arg(&dir)
+            .output()
+            && out.status.success()
+            && let Some(df) = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().trim_end_matches('%').parse::<f64>().ok())
+        {
+            assert!((df - mine).abs() <= 1.5, "df says {df}%, we say {mine:.1}%");
+        }
     }
 
     #[tokio::test]
