@@ -35,6 +35,8 @@ pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
     /// Removes notifications created before `older_than` (microseconds) and all but the
     /// last `keep_per_room` of each room. Returns how many.
     async fn prune(&self, older_than: i64, keep_per_room: u64) -> Result<u64, Error>;
+    /// The last sequence given in a room (0 before its first notification).
+    async fn latest(&self, tenant: &str, room: &str) -> Result<u64, Error>;
 }
 
 /// The database as the log.
@@ -69,6 +71,10 @@ impl NotificationLog for StoreLog {
             .0
             .prune_notifications(older_than, keep_per_room)
             .await?)
+    }
+
+    async fn latest(&self, tenant: &str, room: &str) -> Result<u64, Error> {
+        Ok(self.0.latest_notification_sequence(tenant, room).await?)
     }
 }
 
@@ -208,6 +214,15 @@ impl NotificationLog for RedisLog {
             }
         }
         Ok(out)
+    }
+
+    async fn latest(&self, tenant: &str, room: &str) -> Result<u64, Error> {
+        let seq: Option<u64> = self
+            .client
+            .get(format!("{}:seq", stream_key(tenant, room)))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(seq.unwrap_or(0))
     }
 
     async fn prune(&self, older_than: i64, keep_per_room: u64) -> Result<u64, Error> {

@@ -209,8 +209,20 @@ pub(crate) type Feed = mpsc::Receiver<Result<pb::SubscribeResponse, Status>>;
 impl NotifierService {
     /// Starts feeding a validated subscription: replay, then live. Shared by the gRPC
     /// `Subscribe` and the WebSocket gateway.
-    pub(crate) fn feed(&self, filter: Filter, after: HashMap<String, u64>) -> Result<Feed, Status> {
+    pub(crate) async fn feed(
+        &self,
+        filter: Filter,
+        mut after: HashMap<String, u64>,
+    ) -> Result<Feed, Status> {
         let log = self.core.get()?.log.clone();
+        // A room followed live only starts at its current sequence: whatever comes after is
+        // delivered, even a notification a more urgent one (or another replica's) overtook.
+        for room in &filter.rooms {
+            if !after.contains_key(room) {
+                let latest = log.latest(&filter.tenant, room).await?;
+                after.insert(room.clone(), latest);
+            }
+        }
         let subscriber = Arc::new(Subscriber::new(
             filter,
             &after,
@@ -278,7 +290,7 @@ impl Notifier for NotifierService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let tenant = tenant_of(&request)?;
         let (filter, after) = validate_subscribe(tenant, request.into_inner())?;
-        let rx = self.feed(filter, after)?;
+        let rx = self.feed(filter, after).await?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -246,7 +246,7 @@ async fn upgrade(
         Ok(v) => v,
         Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     };
-    let feed = match gw.service.feed(filter, after) {
+    let feed = match gw.service.feed(filter, after).await {
         Ok(feed) => feed,
         Err(status) => {
             return (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response();

@@ -44,6 +44,8 @@ async fn conforms(log: &dyn NotificationLog) {
             .sequence,
         1
     );
+    assert_eq!(log.latest(&t, "scan/a").await.unwrap(), 6);
+    assert_eq!(log.latest(&t, "scan/none").await.unwrap(), 0);
     let first = note(&t, "scan/a", 0);
     let all = log.after(&t, "scan/a", 0, 100).await.unwrap();
     assert_eq!(

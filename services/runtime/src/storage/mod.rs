@@ -261,6 +261,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         keep_per_room: u64,
     ) -> Result<u64, StoreError>;
 
+    /// The last sequence given in a room (0 before its first notification).
+    async fn latest_notification_sequence(
+        &self,
+        tenant: &str,
+        room: &str,
+    ) -> Result<u64, StoreError>;
+
     /// Notifications of one room with a sequence above `after`, in order.
     async fn notifications_after(
         &self,

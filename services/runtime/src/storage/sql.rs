@@ -942,6 +942,20 @@ impl Store for SqlStore {
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "prune_notifications", otel.kind = "client", db.system.name = self.system(), db.operation.name = "prune_notifications"))]
+    async fn latest_notification_sequence(
+        &self,
+        tenant: &str,
+        room: &str,
+    ) -> Result<u64, StoreError> {
+        let row =
+            sqlx::query("SELECT sequence FROM room_sequences WHERE tenant = $1 AND room = $2")
+                .bind(tenant.to_owned())
+                .bind(room.to_owned())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map_or(Ok(0), |r| u64_of(r, "sequence"))
+    }
+
     async fn prune_notifications(
         &self,
         older_than: i64,
