@@ -178,7 +178,10 @@ async fn the_websocket_gateway_replays_and_streams_json() {
     let pong = loop {
         if let Some(Ok(Message::Text(t))) = ws.next().await {
             let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            if v["kind"] != "heartbeat" {
+            if v["kind"] == "subscribed" {
+                // First, where the subscription starts: "system" from its current sequence.
+                assert!(v["after"]["system"].is_u64(), "{v}");
+            } else if v["kind"] != "heartbeat" {
                 break v;
             }
         }

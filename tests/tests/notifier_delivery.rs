@@ -91,6 +91,11 @@ async fn a_slow_subscriber_gets_critical_ahead_of_its_low_backlog_and_loses_only
                 break h.dropped_low;
             }
             Event::Heartbeat(_) => {}
+            // First: a room followed from now on starts at its current sequence (none yet).
+            Event::Subscribed(start) => {
+                assert!(order.is_empty());
+                assert_eq!(start.after_sequence[room], 0);
+            }
         }
     };
     let low = pb::Priority::Low as i32;

@@ -366,6 +366,14 @@ async fn deliver(
     heartbeat: Duration,
     shutdown: CancellationToken,
 ) {
+    let started = pb::SubscribeResponse {
+        event: Some(pb::subscribe_response::Event::Subscribed(pb::Subscribed {
+            after_sequence: after.clone(),
+        })),
+    };
+    if !send(&tx, Ok(started), &shutdown).await {
+        return;
+    }
     for room in &sub.filter.rooms {
         if let Some(&from) = after.get(room)
             && !replay_room(&*log, &sub, room, from, None, &tx, &shutdown).await

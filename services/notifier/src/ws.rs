@@ -3,7 +3,8 @@
 //!
 //! `GET /ws?rooms=scan/ID,system&after=scan/ID:12&min_priority=high&types=finding`
 //!
-//! Every message is one JSON object with a `"kind"`: `"notification"` (with `room`,
+//! Every message is one JSON object with a `"kind"`: `"subscribed"` first (with `after`: per
+//! room, the sequence the subscription starts after), `"notification"` (with `room`,
 //! `sequence`, `priority`, `type`, `payload`, `id`, `created_at`, `severity`), `"heartbeat"`
 //! (with `dropped_low`, `dropped_normal`), `"pong"`, or `"error"` just before the server
 //! closes the socket. A client resumes by reconnecting with `after=<room>:<last sequence>`.
@@ -273,6 +274,11 @@ fn to_json(item: &pb::SubscribeResponse) -> Option<String> {
             "id": n.id,
             "created_at": n.created_at.as_ref().map(|t| t.seconds),
             "severity": pb::Severity::try_from(n.severity).map(|s| s.as_str_name().trim_start_matches("SEVERITY_")).unwrap_or("UNSPECIFIED"),
+        })
+        .to_string(),
+        pb::subscribe_response::Event::Subscribed(s) => json!({
+            "kind": "subscribed",
+            "after": s.after_sequence,
         })
         .to_string(),
         pb::subscribe_response::Event::Heartbeat(h) => json!({

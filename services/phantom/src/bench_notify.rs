@@ -206,7 +206,7 @@ async fn subscribe(
                             .push(now.saturating_sub(sent));
                     }
                     Some(Event::Heartbeat(h)) => lock(&received).dropped_low = h.dropped_low,
-                    None => {}
+                    Some(Event::Subscribed(_)) | None => {}
                 }
             }
         });

@@ -12,14 +12,14 @@
 //! A heartbeat reporting LOW or NORMAL notifications dropped for this watcher (it read too
 //! slowly) makes it subscribe again at once: the replay fetches them from storage.
 //!
-//! Two limits follow from what a subscriber is told:
+//! What follows from what a subscriber is told:
 //! - Filters (`--min-priority`, `--types`, `--min-severity`) hide sequences from the watcher,
 //!   so its watermark stops before the first hidden one. A resume then replays from there
 //!   (filtered by the server) and the watcher skips what it printed: correct, but the replay
 //!   and the cursor grow with what was printed since.
-//! - A room followed without `--after` starts with the first notification received. A lower
-//!   one still queued on the server (overtaken by a more urgent one) when the first stream
-//!   breaks is not fetched again.
+//! - (A room followed without `--after` starts where the notifier says it does, in its first
+//!   `Subscribed` message: the room's sequence at that moment. So a resume also fetches a
+//!   lower sequence that was still queued, overtaken by a more urgent one, when a stream broke.)
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -162,8 +162,9 @@ impl Runs {
 ///
 /// A room started with `--after N` begins with the run `0..=N` (sequences start at 1), so its
 /// watermark is the highest sequence up to which every one was printed: what `Subscribe`'s
-/// `after_sequence` asks for. A room started live begins at its first arrival, and a lower one
-/// arriving later (it was queued behind a more urgent one) still counts as new.
+/// `after_sequence` asks for. A room started live begins where the notifier's `Subscribed`
+/// message says, so a lower sequence arriving later (it was queued behind a more urgent one)
+/// still counts as new, and is fetched again if a stream breaks first.
 #[derive(Debug, Clone, Default)]
 pub struct Cursor {
     rooms: HashMap<String, Runs>,
@@ -188,6 +189,15 @@ impl Cursor {
         runs.insert(seq);
         self.rooms.insert(room.to_owned(), runs);
         true
+    }
+
+    /// The server says where `room` starts (its `Subscribed` event): a room not yet followed
+    /// begins with the run `0..=after`, so every later sequence counts, whatever the order
+    /// it arrives in. A room already followed keeps what it has.
+    pub fn starts_at(&mut self, room: &str, after: u64) {
+        self.rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| Runs(BTreeMap::from([(0, after)])));
     }
 
     /// Per room started or seen, the sequence to resume after: its watermark.
@@ -411,7 +421,10 @@ async fn subscribe(
         };
         match item {
             Ok(Some(item)) => {
-                reconnect.reset();
+                // Delivering (not merely starting) is what proves the stream works.
+                if !matches!(item.event, Some(Event::Subscribed(_))) {
+                    reconnect.reset();
+                }
                 match item.event {
                     Some(Event::Notification(n)) => {
                         if cursor.first_time(&n.room, n.sequence) && printer.print(&n).is_err() {
@@ -424,6 +437,11 @@ async fn subscribe(
                             low: h.dropped_low,
                             normal: h.dropped_normal,
                         };
+                    }
+                    Some(Event::Subscribed(start)) => {
+                        for (room, after) in start.after_sequence {
+                            cursor.starts_at(&room, after);
+                        }
                     }
                     Some(Event::Heartbeat(_)) | None => {}
                 }
@@ -547,6 +565,21 @@ mod tests {
         assert_eq!(point(&c, "r"), Some(12));
         assert!(c.first_time("r", 13));
         assert_eq!(point(&c, "r"), Some(14), "the runs merged");
+    }
+
+    #[test]
+    fn a_live_room_starts_where_the_server_says_and_resumes_below_an_overtaking_one() {
+        let mut c = Cursor::new(&[]);
+        c.starts_at("r", 5);
+        // 7 (CRITICAL) overtook 6: the resume point stays below 6 until 6 is printed.
+        assert!(c.first_time("r", 7));
+        assert_eq!(point(&c, "r"), Some(5));
+        assert!(c.first_time("r", 6));
+        assert_eq!(point(&c, "r"), Some(7));
+        assert!(!c.first_time("r", 6));
+        // A second Subscribed (after a reconnect) does not move a room already followed.
+        c.starts_at("r", 2);
+        assert_eq!(point(&c, "r"), Some(7));
     }
 
     #[test]
