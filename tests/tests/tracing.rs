@@ -274,5 +274,20 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
         );
     }
 
+    // What reached the collector is counted in the metrics.
+    let exported = phantom_layers::registry::global()
+        .snapshot()
+        .counters
+        .into_iter()
+        .find(|c| {
+            c.name == "phantom_trace_spans_total"
+                && c.labels.get("outcome").map(String::as_str) == Some("exported")
+        })
+        .map_or(0, |c| c.value);
+    assert!(
+        exported as usize >= trace.len(),
+        "{exported} counted, {} received",
+        trace.len()
+    );
     system.stop().await;
 }

@@ -275,13 +275,26 @@ impl<E: SpanExporter> SpanExporter for ByService<E> {
             .iter()
             .map(|(_, e)| e)
             .chain(std::iter::once(&self.fallback));
+        let r = phantom_layers::registry::global();
         let mut result = Ok(());
         for (spans, exporter) in groups.into_iter().zip(exporters) {
-            if !spans.is_empty()
-                && let Err(err) = exporter.export(spans).await
-            {
-                result = Err(err);
+            if spans.is_empty() {
+                continue;
             }
+            let n = spans.len() as u64;
+            let outcome = if let Err(err) = exporter.export(spans).await {
+                result = Err(err);
+                "failed"
+            } else {
+                "exported"
+            };
+            // What the collector got, and what was lost on the way (it was down, or refused).
+            r.counter(
+                "phantom_trace_spans_total",
+                "Spans sent to the OTLP collector, by outcome (exported, failed).",
+                &[("outcome", outcome)],
+            )
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
         result
     }
