@@ -31,6 +31,7 @@ pub mod classify;
 pub mod deadline;
 pub mod metrics;
 pub mod rate_limit;
+pub mod redis;
 pub mod registry;
 pub mod request_id;
 pub mod retry;

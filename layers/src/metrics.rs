@@ -45,11 +45,9 @@ pub struct GrpcMetrics<S> {
 
 /// `/package.Service/Method` → (`package.Service`, `Method`).
 fn split_path(path: &str) -> (String, String) {
-    let trimmed = path.trim_start_matches('/');
-    match trimmed.split_once('/') {
-        Some((service, method)) => (service.to_owned(), method.to_owned()),
-        None => ("unknown".to_owned(), trimmed.to_owned()),
-    }
+    let (service, method) = crate::classify::service_and_method(path)
+        .unwrap_or(("unknown", path.strip_prefix('/').unwrap_or(path)));
+    (service.to_owned(), method.to_owned())
 }
 
 /// Reports one call's end.

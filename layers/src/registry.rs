@@ -169,6 +169,33 @@ fn all<T: Clone>(map: &RwLock<BTreeMap<String, T>>) -> Vec<T> {
         .collect()
 }
 
+/// The metric `name` with `labels` in `map`, created on first use. Metrics are looked up on
+/// every call of a hot path (one per RPC), so a present one is found under the read lock.
+fn handle<T: Default>(
+    map: &RwLock<BTreeMap<CounterKey, (&'static str, Arc<T>)>>,
+    name: &'static str,
+    help: &'static str,
+    labels: &[(&'static str, &str)],
+) -> Arc<T> {
+    let mut labels: Vec<(&'static str, String)> =
+        labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    labels.sort();
+    let key = (name, labels);
+    if let Some((_, found)) = map
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return found.clone();
+    }
+    map.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(key)
+        .or_insert_with(|| (help, Arc::default()))
+        .1
+        .clone()
+}
+
 impl Registry {
     /// Registers a breaker under its name (replacing an earlier one of that name).
     pub fn breaker(&self, b: &Breaker) {
@@ -203,16 +230,7 @@ impl Registry {
         help: &'static str,
         labels: &[(&'static str, &str)],
     ) -> Arc<AtomicU64> {
-        let mut labels: Vec<(&'static str, String)> =
-            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        labels.sort();
-        self.counters
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry((name, labels))
-            .or_insert_with(|| (help, Arc::default()))
-            .1
-            .clone()
+        handle(&self.counters, name, help, labels)
     }
 
     /// The gauge `name` with `labels`, created at 0 on first use.
@@ -222,16 +240,7 @@ impl Registry {
         help: &'static str,
         labels: &[(&'static str, &str)],
     ) -> Arc<Gauge> {
-        let mut labels: Vec<(&'static str, String)> =
-            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        labels.sort();
-        self.gauges
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry((name, labels))
-            .or_insert_with(|| (help, Arc::default()))
-            .1
-            .clone()
+        handle(&self.gauges, name, help, labels)
     }
 
     /// The histogram `name` with `labels`, created empty on first use.
@@ -241,16 +250,7 @@ impl Registry {
         help: &'static str,
         labels: &[(&'static str, &str)],
     ) -> Arc<Histogram> {
-        let mut labels: Vec<(&'static str, String)> =
-            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        labels.sort();
-        self.histograms
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry((name, labels))
-            .or_insert_with(|| (help, Arc::default()))
-            .1
-            .clone()
+        handle(&self.histograms, name, help, labels)
     }
 
     /// A breaker by name, for operators (force open, disable, reset).

@@ -136,3 +136,24 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (code, body.to_owned())
 }
+
+/// Polls `GetScan` until scan `id` has SUCCEEDED, and returns it.
+pub async fn wait_for_success(
+    scans: &mut phantom_proto::pb::scan_orchestrator_client::ScanOrchestratorClient<Channel>,
+    id: &str,
+) -> phantom_proto::pb::Scan {
+    use phantom_proto::pb;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = scans
+            .get_scan(pb::GetScanRequest { id: id.to_owned() })
+            .await
+            .expect("GetScan answers")
+            .into_inner();
+        if now.state == pb::ScanState::Succeeded as i32 {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "scan never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

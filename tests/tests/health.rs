@@ -101,10 +101,6 @@ async fn stopping_a_service_changes_health_at_once_and_metrics_come_from_every_s
     // A long interval: any prompt change below comes from the Watch streams, not polling.
     config.health.interval = Duration::from_secs(30);
     config.shutdown.drain_delay = Duration::from_millis(200);
-    // This machine's own load is not what this test is about.
-    config.health.cpu_threshold_percent = 101.0;
-    config.health.memory_threshold_percent = 101.0;
-    config.health.disk_threshold_percent = 101.0;
     let addrs: Vec<(ServiceName, SocketAddr)> =
         ServiceName::ALL.iter().map(|s| (*s, free())).collect();
     for (service, addr) in &addrs {

@@ -16,7 +16,7 @@ use std::{
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 use phantom_runtime::config::{LogFormat, NotificationLogKind};
 use phantom_tests::{
-    PATIENCE, Running, channel,
+    Running, channel,
     llm::{FakeLlm, Mode, with_llm},
 };
 use serde_json::Value;
@@ -111,21 +111,7 @@ async fn a_scans_logs_carry_its_correlation_id_in_every_service_and_no_secret() 
         "the correlation id is returned to the caller"
     );
     let scan = response.into_inner();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let now = scans
-            .get_scan(pb::GetScanRequest {
-                id: scan.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if now.state == pb::ScanState::Succeeded as i32 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "scan never ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    phantom_tests::wait_for_success(&mut scans, &scan.id).await;
     assert!(llm.calls() > 0, "the analyzer asked the LLM, with the key");
     // Whatever code prints a secret, the line shows `***`.
     tracing::warn!(

@@ -178,22 +178,8 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
         .metadata_mut()
         .insert("x-correlation-id", "trace-test-1".parse().unwrap());
     let scan = scans.create_scan(request).await.unwrap().into_inner();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let now = scans
-            .get_scan(pb::GetScanRequest {
-                id: scan.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if now.state == pb::ScanState::Succeeded as i32 {
-            assert_eq!(now.findings_count, 1);
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "scan never ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = phantom_tests::wait_for_success(&mut scans, &scan.id).await;
+    assert_eq!(done.findings_count, 1);
 
     let trace = trace_of(&collector, "trace-test-1").await;
     let services: HashSet<&str> = trace.iter().map(|s| s.service.as_str()).collect();

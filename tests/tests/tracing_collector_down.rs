@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 use phantom_runtime::config::LogFormat;
-use phantom_tests::{PATIENCE, Running, channel, config};
+use phantom_tests::{Running, channel, config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_run_and_calls_answer_while_the_collector_is_down() {
@@ -47,21 +47,7 @@ async fn scans_run_and_calls_answer_while_the_collector_is_down() {
             "CreateScan took {:?}",
             started.elapsed()
         );
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let now = scans
-                .get_scan(pb::GetScanRequest {
-                    id: scan.id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if now.state == pb::ScanState::Succeeded as i32 {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "scan never ended");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        phantom_tests::wait_for_success(&mut scans, &scan.id).await;
     }
     system.stop().await;
 }

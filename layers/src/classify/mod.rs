@@ -89,6 +89,11 @@ impl Classify for GrpcClassifier {
     }
 }
 
+/// The service and method of a gRPC request path (`/package.Service/Method`), if it is one.
+pub fn service_and_method(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/').unwrap_or(path).split_once('/')
+}
+
 /// The gRPC status code of a response whose status is in its headers (a trailers-only
 /// response: errors, mostly), or `None` when it will come in the trailers.
 pub fn code_in_headers(headers: &http::HeaderMap) -> Option<Code> {

@@ -7,10 +7,7 @@
 
 use std::time::Duration;
 
-use fred::{
-    interfaces::{ClientLike, LuaInterface},
-    prelude::{Builder, Client, Config, ReconnectPolicy},
-};
+use fred::{interfaces::LuaInterface, prelude::Client};
 use serde::{Deserialize, Serialize};
 
 use super::{config::QuotaConfig, limiter::Limited};
@@ -93,15 +90,8 @@ impl RedisGcra {
         on_error: OnRedisError,
         timeout: Duration,
     ) -> Result<Self, fred::error::Error> {
-        let mut config = Config::from_url(url)?;
-        // Without this, a first connection that fails ends the connection task for good.
-        config.fail_fast = false;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build()?;
-        // The connection task runs detached; dropping its handle does not stop it.
-        drop(client.connect());
+        // Calls are timed here (`timeout`), not by the client.
+        let client = crate::redis::connect(url, Duration::ZERO)?;
         Ok(Self {
             client,
             on_error,

@@ -44,8 +44,8 @@ fn traced(path: &str) -> bool {
 
 /// `/phantom.v1.Notifier/Publish` as `("phantom.v1.Notifier", "Publish")`.
 fn split_path(path: &str) -> (&str, &str) {
-    let path = path.strip_prefix('/').unwrap_or(path);
-    path.rsplit_once('/').unwrap_or((path, ""))
+    crate::classify::service_and_method(path)
+        .unwrap_or((path.strip_prefix('/').unwrap_or(path), ""))
 }
 
 #[cfg(test)]

@@ -145,6 +145,8 @@ pub struct Checker {
     stats: Mutex<BTreeMap<String, CheckStats>>,
     /// Woken when a watched service changes state.
     pub changed: Arc<Notify>,
+    /// One channel per service, for the Watch streams and whatever else asks them.
+    channels: Vec<(ServiceName, tonic::transport::Channel)>,
 }
 
 /// Checks in a row with the CPU above its threshold before the system counts as degraded.
@@ -162,6 +164,7 @@ impl Checker {
         let h = &config.health;
         let changed = Arc::new(Notify::new());
         let mut components = Vec::new();
+        let mut channels = Vec::new();
         let mut add = |name: &str, endpoint: String, probe: Probe| {
             let o = h.checks.get(name).cloned().unwrap_or_default();
             components.push(Component {
@@ -179,6 +182,7 @@ impl Checker {
                 .connect_timeout(h.timeout)
                 .tcp_nodelay(true)
                 .connect_lazy();
+            channels.push((service, channel.clone()));
             let (tx, rx) = watch::channel(Watched::Unknown);
             tokio::spawn(watch_service(
                 HealthClient::new(channel),
@@ -200,7 +204,8 @@ impl Checker {
         );
         let redis = &config.cache.redis_url;
         if !redis.is_empty()
-            && let Ok(client) = redis_client(redis)
+            // Checks are timed per check, not by the client.
+            && let Ok(client) = phantom_layers::redis::connect(redis, Duration::ZERO)
         {
             add("cache", redact(redis), Probe::Redis(client));
         }
@@ -244,7 +249,13 @@ impl Checker {
             history: h.history,
             stats: Mutex::new(BTreeMap::new()),
             changed,
+            channels,
         })
+    }
+
+    /// The channel to each service (HTTP/2 multiplexes the Watch stream and other calls).
+    pub fn channels(&self) -> &[(ServiceName, tonic::transport::Channel)] {
+        &self.channels
     }
 
     /// Runs every check at once and aggregates the results.
@@ -345,17 +356,6 @@ impl Checker {
             details: details.into_iter().collect(),
         }
     }
-}
-
-fn redis_client(url: &str) -> Result<Client, fred::error::Error> {
-    let mut config = fred::prelude::Config::from_url(url)?;
-    config.fail_fast = false;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-        .build()?;
-    drop(client.connect());
-    Ok(client)
 }
 
 /// Keeps a Watch stream open to one service, reconnecting with capped exponential backoff,

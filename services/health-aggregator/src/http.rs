@@ -11,7 +11,7 @@ use axum::{
     routing::get,
 };
 use phantom_proto::pb::{self, metrics_client::MetricsClient};
-use phantom_runtime::{Config, ServiceName, metrics::Exposition};
+use phantom_runtime::{ServiceName, metrics::Exposition};
 use serde_json::{Value, json};
 
 use crate::{checks::status_name, service::Aggregator};
@@ -27,20 +27,15 @@ pub struct Collector {
 type Collected = Vec<(Vec<&'static str>, pb::GetMetricsResponse)>;
 
 impl Collector {
-    /// A collector of the services of `config`.
-    pub fn new(config: &Config) -> Result<Self, tonic::transport::Error> {
-        let mut clients = Vec::new();
-        for service in ServiceName::ALL {
-            let channel = tonic::transport::Endpoint::from_shared(config.endpoint(service))?
-                .connect_timeout(config.health.timeout)
-                .timeout(config.health.timeout)
-                .connect_lazy();
-            clients.push((service, MetricsClient::new(channel)));
+    /// A collector over the channels to the services, each call bounded by `timeout`.
+    pub fn new(channels: &[(ServiceName, tonic::transport::Channel)], timeout: Duration) -> Self {
+        Self {
+            clients: channels
+                .iter()
+                .map(|(service, channel)| (*service, MetricsClient::new(channel.clone())))
+                .collect(),
+            timeout,
         }
-        Ok(Self {
-            clients,
-            timeout: config.health.timeout,
-        })
     }
 
     /// Every service's metrics, concurrently, each within the timeout; services of one

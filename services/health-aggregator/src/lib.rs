@@ -42,7 +42,10 @@ pub async fn run(
     let http = server::serve_http(
         "health (/health, /health/metrics, /metrics)",
         listeners.http,
-        http::router(aggregator.clone(), http::Collector::new(&config)?),
+        http::router(
+            aggregator.clone(),
+            http::Collector::new(aggregator.checker().channels(), config.health.timeout),
+        ),
         shutdown.clone(),
     );
     let checks = aggregator

@@ -38,17 +38,6 @@ impl std::fmt::Debug for RedisFanout {
     }
 }
 
-fn builder(url: &str) -> Result<Builder, fred::error::Error> {
-    let mut config = Config::from_url(url)?;
-    config.fail_fast = false;
-    let mut builder = Builder::from_config(config);
-    builder
-        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
-        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-    Ok(builder)
-}
-
 impl RedisFanout {
     /// Connects to `url` and starts delivering other replicas' notifications to `hub` until
     /// `shutdown`. Connections are made (and remade) in the background.
@@ -57,9 +46,10 @@ impl RedisFanout {
         hub: Arc<Hub>,
         shutdown: CancellationToken,
     ) -> Result<Self, fred::error::Error> {
-        let publisher = builder(url)?.build()?;
-        drop(publisher.connect());
-        let subscriber: SubscriberClient = builder(url)?.build_subscriber_client()?;
+        let command_timeout = Duration::from_secs(2);
+        let publisher = phantom_layers::redis::connect(url, command_timeout)?;
+        let subscriber: SubscriberClient =
+            phantom_layers::redis::builder(url, command_timeout)?.build_subscriber_client()?;
         drop(subscriber.connect());
         // Resubscribes after every reconnection.
         drop(subscriber.manage_subscriptions());

@@ -250,11 +250,6 @@ impl Subscriber {
         let s = self.state();
         (s.dropped[0], s.dropped[1])
     }
-
-    /// Notifications queued now.
-    pub fn queued(&self) -> usize {
-        self.state().len
-    }
 }
 
 /// Totals across the subscribers of this process, in the metrics registry (`/metrics`).
@@ -365,18 +360,6 @@ impl Hub {
             id,
             keys,
         }
-    }
-
-    /// Subscribers connected now.
-    pub fn subscribers(&self) -> usize {
-        let rooms = self.lock();
-        let mut ids: Vec<*const Subscriber> = rooms
-            .values()
-            .flat_map(|subs| subs.values().map(Arc::as_ptr))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.len()
     }
 
     /// Offers `n` to every subscriber of its room.

@@ -137,14 +137,7 @@ impl RedisLog {
     /// A log in the Redis at `url`, keeping at most about `max_len` notifications per room.
     /// Connects (and reconnects) in the background; calls fail while Redis is away.
     pub fn connect(url: &str, max_len: u64) -> Result<Self, fred::error::Error> {
-        let mut config = Config::from_url(url)?;
-        config.fail_fast = false;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
-            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(3))
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build()?;
-        drop(client.connect());
+        let client = phantom_layers::redis::connect(url, Duration::from_secs(3))?;
         Ok(Self {
             client,
             max_len: max_len.max(1),

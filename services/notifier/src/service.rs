@@ -86,11 +86,6 @@ impl NotifierService {
             shutdown,
         }
     }
-
-    /// The subscribers of this replica.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
 }
 
 fn valid_room(room: &str) -> bool {

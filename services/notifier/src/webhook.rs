@@ -21,7 +21,11 @@ use std::{
 };
 
 use hmac::{Hmac, Mac};
-use phantom_layers::{circuit_breaker::Breaker, classify::Verdict};
+use phantom_layers::{
+    backoff::{Backoff, Strategy},
+    circuit_breaker::Breaker,
+    classify::Verdict,
+};
 use phantom_proto::pb;
 use phantom_runtime::{CancellationToken, config::WebhookConfig, storage::NotificationRecord};
 use sha2::Sha256;
@@ -68,6 +72,8 @@ struct Sink {
     queue: Mutex<VecDeque<Arc<NotificationRecord>>>,
     wake: Notify,
     breaker: Breaker,
+    /// Between attempts: exponential with full jitter, from `backoff` to `max_backoff`.
+    backoff: Backoff,
     counters: Counters,
 }
 
@@ -93,12 +99,6 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// A random fraction in [0, 1), for jitter.
-fn jitter() -> f64 {
-    // UUIDv7's low 62 bits are random.
-    (uuid::Uuid::now_v7().as_u128() as u64 & ((1 << 53) - 1)) as f64 / (1u64 << 53) as f64
 }
 
 /// The configured webhooks.
@@ -133,6 +133,12 @@ impl Webhooks {
                     queue: Mutex::new(VecDeque::new()),
                     wake: Notify::new(),
                     breaker,
+                    backoff: Backoff {
+                        strategy: Strategy::FullJitter,
+                        initial: c.backoff,
+                        max: c.max_backoff,
+                        multiplier: 2.0,
+                    },
                     counters: Counters::new(&c.name),
                     config: c.clone(),
                 });
@@ -238,6 +244,7 @@ async fn attempt(
 
 /// Delivers one destination's queue, in order, until `shutdown`.
 async fn work(sink: Arc<Sink>, http: reqwest::Client, shutdown: CancellationToken) {
+    let mut rng = fastrand::Rng::new();
     loop {
         let next = sink
             .queue
@@ -252,7 +259,6 @@ async fn work(sink: Arc<Sink>, http: reqwest::Client, shutdown: CancellationToke
         };
         let body = body(&n);
         let mut attempts = 0;
-        let mut backoff = sink.config.backoff;
         let delivered = loop {
             // While the breaker is open, wait for it rather than spend attempts.
             let permit = match sink.breaker.try_acquire() {
@@ -284,9 +290,11 @@ async fn work(sink: Arc<Sink>, http: reqwest::Client, shutdown: CancellationToke
                 Attempt::Retry(_) if attempts >= sink.config.max_attempts => break false,
                 Attempt::Retry(after) => after,
             };
-            // Full jitter, never below what the destination asked for.
-            let wait = backoff.mul_f64(jitter()).max(after.unwrap_or_default());
-            backoff = (backoff * 2).min(sink.config.max_backoff);
+            // Never below what the destination asked for.
+            let wait = sink
+                .backoff
+                .delay(attempts - 1, Duration::ZERO, &mut rng)
+                .max(after.unwrap_or_default());
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
@@ -322,13 +330,5 @@ mod tests {
             sign(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[test]
-    fn jitter_is_a_fraction() {
-        for _ in 0..1000 {
-            let j = jitter();
-            assert!((0.0..1.0).contains(&j));
-        }
     }
 }

@@ -1,29 +1,24 @@
 //! Crash survival: an orchestrator killed with SIGKILL in the middle of a scan, and a second
 //! process finishing it with exactly the findings a clean run gives.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 
+use common::Killed;
+
 const BIN: &str = env!("CARGO_BIN_EXE_phantom");
 const PATIENCE: Duration = Duration::from_secs(120);
 
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `phantom up` on `data`, every port 0; returns the process and the orchestrator's URL.
-fn up(data: &std::path::Path) -> (Up, String) {
+fn up(data: &std::path::Path) -> (Killed, String) {
     let mut child = Command::new(BIN)
         .arg("up")
         .env("PHANTOM_DATA_DIR", data)
@@ -54,7 +49,7 @@ fn up(data: &std::path::Path) -> (Up, String) {
         }
     };
     std::thread::spawn(move || lines.for_each(drop));
-    (Up(child), url)
+    (Killed(child), url)
 }
 
 async fn client(url: &str) -> ScanOrchestratorClient<tonic::transport::Channel> {

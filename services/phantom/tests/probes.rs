@@ -9,11 +9,12 @@
 //! both pass; when it stops again, readiness fails and liveness does not; and back. Needs
 //! `make test` (helm, and a PostgreSQL it may stop and start).
 
+mod common;
+
 use std::{
     collections::HashMap,
-    net::TcpListener,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -22,17 +23,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+use common::{Killed, free_port};
+
 const BIN: &str = env!("CARGO_BIN_EXE_phantom");
 const PATIENCE: Duration = Duration::from_secs(120);
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What the kubelet needs of one container.
 #[derive(Debug)]
@@ -48,14 +42,6 @@ struct Pod {
 enum EnvSource {
     Value(String),
     Secret(String),
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn str_of(v: &Value, path: &[&str]) -> Option<String> {

@@ -4,10 +4,12 @@
 //! taking part; and a subscriber on one notifier replica receives what the other published,
 //! once each, in order. Needs `make test` (PostgreSQL and Redis).
 
+mod common;
+
 use std::{
     collections::HashSet,
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -18,25 +20,10 @@ use phantom_proto::pb::{
 use phantom_runtime::storage::{SqlStore, Store};
 use tonic_health::pb::health_check_response::ServingStatus;
 
+use common::{Killed, free_port};
+
 const BIN: &str = env!("CARGO_BIN_EXE_phantom");
 const PATIENCE: Duration = Duration::from_secs(120);
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One replica of each service: their addresses.
 struct Replica {

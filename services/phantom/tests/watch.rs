@@ -3,9 +3,10 @@
 //! ends with UNAVAILABLE) and a crash (SIGKILL: the connection breaks), what was published
 //! while it was away replayed from its cursor.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
-    net::TcpListener,
     path::Path,
     process::Stdio,
     sync::{Arc, Mutex},
@@ -19,17 +20,10 @@ use tokio::{
 };
 use tonic::transport::Channel;
 
+use common::free_port;
+
 const BIN: &str = env!("CARGO_BIN_EXE_phantom");
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A free loopback port, so that a restarted notifier listens where the watcher looks.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `phantom serve notifier` on `port`, its database in `data`.
 fn notifier(port: u16, data: &Path) -> Child {

@@ -52,16 +52,16 @@ pub async fn connect_store(
 }
 
 /// Opens the configured cache for `user`; its statistics appear in `/health/metrics`. A Redis
-/// that is down does not hold the service back: the cache passes through until it answers.
+/// that is down does not hold the service back: the cache passes through until it answers,
+/// so there is nothing to retry here (only a malformed URL fails, which validation refuses).
 pub async fn connect_cache(
     user: &str,
     config: &config::CacheConfig,
-    shutdown: &CancellationToken,
 ) -> Option<cache::CacheManager> {
-    connect_with_retry("cache", shutdown, || {
-        cache::connect_registered(user, config)
-    })
-    .await
+    cache::connect_registered(user, config)
+        .await
+        .inspect_err(|err| tracing::error!(error = %err, "The cache cannot be opened"))
+        .ok()
 }
 
 /// Retries `connect` with capped exponential backoff until it succeeds or `shutdown` fires,

@@ -66,6 +66,7 @@ pub async fn run(core: Arc<Core>, config: EnrichmentConfig, shutdown: Cancellati
                 tracing::info!(
                     enriched = round.enriched,
                     failed = round.failed,
+                    deferred = round.deferred,
                     "Degraded analyses enriched"
                 );
             }

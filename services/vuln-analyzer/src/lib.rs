@@ -45,7 +45,7 @@ pub async fn run(
         else {
             return false;
         };
-        let Some(cache) = connect_cache("vuln-analyzer", &config.cache, &shutdown).await else {
+        let Some(cache) = connect_cache("vuln-analyzer", &config.cache).await else {
             return false;
         };
         let ready = std::sync::Arc::new(service::Core {

@@ -167,12 +167,35 @@ fn estimated_tokens(prompt_chars: usize) -> u32 {
         .saturating_add(MAX_COMPLETION_TOKENS)
 }
 
-/// What the triage client has spent.
-#[derive(Debug, Default)]
+/// What the triage client has spent: counters of the metrics registry, so `/metrics` shows
+/// them (`phantom_llm_tokens_total{kind}`, `phantom_llm_over_budget_total`).
+#[derive(Debug)]
 struct Usage {
-    tokens_charged: AtomicU64,
-    tokens_reported: AtomicU64,
-    over_budget: AtomicU64,
+    tokens_charged: Arc<AtomicU64>,
+    tokens_reported: Arc<AtomicU64>,
+    over_budget: Arc<AtomicU64>,
+}
+
+impl Usage {
+    fn new(model: &str) -> Self {
+        let r = registry::global();
+        let tokens = |kind| {
+            r.counter(
+                "phantom_llm_tokens_total",
+                "LLM tokens: charged to the budget (estimated before each call) and reported by the provider.",
+                &[("model", model), ("kind", kind)],
+            )
+        };
+        Self {
+            tokens_charged: tokens("charged"),
+            tokens_reported: tokens("reported"),
+            over_budget: r.counter(
+                "phantom_llm_over_budget_total",
+                "Triages refused because the token budget of the minute was spent.",
+                &[("model", model)],
+            ),
+        }
+    }
 }
 
 /// The triage client.
@@ -236,7 +259,7 @@ impl Llm {
             breaker,
             adaptive,
             budget,
-            usage: Arc::default(),
+            usage: Arc::new(Usage::new(&config.model)),
         })
     }
 

@@ -382,11 +382,6 @@ impl CacheManager {
         }
     }
 
-    /// The cached value of `key` decoded from JSON, if any (undecodable values are misses).
-    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        serde_json::from_slice(&self.get(key).await?).ok()
-    }
-
     /// Stores `value` as JSON.
     pub async fn set_json<T: Serialize>(&self, key: &str, value: &T, entry: &Entry) {
         match serde_json::to_vec(value) {

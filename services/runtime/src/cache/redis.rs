@@ -32,18 +32,7 @@ impl RedisCache {
     /// `command_timeout` until it answers, and the [`super::CacheManager`]'s breaker turns the
     /// cache into a pass-through meanwhile. Only a malformed URL is an error here.
     pub async fn connect(url: &str, command_timeout: Duration) -> Result<Self, CacheError> {
-        let mut config = Config::from_url(url)?;
-        // Keep trying when the first connection fails, as after any other disconnection.
-        config.fail_fast = false;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-            })
-            .with_performance_config(|p| p.default_command_timeout = command_timeout)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build()?;
-        // The connection task runs detached; dropping its handle does not stop it.
-        drop(client.connect());
+        let client = phantom_layers::redis::connect(url, command_timeout)?;
         if tokio::time::timeout(Duration::from_secs(3), client.wait_for_connect())
             .await
             .map_or(true, |r| r.is_err())

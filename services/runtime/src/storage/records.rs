@@ -294,6 +294,4 @@ pub struct EnrichmentJob {
     pub payload: String,
     /// Attempts so far.
     pub attempts: u32,
-    /// Queued at.
-    pub enqueued_at: i64,
 }

@@ -800,7 +800,7 @@ impl Store for SqlStore {
         limit: u32,
     ) -> Result<Vec<EnrichmentJob>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tenant, fingerprint, payload, attempts, next_attempt_at, enqueued_at \
+            "SELECT tenant, fingerprint, payload, attempts, next_attempt_at \
              FROM enrichment_queue WHERE next_attempt_at <= $1 \
              ORDER BY next_attempt_at, enqueued_at LIMIT $2",
         )
@@ -831,7 +831,6 @@ impl Store for SqlStore {
                     fingerprint,
                     payload: row.try_get("payload")?,
                     attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    enqueued_at: row.try_get("enqueued_at")?,
                 });
             }
         }
