@@ -1,6 +1,12 @@
 //! Compiles `phantom/v1/*.proto` without a system `protoc`: `protox` parses the files into a
 //! descriptor set (with source info, so the comments reach grpcurl through reflection), and
 //! `tonic-prost-build` generates messages, clients and servers from it.
+//!
+//! Servers and clients are generated apart because they decode with different codecs:
+//! servers with `crate::codec::ServerCodec` (a request that does not decode is the caller's
+//! INVALID_ARGUMENT), clients with tonic's prost codec (a response that does not decode is
+//! INTERNAL). The messages are generated once, with the servers; the clients' pass refers to
+//! them as `crate::pb::…` and writes under `OUT_DIR/clients/`.
 
 use std::{env, fs, path::PathBuf};
 
@@ -32,8 +38,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure()
-        .build_client(true)
+        .build_client(false)
         .build_server(true)
+        .codec_path("crate::codec::ServerCodec")
+        .compile_fds(generated.clone())?;
+    let clients = out_dir.join("clients");
+    fs::create_dir_all(&clients)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .extern_path(".phantom.v1", "crate::pb")
+        .out_dir(&clients)
         .compile_fds(generated)?;
     Ok(())
 }

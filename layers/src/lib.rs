@@ -15,7 +15,10 @@
 //! - [`retry`]: retries of idempotent calls, with backoff, server pushback, deadline and budget.
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
-//! - [`registry`]: every breaker, limiter, retry policy and bulkhead, for metrics.
+//! - [`methods`]: the closed set of methods a server answers: what metric labels and limiter
+//!   keys are made of, so a caller's made-up paths cannot grow them.
+//! - [`registry`]: every breaker, limiter, retry policy and bulkhead, for metrics, each map
+//!   bounded.
 //! - [`request_id`]: gives every call a correlation id (taken from `x-correlation-id` or
 //!   `x-request-id`, or generated) and carries it to outgoing calls, so one id follows a
 //!   request across hops.
@@ -29,6 +32,7 @@ pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
+pub mod methods;
 pub mod metrics;
 pub mod rate_limit;
 pub mod redis;

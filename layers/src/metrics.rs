@@ -3,6 +3,10 @@
 //! `grpc_server_handling_seconds` histogram, each labelled `grpc_service`, `grpc_method`
 //! (and `grpc_type`), in the process [`registry`](crate::registry).
 //!
+//! Labels come from the server's [`KnownMethods`], never from the request path as sent: a
+//! call to a method the server does not have is counted under `unknown`, so the number of
+//! series is fixed when the server is built, whatever callers send.
+//!
 //! The code is read where the call really ends: from the response headers of a
 //! trailers-only answer, or from the trailers at the end of the body (a streaming call is
 //! handled when its stream ends), through [`ClassifiedBody`].
@@ -22,18 +26,32 @@ use tower_service::Service;
 
 use crate::{
     classify::{ClassifiedBody, OnOutcome, Outcome},
+    methods::{KnownMethods, MethodLabels},
     registry::{self, Histogram},
 };
 
-/// Records every call of a gRPC server.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcMetricsLayer;
+/// Records every call of a gRPC server, labelled by the method it names when the server
+/// has it, `unknown` otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcMetricsLayer {
+    methods: KnownMethods,
+}
+
+impl GrpcMetricsLayer {
+    /// Metrics labelled from `methods` (the server's own; every other path is `unknown`).
+    pub fn new(methods: KnownMethods) -> Self {
+        Self { methods }
+    }
+}
 
 impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner }
+        GrpcMetrics {
+            inner,
+            methods: self.methods.clone(),
+        }
     }
 }
 
@@ -41,20 +59,13 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 #[derive(Debug, Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
-}
-
-/// `/package.Service/Method` → (`package.Service`, `Method`).
-fn split_path(path: &str) -> (String, String) {
-    let (service, method) = crate::classify::service_and_method(path)
-        .unwrap_or(("unknown", path.strip_prefix('/').unwrap_or(path)));
-    (service.to_owned(), method.to_owned())
+    methods: KnownMethods,
 }
 
 /// Reports one call's end.
 #[derive(Debug)]
 pub struct Handled {
-    service: String,
-    method: String,
+    labels: Arc<MethodLabels>,
     started: Instant,
     latency: Arc<Histogram>,
 }
@@ -62,23 +73,48 @@ pub struct Handled {
 impl OnOutcome for Handled {
     fn on_outcome(self, outcome: Outcome) {
         let code = match outcome {
-            Outcome::Status(code) => format!("{code:?}"),
+            Outcome::Status(code) => code_label(code),
             // No status reached the caller: the stream broke or the caller left.
-            Outcome::Transport => "Unavailable".to_owned(),
-            Outcome::Abandoned => "Canceled".to_owned(),
+            Outcome::Transport => "Unavailable",
+            Outcome::Abandoned => "Canceled",
         };
         registry::global()
             .counter(
                 "grpc_server_handled_total",
                 "RPCs completed on the server, by status code.",
                 &[
-                    ("grpc_service", &self.service),
-                    ("grpc_method", &self.method),
-                    ("grpc_code", &code),
+                    ("grpc_service", &self.labels.service),
+                    ("grpc_method", &self.labels.method),
+                    ("grpc_code", code),
                 ],
             )
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.latency.observe(self.started.elapsed());
+    }
+}
+
+/// The `grpc_code` label of `code` (its name, as go-grpc-prometheus writes it); a code
+/// outside the 17 of the protocol (a peer can send any number) is `Unknown`, as tonic reads it.
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "Ok",
+        C::Cancelled => "Cancelled",
+        C::Unknown => "Unknown",
+        C::InvalidArgument => "InvalidArgument",
+        C::DeadlineExceeded => "DeadlineExceeded",
+        C::NotFound => "NotFound",
+        C::AlreadyExists => "AlreadyExists",
+        C::PermissionDenied => "PermissionDenied",
+        C::ResourceExhausted => "ResourceExhausted",
+        C::FailedPrecondition => "FailedPrecondition",
+        C::Aborted => "Aborted",
+        C::OutOfRange => "OutOfRange",
+        C::Unimplemented => "Unimplemented",
+        C::Internal => "Internal",
+        C::Unavailable => "Unavailable",
+        C::DataLoss => "DataLoss",
+        C::Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -95,10 +131,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (service, method) = split_path(req.uri().path());
+        let method = self.methods.labels(req.uri().path());
         let labels = [
-            ("grpc_service", service.as_str()),
-            ("grpc_method", method.as_str()),
+            ("grpc_service", method.service.as_str()),
+            ("grpc_method", method.method.as_str()),
         ];
         let r = registry::global();
         r.counter(
@@ -115,8 +151,7 @@ where
         ResponseFuture {
             fut: self.inner.call(req),
             handled: Some(Handled {
-                service,
-                method,
+                labels: method,
                 started: Instant::now(),
                 latency,
             }),
@@ -156,14 +191,63 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use tonic::body::Body;
+    use tower::{ServiceExt, service_fn};
+
     use super::*;
 
-    #[test]
-    fn paths_split_into_service_and_method() {
-        assert_eq!(
-            split_path("/phantom.v1.Notifier/Publish"),
-            ("phantom.v1.Notifier".into(), "Publish".into())
+    fn series() -> usize {
+        let s = registry::global().snapshot();
+        s.counters.len() + s.histograms.len() + s.gauges.len()
+    }
+
+    #[tokio::test]
+    async fn calls_to_twenty_thousand_unknown_methods_add_a_bounded_number_of_series() {
+        let known = KnownMethods::new(["/phantom.v1.Notifier/Publish"]);
+        let svc = GrpcMetricsLayer::new(known).layer(service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(tonic::Status::unimplemented("").into_http::<Body>())
+        }));
+        let before = series();
+        for i in 0..20_000 {
+            let req = Request::builder()
+                .uri(format!("http://x/attacker.Svc{i}/Method{i}"))
+                .body(Body::empty())
+                .unwrap();
+            svc.clone().oneshot(req).await.unwrap();
+        }
+        let grown = series() - before;
+        // started, handled{Unimplemented} and the histogram of `unknown`; other tests of
+        // this process may add a few of their own meanwhile.
+        assert!(
+            grown <= 50,
+            "20,000 unknown methods added {grown} metric series"
         );
-        assert_eq!(split_path("/odd"), ("unknown".into(), "odd".into()));
+    }
+
+    #[tokio::test]
+    async fn a_known_method_is_labelled_with_its_service_and_name() {
+        let known = KnownMethods::new(["/metrics.test.Svc/Known"]);
+        let svc = GrpcMetricsLayer::new(known).layer(service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(tonic::Status::not_found("").into_http::<Body>())
+        }));
+        let req = Request::builder()
+            .uri("http://x/metrics.test.Svc/Known")
+            .body(Body::empty())
+            .unwrap();
+        svc.oneshot(req).await.unwrap();
+        let handled = registry::global()
+            .snapshot()
+            .counters
+            .into_iter()
+            .find(|c| {
+                c.name == "grpc_server_handled_total"
+                    && c.labels.get("grpc_service").map(String::as_str) == Some("metrics.test.Svc")
+            });
+        let handled = handled.expect("a series for the known method");
+        assert_eq!(handled.labels["grpc_method"], "Known");
+        assert_eq!(handled.labels["grpc_code"], "NotFound");
+        assert_eq!(handled.value, 1);
     }
 }

@@ -3,6 +3,13 @@
 //! Components register when they are built; [`Registry::snapshot`] is what
 //! `/health/metrics` and `/metrics` show. One process-wide registry, like a Prometheus
 //! default registry: `phantom up` runs four services in one process and reports them all.
+//!
+//! Every map is bounded, because whatever grows here is kept for the life of the process and
+//! rendered on every scrape: at most [`MAX_COMPONENTS`] components of each kind, and at most
+//! [`MAX_SERIES_PER_METRIC`] label sets per metric name. Beyond that a new component is not
+//! registered, and a new label set is counted in the metric's one overflow series (every
+//! label `overflow`), with a warning: a metric that reaches the bound has labels that are not
+//! a closed set, which is a bug to fix where the metric is recorded.
 
 use std::{
     collections::BTreeMap,
@@ -22,6 +29,18 @@ use crate::{
     retry::{RetryPolicy, RetrySnapshot},
 };
 
+/// Components of one kind (breakers, limiters…) a registry keeps at most. Components are
+/// named by configuration (a service, a dependency, a webhook), so a real deployment has
+/// tens; the bound is for the bug or the configuration that would make them unbounded.
+pub const MAX_COMPONENTS: usize = 1_024;
+
+/// Label sets one metric name keeps at most. The largest closed set PHANTOM records is the
+/// gRPC server's: (known methods + `unknown`) × 17 codes, a few hundred.
+pub const MAX_SERIES_PER_METRIC: usize = 2_048;
+
+/// The value of every label of a metric's overflow series.
+pub const OVERFLOW: &str = "overflow";
+
 /// The registered components.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -30,9 +49,26 @@ pub struct Registry {
     retries: RwLock<BTreeMap<String, RetryPolicy>>,
     bulkheads: RwLock<BTreeMap<String, Bulkhead>>,
     adaptive: RwLock<BTreeMap<String, AdaptiveLimiter>>,
-    counters: RwLock<BTreeMap<CounterKey, (&'static str, Arc<AtomicU64>)>>,
-    histograms: RwLock<BTreeMap<CounterKey, (&'static str, Arc<Histogram>)>>,
-    gauges: RwLock<BTreeMap<CounterKey, (&'static str, Arc<Gauge>)>>,
+    counters: RwLock<Series<AtomicU64>>,
+    histograms: RwLock<Series<Histogram>>,
+    gauges: RwLock<Series<Gauge>>,
+}
+
+/// The series of one kind of metric, by name and labels.
+#[derive(Debug)]
+struct Series<T> {
+    by_key: BTreeMap<CounterKey, (&'static str, Arc<T>)>,
+    /// How many label sets each name has (for [`MAX_SERIES_PER_METRIC`]).
+    per_name: BTreeMap<&'static str, usize>,
+}
+
+impl<T> Default for Series<T> {
+    fn default() -> Self {
+        Self {
+            by_key: BTreeMap::new(),
+            per_name: BTreeMap::new(),
+        }
+    }
 }
 
 /// A value that goes up and down (an `f64`, stored as bits).
@@ -156,9 +192,18 @@ pub fn global() -> &'static Registry {
 }
 
 fn put<T>(map: &RwLock<BTreeMap<String, T>>, name: &str, item: T) {
-    map.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(name.to_owned(), item);
+    let mut map = map
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if map.len() >= MAX_COMPONENTS && !map.contains_key(name) {
+        tracing::warn!(
+            component = name,
+            bound = MAX_COMPONENTS,
+            "Registry full: component not registered"
+        );
+        return;
+    }
+    map.insert(name.to_owned(), item);
 }
 
 fn all<T: Clone>(map: &RwLock<BTreeMap<String, T>>) -> Vec<T> {
@@ -169,10 +214,11 @@ fn all<T: Clone>(map: &RwLock<BTreeMap<String, T>>) -> Vec<T> {
         .collect()
 }
 
-/// The metric `name` with `labels` in `map`, created on first use. Metrics are looked up on
-/// every call of a hot path (one per RPC), so a present one is found under the read lock.
+/// The metric `name` with `labels` in `map`, created on first use (or its overflow series,
+/// once `name` has [`MAX_SERIES_PER_METRIC`] label sets). Metrics are looked up on every call
+/// of a hot path (one per RPC), so a present one is found under the read lock.
 fn handle<T: Default>(
-    map: &RwLock<BTreeMap<CounterKey, (&'static str, Arc<T>)>>,
+    map: &RwLock<Series<T>>,
     name: &'static str,
     help: &'static str,
     labels: &[(&'static str, &str)],
@@ -184,12 +230,41 @@ fn handle<T: Default>(
     if let Some((_, found)) = map
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .by_key
         .get(&key)
     {
         return found.clone();
     }
-    map.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    let mut map = map
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Series { by_key, per_name } = &mut *map;
+    if let Some((_, found)) = by_key.get(&key) {
+        return found.clone();
+    }
+    let count = per_name.entry(name).or_insert(0);
+    let key = if *count < MAX_SERIES_PER_METRIC {
+        *count += 1;
+        key
+    } else {
+        let (name, labels) = key;
+        let overflow = (
+            name,
+            labels
+                .into_iter()
+                .map(|(k, _)| (k, OVERFLOW.to_owned()))
+                .collect(),
+        );
+        if !by_key.contains_key(&overflow) {
+            tracing::warn!(
+                metric = name,
+                bound = MAX_SERIES_PER_METRIC,
+                "Metric has too many label sets: new ones are counted as overflow"
+            );
+        }
+        overflow
+    };
+    by_key
         .entry(key)
         .or_insert_with(|| (help, Arc::default()))
         .1
@@ -286,6 +361,7 @@ impl Registry {
                 .counters
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .by_key
                 .iter()
                 .map(|((name, labels), (help, value))| CounterSnapshot {
                     name,
@@ -298,6 +374,7 @@ impl Registry {
                 .histograms
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .by_key
                 .iter()
                 .map(|((name, labels), (help, h))| HistogramSnapshot {
                     name,
@@ -316,6 +393,7 @@ impl Registry {
                 .gauges
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .by_key
                 .iter()
                 .map(|((name, labels), (help, g))| GaugeSnapshot {
                     name,
@@ -325,5 +403,61 @@ impl Registry {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bulkhead::BulkheadConfig;
+
+    #[test]
+    fn every_map_of_the_registry_is_bounded() {
+        let r = Registry::default();
+        for i in 0..5_000 {
+            let i = i.to_string();
+            r.counter("c_total", "C.", &[("k", &i)]);
+            r.gauge("g", "G.", &[("k", &i)]);
+            r.histogram("h_seconds", "H.", &[("k", &i)]);
+            r.bulkhead(&i, &Bulkhead::new(&i, BulkheadConfig::default()));
+        }
+        let s = r.snapshot();
+        for (what, n) in [
+            ("counters", s.counters.len()),
+            ("gauges", s.gauges.len()),
+            ("histograms", s.histograms.len()),
+        ] {
+            assert_eq!(
+                n,
+                MAX_SERIES_PER_METRIC + 1,
+                "{what}: the bound and the overflow"
+            );
+        }
+        assert_eq!(s.bulkheads.len(), MAX_COMPONENTS);
+        // What went past the bound is still counted, in the overflow series.
+        let overflow = s
+            .counters
+            .iter()
+            .find(|c| c.labels["k"] == OVERFLOW)
+            .expect("overflow series");
+        assert_eq!(
+            overflow.value, 0,
+            "handles are created, not incremented, above"
+        );
+        r.counter("c_total", "C.", &[("k", "another")])
+            .fetch_add(1, Ordering::Relaxed);
+        let value = |r: &Registry| {
+            r.snapshot()
+                .counters
+                .into_iter()
+                .find(|c| c.labels["k"] == OVERFLOW)
+                .unwrap()
+                .value
+        };
+        assert_eq!(value(&r), 1);
+        // A series that existed before the bound keeps its own value.
+        r.counter("c_total", "C.", &[("k", "0")])
+            .fetch_add(5, Ordering::Relaxed);
+        assert_eq!(value(&r), 1);
     }
 }

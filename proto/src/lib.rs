@@ -6,15 +6,107 @@
 //!
 //! # Layout
 //! - [`pb`]: messages, clients (`*_client`) and servers (`*_server`) of package `phantom.v1`.
+//! - [`codec`]: how the servers decode requests (malformed bytes are INVALID_ARGUMENT).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
+
+pub mod codec;
 
 /// Generated code for package `phantom.v1`.
 pub mod pb {
     #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    // Messages and servers.
     tonic::include_proto!("phantom.v1");
+    // Clients (generated apart, see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/clients/phantom.v1.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of every PHANTOM proto (with comments), served by reflection
 /// so that `grpcurl list` and `grpcurl describe` work against any PHANTOM service.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/phantom_descriptor.bin"));
+
+/// The path (`/package.Service/Method`) of every method of every service described in
+/// `encoded`, an encoded `FileDescriptorSet` ([`FILE_DESCRIPTOR_SET`], or those tonic's
+/// health and reflection services publish): what a server may be called at, and so the only
+/// method names its metrics and limiters need.
+pub fn method_paths(encoded: &[u8]) -> Result<Vec<String>, prost::DecodeError> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(encoded)?;
+    Ok(set
+        .file
+        .iter()
+        .flat_map(|file| {
+            let package = file.package();
+            file.service.iter().flat_map(move |service| {
+                let service_name = match package {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                service
+                    .method
+                    .iter()
+                    .map(move |method| format!("/{service_name}/{}", method.name()))
+            })
+        })
+        .collect())
+}
+
+/// The name of field `number` of message `message` (its short name, `AnalyzeFindingsRequest`),
+/// from [`FILE_DESCRIPTOR_SET`]: how an error names a field it found by number.
+pub fn field_name(message: &str, number: u32) -> Option<&'static str> {
+    use std::{collections::HashMap, sync::OnceLock};
+    static FIELDS: OnceLock<HashMap<(String, u32), String>> = OnceLock::new();
+    let fields = FIELDS.get_or_init(|| {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+            .expect("the descriptors built with this crate decode");
+        set.file
+            .iter()
+            .flat_map(|file| &file.message_type)
+            .flat_map(|m| {
+                m.field.iter().map(move |f| {
+                    (
+                        (m.name().to_owned(), u32::try_from(f.number()).unwrap_or(0)),
+                        f.name().to_owned(),
+                    )
+                })
+            })
+            .collect()
+    });
+    fields
+        .get(&(message.to_owned(), number))
+        .map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fields_are_named_from_the_descriptors() {
+        assert_eq!(
+            super::field_name("AnalyzeFindingsRequest", 1),
+            Some("findings")
+        );
+        assert_eq!(
+            super::field_name("SubscribeRequest", 3),
+            Some("after_sequence")
+        );
+        assert_eq!(super::field_name("SubscribeRequest", 99), None);
+    }
+
+    #[test]
+    fn method_paths_lists_every_rpc_of_the_api() {
+        let paths = super::method_paths(super::FILE_DESCRIPTOR_SET).unwrap();
+        for path in [
+            "/phantom.v1.ScanOrchestrator/CreateScan",
+            "/phantom.v1.Notifier/Subscribe",
+            "/phantom.v1.VulnAnalyzer/ScoreCvss",
+            "/phantom.v1.HealthAggregator/WatchSystemHealth",
+            "/phantom.v1.Metrics/GetMetrics",
+        ] {
+            assert!(
+                paths.iter().any(|p| p == path),
+                "{path} missing from {paths:?}"
+            );
+        }
+    }
+}

@@ -54,7 +54,7 @@ async fn receiver(state: Arc<Mutex<Received>>) -> SocketAddr {
 fn hook(name: &str, addr: SocketAddr) -> WebhookConfig {
     WebhookConfig {
         name: name.into(),
-        url: format!("http://{addr}/hook"),
+        url: format!("http://{addr}/hook").into(),
         rooms: vec!["scan/*".into()],
         min_priority: "high".into(),
         // Cargo sets it for every test process: a key the test knows without touching the

@@ -5,6 +5,15 @@
 //! orchestrator with it); on a server it sheds load when the service itself is saturated,
 //! so excess calls fail fast instead of queueing into timeouts. Health probes and
 //! reflection always pass.
+//!
+//! A call holds its slot for as long as it runs: until its response body ends or is dropped
+//! ([`BulkheadBody`]), not only until its response head. A server-streaming call that stays
+//! open keeps its handler, its buffers and its stream; counting it only until its head would
+//! let any number of them run under a bulkhead that reads empty.
+
+mod body;
+
+pub use body::BulkheadBody;
 
 use std::{
     future::Future,
@@ -153,7 +162,7 @@ where
     S: Service<Request<B>, Response = Response<RB>>,
     RB: Default,
 {
-    type Response = Response<RB>;
+    type Response = Response<BulkheadBody<RB>>;
     type Error = S::Error;
     type Future = BulkheadFuture<S::Future, RB>;
 
@@ -181,8 +190,8 @@ where
 }
 
 pin_project! {
-    /// Response future of [`BulkheadService`]: holds the slot until the response head arrives
-    /// (a stream's body then runs outside the bulkhead, or streams would hold slots forever).
+    /// Response future of [`BulkheadService`]: holds the slot until the response head
+    /// arrives, then hands it to the response's [`BulkheadBody`].
     #[project = Proj]
     #[allow(missing_docs)]
     pub enum BulkheadFuture<F, RB> {
@@ -195,17 +204,19 @@ impl<F, RB, E> Future for BulkheadFuture<F, RB>
 where
     F: Future<Output = Result<Response<RB>, E>>,
 {
-    type Output = Result<Response<RB>, E>;
+    type Output = Result<Response<BulkheadBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             Proj::Inner { fut, permit } => {
                 let out = std::task::ready!(fut.poll(cx));
-                permit.take();
-                Poll::Ready(out)
+                // An error ends the call here; a response carries the slot in its body.
+                let permit = permit.take();
+                Poll::Ready(out.map(|res| res.map(|body| BulkheadBody::new(body, permit))))
             }
             Proj::Rejected { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
+                let response = response.take().expect("polled after completion");
+                Poll::Ready(Ok(response.map(|body| BulkheadBody::new(body, None))))
             }
         }
     }
@@ -259,5 +270,108 @@ mod tests {
         }
         assert_eq!(bulkhead.snapshot().in_flight, 0);
         assert_eq!(bulkhead.snapshot().rejected, 1);
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::sync::mpsc;
+    use tokio_stream_like::ReceiverStream;
+    use tonic::body::Body;
+    use tower::{ServiceExt, service_fn};
+
+    use super::*;
+
+    /// What the handler of [`streaming`] sends, until it is dropped.
+    type Frames = mpsc::Sender<Result<Frame<Bytes>, tonic::Status>>;
+
+    /// A bulkhead of one slot over a server-streaming handler whose stream ends when its
+    /// [`Frames`] sender is dropped.
+    fn streaming() -> (
+        Bulkhead,
+        impl tower::Service<Request<Body>, Response = Response<BulkheadBody<Body>>, Error = Infallible>
+        + Clone,
+        Frames,
+    ) {
+        let bulkhead = Bulkhead::new(
+            "stream",
+            BulkheadConfig {
+                enabled: true,
+                max_concurrent: 1,
+            },
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
+        let svc =
+            BulkheadLayer::new(bulkhead.clone()).layer(service_fn(move |_req: Request<Body>| {
+                let rx = rx.lock().unwrap().take().expect("one call");
+                async move {
+                    Ok::<_, Infallible>(Response::new(Body::new(StreamBody::new(ReceiverStream(
+                        rx,
+                    )))))
+                }
+            }));
+        (bulkhead, svc, tx)
+    }
+
+    fn req() -> Request<Body> {
+        Request::builder()
+            .uri("http://x/p.S/Watch")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stream_holds_its_slot_until_its_body_ends() {
+        let (bulkhead, svc, tx) = streaming();
+        let res = svc.clone().oneshot(req()).await.unwrap();
+        assert_eq!(
+            bulkhead.snapshot().in_flight,
+            1,
+            "the head is sent but the stream goes on"
+        );
+        let second = svc.clone().oneshot(req()).await.unwrap();
+        assert_eq!(
+            tonic::Status::from_header_map(second.headers()).map(|s| s.code()),
+            Some(tonic::Code::ResourceExhausted),
+            "a second stream is shed while the first runs"
+        );
+        tx.send(Ok(Frame::data(Bytes::from_static(b"x"))))
+            .await
+            .unwrap();
+        drop(tx);
+        let mut body = res.into_body();
+        while body.frame().await.is_some() {}
+        assert_eq!(bulkhead.snapshot().in_flight, 0, "the stream ended");
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_by_its_caller_gives_its_slot_back() {
+        let (bulkhead, svc, _tx) = streaming();
+        let res = svc.oneshot(req()).await.unwrap();
+        assert_eq!(bulkhead.snapshot().in_flight, 1);
+        drop(res);
+        assert_eq!(bulkhead.snapshot().in_flight, 0);
+    }
+
+    mod tokio_stream_like {
+        //! `mpsc::Receiver` as a `Stream`, without a dependency on `tokio-stream`.
+        pub(super) struct ReceiverStream<T>(pub(super) tokio::sync::mpsc::Receiver<T>);
+
+        impl<T> futures::Stream for ReceiverStream<T> {
+            type Item = T;
+
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<T>> {
+                self.0.poll_recv(cx)
+            }
+        }
     }
 }

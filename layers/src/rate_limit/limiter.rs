@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use governor::{clock::Clock, middleware::NoOpMiddleware, state::keyed::DashMapStateStore};
+use governor::{clock::Clock, middleware::NoOpMiddleware};
 use serde::Serialize;
 
 use super::{
@@ -16,10 +16,16 @@ use super::{
     config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig},
     distributed::RedisGcra,
     sliding::SlidingWindow,
+    store::BoundedStore,
 };
+use crate::methods::KnownMethods;
 
-type Gcra =
-    governor::RateLimiter<u64, DashMapStateStore<u64>, TokioClock, NoOpMiddleware<TokioInstant>>;
+type Gcra = governor::RateLimiter<u64, BoundedStore, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// Buckets one quota keeps at most (callers, or callers × methods for the default quota).
+/// Beyond it the buckets closest to full are forgotten (see `store`): at some tens of bytes a
+/// bucket, a few hundred KiB per quota whatever callers send.
+pub const MAX_KEYS_PER_QUOTA: usize = 16_384;
 
 /// One quota's keyed state, by algorithm.
 #[derive(Debug)]
@@ -35,13 +41,17 @@ impl Keyed {
                 let quota = q
                     .quota()
                     .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN));
-                Keyed::Gcra(governor::RateLimiter::dashmap_with_clock(quota, TokioClock))
+                Keyed::Gcra(governor::RateLimiter::new(
+                    quota,
+                    BoundedStore::new(MAX_KEYS_PER_QUOTA),
+                    TokioClock,
+                ))
             }
             Algorithm::SlidingWindow { window } => {
                 let calls = (q.per_second * window.as_secs_f64()).round();
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let limit = calls.clamp(1.0, f64::from(u32::MAX)) as u32;
-                Keyed::Sliding(SlidingWindow::new(limit, window))
+                Keyed::Sliding(SlidingWindow::new(limit, window, MAX_KEYS_PER_QUOTA))
             }
         }
     }
@@ -109,6 +119,9 @@ struct Shared {
     default_quota: QuotaConfig,
     method_quotas: HashMap<String, QuotaConfig>,
     distributed: Option<RedisGcra>,
+    /// The methods that get buckets of their own under the default quota; every other path
+    /// shares the `unknown` one (per caller).
+    known: KnownMethods,
 }
 
 /// Keyed limiters for one server or client, shared by its clones.
@@ -130,7 +143,7 @@ pub struct LimiterSnapshot {
     pub rejected: u64,
     /// Calls that waited before passing.
     pub waited: u64,
-    /// Callers with a bucket (default quota).
+    /// Buckets kept, over every quota (at most [`MAX_KEYS_PER_QUOTA`] each).
     pub tracked_keys: usize,
 }
 
@@ -154,8 +167,20 @@ impl RateLimiter {
                 default_quota: config.default,
                 method_quotas: config.methods.clone().into_iter().collect(),
                 distributed: None,
+                known: KnownMethods::default(),
             }),
         }
+    }
+
+    /// The same limiter keyed by `methods`, the server's own: each of them has its own
+    /// bucket per caller under the default quota, and every other path (as many as callers
+    /// care to invent) shares one. Without it only the methods with a quota of their own are
+    /// told apart. Call before the limiter is cloned.
+    pub fn with_methods(mut self, methods: KnownMethods) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("with_methods is called before the limiter is shared")
+            .known = methods;
+        self
     }
 
     /// Like [`RateLimiter::new`], sharing the limits through Redis when `config.distributed`
@@ -191,7 +216,10 @@ impl RateLimiter {
         }
         let (quota, key) = match s.method_quotas.get(method) {
             Some(q) => (q, format!("{}:{method}:{caller}", s.name)),
-            None => (&s.default_quota, format!("{}:*:{method}:{caller}", s.name)),
+            None => {
+                let method = s.known.normalize(method);
+                (&s.default_quota, format!("{}:*:{method}:{caller}", s.name))
+            }
         };
         let result = redis.check(&key, quota).await;
         if result.is_err() {
@@ -213,8 +241,9 @@ impl RateLimiter {
         }
         let (limiter, key) = match s.methods.get(method) {
             Some(l) => (l, self.key(&[caller])),
-            // The shared quota is per method too: each method keeps its own bucket per caller.
-            None => (&s.default, self.key(&[caller, method])),
+            // The shared quota is per method too: each known method keeps its own bucket per
+            // caller, and the unknown ones share one.
+            None => (&s.default, self.key(&[caller, s.known.normalize(method)])),
         };
         match limiter.check(key) {
             Ok(()) => {
@@ -280,7 +309,7 @@ impl RateLimiter {
             allowed: s.counters.allowed.load(Ordering::Relaxed),
             rejected: s.counters.rejected.load(Ordering::Relaxed),
             waited: s.counters.waited.load(Ordering::Relaxed),
-            tracked_keys: s.default.len(),
+            tracked_keys: s.default.len() + s.methods.values().map(Keyed::len).sum::<usize>(),
         }
     }
 }

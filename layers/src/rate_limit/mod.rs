@@ -8,6 +8,12 @@
 //! limiter's own next-allowed time, which PHANTOM's clients honour before retrying.
 //! `grpc.health.v1` and reflection are never limited: a probe must never be throttled.
 //!
+//! Keys are bounded: the method part of a key is one of the server's [`KnownMethods`]
+//! (`unknown` for every other path) and each quota keeps at most [`MAX_KEYS_PER_QUOTA`]
+//! buckets, forgetting those closest to full first.
+//!
+//! [`KnownMethods`]: crate::methods::KnownMethods
+//!
 //! With `distributed` on, the limits are shared by every replica through Redis (see
 //! [`RedisGcra`]), the local limiter staying the fast path.
 //!
@@ -19,11 +25,12 @@ mod distributed;
 mod limiter;
 mod service;
 mod sliding;
+mod store;
 
 pub use clock::{TokioClock, TokioInstant};
 pub use config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig};
 pub use distributed::{DistributedConfig, OnRedisError, RedisGcra};
-pub use limiter::{Limited, LimiterSnapshot, RateLimiter};
+pub use limiter::{Limited, LimiterSnapshot, MAX_KEYS_PER_QUOTA, RateLimiter};
 pub use service::{RateLimit, RateLimitFuture, RateLimitLayer};
 
 /// Paths never limited: health probes and reflection.

@@ -4,6 +4,10 @@
 //! and the previous fixed window; the previous one is weighted by how much of it still
 //! overlaps the sliding window. O(1) memory per key, and unlike a fixed window it does not
 //! let through twice the limit around a window boundary.
+//!
+//! At most `max_keys` keys are kept: a new key that finds the map full first makes it drop
+//! the keys whose windows have both passed (they count nothing any more), then, if that was
+//! not an eighth of them, the keys with the fewest calls counted.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -17,21 +21,54 @@ struct Counter {
     current: u32,
 }
 
-/// Keyed sliding-window counters: at most `limit` calls per `window` per key.
+/// Keyed sliding-window counters: at most `limit` calls per `window` per key, at most
+/// `max_keys` keys.
 #[derive(Debug)]
 pub(crate) struct SlidingWindow {
     limit: u32,
     window: Duration,
     epoch: Instant,
+    max_keys: usize,
     counters: Mutex<HashMap<u64, Counter>>,
 }
 
+/// Makes room in `counters` (full at `max_keys`) in the window numbered `index`.
+fn evict(counters: &mut HashMap<u64, Counter>, max_keys: usize, index: u64) {
+    let target = max_keys - (max_keys / 8).max(1);
+    // Nothing counted in this window or the previous one: forgetting it changes nothing.
+    counters.retain(|_, c| c.index + 1 >= index);
+    if counters.len() <= target {
+        return;
+    }
+    let drop = counters.len() - target;
+    let weight = |c: &Counter| {
+        if c.index == index {
+            u64::from(c.previous) + u64::from(c.current)
+        } else {
+            u64::from(c.current)
+        }
+    };
+    let mut weights: Vec<u64> = counters.values().map(weight).collect();
+    let (_, cutoff, _) = weights.select_nth_unstable(drop - 1);
+    let cutoff = *cutoff;
+    let mut left = drop;
+    counters.retain(|_, c| {
+        if left > 0 && weight(c) <= cutoff {
+            left -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
 impl SlidingWindow {
-    pub(crate) fn new(limit: u32, window: Duration) -> Self {
+    pub(crate) fn new(limit: u32, window: Duration, max_keys: usize) -> Self {
         Self {
             limit: limit.max(1),
             window: window.max(Duration::from_millis(1)),
             epoch: Instant::now(),
+            max_keys: max_keys.max(1),
             counters: Mutex::new(HashMap::new()),
         }
     }
@@ -48,6 +85,9 @@ impl SlidingWindow {
             .counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counters.len() >= self.max_keys && !counters.contains_key(&key) {
+            evict(&mut counters, self.max_keys, index);
+        }
         let c = counters.entry(key).or_insert(Counter {
             index,
             previous: 0,
@@ -87,7 +127,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn admits_the_limit_per_window_and_no_double_burst_at_the_boundary() {
-        let sw = SlidingWindow::new(10, Duration::from_secs(1));
+        let sw = SlidingWindow::new(10, Duration::from_secs(1), 16);
         tokio::time::advance(Duration::from_millis(900)).await;
         for _ in 0..10 {
             sw.check(1).unwrap();
@@ -110,7 +150,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_wait_it_announces_is_enough() {
-        let sw = SlidingWindow::new(5, Duration::from_secs(2));
+        let sw = SlidingWindow::new(5, Duration::from_secs(2), 16);
         for _ in 0..5 {
             sw.check(7).unwrap();
         }
@@ -123,5 +163,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_beyond_the_bound_evict_the_idlest_and_keep_the_busy_ones() {
+        let sw = SlidingWindow::new(3, Duration::from_secs(1), 64);
+        for _ in 0..3 {
+            sw.check(0).unwrap();
+        }
+        for key in 1..10_000 {
+            let _ = sw.check(key);
+        }
+        assert!(sw.len() <= 64, "{} keys", sw.len());
+        assert!(sw.check(0).is_err(), "the busiest caller is still limited");
     }
 }

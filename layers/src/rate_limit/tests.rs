@@ -6,7 +6,7 @@ use tonic_types::StatusExt;
 use tower::{Layer, ServiceExt, service_fn};
 
 use super::*;
-use crate::Tenant;
+use crate::{Tenant, methods::KnownMethods};
 
 fn config(per_second: f64, burst: u32, mode: LimitMode) -> RateLimitConfig {
     RateLimitConfig {
@@ -252,4 +252,30 @@ async fn the_sliding_window_algorithm_limits_through_the_same_layer() {
         .unwrap();
     tokio::time::advance(wait).await;
     assert_eq!(status(&svc, "/pkg.Svc/Create", "a").await.code(), Code::Ok);
+}
+
+#[tokio::test(start_paused = true)]
+async fn twenty_thousand_unknown_methods_share_one_bucket_per_caller() {
+    let limiter = RateLimiter::new("server", &config(1.0, 1, LimitMode::Reject))
+        .with_methods(KnownMethods::new(["/pkg.Svc/Get"]));
+    for i in 0..20_000 {
+        let _ = limiter.check(&format!("/attacker.Svc/M{i}"), "a");
+    }
+    let keys = limiter.snapshot().tracked_keys;
+    assert!(keys <= 1, "20,000 unknown methods made {keys} buckets");
+    // A known method keeps a bucket of its own beside them.
+    limiter.check("/pkg.Svc/Get", "a").unwrap();
+    assert_eq!(limiter.snapshot().tracked_keys, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_beyond_the_bound_evict_buckets_instead_of_growing_the_map() {
+    let cap = MAX_KEYS_PER_QUOTA;
+    let limiter = RateLimiter::new("server", &config(1.0, 1, LimitMode::Reject));
+    for i in 0..3 * cap {
+        let _ = limiter.check("/pkg.Svc/Create", &format!("tenant-{i}"));
+        let _ = limiter.check("/pkg.Svc/Get", &format!("tenant-{i}"));
+    }
+    let keys = limiter.snapshot().tracked_keys;
+    assert!(keys <= 2 * cap, "{} callers made {keys} buckets", 3 * cap);
 }

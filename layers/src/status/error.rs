@@ -1,13 +1,78 @@
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use serde::Serialize;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::echo::ECHO_MAX_CHARS;
 use crate::classify::GrpcClassifier;
 
 /// The `google.rpc.ErrorInfo` domain of every PHANTOM error.
 pub const ERROR_DOMAIN: &str = "phantom.security";
+
+// What an error may cost its reader. A status travels in headers (`grpc-message`, and
+// `grpc-status-details-bin`, which repeats the message and adds the details, base64-encoded),
+// and clients refuse headers past 16 KiB (hyper's and so tonic's default) with an error of
+// their own in place of ours. With these bounds a status stays under 8 KiB of headers
+// whatever a caller sent.
+
+/// Bytes of a status message at most; a longer one is cut (on a character boundary) and
+/// says how long it was.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Field violations a `BadRequest` lists at most; one more says how many were left out.
+pub const MAX_VIOLATIONS: usize = 10;
+
+/// Bytes of a violation's field path at most (twice what [`echo`](super::echo) quotes of a
+/// value: paths are ours, indexes and map keys are the caller's).
+pub const MAX_FIELD_BYTES: usize = 2 * ECHO_MAX_CHARS;
+
+/// Bytes of a violation's description at most: room for an [`echo`](super::echo)ed value and
+/// the words around it.
+pub const MAX_DESCRIPTION_BYTES: usize = 4 * ECHO_MAX_CHARS;
+
+/// Bytes of fields and descriptions a `BadRequest` lists at most, over all its violations:
+/// past it, the rest are counted in the last one.
+pub const MAX_BAD_REQUEST_BYTES: usize = 2048;
+
+/// `text` whole when it fits in `max` bytes, otherwise its head (cut on a character boundary)
+/// followed by `…` and how long it was, the whole within `max` bytes.
+fn cut(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let tail = format!("… ({} bytes)", text.len());
+    let mut end = max.saturating_sub(tail.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{tail}", &text[..end]))
+}
+
+/// The violations a `BadRequest` lists: at most [`MAX_VIOLATIONS`] within
+/// [`MAX_BAD_REQUEST_BYTES`], each cut to its bounds, and then one saying how many more there
+/// were.
+fn listed(violations: &[FieldViolation]) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    let mut listed = Vec::new();
+    let mut bytes = 0;
+    for v in violations.iter().take(MAX_VIOLATIONS) {
+        let field = cut(&v.field, MAX_FIELD_BYTES);
+        let description = cut(&v.description, MAX_DESCRIPTION_BYTES);
+        bytes += field.len() + description.len();
+        if bytes > MAX_BAD_REQUEST_BYTES && !listed.is_empty() {
+            break;
+        }
+        listed.push((field, description));
+    }
+    let more = violations.len() - listed.len();
+    if more > 0 {
+        listed.push((
+            Cow::Borrowed("…"),
+            Cow::Owned(format!("{more} more violations not listed")),
+        ));
+    }
+    listed
+}
 
 /// The kinds of failure PHANTOM distinguishes (the original design's exception hierarchy).
 /// Each is sent as the `category` metadata of the status's `ErrorInfo`, so clients and
@@ -175,9 +240,9 @@ pub enum Error {
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
-    violations
+    listed(violations)
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
+        .map(|(field, description)| format!("{field}: {description}"))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -286,21 +351,29 @@ impl From<Error> for Status {
         match &err {
             Error::InvalidArgument(violations) => {
                 details.set_bad_request(
-                    violations
-                        .iter()
-                        .map(|v| {
-                            tonic_types::FieldViolation::new(v.field.clone(), v.description.clone())
+                    listed(violations)
+                        .into_iter()
+                        .map(|(field, description)| {
+                            tonic_types::FieldViolation::new(field, description)
                         })
                         .collect::<Vec<_>>(),
                 );
             }
             Error::NotFound { kind, id } => {
-                details.set_resource_info(*kind, id.clone(), "", err.to_string());
+                details.set_resource_info(
+                    *kind,
+                    cut(id, MAX_FIELD_BYTES),
+                    "",
+                    cut(&err.to_string(), MAX_DESCRIPTION_BYTES),
+                );
             }
             Error::SecurityViolation {
                 field: Some(field), ..
             } => {
-                details.add_bad_request_violation(field.clone(), err.to_string());
+                details.add_bad_request_violation(
+                    cut(field, MAX_FIELD_BYTES),
+                    cut(&err.to_string(), MAX_DESCRIPTION_BYTES),
+                );
             }
             Error::Unavailable {
                 retry_after: Some(after),
@@ -323,7 +396,18 @@ impl From<Error> for Status {
             }
             _ => {}
         }
-        Status::with_error_details(code, err.user_message(), details)
+        let message = err.user_message();
+        let message = if message.len() > MAX_MESSAGE_BYTES {
+            let tail = format!("… (message cut from {} bytes)", message.len());
+            let mut end = MAX_MESSAGE_BYTES - tail.len();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}{tail}", &message[..end])
+        } else {
+            message
+        };
+        Status::with_error_details(code, message, details)
     }
 }
 
@@ -486,5 +570,108 @@ mod tests {
                 category.as_str()
             );
         }
+    }
+
+    /// Bytes of every header of `status` as sent.
+    fn header_bytes(status: Status) -> usize {
+        let res = status.into_http::<tonic::body::Body>();
+        res.headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum()
+    }
+
+    #[test]
+    fn a_huge_echoed_value_makes_a_bounded_message() {
+        let junk = "CVSS:3.1/AV:N/".to_owned() + &"X".repeat(10_000) + "é";
+        let status = Status::from(Error::FailedPrecondition {
+            reason: "R",
+            message: format!("cannot score {junk}"),
+        });
+        assert!(
+            status.message().len() <= MAX_MESSAGE_BYTES,
+            "message of {} bytes",
+            status.message().len()
+        );
+        assert!(
+            status
+                .message()
+                .ends_with("… (message cut from 10029 bytes)"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status
+                .message()
+                .starts_with("cannot score CVSS:3.1/AV:N/XXX")
+        );
+        assert!(header_bytes(status) < 8 * 1024);
+        // Cut on a character boundary, however wide the characters.
+        let wide = Status::from(Error::FailedPrecondition {
+            reason: "R",
+            message: "é€😀".repeat(5_000),
+        });
+        assert!(wide.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(header_bytes(wide) < 8 * 1024);
+    }
+
+    #[test]
+    fn bad_request_lists_a_bounded_number_of_bounded_violations() {
+        let violations = (0..1000)
+            .map(|i| {
+                FieldViolation::new(
+                    format!("targets[{i}]{}", "f".repeat(10_000)),
+                    "d".repeat(10_000),
+                )
+            })
+            .collect();
+        let status = Status::from(Error::InvalidArgument(violations));
+        assert!(
+            status.message().len() <= MAX_MESSAGE_BYTES,
+            "message of {} bytes",
+            status.message().len()
+        );
+        let bad = status.get_details_bad_request().expect("BadRequest");
+        let last = bad.field_violations.last().unwrap();
+        let listed = bad.field_violations.len() - 1;
+        assert!((1..=MAX_VIOLATIONS).contains(&listed), "{listed} listed");
+        assert!(
+            last.description == format!("{} more violations not listed", 1000 - listed),
+            "{last:?}"
+        );
+        for v in &bad.field_violations[..listed] {
+            assert!(
+                v.field.len() <= MAX_FIELD_BYTES && v.description.len() <= MAX_DESCRIPTION_BYTES,
+                "{} / {} bytes",
+                v.field.len(),
+                v.description.len()
+            );
+            assert!(
+                v.description.ends_with("… (10000 bytes)"),
+                "{}",
+                v.description
+            );
+        }
+        assert!(header_bytes(status) < 8 * 1024);
+
+        // Short violations: ten listed, and one saying how many more.
+        let short = (0..25)
+            .map(|i| FieldViolation::new(format!("targets[{i}]"), "bad"))
+            .collect();
+        let bad = Status::from(Error::InvalidArgument(short))
+            .get_details_bad_request()
+            .unwrap();
+        assert_eq!(bad.field_violations.len(), MAX_VIOLATIONS + 1);
+        assert_eq!(bad.field_violations[9].field, "targets[9]");
+        assert_eq!(
+            bad.field_violations[10].description,
+            "15 more violations not listed"
+        );
+    }
+
+    #[test]
+    fn not_found_does_not_echo_a_huge_id() {
+        let status = Status::from(Error::not_found("scan", "x".repeat(4_000_000)));
+        assert!(header_bytes(status) < 8 * 1024);
     }
 }

@@ -7,7 +7,6 @@ use std::{
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
-use tonic::body::Body;
 use tower_service::Service;
 
 use super::{TENANT_HEADER, Tenant, TenantSource};
@@ -37,11 +36,12 @@ impl<S> TenantService<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for TenantService<S>
+impl<S, B, RB> Service<Request<B>> for TenantService<S>
 where
-    S: Service<Request<B>, Response = Response<Body>>,
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: Default,
 {
-    type Response = Response<Body>;
+    type Response = Response<RB>;
     type Error = S::Error;
     type Future = TenantResponseFuture<S::Future>;
 
@@ -96,11 +96,12 @@ pin_project! {
     }
 }
 
-impl<F, E> Future for TenantResponseFuture<F>
+impl<F, RB, E> Future for TenantResponseFuture<F>
 where
-    F: Future<Output = Result<Response<Body>, E>>,
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: Default,
 {
-    type Output = Result<Response<Body>, E>;
+    type Output = Result<Response<RB>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {

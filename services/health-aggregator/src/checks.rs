@@ -26,6 +26,7 @@ use phantom_runtime::{
     CancellationToken, Config, ServiceName,
     config::{StorageConfig, redact},
     storage::{SqlStore, Store},
+    telemetry::scrub,
     time::timestamp_now,
 };
 use serde::Serialize;
@@ -345,17 +346,29 @@ impl Checker {
             ),
             Ok(found) => (HealthStatus::Healthy, String::new(), found.details),
         };
+        // Every report is built here, and every text of it goes through the scrubber: an
+        // endpoint configured with credentials (`http://user:pass@llm/v1`, `?api_key=`), or a
+        // driver's error quoting the URL it dialled, shows `***` in `/health`,
+        // `GetSystemHealth` and `phantom health` alike.
         pb::ComponentHealth {
             name: c.name.clone(),
             status: status as i32,
             response_time_ms: (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
-            message,
+            message: shown(&message),
             critical: c.critical,
             checked_at: Some(timestamp_now()),
-            endpoint: c.endpoint.clone(),
-            details: details.into_iter().collect(),
+            endpoint: shown(&c.endpoint),
+            details: details
+                .into_iter()
+                .map(|(k, v)| (shown(&k), shown(&v)))
+                .collect(),
         }
     }
+}
+
+/// `text` as a report may show it: credentials masked (see [`scrub`]).
+fn shown(text: &str) -> String {
+    scrub(text).into_owned()
 }
 
 /// Keeps a Watch stream open to one service, reconnecting with capped exponential backoff,
@@ -741,6 +754,51 @@ mod tests {
             "postgres://app:***@db:5432/phantom"
         );
         assert_eq!(redact("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[tokio::test]
+    async fn urls_in_reports_carry_no_credentials() {
+        // Nothing listens on port 9 of loopback: every check fails within its 1 s, quoting
+        // what it can of what it dialled.
+        let config = Config::from_sources(
+            "[health]\ntimeout = \"1s\"\n",
+            None,
+            [
+                (
+                    "OPENAI_BASE_URL".to_owned(),
+                    "http://llmuser:llmpass@127.0.0.1:9/v1?api_key=qkey123".to_owned(),
+                ),
+                (
+                    "OPENAI_API_KEY".to_owned(),
+                    "sk-test-0123456789abcdef".to_owned(),
+                ),
+                (
+                    "DATABASE_URL".to_owned(),
+                    "postgres://app:dbpass@127.0.0.1:9/phantom?password=qpass456".to_owned(),
+                ),
+            ],
+        )
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let checker = Checker::new(&config, &shutdown).unwrap();
+        let report = checker.check_all().await;
+        assert!(report.checks.iter().any(|c| c.name == "llm"), "{report:?}");
+        let shown = [
+            format!("{report:?}"),
+            crate::http::health_json(&report).to_string(),
+        ];
+        for text in shown {
+            for secret in [
+                "llmpass",
+                "qkey123",
+                "dbpass",
+                "qpass456",
+                "0123456789abcdef",
+            ] {
+                assert!(!text.contains(secret), "{secret} shown in {text}");
+            }
+        }
+        shutdown.cancel();
     }
 
     #[test]

@@ -11,7 +11,12 @@ use axum::{
     routing::get,
 };
 use phantom_proto::pb::{self, metrics_client::MetricsClient};
-use phantom_runtime::{ServiceName, metrics::Exposition};
+use phantom_runtime::{
+    ServiceName,
+    http::{AllowedHosts, restrict_hosts},
+    metrics::Exposition,
+    telemetry::scrub,
+};
 use serde_json::{Value, json};
 
 use crate::{checks::status_name, service::Aggregator};
@@ -80,16 +85,37 @@ struct AppState {
     collector: Collector,
 }
 
-/// The router of the HTTP listener.
-pub fn router(aggregator: Arc<Aggregator>, collector: Collector) -> Router {
-    Router::new()
+/// The router of the HTTP listener, answering only requests naming one of `hosts` (421
+/// otherwise: see [`phantom_runtime::http::AllowedHosts`]).
+pub fn router(aggregator: Arc<Aggregator>, collector: Collector, hosts: AllowedHosts) -> Router {
+    let router = Router::new()
         .route("/health", get(health))
         .route("/health/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .with_state(AppState {
             aggregator,
             collector,
-        })
+        });
+    restrict_hosts(router, hosts)
+}
+
+/// `value` with every string in it scrubbed of credentials: `/health/metrics` carries what
+/// every service said about itself, and no URL it quotes may show a password or a key.
+fn scrubbed(mut value: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::String(s) => {
+                if let std::borrow::Cow::Owned(clean) = scrub(s) {
+                    *s = clean;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            Value::Object(map) => map.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
 }
 
 fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
@@ -141,7 +167,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::OK
     };
-    (code, Json(health_json(&report)))
+    (code, Json(scrubbed(health_json(&report))))
 }
 
 /// Items of the list `key` of every collected snapshot, each marked with where it came from.
@@ -215,7 +241,7 @@ async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
                 "details": c.details.iter().collect::<BTreeMap<_, _>>(),
             })
         });
-    Json(json!({
+    Json(scrubbed(json!({
         "health_checks": stats,
         "circuit_breakers": merged(&collected, "circuit_breakers"),
         "rate_limiters": merged(&collected, "rate_limiters"),
@@ -232,7 +258,7 @@ async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
         "collected_from": collected.iter().map(|(s, a)| json!({"instance": a.instance, "services": s})).collect::<Vec<_>>(),
         "unreachable": unreachable,
         "uptime_seconds": agg.uptime().as_secs(),
-    }))
+    })))
 }
 
 async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse {
@@ -317,6 +343,61 @@ async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse 
     );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        e.render(),
+        scrub(&e.render()).into_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use phantom_runtime::{CancellationToken, Config, Listeners};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+    };
+
+    /// `GET /health` on `addr` naming `host`: the status code.
+    async fn status_for_host(addr: std::net::SocketAddr, host: &str) -> u16 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        raw.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {raw:?}"))
+    }
+
+    #[tokio::test]
+    async fn only_the_configured_host_names_are_answered() {
+        let config = Config::from_sources("[health]\ntimeout = \"1s\"\n", None, []).unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = http.local_addr().unwrap();
+        let listeners = Listeners {
+            grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            http: Some(http),
+            health: None,
+        };
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(crate::run(config, listeners, shutdown.clone()));
+        let port = addr.port();
+        // Served: 200, or 503 while the services it checks are down (none run here).
+        for host in [
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            "LocalHost".to_owned(),
+        ] {
+            let status = status_for_host(addr, &host).await;
+            assert!(status == 200 || status == 503, "{host}: {status}");
+        }
+        // What a DNS-rebinding page's requests name.
+        for host in [
+            format!("rebind.attacker.example:{port}"),
+            "127.0.0.1.nip.io".into(),
+        ] {
+            assert_eq!(status_for_host(addr, &host).await, 421, "{host}");
+        }
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -39,15 +39,26 @@ pub async fn run(
         shutdown.clone(),
         std::future::ready(true),
     );
-    let http = server::serve_http(
-        "health (/health, /health/metrics, /metrics)",
-        listeners.http,
-        http::router(
-            aggregator.clone(),
-            http::Collector::new(aggregator.checker().channels(), config.health.timeout),
-        ),
-        shutdown.clone(),
+    let http_router = http::router(
+        aggregator.clone(),
+        http::Collector::new(aggregator.checker().channels(), config.health.timeout),
+        phantom_runtime::http::AllowedHosts::new(&config.health.http_allowed_hosts),
     );
+    // Within the `[http]` limits: header and idle timeouts, a connection cap.
+    let http = async {
+        match listeners.http {
+            Some(listener) => phantom_runtime::http::serve(
+                "health (/health, /health/metrics, /metrics)",
+                listener,
+                http_router,
+                &config.http,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(server::ServeError::Http),
+            None => Ok(()),
+        }
+    };
     let checks = aggregator
         .clone()
         .run(config.health.interval, shutdown.clone());

@@ -2,7 +2,7 @@
 //!
 //! A publish offers the notification to each subscriber of its room. While a subscriber
 //! keeps up, it receives each room's notifications in sequence order. When it falls behind,
-//! its queue fills: higher priorities are sent first (a CRITICAL overtakes queued LOWs), and
+//! its queue fills (in count or in bytes, whichever comes first): higher priorities are sent first (a CRITICAL overtakes queued LOWs), and
 //! to make room the oldest LOW is dropped first, then the oldest NORMAL. HIGH and CRITICAL are
 //! never dropped: a subscriber that cannot queue one is disconnected with
 //! `RESOURCE_EXHAUSTED`, and resumes from its last sequence (the store has everything).
@@ -10,7 +10,9 @@
 //! Each subscriber also keeps a cursor per room (the sequences it has been given), so a
 //! notification reaching it twice (the local publish and the Redis fan-out, or a replay and
 //! the live feed) is delivered once, and a gap in the sequence (a fan-out message lost while
-//! Redis was away) is filled from the store.
+//! Redis was away) is filled from the store. What the store no longer has (pruned) is settled
+//! as soon as a read from the store passes it, so a cursor never waits for it, and gaps are
+//! kept once per room: a subscriber's state is bounded by its rooms, not by its lifetime.
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
@@ -23,6 +25,8 @@ use std::{
 use phantom_proto::pb;
 use phantom_runtime::storage::NotificationRecord;
 use tokio::sync::Notify;
+
+use crate::log::footprint;
 
 /// What a subscription asked for.
 #[derive(Debug, Clone)]
@@ -77,11 +81,24 @@ impl Cursor {
     fn mark(&mut self, seq: u64) {
         if seq == self.contiguous + 1 {
             self.contiguous = seq;
-            while self.above.remove(&(self.contiguous + 1)) {
-                self.contiguous += 1;
-            }
+            self.absorb();
         } else if seq > self.contiguous {
             self.above.insert(seq);
+        }
+    }
+
+    /// Every sequence up to `upto` is settled: given, or gone for good.
+    fn settle(&mut self, upto: u64) {
+        if upto > self.contiguous {
+            self.contiguous = upto;
+            self.above = self.above.split_off(&(upto + 1));
+            self.absorb();
+        }
+    }
+
+    fn absorb(&mut self) {
+        while self.above.remove(&(self.contiguous + 1)) {
+            self.contiguous += 1;
         }
     }
 }
@@ -105,12 +122,35 @@ pub enum Offer {
 struct State {
     queues: [VecDeque<Arc<NotificationRecord>>; 4],
     len: usize,
+    /// The [`footprint`]s of what is queued.
+    bytes: usize,
     cursors: HashMap<String, Cursor>,
-    /// Ranges `(room, after, before)` missing from the live feed, to fetch from the store.
+    /// Ranges `(room, after, before)` missing from the live feed, to fetch from the store; at
+    /// most one per room (a later gap widens the pending one).
     gaps: Vec<(String, u64, u64)>,
     dropped: [u64; 4],
     overflowed: bool,
     replaying: bool,
+}
+
+impl State {
+    /// Whether one more notification of `size` bytes fits after dropping `dropped` queued
+    /// ones of `freed` bytes. An empty queue takes anything: a notification larger than the
+    /// budget is still delivered.
+    fn fits(&self, dropped: usize, freed: usize, size: usize, capacity: usize, max: usize) -> bool {
+        let len = self.len - dropped;
+        len < capacity && (len == 0 || self.bytes - freed + size <= max)
+    }
+
+    fn add_gap(&mut self, room: &str, after: u64, before: u64) {
+        match self.gaps.iter_mut().find(|g| g.0 == room) {
+            Some(g) => {
+                g.1 = g.1.min(after);
+                g.2 = g.2.max(before);
+            }
+            None => self.gaps.push((room.to_owned(), after, before)),
+        }
+    }
 }
 
 /// One subscriber's queue and cursors.
@@ -119,6 +159,7 @@ pub struct Subscriber {
     /// Its subscription.
     pub filter: Filter,
     capacity: usize,
+    max_bytes: usize,
     state: Mutex<State>,
     /// Woken when something is queued, a gap found, or the queue overflowed.
     pub wake: Notify,
@@ -126,8 +167,14 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// A subscriber resuming after `after` (per room; rooms absent start at the first live
-    /// notification), replaying until [`Subscriber::replay_done`].
-    pub fn new(filter: Filter, after: &HashMap<String, u64>, capacity: usize) -> Self {
+    /// notification), replaying until [`Subscriber::replay_done`], whose queue holds at most
+    /// `capacity` notifications and `max_bytes` of them (by [`footprint`]).
+    pub fn new(
+        filter: Filter,
+        after: &HashMap<String, u64>,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> Self {
         let cursors = after
             .iter()
             .map(|(room, &seq)| {
@@ -143,6 +190,7 @@ impl Subscriber {
         Self {
             filter,
             capacity: capacity.max(1),
+            max_bytes,
             state: Mutex::new(State {
                 cursors,
                 replaying: true,
@@ -172,54 +220,87 @@ impl Subscriber {
         if cursor.seen(n.sequence) {
             return Offer::Duplicate;
         }
-        let gap = (!replaying && n.sequence > cursor.contiguous + 1)
-            .then(|| (n.room.clone(), cursor.contiguous, n.sequence));
+        let gap = (!replaying && n.sequence > cursor.contiguous + 1).then_some(cursor.contiguous);
         cursor.mark(n.sequence);
-        if let Some(gap) = gap {
-            s.gaps.push(gap);
+        if let Some(after) = gap {
+            s.add_gap(&n.room, after, n.sequence);
             self.wake.notify_one();
         }
         if !self.filter.matches(n) {
             return Offer::Filtered;
         }
         let incoming = class(n.priority);
-        if s.len >= self.capacity {
-            // Make room by dropping the oldest of the least urgent droppable class.
-            let victim = (0..=incoming.min(1)).find(|&c| !s.queues[c].is_empty());
-            match victim {
-                Some(c) => {
-                    s.queues[c].pop_front();
-                    s.dropped[c] += 1;
-                    s.len -= 1;
-                }
-                None if incoming <= 1 => {
+        let size = footprint(n);
+        if !s.fits(0, 0, size, self.capacity, self.max_bytes) {
+            // Make room by dropping the oldest of the least urgent droppable classes, if that
+            // can make enough: never drop some only to refuse the newcomer anyway.
+            let droppable = 0..=incoming.min(1);
+            let (mut dropped, mut freed) = (0, 0);
+            let room = droppable
+                .clone()
+                .flat_map(|c| s.queues[c].iter())
+                .any(|victim| {
+                    dropped += 1;
+                    freed += footprint(victim);
+                    s.fits(dropped, freed, size, self.capacity, self.max_bytes)
+                });
+            if !room {
+                if incoming <= 1 {
                     s.dropped[incoming] += 1;
                     return Offer::Dropped;
                 }
-                None => {
-                    s.overflowed = true;
-                    drop(s);
-                    self.wake.notify_one();
-                    return Offer::Overflow;
+                s.overflowed = true;
+                drop(s);
+                self.wake.notify_one();
+                return Offer::Overflow;
+            }
+            while !s.fits(0, 0, size, self.capacity, self.max_bytes) {
+                let Some(c) = droppable.clone().find(|&c| !s.queues[c].is_empty()) else {
+                    break;
+                };
+                if let Some(victim) = s.queues[c].pop_front() {
+                    s.bytes -= footprint(&victim);
+                    s.len -= 1;
+                    s.dropped[c] += 1;
                 }
             }
         }
         s.queues[incoming].push_back(n.clone());
         s.len += 1;
+        s.bytes += size;
         drop(s);
         self.wake.notify_one();
         Offer::Queued
     }
 
-    /// Claims a replayed notification: true (and marked given) unless it was given already.
+    /// Claims a notification read from the store: true (and marked given) unless it was
+    /// given already. Reads from the store are in order, so the sequences below it that were
+    /// not given are gone for good (pruned): they are settled, never waited for.
     pub fn claim(&self, n: &NotificationRecord) -> bool {
         let mut s = self.state();
         let cursor = s.cursors.entry(n.room.clone()).or_default();
+        cursor.settle(n.sequence.saturating_sub(1));
         if cursor.seen(n.sequence) {
             return false;
         }
         cursor.mark(n.sequence);
         true
+    }
+
+    /// The store was read through `upto` in `room` (a gap filled): whatever of it was not
+    /// given is gone for good.
+    pub fn settle(&self, room: &str, upto: u64) {
+        if let Some(cursor) = self.state().cursors.get_mut(room) {
+            cursor.settle(upto);
+        }
+    }
+
+    /// Whether every sequence of `room` before `before` is settled.
+    pub fn covered(&self, room: &str, before: u64) -> bool {
+        self.state()
+            .cursors
+            .get(room)
+            .is_some_and(|c| c.contiguous + 1 >= before)
     }
 
     /// The replay is over: from now on, a gap in the live feed is fetched from the store.
@@ -231,8 +312,10 @@ impl Subscriber {
     pub fn pop(&self) -> Option<Arc<NotificationRecord>> {
         let mut s = self.state();
         let c = (0..4).rev().find(|&c| !s.queues[c].is_empty())?;
+        let n = s.queues[c].pop_front()?;
         s.len -= 1;
-        s.queues[c].pop_front()
+        s.bytes -= footprint(&n);
+        Some(n)
     }
 
     /// Gaps found since the last call.
@@ -362,6 +445,41 @@ impl Hub {
         }
     }
 
+    /// Subscribers registered now.
+    pub fn subscribers(&self) -> usize {
+        let rooms = self.lock();
+        let ids: std::collections::HashSet<u64> = rooms
+            .values()
+            .flat_map(|subs| subs.keys().copied())
+            .collect();
+        ids.len()
+    }
+
+    /// Rooms with at least one subscriber now.
+    pub fn rooms(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Bytes of notifications waiting in the subscribers' queues (by [`footprint`], counted
+    /// from what is queued: a subscriber sharing a notification with another counts it too).
+    pub fn buffered_bytes(&self) -> usize {
+        let rooms = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        rooms
+            .values()
+            .flat_map(|subs| subs.iter())
+            .filter(|(id, _)| seen.insert(**id))
+            .map(|(_, sub)| {
+                sub.state()
+                    .queues
+                    .iter()
+                    .flatten()
+                    .map(|n| footprint(n))
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Offers `n` to every subscriber of its room.
     pub fn fan_out(&self, n: &Arc<NotificationRecord>) {
         let subs: Vec<Arc<Subscriber>> = self
@@ -412,7 +530,7 @@ mod tests {
     }
 
     fn live(capacity: usize) -> Subscriber {
-        let s = Subscriber::new(filter(), &HashMap::new(), capacity);
+        let s = Subscriber::new(filter(), &HashMap::new(), capacity, usize::MAX);
         s.replay_done();
         s
     }
@@ -488,7 +606,7 @@ mod tests {
     #[test]
     fn replayed_notifications_are_not_delivered_again_live() {
         let after = HashMap::from([("r".to_owned(), 2)]);
-        let s = Subscriber::new(filter(), &after, 100);
+        let s = Subscriber::new(filter(), &after, 100, usize::MAX);
         // Live ones arriving during the replay are queued; no gap is reported meanwhile.
         assert_eq!(s.offer(&note(5, pb::Priority::Normal)), Offer::Queued);
         assert!(s.take_gaps().is_empty());
@@ -508,12 +626,110 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_that_starts_below_retention_leaves_no_permanent_gap() {
+        // Resuming after 2, but the store only has 50.. (the rest was pruned).
+        let after = HashMap::from([("r".to_owned(), 2)]);
+        let s = Subscriber::new(filter(), &after, 100, usize::MAX);
+        assert!(s.claim(&note(50, pb::Priority::Normal)));
+        assert!(s.claim(&note(51, pb::Priority::Normal)));
+        s.replay_done();
+        assert_eq!(s.offer(&note(52, pb::Priority::Normal)), Offer::Queued);
+        assert!(
+            s.take_gaps().is_empty(),
+            "what the store no longer has is not a gap to fetch again and again"
+        );
+    }
+
+    #[test]
+    fn pending_gaps_are_kept_once_per_room() {
+        let s = live(100);
+        s.offer(&note(5, pb::Priority::Normal));
+        for seq in 8..1000 {
+            s.offer(&note(seq, pb::Priority::Normal));
+        }
+        assert_eq!(s.take_gaps(), vec![("r".to_owned(), 5, 999)]);
+    }
+
+    fn sized(seq: u64, priority: pb::Priority, bytes: usize) -> Arc<NotificationRecord> {
+        let mut n = (*note(seq, priority)).clone();
+        n.payload = "x".repeat(bytes);
+        Arc::new(n)
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_as_well_as_in_count() {
+        let each = footprint(&sized(1, pb::Priority::Low, 10_000));
+        let s = Subscriber::new(filter(), &HashMap::new(), 1000, 3 * each);
+        s.replay_done();
+        for seq in 1..=3 {
+            assert_eq!(
+                s.offer(&sized(seq, pb::Priority::Low, 10_000)),
+                Offer::Queued
+            );
+        }
+        // Full in bytes: a HIGH as large as two LOWs drops the two oldest.
+        assert_eq!(
+            s.offer(&sized(
+                4,
+                pb::Priority::High,
+                2 * each - footprint(&note(0, pb::Priority::Low))
+            )),
+            Offer::Queued
+        );
+        assert_eq!(s.dropped(), (2, 0));
+        // A LOW larger than all the LOWs queued is refused without dropping any of them.
+        assert_eq!(
+            s.offer(&sized(5, pb::Priority::Low, 3 * each)),
+            Offer::Dropped
+        );
+        assert_eq!(s.dropped(), (3, 0));
+        // A HIGH that cannot fit even without the LOWs ends the subscriber.
+        assert_eq!(
+            s.offer(&sized(6, pb::Priority::High, 2 * each)),
+            Offer::Overflow
+        );
+        assert_eq!(
+            drain(&s).iter().map(|o| o.0).collect::<Vec<_>>(),
+            vec![4, 3]
+        );
+    }
+
+    #[test]
+    fn an_empty_queue_takes_a_notification_larger_than_its_budget() {
+        let s = Subscriber::new(filter(), &HashMap::new(), 10, 100);
+        s.replay_done();
+        assert_eq!(
+            s.offer(&sized(1, pb::Priority::Normal, 1000)),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(&sized(2, pb::Priority::Normal, 1000)),
+            Offer::Queued
+        );
+        assert_eq!(s.dropped(), (0, 1), "the older one made room");
+    }
+
+    #[test]
+    fn a_gap_the_store_no_longer_has_is_settled_once_read_through() {
+        let s = live(100);
+        s.offer(&note(5, pb::Priority::Normal));
+        s.offer(&note(8, pb::Priority::Normal));
+        assert_eq!(s.take_gaps(), vec![("r".to_owned(), 5, 8)]);
+        assert!(!s.covered("r", 8));
+        // The fill found nothing: 6 and 7 were pruned.
+        s.settle("r", 7);
+        assert!(s.covered("r", 8));
+        assert_eq!(s.offer(&note(9, pb::Priority::Normal)), Offer::Queued);
+        assert!(s.take_gaps().is_empty());
+    }
+
+    #[test]
     fn filters_apply_to_priority_type_and_severity() {
         let mut f = filter();
         f.min_priority = pb::Priority::High as i32;
         f.types = vec!["finding".into()];
         f.min_severity = pb::Severity::High as i32;
-        let s = Subscriber::new(f, &HashMap::new(), 10);
+        let s = Subscriber::new(f, &HashMap::new(), 10, usize::MAX);
         s.replay_done();
         let mut n = (*note(1, pb::Priority::High)).clone();
         n.kind = "finding".into();

@@ -5,12 +5,16 @@
 //! - [`hub`]: live fan-out to per-subscriber priority queues.
 //! - [`fanout`]: fan-out across replicas through Redis.
 //! - [`log`]: where notifications are kept (Redis Streams or the database).
+//! - [`limits`]: how many subscriptions a caller and a replica may have open.
+//! - [`memory`]: the memory a replica may use, which sizes its default caps.
 //! - [`webhook`]: outbound webhooks, signed, retried, behind a breaker per destination.
 //! - [`ws`]: the WebSocket gateway over the same feeds.
 
 pub mod fanout;
 pub mod hub;
+pub mod limits;
 pub mod log;
+pub mod memory;
 pub mod service;
 pub mod webhook;
 pub mod ws;
@@ -35,10 +39,16 @@ pub async fn run(
     let readiness = health.clone();
     let hub = Arc::new(hub::Hub::default());
     let n = &config.notifier;
-    let delivery = service::Delivery {
-        queue_capacity: n.queue_capacity,
-        heartbeat: n.heartbeat,
-    };
+    let memory = memory::available();
+    let delivery = service::Delivery::from_config(n, memory);
+    let ws_connections = ws::max_connections(&n.ws, memory);
+    tracing::info!(
+        memory,
+        max_subscriptions = delivery.max_subscriptions,
+        max_subscriptions_per_caller = delivery.max_subscriptions_per_caller,
+        ws_max_connections = ws_connections,
+        "Notifier limits"
+    );
     let notifier =
         service::NotifierService::new(core.clone(), hub.clone(), delivery, shutdown.clone());
     let router = router.add_service(NotifierServer::new(notifier.clone()));
@@ -112,6 +122,7 @@ pub async fn run(
             notifier,
             config.tenancy.default_tenant.clone(),
             config.notifier.ws.clone(),
+            ws_connections,
         ),
         shutdown.clone(),
     );

@@ -9,6 +9,9 @@
 //! apart from the stream, so trimming never makes a number come back. Appending (count the
 //! sequence, add the entry, cap the stream, index the room) is one Lua script: atomic, and
 //! one round trip.
+//!
+//! A replay reads a page at a time, bounded in bytes as well as in count ([`Page`]): a
+//! subscriber that stops reading holds at most one page, whatever the room holds.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -17,6 +20,28 @@ use fred::prelude::*;
 use phantom_layers::Error;
 use phantom_runtime::storage::{NotificationRecord, Store};
 
+use crate::service::MAX_RECORD_BYTES;
+
+/// How much one read of the log may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// At most this many notifications.
+    pub items: u32,
+    /// Whose [`footprint`]s add up to at most this, except that the first notification is
+    /// always returned (a notification larger than a page still gets through).
+    pub bytes: usize,
+}
+
+/// Memory a notification takes once read: its fields and its text.
+pub fn footprint(n: &NotificationRecord) -> usize {
+    std::mem::size_of::<NotificationRecord>()
+        + n.tenant.len()
+        + n.room.len()
+        + n.id.len()
+        + n.kind.len()
+        + n.payload.len()
+}
+
 /// The log of notifications.
 #[async_trait]
 pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
@@ -24,13 +49,14 @@ pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
     fn backend(&self) -> &'static str;
     /// Stores `n` with the next sequence of its room; returns it as stored.
     async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error>;
-    /// The notifications of a room after `after`, in order, at most `limit`.
+    /// The notifications of a room after `after`, in order, at most a `page` of them. An empty
+    /// page: there are no more.
     async fn after(
         &self,
         tenant: &str,
         room: &str,
         after: u64,
-        limit: u32,
+        page: Page,
     ) -> Result<Vec<NotificationRecord>, Error>;
     /// Removes notifications created before `older_than` (microseconds) and all but the
     /// last `keep_per_room` of each room. Returns how many.
@@ -58,8 +84,12 @@ impl NotificationLog for StoreLog {
         tenant: &str,
         room: &str,
         after: u64,
-        limit: u32,
+        page: Page,
     ) -> Result<Vec<NotificationRecord>, Error> {
+        // The query cannot stop at a byte count, so it asks for as many as fit in the page if
+        // each were as large as a notification can be: the page is bounded before it is read.
+        let fit = u32::try_from(page.bytes / MAX_RECORD_BYTES).unwrap_or(u32::MAX);
+        let limit = page.items.min(fit).max(1);
         Ok(self
             .0
             .notifications_after(tenant, room, after, limit)
@@ -102,6 +132,27 @@ local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
 redis.call('SADD', KEYS[3], KEYS[1])
 return seq
+";
+
+/// KEYS: stream. ARGV: first id, most entries, most bytes, bytes counted per entry besides its
+/// JSON. Reads a page of the stream in Redis, so that no more than the page crosses the network
+/// or is decoded. A record's JSON is at least as long as its text, so the page's
+/// [`footprint`]s fit in the budget too.
+const PAGE_LUA: &str = r"
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local budget = tonumber(ARGV[3])
+local out = {}
+local used = 0
+for _, e in ipairs(entries) do
+  local size = tonumber(ARGV[4])
+  for i = 1, #e[2], 2 do
+    if e[2][i] == 'n' then size = size + #e[2][i + 1] end
+  end
+  if #out > 0 and used + size > budget then break end
+  used = used + size
+  out[#out + 1] = e
+end
+return out
 ";
 
 /// KEYS: stream. ARGV: cutoff (microseconds). Deletes the expired head of the stream.
@@ -181,15 +232,19 @@ impl NotificationLog for RedisLog {
         tenant: &str,
         room: &str,
         after: u64,
-        limit: u32,
+        page: Page,
     ) -> Result<Vec<NotificationRecord>, Error> {
         let entries: Vec<(String, HashMap<String, String>)> = self
             .client
-            .xrange(
-                stream_key(tenant, room),
-                format!("{}-0", after.saturating_add(1)),
-                "+",
-                Some(u64::from(limit)),
+            .eval(
+                PAGE_LUA,
+                vec![stream_key(tenant, room)],
+                vec![
+                    format!("{}-0", after.saturating_add(1)),
+                    page.items.max(1).to_string(),
+                    page.bytes.to_string(),
+                    std::mem::size_of::<NotificationRecord>().to_string(),
+                ],
             )
             .await
             .map_err(|e| unavailable(&e))?;

@@ -7,10 +7,15 @@
 //! nothing arrives twice. Live delivery goes through the subscriber's priority queue
 //! ([`crate::hub`]).
 
-use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::Stream;
-use phantom_layers::{Error, FieldViolation};
+use phantom_layers::{Error, FieldViolation, status::echo};
 use phantom_proto::pb::{self, notifier_server::Notifier};
 use phantom_runtime::{
     CancellationToken, Ready,
@@ -23,7 +28,8 @@ use tokio::sync::mpsc;
 use crate::{
     fanout::RedisFanout,
     hub::{Filter, Hub, Subscriber},
-    log::NotificationLog,
+    limits::{Admission, Caller, Subscriptions},
+    log::{NotificationLog, Page},
 };
 use tonic::{Request, Response, Status};
 
@@ -33,13 +39,41 @@ pub const MAX_ROOM_LEN: usize = 128;
 pub const MAX_TYPE_LEN: usize = 64;
 /// Largest payload.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-/// Most rooms one subscription may follow.
+/// Most rooms one subscription may follow (and so most `after_sequence` entries, whose keys
+/// must be among its rooms).
 pub const MAX_ROOMS_PER_SUBSCRIPTION: usize = 64;
-/// Notifications read from the store per replay query.
-const REPLAY_PAGE: u32 = 500;
+/// Most types one subscription may filter on.
+pub const MAX_TYPES_PER_SUBSCRIPTION: usize = 32;
+/// Longest tenant id ([`phantom_layers::Tenant`]).
+const MAX_TENANT_LEN: usize = 63;
+/// Length of a notification id (a UUID).
+const ID_LEN: usize = 36;
+/// The largest [`crate::log::footprint`] a notification accepted by `Publish` can have.
+pub const MAX_RECORD_BYTES: usize = std::mem::size_of::<NotificationRecord>()
+    + MAX_TENANT_LEN
+    + MAX_ROOM_LEN
+    + ID_LEN
+    + MAX_TYPE_LEN
+    + MAX_PAYLOAD_BYTES;
+/// What a replay reads from the store at a time: a stream that stops reading holds one page.
+pub const REPLAY_PAGE: Page = Page {
+    items: 500,
+    bytes: 256 * 1024,
+};
 /// Items buffered between a subscriber's queue and its transport: small, so a slow
-/// subscriber's backlog waits in the priority queue, where urgency decides.
-const TRANSPORT_BUFFER: usize = 8;
+/// subscriber's backlog waits in the priority queue, where urgency decides, and is bounded
+/// in bytes there.
+const TRANSPORT_BUFFER: usize = 2;
+/// What the transport holds beyond [`TRANSPORT_BUFFER`]: the message being encoded and the
+/// HTTP/2 data waiting for the peer's flow-control window (one message or one 32 KiB chunk).
+const TRANSPORT_SLACK: usize = 128 * 1024;
+/// Most bytes a subscription holds besides its queue: a replay page and its transport.
+pub const SUBSCRIPTION_BYTES: usize =
+    REPLAY_PAGE.bytes + TRANSPORT_BUFFER * MAX_RECORD_BYTES + TRANSPORT_SLACK;
+/// Most field violations an error lists, and most bytes their descriptions take: an invalid
+/// request of a million entries gets a reply of a few KiB, which says how many more there were.
+const MAX_VIOLATIONS: usize = 10;
+const MAX_VIOLATION_BYTES: usize = 2048;
 
 /// What the service needs once its dependencies are up.
 #[derive(Debug)]
@@ -57,8 +91,31 @@ pub struct Core {
 pub struct Delivery {
     /// Queue capacity per subscriber.
     pub queue_capacity: usize,
+    /// Bytes queued at most per subscriber.
+    pub queue_bytes: usize,
     /// Heartbeat period on idle streams.
     pub heartbeat: Duration,
+    /// Most subscriptions open at once on this replica.
+    pub max_subscriptions: usize,
+    /// Most subscriptions open at once for one caller.
+    pub max_subscriptions_per_caller: usize,
+}
+
+impl Delivery {
+    /// The delivery `config` asks for; a cap it leaves unset is what fits in `memory`
+    /// ([`crate::memory`]).
+    pub fn from_config(config: &phantom_runtime::config::NotifierConfig, memory: u64) -> Self {
+        let each = SUBSCRIPTION_BYTES + config.queue_bytes;
+        Self {
+            queue_capacity: config.queue_capacity,
+            queue_bytes: config.queue_bytes,
+            heartbeat: config.heartbeat,
+            max_subscriptions: config
+                .max_subscriptions
+                .unwrap_or_else(|| crate::memory::fit(memory, each, 16, 10_000)),
+            max_subscriptions_per_caller: config.max_subscriptions_per_caller,
+        }
+    }
 }
 
 /// The gRPC service.
@@ -67,6 +124,7 @@ pub struct NotifierService {
     core: Ready<Core>,
     hub: Arc<Hub>,
     delivery: Delivery,
+    subscriptions: Arc<Subscriptions>,
     shutdown: CancellationToken,
 }
 
@@ -82,11 +140,59 @@ impl NotifierService {
         Self {
             core,
             hub,
+            subscriptions: Subscriptions::new(
+                delivery.max_subscriptions,
+                delivery.max_subscriptions_per_caller,
+            ),
             delivery,
             shutdown,
         }
     }
+
+    /// Subscriptions open now, and callers that have at least one.
+    pub fn open_subscriptions(&self) -> (usize, usize) {
+        self.subscriptions.open()
+    }
 }
+
+/// Field violations of one request, at most [`MAX_VIOLATIONS`] of them (and
+/// [`MAX_VIOLATION_BYTES`]) listed, the rest counted.
+#[derive(Debug, Default)]
+struct Violations {
+    listed: Vec<FieldViolation>,
+    bytes: usize,
+    unlisted: usize,
+}
+
+impl Violations {
+    fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        let (field, description) = (field.into(), description.into());
+        let size = field.len() + description.len();
+        if self.listed.len() < MAX_VIOLATIONS && self.bytes + size <= MAX_VIOLATION_BYTES {
+            self.bytes += size;
+            self.listed.push(FieldViolation::new(field, description));
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    fn into_result(mut self) -> Result<(), Error> {
+        if self.unlisted > 0 {
+            self.listed.push(FieldViolation::new(
+                "request",
+                format!("and {} more violations, not listed", self.unlisted),
+            ));
+        }
+        if self.listed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.listed))
+        }
+    }
+}
+
+const ROOM_RULE: &str = "1-128 characters of [A-Za-z0-9/_.:-]";
+const TYPE_RULE: &str = "a lowercase token of 1-64 characters: [a-z0-9] then [a-z0-9._-]";
 
 fn valid_room(room: &str) -> bool {
     !room.is_empty()
@@ -96,90 +202,118 @@ fn valid_room(room: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/_-.:".contains(&b))
 }
 
+/// A notification type is a token (`scan.progress`, `finding`), never free text: clients
+/// print it, and a type carrying terminal escapes would reach their users' terminals.
+fn valid_type(kind: &str) -> bool {
+    let bytes = kind.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_TYPE_LEN
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
 fn validate_publish(n: &pb::Notification) -> Result<(), Error> {
-    let mut v = Vec::new();
+    let mut v = Violations::default();
     if !valid_room(&n.room) {
-        v.push(FieldViolation::new(
+        v.push(
             "room",
-            format!("must be 1-{MAX_ROOM_LEN} characters of [A-Za-z0-9/_.:-]"),
-        ));
+            format!("{} is not a room name: {ROOM_RULE}", echo(&n.room)),
+        );
     }
-    if n.r#type.is_empty() || n.r#type.len() > MAX_TYPE_LEN {
-        v.push(FieldViolation::new(
+    if !valid_type(&n.r#type) {
+        v.push(
             "type",
-            format!("must be 1-{MAX_TYPE_LEN} characters"),
-        ));
+            format!("{} is not a type: {TYPE_RULE}", echo(&n.r#type)),
+        );
     }
     if n.payload.len() > MAX_PAYLOAD_BYTES {
-        v.push(FieldViolation::new(
+        v.push(
             "payload",
             format!(
                 "{} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit",
                 n.payload.len()
             ),
-        ));
+        );
     }
     if pb::Priority::try_from(n.priority).is_err() {
-        v.push(FieldViolation::new(
-            "priority",
-            format!("unknown priority {}", n.priority),
-        ));
+        v.push("priority", format!("unknown priority {}", n.priority));
     }
-    if v.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(v))
+    if pb::Severity::try_from(n.severity).is_err() {
+        v.push("severity", format!("unknown severity {}", n.severity));
     }
+    v.into_result()
 }
 
+/// Checks a subscription and turns it into a filter and resume points. Sizes are checked
+/// first, before anything is looked at one by one; then each check is linear in the request.
 pub(crate) fn validate_subscribe(
     tenant: String,
     req: pb::SubscribeRequest,
 ) -> Result<(Filter, HashMap<String, u64>), Error> {
-    let mut v = Vec::new();
-    if req.rooms.is_empty() {
-        v.push(FieldViolation::new(
-            "rooms",
-            "at least one room is required",
+    let too_many = |field: &str, n: usize, max: usize| {
+        Err(Error::invalid(field, format!("{n} entries; at most {max}")))
+    };
+    if req.rooms.len() > MAX_ROOMS_PER_SUBSCRIPTION {
+        return too_many("rooms", req.rooms.len(), MAX_ROOMS_PER_SUBSCRIPTION);
+    }
+    if req.after_sequence.len() > req.rooms.len() {
+        // Its keys must be among the rooms: it cannot have more entries than there are rooms.
+        return Err(Error::invalid(
+            "after_sequence",
+            format!(
+                "{} entries for {} rooms: its keys must be among `rooms`",
+                req.after_sequence.len(),
+                req.rooms.len()
+            ),
         ));
     }
-    if req.rooms.len() > MAX_ROOMS_PER_SUBSCRIPTION {
-        v.push(FieldViolation::new(
-            "rooms",
-            format!("at most {MAX_ROOMS_PER_SUBSCRIPTION} rooms"),
-        ));
+    if req.types.len() > MAX_TYPES_PER_SUBSCRIPTION {
+        return too_many("types", req.types.len(), MAX_TYPES_PER_SUBSCRIPTION);
+    }
+    let mut v = Violations::default();
+    if req.rooms.is_empty() {
+        v.push("rooms", "at least one room is required");
     }
     for (i, room) in req.rooms.iter().enumerate() {
         if !valid_room(room) {
-            v.push(FieldViolation::new(
+            v.push(
                 format!("rooms[{i}]"),
-                format!("{room:?} is not a valid room name"),
-            ));
+                format!("{} is not a room name: {ROOM_RULE}", echo(room)),
+            );
         }
     }
+    let rooms: HashSet<&str> = req.rooms.iter().map(String::as_str).collect();
     for room in req.after_sequence.keys() {
-        if !req.rooms.contains(room) {
-            v.push(FieldViolation::new(
-                format!("after_sequence[{room}]"),
-                "names a room that is not in `rooms`",
-            ));
+        if !rooms.contains(room.as_str()) {
+            v.push(
+                "after_sequence",
+                format!("{} is not one of `rooms`", echo(room)),
+            );
+        }
+    }
+    for (i, kind) in req.types.iter().enumerate() {
+        if !valid_type(kind) {
+            v.push(
+                format!("types[{i}]"),
+                format!("{} is not a type: {TYPE_RULE}", echo(kind)),
+            );
         }
     }
     if pb::Priority::try_from(req.min_priority).is_err() {
-        v.push(FieldViolation::new(
+        v.push(
             "min_priority",
             format!("unknown priority {}", req.min_priority),
-        ));
+        );
     }
     if pb::Severity::try_from(req.min_severity).is_err() {
-        v.push(FieldViolation::new(
+        v.push(
             "min_severity",
             format!("unknown severity {}", req.min_severity),
-        ));
+        );
     }
-    if !v.is_empty() {
-        return Err(Error::InvalidArgument(v));
-    }
+    v.into_result()?;
     let mut rooms = req.rooms;
     rooms.sort();
     rooms.dedup();
@@ -202,12 +336,18 @@ type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, S
 pub(crate) type Feed = mpsc::Receiver<Result<pb::SubscribeResponse, Status>>;
 
 impl NotifierService {
-    /// Starts feeding a validated subscription: replay, then live. Shared by the gRPC
-    /// `Subscribe` and the WebSocket gateway.
+    /// A place for one more subscription of `caller` ([`Subscriptions::admit`]).
+    pub(crate) fn admit(&self, caller: Caller) -> Result<Admission, Error> {
+        self.subscriptions.admit(caller)
+    }
+
+    /// Starts feeding a validated subscription, which holds `admission` for as long as it
+    /// lasts: replay, then live. Shared by the gRPC `Subscribe` and the WebSocket gateway.
     pub(crate) async fn feed(
         &self,
         filter: Filter,
         mut after: HashMap<String, u64>,
+        admission: Admission,
     ) -> Result<Feed, Status> {
         let log = self.core.get()?.log.clone();
         // A room followed live only starts at its current sequence: whatever comes after is
@@ -222,14 +362,19 @@ impl NotifierService {
             filter,
             &after,
             self.delivery.queue_capacity,
+            self.delivery.queue_bytes,
         ));
         // Join the live feed first, so nothing published during the replay is missed.
         let registration = self.hub.register(&subscriber);
         let (tx, rx) = mpsc::channel(TRANSPORT_BUFFER);
+        let held = Held {
+            _registration: registration,
+            _admission: admission,
+        };
         tokio::spawn(deliver(
             log,
             subscriber,
-            registration,
+            held,
             after,
             tx,
             self.delivery.heartbeat,
@@ -284,8 +429,11 @@ impl Notifier for NotifierService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let tenant = tenant_of(&request)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let (filter, after) = validate_subscribe(tenant, request.into_inner())?;
-        let rx = self.feed(filter, after).await?;
+        // Before any work for it: a caller at its limit costs nothing more.
+        let admission = self.admit(Caller::new(filter.tenant.clone(), peer))?;
+        let rx = self.feed(filter, after, admission).await?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -310,8 +458,16 @@ async fn send(
     }
 }
 
-/// Sends the stored notifications of `room` after `from` (and up to `until`) that the
-/// subscriber was not given yet. False: stop.
+/// What a subscription holds until its delivery ends, however it ends: its place in the hub
+/// and its place among the subscriptions.
+#[derive(Debug)]
+struct Held {
+    _registration: crate::hub::Registration,
+    _admission: Admission,
+}
+
+/// Sends the stored notifications of `room` after `from` (and before `until`) that the
+/// subscriber was not given yet, a [`REPLAY_PAGE`] at a time. False: stop.
 async fn replay_room(
     log: &dyn NotificationLog,
     sub: &Subscriber,
@@ -322,6 +478,9 @@ async fn replay_room(
     shutdown: &CancellationToken,
 ) -> bool {
     loop {
+        if until.is_some_and(|u| sub.covered(room, u)) {
+            return true;
+        }
         let page = match log.after(&sub.filter.tenant, room, from, REPLAY_PAGE).await {
             Ok(page) => page,
             Err(err) => {
@@ -331,7 +490,9 @@ async fn replay_room(
                 return false;
             }
         };
-        let done = page.len() < REPLAY_PAGE as usize;
+        if page.is_empty() {
+            return true;
+        }
         for n in page {
             if until.is_some_and(|u| n.sequence >= u) {
                 return true;
@@ -344,9 +505,6 @@ async fn replay_room(
                 return false;
             }
         }
-        if done {
-            return true;
-        }
     }
 }
 
@@ -355,7 +513,7 @@ async fn replay_room(
 async fn deliver(
     log: Arc<dyn NotificationLog>,
     sub: Arc<Subscriber>,
-    _registration: crate::hub::Registration,
+    _held: Held,
     after: HashMap<String, u64>,
     tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
     heartbeat: Duration,
@@ -389,6 +547,8 @@ async fn deliver(
             if !replay_room(&*log, &sub, &room, from, Some(until), &tx, &shutdown).await {
                 return;
             }
+            // Read through: what the store did not have is gone, not to be fetched again.
+            sub.settle(&room, until - 1);
         }
         if sub.overflowed() {
             let status = Status::resource_exhausted(
@@ -429,3 +589,6 @@ async fn deliver(
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -210,7 +210,7 @@ async fn attempt(
     body: &[u8],
 ) -> Attempt {
     let mut request = http
-        .post(&sink.config.url)
+        .post(sink.config.url.expose())
         .timeout(sink.config.timeout)
         .header("content-type", "application/json")
         .header("x-phantom-delivery", &n.id)
@@ -236,7 +236,8 @@ async fn attempt(
             }
         }
         Err(err) => {
-            tracing::debug!(webhook = %sink.config.name, error = %err, "Webhook attempt failed");
+            // Without the URL: a webhook's URL is its secret.
+            tracing::debug!(webhook = %sink.config.name, error = %err.without_url(), "Webhook attempt failed");
             Attempt::Retry(None)
         }
     }

@@ -11,11 +11,17 @@
 //!
 //! Limits and checks, from `[notifier.ws]`:
 //! - the `Origin` of browsers must be allowed (`allowed_origins`), else 403 before the upgrade;
-//! - connections per replica and per IP are bounded (503 and 429 before the upgrade);
+//! - connections per replica and per client address are bounded (503 and 429 before the
+//!   upgrade); a client is its IPv4 address, or its IPv6 /64 (IPv4-mapped IPv6 counts as the
+//!   IPv4). The replica's cap, unless configured, is what fits in a quarter of its memory at
+//!   [`CONNECTION_BYTES`] each. Each connection is also a subscription, under the notifier's
+//!   caps per caller and per replica (429 when refused);
 //! - the client may send `{"kind":"ping"}` (answered `{"kind":"pong"}`); a frame larger than
 //!   `max_frame_bytes` closes with 1009, a binary frame with 1003, anything else malformed
 //!   with 1007;
-//! - the server pings every `ping_every`; a client that misses two is closed (1001).
+//! - the server pings every `ping_every`; a client that misses two is closed (1001), and so is
+//!   one that does not read: a message the server cannot hand to the socket within two ping
+//!   periods ends the connection.
 
 use std::{
     collections::HashMap,
@@ -24,6 +30,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{
@@ -32,16 +39,36 @@ use axum::{
         ConnectInfo, Query, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket, close_code},
     },
-    http::{HeaderMap, StatusCode, header::ORIGIN},
+    http::{
+        HeaderMap, StatusCode,
+        header::{ORIGIN, RETRY_AFTER},
+    },
     response::{IntoResponse, Response},
     routing::get,
 };
+use phantom_layers::{Error, status::echo};
 use phantom_proto::pb;
 use phantom_runtime::config::WsConfig;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::service::{Feed, NotifierService, validate_subscribe};
+use crate::{
+    limits::{Caller, client_of},
+    service::{Feed, MAX_ROOMS_PER_SUBSCRIPTION, NotifierService, validate_subscribe},
+};
+
+/// Memory one open connection costs, for the default cap: about 140 KB measured (the
+/// socket's read and write buffers, the HTTP/1 connection, the task), rounded up. What its
+/// subscription holds is counted apart, under the notifier's subscription cap.
+pub const CONNECTION_BYTES: usize = 160 * 1024;
+
+/// The most connections one replica takes: the configured cap, or what fits in a quarter of
+/// `memory` ([`crate::memory`]) at [`CONNECTION_BYTES`] each.
+pub fn max_connections(config: &WsConfig, memory: u64) -> usize {
+    config
+        .max_connections
+        .unwrap_or_else(|| crate::memory::fit(memory, CONNECTION_BYTES, 16, 10_000))
+}
 
 /// Query parameters of `/ws`.
 #[derive(Debug, Deserialize)]
@@ -71,9 +98,11 @@ struct Gateway {
     connections: Arc<Connections>,
 }
 
-/// Open connections, in total and per IP.
-#[derive(Debug, Default)]
+/// Open connections, in total and per client ([`client_of`]).
+#[derive(Debug)]
 struct Connections {
+    /// The replica's cap ([`max_connections`]).
+    max: usize,
     total: AtomicUsize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -82,6 +111,7 @@ struct Connections {
 #[derive(Debug)]
 struct Slot {
     connections: Arc<Connections>,
+    /// Its client.
     ip: IpAddr,
 }
 
@@ -103,22 +133,28 @@ impl Drop for Slot {
 }
 
 impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            total: AtomicUsize::new(0),
+            by_ip: Mutex::default(),
+        }
+    }
+
     fn admit(
         self: &Arc<Self>,
-        ip: IpAddr,
+        peer: IpAddr,
         config: &WsConfig,
     ) -> Result<Slot, (StatusCode, String)> {
+        let ip = client_of(peer);
         let mut by_ip = self
             .by_ip
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.total.load(Ordering::Relaxed) >= config.max_connections {
+        if self.total.load(Ordering::Relaxed) >= self.max {
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "this replica has {} connections, its limit",
-                    config.max_connections
-                ),
+                format!("this replica has {} connections, its limit", self.max),
             ));
         }
         let mine = by_ip.entry(ip).or_default();
@@ -126,7 +162,7 @@ impl Connections {
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "{ip} has {} connections, the limit per address",
+                    "{ip} has {} connections, the limit per client",
                     config.max_connections_per_ip
                 ),
             ));
@@ -150,17 +186,25 @@ fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 }
 
 /// The router of the WebSocket listener. Connections act for `tenant` (the deployment's
-/// default tenant until authentication lands). Serve it with connect info
+/// default tenant until authentication lands); at most `max_connections` at once
+/// ([`max_connections`]). Serve it with connect info
 /// (`into_make_service_with_connect_info::<SocketAddr>`): limits are per client address.
-pub fn router(service: NotifierService, tenant: String, config: WsConfig) -> Router {
-    Router::new()
-        .route("/ws", get(upgrade))
-        .with_state(Gateway {
-            service,
-            tenant,
-            config: Arc::new(config),
-            connections: Arc::default(),
-        })
+pub fn router(
+    service: NotifierService,
+    tenant: String,
+    config: WsConfig,
+    max_connections: usize,
+) -> Router {
+    routes(Gateway {
+        service,
+        tenant,
+        config: Arc::new(config),
+        connections: Arc::new(Connections::new(max_connections)),
+    })
+}
+
+fn routes(gateway: Gateway) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(gateway)
 }
 
 fn split(s: &str) -> Vec<String> {
@@ -172,14 +216,27 @@ fn split(s: &str) -> Vec<String> {
 }
 
 fn parse(params: &Params) -> Result<pb::SubscribeRequest, String> {
+    // Counted before anything is built from them (the subscription's own check says the same).
+    for (name, list) in [
+        ("rooms", &params.rooms),
+        ("after", &params.after),
+        ("types", &params.types),
+    ] {
+        let n = list.split(',').count();
+        if n > MAX_ROOMS_PER_SUBSCRIPTION {
+            return Err(format!(
+                "{name}: {n} entries; at most {MAX_ROOMS_PER_SUBSCRIPTION}"
+            ));
+        }
+    }
     let mut after_sequence = HashMap::new();
     for item in split(&params.after) {
         let (room, seq) = item
             .rsplit_once(':')
-            .ok_or_else(|| format!("after: {item:?} is not room:sequence"))?;
+            .ok_or_else(|| format!("after: {} is not room:sequence", echo(&item)))?;
         let seq = seq
             .parse::<u64>()
-            .map_err(|_| format!("after: {seq:?} is not a sequence number"))?;
+            .map_err(|_| format!("after: {} is not a sequence number", echo(seq)))?;
         after_sequence.insert(room.to_owned(), seq);
     }
     let min_priority = match params.min_priority.to_ascii_lowercase().as_str() {
@@ -190,7 +247,8 @@ fn parse(params: &Params) -> Result<pb::SubscribeRequest, String> {
         "critical" => pb::Priority::Critical,
         other => {
             return Err(format!(
-                "min_priority: {other:?} is not low, normal, high or critical"
+                "min_priority: {} is not low, normal, high or critical",
+                echo(other)
             ));
         }
     };
@@ -203,7 +261,8 @@ fn parse(params: &Params) -> Result<pb::SubscribeRequest, String> {
         "critical" => pb::Severity::Critical,
         other => {
             return Err(format!(
-                "min_severity: {other:?} is not info, low, medium, high or critical"
+                "min_severity: {} is not info, low, medium, high or critical",
+                echo(other)
             ));
         }
     };
@@ -227,10 +286,11 @@ async fn upgrade(
     if let Some(origin) = headers.get(ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
         if !origin_allowed(origin, &gw.config.allowed_origins) {
+            let origin = echo(origin);
             tracing::info!(target: "security", origin, peer = %peer, "WebSocket origin refused");
             return (
                 StatusCode::FORBIDDEN,
-                format!("origin {origin:?} is not allowed (notifier.ws.allowed_origins)"),
+                format!("origin {origin} is not allowed (notifier.ws.allowed_origins)"),
             )
                 .into_response();
         }
@@ -247,7 +307,28 @@ async fn upgrade(
         Ok(v) => v,
         Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     };
-    let feed = match gw.service.feed(filter, after).await {
+    let admission = match gw
+        .service
+        .admit(Caller::new(gw.tenant.clone(), Some(peer.ip())))
+    {
+        Ok(admission) => admission,
+        Err(err) => {
+            let retry_after = match &err {
+                Error::ResourceExhausted {
+                    retry_after: Some(after),
+                    ..
+                } => after.as_secs().max(1),
+                _ => 1,
+            };
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(RETRY_AFTER, retry_after.to_string())],
+                err.to_string(),
+            )
+                .into_response();
+        }
+    };
+    let feed = match gw.service.feed(filter, after, admission).await {
         Ok(feed) => feed,
         Err(status) => {
             return (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response();
@@ -290,12 +371,21 @@ fn to_json(item: &pb::SubscribeResponse) -> Option<String> {
     })
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+/// Hands `message` to the socket, unless the client has not made room for it by `deadline`
+/// (it does not read). False: the connection is over.
+async fn send(socket: &mut WebSocket, message: Message, deadline: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(deadline, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, deadline: Duration) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    send(socket, Message::Close(Some(frame)), deadline).await;
 }
 
 /// What a client frame asks.
@@ -305,8 +395,11 @@ struct ClientMessage {
 }
 
 /// Forwards the feed to the socket until either side ends. The client may only ping
-/// (`{"kind":"ping"}`); anything else closes the socket with the matching code.
+/// (`{"kind":"ping"}`); anything else closes the socket with the matching code. A client that
+/// neither reads nor answers pings is dropped after two ping periods: the pings go
+/// unanswered, or the sends stall.
 async fn pump(mut socket: WebSocket, mut feed: Feed, config: &WsConfig) {
+    let deadline = config.ping_every * 2;
     let mut ping = tokio::time::interval(config.ping_every);
     ping.reset();
     let mut unanswered = 0u32;
@@ -315,25 +408,25 @@ async fn pump(mut socket: WebSocket, mut feed: Feed, config: &WsConfig) {
             item = feed.recv() => match item {
                 Some(Ok(item)) => {
                     let Some(text) = to_json(&item) else { continue };
-                    if socket.send(Message::Text(text.into())).await.is_err() {
+                    if !send(&mut socket, Message::Text(text.into()), deadline).await {
                         return;
                     }
                 }
                 Some(Err(status)) => {
                     let msg = json!({"kind": "error", "code": format!("{:?}", status.code()), "message": status.message()}).to_string();
-                    let _ = socket.send(Message::Text(msg.into())).await;
-                    close(&mut socket, close_code::AGAIN, "resubscribe").await;
+                    send(&mut socket, Message::Text(msg.into()), deadline).await;
+                    close(&mut socket, close_code::AGAIN, "resubscribe", deadline).await;
                     return;
                 }
                 None => return,
             },
             _ = ping.tick() => {
                 if unanswered >= 2 {
-                    close(&mut socket, close_code::AWAY, "no pong").await;
+                    close(&mut socket, close_code::AWAY, "no pong", deadline).await;
                     return;
                 }
                 unanswered += 1;
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if !send(&mut socket, Message::Ping(Vec::new().into()), deadline).await {
                     return;
                 }
             }
@@ -345,29 +438,29 @@ async fn pump(mut socket: WebSocket, mut feed: Feed, config: &WsConfig) {
                     // Oversize frames surface here (the library refuses to read them).
                     let text = err.to_string();
                     if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-                        close(&mut socket, close_code::SIZE, "frame too large").await;
+                        close(&mut socket, close_code::SIZE, "frame too large", deadline).await;
                     }
                     return;
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    close(&mut socket, close_code::UNSUPPORTED, "only JSON text frames").await;
+                    close(&mut socket, close_code::UNSUPPORTED, "only JSON text frames", deadline).await;
                     return;
                 }
                 Some(Ok(Message::Text(text))) => {
                     match serde_json::from_str::<ClientMessage>(&text) {
                         Ok(m) if m.kind == "ping" => {
                             let pong = json!({"kind": "pong"}).to_string();
-                            if socket.send(Message::Text(pong.into())).await.is_err() {
+                            if !send(&mut socket, Message::Text(pong.into()), deadline).await {
                                 return;
                             }
                             unanswered = 0;
                         }
                         Ok(_) => {
-                            close(&mut socket, close_code::POLICY, "unknown kind: only ping is accepted").await;
+                            close(&mut socket, close_code::POLICY, "unknown kind: only ping is accepted", deadline).await;
                             return;
                         }
                         Err(_) => {
-                            close(&mut socket, close_code::INVALID, "malformed frame: expected JSON").await;
+                            close(&mut socket, close_code::INVALID, "malformed frame: expected JSON", deadline).await;
                             return;
                         }
                     }
@@ -396,13 +489,96 @@ mod tests {
     }
 
     #[test]
-    fn connections_are_bounded_in_total_and_per_address() {
+    fn ipv6_peers_are_limited_per_64_and_mapped_ipv4_counts_as_ipv4() {
         let config = WsConfig {
-            max_connections: 3,
             max_connections_per_ip: 2,
             ..WsConfig::default()
         };
-        let c = Arc::new(Connections::default());
+        let c = Arc::new(Connections::new(100));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = c.admit(ip("2001:db8:1:2::1"), &config).unwrap();
+        let _b = c.admit(ip("2001:db8:1:2:ffff::9"), &config).unwrap();
+        assert_eq!(
+            c.admit(ip("2001:db8:1:2:abcd::1"), &config).unwrap_err().0,
+            StatusCode::TOO_MANY_REQUESTS,
+            "one /64 is one client"
+        );
+        assert!(c.admit(ip("2001:db8:1:3::1"), &config).is_ok());
+        let _v4 = c.admit(ip("203.0.113.5"), &config).unwrap();
+        let _mapped = c.admit(ip("::ffff:203.0.113.5"), &config).unwrap();
+        assert_eq!(
+            c.admit(ip("203.0.113.5"), &config).unwrap_err().0,
+            StatusCode::TOO_MANY_REQUESTS,
+            "an IPv4-mapped peer is the IPv4 peer"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_is_dropped_after_two_ping_periods() {
+        use crate::service::tests::{PEER, fixture, note, request};
+        use phantom_proto::pb::notifier_server::Notifier;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let f = fixture();
+        let big = "x".repeat(60 * 1024);
+        for _ in 0..400 {
+            f.service
+                .publish(request(note("scan/a", "finding", big.clone()), PEER))
+                .await
+                .unwrap();
+        }
+        let connections = Arc::new(Connections::new(10));
+        let app = routes(Gateway {
+            service: f.service.clone(),
+            tenant: "t".into(),
+            config: Arc::new(WsConfig {
+                ping_every: Duration::from_secs(1),
+                ..WsConfig::default()
+            }),
+            connections: connections.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(
+                b"GET /ws?rooms=scan/a&after=scan/a:0 HTTP/1.1\r\nHost: x\r\n\
+                  Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101");
+        // From here on the client reads nothing: 24 MB of replay fill the socket's buffers.
+        let started = tokio::time::Instant::now();
+        while connections.total.load(Ordering::Relaxed) > 0 || f.service.open_subscriptions().0 > 0
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "a client that reads nothing is still connected after {:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(client);
+    }
+
+    #[test]
+    fn connections_are_bounded_in_total_and_per_address() {
+        let config = WsConfig {
+            max_connections_per_ip: 2,
+            ..WsConfig::default()
+        };
+        let c = Arc::new(Connections::new(3));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let s1 = c.admit(a, &config).unwrap();

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use phantom_notifier::log::{NotificationLog, RedisLog, StoreLog};
+use phantom_notifier::log::{NotificationLog, Page, RedisLog, StoreLog, footprint};
 use phantom_runtime::{
     storage::{NotificationRecord, SqlStore},
     time::now_micros,
@@ -20,6 +20,13 @@ fn note(tenant: &str, room: &str, created_at: i64) -> NotificationRecord {
         payload: r#"{"percent": 50}"#.into(),
         created_at,
         severity: 0,
+    }
+}
+
+fn items(n: u32) -> Page {
+    Page {
+        items: n,
+        bytes: usize::MAX,
     }
 }
 
@@ -47,30 +54,35 @@ async fn conforms(log: &dyn NotificationLog) {
     assert_eq!(log.latest(&t, "scan/a").await.unwrap(), 6);
     assert_eq!(log.latest(&t, "scan/none").await.unwrap(), 0);
     let first = note(&t, "scan/a", 0);
-    let all = log.after(&t, "scan/a", 0, 100).await.unwrap();
+    let all = log.after(&t, "scan/a", 0, items(100)).await.unwrap();
     assert_eq!(
         all.iter().map(|n| n.sequence).collect::<Vec<_>>(),
         (1..=6).collect::<Vec<_>>()
     );
     assert_eq!(all[0].payload, first.payload);
     assert_eq!(all[0].kind, "scan.progress");
-    let page = log.after(&t, "scan/a", 2, 3).await.unwrap();
+    let page = log.after(&t, "scan/a", 2, items(3)).await.unwrap();
     assert_eq!(
         page.iter().map(|n| n.sequence).collect::<Vec<_>>(),
         vec![3, 4, 5]
     );
-    assert!(log.after(&t, "scan/none", 0, 10).await.unwrap().is_empty());
+    assert!(
+        log.after(&t, "scan/none", 0, items(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Retention: by age (the two old ones), then by count; numbers are never reused.
     let cutoff = now_micros() - 60_000_000;
     log.prune(cutoff, 1_000).await.unwrap();
-    let kept = log.after(&t, "scan/a", 0, 100).await.unwrap();
+    let kept = log.after(&t, "scan/a", 0, items(100)).await.unwrap();
     assert_eq!(
         kept.iter().map(|n| n.sequence).collect::<Vec<_>>(),
         vec![3, 4, 5, 6]
     );
     log.prune(cutoff, 2).await.unwrap();
-    let kept = log.after(&t, "scan/a", 0, 100).await.unwrap();
+    let kept = log.after(&t, "scan/a", 0, items(100)).await.unwrap();
     assert_eq!(
         kept.iter().map(|n| n.sequence).collect::<Vec<_>>(),
         vec![5, 6]
@@ -82,6 +94,47 @@ async fn conforms(log: &dyn NotificationLog) {
             .sequence,
         7
     );
+    pages_are_bounded_in_bytes(log).await;
+}
+
+/// A page never holds more than its bytes (but always at least one notification), and paging
+/// through small pages reads everything once, in order.
+async fn pages_are_bounded_in_bytes(log: &dyn NotificationLog) {
+    let t = format!("t{}", uuid::Uuid::now_v7().simple());
+    for i in 0..12 {
+        let mut n = note(&t, "scan/big", now_micros());
+        n.payload = "x".repeat(if i % 3 == 0 { 60 * 1024 } else { 100 });
+        log.append(&n).await.unwrap();
+    }
+    let budget = 64 * 1024;
+    let mut after = 0;
+    let mut read = Vec::new();
+    loop {
+        let page = log
+            .after(
+                &t,
+                "scan/big",
+                after,
+                Page {
+                    items: 500,
+                    bytes: budget,
+                },
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let bytes: usize = page.iter().map(footprint).sum();
+        assert!(
+            page.len() == 1 || bytes <= budget,
+            "{} notifications of {bytes} bytes in a page of {budget}",
+            page.len()
+        );
+        after = page.last().unwrap().sequence;
+        read.extend(page.iter().map(|n| n.sequence));
+    }
+    assert_eq!(read, (1..=12).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -110,6 +110,10 @@ async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationTok
     let mut config = Config::default();
     config.storage.data_dir = data.to_owned();
     config.notifier.heartbeat = HEARTBEAT;
+    // Every subscriber is this one process: the subscription caps, per caller and per
+    // replica, out of reach too.
+    config.notifier.max_subscriptions = Some(1_000_000);
+    config.notifier.max_subscriptions_per_caller = 1_000_000;
     config.resilience.server.rate_limit.default = QuotaConfig {
         per_second: 1e9,
         burst: 1_000_000_000,

@@ -216,6 +216,25 @@ enum BenchSuite {
         #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
         critical_every: std::time::Duration,
     },
+    /// The four attacks that used to take a process down (a 4 MB port spec, huge Subscribe
+    /// maps, replaying streams that never read, 20,000 unknown methods), replayed against a
+    /// `phantom up` started as a separate process, while `/health` is polled every 50 ms and
+    /// the system's RSS is sampled. Fails when /health was slower than the limit or the RSS
+    /// grew more than allowed.
+    #[command(after_help = "Examples:\n  \
+        phantom bench attacks\n  \
+        phantom bench attacks --phantom /tmp/old/phantom   # an older build, for before/after")]
+    Attacks {
+        /// The phantom binary that runs the attacked system (default: this one).
+        #[arg(long)]
+        phantom: Option<std::path::PathBuf>,
+        /// The most `/health` may take at any moment.
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        max_health_latency: std::time::Duration,
+        /// The most the system's RSS may grow above where it started, in MiB.
+        #[arg(long, default_value_t = 64)]
+        max_rss_growth_mib: u64,
+    },
 }
 
 fn parse_service(s: &str) -> Result<ServiceName, String> {
@@ -345,6 +364,18 @@ impl Cli {
                             connections,
                             flooders,
                             critical_every,
+                        })
+                        .await
+                    }
+                    Some(BenchSuite::Attacks {
+                        phantom,
+                        max_health_latency,
+                        max_rss_growth_mib,
+                    }) => {
+                        crate::bench_attacks::run(crate::bench_attacks::AttackArgs {
+                            phantom,
+                            max_health_latency,
+                            max_rss_growth_mib,
                         })
                         .await
                     }

@@ -10,6 +10,7 @@
 //! - [`commands`]: the client commands.
 
 pub mod bench;
+pub mod bench_attacks;
 pub mod bench_notify;
 pub mod cli;
 pub mod commands;

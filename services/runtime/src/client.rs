@@ -6,8 +6,9 @@
 //! 2. **context propagation**: correlation id, tenant, and the deadline left of the call
 //!    being served; a call whose deadline has passed fails here, without going out;
 //! 3. **retry**: sees every failure below it, and the deadline set above it;
-//! 4. **bulkhead**: bounds calls in flight to this dependency; its rejections are local, so
-//!    it sits above the breaker, which must only judge the dependency's own answers;
+//! 4. **bulkhead**: bounds calls in flight to this dependency (a streaming call counts until
+//!    its stream ends); its rejections are local, so it sits above the breaker, which must
+//!    only judge the dependency's own answers;
 //! 5. **circuit breaker**: fails fast while the dependency is down;
 //! 6. the channel, with its connect timeout and per-call timeout.
 

@@ -14,6 +14,9 @@ use phantom_layers::{
 };
 use serde::{Deserialize, Serialize};
 
+mod secret_url;
+pub use secret_url::SecretUrl;
+
 /// Default address of the scan-orchestrator's gRPC server.
 pub const DEFAULT_SCAN_ORCHESTRATOR_ADDR: &str = "127.0.0.1:50051";
 /// Default address of the vuln-analyzer's gRPC server.
@@ -94,6 +97,9 @@ pub struct Config {
     pub notifier: NotifierConfig,
     /// The health-aggregator.
     pub health: HealthConfig,
+    /// The HTTP port (`listen.http`: `/health`, `/metrics`): how long and how many
+    /// connections it holds.
+    pub http: crate::http::HttpLimits,
     /// Shutdown behaviour of every server.
     pub shutdown: ShutdownConfig,
     /// The resilience layers of every server and client.
@@ -409,6 +415,19 @@ pub struct NotifierConfig {
     /// Notifications queued per subscriber before LOW, then NORMAL, are dropped (and a
     /// subscriber that cannot take a HIGH or CRITICAL is disconnected).
     pub queue_capacity: usize,
+    /// Bytes queued per subscriber, the same way: past it LOW, then NORMAL, are dropped. With
+    /// the replay page (256 KiB) and the transport (2 notifications of at most 64 KiB) it
+    /// bounds what a stream that does not read may hold.
+    pub queue_bytes: usize,
+    /// Most subscriptions (gRPC streams and WebSocket connections) open at once on this
+    /// replica; more are refused with RESOURCE_EXHAUSTED. Unset: a quarter of the memory the
+    /// process may use (its cgroup's limit, else the machine's RAM) divided by what one
+    /// subscription may hold at worst (about 770 KiB with the default `queue_bytes`): 85 in
+    /// a 256 MiB pod.
+    pub max_subscriptions: Option<usize>,
+    /// Most subscriptions open at once for one caller (a tenant at one client address, IPv6
+    /// clients by /64); more are refused with RESOURCE_EXHAUSTED.
+    pub max_subscriptions_per_caller: usize,
     /// An idle stream gets a heartbeat this often.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
@@ -452,9 +471,14 @@ pub struct WsConfig {
     /// `*` allows any. Clients that send no `Origin` (CLIs, servers) are not browsers and are
     /// always allowed. Empty: no browser may connect.
     pub allowed_origins: Vec<String>,
-    /// Most connections at once on this replica; more are refused with 503.
-    pub max_connections: usize,
-    /// Most connections at once from one IP address; more are refused with 429.
+    /// Most connections at once on this replica; more are refused with 503. Unset: a quarter
+    /// of the memory the process may use (its cgroup's limit, else the machine's RAM) at
+    /// 160 KiB per connection (about 140 KB measured): 409 in a 256 MiB pod. Each connection
+    /// is also a subscription (`notifier.max_subscriptions`).
+    pub max_connections: Option<usize>,
+    /// Most connections at once from one client address (IPv6 clients by /64, IPv4-mapped
+    /// IPv6 as IPv4); more are refused with 429. `notifier.max_subscriptions_per_caller`
+    /// applies too.
     pub max_connections_per_ip: usize,
     /// Largest frame a client may send; larger closes the socket with 1009.
     pub max_frame_bytes: usize,
@@ -468,8 +492,8 @@ impl Default for WsConfig {
     fn default() -> Self {
         Self {
             allowed_origins: Vec::new(),
-            max_connections: 10_000,
-            max_connections_per_ip: 100,
+            max_connections: None,
+            max_connections_per_ip: 16,
             max_frame_bytes: 4096,
             ping_every: Duration::from_secs(20),
         }
@@ -482,8 +506,8 @@ impl Default for WsConfig {
 pub struct WebhookConfig {
     /// Its name, in logs and metrics.
     pub name: String,
-    /// Where notifications are POSTed (http or https).
-    pub url: String,
+    /// Where notifications are POSTed (http or https). A secret: shown as `scheme://host/…`.
+    pub url: SecretUrl,
     /// Rooms forwarded: exact names, or prefixes ending in `*` (`scan/*`).
     pub rooms: Vec<String>,
     /// Lowest priority forwarded: `low`, `normal`, `high` or `critical`.
@@ -512,7 +536,7 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
             name: String::new(),
-            url: String::new(),
+            url: SecretUrl::default(),
             rooms: Vec::new(),
             min_priority: "high".to_owned(),
             secret_env: String::new(),
@@ -538,6 +562,9 @@ impl Default for NotifierConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 1024,
+            queue_bytes: 256 * 1024,
+            max_subscriptions: None,
+            max_subscriptions_per_caller: 16,
             heartbeat: Duration::from_secs(15),
             retention_count: 10_000,
             retention_age: Duration::from_secs(7 * 24 * 3600),
@@ -659,7 +686,14 @@ pub struct HealthConfig {
     pub memory_threshold_percent: f64,
     /// Use of the disk holding the data directory (percent) above which it is DEGRADED.
     pub disk_threshold_percent: f64,
+    /// Host names the HTTP port (`/health`, `/metrics`) answers for, with or without port;
+    /// other `Host`s get 421, so a DNS-rebinding web page cannot read it. `*`: any (behind
+    /// a Service or an ingress, where the name is not known in advance).
+    pub http_allowed_hosts: Vec<String>,
 }
+
+/// Host names the HTTP port answers for by default: loopback's.
+pub const DEFAULT_HTTP_ALLOWED_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 /// How one health check differs from the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -687,6 +721,7 @@ impl Default for HealthConfig {
             cpu_threshold_percent: 95.0,
             memory_threshold_percent: 90.0,
             disk_threshold_percent: 90.0,
+            http_allowed_hosts: DEFAULT_HTTP_ALLOWED_HOSTS.map(str::to_owned).to_vec(),
         }
     }
 }
@@ -1080,10 +1115,17 @@ impl Config {
             ));
         }
         let n = &self.notifier;
-        if n.queue_capacity == 0 || n.heartbeat.is_zero() || n.prune_every.is_zero() {
+        if n.queue_capacity == 0
+            || n.queue_bytes == 0
+            || n.max_subscriptions == Some(0)
+            || n.max_subscriptions_per_caller == 0
+            || n.heartbeat.is_zero()
+            || n.prune_every.is_zero()
+        {
             return Err(bad(
                 "notifier",
-                "queue_capacity, heartbeat and prune_every must be more than 0",
+                "queue_capacity, queue_bytes, max_subscriptions, max_subscriptions_per_caller, \
+                 heartbeat and prune_every must be more than 0",
             ));
         }
         if n.log == NotificationLogKind::Redis && self.cache.redis_url.is_empty() {
@@ -1092,7 +1134,7 @@ impl Config {
                 "is redis, but no Redis is configured (set REDIS_URL)",
             ));
         }
-        if n.ws.max_connections == 0
+        if n.ws.max_connections == Some(0)
             || n.ws.max_connections_per_ip == 0
             || n.ws.ping_every.is_zero()
         {
@@ -1106,7 +1148,7 @@ impl Config {
             if w.name.is_empty() {
                 return Err(bad(&key("name"), "is required"));
             }
-            let uri = w.url.parse::<http::Uri>().ok();
+            let uri = w.url.expose().parse::<http::Uri>().ok();
             if !uri
                 .as_ref()
                 .and_then(|u| u.scheme_str())
@@ -1226,6 +1268,19 @@ impl Config {
         if self.health.interval.is_zero() {
             return Err(bad("health.interval", "must be more than 0s"));
         }
+        self.http.validate().map_err(|m| bad("http", m))?;
+        if self.health.http_allowed_hosts.is_empty()
+            || self
+                .health
+                .http_allowed_hosts
+                .iter()
+                .any(|h| h.trim().is_empty() || h.contains(['/', ' ']))
+        {
+            return Err(bad(
+                "health.http_allowed_hosts",
+                "must list host names (`*` for any)",
+            ));
+        }
         Ok(())
     }
 
@@ -1286,9 +1341,7 @@ impl Config {
         if !c.analyzer.llm.api_key.is_empty() {
             c.analyzer.llm.api_key = "***".to_owned();
         }
-        for w in &mut c.notifier.webhooks {
-            w.url = crate::telemetry::scrub(&redact(&w.url)).into_owned();
-        }
+        // Webhook URLs serialize redacted (`SecretUrl`).
         c.telemetry.otlp_endpoint = redact(&c.telemetry.otlp_endpoint);
         toml::to_string(&c).expect("configuration serializes")
     }
@@ -1309,11 +1362,29 @@ impl Config {
         }
         crate::telemetry::register_secret(&self.analyzer.llm.api_key);
         for w in &self.notifier.webhooks {
+            register_url_secret(w.url.expose());
+        }
+        for w in &self.notifier.webhooks {
             if !w.secret_env.is_empty()
                 && let Ok(key) = std::env::var(&w.secret_env)
             {
                 crate::telemetry::register_secret(&key);
             }
+        }
+    }
+}
+
+/// Registers a URL that is a credential as a secret: whole (as libraries quote it in their
+/// errors), and its path and query when they are long enough not to garble ordinary text
+/// (`/services/T000/B000/XXXX` is; `/hook` is not).
+fn register_url_secret(url: &str) {
+    crate::telemetry::register_secret(url);
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        if let Some(path) = rest.find(['/', '?', '#']).map(|n| &rest[n..])
+            && path.len() >= 16
+        {
+            crate::telemetry::register_secret(path);
         }
     }
 }
@@ -1416,6 +1487,31 @@ mod tests {
         assert_eq!(
             toml::to_string(&example).unwrap(),
             toml::to_string(&defaults).unwrap()
+        );
+    }
+
+    #[test]
+    fn webhook_urls_are_secrets_wherever_the_configuration_is_shown() {
+        let file = "[[notifier.webhooks]]\nname = \"chat\"\n\
+                    url = \"https://hooks.slack.com/services/T0PHANTOM/B0PHANTOM/xoxSeCrEt42\"\n\
+                    rooms = [\"scan/*\"]\n";
+        let c = Config::from_sources(file, None, env(&[])).unwrap();
+        let dump = c.to_redacted_toml();
+        let debug = format!("{c:?}");
+        for shown in [&dump, &debug] {
+            assert!(
+                !shown.contains("xoxSeCrEt42") && !shown.contains("T0PHANTOM"),
+                "{shown}"
+            );
+        }
+        assert!(dump.contains("https://hooks.slack.com/…"), "{dump}");
+        c.register_secrets();
+        let quoted = "error sending request for url \
+             (https://hooks.slack.com/services/T0PHANTOM/B0PHANTOM/xoxSeCrEt42)";
+        assert!(
+            !crate::telemetry::scrub(quoted).contains("xoxSeCrEt42"),
+            "{}",
+            crate::telemetry::scrub(quoted)
         );
     }
 

@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML + environment configuration of the whole system.
 //! - [`fingerprint`]: the stable identity of a finding, shared by scanner and analyzer.
 //! - [`server`]: the shared server stack (layers, health, reflection, graceful shutdown).
+//! - [`http`]: the HTTP ports (`/health`, the WebSocket gateway) served with hard limits.
 //! - [`client`]: channels to other services with the client-side layers.
 //! - [`storage`]: the [`storage::Store`] trait over SQLite or PostgreSQL.
 //! - [`cache`]: the [`cache::CacheManager`] over an in-process or Redis backend.
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod fingerprint;
+pub mod http;
 pub mod metrics;
 pub mod ready;
 pub mod server;

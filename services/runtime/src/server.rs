@@ -1,20 +1,28 @@
 //! What every PHANTOM gRPC server has: the shared layer stack, `grpc.health.v1`, reflection
-//! (v1 and v1alpha, so grpcurl 1.8 works), and a graceful shutdown that reports NOT_SERVING
-//! before it stops accepting calls.
+//! (v1 and v1alpha, so grpcurl 1.8 works), HTTP/2 limits on every connection, and a graceful
+//! shutdown that reports NOT_SERVING before it stops accepting calls.
+//!
+//! # Limits of one connection
+//! Whatever a client does on one connection is bounded by what the server advertises and
+//! enforces: at most [`MAX_CONCURRENT_STREAMS`] calls at once (`SETTINGS_MAX_CONCURRENT_STREAMS`;
+//! a client queues the others), request headers of at most [`MAX_HEADER_LIST_SIZE`], a ping
+//! every [`HTTP2_KEEPALIVE_INTERVAL`] answered within [`HTTP2_KEEPALIVE_TIMEOUT`] or the
+//! connection is closed, and at most [`MAX_PENDING_ACCEPT_RESET_STREAMS`] streams opened and
+//! reset before they are served (the "rapid reset" attack) before the connection is closed.
 
 use std::{net::SocketAddr, time::Duration};
 
 use phantom_layers::{
     RequestIdLayer, ServerSpanLayer, Tenant, TenantLayer,
     bulkhead::{Bulkhead, BulkheadLayer},
+    methods::KnownMethods,
     metrics::GrpcMetricsLayer,
     rate_limit::{RateLimitLayer, RateLimiter},
     registry,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::layer::util::{Identity, Stack};
 
@@ -32,6 +40,85 @@ pub type ServerLayers = Stack<
         >,
     >,
 >;
+
+/// Calls one HTTP/2 connection may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+/// Twice the default client bulkhead (64), so PHANTOM's own clients, one connection per
+/// dependency, never wait on it; a client that opens more has the rest queued on its side.
+/// Without it (tonic's default) one connection opened 3,000 non-reading streams.
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// Bytes of request headers a call may send (`SETTINGS_MAX_HEADER_LIST_SIZE`): hyper's
+/// default, made explicit. PHANTOM's metadata (trace context, correlation id, tenant,
+/// deadline) is well under 1 KiB.
+pub const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// How often the server pings an HTTP/2 connection: finds dead peers (a scanner host that
+/// vanished) without waiting on TCP.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a ping may go unanswered before the connection is closed.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams a client may open and reset before the server has served them, at once, before
+/// the connection is closed (CVE-2023-44487, "rapid reset"): h2's default, made explicit.
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// Idle time before the kernel probes a TCP connection, for peers gone without a FIN: under
+/// the usual 350 s idle timeout of cloud NATs and load balancers.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// A gRPC server builder with the limits every PHANTOM server has (see the
+/// [module docs](self)): the API port and the probes' port alike.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+}
+
+/// `listener`'s connections with `TCP_NODELAY` (calls are small; Nagle would delay them)
+/// and TCP keep-alive. tonic applies its own TCP settings only to listeners it binds itself.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE))
+}
+
+/// Services every server has beside its own: health, reflection (both versions) and metrics.
+const COMMON_SERVICES: [&str; 4] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "phantom.v1.Metrics",
+];
+
+/// The methods a server serving `services` (and [`COMMON_SERVICES`]) answers, from the
+/// descriptors reflection serves: every label and limiter key is one of them, or `unknown`.
+fn known_methods(services: &[&str]) -> KnownMethods {
+    let sets = [
+        phantom_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let served = |path: &str| {
+        services.iter().chain(&COMMON_SERVICES).any(|s| {
+            path.strip_prefix('/')
+                .and_then(|p| p.strip_prefix(s))
+                .is_some_and(|m| m.starts_with('/'))
+        })
+    };
+    KnownMethods::new(
+        sets.iter()
+            // Compiled-in descriptors: they decode, or no test of this crate would pass.
+            .flat_map(|set| {
+                phantom_proto::method_paths(set).expect("compiled-in descriptors decode")
+            })
+            .filter(|path| served(path)),
+    )
+}
 
 /// The `grpc.health.v1` name that answers liveness: SERVING as long as the process serves
 /// at all, whatever its dependencies. Kubernetes' liveness probe asks it; restarting a pod
@@ -70,13 +157,15 @@ pub async fn serve_http(
     let Some(listener) = listener else {
         return Ok(());
     };
-    tracing::info!(server = what, addr = ?listener.local_addr().ok(), "HTTP server listening");
-    // Connect info: handlers may limit per client address.
-    axum::serve(
+    // Bounded in time and in connections (see `crate::http`: the defaults; a service with
+    // its own limits calls `crate::http::serve`); handlers get ConnectInfo.
+    crate::http::serve(
+        what,
         listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router,
+        &crate::http::HttpLimits::default(),
+        shutdown,
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await?;
     Ok(())
 }
@@ -192,13 +281,12 @@ impl HealthHandle {
         let health = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(self.reporter.clone()),
         );
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        grpc_server()
             .add_service(health)
             .add_service(phantom_proto::pb::metrics_server::MetricsServer::new(
                 crate::metrics::MetricsService::new(name),
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+            .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
             .await?;
         Ok(())
     }
@@ -225,7 +313,9 @@ impl HealthHandle {
 /// Builds a router with the shared layers, health and reflection; the caller adds its own
 /// service(s) with `add_service` and passes the router to [`serve`].
 ///
-/// `services` are the fully-qualified names health reports on (`phantom.v1.Notifier`).
+/// `services` are the fully-qualified names of the services the caller adds
+/// (`phantom.v1.Notifier`): health reports on them, and their methods (with those of health,
+/// reflection and metrics) are the only ones metrics and rate limits tell apart.
 pub fn router(
     name: ServiceName,
     config: &Config,
@@ -260,28 +350,29 @@ pub fn router(
         &format!("{name}/server"),
         config.resilience.server.load_shed,
     );
+    // Metric labels and limiter keys are made of these, never of the paths callers send.
+    let methods = known_methods(services);
     let limiter = RateLimiter::new(
         &format!("{name}/server"),
         &config.resilience.server.rate_limit,
-    );
+    )
+    .with_methods(methods.clone());
     registry::global().bulkhead(&format!("{name}/server"), &load_shed);
     registry::global().limiter(&format!("{name}/server"), &limiter);
-    let router = tonic::transport::Server::builder()
-        // Keep-alives find dead peers (a scanner host that vanished) without waiting on TCP.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
+    let router = grpc_server()
         // Outermost: every call gets its span (a child of the caller's, from `traceparent`)
         // before anything can fail, so even a call refused below is traced with its status.
         .layer(ServerSpanLayer::new(name.as_str()))
         // Then its correlation id, recorded on that span so every log line of the call has it.
         .layer(RequestIdLayer::new(name.as_str()))
-        // Then it is counted and timed (grpc_server_*), whatever happens to it below.
-        .layer(GrpcMetricsLayer)
+        // Then it is counted and timed (grpc_server_*), whatever happens to it below, under
+        // its method's name if this server has that method, `unknown` otherwise.
+        .layer(GrpcMetricsLayer::new(methods))
         // Then its tenant, so every handler and every outgoing call knows who it acts for.
         .layer(tenant_layer)
         // Shed load before doing any work for it: a saturated server answers at once with
-        // RESOURCE_EXHAUSTED rather than queueing calls into their timeouts.
+        // RESOURCE_EXHAUSTED rather than queueing calls into their timeouts. A stream holds
+        // its slot until its body ends.
         .layer(BulkheadLayer::new(load_shed))
         // Then the per-caller, per-method limits (they need the tenant resolved above).
         .layer(RateLimitLayer::new(limiter))
@@ -317,7 +408,7 @@ pub async fn serve(
             tokio::time::sleep(drain_delay).await;
         }
     };
-    let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let server = router.serve_with_incoming_shutdown(incoming(listener), signal);
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(drain_delay + config.grace_period).await;

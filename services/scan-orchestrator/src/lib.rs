@@ -1,7 +1,8 @@
 //! The scan-orchestrator: authorized scans that survive restarts.
 //!
 //! # Layout
-//! - [`targets`]: target parsing, resolution and the authorized scope.
+//! - [`targets`]: target parsing and resolution, bounded per request.
+//! - [`scope`]: the authorized scope every address is checked against.
 //! - [`ports`]: port specifications.
 //! - [`scanner`]: the engines, behind the [`scanner::Scanner`] trait.
 //! - [`runner`]: runs stored scans to a final state, resuming unfinished ones at start-up.
@@ -10,6 +11,7 @@
 pub mod ports;
 pub mod runner;
 pub mod scanner;
+pub mod scope;
 pub mod service;
 pub mod targets;
 

@@ -679,6 +679,24 @@ fn percent(done: u64, total: u64) -> u32 {
     u32::try_from((done.saturating_mul(100) / total).min(99)).unwrap_or(99)
 }
 
+// What an engine says about a scanned service comes from whoever answered on the port: it is
+// kept within the sizes the vuln-analyzer accepts, so a service that answers with megabytes
+// can neither bloat the store nor make its scan's analysis fail.
+/// Longest service name or check id kept from an engine.
+const MAX_SERVICE_CHARS: usize = 128;
+/// Longest banner or evidence kept from an engine.
+const MAX_EVIDENCE_CHARS: usize = 256;
+/// Longest title kept from an engine.
+const MAX_TITLE_CHARS: usize = 512;
+/// Most CVE ids kept from one engine finding, and the longest one.
+const MAX_CVE_IDS: usize = 32;
+const MAX_CVE_CHARS: usize = 64;
+
+/// The first `max` characters of `s`.
+fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
 fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
     let mut f = FindingRecord {
         id: uuid::Uuid::now_v7().to_string(),
@@ -688,14 +706,18 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
         hostname: open.target.hostname.clone().unwrap_or_default(),
         port: open.port,
         protocol: "tcp".into(),
-        service: open.service.clone(),
-        banner: open.banner.clone(),
+        service: clip(&open.service, MAX_SERVICE_CHARS),
+        banner: clip(&open.banner, MAX_EVIDENCE_CHARS),
         engine: scan.scanner.clone(),
         check_id: "open-port".into(),
         title: if open.service.is_empty() {
             format!("Port {}/tcp open", open.port)
         } else {
-            format!("Port {}/tcp open ({})", open.port, open.service)
+            format!(
+                "Port {}/tcp open ({})",
+                open.port,
+                clip(&open.service, MAX_SERVICE_CHARS)
+            )
         },
         severity: pb::Severity::Info,
         cvss_score: 0.0,
@@ -725,16 +747,21 @@ fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRec
         hostname: found.target.hostname.clone().unwrap_or_default(),
         port: found.port,
         protocol: "tcp".into(),
-        service: found.service.clone(),
+        service: clip(&found.service, MAX_SERVICE_CHARS),
         // What matched, and where: the evidence an analyst opens first.
-        banner: found.evidence.chars().take(256).collect(),
+        banner: clip(&found.evidence, MAX_EVIDENCE_CHARS),
         engine: scan.scanner.clone(),
-        check_id: found.check_id.clone(),
-        title: found.title.clone(),
+        check_id: clip(&found.check_id, MAX_SERVICE_CHARS),
+        title: clip(&found.title, MAX_TITLE_CHARS),
         severity,
         cvss_score: 0.0,
         cvss_vector: found.cvss_vector.clone(),
-        cve_ids: found.cve_ids.clone(),
+        cve_ids: found
+            .cve_ids
+            .iter()
+            .take(MAX_CVE_IDS)
+            .map(|c| clip(c, MAX_CVE_CHARS))
+            .collect(),
         fingerprint: String::new(),
         analysis: None,
         created_at: now_micros(),
@@ -753,5 +780,11 @@ mod tests {
         assert_eq!(percent(5, 10), 50);
         assert_eq!(percent(10, 10), 99);
         assert_eq!(percent(0, 0), 0);
+    }
+
+    #[test]
+    fn clipping_keeps_whole_characters() {
+        assert_eq!(clip("abc", 2), "ab");
+        assert_eq!(clip(&"é".repeat(1000), 3), "ééé");
     }
 }

@@ -3,7 +3,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
-use phantom_layers::Error;
+use phantom_layers::{Error, status::echo};
 use phantom_proto::pb::{self, scan_orchestrator_server::ScanOrchestrator};
 use phantom_runtime::{
     Ready,
@@ -62,7 +62,7 @@ impl ScanOrchestratorService {
 fn valid_id(field: &str, id: &str) -> Result<(), Error> {
     uuid::Uuid::parse_str(id)
         .map(|_| ())
-        .map_err(|_| Error::invalid(field, format!("{id:?} is not a scan id (a UUID)")))
+        .map_err(|_| Error::invalid(field, format!("{} is not a scan id (a UUID)", echo(id))))
 }
 
 fn page_size(field: &str, requested: i32, (default, max): (i32, i32)) -> Result<u32, Error> {
@@ -124,16 +124,15 @@ impl ScanOrchestrator for ScanOrchestratorService {
         if !ENGINES.contains(&scanner) {
             return Err(Error::invalid(
                 "scanner",
-                format!("unknown engine {scanner:?}; one of {}", ENGINES.join(", ")),
+                format!(
+                    "unknown engine {}; one of {}",
+                    echo(scanner),
+                    ENGINES.join(", ")
+                ),
             )
             .into());
         }
-        let port_spec = if req.ports.trim().is_empty() {
-            core.default_ports.as_str()
-        } else {
-            req.ports.as_str()
-        };
-        let ports = ports::parse(port_spec).map_err(|why| Error::invalid("ports", why))?;
+        let ports = ports::for_request(&req.ports, &core.default_ports)?;
         let key = req.idempotency_key.trim();
         if key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control) {
             return Err(Error::invalid(

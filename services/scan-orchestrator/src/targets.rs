@@ -1,21 +1,39 @@
-//! Targets and the authorized scope.
+//! Targets: what a scan is pointed at.
 //!
 //! A scanner is a weapon: it only points where it is allowed. Every target is parsed (IPv4,
 //! IPv6, CIDR, hostname; nothing that starts with `-`, so nothing can be read as an option by
-//! an engine), hostnames are resolved once and every resolved address is checked, and the
-//! scanner is handed the addresses, never the name, so DNS cannot change between the check
-//! and the scan.
+//! an engine), hostnames are resolved once and every resolved address is checked against the
+//! [`Scope`], and the scanner is handed the addresses, never the name, so DNS cannot change
+//! between the check and the scan.
+//!
+//! One request's cost is bounded before any work: the number of targets, each target's
+//! length, the addresses its blocks cover, and one deadline for resolving all its names.
+//! Errors quote targets through [`echo`], so an oversized one comes back short.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    time::Duration,
+};
 
+use async_trait::async_trait;
+use futures::{StreamExt, stream::FuturesUnordered};
 use ipnet::IpNet;
-use phantom_layers::{Error, FieldViolation};
-use phantom_runtime::{config::ScanConfig, storage::ResolvedTarget};
+use phantom_layers::{Error, FieldViolation, status::echo};
+use phantom_runtime::storage::ResolvedTarget;
+
+pub use crate::scope::Scope;
 
 /// Most targets one request may list.
 pub const MAX_TARGETS: usize = 1024;
-/// How long resolving one hostname may take.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest target, in bytes, checked before it is parsed. A host name is at most 253
+/// characters (254 with its final dot) and an address or a block is shorter, so no valid
+/// target comes near it.
+pub const MAX_TARGET_BYTES: usize = 256;
+/// How long resolving all the host names of one request may take.
+pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
+/// Host names of one request resolved at once.
+pub const RESOLVE_CONCURRENCY: usize = 16;
 
 /// A target as written by the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,14 +46,40 @@ pub enum Target {
     Host(String),
 }
 
+/// Why a target cannot be parsed. Values are quoted through [`echo`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Nothing but blanks.
+    #[error("is empty")]
+    Empty,
+    /// Longer than [`MAX_TARGET_BYTES`].
+    #[error("is {len} bytes long; a target is at most {MAX_TARGET_BYTES}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// It starts with `-`, so an engine could read it as an option.
+    #[error("{0} starts with '-'")]
+    OptionLike(String),
+    /// It has a `/` but is not a CIDR block.
+    #[error("{0} is not a valid CIDR block")]
+    BadBlock(String),
+    /// Neither an address, a block nor a host name.
+    #[error("{0} is not an IP address, CIDR block or hostname")]
+    Unrecognized(String),
+}
+
 /// Parses one target.
-pub fn parse(s: &str) -> Result<Target, String> {
+pub fn parse(s: &str) -> Result<Target, TargetError> {
+    if s.len() > MAX_TARGET_BYTES {
+        return Err(TargetError::TooLong { len: s.len() });
+    }
     let s = s.trim();
     if s.is_empty() {
-        return Err("is empty".into());
+        return Err(TargetError::Empty);
     }
     if s.starts_with('-') {
-        return Err(format!("{s:?} starts with '-'"));
+        return Err(TargetError::OptionLike(echo(s)));
     }
     if let Ok(addr) = s.parse::<IpAddr>() {
         return Ok(Target::Addr(addr));
@@ -44,14 +88,12 @@ pub fn parse(s: &str) -> Result<Target, String> {
         return s
             .parse::<IpNet>()
             .map(|n| Target::Net(n.trunc()))
-            .map_err(|_| format!("{s:?} is not a valid CIDR block"));
+            .map_err(|_| TargetError::BadBlock(echo(s)));
     }
     if valid_hostname(s) {
         return Ok(Target::Host(s.trim_end_matches('.').to_ascii_lowercase()));
     }
-    Err(format!(
-        "{s:?} is not an IP address, CIDR block or hostname"
-    ))
+    Err(TargetError::Unrecognized(echo(s)))
 }
 
 fn valid_hostname(s: &str) -> bool {
@@ -69,112 +111,24 @@ fn valid_hostname(s: &str) -> bool {
         && !s.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Ranges no scan may touch, whatever the configuration says, and why.
-const ALWAYS_DENIED: &[(&str, &str)] = &[
-    ("0.0.0.0/8", "unspecified addresses"),
-    ("::/128", "unspecified addresses"),
-    (
-        "169.254.0.0/16",
-        "link-local and cloud metadata (169.254.169.254)",
-    ),
-    ("fe80::/10", "link-local"),
-    ("fd00:ec2::254/128", "cloud metadata (AWS IPv6)"),
-    ("224.0.0.0/4", "multicast"),
-    ("ff00::/8", "multicast"),
-    ("255.255.255.255/32", "broadcast"),
-];
-
-/// The authorized scope.
-///
-/// The always-denied ranges win over everything. Among the configured rules, the most specific
-/// matching one decides (a deny on a tie), so `allowed_cidrs = ["10.20.0.0/16"]` opens a lab
-/// network inside a `denied_cidrs = ["10.0.0.0/8"]`. An address no rule matches is allowed
-/// when `allowed_cidrs` is empty, and refused otherwise.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    domains: Vec<String>,
-    always_denied: Vec<(IpNet, String)>,
-    rules: Vec<(IpNet, Rule)>,
-    default_allow: bool,
+/// Resolves host names: the system resolver in service, a stand-in in tests.
+#[async_trait]
+pub trait Lookup: Send + Sync {
+    /// The addresses of `name`.
+    async fn lookup(&self, name: &str) -> std::io::Result<Vec<IpAddr>>;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Rule {
-    Allow,
-    Deny(String),
-}
+/// The system resolver (`getaddrinfo`, on a blocking thread).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemLookup;
 
-fn net(s: &str) -> IpNet {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .expect("CIDRs validated at config load")
-}
-
-impl Scope {
-    /// The scope of `config` plus the always-denied ranges.
-    pub fn new(config: &ScanConfig) -> Self {
-        let always_denied = ALWAYS_DENIED
-            .iter()
-            .map(|(cidr, why)| (net(cidr), format!("{cidr} is never scanned ({why})")))
-            .collect();
-        let mut rules: Vec<(IpNet, Rule)> = config
-            .denied_cidrs
-            .iter()
-            .map(|c| (net(c), Rule::Deny(format!("{c} is in scan.denied_cidrs"))))
-            .collect();
-        rules.extend(config.allowed_cidrs.iter().map(|c| (net(c), Rule::Allow)));
-        Self {
-            domains: config
-                .allowed_domains
-                .iter()
-                .map(|d| {
-                    d.trim()
-                        .trim_start_matches('.')
-                        .trim_end_matches('.')
-                        .to_ascii_lowercase()
-                })
-                .filter(|d| !d.is_empty())
-                .collect(),
-            always_denied,
-            rules,
-            default_allow: config.allowed_cidrs.is_empty(),
-        }
-    }
-
-    /// Why the hostname `name` may not be scanned, if it may not (before resolving it).
-    pub fn name_refusal(&self, name: &str) -> Option<String> {
-        if self.domains.is_empty()
-            || self
-                .domains
-                .iter()
-                .any(|d| name == d || name.ends_with(&format!(".{d}")))
-        {
-            None
-        } else {
-            Some("it is outside scan.allowed_domains".into())
-        }
-    }
-
-    /// Why `addr` may not be scanned, if it may not.
-    pub fn refusal(&self, addr: IpAddr) -> Option<String> {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-            v4 => v4,
-        };
-        if let Some((_, why)) = self.always_denied.iter().find(|(n, _)| n.contains(&addr)) {
-            return Some(why.clone());
-        }
-        let decisive = self
-            .rules
-            .iter()
-            .filter(|(n, _)| n.contains(&addr))
-            .max_by_key(|(n, rule)| (n.prefix_len(), matches!(rule, Rule::Deny(_))));
-        match decisive {
-            Some((_, Rule::Deny(why))) => Some(why.clone()),
-            Some((_, Rule::Allow)) => None,
-            None if self.default_allow => None,
-            None => Some("it is outside scan.allowed_cidrs".into()),
-        }
+#[async_trait]
+impl Lookup for SystemLookup {
+    async fn lookup(&self, name: &str) -> std::io::Result<Vec<IpAddr>> {
+        Ok(tokio::net::lookup_host((name, 0))
+            .await?
+            .map(|a| a.ip())
+            .collect())
     }
 }
 
@@ -187,7 +141,17 @@ fn net_size(n: &IpNet) -> u128 {
     }
 }
 
-/// Parses, checks, resolves and expands targets into the addresses to scan.
+fn out_of_scope(i: usize, raw: &str, addr: Option<IpAddr>, why: &dyn std::fmt::Display) -> Error {
+    let at = addr.map(|a| format!(" ({a})")).unwrap_or_default();
+    Error::SecurityViolation {
+        reason: "TARGET_OUT_OF_SCOPE",
+        message: format!("target {}{at} is out of scope: {why}", echo(raw.trim())),
+        field: Some(format!("targets[{i}]")),
+    }
+}
+
+/// Parses, checks, resolves and expands targets into the addresses to scan, with the system
+/// resolver.
 ///
 /// Malformed targets are `INVALID_ARGUMENT` (all of them reported at once); a target with
 /// any address outside the scope is `PERMISSION_DENIED` naming the target and the rule.
@@ -195,6 +159,16 @@ pub async fn resolve(
     targets: &[String],
     scope: &Scope,
     max_hosts: u32,
+) -> Result<Vec<ResolvedTarget>, Error> {
+    resolve_with(targets, scope, max_hosts, &SystemLookup).await
+}
+
+/// [`resolve`], with host names resolved by `lookup`.
+pub async fn resolve_with(
+    targets: &[String],
+    scope: &Scope,
+    max_hosts: u32,
+    lookup: &dyn Lookup,
 ) -> Result<Vec<ResolvedTarget>, Error> {
     if targets.is_empty() {
         return Err(Error::invalid("targets", "at least one target is required"));
@@ -205,12 +179,17 @@ pub async fn resolve(
             format!("at most {MAX_TARGETS} targets per scan"),
         ));
     }
-    let mut parsed = Vec::new();
+    let mut parsed = Vec::with_capacity(targets.len());
     let mut violations = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         match parse(t) {
-            Ok(target) => parsed.push((i, t, target)),
-            Err(why) => violations.push(FieldViolation::new(format!("targets[{i}]"), why)),
+            Ok(target) => parsed.push((i, t.as_str(), target)),
+            Err(why) => {
+                violations.push(FieldViolation::new(
+                    format!("targets[{i}]"),
+                    why.to_string(),
+                ));
+            }
         }
     }
     if !violations.is_empty() {
@@ -237,88 +216,78 @@ pub async fn resolve(
         ));
     }
 
-    let deny = |i: usize, t: &str, addr: IpAddr, why: String| Error::SecurityViolation {
-        reason: "TARGET_OUT_OF_SCOPE",
-        message: format!("target {t:?} ({addr}) is out of scope: {why}"),
-        field: Some(format!("targets[{i}]")),
-    };
+    // Addresses and blocks are checked, and names against the allowed domains, before any
+    // name is resolved: a request that is out of scope costs no DNS query.
+    for (i, raw, target) in &parsed {
+        let refused = match target {
+            Target::Addr(addr) => scope.refusal(*addr).map(|why| (Some(*addr), why)),
+            // Every address of the block is checked, not only its first.
+            Target::Net(n) => n
+                .hosts()
+                .find_map(|addr| scope.refusal(addr).map(|why| (Some(addr), why))),
+            Target::Host(name) => {
+                if let Some(why) = scope.name_refusal(name) {
+                    return Err(out_of_scope(*i, raw, None, &why));
+                }
+                None
+            }
+        };
+        if let Some((addr, why)) = refused {
+            return Err(out_of_scope(*i, raw, addr, &why));
+        }
+    }
 
+    let mut names: Vec<&str> = Vec::new();
+    let mut distinct = HashSet::new();
+    for (_, _, target) in &parsed {
+        if let Target::Host(name) = target
+            && distinct.insert(name.as_str())
+        {
+            names.push(name);
+        }
+    }
+    let resolved = resolve_names(&names, lookup).await;
+
+    // Every resolved address is checked; then the names that did not resolve are reported,
+    // each on its own field.
+    let mut unresolved = Vec::new();
+    for (i, raw, target) in &parsed {
+        if let Target::Host(name) = target {
+            match &resolved[name.as_str()] {
+                Ok(addrs) => {
+                    if let Some((addr, why)) = addrs
+                        .iter()
+                        .find_map(|a| scope.refusal(*a).map(|why| (*a, why)))
+                    {
+                        return Err(out_of_scope(*i, raw, Some(addr), &why));
+                    }
+                }
+                Err(why) => unresolved.push(FieldViolation::new(format!("targets[{i}]"), why)),
+            }
+        }
+    }
+    if !unresolved.is_empty() {
+        return Err(Error::InvalidArgument(unresolved));
+    }
+
+    // Deduplicated in a set: a block and the addresses inside it cost one probe each.
     let mut out: Vec<ResolvedTarget> = Vec::new();
-    let mut push = |r: ResolvedTarget| {
-        if !out.iter().any(|o| o.address == r.address) {
-            out.push(r);
+    let mut seen: HashSet<IpAddr> = HashSet::new();
+    let mut push = |hostname: Option<&str>, address: IpAddr| {
+        if seen.insert(address) {
+            out.push(ResolvedTarget {
+                hostname: hostname.map(str::to_owned),
+                address,
+            });
         }
     };
-    for (i, raw, target) in parsed {
+    for (_, _, target) in &parsed {
         match target {
-            Target::Addr(addr) => {
-                if let Some(why) = scope.refusal(addr) {
-                    return Err(deny(i, raw, addr, why));
-                }
-                push(ResolvedTarget {
-                    hostname: None,
-                    address: addr,
-                });
-            }
-            Target::Net(n) => {
-                // Every address of the block is checked, not only its first.
-                let hosts: Vec<IpAddr> = n.hosts().collect();
-                for addr in &hosts {
-                    if let Some(why) = scope.refusal(*addr) {
-                        return Err(deny(i, raw, *addr, why));
-                    }
-                }
-                for addr in hosts {
-                    push(ResolvedTarget {
-                        hostname: None,
-                        address: addr,
-                    });
-                }
-            }
+            Target::Addr(addr) => push(None, *addr),
+            Target::Net(n) => n.hosts().for_each(|addr| push(None, addr)),
             Target::Host(name) => {
-                if let Some(why) = scope.name_refusal(&name) {
-                    return Err(Error::SecurityViolation {
-                        reason: "TARGET_OUT_OF_SCOPE",
-                        message: format!("target {raw:?} is out of scope: {why}"),
-                        field: Some(format!("targets[{i}]")),
-                    });
-                }
-                let addrs = tokio::time::timeout(
-                    RESOLVE_TIMEOUT,
-                    tokio::net::lookup_host((name.as_str(), 0)),
-                )
-                .await
-                .map_err(|_| {
-                    Error::invalid(
-                        format!("targets[{i}]"),
-                        format!("resolving {name:?} timed out"),
-                    )
-                })?
-                .map_err(|e| {
-                    Error::invalid(
-                        format!("targets[{i}]"),
-                        format!("cannot resolve {name:?}: {e}"),
-                    )
-                })?;
-                let mut addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                addrs.sort();
-                addrs.dedup();
-                if addrs.is_empty() {
-                    return Err(Error::invalid(
-                        format!("targets[{i}]"),
-                        format!("{name:?} has no addresses"),
-                    ));
-                }
-                for addr in &addrs {
-                    if let Some(why) = scope.refusal(*addr) {
-                        return Err(deny(i, raw, *addr, why));
-                    }
-                }
-                for addr in addrs {
-                    push(ResolvedTarget {
-                        hostname: Some(name.clone()),
-                        address: addr,
-                    });
+                if let Ok(addrs) = &resolved[name.as_str()] {
+                    addrs.iter().for_each(|addr| push(Some(name), *addr));
                 }
             }
         }
@@ -335,12 +304,125 @@ pub async fn resolve(
     Ok(out)
 }
 
+/// Resolves each of `names` (distinct) to its sorted, distinct addresses, or says why not:
+/// [`RESOLVE_CONCURRENCY`] at a time, all within [`RESOLVE_DEADLINE`]. A name still pending
+/// at the deadline is reported as such; its lookup is dropped (a `getaddrinfo` already on a
+/// blocking thread finishes there, unheard).
+async fn resolve_names<'a>(
+    names: &[&'a str],
+    lookup: &dyn Lookup,
+) -> HashMap<&'a str, Result<Vec<IpAddr>, String>> {
+    async fn one<'n>(
+        lookup: &dyn Lookup,
+        name: &'n str,
+    ) -> (&'n str, std::io::Result<Vec<IpAddr>>) {
+        (name, lookup.lookup(name).await)
+    }
+
+    let mut out = HashMap::with_capacity(names.len());
+    let mut queue = names.iter().copied();
+    let mut running: FuturesUnordered<_> = queue
+        .by_ref()
+        .take(RESOLVE_CONCURRENCY)
+        .map(|name| one(lookup, name))
+        .collect();
+    let deadline = tokio::time::sleep(RESOLVE_DEADLINE);
+    tokio::pin!(deadline);
+    loop {
+        let (name, result) = tokio::select! {
+            next = running.next() => match next {
+                Some(done) => done,
+                None => break,
+            },
+            () = &mut deadline => break,
+        };
+        if let Some(next) = queue.next() {
+            running.push(one(lookup, next));
+        }
+        let result = match result {
+            Err(e) => Err(format!("cannot resolve {}: {e}", echo(name))),
+            Ok(mut addrs) => {
+                addrs.sort();
+                addrs.dedup();
+                if addrs.is_empty() {
+                    Err(format!("{} has no addresses", echo(name)))
+                } else {
+                    Ok(addrs)
+                }
+            }
+        };
+        out.insert(name, result);
+    }
+    for name in names {
+        out.entry(*name).or_insert_with(|| {
+            Err(format!(
+                "resolving {} did not finish within the request's {}s",
+                echo(name),
+                RESOLVE_DEADLINE.as_secs()
+            ))
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use phantom_runtime::config::ScanConfig;
+    use tonic_types::StatusExt;
+
     use super::*;
 
     fn scope() -> Scope {
         Scope::new(&ScanConfig::default())
+    }
+
+    fn strings(targets: &[&str]) -> Vec<String> {
+        targets.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    /// A resolver stand-in: each name takes `delay` (on the paused test clock) and resolves
+    /// to 127.0.0.1, unless it starts with `hang` (never answers) or `fail` (an error). It
+    /// records how many lookups were in flight at most.
+    #[derive(Debug)]
+    struct SlowLookup {
+        delay: Duration,
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl SlowLookup {
+        fn new(delay: Duration) -> Self {
+            Self {
+                delay,
+                in_flight: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+                asked: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Lookup for SlowLookup {
+        async fn lookup(&self, name: &str) -> std::io::Result<Vec<IpAddr>> {
+            self.asked.lock().unwrap().push(name.to_owned());
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            if name.starts_with("hang") {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(self.delay).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if name.starts_with("fail") {
+                return Err(std::io::Error::other("no such host"));
+            }
+            Ok(vec!["127.0.0.1".parse().unwrap()])
+        }
     }
 
     #[test]
@@ -358,6 +440,10 @@ mod tests {
             parse("Scan.Example.com.").unwrap(),
             Target::Host("scan.example.com".into())
         );
+        let label = "a".repeat(63);
+        let longest = format!("{label}.{label}.{label}.{}.", "a".repeat(61));
+        assert_eq!(longest.len(), 254);
+        assert!(parse(&longest).is_ok());
     }
 
     #[test]
@@ -378,98 +464,69 @@ mod tests {
     }
 
     #[test]
-    fn metadata_link_local_multicast_and_unspecified_are_always_denied() {
-        for addr in [
-            "169.254.169.254",
-            "fd00:ec2::254",
-            "224.0.0.1",
-            "ff02::1",
-            "0.0.0.0",
-            "::",
-            "255.255.255.255",
-            "fe80::1",
-            "::ffff:169.254.169.254",
-        ] {
-            assert!(
-                scope().refusal(addr.parse().unwrap()).is_some(),
-                "{addr} allowed"
-            );
-        }
-        assert!(scope().refusal("127.0.0.1".parse().unwrap()).is_none());
-        assert!(scope().refusal("10.1.2.3".parse().unwrap()).is_none());
-    }
-
-    #[test]
-    fn the_most_specific_rule_decides_and_a_tie_denies() {
-        let config = ScanConfig {
-            allowed_cidrs: vec!["10.20.0.0/16".into(), "192.168.1.0/24".into()],
-            denied_cidrs: vec![
-                "10.0.0.0/8".into(),
-                "192.168.1.0/24".into(),
-                "10.20.5.0/24".into(),
-            ],
-            ..ScanConfig::default()
-        };
-        let scope = Scope::new(&config);
-        assert!(scope.refusal("10.20.1.1".parse().unwrap()).is_none());
-        assert!(scope.refusal("10.20.5.1".parse().unwrap()).is_some());
-        assert!(scope.refusal("10.30.0.1".parse().unwrap()).is_some());
-        assert!(scope.refusal("192.168.1.7".parse().unwrap()).is_some());
-        assert!(
-            scope
-                .refusal("8.8.8.8".parse().unwrap())
-                .unwrap()
-                .contains("allowed_cidrs")
-        );
-        // Configuration cannot open an always-denied range.
-        let config = ScanConfig {
-            allowed_cidrs: vec!["169.254.0.0/16".into()],
-            ..ScanConfig::default()
-        };
-        assert!(
-            Scope::new(&config)
-                .refusal("169.254.169.254".parse().unwrap())
-                .is_some()
+    fn a_target_over_the_length_limit_is_refused_before_it_is_parsed() {
+        let padded = format!("{}10.0.0.1", " ".repeat(MAX_TARGET_BYTES));
+        assert_eq!(
+            parse(&padded),
+            Err(TargetError::TooLong {
+                len: MAX_TARGET_BYTES + 8
+            })
         );
     }
 
     #[test]
-    fn configured_allow_and_deny_lists_apply() {
-        let config = ScanConfig {
-            allowed_cidrs: vec!["10.0.0.0/8".into()],
-            denied_cidrs: vec!["10.9.0.0/16".into()],
-            ..ScanConfig::default()
-        };
-        let scope = Scope::new(&config);
-        assert!(scope.refusal("10.1.1.1".parse().unwrap()).is_none());
-        assert!(
-            scope
-                .refusal("10.9.1.1".parse().unwrap())
-                .unwrap()
-                .contains("denied_cidrs")
-        );
-        assert!(
-            scope
-                .refusal("192.168.1.1".parse().unwrap())
-                .unwrap()
-                .contains("allowed_cidrs")
-        );
+    fn a_huge_target_is_quoted_short_in_its_error() {
+        let huge = "a".repeat(3_900_000);
+        let why = parse(&huge).unwrap_err().to_string();
+        assert!(why.len() < 200, "{} bytes", why.len());
+        let long = "a".repeat(200);
+        let why = parse(&long).unwrap_err().to_string();
+        assert!(why.contains("(200 bytes)"), "{why}");
     }
 
     #[tokio::test]
-    async fn a_block_touching_a_denied_range_is_refused_naming_target_and_rule() {
+    async fn a_huge_target_comes_back_as_a_short_status() {
+        let err = resolve(&["a".repeat(3_900_000)], &scope(), 256)
+            .await
+            .unwrap_err();
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().len() < 300, "{}", status.message().len());
+        assert!(status.details().len() < 1024, "{}", status.details().len());
+        let bad = status.get_details_bad_request().unwrap();
+        assert_eq!(bad.field_violations[0].field, "targets[0]");
+    }
+
+    #[tokio::test]
+    async fn a_block_touching_a_refused_range_is_refused_naming_target_and_rule() {
         let err = resolve(&["169.254.169.252/30".into()], &scope(), 256)
             .await
             .unwrap_err();
         let status = tonic::Status::from(err);
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
         assert!(
-            status.message().contains("169.254.169.252/30"),
+            status
+                .message()
+                .contains("\"169.254.169.252/30\" (169.254.169.253)"),
             "{}",
             status.message()
         );
         assert!(
-            status.message().contains("metadata"),
+            status.message().contains("Amazon VPC DNS resolver"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_target_carrying_the_metadata_address_is_refused() {
+        let err = resolve(&["64:ff9b::a9fe:a9fe".into()], &scope(), 256)
+            .await
+            .unwrap_err();
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(
+            status.message().contains("169.254.169.254 (NAT64"),
             "{}",
             status.message()
         );
@@ -490,20 +547,17 @@ mod tests {
         assert_eq!(ok.len(), 2, "hosts of a /30, deduplicated");
     }
 
-    #[test]
-    fn hostnames_must_be_in_the_allowed_domains_when_there_are_some() {
-        let scope = Scope::new(&ScanConfig {
-            allowed_domains: vec![".Example.com".into()],
-            ..ScanConfig::default()
-        });
-        assert!(scope.name_refusal("example.com").is_none());
-        assert!(scope.name_refusal("www.example.com").is_none());
-        assert!(scope.name_refusal("badexample.com").is_some());
-        assert!(scope.name_refusal("example.com.evil.net").is_some());
+    #[tokio::test]
+    async fn a_large_block_expands_in_linear_time() {
+        let started = std::time::Instant::now();
+        let out = resolve(&["10.1.0.0/16".into()], &scope(), 65_536)
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 65_534);
         assert!(
-            Scope::new(&ScanConfig::default())
-                .name_refusal("anything.net")
-                .is_none()
+            started.elapsed() < Duration::from_secs(3),
+            "a /16 took {:?}",
+            started.elapsed()
         );
     }
 
@@ -513,13 +567,15 @@ mod tests {
             allowed_domains: vec!["corp.internal".into()],
             ..ScanConfig::default()
         });
-        let err = resolve(&["localhost".into()], &scope, 10)
+        let lookup = SlowLookup::new(Duration::ZERO);
+        let err = resolve_with(&strings(&["localhost"]), &scope, 10, &lookup)
             .await
             .unwrap_err();
         assert_eq!(
             tonic::Status::from(err).code(),
             tonic::Code::PermissionDenied
         );
+        assert!(lookup.asked.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -530,5 +586,62 @@ mod tests {
             out.iter()
                 .all(|r| r.hostname.as_deref() == Some("localhost"))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn names_resolve_concurrently_within_one_deadline_for_the_request() {
+        let lookup = SlowLookup::new(Duration::from_secs(4));
+        let names: Vec<String> = (0..8).map(|i| format!("host{i}.example")).collect();
+        let started = tokio::time::Instant::now();
+        let out = resolve_with(&names, &scope(), 256, &lookup).await.unwrap();
+        assert_eq!(out.len(), 1, "all resolve to 127.0.0.1");
+        assert!(
+            started.elapsed() <= RESOLVE_DEADLINE,
+            "8 names of 4s each took {:?}",
+            started.elapsed()
+        );
+        assert!(lookup.most.load(Ordering::SeqCst) > 1, "one at a time");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_name_left_unresolved_at_the_deadline_is_reported() {
+        let lookup = SlowLookup::new(Duration::from_millis(10));
+        let targets = strings(&[
+            "hang1.example",
+            "ok.example",
+            "hang2.example",
+            "fail.example",
+        ]);
+        let started = tokio::time::Instant::now();
+        let err = resolve_with(&targets, &scope(), 256, &lookup)
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() <= RESOLVE_DEADLINE + Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["targets[0]", "targets[2]", "targets[3]"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_are_bounded_and_each_name_is_asked_once() {
+        let lookup = SlowLookup::new(Duration::from_millis(100));
+        let mut targets: Vec<String> = (0..100).map(|i| format!("host{i}.example")).collect();
+        targets.extend(targets.clone());
+        resolve_with(&targets, &scope(), 256, &lookup)
+            .await
+            .unwrap();
+        assert_eq!(lookup.asked.lock().unwrap().len(), 100);
+        assert!(lookup.most.load(Ordering::SeqCst) <= RESOLVE_CONCURRENCY);
     }
 }

@@ -21,6 +21,13 @@
 
 use std::fmt;
 
+use phantom_layers::status::echo;
+
+/// The longest vector parsed. A v3.1 vector with every base, temporal and environmental
+/// metric is 132 characters, a v4.0 one with every metric about 200; a longer one is junk,
+/// refused before it costs anything.
+pub const MAX_VECTOR_LEN: usize = 512;
+
 /// A parsed vector, reduced to its base metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaseVector(Version);
@@ -88,20 +95,24 @@ pub enum CvssError {
     /// The vector is empty.
     #[error("vector is empty")]
     Empty,
+    /// The vector is longer than any valid one (the longest, v4.0 with every metric, is
+    /// under 200 characters): refused before it is parsed.
+    #[error("vector is {0} bytes long, over the limit of {MAX_VECTOR_LEN}")]
+    TooLong(usize),
     /// No `CVSS:3.1/`, `CVSS:3.0/` or `CVSS:4.0/` prefix (CVSS v2 vectors are not scored here).
     #[error("vector must start with CVSS:3.1/, CVSS:3.0/ or CVSS:4.0/")]
     Prefix,
     /// A component is not `Metric:Value`.
-    #[error("component {0:?} is not of the form METRIC:VALUE")]
+    #[error("component {} is not of the form METRIC:VALUE", echo(.0))]
     Component(String),
     /// A metric appears twice.
-    #[error("metric {0} appears more than once")]
+    #[error("metric {} appears more than once", echo(.0))]
     Duplicate(String),
     /// A metric name is not defined by CVSS v3.x.
-    #[error("unknown metric {0}")]
+    #[error("unknown metric {}", echo(.0))]
     UnknownMetric(String),
     /// A value is not defined for its metric.
-    #[error("invalid value {value:?} for metric {metric}")]
+    #[error("invalid value {} for metric {}", echo(.value), echo(.metric))]
     Value {
         /// The metric.
         metric: String,
@@ -145,6 +156,9 @@ impl std::str::FromStr for BaseVector {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
+        if s.len() > MAX_VECTOR_LEN {
+            return Err(CvssError::TooLong(s.len()));
+        }
         if s.starts_with("CVSS:4.0/") {
             parse_v4(s).map(|v| Self(Version::V4(v)))
         } else {
@@ -708,6 +722,13 @@ mod tests {
             CvssError::UnknownMetric(_)
         ));
         assert!(matches!(err("CVSS:3.1/AVN"), CvssError::Component(_)));
+        let junk = format!(
+            "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/{}",
+            "X:Y/".repeat(2500)
+        );
+        assert_eq!(err(&junk), CvssError::TooLong(junk.len()));
+        let one_long = format!("CVSS:3.1/{}", "A".repeat(400));
+        assert!(err(&one_long).to_string().len() < 200, "{}", err(&one_long));
     }
 
     #[test]

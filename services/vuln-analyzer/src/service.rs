@@ -27,6 +27,18 @@ const ANALYZE_CONCURRENCY: usize = 8;
 
 /// Most fingerprints one WarmScan call may carry.
 pub const MAX_WARM_FINGERPRINTS: usize = 10_000;
+/// Longest id, engine, protocol or fingerprint of a finding, and longest scan id.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest target, hostname, service or check id of a finding (a DNS name is at most 253).
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest banner of a finding (the scan-orchestrator keeps 256 characters of an engine's).
+pub const MAX_BANNER_LEN: usize = 16 * 1024;
+/// Longest title of a finding.
+pub const MAX_TITLE_LEN: usize = 1024;
+/// Most CVE ids on one finding.
+pub const MAX_CVE_IDS: usize = 64;
+/// Most violations one refusal lists: enough to act on, never a reply of megabytes.
+const MAX_VIOLATIONS: usize = 10;
 
 /// What the service needs once its dependencies are up.
 #[derive(Debug)]
@@ -255,6 +267,10 @@ fn validate(findings: &[pb::Finding]) -> Result<(), Error> {
     }
     let mut violations = Vec::new();
     for (i, f) in findings.iter().enumerate() {
+        // A caller stops being told about more violations once it has enough to act on.
+        if violations.len() >= MAX_VIOLATIONS {
+            break;
+        }
         for (name, value) in [
             ("target", &f.target),
             ("engine", &f.engine),
@@ -266,6 +282,45 @@ fn validate(findings: &[pb::Finding]) -> Result<(), Error> {
                     "is required",
                 ));
             }
+        }
+        for (name, value, max) in [
+            ("id", &f.id, MAX_ID_LEN),
+            ("scan_id", &f.scan_id, MAX_ID_LEN),
+            ("target", &f.target, MAX_NAME_LEN),
+            ("hostname", &f.hostname, MAX_NAME_LEN),
+            ("protocol", &f.protocol, MAX_ID_LEN),
+            ("service", &f.service, MAX_NAME_LEN),
+            ("banner", &f.banner, MAX_BANNER_LEN),
+            ("engine", &f.engine, MAX_ID_LEN),
+            ("check_id", &f.check_id, MAX_NAME_LEN),
+            ("title", &f.title, MAX_TITLE_LEN),
+            ("fingerprint", &f.fingerprint, MAX_ID_LEN),
+        ] {
+            if value.len() > max {
+                violations.push(FieldViolation::new(
+                    format!("findings[{i}].{name}"),
+                    format!("is {} bytes long, over the limit of {max}", value.len()),
+                ));
+            }
+        }
+        if f.cve_ids.len() > MAX_CVE_IDS {
+            violations.push(FieldViolation::new(
+                format!("findings[{i}].cve_ids"),
+                format!(
+                    "has {} entries, over the limit of {MAX_CVE_IDS}",
+                    f.cve_ids.len()
+                ),
+            ));
+        } else if let Some((j, id)) = f
+            .cve_ids
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.len() > MAX_ID_LEN)
+        {
+            violations.push(FieldViolation::new(
+                format!("findings[{i}].cve_ids[{j}]"),
+                format!("is {} bytes long, over the limit of {MAX_ID_LEN}", id.len()),
+            ));
         }
         if f.port > u32::from(u16::MAX) {
             violations.push(FieldViolation::new(
@@ -322,6 +377,28 @@ impl VulnAnalyzer for VulnAnalyzerService {
         if r.scan_id.trim().is_empty() {
             return Err(Error::invalid("scan_id", "is required").into());
         }
+        if r.scan_id.len() > MAX_ID_LEN {
+            return Err(Error::invalid(
+                "scan_id",
+                format!(
+                    "is {} bytes long, over the limit of {MAX_ID_LEN}",
+                    r.scan_id.len()
+                ),
+            )
+            .into());
+        }
+        if let Some((i, fp)) = r
+            .fingerprints
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.len() > MAX_ID_LEN)
+        {
+            return Err(Error::invalid(
+                format!("fingerprints[{i}]"),
+                format!("is {} bytes long, over the limit of {MAX_ID_LEN}", fp.len()),
+            )
+            .into());
+        }
         if r.fingerprints.len() > MAX_WARM_FINGERPRINTS {
             return Err(Error::invalid(
                 "fingerprints",
@@ -358,5 +435,54 @@ impl VulnAnalyzer for VulnAnalyzerService {
             impact_score: scores.impact.unwrap_or(0.0),
             exploitability_score: scores.exploitability.unwrap_or(0.0),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding() -> pb::Finding {
+        pb::Finding {
+            target: "10.0.0.1".into(),
+            engine: "builtin".into(),
+            check_id: "open-port".into(),
+            ..Default::default()
+        }
+    }
+
+    fn violations(findings: &[pb::Finding]) -> Vec<FieldViolation> {
+        match validate(findings) {
+            Err(Error::InvalidArgument(v)) => v,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_fields_of_a_finding_are_refused_naming_the_field() {
+        let mut huge = finding();
+        huge.banner = "b".repeat(3 << 20);
+        let v = violations(&[huge]);
+        assert_eq!(v[0].field, "findings[0].banner");
+        assert!(v[0].description.contains("3145728 bytes"), "{v:?}");
+        let mut many = finding();
+        many.cve_ids = vec!["CVE-2024-0001".into(); 10_000];
+        assert_eq!(violations(&[many])[0].field, "findings[0].cve_ids");
+    }
+
+    #[test]
+    fn a_refusal_lists_a_bounded_number_of_violations() {
+        let bad = vec![pb::Finding::default(); MAX_FINDINGS_PER_CALL];
+        let v = violations(&bad);
+        assert!(
+            v.len() < MAX_VIOLATIONS + 3,
+            "{} violations listed",
+            v.len()
+        );
+    }
+
+    #[test]
+    fn a_well_formed_finding_passes() {
+        assert!(validate(&[finding()]).is_ok());
     }
 }

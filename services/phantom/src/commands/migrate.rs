@@ -17,7 +17,7 @@ use phantom_runtime::{
 };
 use sqlx::{Connection as _, migrate::Migrate as _};
 
-use super::outln;
+use super::{errln, outln};
 
 /// Where sqlx keeps the applied migrations (its default, which `SqlStore` keeps).
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
@@ -48,12 +48,12 @@ pub async fn run(config: &StorageConfig, wait: Duration) -> ExitCode {
         match SqlStore::open(&attempt).await {
             Ok(_) => break,
             Err(err) if is_transient(&err) && Instant::now() + delay < deadline => {
-                eprintln!("phantom migrate: {shown} is not reachable yet ({err}); retrying");
+                errln!("phantom migrate: {shown} is not reachable yet ({err}); retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
             Err(err) if is_transient(&err) => {
-                eprintln!(
+                errln!(
                     "phantom migrate: {shown} is still unreachable after {}s (--wait {}): {err}\n  \
                      is the database running, and DATABASE_URL right?",
                     started.elapsed().as_secs(),
@@ -62,7 +62,7 @@ pub async fn run(config: &StorageConfig, wait: Duration) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             Err(err) => {
-                eprintln!("phantom migrate: cannot open {shown}: {err}");
+                errln!("phantom migrate: cannot open {shown}: {err}");
                 return ExitCode::FAILURE;
             }
         }
@@ -71,18 +71,18 @@ pub async fn run(config: &StorageConfig, wait: Duration) -> ExitCode {
     let before = match applied(&url).await {
         Ok(v) => v,
         Err(err) => {
-            eprintln!("phantom migrate: cannot read the applied migrations of {shown}: {err}");
+            errln!("phantom migrate: cannot read the applied migrations of {shown}: {err}");
             return ExitCode::FAILURE;
         }
     };
     if let Err(err) = SqlStore::connect(config).await {
-        eprintln!("phantom migrate: migrating {shown} failed: {err}");
+        errln!("phantom migrate: migrating {shown} failed: {err}");
         return ExitCode::FAILURE;
     }
     let after = match applied(&url).await {
         Ok(v) => v,
         Err(err) => {
-            eprintln!("phantom migrate: cannot read the applied migrations of {shown}: {err}");
+            errln!("phantom migrate: cannot read the applied migrations of {shown}: {err}");
             return ExitCode::FAILURE;
         }
     };

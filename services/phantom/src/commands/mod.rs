@@ -4,36 +4,64 @@
 pub mod health;
 pub mod migrate;
 pub mod scan;
+pub(crate) mod terminal;
 pub mod watch;
 
 /// `println!` that tolerates a closed stdout (`phantom scan … | head`): a reader that went
-/// away is not an error worth a panic.
+/// away is not an error worth a panic. What it prints is made inert for a terminal
+/// ([`terminal::inert_lines`]).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            $crate::commands::terminal::inert_lines(&text)
+        );
     }};
 }
 pub(crate) use outln;
+
+/// `eprintln!`, made inert for a terminal ([`terminal::inert_lines`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        let text = format!($($arg)*);
+        eprintln!("{}", $crate::commands::terminal::inert_lines(&text));
+    }};
+}
+pub(crate) use errln;
+
+use terminal::inert;
 
 use tonic_types::StatusExt;
 
 /// Prints a failed call the way a user can act on: the code, the message, and each field
 /// the server refused.
 pub(crate) fn print_status(what: &str, status: &tonic::Status) {
-    eprintln!(
-        "phantom: {what} failed: {:?}: {}",
+    errln!("{}", status_text(what, status).trim_end());
+}
+
+/// What [`print_status`] prints: one line per thing the server said, each made inert.
+fn status_text(what: &str, status: &tonic::Status) -> String {
+    let mut out = format!(
+        "phantom: {what} failed: {:?}: {}\n",
         status.code(),
-        status.message()
+        inert(status.message())
     );
     if let Some(bad) = status.get_details_bad_request() {
         for v in bad.field_violations {
-            eprintln!("  {}: {}", v.field, v.description);
+            out.push_str(&format!(
+                "  {}: {}\n",
+                inert(&v.field),
+                inert(&v.description)
+            ));
         }
     }
     if status.code() == tonic::Code::Unavailable {
-        eprintln!("  is the server running? (`make run` or `phantom up`)");
+        out.push_str("  is the server running? (`make run` or `phantom up`)\n");
     }
+    out
 }
 
 /// Exit status for a failed call: 2 for the caller's mistakes, 1 otherwise.
@@ -52,7 +80,7 @@ pub(crate) async fn connect(
     addr: &str,
 ) -> Result<tonic::transport::Channel, std::process::ExitCode> {
     let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned()).map_err(|e| {
-        eprintln!("phantom: {addr:?} is not a URL: {e}");
+        errln!("phantom: {addr:?} is not a URL: {e}");
         std::process::ExitCode::from(2)
     })?;
     endpoint
@@ -60,7 +88,7 @@ pub(crate) async fn connect(
         .connect()
         .await
         .map_err(|e| {
-            eprintln!("phantom: cannot connect to {addr}: {e}\n  is the server running? (`make run` or `phantom up`)");
+            errln!("phantom: cannot connect to {addr}: {e}\n  is the server running? (`make run` or `phantom up`)");
             std::process::ExitCode::FAILURE
         })
 }
@@ -76,4 +104,31 @@ pub(crate) fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
         humantime::format_rfc3339_seconds(t).to_string()
     })
     .unwrap_or_default()
+}
+
+/// What a terminal would act on in `text` rather than show: C0 controls (but the newline
+/// ending a line), DEL, C1 controls, and the bidi overrides and isolates.
+#[cfg(test)]
+pub(crate) fn terminal_hazards(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| {
+            c != '\n'
+                && matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_servers_refusal_is_printed_inert() {
+        let status = tonic::Status::invalid_argument(
+            "bad target \u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}1;1H \u{202e}gnp.exe",
+        );
+        let text = status_text("CreateScan", &status);
+        assert_eq!(terminal_hazards(&text), Vec::<char>::new(), "{text:?}");
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+    }
 }

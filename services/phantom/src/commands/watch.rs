@@ -36,7 +36,10 @@ use phantom_runtime::{CancellationToken, server::cancel_on_signals};
 use serde_json::json;
 use tonic::{Code, Status, transport::Endpoint};
 
-use super::{exit_for, print_status, rfc3339};
+use super::{
+    errln, exit_for, print_status, rfc3339,
+    terminal::{inert, inert_lines},
+};
 use crate::cli::Output;
 
 /// First delay before subscribing again.
@@ -313,38 +316,41 @@ struct Printer {
 
 impl Printer {
     fn print(&mut self, n: &pb::Notification) -> std::io::Result<()> {
-        let mut out = std::io::stdout().lock();
+        let text = self.render(n);
+        std::io::stdout().lock().write_all(text.as_bytes())
+    }
+
+    /// What printing `n` writes: its line (after the header, the first time).
+    fn render(&mut self, n: &pb::Notification) -> String {
+        let mut out = String::new();
         match self.output {
             // CSV and SARIF describe findings; a feed is JSON lines.
             Output::Json | Output::Csv | Output::Sarif => {
-                writeln!(out, "{}", notification_json(n))
+                let line = notification_json(n).to_string();
+                out.push_str(&format!("{}\n", inert_lines(&line)));
             }
             Output::Table => {
                 if !self.header_done {
-                    writeln!(
-                        out,
-                        "{:<20}  {:<20}  {:>6}  {:<8}  {:<16}  PAYLOAD",
+                    out.push_str(&format!(
+                        "{:<20}  {:<20}  {:>6}  {:<8}  {:<16}  PAYLOAD\n",
                         "TIME", "ROOM", "SEQ", "PRIORITY", "TYPE"
-                    )?;
+                    ));
                     self.header_done = true;
                 }
-                // One line per notification, whatever the payload holds.
-                let payload: String = n
-                    .payload
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect();
-                writeln!(
-                    out,
-                    "{:<20}  {:<20}  {:>6}  {:<8}  {:<16}  {payload}",
+                // One line per notification, whatever its fields hold: a line break could
+                // forge a line, an escape sequence could rewrite the screen.
+                out.push_str(&format!(
+                    "{:<20}  {:<20}  {:>6}  {:<8}  {:<16}  {}\n",
                     rfc3339(n.created_at.as_ref()),
-                    n.room,
+                    inert(&n.room),
                     n.sequence,
                     priority_name(n.priority),
-                    n.r#type,
-                )
+                    inert(&n.r#type),
+                    inert(&n.payload),
+                ));
             }
         }
+        out
     }
 }
 
@@ -454,7 +460,7 @@ async fn subscribe(
 }
 
 fn describe(status: &Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
+    format!("{:?}: {}", status.code(), inert(status.message()))
 }
 
 /// Follows the rooms until Ctrl-C or SIGTERM (exit 0), or a refusal (exit 2 for the caller's
@@ -469,7 +475,7 @@ pub async fn run(args: Args) -> ExitCode {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true),
         Err(e) => {
-            eprintln!("phantom: {:?} is not a URL: {e}", args.addr);
+            errln!("phantom: {:?} is not a URL: {e}", args.addr);
             return ExitCode::from(2);
         }
     };
@@ -508,7 +514,7 @@ pub async fn run(args: Args) -> ExitCode {
                 return exit_for(&status);
             }
             Ended::Dropped { low, normal } => {
-                eprintln!(
+                errln!(
                     "phantom watch: the notifier dropped {low} LOW and {normal} NORMAL notifications \
                      (this watcher read too slowly); subscribing again to fetch them (resuming {cursor})"
                 );
@@ -517,7 +523,7 @@ pub async fn run(args: Args) -> ExitCode {
             Ended::Broken(why) => why,
         };
         let delay = reconnect.next_delay();
-        eprintln!(
+        errln!(
             "phantom watch: {why}; subscribing again in {} (resuming {cursor})",
             humantime::format_duration(Duration::from_millis(
                 u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
@@ -618,6 +624,50 @@ mod tests {
             first_times(&mut c, "r", &[5, 3, 6, 6]),
             [false, false, true, false]
         );
+    }
+
+    fn hostile() -> pb::Notification {
+        pb::Notification {
+            room: "scan/\u{202e}1".into(),
+            sequence: 7,
+            priority: pb::Priority::High as i32,
+            r#type: "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}1;1H\u{7f}".into(),
+            payload: "ok\n2099-01-01T00:00:00Z  system  1  CRITICAL  forged".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_notification_cannot_send_control_sequences_to_the_terminal() {
+        let mut printer = Printer {
+            output: Output::Table,
+            header_done: false,
+        };
+        let text = printer.render(&hostile());
+        assert_eq!(
+            crate::commands::terminal_hazards(&text),
+            Vec::<char>::new(),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().count(), 2, "a header and one line: {text:?}");
+    }
+
+    #[test]
+    fn json_lines_are_inert_and_still_say_the_same() {
+        let mut printer = Printer {
+            output: Output::Json,
+            header_done: false,
+        };
+        let n = hostile();
+        let text = printer.render(&n);
+        assert_eq!(
+            crate::commands::terminal_hazards(&text),
+            Vec::<char>::new(),
+            "{text:?}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["type"], n.r#type.as_str());
+        assert_eq!(parsed["room"], n.room.as_str());
     }
 
     #[test]

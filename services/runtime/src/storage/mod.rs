@@ -61,12 +61,22 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// The embedded database's file could not be created or made private.
+    #[error("cannot create or protect database file {path}: {source}")]
+    DataFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl From<StoreError> for phantom_layers::Error {
     fn from(err: StoreError) -> Self {
         let category = match &err {
-            StoreError::DataDir { .. } => phantom_layers::Category::FileSystem,
+            StoreError::DataDir { .. } | StoreError::DataFile { .. } => {
+                phantom_layers::Category::FileSystem
+            }
             _ => phantom_layers::Category::Database,
         };
         phantom_layers::Error::internal_in(category, err)

@@ -49,19 +49,13 @@ impl SqlStore {
     }
 
     /// The URL of the configured database: `DATABASE_URL`, or SQLite in the data directory
-    /// (created if needed).
+    /// (created if needed, private to the user running PHANTOM: see [`private_sqlite_file`]).
     fn url(config: &StorageConfig) -> Result<String, StoreError> {
         if !config.database_url.is_empty() {
             return Ok(config.database_url.clone());
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        Ok(format!(
-            "sqlite://{}?mode=rwc",
-            config.data_dir.join("phantom.db").display()
-        ))
+        let file = private_sqlite_file(&config.data_dir)?;
+        Ok(format!("sqlite://{}?mode=rwc", file.display()))
     }
 
     /// Connects to `url` and applies pending migrations.
@@ -118,6 +112,132 @@ impl SqlStore {
         let pool = options.connect(url).await?;
         Ok(Self { pool, backend })
     }
+}
+
+/// The embedded database's file name in the data directory.
+const SQLITE_FILE: &str = "phantom.db";
+
+/// Files SQLite keeps beside the database (write-ahead log, shared memory, rollback journal).
+const SQLITE_COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// The embedded database in `dir`, made private to the user running PHANTOM whatever the
+/// umask: the directory 0700 when created here, the database file created 0600 before sqlx
+/// opens it (SQLite gives its `-wal` and `-shm` files the database's mode).
+///
+/// A database or companion file left readable by others (by an older version) is tightened
+/// to 0600, and so is an existing directory that holds nothing but these files; a directory
+/// that holds anything else (a home directory, `/tmp`) is not PHANTOM's to change, and is
+/// only warned about.
+fn private_sqlite_file(dir: &std::path::Path) -> Result<std::path::PathBuf, StoreError> {
+    let dir_error = |source| StoreError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let file = dir.join(SQLITE_FILE);
+    let file_error = |source| StoreError::DataFile {
+        path: file.clone(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let existed = dir.is_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(dir_error)?;
+        if !existed {
+            // The umask may have taken more than group and other bits away.
+            set_mode(dir, 0o700).map_err(dir_error)?;
+        } else {
+            tighten_dir(dir).map_err(dir_error)?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&file)
+            .map_err(file_error)?;
+        tighten(&file).map_err(file_error)?;
+        for suffix in SQLITE_COMPANIONS {
+            let companion = dir.join(format!("{SQLITE_FILE}{suffix}"));
+            if companion.exists() {
+                tighten(&companion).map_err(|source| StoreError::DataFile {
+                    path: companion.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(dir_error)?;
+    Ok(file)
+}
+
+#[cfg(unix)]
+fn mode_of(path: &std::path::Path) -> std::io::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
+}
+
+#[cfg(unix)]
+fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Makes a database file 0600 if it is not already, saying so.
+#[cfg(unix)]
+fn tighten(file: &std::path::Path) -> std::io::Result<()> {
+    let mode = mode_of(file)?;
+    if mode != 0o600 {
+        set_mode(file, 0o600)?;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %file.display(),
+                mode = format!("{mode:o}"),
+                "Database file was open to other users; it is now 0600"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Makes an existing data directory 0700 if it holds only the database's files; warns if it
+/// is open to others and holds anything else.
+#[cfg(unix)]
+fn tighten_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mode = mode_of(dir)?;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let ours = std::fs::read_dir(dir)?.all(|entry| {
+        entry.is_ok_and(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == SQLITE_FILE
+                || SQLITE_COMPANIONS
+                    .iter()
+                    .any(|s| name.strip_prefix(SQLITE_FILE) == Some(s))
+        })
+    });
+    if ours {
+        set_mode(dir, 0o700)?;
+        tracing::warn!(
+            path = %dir.display(),
+            mode = format!("{mode:o}"),
+            "Data directory was open to other users; it is now 0700"
+        );
+    } else {
+        tracing::warn!(
+            path = %dir.display(),
+            mode = format!("{mode:o}"),
+            "Data directory is open to other users and holds other files: left as it is (the database files are 0600)"
+        );
+    }
+    Ok(())
 }
 
 fn u64_of(row: &AnyRow, col: &'static str) -> Result<u64, StoreError> {
@@ -973,5 +1093,71 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(by_age.rows_affected() + by_count.rows_affected())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// The mode of `path` in octal, as `ls` and `chmod` say it.
+    fn mode(path: &std::path::Path) -> String {
+        let mode = mode_of(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        format!("{mode:o}")
+    }
+
+    fn config(dir: &std::path::Path) -> StorageConfig {
+        StorageConfig {
+            data_dir: dir.to_path_buf(),
+            ..StorageConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_sqlite_store_is_private_to_its_user() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data").join("phantom");
+        let store = SqlStore::connect(&config(&dir)).await.unwrap();
+        // A write, so that the write-ahead log and its shared memory exist.
+        store.ping().await.unwrap();
+        store
+            .insert_scan(&crate::storage::conformance::sample_scan("t"))
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir), "700", "the data directory");
+        assert_eq!(mode(&dir.join("phantom.db")), "600", "the database");
+        for companion in ["phantom.db-wal", "phantom.db-shm"] {
+            assert_eq!(mode(&dir.join(companion)), "600", "{companion}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_existing_database_open_to_others_is_made_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o755).unwrap();
+        for file in ["phantom.db", "phantom.db-wal"] {
+            std::fs::write(dir.join(file), b"").unwrap();
+            set_mode(&dir.join(file), 0o644).unwrap();
+        }
+        let store = SqlStore::connect(&config(&dir)).await.unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(mode(&dir), "700");
+        assert_eq!(mode(&dir.join("phantom.db")), "600");
+        assert_eq!(mode(&dir.join("phantom.db-wal")), "600");
+    }
+
+    #[tokio::test]
+    async fn a_shared_directory_keeps_its_mode_but_not_the_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shared");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o755).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"not ours").unwrap();
+        let store = SqlStore::connect(&config(&dir)).await.unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(mode(&dir), "755", "not PHANTOM's directory: left alone");
+        assert_eq!(mode(&dir.join("phantom.db")), "600");
     }
 }

@@ -6,11 +6,13 @@
 //! produced it: [`Redacting`] wraps the log writer and passes each line through [`scrub`],
 //! which masks
 //! - the values the configuration holds as secrets ([`register_secret`]: the LLM API key,
-//!   database and Redis passwords, webhook keys), wherever they appear;
+//!   database and Redis passwords, webhook keys and webhook URLs), wherever they appear;
 //! - passwords in URLs (`postgres://app:***@db/phantom`);
 //! - `Bearer` and `Basic` credentials;
 //! - OpenAI-style keys (`sk-…`);
-//! - credentials in query strings (`?api_key=`, `&token=`, `password=`, ...).
+//! - credentials in query strings and fragments (`?api_key=`, `&token=`, `#access_token=`,
+//!   `X-Amz-Signature=`, ...: any parameter whose name ends in `key`, `token`, `secret`,
+//!   `password`, `signature`, `credential`).
 
 use std::{
     borrow::Cow,
@@ -26,20 +28,21 @@ const MASK: &str = "***";
 /// Shorter values are not registered: masking them would garble ordinary words.
 const MIN_SECRET_LEN: usize = 6;
 
-/// Query parameters whose value is a credential.
-const SECRET_PARAMS: &[&str] = &[
-    "api_key",
-    "apikey",
-    "api-key",
+/// Query parameters whose value is a credential, by name (lowercase, without `-`, `_` and
+/// `.`): these exactly ...
+const SECRET_PARAMS: &[&str] = &["sig", "auth", "pass", "pwd", "jwt", "session", "sessionid"];
+
+/// ... and any name ending with one of these: `api_key`, `access_token`, `client_secret`,
+/// `X-Amz-Signature`, `X-Amz-Credential`, `x-goog-signature`, `private_token`, ...
+const SECRET_PARAM_ENDINGS: &[&str] = &[
     "key",
-    "access_token",
     "token",
+    "secret",
     "password",
     "passwd",
-    "secret",
-    "client_secret",
-    "sig",
     "signature",
+    "credential",
+    "credentials",
 ];
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
@@ -163,29 +166,41 @@ fn openai_keys(text: &str) -> Option<String> {
     mask(text, &spans)
 }
 
-/// `?api_key=…`, `&token=…` → `?api_key=***`.
+/// Whether a query parameter named `name` carries a credential.
+fn secret_param(name: &str) -> bool {
+    let compact: String = name
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    SECRET_PARAMS.contains(&compact.as_str())
+        || SECRET_PARAM_ENDINGS.iter().any(|e| compact.ends_with(e))
+}
+
+/// `?api_key=…`, `&token=…`, `#access_token=…`, `?X-Amz-Signature=…` → `?api_key=***`.
 fn query_params(text: &str) -> Option<String> {
-    let lower = text.to_ascii_lowercase();
     let mut spans = Vec::new();
-    for param in SECRET_PARAMS {
-        for sep in ['?', '&'] {
-            let needle = format!("{sep}{param}=");
-            let mut from = 0;
-            while let Some(n) = lower[from..].find(&needle) {
-                let start = from + n + needle.len();
-                let end = text[start..]
-                    .find(['&', '#'])
-                    .map_or(text.len(), |n| start + n)
-                    .min(token_end(text, start));
-                if end > start {
-                    spans.push((start, end));
-                }
-                from = end.max(start);
-            }
+    let mut from = 0;
+    while let Some(n) = text[from..].find(['?', '&', '#', ';']) {
+        let name_start = from + n + 1;
+        let name_len = text[name_start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .unwrap_or(text.len() - name_start);
+        let name_end = name_start + name_len;
+        from = name_end;
+        if name_len == 0 || !text[name_end..].starts_with('=') {
+            continue;
         }
+        let start = name_end + 1;
+        let end = text[start..]
+            .find(['&', '#', ';'])
+            .map_or(text.len(), |n| start + n)
+            .min(token_end(text, start));
+        if end > start && secret_param(&text[name_start..name_end]) {
+            spans.push((start, end));
+        }
+        from = end.max(start);
     }
-    spans.sort_unstable();
-    spans.dedup();
     mask(text, &spans)
 }
 
@@ -272,6 +287,37 @@ mod tests {
             "GET https://h/v1?model=x&api_key=***&b=2 failed"
         );
         assert_eq!(scrub("https://h/?token=t0k"), "https://h/?token=***");
+    }
+
+    #[test]
+    fn credentials_in_query_strings_and_fragments_are_masked_by_the_shape_of_their_name() {
+        assert_eq!(
+            scrub("http://llm:8000/v1?key=abc&model=x"),
+            "http://llm:8000/v1?key=***&model=x"
+        );
+        assert_eq!(
+            scrub(
+                "https://b.s3.amazonaws.com/o?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=f00d&X-Amz-Expires=60"
+            ),
+            "https://b.s3.amazonaws.com/o?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Expires=60"
+        );
+        assert_eq!(
+            scrub("https://gitlab/api?private_token=glpat-1&page=2"),
+            "https://gitlab/api?private_token=***&page=2"
+        );
+        assert_eq!(
+            scrub("https://app/cb#access_token=xyz&state=1"),
+            "https://app/cb#access_token=***&state=1"
+        );
+        assert_eq!(
+            scrub("https://x/?apiKey=K1;sig=S2 sent"),
+            "https://x/?apiKey=***;sig=*** sent"
+        );
+        assert_eq!(
+            scrub("GET /search?q=token&page=2 took 3ms"),
+            "GET /search?q=token&page=2 took 3ms",
+            "a value that is a word, under a harmless name"
+        );
     }
 
     #[test]

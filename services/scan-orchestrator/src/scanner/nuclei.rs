@@ -1,11 +1,20 @@
-//! The `nuclei` engine: runs `nuclei -jsonl -duc -ni` over a target list file and reads its
-//! results line by line.
+//! The `nuclei` engine: runs `nuclei -jsonl -duc -ni -dr` over a target list file and reads
+//! its results line by line.
 //!
 //! Targets are the scope-checked addresses with each requested port (`addr:port`, so nuclei
-//! resolves nothing). Arguments are argv, never a shell; `-duc` keeps nuclei from updating
-//! itself mid-scan and `-ni` from reaching interactsh servers on the internet.
+//! resolves nothing). Arguments are argv, never a shell, and each keeps nuclei on those
+//! targets (see [`arguments`]): no redirects (`-dr`), no interactsh callbacks (`-ni`), no
+//! templates that query third parties (`-ept dns,whois`), no self-update (`-duc`).
 
-use std::{collections::HashMap, io::Write, net::IpAddr, path::PathBuf, process::Stdio, sync::Arc};
+use std::{
+    collections::HashMap,
+    ffi::OsString,
+    io::Write,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 use phantom_runtime::{CancellationToken, config::NucleiConfig, storage::ResolvedTarget};
@@ -36,6 +45,35 @@ impl NucleiScanner {
             config: config.clone(),
         })
     }
+}
+
+/// nuclei's arguments: fixed, with the target list file last.
+///
+/// Every one keeps nuclei on the scope-checked `addr:port` list: `-dr` turns redirects off
+/// for every HTTP template (it overrides a template's `redirects: true` and nuclei's own
+/// configuration file), so a target cannot send nuclei to an address the scope refuses;
+/// `-ni` keeps it from calling out to interactsh servers; `-ept dns,whois` leaves out the
+/// templates that by design query third parties (DNS resolvers, registries) rather than the
+/// target; `-duc` keeps it from updating itself or its templates mid-scan.
+fn arguments(config: &NucleiConfig, list: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "-jsonl",
+        "-duc",
+        "-ni",
+        "-dr",
+        "-ept",
+        "dns,whois",
+        "-silent",
+        "-nc",
+        "-rl",
+        &config.rate_limit.to_string(),
+        "-l",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(list.into());
+    args
 }
 
 fn endpoint(addr: IpAddr, port: u16) -> String {
@@ -75,17 +113,7 @@ impl Scanner for NucleiScanner {
             plan.targets.iter().map(|t| (t.address, t)).collect();
 
         let mut child = Command::new(&self.binary)
-            .args([
-                "-jsonl",
-                "-duc",
-                "-ni",
-                "-silent",
-                "-nc",
-                "-rl",
-                &self.config.rate_limit.to_string(),
-                "-l",
-            ])
-            .arg(list.path())
+            .args(arguments(&self.config, list.path()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -142,5 +170,48 @@ impl Scanner for NucleiScanner {
         super::wait_engine("nuclei", child, stderr).await?;
         let _ = events.send(Event::Progress(plan.probes())).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nuclei_never_follows_a_redirect_off_the_scoped_addresses() {
+        let args = arguments(&NucleiConfig::default(), Path::new("/tmp/targets"));
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        // -dr turns off redirects for every HTTP template, whatever the template or nuclei's
+        // own configuration file ask for (it wins over -fr, -fhr and `redirects: true`).
+        assert!(args.contains(&"-dr"), "{args:?}");
+        for follows in [
+            "-fr",
+            "-follow-redirects",
+            "-fhr",
+            "-follow-host-redirects",
+            "-mr",
+        ] {
+            assert!(!args.contains(&follows), "{args:?}");
+        }
+        // No callbacks to interactsh servers, no templates that query third parties, none of
+        // the template kinds nuclei runs only when asked, no update checks, and the targets
+        // last.
+        assert!(args.contains(&"-ni") && args.contains(&"-duc"), "{args:?}");
+        assert!(
+            args.windows(2).any(|w| w == ["-ept", "dns,whois"]),
+            "{args:?}"
+        );
+        for opens in [
+            "-headless",
+            "-code",
+            "-file",
+            "-esc",
+            "-lfa",
+            "-fuzz",
+            "-dast",
+        ] {
+            assert!(!args.contains(&opens), "{args:?}");
+        }
+        assert_eq!(args[args.len() - 2..], ["-l", "/tmp/targets"]);
     }
 }
