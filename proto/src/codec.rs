@@ -148,17 +148,19 @@ fn too_many<U>(number: u32, count: u32) -> Status {
     let why = format!(
         "has more than {MAX_REPEATED} entries (the most any request may have; {count} seen so far)"
     );
-    let mut details = ErrorDetails::with_bad_request_violation(field.clone(), why.clone());
+    invalid(format!("invalid request: {field}: {why}"), field, why)
+}
+
+/// `INVALID_ARGUMENT` saying `message`, with a `BadRequest` on `field` and the `VALIDATION`
+/// category every PHANTOM validation error carries.
+fn invalid(message: String, field: String, why: String) -> Status {
+    let mut details = ErrorDetails::with_bad_request_violation(field, why);
     details.set_error_info(
         "VALIDATION",
         ERROR_DOMAIN,
         [("category".to_owned(), "VALIDATION".to_owned())],
     );
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("invalid request: {field}: {why}"),
-        details,
-    )
+    Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
 /// The status of a request whose bytes did not decode: `INVALID_ARGUMENT`, with a
@@ -199,19 +201,10 @@ pub fn malformed(error: &prost::DecodeError) -> Status {
     };
     let field = bounded(&field);
     let why = bounded(why);
-    let mut details = ErrorDetails::with_bad_request_violation(
-        field.clone(),
-        format!("not a valid protobuf encoding: {why}"),
-    );
-    details.set_error_info(
-        "VALIDATION",
-        ERROR_DOMAIN,
-        [("category".to_owned(), "VALIDATION".to_owned())],
-    );
-    Status::with_error_details(
-        Code::InvalidArgument,
+    invalid(
         format!("malformed request: {field}: {why}"),
-        details,
+        field,
+        format!("not a valid protobuf encoding: {why}"),
     )
 }
 

@@ -106,15 +106,20 @@ impl System {
     }
 
     fn rss(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024)
+        rss_of(self.pid)
     }
+}
+
+/// The resident set of process `pid`, in bytes (0 once it is gone).
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// One `GET /health`: how long the whole answer took, if it came.
@@ -139,18 +144,14 @@ async fn health(addr: SocketAddr) -> Option<Duration> {
 }
 
 /// Polls `/health` every 50 ms and samples the system's RSS until `stop`.
-fn watch(
-    http: SocketAddr,
-    pid_rss: impl Fn() -> u64 + Send + 'static,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Samples> {
+fn watch(http: SocketAddr, pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Samples> {
     tokio::spawn(async move {
         let mut samples = Samples::default();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !stop.load(Ordering::Relaxed) {
             tick.tick().await;
-            samples.rss.push(pid_rss());
+            samples.rss.push(rss_of(pid));
             match health(http).await {
                 Some(d) => samples.health.push(d),
                 None => samples.health_failed += 1,
@@ -192,7 +193,7 @@ async fn port_spec(system: &System) -> anyhow::Result<String> {
 async fn subscribe_maps(system: &System) -> anyhow::Result<String> {
     let mut notifier =
         NotifierClient::new(channel(system.notifier).await?).max_encoding_message_size(8 << 20);
-    let rooms: Vec<String> = (0..450_000).map(|i| format!("{i:x}")).collect();
+    let rooms: Vec<String> = (0..350_000).map(|i| format!("{i:x}")).collect();
     let after_sequence = (0..100_000).map(|i| (format!("k{i:x}"), 1)).collect();
     let answer = notifier
         .subscribe(pb::SubscribeRequest {
@@ -259,10 +260,12 @@ async fn unknown_methods(system: &System) -> anyhow::Result<String> {
         }
     });
     let codes: Vec<_> = calls.buffer_unordered(64).collect().await;
-    let unimplemented = codes
-        .iter()
-        .filter(|c| **c == Some(tonic::Code::Unimplemented))
-        .count();
+    let mut by_code = std::collections::BTreeMap::<String, usize>::new();
+    for code in &codes {
+        *by_code
+            .entry(code.map_or_else(|| "no answer".to_owned(), |c| format!("{c:?}")))
+            .or_default() += 1;
+    }
     let mut metrics = pb::metrics_client::MetricsClient::new(ch);
     let size = metrics
         .get_metrics(pb::GetMetricsRequest::default())
@@ -270,7 +273,7 @@ async fn unknown_methods(system: &System) -> anyhow::Result<String> {
         .map(|r| prost_len(&r.into_inner()))
         .unwrap_or(0);
     Ok(format!(
-        "20,000 calls, {unimplemented} UNIMPLEMENTED; GetMetrics now {size} B"
+        "20,000 calls: {by_code:?}; GetMetrics now {size} B"
     ))
 }
 
@@ -323,16 +326,6 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
         "attack", "health p50", "health max", "failed", "RSS max +MiB", "RSS end +MiB"
     );
     let pid = system.pid;
-    let rss_of = move || {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024)
-    };
     let mut worst_health = Duration::ZERO;
     let mut worst_rss = 0u64;
     let mut failed_total = 0;
@@ -343,7 +336,7 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
         "unknown methods",
     ] {
         let stop = Arc::new(AtomicBool::new(false));
-        let watcher = watch(system.http, rss_of, stop.clone());
+        let watcher = watch(system.http, pid, stop.clone());
         let result = match name {
             "port spec (4 MB)" => port_spec(&system).await,
             "Subscribe maps" => subscribe_maps(&system).await,
