@@ -29,9 +29,10 @@ IMAGE ?= phantom:dev
 image: ## Build the container image (needs a Docker engine; CI has none, so CI never builds it)
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
-bench: ## Benchmarks: each layer (criterion) and one real RPC with layers on/off (phantom bench)
+bench: ## Benchmarks: each layer (criterion), one real RPC with layers on/off, the attack replay
 	$(CARGO) bench --locked -p phantom-layers --bench layers
 	$(CARGO) run --release --locked -p phantom -- bench
+	$(CARGO) run --release --locked -p phantom -- bench attacks
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -115,17 +115,28 @@ pub async fn run(
         shutdown.clone(),
         init,
     );
-    let ws = server::serve_http(
-        "notifier websocket (/ws)",
-        listeners.http,
-        ws::router(
-            notifier,
-            config.tenancy.default_tenant.clone(),
-            config.notifier.ws.clone(),
-            ws_connections,
-        ),
-        shutdown.clone(),
+    // Within the `[http]` limits, as the health port: header and idle timeouts, a
+    // connection cap (`notifier.ws` then bounds the sockets that upgraded).
+    let ws_router = ws::router(
+        notifier,
+        config.tenancy.default_tenant.clone(),
+        config.notifier.ws.clone(),
+        ws_connections,
     );
+    let ws = async {
+        match listeners.http {
+            Some(listener) => phantom_runtime::http::serve(
+                "notifier websocket (/ws)",
+                listener,
+                ws_router,
+                &config.http,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(server::ServeError::Http),
+            None => Ok(()),
+        }
+    };
     let (grpc, ws) = tokio::join!(grpc, ws);
     grpc.and(ws)
 }

@@ -97,8 +97,8 @@ pub struct Config {
     pub notifier: NotifierConfig,
     /// The health-aggregator.
     pub health: HealthConfig,
-    /// The HTTP port (`listen.http`: `/health`, `/metrics`): how long and how many
-    /// connections it holds.
+    /// The HTTP ports (`listen.http`: `/health`, `/metrics`; `listen.ws`: `/ws`): how long
+    /// and how many connections they hold.
     pub http: crate::http::HttpLimits,
     /// Shutdown behaviour of every server.
     pub shutdown: ShutdownConfig,

@@ -147,29 +147,6 @@ pub enum ServeError {
     Redis(#[from] fred::error::Error),
 }
 
-/// Serves an HTTP `router` on `listener` (when there is one) until `shutdown` fires.
-pub async fn serve_http(
-    what: &str,
-    listener: Option<TcpListener>,
-    router: axum::Router,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
-    let Some(listener) = listener else {
-        return Ok(());
-    };
-    // Bounded in time and in connections (see `crate::http`: the defaults; a service with
-    // its own limits calls `crate::http::serve`); handlers get ConnectInfo.
-    crate::http::serve(
-        what,
-        listener,
-        router,
-        &crate::http::HttpLimits::default(),
-        shutdown,
-    )
-    .await?;
-    Ok(())
-}
-
 /// Serves `router` (health NOT_SERVING) while `init` brings the service's dependencies up,
 /// then reports SERVING. `init` returns false when shutdown came first.
 ///

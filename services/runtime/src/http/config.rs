@@ -34,9 +34,9 @@ pub const DEFAULT_MAX_REQUEST_BODY: usize = 64 * 1024;
 /// Its read and write buffers are bounded by it too (hyper's default is ~400 KiB).
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// The limits of one HTTP port: `[http]` in the configuration, for the health-aggregator's
-/// port (`listen.http`). The notifier's WebSocket port is served with the defaults (its
-/// sockets are bounded by `notifier.ws`).
+/// The limits of the HTTP ports: `[http]` in the configuration, for the health-aggregator's
+/// port (`listen.http`) and the notifier's WebSocket port (`listen.ws`, whose upgraded
+/// sockets `notifier.ws` then bounds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpLimits {

@@ -173,17 +173,9 @@ fn request(path: &str) -> String {
 }
 
 #[tokio::test(start_paused = true)]
-async fn serve_http_disconnects_a_client_that_stalls_in_its_request_head() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(crate::server::serve_http(
-        "test",
-        Some(listener),
-        app(),
-        shutdown.clone(),
-    ));
-    let mut slow = TcpStream::connect(addr).await.unwrap();
+async fn the_defaults_disconnect_a_client_that_stalls_in_its_request_head() {
+    let server = start(HttpLimits::default()).await;
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: localh")
         .await
         .unwrap();
@@ -194,7 +186,7 @@ async fn serve_http_disconnects_a_client_that_stalls_in_its_request_head() {
         took >= DEFAULT_HEADER_READ_TIMEOUT && took < DEFAULT_IDLE_TIMEOUT,
         "closed after {took:?}, not by the header read timeout ({DEFAULT_HEADER_READ_TIMEOUT:?})"
     );
-    shutdown.cancel();
+    server.shutdown.cancel();
 }
 
 #[tokio::test(start_paused = true)]
