@@ -20,8 +20,6 @@ use fred::prelude::*;
 use phantom_layers::Error;
 use phantom_runtime::storage::{NotificationRecord, Store};
 
-use crate::service::MAX_RECORD_BYTES;
-
 /// How much one read of the log may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -34,12 +32,7 @@ pub struct Page {
 
 /// Memory a notification takes once read: its fields and its text.
 pub fn footprint(n: &NotificationRecord) -> usize {
-    std::mem::size_of::<NotificationRecord>()
-        + n.tenant.len()
-        + n.room.len()
-        + n.id.len()
-        + n.kind.len()
-        + n.payload.len()
+    n.footprint()
 }
 
 /// The log of notifications.
@@ -86,13 +79,11 @@ impl NotificationLog for StoreLog {
         after: u64,
         page: Page,
     ) -> Result<Vec<NotificationRecord>, Error> {
-        // The query cannot stop at a byte count, so it asks for as many as fit in the page if
-        // each were as large as a notification can be: the page is bounded before it is read.
-        let fit = u32::try_from(page.bytes / MAX_RECORD_BYTES).unwrap_or(u32::MAX);
-        let limit = page.items.min(fit).max(1);
+        // The query stops at the page's byte budget itself (a running sum of the payloads).
+        let bytes = u64::try_from(page.bytes).unwrap_or(u64::MAX);
         Ok(self
             .0
-            .notifications_after(tenant, room, after, limit)
+            .notifications_after(tenant, room, after, page.items.max(1), bytes)
             .await?)
     }
 

@@ -539,18 +539,40 @@ pub async fn notification_sequences_are_gap_free_per_room(store: &dyn Store) {
     );
 
     let after = store
-        .notifications_after(&t, "scan/a", 7, 100)
+        .notifications_after(&t, "scan/a", 7, 100, u64::MAX)
         .await
         .unwrap();
     assert_eq!(
         after.iter().map(|n| n.sequence).collect::<Vec<_>>(),
         vec![8, 9, 10]
     );
+    // A byte budget ends the page in the database; its first notification always comes.
+    let each = after[0].footprint() as u64;
+    for (budget, want) in [
+        (2 * each + 1, vec![8, 9]),
+        (3 * each, vec![8, 9, 10]),
+        (0, vec![8]),
+    ] {
+        let page = store
+            .notifications_after(&t, "scan/a", 7, 100, budget)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+            want,
+            "a budget of {budget} bytes for notifications of {each}"
+        );
+    }
+    let limited = store
+        .notifications_after(&t, "scan/a", 7, 2, u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 2);
 
     // Retention: by count per room, then by age; the counter never goes back.
     assert!(store.prune_notifications(0, 3).await.unwrap() >= 7);
     let kept = store
-        .notifications_after(&t, "scan/a", 0, 100)
+        .notifications_after(&t, "scan/a", 0, 100, u64::MAX)
         .await
         .unwrap();
     assert_eq!(
@@ -563,7 +585,7 @@ pub async fn notification_sequences_are_gap_free_per_room(store: &dyn Store) {
         .unwrap();
     assert!(
         store
-            .notifications_after(&t, "scan/a", 0, 100)
+            .notifications_after(&t, "scan/a", 0, 100, u64::MAX)
             .await
             .unwrap()
             .is_empty()

@@ -278,12 +278,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         room: &str,
     ) -> Result<u64, StoreError>;
 
-    /// Notifications of one room with a sequence above `after`, in order.
+    /// Notifications of one room with a sequence above `after`, in order: at most `limit`,
+    /// whose [`NotificationRecord::footprint`]s add up to at most `max_bytes` (the first is
+    /// always returned, however large).
     async fn notifications_after(
         &self,
         tenant: &str,
         room: &str,
         after: u64,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<Vec<NotificationRecord>, StoreError>;
 }

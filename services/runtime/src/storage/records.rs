@@ -268,6 +268,19 @@ pub struct NotificationRecord {
     pub severity: i32,
 }
 
+impl NotificationRecord {
+    /// Memory a notification takes once read: its fields and its text. Pages of a room's log
+    /// are bounded by it ([`super::Store::notifications_after`] computes the same sum in SQL).
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.tenant.len()
+            + self.room.len()
+            + self.id.len()
+            + self.kind.len()
+            + self.payload.len()
+    }
+}
+
 impl From<NotificationRecord> for pb::Notification {
     fn from(r: NotificationRecord) -> Self {
         pb::Notification {

@@ -1045,16 +1045,28 @@ impl Store for SqlStore {
         room: &str,
         after: u64,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
+        // A running sum of the records' footprints (`NotificationRecord::footprint`, text
+        // counted in characters) stops the page in the database, so that a page of large
+        // notifications is never read whole; the first row always comes.
         let rows = sqlx::query(
             "SELECT tenant, room, sequence, id, priority, kind, payload, created_at, severity \
-             FROM notifications WHERE tenant = $1 AND room = $2 AND sequence > $3 \
-             ORDER BY sequence LIMIT $4",
+             FROM (SELECT tenant, room, sequence, id, priority, kind, payload, created_at, \
+                          severity, \
+                          ROW_NUMBER() OVER (ORDER BY sequence) AS n, \
+                          SUM(LENGTH(tenant) + LENGTH(room) + LENGTH(id) + LENGTH(kind) \
+                              + LENGTH(payload) + $6) OVER (ORDER BY sequence) AS upto \
+                   FROM notifications WHERE tenant = $1 AND room = $2 AND sequence > $3 \
+                   ORDER BY sequence LIMIT $4) AS page \
+             WHERE n = 1 OR upto <= $5 ORDER BY sequence",
         )
         .bind(tenant.to_owned())
         .bind(room.to_owned())
         .bind(to_i64(after))
         .bind(i64::from(limit))
+        .bind(to_i64(max_bytes))
+        .bind(i64::try_from(std::mem::size_of::<NotificationRecord>()).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(notification_of).collect()
