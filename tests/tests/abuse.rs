@@ -59,8 +59,9 @@ fn status_bytes(key: &str) -> u64 {
 }
 
 /// Resets the peak RSS (`VmHWM`) to the current RSS, so the next reading is this case's peak.
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+fn reset_peak() {
+    // Where it cannot be reset, VmHWM stays the peak since the start: a looser bound.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -139,6 +140,14 @@ struct Answer {
 
 impl Answer {
     fn of(status: &Status) -> Self {
+        // No error may carry a control character of the request back to a terminal or a log.
+        if status.message().chars().any(char::is_control) {
+            return Self {
+                seen: Seen::Other(format!("a raw control character in {:?}", status.message())),
+                bytes: status.message().len(),
+                note: String::new(),
+            };
+        }
         let headers: usize = status
             .metadata()
             .clone()
@@ -1383,23 +1392,16 @@ fn http_cases() -> Vec<Case> {
             },
         ),
         case(
-            "a 10 MB body is refused",
+            "a 10 MB body is refused from its length, before it is sent",
             "http",
-            vec![
-                Seen::Http(413),
-                Seen::Http(405),
-                Seen::Http(404),
-                Seen::Closed,
-            ],
+            vec![Seen::Http(413)],
             |cx| {
                 Box::pin(async move {
                     let raw = format!(
                         "POST /health HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         10 << 20
                     );
-                    let mut raw = raw.into_bytes();
-                    raw.extend(std::iter::repeat_n(b'b', 10 << 20));
-                    http_raw(cx.addrs.http, raw).await
+                    http_raw(cx.addrs.http, raw.into_bytes()).await
                 })
             },
         ),
@@ -1806,7 +1808,6 @@ async fn hostile_requests_get_precise_bounded_cheap_answers_and_change_nothing()
 
         big_room: big_room.clone(),
     };
-    let peak_resets = reset_peak();
     let mut failures = Vec::new();
     let mut rows = Vec::new();
     let all = cases();
@@ -1840,7 +1841,8 @@ async fn hostile_requests_get_precise_bounded_cheap_answers_and_change_nothing()
                 cost.cpu, case.max_cpu
             ));
         }
-        if peak_resets && cost.peak > case.max_peak {
+        // Without a reset, VmHWM is the peak since the process started: still an upper bound.
+        if cost.peak > case.max_peak {
             wrong.push(format!(
                 "raised peak RSS by {} MiB, over {}",
                 cost.peak / MIB,

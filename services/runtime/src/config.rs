@@ -474,7 +474,8 @@ pub struct WsConfig {
     /// Most connections at once on this replica; more are refused with 503. Unset: a quarter
     /// of the memory the process may use (its cgroup's limit, else the machine's RAM) at
     /// 160 KiB per connection (about 140 KB measured): 409 in a 256 MiB pod. Each connection
-    /// is also a subscription (`notifier.max_subscriptions`).
+    /// is also a subscription, so `notifier.max_subscriptions` (85 in a 256 MiB pod) and
+    /// `http.max_connections` bound it too: the lowest of the three applies.
     pub max_connections: Option<usize>,
     /// Most connections at once from one client address (IPv6 clients by /64, IPv4-mapped
     /// IPv6 as IPv4); more are refused with 429. `notifier.max_subscriptions_per_caller`

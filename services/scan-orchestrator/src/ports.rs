@@ -49,18 +49,26 @@ pub enum PortSpecError {
     Backwards(String),
 }
 
-/// Parses a port specification into sorted, distinct ports.
+/// Parses a port specification from a caller into sorted, distinct ports, refusing one over
+/// [`MAX_SPEC_BYTES`] or [`MAX_ITEMS`] before reading it.
 pub fn parse(spec: &str) -> Result<Vec<u16>, PortSpecError> {
     if spec.len() > MAX_SPEC_BYTES {
         return Err(PortSpecError::TooLong { len: spec.len() });
     }
-    let spec = spec.trim();
-    if spec.is_empty() {
-        return Err(PortSpecError::Empty);
-    }
     let items = spec.bytes().filter(|b| *b == b',').count() + 1;
     if items > MAX_ITEMS {
         return Err(PortSpecError::TooManyItems { items });
+    }
+    parse_stored(spec)
+}
+
+/// Parses the port specification of a stored scan, in linear time and without the request
+/// limits: it was accepted when the scan was created (perhaps by a version with other
+/// limits), and a scan resumed after an upgrade scans what it was created with.
+pub fn parse_stored(spec: &str) -> Result<Vec<u16>, PortSpecError> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Err(PortSpecError::Empty);
     }
     // +1 where a range starts, -1 just after it ends: a port is in when the running sum is
     // positive, so each item costs O(1) however wide it is.
@@ -156,6 +164,18 @@ mod tests {
             parse("10-20,15-30,30").unwrap(),
             (10..=30).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_stored_spec_is_read_without_the_request_limits_but_with_its_syntax() {
+        let many = (1..=3000)
+            .map(|p| (p * 2).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse(&many).is_err(), "over the request limits");
+        assert_eq!(parse_stored(&many).unwrap().len(), 3000);
+        assert!(parse_stored("80,,81").is_err());
+        assert!(parse_stored("").is_err());
     }
 
     #[test]

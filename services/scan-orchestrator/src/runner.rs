@@ -433,9 +433,16 @@ impl Runner {
             let msg = format!("engine {:?} is not available on this server", scan.scanner);
             return self.fail(&scan, &room, msg).await;
         };
+        let ports = match ports::parse_stored(&scan.ports) {
+            Ok(ports) => ports,
+            Err(e) => {
+                let msg = format!("its stored port specification cannot be read: {e}");
+                return self.fail(&scan, &room, msg).await;
+            }
+        };
         let plan = Plan {
             targets: scan.resolved.clone(),
-            ports: ports::parse(&scan.ports).unwrap_or_default(),
+            ports,
         };
         let total = plan.probes();
         if !self
@@ -680,21 +687,28 @@ fn percent(done: u64, total: u64) -> u32 {
 }
 
 // What an engine says about a scanned service comes from whoever answered on the port: it is
-// kept within the sizes the vuln-analyzer accepts, so a service that answers with megabytes
-// can neither bloat the store nor make its scan's analysis fail.
-/// Longest service name or check id kept from an engine.
-const MAX_SERVICE_CHARS: usize = 128;
+// kept within the sizes (in bytes) the vuln-analyzer accepts, well below them, so a service
+// that answers with megabytes can neither bloat the store nor make its scan's analysis fail.
+/// Longest service name or check id kept from an engine (the analyzer takes 256 bytes).
+const MAX_SERVICE_BYTES: usize = 128;
 /// Longest banner or evidence kept from an engine.
-const MAX_EVIDENCE_CHARS: usize = 256;
-/// Longest title kept from an engine.
-const MAX_TITLE_CHARS: usize = 512;
-/// Most CVE ids kept from one engine finding, and the longest one.
+const MAX_EVIDENCE_BYTES: usize = 256;
+/// Longest title kept from an engine (the analyzer takes 1,024 bytes).
+const MAX_TITLE_BYTES: usize = 512;
+/// Longest CVSS vector kept from an engine (the analyzer parses at most 512 bytes).
+const MAX_VECTOR_BYTES: usize = 512;
+/// Most CVE ids kept from one engine finding, and the longest one (the analyzer takes 64 of
+/// 128 bytes).
 const MAX_CVE_IDS: usize = 32;
-const MAX_CVE_CHARS: usize = 64;
+const MAX_CVE_BYTES: usize = 64;
 
-/// The first `max` characters of `s`.
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 fn clip(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
@@ -706,8 +720,8 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
         hostname: open.target.hostname.clone().unwrap_or_default(),
         port: open.port,
         protocol: "tcp".into(),
-        service: clip(&open.service, MAX_SERVICE_CHARS),
-        banner: clip(&open.banner, MAX_EVIDENCE_CHARS),
+        service: clip(&open.service, MAX_SERVICE_BYTES),
+        banner: clip(&open.banner, MAX_EVIDENCE_BYTES),
         engine: scan.scanner.clone(),
         check_id: "open-port".into(),
         title: if open.service.is_empty() {
@@ -716,7 +730,7 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
             format!(
                 "Port {}/tcp open ({})",
                 open.port,
-                clip(&open.service, MAX_SERVICE_CHARS)
+                clip(&open.service, MAX_SERVICE_BYTES)
             )
         },
         severity: pb::Severity::Info,
@@ -747,20 +761,20 @@ fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRec
         hostname: found.target.hostname.clone().unwrap_or_default(),
         port: found.port,
         protocol: "tcp".into(),
-        service: clip(&found.service, MAX_SERVICE_CHARS),
+        service: clip(&found.service, MAX_SERVICE_BYTES),
         // What matched, and where: the evidence an analyst opens first.
-        banner: clip(&found.evidence, MAX_EVIDENCE_CHARS),
+        banner: clip(&found.evidence, MAX_EVIDENCE_BYTES),
         engine: scan.scanner.clone(),
-        check_id: clip(&found.check_id, MAX_SERVICE_CHARS),
-        title: clip(&found.title, MAX_TITLE_CHARS),
+        check_id: clip(&found.check_id, MAX_SERVICE_BYTES),
+        title: clip(&found.title, MAX_TITLE_BYTES),
         severity,
         cvss_score: 0.0,
-        cvss_vector: found.cvss_vector.clone(),
+        cvss_vector: clip(&found.cvss_vector, MAX_VECTOR_BYTES),
         cve_ids: found
             .cve_ids
             .iter()
             .take(MAX_CVE_IDS)
-            .map(|c| clip(c, MAX_CVE_CHARS))
+            .map(|c| clip(c, MAX_CVE_BYTES))
             .collect(),
         fingerprint: String::new(),
         analysis: None,
@@ -783,8 +797,14 @@ mod tests {
     }
 
     #[test]
-    fn clipping_keeps_whole_characters() {
+    fn clipping_bounds_bytes_and_keeps_whole_characters() {
         assert_eq!(clip("abc", 2), "ab");
-        assert_eq!(clip(&"é".repeat(1000), 3), "ééé");
+        assert_eq!(clip("abc", 10), "abc");
+        // "é" is two bytes: three bytes hold one of them, never half of the second.
+        assert_eq!(clip(&"é".repeat(1000), 3), "é");
+        assert_eq!(
+            clip(&"é".repeat(1000), MAX_TITLE_BYTES).len(),
+            MAX_TITLE_BYTES
+        );
     }
 }

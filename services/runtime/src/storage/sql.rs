@@ -224,12 +224,21 @@ fn tighten_dir(dir: &std::path::Path) -> std::io::Result<()> {
         })
     });
     if ours {
-        set_mode(dir, 0o700)?;
-        tracing::warn!(
-            path = %dir.display(),
-            mode = format!("{mode:o}"),
-            "Data directory was open to other users; it is now 0700"
-        );
+        match set_mode(dir, 0o700) {
+            Ok(()) => tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:o}"),
+                "Data directory was open to other users; it is now 0700"
+            ),
+            // A volume mounted for a group (Kubernetes' fsGroup) belongs to root: not ours to
+            // change, and the database files in it are private anyway.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:o}"),
+                "Data directory is open to other users and not ours to change: left as it is (the database files are 0600)"
+            ),
+            Err(e) => return Err(e),
+        }
     } else {
         tracing::warn!(
             path = %dir.display(),
