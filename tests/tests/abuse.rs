@@ -1132,8 +1132,11 @@ fn unknown_method_flood() -> Case {
                             c.as_ref().map(Status::code),
                             Some(Code::Unimplemented | Code::ResourceExhausted)
                         ) && !c.as_ref().is_some_and(|s| {
+                            // The calls in flight when it does: cut off, or never sent.
                             matches!(s.code(), Code::Unknown | Code::Unavailable)
                                 && s.message().contains("transport error")
+                                || s.code() == Code::Cancelled
+                                    && s.message() == "operation was canceled"
                         })
                     })
                     .map(|c| format!("{:?}", c.as_ref().map(|s| (s.code(), s.message()))))
