@@ -1626,78 +1626,69 @@ async fn ws_close_after(
     }
 }
 
+/// What an upgrade request too large to serve may get.
+const TOO_BIG: &[Seen] = &[
+    Seen::Http(400),
+    Seen::Http(414),
+    Seen::Http(431),
+    Seen::Closed,
+];
+
+/// A WebSocket upgrade with the query `query()` (built when the case runs) that must be
+/// refused before the upgrade: the answer is the refusal, OK if it was upgraded.
+fn upgrade(
+    name: &'static str,
+    class: &'static str,
+    expect: &[Seen],
+    origin: Option<&'static str>,
+    query: fn() -> String,
+) -> Case {
+    case(name, class, expect.to_vec(), move |cx| {
+        Box::pin(async move {
+            ws_connect(cx.addrs.ws, &query(), origin)
+                .await
+                .err()
+                .unwrap_or_else(|| Answer::ok(0))
+        })
+    })
+}
+
 fn ws_cases() -> Vec<Case> {
     use tokio_tungstenite::tungstenite::Message;
     vec![
-        case(
+        upgrade(
             "a WebSocket from a foreign origin is refused before the upgrade",
             "websocket",
-            vec![Seen::Http(403)],
-            |cx| {
-                Box::pin(async move {
-                    ws_connect(cx.addrs.ws, "rooms=system", Some("https://evil.example"))
-                        .await
-                        .err()
-                        .unwrap_or_else(|| Answer::ok(0))
-                })
-            },
+            &[Seen::Http(403)],
+            Some("https://evil.example"),
+            || "rooms=system".to_owned(),
         ),
-        case(
+        upgrade(
             "a WebSocket with 5,000 rooms is refused before the upgrade",
             "huge map",
-            vec![
-                Seen::Http(400),
-                Seen::Http(414),
-                Seen::Http(431),
-                Seen::Closed,
-            ],
-            |cx| {
-                Box::pin(async move {
-                    let rooms = (0..5_000)
-                        .map(|i| format!("{i:x}"))
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    ws_connect(cx.addrs.ws, &format!("rooms={rooms}"), None)
-                        .await
-                        .err()
-                        .unwrap_or_else(|| Answer::ok(0))
-                })
+            TOO_BIG,
+            None,
+            || {
+                let rooms: Vec<String> = (0..5_000).map(|i| format!("{i:x}")).collect();
+                format!("rooms={}", rooms.join(","))
             },
         ),
-        case(
+        upgrade(
             "a WebSocket resume list of 4,000 rooms is refused before the upgrade",
             "huge map",
-            vec![
-                Seen::Http(400),
-                Seen::Http(414),
-                Seen::Http(431),
-                Seen::Closed,
-            ],
-            |cx| {
-                Box::pin(async move {
-                    let after = (0..4_000)
-                        .map(|i| format!("{i:x}:1"))
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    ws_connect(cx.addrs.ws, &format!("rooms=system&after={after}"), None)
-                        .await
-                        .err()
-                        .unwrap_or_else(|| Answer::ok(0))
-                })
+            TOO_BIG,
+            None,
+            || {
+                let after: Vec<String> = (0..4_000).map(|i| format!("{i:x}:1")).collect();
+                format!("rooms=system&after={}", after.join(","))
             },
         ),
-        case(
+        upgrade(
             "a WebSocket room with escapes is refused before the upgrade",
             "control characters",
-            vec![Seen::Http(400)],
-            |cx| {
-                Box::pin(async move {
-                    ws_connect(cx.addrs.ws, "rooms=%1B%5D0%3Bowned%07", None)
-                        .await
-                        .err()
-                        .unwrap_or_else(|| Answer::ok(0))
-                })
-            },
+            &[Seen::Http(400)],
+            None,
+            || "rooms=%1B%5D0%3Bowned%07".to_owned(),
         ),
         case(
             "an oversized WebSocket frame closes with 1009",

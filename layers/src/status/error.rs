@@ -248,6 +248,16 @@ fn describe(violations: &[FieldViolation]) -> String {
 }
 
 impl Error {
+    /// `Ok` when a request had no violation, else [`Error::InvalidArgument`] with them all:
+    /// the conversion to a status lists at most [`MAX_VIOLATIONS`] and counts the rest.
+    pub fn unless_violated(violations: Vec<FieldViolation>) -> Result<(), Self> {
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::InvalidArgument(violations))
+        }
+    }
+
     /// A single-field [`Error::InvalidArgument`].
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::InvalidArgument(vec![FieldViolation::new(field, description)])

@@ -26,8 +26,6 @@ use phantom_proto::pb;
 use phantom_runtime::storage::NotificationRecord;
 use tokio::sync::Notify;
 
-use crate::log::footprint;
-
 /// What a subscription asked for.
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -122,7 +120,7 @@ pub enum Offer {
 struct State {
     queues: [VecDeque<Arc<NotificationRecord>>; 4],
     len: usize,
-    /// The [`footprint`]s of what is queued.
+    /// The [`NotificationRecord::footprint`]s of what is queued.
     bytes: usize,
     cursors: HashMap<String, Cursor>,
     /// Ranges `(room, after, before)` missing from the live feed, to fetch from the store; at
@@ -168,7 +166,7 @@ pub struct Subscriber {
 impl Subscriber {
     /// A subscriber resuming after `after` (per room; rooms absent start at the first live
     /// notification), replaying until [`Subscriber::replay_done`], whose queue holds at most
-    /// `capacity` notifications and `max_bytes` of them (by [`footprint`]).
+    /// `capacity` notifications and `max_bytes` of them (by [`NotificationRecord::footprint`]).
     pub fn new(
         filter: Filter,
         after: &HashMap<String, u64>,
@@ -230,7 +228,7 @@ impl Subscriber {
             return Offer::Filtered;
         }
         let incoming = class(n.priority);
-        let size = footprint(n);
+        let size = n.footprint();
         if !s.fits(0, 0, size, self.capacity, self.max_bytes) {
             // Make room by dropping the oldest of the least urgent droppable classes, if that
             // can make enough: never drop some only to refuse the newcomer anyway.
@@ -241,7 +239,7 @@ impl Subscriber {
                 .flat_map(|c| s.queues[c].iter())
                 .any(|victim| {
                     dropped += 1;
-                    freed += footprint(victim);
+                    freed += victim.footprint();
                     s.fits(dropped, freed, size, self.capacity, self.max_bytes)
                 });
             if !room {
@@ -259,7 +257,7 @@ impl Subscriber {
                     break;
                 };
                 if let Some(victim) = s.queues[c].pop_front() {
-                    s.bytes -= footprint(&victim);
+                    s.bytes -= victim.footprint();
                     s.len -= 1;
                     s.dropped[c] += 1;
                 }
@@ -314,7 +312,7 @@ impl Subscriber {
         let c = (0..4).rev().find(|&c| !s.queues[c].is_empty())?;
         let n = s.queues[c].pop_front()?;
         s.len -= 1;
-        s.bytes -= footprint(&n);
+        s.bytes -= n.footprint();
         Some(n)
     }
 
@@ -460,8 +458,9 @@ impl Hub {
         self.lock().len()
     }
 
-    /// Bytes of notifications waiting in the subscribers' queues (by [`footprint`], counted
-    /// from what is queued: a subscriber sharing a notification with another counts it too).
+    /// Bytes of notifications waiting in the subscribers' queues (by
+    /// [`NotificationRecord::footprint`], counted from what is queued: a subscriber sharing a
+    /// notification with another counts it too).
     pub fn buffered_bytes(&self) -> usize {
         let rooms = self.lock();
         let mut seen = std::collections::HashSet::new();
@@ -474,7 +473,7 @@ impl Hub {
                     .queues
                     .iter()
                     .flatten()
-                    .map(|n| footprint(n))
+                    .map(|n| n.footprint())
                     .sum::<usize>()
             })
             .sum()
@@ -658,7 +657,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_in_bytes_as_well_as_in_count() {
-        let each = footprint(&sized(1, pb::Priority::Low, 10_000));
+        let each = sized(1, pb::Priority::Low, 10_000).footprint();
         let s = Subscriber::new(filter(), &HashMap::new(), 1000, 3 * each);
         s.replay_done();
         for seq in 1..=3 {
@@ -672,7 +671,7 @@ mod tests {
             s.offer(&sized(
                 4,
                 pb::Priority::High,
-                2 * each - footprint(&note(0, pb::Priority::Low))
+                2 * each - note(0, pb::Priority::Low).footprint()
             )),
             Offer::Queued
         );

@@ -12,6 +12,7 @@
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     net::{IpAddr, Ipv6Addr},
     sync::{Arc, Mutex, atomic::AtomicU64, atomic::Ordering},
     time::Duration,
@@ -55,41 +56,105 @@ impl Caller {
     }
 }
 
-#[derive(Debug, Default)]
-struct Open {
+/// Places counted in total and per key (a caller, a client address), each held by a
+/// [`Place`] until it is dropped: the one admission count behind the subscription caps and
+/// the WebSocket gateway's connection caps.
+#[derive(Debug)]
+pub struct Places<K: Eq + Hash> {
+    max: usize,
+    max_per_key: usize,
+    open: Mutex<Open<K>>,
+}
+
+#[derive(Debug)]
+struct Open<K> {
     total: usize,
-    by_caller: HashMap<Caller, usize>,
+    by_key: HashMap<K, usize>,
+}
+
+/// Why [`Places::take`] found no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// All `max` places are taken.
+    Total(usize),
+    /// The key has its `max_per_key` (the count it has).
+    Key(usize),
+}
+
+/// One place taken; dropping it gives the place back.
+#[derive(Debug)]
+pub struct Place<K: Eq + Hash + Clone> {
+    places: Arc<Places<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Drop for Place<K> {
+    fn drop(&mut self) {
+        let mut open = self.places.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_key.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Places<K> {
+    /// At most `max` places at once, `max_per_key` of them for one key.
+    pub fn new(max: usize, max_per_key: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max: max.max(1),
+            max_per_key: max_per_key.max(1),
+            open: Mutex::new(Open {
+                total: 0,
+                by_key: HashMap::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open<K>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One more place for `key`, if the total and the key's count allow it.
+    pub fn take(self: &Arc<Self>, key: K) -> Result<Place<K>, Full> {
+        let mut open = self.lock();
+        if open.total >= self.max {
+            return Err(Full::Total(self.max));
+        }
+        let mine = open.by_key.get(&key).copied().unwrap_or(0);
+        if mine >= self.max_per_key {
+            return Err(Full::Key(mine));
+        }
+        open.total += 1;
+        *open.by_key.entry(key.clone()).or_default() += 1;
+        Ok(Place {
+            places: self.clone(),
+            key,
+        })
+    }
+
+    /// Places taken now, and keys that hold at least one.
+    pub fn open(&self) -> (usize, usize) {
+        let open = self.lock();
+        (open.total, open.by_key.len())
+    }
 }
 
 /// The subscriptions open on this replica.
 #[derive(Debug)]
 pub struct Subscriptions {
-    max: usize,
-    max_per_caller: usize,
-    open: Mutex<Open>,
+    places: Arc<Places<Caller>>,
     refused_replica: Arc<AtomicU64>,
     refused_caller: Arc<AtomicU64>,
 }
 
 /// One open subscription's place; dropping it gives the place back.
-#[derive(Debug)]
-pub struct Admission {
-    subscriptions: Arc<Subscriptions>,
-    caller: Caller,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut open = self.subscriptions.lock();
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.by_caller.get_mut(&self.caller) {
-            *n -= 1;
-            if *n == 0 {
-                open.by_caller.remove(&self.caller);
-            }
-        }
-    }
-}
+pub type Admission = Place<Caller>;
 
 impl Subscriptions {
     /// At most `max` subscriptions at once, `max_per_caller` of them for one caller.
@@ -103,62 +168,42 @@ impl Subscriptions {
             )
         };
         Arc::new(Self {
-            max: max.max(1),
-            max_per_caller: max_per_caller.max(1),
-            open: Mutex::default(),
+            places: Places::new(max, max_per_caller),
             refused_replica: refused("replica"),
             refused_caller: refused("caller"),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
-        self.open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// A place for one more subscription of `caller`, or `RESOURCE_EXHAUSTED` (with
     /// `RetryInfo`) when the replica or the caller has none left.
     pub fn admit(self: &Arc<Self>, caller: Caller) -> Result<Admission, Error> {
-        let mut open = self.lock();
         let refuse = |counter: &AtomicU64, message: String| {
             counter.fetch_add(1, Ordering::Relaxed);
-            Err(Error::ResourceExhausted {
+            Error::ResourceExhausted {
                 message,
                 retry_after: Some(RETRY_AFTER),
-            })
+            }
         };
-        if open.total >= self.max {
-            return refuse(
+        self.places.take(caller).map_err(|full| match full {
+            Full::Total(max) => refuse(
                 &self.refused_replica,
                 format!(
-                    "this replica serves {} subscriptions, its limit (notifier.max_subscriptions)",
-                    self.max
+                    "this replica serves {max} subscriptions, its limit (notifier.max_subscriptions)"
                 ),
-            );
-        }
-        let mine = open.by_caller.get(&caller).copied().unwrap_or(0);
-        if mine >= self.max_per_caller {
-            return refuse(
+            ),
+            Full::Key(mine) => refuse(
                 &self.refused_caller,
                 format!(
                     "this caller has {mine} subscriptions open, its limit \
                      (notifier.max_subscriptions_per_caller); close one first"
                 ),
-            );
-        }
-        open.total += 1;
-        *open.by_caller.entry(caller.clone()).or_default() += 1;
-        Ok(Admission {
-            subscriptions: self.clone(),
-            caller,
+            ),
         })
     }
 
     /// Subscriptions open now, and callers that have at least one.
     pub fn open(&self) -> (usize, usize) {
-        let open = self.lock();
-        (open.total, open.by_caller.len())
+        self.places.open()
     }
 }
 

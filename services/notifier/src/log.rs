@@ -25,14 +25,9 @@ use phantom_runtime::storage::{NotificationRecord, Store};
 pub struct Page {
     /// At most this many notifications.
     pub items: u32,
-    /// Whose [`footprint`]s add up to at most this, except that the first notification is
-    /// always returned (a notification larger than a page still gets through).
+    /// Whose [`NotificationRecord::footprint`]s add up to at most this, except that the first
+    /// notification is always returned (a notification larger than a page still gets through).
     pub bytes: usize,
-}
-
-/// Memory a notification takes once read: its fields and its text.
-pub fn footprint(n: &NotificationRecord) -> usize {
-    n.footprint()
 }
 
 /// The log of notifications.
@@ -79,7 +74,7 @@ impl NotificationLog for StoreLog {
         after: u64,
         page: Page,
     ) -> Result<Vec<NotificationRecord>, Error> {
-        // The query stops at the page's byte budget itself (a running sum of the payloads).
+        // The query stops at the page's byte budget itself (a running sum of the footprints).
         let bytes = u64::try_from(page.bytes).unwrap_or(u64::MAX);
         Ok(self
             .0
@@ -128,7 +123,7 @@ return seq
 /// KEYS: stream. ARGV: first id, most entries, most bytes, bytes counted per entry besides its
 /// JSON. Reads a page of the stream in Redis, so that no more than the page crosses the network
 /// or is decoded. A record's JSON is at least as long as its text, so the page's
-/// [`footprint`]s fit in the budget too.
+/// [`NotificationRecord::footprint`]s fit in the budget too.
 const PAGE_LUA: &str = r"
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 local budget = tonumber(ARGV[3])

@@ -48,7 +48,7 @@ pub const MAX_TYPES_PER_SUBSCRIPTION: usize = 32;
 const MAX_TENANT_LEN: usize = 63;
 /// Length of a notification id (a UUID).
 const ID_LEN: usize = 36;
-/// The largest [`crate::log::footprint`] a notification accepted by `Publish` can have.
+/// The largest [`NotificationRecord::footprint`] a notification accepted by `Publish` can have.
 pub const MAX_RECORD_BYTES: usize = std::mem::size_of::<NotificationRecord>()
     + MAX_TENANT_LEN
     + MAX_ROOM_LEN
@@ -70,10 +70,6 @@ const TRANSPORT_SLACK: usize = 128 * 1024;
 /// Most bytes a subscription holds besides its queue: a replay page and its transport.
 pub const SUBSCRIPTION_BYTES: usize =
     REPLAY_PAGE.bytes + TRANSPORT_BUFFER * MAX_RECORD_BYTES + TRANSPORT_SLACK;
-/// Most field violations an error lists, and most bytes their descriptions take: an invalid
-/// request of a million entries gets a reply of a few KiB, which says how many more there were.
-const MAX_VIOLATIONS: usize = 10;
-const MAX_VIOLATION_BYTES: usize = 2048;
 
 /// What the service needs once its dependencies are up.
 #[derive(Debug)]
@@ -155,42 +151,6 @@ impl NotifierService {
     }
 }
 
-/// Field violations of one request, at most [`MAX_VIOLATIONS`] of them (and
-/// [`MAX_VIOLATION_BYTES`]) listed, the rest counted.
-#[derive(Debug, Default)]
-struct Violations {
-    listed: Vec<FieldViolation>,
-    bytes: usize,
-    unlisted: usize,
-}
-
-impl Violations {
-    fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        let (field, description) = (field.into(), description.into());
-        let size = field.len() + description.len();
-        if self.listed.len() < MAX_VIOLATIONS && self.bytes + size <= MAX_VIOLATION_BYTES {
-            self.bytes += size;
-            self.listed.push(FieldViolation::new(field, description));
-        } else {
-            self.unlisted += 1;
-        }
-    }
-
-    fn into_result(mut self) -> Result<(), Error> {
-        if self.unlisted > 0 {
-            self.listed.push(FieldViolation::new(
-                "request",
-                format!("and {} more violations, not listed", self.unlisted),
-            ));
-        }
-        if self.listed.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(self.listed))
-        }
-    }
-}
-
 const ROOM_RULE: &str = "1-128 characters of [A-Za-z0-9/_.:-]";
 const TYPE_RULE: &str = "a lowercase token of 1-64 characters: [a-z0-9] then [a-z0-9._-]";
 
@@ -215,35 +175,41 @@ fn valid_type(kind: &str) -> bool {
 }
 
 fn validate_publish(n: &pb::Notification) -> Result<(), Error> {
-    let mut v = Violations::default();
+    let mut v = Vec::new();
     if !valid_room(&n.room) {
-        v.push(
+        v.push(FieldViolation::new(
             "room",
             format!("{} is not a room name: {ROOM_RULE}", echo(&n.room)),
-        );
+        ));
     }
     if !valid_type(&n.r#type) {
-        v.push(
+        v.push(FieldViolation::new(
             "type",
             format!("{} is not a type: {TYPE_RULE}", echo(&n.r#type)),
-        );
+        ));
     }
     if n.payload.len() > MAX_PAYLOAD_BYTES {
-        v.push(
+        v.push(FieldViolation::new(
             "payload",
             format!(
                 "{} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit",
                 n.payload.len()
             ),
-        );
+        ));
     }
     if pb::Priority::try_from(n.priority).is_err() {
-        v.push("priority", format!("unknown priority {}", n.priority));
+        v.push(FieldViolation::new(
+            "priority",
+            format!("unknown priority {}", n.priority),
+        ));
     }
     if pb::Severity::try_from(n.severity).is_err() {
-        v.push("severity", format!("unknown severity {}", n.severity));
+        v.push(FieldViolation::new(
+            "severity",
+            format!("unknown severity {}", n.severity),
+        ));
     }
-    v.into_result()
+    Error::unless_violated(v)
 }
 
 /// Checks a subscription and turns it into a filter and resume points. Sizes are checked
@@ -272,48 +238,51 @@ pub(crate) fn validate_subscribe(
     if req.types.len() > MAX_TYPES_PER_SUBSCRIPTION {
         return too_many("types", req.types.len(), MAX_TYPES_PER_SUBSCRIPTION);
     }
-    let mut v = Violations::default();
+    let mut v = Vec::new();
     if req.rooms.is_empty() {
-        v.push("rooms", "at least one room is required");
+        v.push(FieldViolation::new(
+            "rooms",
+            "at least one room is required",
+        ));
     }
     for (i, room) in req.rooms.iter().enumerate() {
         if !valid_room(room) {
-            v.push(
+            v.push(FieldViolation::new(
                 format!("rooms[{i}]"),
                 format!("{} is not a room name: {ROOM_RULE}", echo(room)),
-            );
+            ));
         }
     }
     let rooms: HashSet<&str> = req.rooms.iter().map(String::as_str).collect();
     for room in req.after_sequence.keys() {
         if !rooms.contains(room.as_str()) {
-            v.push(
+            v.push(FieldViolation::new(
                 "after_sequence",
                 format!("{} is not one of `rooms`", echo(room)),
-            );
+            ));
         }
     }
     for (i, kind) in req.types.iter().enumerate() {
         if !valid_type(kind) {
-            v.push(
+            v.push(FieldViolation::new(
                 format!("types[{i}]"),
                 format!("{} is not a type: {TYPE_RULE}", echo(kind)),
-            );
+            ));
         }
     }
     if pb::Priority::try_from(req.min_priority).is_err() {
-        v.push(
+        v.push(FieldViolation::new(
             "min_priority",
             format!("unknown priority {}", req.min_priority),
-        );
+        ));
     }
     if pb::Severity::try_from(req.min_severity).is_err() {
-        v.push(
+        v.push(FieldViolation::new(
             "min_severity",
             format!("unknown severity {}", req.min_severity),
-        );
+        ));
     }
-    v.into_result()?;
+    Error::unless_violated(v)?;
     let mut rooms = req.rooms;
     rooms.sort();
     rooms.dedup();

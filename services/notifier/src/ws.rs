@@ -26,10 +26,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -53,7 +50,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    limits::{Caller, client_of},
+    limits::{Caller, Full, Place, Places, client_of},
     service::{Feed, MAX_ROOMS_PER_SUBSCRIPTION, NotifierService, validate_subscribe},
 };
 
@@ -98,81 +95,36 @@ struct Gateway {
     connections: Arc<Connections>,
 }
 
-/// Open connections, in total and per client ([`client_of`]).
+/// Open connections, in total (the replica's cap, [`max_connections`]) and per client
+/// ([`client_of`]).
 #[derive(Debug)]
-struct Connections {
-    /// The replica's cap ([`max_connections`]).
-    max: usize,
-    total: AtomicUsize,
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One open connection; dropping it gives its slots back.
-#[derive(Debug)]
-struct Slot {
-    connections: Arc<Connections>,
-    /// Its client.
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.connections.total.fetch_sub(1, Ordering::Relaxed);
-        let mut by_ip = self
-            .connections
-            .by_ip
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                by_ip.remove(&self.ip);
-            }
-        }
-    }
-}
+struct Connections(Arc<Places<IpAddr>>);
 
 impl Connections {
-    fn new(max: usize) -> Self {
-        Self {
-            max,
-            total: AtomicUsize::new(0),
-            by_ip: Mutex::default(),
-        }
+    fn new(max: usize, max_per_client: usize) -> Self {
+        Self(Places::new(max, max_per_client))
     }
 
-    fn admit(
-        self: &Arc<Self>,
-        peer: IpAddr,
-        config: &WsConfig,
-    ) -> Result<Slot, (StatusCode, String)> {
-        let ip = client_of(peer);
-        let mut by_ip = self
-            .by_ip
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.total.load(Ordering::Relaxed) >= self.max {
-            return Err((
+    /// A slot for one more connection from `peer`, held until it is dropped; or the status
+    /// to refuse the upgrade with.
+    fn admit(&self, peer: IpAddr) -> Result<Place<IpAddr>, (StatusCode, String)> {
+        let client = client_of(peer);
+        self.0.take(client).map_err(|full| match full {
+            Full::Total(max) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("this replica has {} connections, its limit", self.max),
-            ));
-        }
-        let mine = by_ip.entry(ip).or_default();
-        if *mine >= config.max_connections_per_ip {
-            return Err((
+                format!("this replica has {max} connections, its limit"),
+            ),
+            Full::Key(mine) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "{ip} has {} connections, the limit per client",
-                    config.max_connections_per_ip
-                ),
-            ));
-        }
-        *mine += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot {
-            connections: self.clone(),
-            ip,
+                format!("{client} has {mine} connections, the limit per client"),
+            ),
         })
+    }
+
+    /// Connections open now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.0.open().0
     }
 }
 
@@ -195,11 +147,15 @@ pub fn router(
     config: WsConfig,
     max_connections: usize,
 ) -> Router {
+    let connections = Arc::new(Connections::new(
+        max_connections,
+        config.max_connections_per_ip,
+    ));
     routes(Gateway {
         service,
         tenant,
         config: Arc::new(config),
-        connections: Arc::new(Connections::new(max_connections)),
+        connections,
     })
 }
 
@@ -295,7 +251,7 @@ async fn upgrade(
                 .into_response();
         }
     }
-    let slot = match gw.connections.admit(peer.ip(), &gw.config) {
+    let slot = match gw.connections.admit(peer.ip()) {
         Ok(slot) => slot,
         Err(refusal) => return refusal.into_response(),
     };
@@ -494,20 +450,20 @@ mod tests {
             max_connections_per_ip: 2,
             ..WsConfig::default()
         };
-        let c = Arc::new(Connections::new(100));
+        let c = Connections::new(100, config.max_connections_per_ip);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let _a = c.admit(ip("2001:db8:1:2::1"), &config).unwrap();
-        let _b = c.admit(ip("2001:db8:1:2:ffff::9"), &config).unwrap();
+        let _a = c.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _b = c.admit(ip("2001:db8:1:2:ffff::9")).unwrap();
         assert_eq!(
-            c.admit(ip("2001:db8:1:2:abcd::1"), &config).unwrap_err().0,
+            c.admit(ip("2001:db8:1:2:abcd::1")).unwrap_err().0,
             StatusCode::TOO_MANY_REQUESTS,
             "one /64 is one client"
         );
-        assert!(c.admit(ip("2001:db8:1:3::1"), &config).is_ok());
-        let _v4 = c.admit(ip("203.0.113.5"), &config).unwrap();
-        let _mapped = c.admit(ip("::ffff:203.0.113.5"), &config).unwrap();
+        assert!(c.admit(ip("2001:db8:1:3::1")).is_ok());
+        let _v4 = c.admit(ip("203.0.113.5")).unwrap();
+        let _mapped = c.admit(ip("::ffff:203.0.113.5")).unwrap();
         assert_eq!(
-            c.admit(ip("203.0.113.5"), &config).unwrap_err().0,
+            c.admit(ip("203.0.113.5")).unwrap_err().0,
             StatusCode::TOO_MANY_REQUESTS,
             "an IPv4-mapped peer is the IPv4 peer"
         );
@@ -527,7 +483,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let connections = Arc::new(Connections::new(10));
+        let connections = Arc::new(Connections::new(
+            10,
+            WsConfig::default().max_connections_per_ip,
+        ));
         let app = routes(Gateway {
             service: f.service.clone(),
             tenant: "t".into(),
@@ -560,8 +519,7 @@ mod tests {
         assert_eq!(&head, b"HTTP/1.1 101");
         // From here on the client reads nothing: 24 MB of replay fill the socket's buffers.
         let started = tokio::time::Instant::now();
-        while connections.total.load(Ordering::Relaxed) > 0 || f.service.open_subscriptions().0 > 0
-        {
+        while connections.open() > 0 || f.service.open_subscriptions().0 > 0 {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "a client that reads nothing is still connected after {:?}",
@@ -578,24 +536,15 @@ mod tests {
             max_connections_per_ip: 2,
             ..WsConfig::default()
         };
-        let c = Arc::new(Connections::new(3));
+        let c = Connections::new(3, config.max_connections_per_ip);
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
-        let s1 = c.admit(a, &config).unwrap();
-        let _s2 = c.admit(a, &config).unwrap();
-        assert_eq!(
-            c.admit(a, &config).unwrap_err().0,
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        let _s3 = c.admit(b, &config).unwrap();
-        assert_eq!(
-            c.admit(b, &config).unwrap_err().0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        let s1 = c.admit(a).unwrap();
+        let _s2 = c.admit(a).unwrap();
+        assert_eq!(c.admit(a).unwrap_err().0, StatusCode::TOO_MANY_REQUESTS);
+        let _s3 = c.admit(b).unwrap();
+        assert_eq!(c.admit(b).unwrap_err().0, StatusCode::SERVICE_UNAVAILABLE);
         drop(s1);
-        assert!(
-            c.admit(b, &config).is_ok(),
-            "a closed connection frees its slots"
-        );
+        assert!(c.admit(b).is_ok(), "a closed connection frees its slots");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use phantom_notifier::log::{NotificationLog, Page, RedisLog, StoreLog, footprint};
+use phantom_notifier::log::{NotificationLog, Page, RedisLog, StoreLog};
 use phantom_runtime::{
     storage::{NotificationRecord, SqlStore},
     time::now_micros,
@@ -125,7 +125,7 @@ async fn pages_are_bounded_in_bytes(log: &dyn NotificationLog) {
         if page.is_empty() {
             break;
         }
-        let bytes: usize = page.iter().map(footprint).sum();
+        let bytes: usize = page.iter().map(NotificationRecord::footprint).sum();
         assert!(
             page.len() == 1 || bytes <= budget,
             "{} notifications of {bytes} bytes in a page of {budget}",

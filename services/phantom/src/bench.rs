@@ -19,6 +19,17 @@ use phantom_runtime::{
     CancellationToken, Config, Listeners, ServiceName, client, config::ClientPolicy,
 };
 
+/// The `p` quantile (0 to 1) of `v`, nearest rank; zero for no samples.
+pub(crate) fn percentile(v: &[Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
 /// What to run.
 #[derive(Debug, Clone, Copy)]
 pub struct BenchArgs {
@@ -45,22 +56,12 @@ impl Run {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn percentile(v: &[Duration], p: f64) -> Duration {
-        if v.is_empty() {
-            return Duration::ZERO;
-        }
-        let mut v = v.to_vec();
-        v.sort_unstable();
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[i.min(v.len() - 1)]
-    }
-
     fn line(&self, label: &str) -> String {
         format!(
             "{label:<26} {:>9.0} ok/s   p50 {:>7.2} ms   p99 {:>7.2} ms   shed {:>6}   deadline {:>5}   other {:>4}",
             self.throughput(),
-            ms(Self::percentile(&self.latencies, 0.5)),
-            ms(Self::percentile(&self.latencies, 0.99)),
+            ms(percentile(&self.latencies, 0.5)),
+            ms(percentile(&self.latencies, 0.99)),
             self.shed,
             self.deadline,
             self.other,
@@ -302,7 +303,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let on = closed_loop(&on_url, true, args).await?;
     println!("{}", off.line("layers off"));
     println!("{}", on.line("layers on"));
-    let p99 = |r: &Run| Run::percentile(&r.latencies, 0.99).as_secs_f64();
+    let p99 = |r: &Run| percentile(&r.latencies, 0.99).as_secs_f64();
     println!(
         "on/off: throughput {:.2}x (aim >= 0.85x), p99 {:.2}x (aim <= 1.25x)",
         on.throughput() / off.throughput(),
@@ -326,8 +327,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "goodput {:.2}x peak (aim >= 0.9x); shed calls answered in p50 {:.2} ms / p99 {:.2} ms; {} ran into their deadline",
         over.throughput() / peak,
-        ms(Run::percentile(&over.shed_latencies, 0.5)),
-        ms(Run::percentile(&over.shed_latencies, 0.99)),
+        ms(percentile(&over.shed_latencies, 0.5)),
+        ms(percentile(&over.shed_latencies, 0.99)),
         over.deadline
     );
     scanners(args).await?;

@@ -78,6 +78,7 @@ impl System {
             .env("PHANTOM_WS_ADDR", ws.to_string())
             .env("PHANTOM_DATA_DIR", data.path())
             .env("PHANTOM_LOG", "warn")
+            .env_remove("PHANTOM_CONFIG")
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .stdout(Stdio::null())
@@ -282,15 +283,6 @@ fn prost_len(m: &pb::GetMetricsResponse) -> usize {
     m.encoded_len()
 }
 
-fn percentile(v: &[Duration], p: f64) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    v[(((v.len() - 1) as f64) * p).round() as usize]
-}
-
 /// Runs the four attacks and prints, for each, `/health`'s worst latency and the RSS growth.
 pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
     let binary = match args.phantom {
@@ -354,7 +346,7 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
         failed_total += samples.health_failed;
         println!(
             "{name:<28} {:>8.1}ms {:>8.1}ms {:>8} {:>12.1} {:>12.1}  {}",
-            percentile(&samples.health, 0.5).as_secs_f64() * 1e3,
+            crate::bench::percentile(&samples.health, 0.5).as_secs_f64() * 1e3,
             max_health.as_secs_f64() * 1e3,
             samples.health_failed,
             max_rss.saturating_sub(start_rss) as f64 / 1048576.0,

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use phantom_layers::{Error, FieldViolation};
+use phantom_layers::{Error, FieldViolation, status::MAX_VIOLATIONS};
 use phantom_proto::pb::{self, vuln_analyzer_server::VulnAnalyzer};
 use phantom_runtime::{
     Ready,
@@ -37,8 +37,6 @@ pub const MAX_BANNER_LEN: usize = 16 * 1024;
 pub const MAX_TITLE_LEN: usize = 1024;
 /// Most CVE ids on one finding.
 pub const MAX_CVE_IDS: usize = 64;
-/// Most violations one refusal lists: enough to act on, never a reply of megabytes.
-const MAX_VIOLATIONS: usize = 10;
 
 /// What the service needs once its dependencies are up.
 #[derive(Debug)]
@@ -267,7 +265,8 @@ fn validate(findings: &[pb::Finding]) -> Result<(), Error> {
     }
     let mut violations = Vec::new();
     for (i, f) in findings.iter().enumerate() {
-        // A caller stops being told about more violations once it has enough to act on.
+        // A refusal lists no more than this (the rest are only counted): looking for more
+        // would be work for nothing.
         if violations.len() >= MAX_VIOLATIONS {
             break;
         }
@@ -337,11 +336,7 @@ fn validate(findings: &[pb::Finding]) -> Result<(), Error> {
             ));
         }
     }
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(violations))
-    }
+    Error::unless_violated(violations)
 }
 
 #[tonic::async_trait]

@@ -60,8 +60,8 @@ impl NotificationLog for MemoryLog {
                     .filter(|n| n.sequence > after)
                     .take(page.items as usize)
                     .take_while(|n| {
-                        used += crate::log::footprint(n);
-                        used == crate::log::footprint(n) || used <= page.bytes
+                        used += n.footprint();
+                        used == n.footprint() || used <= page.bytes
                     })
                     .cloned()
                     .collect()
@@ -126,6 +126,8 @@ pub(crate) fn request<T>(message: T, peer: &str) -> Request<T> {
     request
 }
 
+/// The caller's address as the transport would report it: a documentation address, only a
+/// label in the request's metadata (what the per-caller limits count by), never dialled.
 pub(crate) const PEER: &str = "192.0.2.7:40000";
 
 /// Bytes a status costs its caller: its message and its details, as sent in the trailers.
