@@ -32,6 +32,7 @@ pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
+pub mod exposition;
 pub mod methods;
 pub mod metrics;
 pub mod rate_limit;

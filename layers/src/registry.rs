@@ -1,8 +1,9 @@
-//! Every breaker, limiter, retry policy and bulkhead of the process, by name, for metrics.
+//! Every breaker, limiter, retry policy and bulkhead of one service, by name, for metrics.
 //!
-//! Components register when they are built; [`Registry::snapshot`] is what
-//! `/health/metrics` and `/metrics` show. One process-wide registry, like a Prometheus
-//! default registry: `phantom up` runs four services in one process and reports them all.
+//! Components register when they are built, in the [`Registry`] handed to whoever builds
+//! them; [`Registry::snapshot`] and [`Registry::families`] are what `/health/metrics` and
+//! `/metrics` show. There is no process-wide registry: `phantom up` runs four services in
+//! one process, each with its own, so each reports its own components (and tests their own).
 //!
 //! Every map is bounded, because whatever grows here is kept for the life of the process and
 //! rendered on every scrape: at most [`MAX_COMPONENTS`] components of each kind, and at most
@@ -14,7 +15,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, OnceLock, RwLock,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -25,6 +26,7 @@ use crate::{
     adaptive::{AdaptiveLimiter, AdaptiveSnapshot},
     bulkhead::{Bulkhead, BulkheadSnapshot},
     circuit_breaker::{Breaker, BreakerSnapshot},
+    exposition::{Describe, Families, HistogramValue, Source},
     rate_limit::{LimiterSnapshot, RateLimiter},
     retry::{RetryPolicy, RetrySnapshot},
 };
@@ -41,9 +43,13 @@ pub const MAX_SERIES_PER_METRIC: usize = 2_048;
 /// The value of every label of a metric's overflow series.
 pub const OVERFLOW: &str = "overflow";
 
-/// The registered components.
+/// The registered components of one service. Cloning it is cheap and shares it.
+#[derive(Debug, Clone, Default)]
+pub struct Registry(Arc<Inner>);
+
 #[derive(Debug, Default)]
-pub struct Registry {
+struct Inner {
+    sources: RwLock<BTreeMap<String, Arc<dyn Source>>>,
     breakers: RwLock<BTreeMap<String, Breaker>>,
     limiters: RwLock<BTreeMap<String, RateLimiter>>,
     retries: RwLock<BTreeMap<String, RetryPolicy>>,
@@ -185,12 +191,6 @@ pub struct RegistrySnapshot {
     pub gauges: Vec<GaugeSnapshot>,
 }
 
-/// The process's registry.
-pub fn global() -> &'static Registry {
-    static GLOBAL: OnceLock<Registry> = OnceLock::new();
-    GLOBAL.get_or_init(Registry::default)
-}
-
 fn put<T>(map: &RwLock<BTreeMap<String, T>>, name: &str, item: T) {
     let mut map = map
         .write()
@@ -274,27 +274,27 @@ fn handle<T: Default>(
 impl Registry {
     /// Registers a breaker under its name (replacing an earlier one of that name).
     pub fn breaker(&self, b: &Breaker) {
-        put(&self.breakers, b.name(), b.clone());
+        put(&self.0.breakers, b.name(), b.clone());
     }
 
     /// Registers a limiter.
     pub fn limiter(&self, name: &str, l: &RateLimiter) {
-        put(&self.limiters, name, l.clone());
+        put(&self.0.limiters, name, l.clone());
     }
 
     /// Registers a retry policy.
     pub fn retry(&self, name: &str, r: &RetryPolicy) {
-        put(&self.retries, name, r.clone());
+        put(&self.0.retries, name, r.clone());
     }
 
     /// Registers a bulkhead.
     pub fn bulkhead(&self, name: &str, b: &Bulkhead) {
-        put(&self.bulkheads, name, b.clone());
+        put(&self.0.bulkheads, name, b.clone());
     }
 
     /// Registers an adaptive limiter.
     pub fn adaptive(&self, name: &str, a: &AdaptiveLimiter) {
-        put(&self.adaptive, name, a.clone());
+        put(&self.0.adaptive, name, a.clone());
     }
 
     /// The counter `name` with `labels`, created at 0 on first use; every caller asking for
@@ -305,7 +305,7 @@ impl Registry {
         help: &'static str,
         labels: &[(&'static str, &str)],
     ) -> Arc<AtomicU64> {
-        handle(&self.counters, name, help, labels)
+        handle(&self.0.counters, name, help, labels)
     }
 
     /// The gauge `name` with `labels`, created at 0 on first use.
@@ -315,7 +315,7 @@ impl Registry {
         help: &'static str,
         labels: &[(&'static str, &str)],
     ) -> Arc<Gauge> {
-        handle(&self.gauges, name, help, labels)
+        handle(&self.0.gauges, name, help, labels)
     }
 
     /// The histogram `name` with `labels`, created empty on first use.
@@ -325,12 +325,39 @@ impl Registry {
         help: &'static str,
         labels: &[(&'static str, &str)],
     ) -> Arc<Histogram> {
-        handle(&self.histograms, name, help, labels)
+        handle(&self.0.histograms, name, help, labels)
+    }
+
+    /// Registers `source` (a cache, a pool) under `name` (replacing an earlier one).
+    pub fn source(&self, name: &str, source: Arc<dyn Source>) {
+        put(&self.0.sources, name, source);
+    }
+
+    /// The registered sources, by name.
+    pub fn sources(&self) -> Vec<(String, Arc<dyn Source>)> {
+        self.0
+            .sources
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Every metric of every component and source, now.
+    pub fn families(&self) -> Families {
+        let mut out = Families::default();
+        self.snapshot().describe(&mut out);
+        for (_, source) in self.sources() {
+            source.describe(&mut out);
+        }
+        out
     }
 
     /// A breaker by name, for operators (force open, disable, reset).
     pub fn find_breaker(&self, name: &str) -> Option<Breaker> {
-        self.breakers
+        self.0
+            .breakers
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(name)
@@ -340,24 +367,28 @@ impl Registry {
     /// Everything, now.
     pub fn snapshot(&self) -> RegistrySnapshot {
         RegistrySnapshot {
-            circuit_breakers: all(&self.breakers).iter().map(Breaker::snapshot).collect(),
-            adaptive_limiters: all(&self.adaptive)
+            circuit_breakers: all(&self.0.breakers)
+                .iter()
+                .map(Breaker::snapshot)
+                .collect(),
+            adaptive_limiters: all(&self.0.adaptive)
                 .iter()
                 .map(AdaptiveLimiter::snapshot)
                 .collect(),
-            rate_limiters: all(&self.limiters)
+            rate_limiters: all(&self.0.limiters)
                 .iter()
                 .map(RateLimiter::snapshot)
                 .collect(),
-            retries: all(&self.retries)
+            retries: all(&self.0.retries)
                 .iter()
                 .map(RetryPolicy::snapshot)
                 .collect(),
-            bulkheads: all(&self.bulkheads)
+            bulkheads: all(&self.0.bulkheads)
                 .iter()
                 .map(Bulkhead::snapshot)
                 .collect(),
             counters: self
+                .0
                 .counters
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -371,6 +402,7 @@ impl Registry {
                 })
                 .collect(),
             histograms: self
+                .0
                 .histograms
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -390,6 +422,7 @@ impl Registry {
                 })
                 .collect(),
             gauges: self
+                .0
                 .gauges
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -406,10 +439,61 @@ impl Registry {
     }
 }
 
+impl Describe for RegistrySnapshot {
+    fn describe(&self, out: &mut Families) {
+        for b in &self.circuit_breakers {
+            b.describe(out);
+        }
+        for l in &self.rate_limiters {
+            l.describe(out);
+        }
+        for r in &self.retries {
+            r.describe(out);
+        }
+        for a in &self.adaptive_limiters {
+            a.describe(out);
+        }
+        for b in &self.bulkheads {
+            b.describe(out);
+        }
+        for c in &self.counters {
+            let l: Vec<(&str, &str)> = c.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            out.counter(c.name, c.help, &l, c.value as f64);
+        }
+        for g in &self.gauges {
+            let l: Vec<(&str, &str)> = g.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            out.gauge(g.name, g.help, &l, g.value);
+        }
+        for h in &self.histograms {
+            let l: Vec<(&str, &str)> = h.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            out.histogram(
+                h.name,
+                h.help,
+                &l,
+                HistogramValue {
+                    buckets: h.buckets.clone(),
+                    count: h.count,
+                    sum: h.sum,
+                },
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bulkhead::BulkheadConfig;
+
+    #[test]
+    fn registries_are_separate_and_a_clone_shares_one() {
+        let a = Registry::default();
+        let b = Registry::default();
+        a.counter("c_total", "C.", &[])
+            .fetch_add(1, Ordering::Relaxed);
+        assert_eq!(a.clone().families().len(), 1);
+        assert!(b.families().is_empty(), "b has nothing of a's");
+    }
 
     #[test]
     fn every_map_of_the_registry_is_bounded() {

@@ -7,7 +7,8 @@ pub mod llm;
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use phantom::up::{Addresses, System};
-use phantom_runtime::{CancellationToken, Config};
+use phantom_layers::registry::Registry;
+use phantom_runtime::{CancellationToken, Config, ServiceName};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -45,13 +46,30 @@ pub struct Running {
     pub shutdown: CancellationToken,
     /// Resolves when it has stopped.
     pub task: tokio::task::JoinHandle<Result<(), String>>,
+    /// Each service's registry, by service.
+    pub registries: Vec<(ServiceName, Registry)>,
 }
 
 impl Running {
     /// Starts the system of `config` and waits until every service reports SERVING.
     pub async fn start(config: Config) -> Self {
-        let system = System::bind(config).await.expect("listeners bind");
+        Self::start_in(config, &Registry::default()).await
+    }
+
+    /// [`Running::start`], in a process whose registry is `process` (what
+    /// `telemetry::init` returned).
+    pub async fn start_in(config: Config, process: &Registry) -> Self {
+        let system = System::bind(config, process).await.expect("listeners bind");
         let addrs = system.addresses();
+        let registries = [
+            ServiceName::ScanOrchestrator,
+            ServiceName::VulnAnalyzer,
+            ServiceName::Notifier,
+            ServiceName::HealthAggregator,
+        ]
+        .into_iter()
+        .map(|s| (s, system.registry(s)))
+        .collect();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -69,7 +87,18 @@ impl Running {
             addrs,
             shutdown,
             task,
+            registries,
         }
+    }
+
+    /// The registry of `service`.
+    pub fn registry(&self, service: ServiceName) -> &Registry {
+        &self
+            .registries
+            .iter()
+            .find(|(s, _)| *s == service)
+            .expect("every service has a registry")
+            .1
     }
 
     /// Stops the system and waits for it to exit.

@@ -6,7 +6,10 @@ use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use phantom_layers::circuit_breaker::State;
 use phantom_proto::pb::vuln_analyzer_client::VulnAnalyzerClient;
-use phantom_runtime::cache::CacheSnapshot;
+use phantom_runtime::{
+    ServiceName,
+    cache::{CacheManager, CacheSnapshot},
+};
 use phantom_tests::{PATIENCE, Running, channel, llm::finding};
 
 struct RedisServer {
@@ -49,12 +52,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn analyzer_cache() -> CacheSnapshot {
-    phantom_runtime::cache::snapshots()
+fn analyzer_cache(system: &Running) -> CacheSnapshot {
+    let (_, cache) = system
+        .registry(ServiceName::VulnAnalyzer)
+        .sources()
         .into_iter()
         .find(|(user, _)| user == "vuln-analyzer")
-        .expect("the analyzer's cache is registered")
-        .1
+        .expect("the analyzer's cache is registered");
+    cache
+        .as_any()
+        .downcast_ref::<CacheManager>()
+        .expect("a cache")
+        .snapshot()
 }
 
 async fn analyze_ok(client: &mut VulnAnalyzerClient<tonic::transport::Channel>, port: u32) {
@@ -85,17 +94,17 @@ async fn with_redis_killed_requests_keep_succeeding_and_the_cache_comes_back_on_
 
     // Redis up: the second analysis of a finding is a cache hit.
     analyze_ok(&mut client, 1).await;
-    let before = analyzer_cache();
+    let before = analyzer_cache(&system);
     analyze_ok(&mut client, 1).await;
-    assert_eq!(analyzer_cache().hits, before.hits + 1);
-    assert_eq!(analyzer_cache().errors, 0);
+    assert_eq!(analyzer_cache(&system).hits, before.hits + 1);
+    assert_eq!(analyzer_cache(&system).errors, 0);
 
     // Redis killed: every request still succeeds, from the database, and the breaker opens.
     redis.kill().await;
     for port in 1..=20 {
         analyze_ok(&mut client, port).await;
     }
-    let down = analyzer_cache();
+    let down = analyzer_cache(&system);
     assert!(down.errors > 0, "{down:?}");
     assert!(
         down.bypassed > 0,
@@ -106,10 +115,10 @@ async fn with_redis_killed_requests_keep_succeeding_and_the_cache_comes_back_on_
     let _redis = RedisServer::start(port, data.path()).await;
     tokio::time::timeout(PATIENCE, async {
         loop {
-            let before = analyzer_cache().hits;
+            let before = analyzer_cache(&system).hits;
             analyze_ok(&mut client, 7).await;
             analyze_ok(&mut client, 7).await;
-            let now = analyzer_cache();
+            let now = analyzer_cache(&system);
             if now.hits > before && now.breaker.state == State::Closed {
                 return;
             }

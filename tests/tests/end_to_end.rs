@@ -559,6 +559,7 @@ async fn a_server_is_not_serving_until_its_database_answers() {
             http: None,
             health: None,
         },
+        phantom_runtime::Context::default(),
         shutdown.clone(),
     ));
     phantom_tests::wait_for_status(addr, "", ServingStatus::NotServing).await;
@@ -720,6 +721,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
             http: None,
             health: None,
         },
+        phantom_runtime::Context::default(),
         stop.clone(),
     ));
     phantom_tests::wait_for_status(
@@ -772,6 +774,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
             http: None,
             health: None,
         },
+        phantom_runtime::Context::default(),
         stop_analyzer.clone(),
     ));
     let deadline = std::time::Instant::now() + PATIENCE;

@@ -36,12 +36,16 @@ async fn start(
     let task = tokio::spawn(async move {
         let result = match name {
             ServiceName::ScanOrchestrator => {
-                phantom_scan_orchestrator::run(config, listeners, token).await
+                phantom_scan_orchestrator::run(config, listeners, Default::default(), token).await
             }
-            ServiceName::VulnAnalyzer => phantom_vuln_analyzer::run(config, listeners, token).await,
-            ServiceName::Notifier => phantom_notifier::run(config, listeners, token).await,
+            ServiceName::VulnAnalyzer => {
+                phantom_vuln_analyzer::run(config, listeners, Default::default(), token).await
+            }
+            ServiceName::Notifier => {
+                phantom_notifier::run(config, listeners, Default::default(), token).await
+            }
             ServiceName::HealthAggregator => {
-                phantom_health_aggregator::run(config, listeners, token).await
+                phantom_health_aggregator::run(config, listeners, Default::default(), token).await
             }
         };
         result.expect("service ran");

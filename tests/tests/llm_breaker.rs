@@ -1,11 +1,11 @@
 //! The LLM's circuit breaker, end to end: a dead endpoint opens it, calls then fall back to
 //! the rules at once, `/health/metrics` shows it, and it closes by itself when the endpoint
-//! returns. In a file of its own: the breaker registry is process-wide, and no other test
-//! may register an LLM breaker in this process.
+//! returns.
 
 use std::time::Duration;
 
 use phantom_proto::pb::vuln_analyzer_client::VulnAnalyzerClient;
+use phantom_runtime::ServiceName;
 use phantom_tests::{
     PATIENCE, Running, channel, http_get,
     llm::{FakeLlm, Mode, analyze, finding, with_llm},
@@ -46,7 +46,8 @@ async fn a_dead_llm_opens_the_breaker_calls_fail_fast_to_rules_and_it_closes_whe
     let started = std::time::Instant::now();
     let fast = analyze(&mut client, finding(200)).await;
     assert!(fast.degraded);
-    let snapshot = phantom_layers::registry::global()
+    let snapshot = system
+        .registry(ServiceName::VulnAnalyzer)
         .find_breaker("vuln-analyzer->llm")
         .unwrap()
         .snapshot();

@@ -233,6 +233,7 @@ async fn two_notifier_replicas_on_one_redis_deliver_each_others_messages_once() 
             http: None,
             health: None,
         },
+        phantom_runtime::Context::default(),
         stop_b.clone(),
     ));
     phantom_tests::wait_for_status(

@@ -38,6 +38,7 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
             http: None,
             health: None,
         },
+        phantom_runtime::Context::default(),
         stop_b.clone(),
     ));
 

@@ -59,11 +59,13 @@ async fn a_low_limit_answers_resource_exhausted_with_retry_info_and_built_in_cli
 
     // PHANTOM's own client retries after the RetryInfo delay and succeeds.
     let url = format!("http://{}", system.addrs.vuln_analyzer);
+    let registry = phantom_layers::registry::Registry::default();
     let built_in = client::channel(
         "test",
         ServiceName::VulnAnalyzer,
         &url,
         &ClientPolicy::default(),
+        &registry,
     )
     .unwrap();
     let mut built_in = VulnAnalyzerClient::new(built_in);
@@ -77,7 +79,7 @@ async fn a_low_limit_answers_resource_exhausted_with_retry_info_and_built_in_cli
         "waited {:?}",
         started.elapsed()
     );
-    let retries = phantom_layers::registry::global()
+    let retries = registry
         .snapshot()
         .retries
         .into_iter()

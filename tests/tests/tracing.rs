@@ -159,14 +159,14 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
     cfg.telemetry.otlp_endpoint = format!("http://{collector_addr}");
     cfg.telemetry.sampling_ratio = 1.0;
     cfg.telemetry.export_interval = Duration::from_millis(100);
-    phantom_runtime::telemetry::init_with_writer(
+    let process = phantom_runtime::telemetry::init_with_writer(
         &cfg.telemetry,
         LogFormat::Json,
         false,
         std::io::sink,
     );
     let port = ssh_port().await;
-    let system = Running::start(cfg).await;
+    let system = Running::start_in(cfg, &process).await;
 
     let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
     let mut request = tonic::Request::new(pb::CreateScanRequest {
@@ -261,7 +261,7 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
     }
 
     // What reached the collector is counted in the metrics.
-    let exported = phantom_layers::registry::global()
+    let exported = process
         .snapshot()
         .counters
         .into_iter()

@@ -223,6 +223,17 @@ impl AdaptiveLimiter {
     }
 }
 
+impl crate::exposition::Describe for AdaptiveSnapshot {
+    fn describe(&self, out: &mut crate::exposition::Families) {
+        out.gauge(
+            "phantom_adaptive_rate_per_second",
+            "Current allowed rate of an adaptive limiter.",
+            &[("limiter", self.name.as_str())],
+            self.current_rate,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

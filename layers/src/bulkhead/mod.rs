@@ -222,6 +222,24 @@ where
     }
 }
 
+impl crate::exposition::Describe for BulkheadSnapshot {
+    fn describe(&self, out: &mut crate::exposition::Families) {
+        let l = [("bulkhead", self.name.as_str())];
+        out.gauge(
+            "phantom_bulkhead_in_flight",
+            "Calls in flight.",
+            &l,
+            f64::from(self.in_flight),
+        );
+        out.counter(
+            "phantom_bulkhead_rejected_total",
+            "Calls rejected because the bulkhead was full.",
+            &l,
+            self.rejected as f64,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;

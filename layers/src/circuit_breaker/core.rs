@@ -457,3 +457,40 @@ impl Drop for Permit {
         }
     }
 }
+
+impl crate::exposition::Describe for BreakerSnapshot {
+    fn describe(&self, out: &mut crate::exposition::Families) {
+        let l = [("breaker", self.name.as_str())];
+        let state = match self.state {
+            State::Closed => 0.0,
+            State::HalfOpen => 1.0,
+            State::Open => 2.0,
+            State::ForcedOpen => 3.0,
+            State::Disabled => 4.0,
+        };
+        out.gauge(
+            "phantom_circuit_breaker_state",
+            "0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled.",
+            &l,
+            state,
+        );
+        out.counter(
+            "phantom_circuit_breaker_calls_total",
+            "Calls admitted by the breaker.",
+            &l,
+            self.calls as f64,
+        );
+        out.counter(
+            "phantom_circuit_breaker_failures_total",
+            "Admitted calls that failed.",
+            &l,
+            self.failures as f64,
+        );
+        out.counter(
+            "phantom_circuit_breaker_rejected_total",
+            "Calls rejected by the breaker.",
+            &l,
+            self.rejected as f64,
+        );
+    }
+}

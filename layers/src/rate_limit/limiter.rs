@@ -313,3 +313,21 @@ impl RateLimiter {
         }
     }
 }
+
+impl crate::exposition::Describe for LimiterSnapshot {
+    fn describe(&self, out: &mut crate::exposition::Families) {
+        let l = [("limiter", self.name.as_str())];
+        out.counter(
+            "phantom_rate_limit_rejected_total",
+            "Calls rejected by a rate limit.",
+            &l,
+            self.rejected as f64,
+        );
+        out.counter(
+            "phantom_rate_limit_allowed_total",
+            "Calls a rate limit let through.",
+            &l,
+            self.allowed as f64,
+        );
+    }
+}

@@ -189,3 +189,21 @@ impl RetryPolicy {
         }
     }
 }
+
+impl crate::exposition::Describe for RetrySnapshot {
+    fn describe(&self, out: &mut crate::exposition::Families) {
+        let l = [("client", self.name.as_str())];
+        out.counter(
+            "phantom_retries_total",
+            "Retries sent.",
+            &l,
+            self.retries as f64,
+        );
+        out.counter(
+            "phantom_retry_budget_exhausted_total",
+            "Retries refused by the budget.",
+            &l,
+            self.budget_exhausted as f64,
+        );
+    }
+}

@@ -148,6 +148,8 @@ pub struct Checker {
     pub changed: Arc<Notify>,
     /// One channel per service, for the Watch streams and whatever else asks them.
     channels: Vec<(ServiceName, tonic::transport::Channel)>,
+    /// The health-aggregator's registry (recoveries are counted there).
+    registry: phantom_layers::registry::Registry,
 }
 
 /// Checks in a row with the CPU above its threshold before the system counts as degraded.
@@ -156,10 +158,11 @@ const CPU_STREAK: u32 = 3;
 const DEFAULT_CRITICAL: [&str; 3] = ["scan-orchestrator", "health-aggregator", "database"];
 
 impl Checker {
-    /// The checker of the system described by `config`. Watches start at once and run until
-    /// `shutdown`.
+    /// The checker of the system described by `config`, counting in `registry`. Watches
+    /// start at once and run until `shutdown`.
     pub fn new(
         config: &Config,
+        registry: &phantom_layers::registry::Registry,
         shutdown: &CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
         let h = &config.health;
@@ -251,6 +254,7 @@ impl Checker {
             stats: Mutex::new(BTreeMap::new()),
             changed,
             channels,
+            registry: registry.clone(),
         })
     }
 
@@ -287,7 +291,7 @@ impl Checker {
                         humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
                     );
                     tracing::info!(target: "health", check = %check.name, "Component recovered");
-                    phantom_layers::registry::global()
+                    self.registry
                         .counter(
                             "phantom_health_recoveries_total",
                             "Times a failing health check passed again.",
@@ -780,7 +784,7 @@ mod tests {
         )
         .unwrap();
         let shutdown = CancellationToken::new();
-        let checker = Checker::new(&config, &shutdown).unwrap();
+        let checker = Checker::new(&config, &Default::default(), &shutdown).unwrap();
         let report = checker.check_all().await;
         assert!(report.checks.iter().any(|c| c.name == "llm"), "{report:?}");
         let shown = [
@@ -833,7 +837,7 @@ mod tests {
     async fn history_gives_success_rate_percentiles_and_recoveries() {
         let config = Config::default();
         let shutdown = CancellationToken::new();
-        let checker = Checker::new(&config, &shutdown).unwrap();
+        let checker = Checker::new(&config, &Default::default(), &shutdown).unwrap();
         let round = |ok: bool, ms: f64| {
             vec![pb::ComponentHealth {
                 name: "x".into(),

@@ -10,11 +10,12 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
+use phantom_layers::exposition::Families;
 use phantom_proto::pb::{self, metrics_client::MetricsClient};
 use phantom_runtime::{
     ServiceName,
     http::{AllowedHosts, restrict_hosts},
-    metrics::Exposition,
+    metrics::{from_pb, render},
     telemetry::scrub,
 };
 use serde_json::{Value, json};
@@ -28,8 +29,8 @@ pub struct Collector {
     timeout: Duration,
 }
 
-/// One answer per process: the services that share it, and what it said.
-type Collected = Vec<(Vec<&'static str>, pb::GetMetricsResponse)>;
+/// One answer per service: its name, and what it said about itself.
+type Collected = Vec<(&'static str, pb::GetMetricsResponse)>;
 
 impl Collector {
     /// A collector over the channels to the services, each call bounded by `timeout`.
@@ -43,8 +44,9 @@ impl Collector {
         }
     }
 
-    /// Every service's metrics, concurrently, each within the timeout; services of one
-    /// process (`phantom up`) are answered once. Unreachable services are listed apart.
+    /// Every service's metrics, concurrently, each within the timeout; each service answers
+    /// for its own components, whether it shares its process (`phantom up`) or not.
+    /// Unreachable services are listed apart.
     pub async fn collect(&self) -> (Collected, Vec<&'static str>) {
         let answers = futures::future::join_all(self.clients.iter().map(|(name, client)| {
             let mut client = client.clone();
@@ -61,21 +63,15 @@ impl Collector {
             }
         }))
         .await;
-        let mut by_instance: Collected = Vec::new();
+        let mut collected: Collected = Vec::new();
         let mut unreachable = Vec::new();
         for (name, answer) in answers {
             match answer {
                 None => unreachable.push(name),
-                Some(a) => match by_instance
-                    .iter_mut()
-                    .find(|(_, b)| b.instance == a.instance)
-                {
-                    Some((names, _)) => names.push(name),
-                    None => by_instance.push((vec![name], a)),
-                },
+                Some(a) => collected.push((name, a)),
             }
         }
-        (by_instance, unreachable)
+        (collected, unreachable)
     }
 }
 
@@ -170,10 +166,11 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (code, Json(scrubbed(health_json(&report))))
 }
 
-/// Items of the list `key` of every collected snapshot, each marked with where it came from.
+/// Items of the list `key` of every collected snapshot, each marked with the service it is
+/// of and the process that service runs in.
 fn merged(collected: &Collected, key: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for (services, answer) in collected {
+    for (service, answer) in collected {
         let Ok(snapshot) = serde_json::from_str::<Value>(&answer.snapshot_json) else {
             continue;
         };
@@ -182,7 +179,7 @@ fn merged(collected: &Collected, key: &str) -> Vec<Value> {
                 let mut item = item.clone();
                 if let Some(obj) = item.as_object_mut() {
                     obj.insert("instance".into(), json!(answer.instance));
-                    obj.insert("services".into(), json!(services));
+                    obj.insert("service".into(), json!(service));
                 }
                 out.push(item);
             }
@@ -198,12 +195,18 @@ async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
     let (collected, unreachable) = state.collector.collect().await;
     let mut caches = serde_json::Map::new();
     let mut grpc_errors: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for (_, answer) in &collected {
+    for (service, answer) in &collected {
         let Ok(snapshot) = serde_json::from_str::<Value>(&answer.snapshot_json) else {
             continue;
         };
         if let Some(c) = snapshot.get("caches").and_then(Value::as_object) {
-            caches.extend(c.clone());
+            for (name, cache) in c {
+                let mut cache = cache.clone();
+                if let Some(obj) = cache.as_object_mut() {
+                    obj.insert("service".into(), json!(service));
+                }
+                caches.insert(name.clone(), cache);
+            }
         }
         for counter in snapshot
             .get("counters")
@@ -255,7 +258,7 @@ async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
         "gauges": merged(&collected, "gauges"),
         "caches": caches,
         "database": database,
-        "collected_from": collected.iter().map(|(s, a)| json!({"instance": a.instance, "services": s})).collect::<Vec<_>>(),
+        "collected_from": collected.iter().map(|(s, a)| json!({"instance": a.instance, "service": s})).collect::<Vec<_>>(),
         "unreachable": unreachable,
         "uptime_seconds": agg.uptime().as_secs(),
     })))
@@ -266,47 +269,49 @@ async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse 
     let stats = agg.checker().stats();
     let report = agg.current().await;
     let (collected, unreachable) = state.collector.collect().await;
-    let mut e = Exposition::default();
-    for (_, answer) in collected {
-        e.merge(
-            Exposition::parse(&answer.prometheus),
-            ("phantom_instance", &answer.instance),
-        );
+    let mut e = Families::default();
+    let mut processes = std::collections::BTreeSet::new();
+    for (name, answer) in collected {
+        // Each service's own metrics under its name; its process's once per process.
+        let mut service = Families::default();
+        service.merge(from_pb(answer.families), ("service", name));
+        e.merge(service, ("phantom_instance", &answer.instance));
+        if processes.insert(answer.instance.clone()) {
+            e.merge(
+                from_pb(answer.process_families),
+                ("phantom_instance", &answer.instance),
+            );
+        }
     }
     for (name, s) in &stats {
         let l = [("check", name.as_str())];
-        e.add(
+        e.counter(
             "phantom_health_checks_total",
             "Health checks run.",
-            "counter",
             &l,
             s.checks_total as f64,
         );
-        e.add(
+        e.counter(
             "phantom_health_check_failures_total",
             "Health checks that found the component unhealthy.",
-            "counter",
             &l,
             s.failures_total as f64,
         );
-        e.add(
+        e.gauge(
             "phantom_health_check_duration_ms",
             "Duration of the last health check.",
-            "gauge",
             &l,
             s.last_response_time_ms,
         );
-        e.add(
+        e.gauge(
             "phantom_health_check_p95_ms",
             "95th percentile duration over the check's history.",
-            "gauge",
             &l,
             s.p95_response_time_ms,
         );
-        e.add(
+        e.gauge(
             "phantom_health_check_success_ratio",
             "Share of the check's history that passed.",
-            "gauge",
             &l,
             s.success_rate,
         );
@@ -317,33 +322,30 @@ async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse 
         } else {
             1.0
         };
-        e.add(
+        e.gauge(
             "phantom_component_up",
             "1 when the component's last check passed.",
-            "gauge",
             &[("check", c.name.as_str())],
             up,
         );
     }
     for service in unreachable {
-        e.add(
+        e.gauge(
             "phantom_metrics_unreachable",
             "1 for a service whose metrics could not be collected.",
-            "gauge",
             &[("service", service)],
             1.0,
         );
     }
-    e.add(
+    e.gauge(
         "phantom_system_status",
         "Overall status: 1 healthy, 2 degraded, 3 unhealthy.",
-        "gauge",
         &[],
         f64::from(report.status),
     );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        scrub(&e.render()).into_owned(),
+        scrub(&render(&e)).into_owned(),
     )
 }
 
@@ -379,7 +381,12 @@ mod tests {
             health: None,
         };
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(crate::run(config, listeners, shutdown.clone()));
+        let server = tokio::spawn(crate::run(
+            config,
+            listeners,
+            phantom_runtime::Context::default(),
+            shutdown.clone(),
+        ));
         let port = addr.port();
         // Served: 200, or 503 while the services it checks are down (none run here).
         for host in [

@@ -11,7 +11,7 @@ pub mod http;
 pub mod service;
 
 use phantom_proto::pb::health_aggregator_server::HealthAggregatorServer;
-use phantom_runtime::{CancellationToken, Config, Listeners, ServiceName, server};
+use phantom_runtime::{CancellationToken, Config, Context, Listeners, ServiceName, server};
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.HealthAggregator";
@@ -21,10 +21,17 @@ pub const GRPC_SERVICE: &str = "phantom.v1.HealthAggregator";
 pub async fn run(
     config: Config,
     listeners: Listeners,
+    context: Context,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
-    let aggregator = service::Aggregator::new(checks::Checker::new(&config, &shutdown)?);
-    let (router, health) = server::router(ServiceName::HealthAggregator, &config, &[GRPC_SERVICE])?;
+    let aggregator =
+        service::Aggregator::new(checks::Checker::new(&config, &context.registry, &shutdown)?);
+    let (router, health) = server::router(
+        ServiceName::HealthAggregator,
+        &config,
+        &context,
+        &[GRPC_SERVICE],
+    )?;
     let router = router.add_service(HealthAggregatorServer::new(
         service::HealthAggregatorService::new(aggregator.clone(), shutdown.clone()),
     ));
@@ -52,6 +59,7 @@ pub async fn run(
                 listener,
                 http_router,
                 &config.http,
+                &context.registry,
                 shutdown.clone(),
             )
             .await

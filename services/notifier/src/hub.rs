@@ -348,9 +348,9 @@ pub struct HubStats {
     pub overflowed: Arc<AtomicU64>,
 }
 
-impl Default for HubStats {
-    fn default() -> Self {
-        let r = phantom_layers::registry::global();
+impl HubStats {
+    /// Counters registered in `r` (the notifier's registry).
+    pub fn new(r: &phantom_layers::registry::Registry) -> Self {
         let dropped = |priority| {
             r.counter(
                 "phantom_notifier_dropped_total",
@@ -382,13 +382,16 @@ impl Default for HubStats {
 
 type RoomKey = (String, String);
 
-/// The subscribers of this process, by room.
-#[derive(Debug, Default)]
+/// The subscribers of this process, by room. `Hub::default()` counts in a registry no one
+/// reports; a service builds it with [`Hub::new`].
+#[derive(Debug)]
 pub struct Hub {
     rooms: Mutex<HashMap<RoomKey, HashMap<u64, Arc<Subscriber>>>>,
     next_id: AtomicU64,
     /// What the hub has done.
     pub stats: HubStats,
+    /// The notifier's registry, where the hub's counters are (and the subscription limits').
+    pub registry: phantom_layers::registry::Registry,
 }
 
 /// A subscriber's place in the hub; leaving it (drop) unregisters the subscriber.
@@ -409,6 +412,24 @@ impl Drop for Registration {
                     rooms.remove(key);
                 }
             }
+        }
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new(&phantom_layers::registry::Registry::default())
+    }
+}
+
+impl Hub {
+    /// An empty hub whose counters are registered in `registry`.
+    pub fn new(registry: &phantom_layers::registry::Registry) -> Self {
+        Self {
+            rooms: Mutex::default(),
+            next_id: AtomicU64::default(),
+            stats: HubStats::new(registry),
+            registry: registry.clone(),
         }
     }
 }

@@ -22,7 +22,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use phantom_proto::pb::notifier_server::NotifierServer;
-use phantom_runtime::{CancellationToken, Config, Listeners, Ready, ServiceName, server};
+use phantom_runtime::{CancellationToken, Config, Context, Listeners, Ready, ServiceName, server};
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.Notifier";
@@ -32,12 +32,14 @@ pub const GRPC_SERVICE: &str = "phantom.v1.Notifier";
 pub async fn run(
     config: Config,
     listeners: Listeners,
+    context: Context,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
-    let (router, health) = server::router(ServiceName::Notifier, &config, &[GRPC_SERVICE])?;
+    let (router, health) =
+        server::router(ServiceName::Notifier, &config, &context, &[GRPC_SERVICE])?;
     let readiness = health.clone();
-    let hub = Arc::new(hub::Hub::default());
+    let hub = Arc::new(hub::Hub::new(&context.registry));
     let n = &config.notifier;
     let memory = memory::available();
     let delivery = service::Delivery::from_config(n, memory);
@@ -56,6 +58,7 @@ pub async fn run(
         let Some(store) = phantom_runtime::connect_store_for(
             ServiceName::Notifier,
             &config,
+            &context.registry,
             &readiness,
             &shutdown,
         )
@@ -97,7 +100,7 @@ pub async fn run(
         };
         tracing::info!(log = log.backend(), "Notification log");
         tokio::spawn(prune(log.clone(), n.clone(), shutdown.clone()));
-        let webhooks = webhook::Webhooks::start(&n.webhooks, &shutdown);
+        let webhooks = webhook::Webhooks::start(&n.webhooks, &context.registry, &shutdown);
         core.set(service::Core {
             log,
             fanout,
@@ -130,6 +133,7 @@ pub async fn run(
                 listener,
                 ws_router,
                 &config.http,
+                &context.registry,
                 shutdown.clone(),
             )
             .await

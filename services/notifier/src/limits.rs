@@ -157,9 +157,13 @@ pub struct Subscriptions {
 pub type Admission = Place<Caller>;
 
 impl Subscriptions {
-    /// At most `max` subscriptions at once, `max_per_caller` of them for one caller.
-    pub fn new(max: usize, max_per_caller: usize) -> Arc<Self> {
-        let r = phantom_layers::registry::global();
+    /// At most `max` subscriptions at once, `max_per_caller` of them for one caller; refusals
+    /// are counted in `r`.
+    pub fn new(
+        max: usize,
+        max_per_caller: usize,
+        r: &phantom_layers::registry::Registry,
+    ) -> Arc<Self> {
         let refused = |limit| {
             r.counter(
                 "phantom_notifier_subscriptions_refused_total",
@@ -226,7 +230,7 @@ mod tests {
 
     #[test]
     fn places_are_capped_per_caller_and_per_replica_and_given_back() {
-        let subs = Subscriptions::new(3, 2);
+        let subs = Subscriptions::new(3, 2, &Default::default());
         let a = |host: &str| Caller::new("t", Some(ip(host)));
         let first = subs.admit(a("2001:db8::1")).unwrap();
         let _second = subs.admit(a("2001:db8::2")).unwrap();

@@ -135,11 +135,12 @@ impl NotifierService {
     ) -> Self {
         Self {
             core,
-            hub,
             subscriptions: Subscriptions::new(
                 delivery.max_subscriptions,
                 delivery.max_subscriptions_per_caller,
+                &hub.registry,
             ),
+            hub,
             delivery,
             shutdown,
         }

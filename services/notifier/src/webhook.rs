@@ -41,8 +41,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn new(name: &str) -> Self {
-        let r = phantom_layers::registry::global();
+    fn new(name: &str, r: &phantom_layers::registry::Registry) -> Self {
         let outcome = |o| {
             r.counter(
                 "phantom_webhook_notifications_total",
@@ -109,7 +108,12 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts a worker per configured destination, until `shutdown`.
-    pub fn start(configs: &[WebhookConfig], shutdown: &CancellationToken) -> Self {
+    /// Their breakers and counters are registered in `registry`.
+    pub fn start(
+        configs: &[WebhookConfig],
+        registry: &phantom_layers::registry::Registry,
+        shutdown: &CancellationToken,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::none())
@@ -126,7 +130,7 @@ impl Webhooks {
                     tracing::warn!(webhook = %c.name, variable = %c.secret_env, "Webhook key variable is not set; requests go unsigned");
                 }
                 let breaker = Breaker::new(format!("notifier->webhook:{}", c.name), c.circuit_breaker.clone());
-                phantom_layers::registry::global().breaker(&breaker);
+                registry.breaker(&breaker);
                 let sink = Arc::new(Sink {
                     min_priority: priority(&c.min_priority),
                     key,
@@ -139,7 +143,7 @@ impl Webhooks {
                         max: c.max_backoff,
                         multiplier: 2.0,
                     },
-                    counters: Counters::new(&c.name),
+                    counters: Counters::new(&c.name, registry),
                     config: c.clone(),
                 });
                 tokio::spawn(work(sink.clone(), http.clone(), shutdown.clone()));

@@ -112,6 +112,7 @@ async fn analyzer(
             http: None,
             health: None,
         },
+        phantom_runtime::Context::default(),
         shutdown.clone(),
     ));
     let url = format!("http://{addr}");
@@ -121,6 +122,7 @@ async fn analyzer(
         ServiceName::VulnAnalyzer,
         &url,
         &client_policy(false),
+        &Default::default(),
     )?;
     let mut c = VulnAnalyzerClient::new(probe);
     for _ in 0..200 {
@@ -164,7 +166,13 @@ fn record(
 
 /// Closed loop: `concurrency` callers, each calling as fast as answers come.
 async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run> {
-    let channel = client::channel("bench", ServiceName::VulnAnalyzer, url, &client_policy(on))?;
+    let channel = client::channel(
+        "bench",
+        ServiceName::VulnAnalyzer,
+        url,
+        &client_policy(on),
+        &Default::default(),
+    )?;
     let run = Arc::new(Mutex::new(Run::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();

@@ -129,6 +129,7 @@ async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationTok
             http: None,
             health: None,
         },
+        phantom_runtime::Context::default(),
         shutdown.clone(),
     ));
     // Ready means its store is open: Subscribe answers instead of UNAVAILABLE.

@@ -277,12 +277,14 @@ impl Cli {
                 {
                     config.telemetry.log_format = phantom_runtime::config::LogFormat::Json;
                 }
-                telemetry::init(&config.telemetry);
+                let process = telemetry::init(&config.telemetry);
                 let shutdown = CancellationToken::new();
                 server::cancel_on_signals(shutdown.clone());
                 let result = match self.command {
-                    Command::Up => up::up(config, shutdown).await,
-                    Command::Serve { service } => up::serve(service, config, shutdown).await,
+                    Command::Up => up::up(config, &process, shutdown).await,
+                    Command::Serve { service } => {
+                        up::serve(service, config, &process, shutdown).await
+                    }
                     _ => unreachable!("matched above"),
                 };
                 match result {

@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context;
+use anyhow::Context as _;
+use phantom_layers::registry::Registry;
 use phantom_runtime::{
-    CancellationToken, Config, Listeners, ServiceName, server::bind, storage::SqlStore,
+    CancellationToken, Config, Context, Listeners, ServiceName, server::bind, storage::SqlStore,
 };
 
 /// Where each service of a `phantom up` listens.
@@ -29,13 +30,14 @@ pub struct Addresses {
 pub struct System {
     config: Config,
     addresses: Addresses,
-    listeners: Vec<(ServiceName, Listeners)>,
+    listeners: Vec<(ServiceName, Listeners, Context)>,
 }
 
 impl System {
     /// Binds every listener of `config` (port 0 picks a free port) and points each service's
-    /// clients at the addresses actually bound.
-    pub async fn bind(mut config: Config) -> anyhow::Result<Self> {
+    /// clients at the addresses actually bound. Each service gets a registry of its own, in
+    /// a process whose registry is `process` (what telemetry counts in).
+    pub async fn bind(mut config: Config, process: &Registry) -> anyhow::Result<Self> {
         let l = &config.listen;
         let so = bind("scan-orchestrator", l.scan_orchestrator).await?;
         let va = bind("vuln-analyzer", l.vuln_analyzer).await?;
@@ -64,9 +66,10 @@ impl System {
             http: None,
             health: None,
         };
+        let context = || Context::new(process.clone());
         Ok(Self {
             listeners: vec![
-                (ServiceName::VulnAnalyzer, grpc_only(va)),
+                (ServiceName::VulnAnalyzer, grpc_only(va), context()),
                 (
                     ServiceName::Notifier,
                     Listeners {
@@ -74,8 +77,9 @@ impl System {
                         http: Some(ws),
                         health: None,
                     },
+                    context(),
                 ),
-                (ServiceName::ScanOrchestrator, grpc_only(so)),
+                (ServiceName::ScanOrchestrator, grpc_only(so), context()),
                 (
                     ServiceName::HealthAggregator,
                     Listeners {
@@ -83,6 +87,7 @@ impl System {
                         http: Some(http),
                         health: None,
                     },
+                    context(),
                 ),
             ],
             config,
@@ -95,6 +100,15 @@ impl System {
         self.addresses
     }
 
+    /// The registry of `service`: its breakers, limiters, caches and counters.
+    pub fn registry(&self, service: ServiceName) -> Registry {
+        self.listeners
+            .iter()
+            .find(|(s, _, _)| *s == service)
+            .map(|(_, _, c)| c.registry.clone())
+            .expect("every service has a context")
+    }
+
     /// Runs every service until `shutdown` fires or one of them fails (which stops the rest).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         // Apply migrations once, before four services race to.
@@ -102,13 +116,13 @@ impl System {
             .await
             .context("cannot open the database")?;
         let mut tasks = tokio::task::JoinSet::new();
-        for (service, listeners) in self.listeners {
+        for (service, listeners, context) in self.listeners {
             let config = self.config.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 (
                     service,
-                    run_service(service, config, listeners, shutdown).await,
+                    run_service(service, config, listeners, context, shutdown).await,
                 )
             });
         }
@@ -129,26 +143,33 @@ async fn run_service(
     service: ServiceName,
     config: Config,
     listeners: Listeners,
+    context: Context,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     match service {
         ServiceName::ScanOrchestrator => {
-            phantom_scan_orchestrator::run(config, listeners, shutdown).await?
+            phantom_scan_orchestrator::run(config, listeners, context, shutdown).await?
         }
         ServiceName::VulnAnalyzer => {
-            phantom_vuln_analyzer::run(config, listeners, shutdown).await?
+            phantom_vuln_analyzer::run(config, listeners, context, shutdown).await?
         }
-        ServiceName::Notifier => phantom_notifier::run(config, listeners, shutdown).await?,
+        ServiceName::Notifier => {
+            phantom_notifier::run(config, listeners, context, shutdown).await?
+        }
         ServiceName::HealthAggregator => {
-            phantom_health_aggregator::run(config, listeners, shutdown).await?
+            phantom_health_aggregator::run(config, listeners, context, shutdown).await?
         }
     }
     Ok(())
 }
 
 /// `phantom up`.
-pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let system = System::bind(config).await?;
+pub async fn up(
+    config: Config,
+    process: &Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let system = System::bind(config, process).await?;
     let a = system.addresses();
     // Printed, not logged: this is what the person who typed `phantom up` reads first. A
     // closed stdout (`phantom up | head -1`) must not stop the system, so write errors are
@@ -175,6 +196,7 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
 pub async fn serve(
     service: ServiceName,
     mut config: Config,
+    process: &Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let grpc_addr = match service {
@@ -204,5 +226,6 @@ pub async fn serve(
         Err(_) => None,
     };
     let listeners = Listeners { grpc, http, health };
-    run_service(service, config, listeners, shutdown).await
+    let context = Context::new(process.clone());
+    run_service(service, config, listeners, context, shutdown).await
 }

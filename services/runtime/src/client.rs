@@ -17,7 +17,7 @@ use phantom_layers::{
     bulkhead::{Bulkhead, BulkheadLayer, BulkheadService},
     circuit_breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer},
     classify::GrpcClassifier,
-    registry,
+    registry::Registry,
     retry::{Retry, RetryLayer, RetryPolicy},
     trace::ClientSpan,
 };
@@ -66,12 +66,14 @@ fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::
 
 /// A lazily-connected channel from `from` to `to` at `url`, with `policy`'s layers. The
 /// first call connects, so a peer that is down at start-up does not stop this service from
-/// starting. Its breaker, retry policy and bulkhead are registered as `from->to`.
+/// starting. Its breaker, retry policy and bulkhead are registered as `from->to` in
+/// `registry` (the calling service's).
 pub fn channel(
     from: &str,
     to: ServiceName,
     url: &str,
     policy: &ClientPolicy,
+    registry: &Registry,
 ) -> Result<GrpcChannel, tonic::transport::Error> {
     let name = format!("{from}->{to}");
     let mut retry = policy.retry.clone();
@@ -81,7 +83,6 @@ pub fn channel(
     let retry = RetryPolicy::new(&name, retry);
     let bulkhead = Bulkhead::new(&name, policy.bulkhead);
     let breaker = Breaker::new(&name, policy.circuit_breaker.clone());
-    let registry = registry::global();
     registry.retry(&name, &retry);
     registry.bulkhead(&name, &bulkhead);
     registry.breaker(&breaker);
@@ -100,12 +101,14 @@ pub fn to_service(
     config: &crate::Config,
     from: ServiceName,
     to: ServiceName,
+    registry: &Registry,
 ) -> Result<GrpcChannel, tonic::transport::Error> {
     channel(
         from.as_str(),
         to,
         &config.endpoint(to),
         config.resilience.clients.for_service(to),
+        registry,
     )
 }
 

@@ -30,6 +30,28 @@ pub use config::{Config, ServiceName};
 pub use ready::Ready;
 pub use tokio_util::sync::CancellationToken;
 
+/// What the process hands each service it runs, besides its configuration and listeners.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The service's own registry: its breakers, limiters, retries, bulkheads, caches and
+    /// gauges are registered here, and its `phantom.v1.Metrics` reports them. Two services
+    /// of one process (`phantom up`) have two registries.
+    pub registry: phantom_layers::registry::Registry,
+    /// The process's registry (trace export): shared by the services of one process, and
+    /// reported once per process by the collector.
+    pub process: phantom_layers::registry::Registry,
+}
+
+impl Context {
+    /// A context with a registry of its own, in a process whose registry is `process`.
+    pub fn new(process: phantom_layers::registry::Registry) -> Self {
+        Self {
+            registry: phantom_layers::registry::Registry::default(),
+            process,
+        }
+    }
+}
+
 /// Service listeners handed to a service's `run`: bound by the caller, so that `phantom up`
 /// can bind port 0 and tell each service where the others really are.
 #[derive(Debug)]
@@ -59,8 +81,9 @@ pub async fn connect_store(
 pub async fn connect_cache(
     user: &str,
     config: &config::CacheConfig,
+    registry: &phantom_layers::registry::Registry,
 ) -> Option<cache::CacheManager> {
-    cache::connect_registered(user, config)
+    cache::connect_registered(user, config, registry)
         .await
         .inspect_err(|err| tracing::error!(error = %err, "The cache cannot be opened"))
         .ok()
@@ -103,11 +126,12 @@ where
 pub async fn connect_store_for(
     service: ServiceName,
     config: &Config,
+    registry: &phantom_layers::registry::Registry,
     readiness: &server::HealthHandle,
     shutdown: &CancellationToken,
 ) -> Option<std::sync::Arc<dyn storage::Store>> {
     let store = connect_store(&config.storage, shutdown).await?;
-    spawn_store_gauges(service, store.clone(), shutdown.clone());
+    spawn_store_gauges(service, store.clone(), registry.clone(), shutdown.clone());
     let pinged = store.clone();
     readiness.follow(
         "database",
@@ -127,10 +151,10 @@ pub async fn connect_store_for(
 pub fn spawn_store_gauges(
     service: ServiceName,
     store: std::sync::Arc<dyn storage::Store>,
+    r: phantom_layers::registry::Registry,
     shutdown: CancellationToken,
 ) {
     tokio::spawn(async move {
-        let r = phantom_layers::registry::global();
         let name = service.as_str();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {

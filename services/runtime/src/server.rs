@@ -18,7 +18,6 @@ use phantom_layers::{
     methods::KnownMethods,
     metrics::GrpcMetricsLayer,
     rate_limit::{RateLimitLayer, RateLimiter},
-    registry,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -188,6 +187,7 @@ pub async fn serve_when_ready(
 pub struct HealthHandle {
     reporter: HealthReporter,
     services: Vec<String>,
+    metrics: crate::metrics::MetricsService,
 }
 
 impl std::fmt::Debug for HealthHandle {
@@ -261,7 +261,7 @@ impl HealthHandle {
         grpc_server()
             .add_service(health)
             .add_service(phantom_proto::pb::metrics_server::MetricsServer::new(
-                crate::metrics::MetricsService::new(name),
+                self.metrics.clone(),
             ))
             .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
             .await?;
@@ -293,9 +293,11 @@ impl HealthHandle {
 /// `services` are the fully-qualified names of the services the caller adds
 /// (`phantom.v1.Notifier`): health reports on them, and their methods (with those of health,
 /// reflection and metrics) are the only ones metrics and rate limits tell apart.
+/// Its breakers, limiters and gRPC metrics are registered in `context`'s registry.
 pub fn router(
     name: ServiceName,
     config: &Config,
+    context: &crate::Context,
     services: &[&str],
 ) -> Result<(Router<ServerLayers>, HealthHandle), ServeError> {
     // Whatever logs a secret of this configuration from now on, the line shows `***`.
@@ -307,9 +309,15 @@ pub fn router(
         live.set_service_status(LIVENESS, ServingStatus::Serving)
             .await;
     });
+    let metrics = crate::metrics::MetricsService::new(
+        name.as_str(),
+        context.registry.clone(),
+        context.process.clone(),
+    );
     let health = HealthHandle {
         reporter,
         services: services.iter().map(|s| (*s).to_owned()).collect(),
+        metrics: metrics.clone(),
     };
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -334,8 +342,12 @@ pub fn router(
         &config.resilience.server.rate_limit,
     )
     .with_methods(methods.clone());
-    registry::global().bulkhead(&format!("{name}/server"), &load_shed);
-    registry::global().limiter(&format!("{name}/server"), &limiter);
+    context
+        .registry
+        .bulkhead(&format!("{name}/server"), &load_shed);
+    context
+        .registry
+        .limiter(&format!("{name}/server"), &limiter);
     let router = grpc_server()
         // Outermost: every call gets its span (a child of the caller's, from `traceparent`)
         // before anything can fail, so even a call refused below is traced with its status.
@@ -344,7 +356,7 @@ pub fn router(
         .layer(RequestIdLayer::new(name.as_str()))
         // Then it is counted and timed (grpc_server_*), whatever happens to it below, under
         // its method's name if this server has that method, `unknown` otherwise.
-        .layer(GrpcMetricsLayer::new(methods))
+        .layer(GrpcMetricsLayer::new(methods, context.registry.clone()))
         // Then its tenant, so every handler and every outgoing call knows who it acts for.
         .layer(tenant_layer)
         // Shed load before doing any work for it: a saturated server answers at once with
@@ -355,7 +367,7 @@ pub fn router(
         .layer(RateLimitLayer::new(limiter))
         .add_service(health_service)
         .add_service(phantom_proto::pb::metrics_server::MetricsServer::new(
-            crate::metrics::MetricsService::new(name),
+            metrics,
         ))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes};
 use futures::StreamExt as _;
 use phantom_proto::pb::{self, vuln_analyzer_server::VulnAnalyzerServer};
-use phantom_runtime::{CancellationToken, Config, ServiceName, server};
+use phantom_runtime::{CancellationToken, Config, Context, ServiceName, server};
 use tonic::{
     Code, Request, Response, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -45,17 +45,15 @@ impl pb::vuln_analyzer_server::VulnAnalyzer for Unreached {
     }
 }
 
-/// Held by each test for its whole run: the servers of this file share the process's
-/// registry (and register their limiter under one name), and one test measures it.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Serves the vuln-analyzer's router (with [`Unreached`]) on loopback; the channel is one
-/// HTTP/2 connection to it.
-async fn serve() -> (Channel, CancellationToken) {
+/// HTTP/2 connection to it. Its metrics are in the context's registry.
+async fn serve() -> (Channel, CancellationToken, Context) {
     let config = Config::default();
+    let context = Context::default();
     let (router, health) = server::router(
         ServiceName::VulnAnalyzer,
         &config,
+        &context,
         &["phantom.v1.VulnAnalyzer"],
     )
     .unwrap();
@@ -83,7 +81,7 @@ async fn serve() -> (Channel, CancellationToken) {
         .connect()
         .await
         .unwrap();
-    (channel, shutdown)
+    (channel, shutdown, context)
 }
 
 /// Sends and receives message bytes as they are, whatever the method expects.
@@ -141,8 +139,7 @@ async fn call_raw(channel: &Channel, path: &str, message: &'static [u8]) -> Resu
 
 #[tokio::test]
 async fn undecodable_request_bytes_answer_invalid_argument_without_echoing_them() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let (channel, shutdown) = serve().await;
+    let (channel, shutdown, _) = serve().await;
     let cases: [(&str, &str, &'static [u8]); 3] = [
         (
             "invalid UTF-8 in a string field",
@@ -184,15 +181,11 @@ async fn undecodable_request_bytes_answer_invalid_argument_without_echoing_them(
 
 #[tokio::test]
 async fn twenty_thousand_unknown_methods_leave_metrics_and_limiters_bounded() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let (channel, shutdown) = serve().await;
-    let text = || {
-        phantom_runtime::metrics::process_exposition()
-            .render()
-            .len()
-    };
+    let (channel, shutdown, context) = serve().await;
+    let text = || phantom_runtime::metrics::render(&context.registry.families()).len();
     let keys = || {
-        phantom_layers::registry::global()
+        context
+            .registry
             .snapshot()
             .rate_limiters
             .iter()
@@ -232,8 +225,7 @@ async fn twenty_thousand_unknown_methods_leave_metrics_and_limiters_bounded() {
 
 #[tokio::test]
 async fn one_connection_cannot_open_more_streams_than_the_server_advertises() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let (channel, shutdown) = serve().await;
+    let (channel, shutdown, _) = serve().await;
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let attempts = server::MAX_CONCURRENT_STREAMS as usize + 100;
     let mut streams = Vec::new();

@@ -21,7 +21,9 @@ use phantom_proto::pb::{
     notifier_client::NotifierClient, scan_orchestrator_server::ScanOrchestratorServer,
     vuln_analyzer_client::VulnAnalyzerClient,
 };
-use phantom_runtime::{CancellationToken, Config, Listeners, Ready, ServiceName, client, server};
+use phantom_runtime::{
+    CancellationToken, Config, Context, Listeners, Ready, ServiceName, client, server,
+};
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.ScanOrchestrator";
@@ -30,14 +32,25 @@ pub const GRPC_SERVICE: &str = "phantom.v1.ScanOrchestrator";
 pub async fn run(
     config: Config,
     listeners: Listeners,
+    context: Context,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
     let me = ServiceName::ScanOrchestrator;
-    let analyzer =
-        VulnAnalyzerClient::new(client::to_service(&config, me, ServiceName::VulnAnalyzer)?);
-    let notifier = NotifierClient::new(client::to_service(&config, me, ServiceName::Notifier)?);
+    let r = &context.registry;
+    let analyzer = VulnAnalyzerClient::new(client::to_service(
+        &config,
+        me,
+        ServiceName::VulnAnalyzer,
+        r,
+    )?);
+    let notifier = NotifierClient::new(client::to_service(&config, me, ServiceName::Notifier, r)?);
     let core = Ready::new();
-    let (router, health) = server::router(ServiceName::ScanOrchestrator, &config, &[GRPC_SERVICE])?;
+    let (router, health) = server::router(
+        ServiceName::ScanOrchestrator,
+        &config,
+        &context,
+        &[GRPC_SERVICE],
+    )?;
     let readiness = health.clone();
     let router = router.add_service(ScanOrchestratorServer::new(
         service::ScanOrchestratorService::new(core.clone()),
@@ -46,6 +59,7 @@ pub async fn run(
         let Some(store) = phantom_runtime::connect_store_for(
             ServiceName::ScanOrchestrator,
             &config,
+            &context.registry,
             &readiness,
             &shutdown,
         )

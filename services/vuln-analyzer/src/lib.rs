@@ -16,7 +16,7 @@ pub mod service;
 
 use phantom_proto::pb::vuln_analyzer_server::VulnAnalyzerServer;
 use phantom_runtime::{
-    CancellationToken, Config, Listeners, Ready, ServiceName, connect_cache, server,
+    CancellationToken, Config, Context, Listeners, Ready, ServiceName, connect_cache, server,
 };
 
 /// Fully-qualified name of the gRPC service, as health checks and reflection know it.
@@ -26,10 +26,16 @@ pub const GRPC_SERVICE: &str = "phantom.v1.VulnAnalyzer";
 pub async fn run(
     config: Config,
     listeners: Listeners,
+    context: Context,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
-    let (router, health) = server::router(ServiceName::VulnAnalyzer, &config, &[GRPC_SERVICE])?;
+    let (router, health) = server::router(
+        ServiceName::VulnAnalyzer,
+        &config,
+        &context,
+        &[GRPC_SERVICE],
+    )?;
     let readiness = health.clone();
     let router = router.add_service(VulnAnalyzerServer::new(service::VulnAnalyzerService::new(
         core.clone(),
@@ -38,6 +44,7 @@ pub async fn run(
         let Some(store) = phantom_runtime::connect_store_for(
             ServiceName::VulnAnalyzer,
             &config,
+            &context.registry,
             &readiness,
             &shutdown,
         )
@@ -45,14 +52,15 @@ pub async fn run(
         else {
             return false;
         };
-        let Some(cache) = connect_cache("vuln-analyzer", &config.cache).await else {
+        let Some(cache) = connect_cache("vuln-analyzer", &config.cache, &context.registry).await
+        else {
             return false;
         };
         let ready = std::sync::Arc::new(service::Core {
             store,
             cache,
             cache_ttl: config.cache.default_ttl,
-            llm: llm::Llm::new(&config.analyzer.llm),
+            llm: llm::Llm::new(&config.analyzer.llm, &context.registry),
             enrich_wake: tokio::sync::Notify::new(),
         });
         tokio::spawn(enrich::run(

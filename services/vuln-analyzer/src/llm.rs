@@ -28,7 +28,7 @@ use phantom_layers::{
     circuit_breaker::{Breaker, State},
     classify::Verdict,
     rate_limit::{TokioClock, TokioInstant},
-    registry,
+    registry::Registry,
 };
 use phantom_proto::pb;
 use phantom_runtime::config::LlmConfig;
@@ -177,8 +177,7 @@ struct Usage {
 }
 
 impl Usage {
-    fn new(model: &str) -> Self {
-        let r = registry::global();
+    fn new(model: &str, r: &Registry) -> Self {
         let tokens = |kind| {
             r.counter(
                 "phantom_llm_tokens_total",
@@ -222,8 +221,9 @@ pub struct UsageSnapshot {
 }
 
 impl Llm {
-    /// A client for `config`, or `None` when no API key is configured (rules only).
-    pub fn new(config: &LlmConfig) -> Option<Self> {
+    /// A client for `config`, or `None` when no API key is configured (rules only). Its
+    /// breaker, adaptive limiter and token counters are registered in `registry`.
+    pub fn new(config: &LlmConfig, registry: &Registry) -> Option<Self> {
         if config.api_key.is_empty() {
             return None;
         }
@@ -244,8 +244,8 @@ impl Llm {
         .with_http_service(service);
         let breaker = Breaker::new("vuln-analyzer->llm", config.circuit_breaker.clone());
         let adaptive = AdaptiveLimiter::new("vuln-analyzer->llm", config.adaptive_rate);
-        registry::global().breaker(&breaker);
-        registry::global().adaptive("vuln-analyzer->llm", &adaptive);
+        registry.breaker(&breaker);
+        registry.adaptive("vuln-analyzer->llm", &adaptive);
         let budget = NonZeroU32::new(config.tokens_per_minute).map(|tpm| {
             Arc::new(governor::RateLimiter::direct_with_clock(
                 governor::Quota::per_minute(tpm).allow_burst(tpm),
@@ -259,7 +259,7 @@ impl Llm {
             breaker,
             adaptive,
             budget,
-            usage: Arc::new(Usage::new(&config.model)),
+            usage: Arc::new(Usage::new(&config.model, registry)),
         })
     }
 
@@ -438,12 +438,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_token_budget_refuses_calls_past_it_until_the_minute_refills() {
-        let llm = Llm::new(&LlmConfig {
-            api_key: "sk-test".into(),
-            base_url: "http://127.0.0.1:9/v1".into(),
-            tokens_per_minute: 2000,
-            ..LlmConfig::default()
-        })
+        let llm = Llm::new(
+            &LlmConfig {
+                api_key: "sk-test".into(),
+                base_url: "http://127.0.0.1:9/v1".into(),
+                tokens_per_minute: 2000,
+                ..LlmConfig::default()
+            },
+            &Registry::default(),
+        )
         .unwrap();
         llm.charge(900).unwrap();
         llm.charge(900).unwrap();

@@ -171,6 +171,8 @@ struct Inner {
     refreshing: Mutex<HashSet<String>>,
     pending_invalidations: Mutex<Vec<String>>,
     stats: Stats,
+    /// Its user's name, labelling its metrics.
+    name: String,
 }
 
 /// The cache services use. Cheap to clone; clones share everything.
@@ -196,7 +198,6 @@ impl CacheManager {
     /// (`<user>->cache`) in the metrics.
     pub fn new(name: &str, store: CompressedCache, config: &CacheConfig) -> Self {
         let breaker = Breaker::new(format!("{name}->cache"), config.circuit_breaker.clone());
-        phantom_layers::registry::global().breaker(&breaker);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -213,6 +214,7 @@ impl CacheManager {
                 refreshing: Mutex::default(),
                 pending_invalidations: Mutex::default(),
                 stats: Stats::default(),
+                name: name.to_owned(),
             }),
         }
     }
@@ -596,6 +598,11 @@ impl CacheManager {
         });
     }
 
+    /// The breaker that bypasses the backend while it fails.
+    pub fn breaker(&self) -> &Breaker {
+        &self.inner.breaker
+    }
+
     /// What the cache has done.
     pub fn snapshot(&self) -> CacheSnapshot {
         let s = &self.inner.stats;
@@ -635,6 +642,95 @@ impl CacheManager {
             corrupt: compression.corrupt,
             breaker: self.inner.breaker.snapshot(),
         }
+    }
+}
+
+/// A cache reports itself under its user's name (`cache="vuln-analyzer"`).
+impl phantom_layers::exposition::Source for CacheManager {
+    fn describe(&self, out: &mut phantom_layers::exposition::Families) {
+        self.snapshot().describe(&self.inner.name, out);
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::to_value(self.snapshot()).unwrap_or_default()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl CacheSnapshot {
+    /// Adds this cache's samples to `out`, labelled `cache="name"`.
+    pub fn describe(&self, name: &str, out: &mut phantom_layers::exposition::Families) {
+        let l = [("cache", name), ("backend", self.backend)];
+        let counters: [(&str, &str, f64); 10] = [
+            (
+                "phantom_cache_hits_total",
+                "Cache reads that found a value.",
+                self.hits as f64,
+            ),
+            (
+                "phantom_cache_misses_total",
+                "Cache reads that did not (including reads skipped while the cache's breaker was open).",
+                self.misses as f64,
+            ),
+            (
+                "phantom_cache_evictions_total",
+                "Entries the backend dropped to make room.",
+                self.evictions as f64,
+            ),
+            (
+                "phantom_cache_invalidations_total",
+                "Entries removed by key, tag or dependency invalidation.",
+                self.invalidations as f64,
+            ),
+            (
+                "phantom_cache_loads_total",
+                "Loads from the source of truth on a miss or a refresh.",
+                self.loads as f64,
+            ),
+            (
+                "phantom_cache_load_seconds_total",
+                "Time spent in those loads.",
+                self.load_seconds_total,
+            ),
+            (
+                "phantom_cache_coalesced_total",
+                "Misses served by a concurrent load of the same key.",
+                self.coalesced as f64,
+            ),
+            (
+                "phantom_cache_refreshes_total",
+                "Background refreshes of entries read near their expiry.",
+                self.refreshes as f64,
+            ),
+            (
+                "phantom_cache_errors_total",
+                "Cache operations that failed or timed out.",
+                self.errors as f64,
+            ),
+            (
+                "phantom_cache_bypassed_total",
+                "Cache operations skipped while its breaker was open.",
+                self.bypassed as f64,
+            ),
+        ];
+        for (metric, help, value) in counters {
+            out.counter(metric, help, &l, value);
+        }
+        out.counter(
+            "phantom_cache_bytes_saved_total",
+            "Bytes compression saved.",
+            &l,
+            self.bytes_saved as f64,
+        );
+        out.gauge(
+            "phantom_cache_hit_ratio",
+            "Hits over reads since start.",
+            &l,
+            self.hit_rate,
+        );
     }
 }
 

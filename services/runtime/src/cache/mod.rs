@@ -85,34 +85,15 @@ pub async fn connect_backend(config: &CacheConfig) -> Result<CompressedCache, Ca
     ))
 }
 
-/// Caches of this process by user (`vuln-analyzer`), for `/health/metrics`.
-fn registered() -> &'static std::sync::Mutex<Vec<(String, CacheManager)>> {
-    static CACHES: std::sync::OnceLock<std::sync::Mutex<Vec<(String, CacheManager)>>> =
-        std::sync::OnceLock::new();
-    CACHES.get_or_init(Default::default)
-}
-
-/// Opens the configured cache for `user` and registers it, so its statistics appear in
-/// `/health/metrics` and `/metrics`.
+/// Opens the configured cache for `user` and registers it (and its breaker) in `registry`,
+/// so its statistics appear in its service's `/health/metrics` and `/metrics`.
 pub async fn connect_registered(
     user: &str,
     config: &CacheConfig,
+    registry: &phantom_layers::registry::Registry,
 ) -> Result<CacheManager, CacheError> {
     let cache = CacheManager::new(user, connect_backend(config).await?, config);
-    let mut all = registered()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    all.retain(|(name, _)| name != user);
-    all.push((user.to_owned(), cache.clone()));
+    registry.breaker(cache.breaker());
+    registry.source(user, Arc::new(cache.clone()));
     Ok(cache)
-}
-
-/// Statistics of every registered cache of this process, by user.
-pub fn snapshots() -> Vec<(String, CacheSnapshot)> {
-    registered()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .map(|(name, c)| (name.clone(), c.snapshot()))
-        .collect()
 }

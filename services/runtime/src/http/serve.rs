@@ -38,12 +38,14 @@ use super::{
 /// cap until they do.
 ///
 /// Handlers get the client's address as `ConnectInfo<SocketAddr>`. `what` names the port
-/// in logs and in `phantom_http_connections_refused_total{listener}`.
+/// in logs and in `phantom_http_connections_refused_total{listener}` (in `registry`, the
+/// registry of the service that owns the port).
 pub async fn serve(
     what: &str,
     listener: TcpListener,
     router: Router,
     limits: &HttpLimits,
+    registry: &phantom_layers::registry::Registry,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(
@@ -62,7 +64,7 @@ pub async fn serve(
     let places = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
-    let refused = phantom_layers::registry::global().counter(
+    let refused = registry.counter(
         "phantom_http_connections_refused_total",
         "Connections to an HTTP port closed as soon as accepted: the port had its maximum open.",
         &[("listener", what)],

@@ -98,7 +98,17 @@ async fn start(limits: HttpLimits) -> Server {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move { serve("test", listener, app(), &limits, shutdown).await }
+        async move {
+            serve(
+                "test",
+                listener,
+                app(),
+                &limits,
+                &Default::default(),
+                shutdown,
+            )
+            .await
+        }
     });
     Server {
         addr,

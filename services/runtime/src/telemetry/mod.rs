@@ -27,6 +27,8 @@ use tracing_subscriber::{
 
 pub use redact::{Redacting, register_secret, scrub};
 
+use phantom_layers::registry::Registry;
+
 use crate::config::{LogFormat, TelemetryConfig};
 
 /// Target of audit events: who did what (a scan created, cancelled).
@@ -60,24 +62,33 @@ pub mod event {
 /// Logs go to stderr: stdout belongs to what the user asked for (`phantom up`'s summary,
 /// `phantom scan --output json`). Must run inside the Tokio runtime when
 /// `otlp_endpoint` is set (the exporter's channel lives there).
-pub fn init(config: &TelemetryConfig) {
+///
+/// Returns the process's registry, where telemetry counts the spans it exported: hand it to
+/// the services of this process ([`crate::Context::new`]).
+pub fn init(config: &TelemetryConfig) -> Registry {
     let format = match config.log_format {
         LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Text,
         LogFormat::Auto => LogFormat::Json,
         other => other,
     };
     let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
-    init_with_writer(config, format, ansi, std::io::stderr);
+    init_with_writer(config, format, ansi, std::io::stderr)
 }
 
 /// Installs the global subscriber, logging in `format` (`Auto` is JSON) to `writer`, every
 /// line scrubbed of secrets. For embedding and tests; [`init`] is what the binary calls.
-pub fn init_with_writer<W>(config: &TelemetryConfig, format: LogFormat, ansi: bool, writer: W)
+/// Returns the process's registry (see [`init`]).
+pub fn init_with_writer<W>(
+    config: &TelemetryConfig,
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Registry
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let tracer = otel::install(config);
+    let (tracer, process) = otel::install(config);
     // Only our own spans become OpenTelemetry spans: not events (they are logs, and go to the
     // log pipeline, scrubbed), and not the HTTP/2 internals of the exporter's own calls.
     let traces = tracing_opentelemetry::layer()
@@ -109,6 +120,7 @@ where
             )
             .try_init(),
     };
+    process
 }
 
 /// The W3C `traceparent` of the current span (empty when there is none), for work that

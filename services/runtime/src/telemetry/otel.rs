@@ -18,6 +18,7 @@
 //!   `phantom serve` works the same way with one service. Spans of no service (none so far)
 //!   go out as `phantom`, or as `OTEL_SERVICE_NAME`.
 
+use phantom_layers::registry::Registry;
 use std::{
     collections::HashMap,
     sync::{
@@ -53,20 +54,26 @@ const PROCESS_NAME: &str = "phantom";
 /// Longest wait for the collector to take one batch.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+static PROVIDER: OnceLock<(SdkTracerProvider, Registry)> = OnceLock::new();
 
 /// Installs the W3C propagator and the provider of `config` (once per process: the first
 /// call wins), and returns its tracer.
-pub(super) fn install(config: &TelemetryConfig) -> SdkTracer {
+/// The tracer, and the registry its exporter counts in (the first installation's: the
+/// provider is the process's, like the subscriber it feeds).
+pub(super) fn install(config: &TelemetryConfig) -> (SdkTracer, Registry) {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    PROVIDER.get_or_init(|| provider(config)).tracer("phantom")
+    let (provider, registry) = PROVIDER.get_or_init(|| {
+        let registry = Registry::default();
+        (provider(config, &registry), registry)
+    });
+    (provider.tracer("phantom"), registry.clone())
 }
 
 /// Exports what is queued, for [`super::flush`]. Servers stopping together (`phantom up`)
 /// share one flush rather than queueing four behind a slow collector.
 pub(super) fn flush() {
     static FLUSHING: AtomicBool = AtomicBool::new(false);
-    if let Some(provider) = PROVIDER.get()
+    if let Some((provider, _)) = PROVIDER.get()
         && !FLUSHING.swap(true, Ordering::AcqRel)
     {
         let _ = provider.force_flush();
@@ -74,7 +81,7 @@ pub(super) fn flush() {
     }
 }
 
-fn provider(config: &TelemetryConfig) -> SdkTracerProvider {
+fn provider(config: &TelemetryConfig, process: &Registry) -> SdkTracerProvider {
     let sampler = Sampler::ParentBased(Box::new(RootSampler {
         ratio: Sampler::TraceIdRatioBased(config.sampling_ratio),
     }));
@@ -89,7 +96,7 @@ fn provider(config: &TelemetryConfig) -> SdkTracerProvider {
         // Spans still get ids (propagated, logged); they are just not sent anywhere.
         return builder.build();
     }
-    match exporter(config) {
+    match exporter(config, process) {
         Ok(exporter) => {
             let batch = BatchSpanProcessor::builder(exporter)
                 .with_batch_config(
@@ -117,6 +124,7 @@ fn provider(config: &TelemetryConfig) -> SdkTracerProvider {
 
 fn exporter(
     config: &TelemetryConfig,
+    process: &Registry,
 ) -> Result<ByService<opentelemetry_otlp::SpanExporter>, String> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err("no Tokio runtime to run the exporter's channel on".to_owned());
@@ -141,6 +149,7 @@ fn exporter(
     Ok(ByService {
         services,
         fallback: build()?,
+        registry: process.clone(),
     })
 }
 
@@ -249,6 +258,8 @@ impl<P: SpanProcessor> SpanProcessor for ServiceTagger<P> {
 struct ByService<E> {
     services: Vec<(&'static str, E)>,
     fallback: E,
+    /// Where the spans sent are counted: the process's registry.
+    registry: Registry,
 }
 
 impl<E: SpanExporter> SpanExporter for ByService<E> {
@@ -275,7 +286,7 @@ impl<E: SpanExporter> SpanExporter for ByService<E> {
             .iter()
             .map(|(_, e)| e)
             .chain(std::iter::once(&self.fallback));
-        let r = phantom_layers::registry::global();
+        let r = &self.registry;
         let mut result = Ok(());
         for (spans, exporter) in groups.into_iter().zip(exporters) {
             if spans.is_empty() {
