@@ -99,6 +99,28 @@ impl KnownMethods {
     }
 }
 
+/// Paths a layer lets through untouched, by prefix: what its caller says must never be
+/// limited or shed (a server's health probes and reflection). Empty by default: a layer
+/// knows no method by name.
+#[derive(Debug, Clone, Default)]
+pub struct Exempt(Arc<[Box<str>]>);
+
+impl Exempt {
+    /// Every path starting with one of `prefixes` (`/grpc.health.v1.Health/`).
+    pub fn prefixes<I, P>(prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<str>,
+    {
+        Self(prefixes.into_iter().map(|p| p.as_ref().into()).collect())
+    }
+
+    /// Whether `path` is exempt.
+    pub fn contains(&self, path: &str) -> bool {
+        self.0.iter().any(|p| path.starts_with(&**p))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

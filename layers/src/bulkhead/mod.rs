@@ -33,6 +33,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::methods::Exempt;
+
 /// A bulkhead's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -130,12 +132,22 @@ impl Bulkhead {
 #[derive(Debug, Clone)]
 pub struct BulkheadLayer {
     bulkhead: Bulkhead,
+    exempt: Exempt,
 }
 
 impl BulkheadLayer {
     /// A layer over `bulkhead`.
     pub fn new(bulkhead: Bulkhead) -> Self {
-        Self { bulkhead }
+        Self {
+            bulkhead,
+            exempt: Exempt::default(),
+        }
+    }
+
+    /// Lets the `exempt` paths through without a slot, even when full (a server's probes).
+    pub fn with_exempt(mut self, exempt: Exempt) -> Self {
+        self.exempt = exempt;
+        self
     }
 }
 
@@ -146,6 +158,7 @@ impl<S> Layer<S> for BulkheadLayer {
         BulkheadService {
             inner,
             bulkhead: self.bulkhead.clone(),
+            exempt: self.exempt.clone(),
         }
     }
 }
@@ -155,6 +168,7 @@ impl<S> Layer<S> for BulkheadLayer {
 pub struct BulkheadService<S> {
     inner: S,
     bulkhead: Bulkhead,
+    exempt: Exempt,
 }
 
 impl<S, B, RB> Service<Request<B>> for BulkheadService<S>
@@ -171,7 +185,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if crate::rate_limit::is_exempt(req.uri().path()) {
+        if self.exempt.contains(req.uri().path()) {
             return BulkheadFuture::Inner {
                 fut: self.inner.call(req),
                 permit: None,
@@ -259,8 +273,9 @@ mod tests {
             },
         );
         let (release, gate) = tokio::sync::watch::channel(false);
-        let svc =
-            BulkheadLayer::new(bulkhead.clone()).layer(service_fn(move |_req: Request<Body>| {
+        let svc = BulkheadLayer::new(bulkhead.clone())
+            .with_exempt(Exempt::prefixes(["/grpc.health.v1.Health/"]))
+            .layer(service_fn(move |_req: Request<Body>| {
                 let mut gate = gate.clone();
                 async move {
                     let _ = gate.wait_for(|open| *open).await;
@@ -325,8 +340,9 @@ mod stream_tests {
         );
         let (tx, rx) = mpsc::channel(4);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
-        let svc =
-            BulkheadLayer::new(bulkhead.clone()).layer(service_fn(move |_req: Request<Body>| {
+        let svc = BulkheadLayer::new(bulkhead.clone())
+            .with_exempt(Exempt::prefixes(["/grpc.health.v1.Health/"]))
+            .layer(service_fn(move |_req: Request<Body>| {
                 let rx = rx.lock().unwrap().take().expect("one call");
                 async move {
                     Ok::<_, Infallible>(Response::new(Body::new(StreamBody::new(ReceiverStream(

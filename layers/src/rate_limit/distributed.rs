@@ -10,7 +10,7 @@ use std::time::Duration;
 use fred::{interfaces::LuaInterface, prelude::Client};
 use serde::{Deserialize, Serialize};
 
-use super::{config::QuotaConfig, limiter::Limited};
+use super::{config::QuotaConfig, limited::Limited};
 
 /// GCRA in one round trip. KEYS[1]: the bucket. ARGV: emission interval and burst tolerance,
 /// in microseconds. Returns {1, 0} when admitted, {0, wait in microseconds} otherwise.

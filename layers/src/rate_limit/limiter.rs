@@ -15,10 +15,11 @@ use super::{
     clock::{TokioClock, TokioInstant},
     config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig},
     distributed::RedisGcra,
+    limited::Limited,
     sliding::SlidingWindow,
     store::BoundedStore,
 };
-use crate::methods::KnownMethods;
+use crate::methods::{Exempt, KnownMethods};
 
 type Gcra = governor::RateLimiter<u64, BoundedStore, TokioClock, NoOpMiddleware<TokioInstant>>;
 
@@ -79,26 +80,6 @@ impl Keyed {
     }
 }
 
-/// A call over the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("rate limit exceeded; next call allowed in {retry_after:?}")]
-pub struct Limited {
-    /// When the caller may call again, by the limiter's own schedule.
-    pub retry_after: Duration,
-}
-
-impl From<Limited> for crate::Error {
-    fn from(l: Limited) -> Self {
-        crate::Error::ResourceExhausted {
-            message: format!(
-                "rate limit exceeded; retry in {} ms",
-                l.retry_after.as_millis()
-            ),
-            retry_after: Some(l.retry_after),
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     allowed: AtomicU64,
@@ -122,6 +103,8 @@ struct Shared {
     /// The methods that get buckets of their own under the default quota; every other path
     /// shares the `unknown` one (per caller).
     known: KnownMethods,
+    /// Paths never limited.
+    exempt: Exempt,
 }
 
 /// Keyed limiters for one server or client, shared by its clones.
@@ -168,6 +151,7 @@ impl RateLimiter {
                 method_quotas: config.methods.clone().into_iter().collect(),
                 distributed: None,
                 known: KnownMethods::default(),
+                exempt: Exempt::default(),
             }),
         }
     }
@@ -180,6 +164,14 @@ impl RateLimiter {
         Arc::get_mut(&mut self.shared)
             .expect("with_methods is called before the limiter is shared")
             .known = methods;
+        self
+    }
+
+    /// This limiter never limits the `exempt` paths (a server's health probes).
+    pub fn with_exempt(mut self, exempt: Exempt) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("with_exempt is called before the limiter is shared")
+            .exempt = exempt;
         self
     }
 
@@ -211,7 +203,7 @@ impl RateLimiter {
         let Some(redis) = &s.distributed else {
             return Ok(());
         };
-        if !s.enabled || super::is_exempt(method) {
+        if !s.enabled || s.exempt.contains(method) {
             return Ok(());
         }
         let (quota, key) = match s.method_quotas.get(method) {
@@ -236,7 +228,7 @@ impl RateLimiter {
     /// Whether `caller` may call `method` now; when not, how long until it may.
     pub fn check(&self, method: &str, caller: &str) -> Result<(), Limited> {
         let s = &self.shared;
-        if !s.enabled || super::is_exempt(method) {
+        if !s.enabled || s.exempt.contains(method) {
             return Ok(());
         }
         let (limiter, key) = match s.methods.get(method) {

@@ -6,7 +6,8 @@
 //! others. A call over the limit is either rejected at once or made to wait up to a bound
 //! (`mode`); a rejection is `RESOURCE_EXHAUSTED` with a `RetryInfo` computed from the
 //! limiter's own next-allowed time, which PHANTOM's clients honour before retrying.
-//! `grpc.health.v1` and reflection are never limited: a probe must never be throttled.
+//! Paths the caller declares [`Exempt`](crate::methods::Exempt) are never limited (a server
+//! exempts its health probes and reflection: a probe must never be throttled).
 //!
 //! Keys are bounded: the method part of a key is one of the server's [`KnownMethods`]
 //! (`unknown` for every other path) and each quota keeps at most [`MAX_KEYS_PER_QUOTA`]
@@ -22,6 +23,7 @@
 mod clock;
 mod config;
 mod distributed;
+mod limited;
 mod limiter;
 mod service;
 mod sliding;
@@ -30,13 +32,9 @@ mod store;
 pub use clock::{TokioClock, TokioInstant};
 pub use config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig};
 pub use distributed::{DistributedConfig, OnRedisError, RedisGcra};
-pub use limiter::{Limited, LimiterSnapshot, MAX_KEYS_PER_QUOTA, RateLimiter};
+pub use limited::Limited;
+pub use limiter::{LimiterSnapshot, MAX_KEYS_PER_QUOTA, RateLimiter};
 pub use service::{RateLimit, RateLimitFuture, RateLimitLayer};
-
-/// Paths never limited: health probes and reflection.
-pub fn is_exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
-}
 
 #[cfg(test)]
 mod tests;

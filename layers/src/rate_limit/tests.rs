@@ -122,17 +122,21 @@ async fn each_caller_and_each_method_has_its_own_bucket() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn health_checks_and_reflection_are_never_limited() {
-    let svc = RateLimitLayer::new(RateLimiter::new(
-        "server",
-        &RateLimitConfig {
-            default: QuotaConfig {
-                per_second: 0.001,
-                burst: 1,
+async fn exempt_paths_are_never_limited() {
+    let exempt = crate::methods::Exempt::prefixes(["/grpc.health.v1.Health/", "/grpc.reflection."]);
+    let svc = RateLimitLayer::new(
+        RateLimiter::new(
+            "server",
+            &RateLimitConfig {
+                default: QuotaConfig {
+                    per_second: 0.001,
+                    burst: 1,
+                },
+                ..config(1.0, 1, LimitMode::Reject)
             },
-            ..config(1.0, 1, LimitMode::Reject)
-        },
-    ))
+        )
+        .with_exempt(exempt),
+    )
     .layer(ok_service());
     for _ in 0..100 {
         assert_eq!(
@@ -152,6 +156,12 @@ async fn health_checks_and_reflection_are_never_limited() {
             Code::Ok
         );
     }
+    // What the caller did not exempt is limited as usual: the layer knows no path by name.
+    assert_eq!(status(&svc, "/pkg.Svc/Create", "a").await.code(), Code::Ok);
+    assert_eq!(
+        status(&svc, "/pkg.Svc/Create", "a").await.code(),
+        Code::ResourceExhausted
+    );
 }
 
 #[tokio::test(start_paused = true)]

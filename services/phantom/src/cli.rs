@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use phantom_runtime::{CancellationToken, Config, ServiceName, server, telemetry};
 
 use crate::{commands, up};
@@ -20,18 +20,7 @@ pub struct Cli {
     command: Command,
 }
 
-/// Output format of client commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// A table for humans.
-    Table,
-    /// JSON for scripts.
-    Json,
-    /// CSV, one finding per row (`scan` only).
-    Csv,
-    /// SARIF 2.1.0 for code-scanning dashboards (`scan` only).
-    Sarif,
-}
+use crate::commands::Output;
 
 #[derive(Debug, Subcommand)]
 enum Command {

@@ -91,7 +91,7 @@ pub fn channel(
         .layer(ClientSpanLayer::new(from))
         .layer(PropagateContextLayer)
         .layer(RetryLayer::new(retry))
-        .layer(BulkheadLayer::new(bulkhead))
+        .layer(BulkheadLayer::new(bulkhead).with_exempt(crate::server::probes()))
         .layer(CircuitBreakerLayer::new(breaker))
         .service(channel))
 }

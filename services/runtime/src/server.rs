@@ -15,7 +15,7 @@ use std::{net::SocketAddr, time::Duration};
 use phantom_layers::{
     RequestIdLayer, ServerSpanLayer, Tenant, TenantLayer,
     bulkhead::{Bulkhead, BulkheadLayer},
-    methods::KnownMethods,
+    methods::{Exempt, KnownMethods},
     metrics::GrpcMetricsLayer,
     rate_limit::{RateLimitLayer, RateLimiter},
 };
@@ -287,6 +287,12 @@ impl HealthHandle {
     }
 }
 
+/// What a server never limits nor sheds, and a client's bulkhead never holds: health probes
+/// (Kubernetes must see the server as it is) and reflection (an operator's grpcurl).
+pub fn probes() -> Exempt {
+    Exempt::prefixes(["/grpc.health.v1.Health/", "/grpc.reflection."])
+}
+
 /// Builds a router with the shared layers, health and reflection; the caller adds its own
 /// service(s) with `add_service` and passes the router to [`serve`].
 ///
@@ -341,7 +347,8 @@ pub fn router(
         &format!("{name}/server"),
         &config.resilience.server.rate_limit,
     )
-    .with_methods(methods.clone());
+    .with_methods(methods.clone())
+    .with_exempt(probes());
     context
         .registry
         .bulkhead(&format!("{name}/server"), &load_shed);
@@ -362,7 +369,7 @@ pub fn router(
         // Shed load before doing any work for it: a saturated server answers at once with
         // RESOURCE_EXHAUSTED rather than queueing calls into their timeouts. A stream holds
         // its slot until its body ends.
-        .layer(BulkheadLayer::new(load_shed))
+        .layer(BulkheadLayer::new(load_shed).with_exempt(probes()))
         // Then the per-caller, per-method limits (they need the tenant resolved above).
         .layer(RateLimitLayer::new(limiter))
         .add_service(health_service)

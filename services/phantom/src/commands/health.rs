@@ -6,8 +6,8 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use phantom_health_aggregator::{checks::status_name, http::health_json};
 use phantom_proto::pb::{self, health_aggregator_client::HealthAggregatorClient};
 
+use super::Output;
 use super::{connect, exit_for, print_status, terminal::inert};
-use crate::cli::Output;
 
 /// Prints the system's health; exit status 1 when it is unhealthy.
 pub async fn run(addr: &str, output: Output) -> ExitCode {

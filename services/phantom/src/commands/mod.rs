@@ -7,6 +7,19 @@ pub mod scan;
 pub(crate) mod terminal;
 pub mod watch;
 
+/// Output format of client commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// A table for humans.
+    Table,
+    /// JSON for scripts.
+    Json,
+    /// CSV, one finding per row (`scan` only).
+    Csv,
+    /// SARIF 2.1.0 for code-scanning dashboards (`scan` only).
+    Sarif,
+}
+
 /// `println!` that tolerates a closed stdout (`phantom scan … | head`): a reader that went
 /// away is not an error worth a panic. What it prints is made inert for a terminal
 /// ([`terminal::inert_lines`]).

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use super::Output;
 use super::{connect, exit_for, print_status, rfc3339, terminal::inert};
-use crate::cli::Output;
 
 /// What to scan.
 #[derive(Debug)]

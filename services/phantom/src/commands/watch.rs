@@ -36,11 +36,11 @@ use phantom_runtime::{CancellationToken, server::cancel_on_signals};
 use serde_json::json;
 use tonic::{Code, Status, transport::Endpoint};
 
+use super::Output;
 use super::{
     errln, exit_for, print_status, rfc3339,
     terminal::{inert, inert_lines},
 };
-use crate::cli::Output;
 
 /// First delay before subscribing again.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(200);
