@@ -51,6 +51,39 @@ pub fn method_paths(encoded: &[u8]) -> Result<Vec<String>, prost::DecodeError> {
         .collect())
 }
 
+/// The unary methods of `encoded` (an encoded `FileDescriptorSet`) that their `.proto`
+/// declares safe to call twice (`option idempotency_level = IDEMPOTENT` or
+/// `NO_SIDE_EFFECTS`), by path: what a client may retry. The service that owns a method says
+/// so in its contract; no client keeps a list. Streams are left out: one is never retried
+/// once it began.
+pub fn retryable_methods(encoded: &[u8]) -> Result<Vec<String>, prost::DecodeError> {
+    use prost::Message as _;
+    use prost_types::method_options::IdempotencyLevel;
+    let set = prost_types::FileDescriptorSet::decode(encoded)?;
+    let mut out = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            let service_name = match file.package() {
+                "" => service.name().to_owned(),
+                package => format!("{package}.{}", service.name()),
+            };
+            for method in &service.method {
+                let level = method
+                    .options
+                    .as_ref()
+                    .map_or(IdempotencyLevel::IdempotencyUnknown, |o| {
+                        o.idempotency_level()
+                    });
+                let unary = !method.client_streaming() && !method.server_streaming();
+                if unary && level != IdempotencyLevel::IdempotencyUnknown {
+                    out.push(format!("/{service_name}/{}", method.name()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The name of field `number` of message `message` (its short name, `AnalyzeFindingsRequest`),
 /// from [`FILE_DESCRIPTOR_SET`]: how an error names a field it found by number.
 pub fn field_name(message: &str, number: u32) -> Option<&'static str> {
@@ -80,6 +113,26 @@ pub fn field_name(message: &str, number: u32) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_retryable_methods_are_the_unary_ones_the_protos_mark() {
+        let mut got = super::retryable_methods(super::FILE_DESCRIPTOR_SET).unwrap();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "/phantom.v1.HealthAggregator/GetSystemHealth",
+                "/phantom.v1.Metrics/GetMetrics",
+                "/phantom.v1.ScanOrchestrator/CancelScan",
+                "/phantom.v1.ScanOrchestrator/GetScan",
+                "/phantom.v1.ScanOrchestrator/ListFindings",
+                "/phantom.v1.ScanOrchestrator/ListScans",
+                "/phantom.v1.VulnAnalyzer/AnalyzeFindings",
+                "/phantom.v1.VulnAnalyzer/ScoreCvss",
+                "/phantom.v1.VulnAnalyzer/WarmScan",
+            ]
+        );
+    }
+
     #[test]
     fn fields_are_named_from_the_descriptors() {
         assert_eq!(

@@ -79,6 +79,7 @@ async fn a_scans_logs_carry_its_correlation_id_in_every_service_and_no_secret() 
     let writer = captured.clone();
     phantom_runtime::telemetry::init_with_writer(
         &cfg.telemetry,
+        &phantom_runtime::ServiceName::ALL.map(phantom_runtime::ServiceName::as_str),
         LogFormat::Json,
         false,
         move || writer.clone(),

@@ -266,7 +266,10 @@ impl Cli {
                 {
                     config.telemetry.log_format = phantom_runtime::config::LogFormat::Json;
                 }
-                let process = telemetry::init(&config.telemetry);
+                let process = telemetry::init(
+                    &config.telemetry,
+                    &ServiceName::ALL.map(ServiceName::as_str),
+                );
                 let shutdown = CancellationToken::new();
                 server::cancel_on_signals(shutdown.clone());
                 let result = match self.command {
@@ -330,10 +333,13 @@ impl Cli {
                 duration,
                 concurrency,
             } => {
-                telemetry::init(&phantom_runtime::config::TelemetryConfig {
-                    log_filter: "warn".into(),
-                    ..Default::default()
-                });
+                telemetry::init(
+                    &phantom_runtime::config::TelemetryConfig {
+                        log_filter: "warn".into(),
+                        ..Default::default()
+                    },
+                    &ServiceName::ALL.map(ServiceName::as_str),
+                );
                 let result = match suite {
                     None => {
                         crate::bench::run(crate::bench::BenchArgs {

@@ -37,22 +37,12 @@ pub type GrpcChannel = ClientSpan<
 /// dependency as it is, not through a breaker's memory or a retry's second chance.
 pub type ProbeChannel = PropagateContext<Channel>;
 
-/// Methods of each service that are safe to call twice (retried without configuration).
-fn idempotent_methods(to: ServiceName) -> &'static [&'static str] {
-    match to {
-        // Analyses are deduplicated by fingerprint; scoring is a pure function.
-        ServiceName::VulnAnalyzer => &["/phantom.v1.VulnAnalyzer/*"],
-        // Publishing twice would publish twice.
-        ServiceName::Notifier => &[],
-        // Reads, and a cancel (cancelling twice is cancelling once).
-        ServiceName::ScanOrchestrator => &[
-            "/phantom.v1.ScanOrchestrator/GetScan",
-            "/phantom.v1.ScanOrchestrator/ListScans",
-            "/phantom.v1.ScanOrchestrator/ListFindings",
-            "/phantom.v1.ScanOrchestrator/CancelScan",
-        ],
-        ServiceName::HealthAggregator => &["/phantom.v1.HealthAggregator/GetSystemHealth"],
-    }
+/// Methods safe to call twice, retried without configuration: those the protos mark
+/// `idempotency_level` (analyses are deduplicated by fingerprint, scoring is a pure function,
+/// reads, a cancel), never one they do not (publishing twice would publish twice).
+fn idempotent_methods() -> Vec<String> {
+    phantom_proto::retryable_methods(phantom_proto::FILE_DESCRIPTOR_SET)
+        .expect("the descriptors built with phantom-proto decode")
 }
 
 fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::transport::Error> {
@@ -77,9 +67,7 @@ pub fn channel(
 ) -> Result<GrpcChannel, tonic::transport::Error> {
     let name = format!("{from}->{to}");
     let mut retry = policy.retry.clone();
-    retry
-        .idempotent_methods
-        .extend(idempotent_methods(to).iter().map(|m| (*m).to_owned()));
+    retry.idempotent_methods.extend(idempotent_methods());
     let retry = RetryPolicy::new(&name, retry);
     let bulkhead = Bulkhead::new(&name, policy.bulkhead);
     let breaker = Breaker::new(&name, policy.circuit_breaker.clone());

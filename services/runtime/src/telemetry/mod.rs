@@ -63,16 +63,19 @@ pub mod event {
 /// `phantom scan --output json`). Must run inside the Tokio runtime when
 /// `otlp_endpoint` is set (the exporter's channel lives there).
 ///
+/// `services` are the names of the services this process runs: each one's spans are
+/// exported under its own `service.name`.
+///
 /// Returns the process's registry, where telemetry counts the spans it exported: hand it to
 /// the services of this process ([`crate::Context::new`]).
-pub fn init(config: &TelemetryConfig) -> Registry {
+pub fn init(config: &TelemetryConfig, services: &[&'static str]) -> Registry {
     let format = match config.log_format {
         LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Text,
         LogFormat::Auto => LogFormat::Json,
         other => other,
     };
     let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
-    init_with_writer(config, format, ansi, std::io::stderr)
+    init_with_writer(config, services, format, ansi, std::io::stderr)
 }
 
 /// Installs the global subscriber, logging in `format` (`Auto` is JSON) to `writer`, every
@@ -80,6 +83,7 @@ pub fn init(config: &TelemetryConfig) -> Registry {
 /// Returns the process's registry (see [`init`]).
 pub fn init_with_writer<W>(
     config: &TelemetryConfig,
+    services: &[&'static str],
     format: LogFormat,
     ansi: bool,
     writer: W,
@@ -88,7 +92,7 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (tracer, process) = otel::install(config);
+    let (tracer, process) = otel::install(config, services);
     // Only our own spans become OpenTelemetry spans: not events (they are logs, and go to the
     // log pipeline, scrubbed), and not the HTTP/2 internals of the exporter's own calls.
     let traces = tracing_opentelemetry::layer()

@@ -43,7 +43,7 @@ use opentelemetry_sdk::{
     },
 };
 
-use crate::config::{ServiceName, TelemetryConfig};
+use crate::config::TelemetryConfig;
 
 /// The span attribute (a `tracing` field) naming the PHANTOM service a span belongs to.
 pub const SERVICE_FIELD: &str = "service";
@@ -60,11 +60,14 @@ static PROVIDER: OnceLock<(SdkTracerProvider, Registry)> = OnceLock::new();
 /// call wins), and returns its tracer.
 /// The tracer, and the registry its exporter counts in (the first installation's: the
 /// provider is the process's, like the subscriber it feeds).
-pub(super) fn install(config: &TelemetryConfig) -> (SdkTracer, Registry) {
+pub(super) fn install(
+    config: &TelemetryConfig,
+    services: &[&'static str],
+) -> (SdkTracer, Registry) {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let (provider, registry) = PROVIDER.get_or_init(|| {
         let registry = Registry::default();
-        (provider(config, &registry), registry)
+        (provider(config, services, &registry), registry)
     });
     (provider.tracer("phantom"), registry.clone())
 }
@@ -81,7 +84,11 @@ pub(super) fn flush() {
     }
 }
 
-fn provider(config: &TelemetryConfig, process: &Registry) -> SdkTracerProvider {
+fn provider(
+    config: &TelemetryConfig,
+    services: &[&'static str],
+    process: &Registry,
+) -> SdkTracerProvider {
     let sampler = Sampler::ParentBased(Box::new(RootSampler {
         ratio: Sampler::TraceIdRatioBased(config.sampling_ratio),
     }));
@@ -96,7 +103,7 @@ fn provider(config: &TelemetryConfig, process: &Registry) -> SdkTracerProvider {
         // Spans still get ids (propagated, logged); they are just not sent anywhere.
         return builder.build();
     }
-    match exporter(config, process) {
+    match exporter(config, services, process) {
         Ok(exporter) => {
             let batch = BatchSpanProcessor::builder(exporter)
                 .with_batch_config(
@@ -124,6 +131,7 @@ fn provider(config: &TelemetryConfig, process: &Registry) -> SdkTracerProvider {
 
 fn exporter(
     config: &TelemetryConfig,
+    services: &[&'static str],
     process: &Registry,
 ) -> Result<ByService<opentelemetry_otlp::SpanExporter>, String> {
     if tokio::runtime::Handle::try_current().is_err() {
@@ -142,12 +150,12 @@ fn exporter(
             .build()
             .map_err(|e| e.to_string())
     };
-    let mut services = Vec::new();
-    for service in ServiceName::ALL {
-        services.push((service.as_str(), build()?));
+    let mut exporters = Vec::new();
+    for service in services {
+        exporters.push((*service, build()?));
     }
     Ok(ByService {
-        services,
+        services: exporters,
         fallback: build()?,
         registry: process.clone(),
     })
