@@ -3,9 +3,10 @@
 //! [`ScanRepository`] is what the orchestrator stores; [`SqlScanRepository`] speaks it to the
 //! shared database (SQLite or PostgreSQL, see [`phantom_storage::Database`]). The tables
 //! (`scans`, `findings`) and their migrations (`services/scan-orchestrator/migrations`) are
-//! the orchestrator's alone. One query reads another service's table: [`ScanRepository::list_findings`]
-//! joins the vuln-analyzer's `analyses`, to show an enriched verdict in place of a degraded
-//! one; so [`migrators`] includes the analyzer's (its migrations are idempotent).
+//! the orchestrator's alone. One query reads another service's table:
+//! [`ScanRepository::list_findings`] joins the vuln-analyzer's `analyses`, to show an enriched
+//! verdict in place of a degraded one; so [`migrators`] includes the analyzer's (its
+//! migrations are idempotent).
 //!
 //! Every method takes the tenant (or works across tenants by design, said so) and every query
 //! filters on it: a record of another tenant is indistinguishable from a missing one.
