@@ -4,10 +4,9 @@
 use std::{collections::HashSet, time::Duration};
 
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
-use phantom_runtime::{
-    CancellationToken, Listeners,
-    storage::{SqlStore, Store},
-};
+use phantom_runtime::{CancellationToken, Listeners};
+use phantom_scan_orchestrator::repository::{ScanRepository as _, SqlScanRepository};
+use phantom_storage::Database;
 use phantom_tests::{PATIENCE, Running, channel, config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,9 +65,11 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
         ids.push(scan.id);
     }
 
-    let store = SqlStore::connect_url(&db, 2, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let store = SqlScanRepository::new(
+        Database::open_url(&db, 2, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
     let deadline = std::time::Instant::now() + PATIENCE;
     let finished = loop {
         let mut scans = Vec::new();

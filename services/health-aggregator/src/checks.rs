@@ -25,7 +25,6 @@ use phantom_proto::pb::{self, HealthStatus};
 use phantom_runtime::{
     CancellationToken, Config, ServiceName,
     config::{StorageConfig, redact},
-    storage::{SqlStore, Store},
     telemetry::scrub,
     time::timestamp_now,
 };
@@ -53,7 +52,7 @@ enum Probe {
     /// The latest word of the service's Watch stream.
     Service(watch::Receiver<Watched>),
     /// `SELECT 1` and the pool. Connected on first use, retried on the next round.
-    Database(Box<StorageConfig>, OnceCell<Arc<dyn Store>>),
+    Database(Box<StorageConfig>, OnceCell<phantom_storage::Database>),
     /// `PING` and `INFO`.
     Redis(Client),
     /// `GET <base>/models`.
@@ -506,11 +505,7 @@ async fn probe(p: &Probe, timeout: Duration) -> Result<Found, String> {
         }
         Probe::Database(config, store) => {
             let store = store
-                .get_or_try_init(|| async {
-                    SqlStore::open(config)
-                        .await
-                        .map(|s| Arc::new(s) as Arc<dyn Store>)
-                })
+                .get_or_try_init(|| phantom_storage::Database::open(config))
                 .await
                 .map_err(|e| redact(&e.to_string()))?;
             let started = Instant::now();
@@ -519,21 +514,20 @@ async fn probe(p: &Probe, timeout: Duration) -> Result<Found, String> {
                 "query_ms".into(),
                 format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
             );
-            if let Some(pool) = store.pool_stats() {
-                for (k, v) in [
-                    ("pool_size", pool.size),
-                    ("pool_idle", pool.idle),
-                    ("pool_in_use", pool.in_use),
-                    ("pool_max", pool.max),
-                ] {
-                    found.details.insert(k.into(), v.to_string());
-                }
-                if pool.max > 0 && pool.in_use >= pool.max {
-                    found.degraded = Some(format!(
-                        "pool exhausted: {} of {} in use",
-                        pool.in_use, pool.max
-                    ));
-                }
+            let pool = store.pool_stats();
+            for (k, v) in [
+                ("pool_size", pool.size),
+                ("pool_idle", pool.idle),
+                ("pool_in_use", pool.in_use),
+                ("pool_max", pool.max),
+            ] {
+                found.details.insert(k.into(), v.to_string());
+            }
+            if pool.max > 0 && pool.in_use >= pool.max {
+                found.degraded = Some(format!(
+                    "pool exhausted: {} of {} in use",
+                    pool.in_use, pool.max
+                ));
             }
             Ok(found)
         }

@@ -10,10 +10,10 @@
 use std::{sync::Arc, time::Duration};
 
 use fred::{clients::SubscriberClient, prelude::*};
-use phantom_runtime::{CancellationToken, storage::NotificationRecord};
+use phantom_runtime::CancellationToken;
 use serde::{Deserialize, Serialize};
 
-use crate::hub::Hub;
+use crate::{hub::Hub, repository::NotificationRecord};
 
 const CHANNEL: &str = "phantom:notifications";
 

@@ -23,8 +23,9 @@ use std::{
 };
 
 use phantom_proto::pb;
-use phantom_runtime::storage::NotificationRecord;
 use tokio::sync::Notify;
+
+use crate::repository::NotificationRecord;
 
 /// What a subscription asked for.
 #[derive(Debug, Clone)]

@@ -5,6 +5,8 @@
 //! - [`hub`]: live fan-out to per-subscriber priority queues.
 //! - [`fanout`]: fan-out across replicas through Redis.
 //! - [`log`]: where notifications are kept (Redis Streams or the database).
+//! - [`repository`]: the notifications in the shared database (what [`log::StoreLog`] keeps),
+//!   and their migrations.
 //! - [`limits`]: how many subscriptions a caller and a replica may have open.
 //! - [`memory`]: the memory a replica may use, which sizes its default caps.
 //! - [`webhook`]: outbound webhooks, signed, retried, behind a breaker per destination.
@@ -15,6 +17,7 @@ pub mod hub;
 pub mod limits;
 pub mod log;
 pub mod memory;
+pub mod repository;
 pub mod service;
 pub mod webhook;
 pub mod ws;
@@ -59,6 +62,7 @@ pub async fn run(
             ServiceName::Notifier,
             &config,
             &context.registry,
+            &[repository::migrator()],
             &readiness,
             &shutdown,
         )
@@ -96,7 +100,9 @@ pub async fn run(
                     }
                 }
             }
-            _ => Arc::new(log::StoreLog(store)),
+            _ => Arc::new(log::StoreLog(Arc::new(
+                repository::SqlNotificationRepository::new(store),
+            ))),
         };
         tracing::info!(log = log.backend(), "Notification log");
         tokio::spawn(prune(log.clone(), n.clone(), shutdown.clone()));

@@ -15,10 +15,10 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use crate::repository::{NotificationRecord, NotificationRepository};
 use async_trait::async_trait;
 use fred::prelude::*;
 use phantom_layers::Error;
-use phantom_runtime::storage::{NotificationRecord, Store};
 
 /// How much one read of the log may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
 
 /// The database as the log.
 #[derive(Debug, Clone)]
-pub struct StoreLog(pub Arc<dyn Store>);
+pub struct StoreLog(pub Arc<dyn NotificationRepository>);
 
 #[async_trait]
 impl NotificationLog for StoreLog {

@@ -20,7 +20,6 @@ use phantom_proto::pb::{self, notifier_server::Notifier};
 use phantom_runtime::{
     CancellationToken, Ready,
     server::tenant_of,
-    storage::NotificationRecord,
     time::{now_micros, timestamp_now},
 };
 use tokio::sync::mpsc;
@@ -30,6 +29,7 @@ use crate::{
     hub::{Filter, Hub, Subscriber},
     limits::{Admission, Caller, Subscriptions},
     log::{NotificationLog, Page},
+    repository::NotificationRecord,
 };
 use tonic::{Request, Response, Status};
 

@@ -27,9 +27,11 @@ use phantom_layers::{
     classify::Verdict,
 };
 use phantom_proto::pb;
-use phantom_runtime::{CancellationToken, config::WebhookConfig, storage::NotificationRecord};
+use phantom_runtime::{CancellationToken, config::WebhookConfig};
 use sha2::Sha256;
 use tokio::sync::Notify;
+
+use crate::repository::NotificationRecord;
 
 /// What a webhook has done, in the metrics registry.
 #[derive(Debug)]

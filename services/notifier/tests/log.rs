@@ -3,11 +3,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use phantom_notifier::log::{NotificationLog, Page, RedisLog, StoreLog};
-use phantom_runtime::{
-    storage::{NotificationRecord, SqlStore},
-    time::now_micros,
+use phantom_notifier::{
+    log::{NotificationLog, Page, RedisLog, StoreLog},
+    repository::{self, NotificationRecord, SqlNotificationRepository},
 };
+use phantom_runtime::time::now_micros;
+use phantom_storage::Database;
 
 fn note(tenant: &str, room: &str, created_at: i64) -> NotificationRecord {
     NotificationRecord {
@@ -141,10 +142,11 @@ async fn pages_are_bounded_in_bytes(log: &dyn NotificationLog) {
 async fn the_database_log_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("n.db").display());
-    let store = SqlStore::connect_url(&url, 5, Duration::from_secs(5))
+    let db = Database::open_url(&url, 5, Duration::from_secs(5))
         .await
         .unwrap();
-    conforms(&StoreLog(Arc::new(store))).await;
+    db.migrate(repository::migrator()).await.unwrap();
+    conforms(&StoreLog(Arc::new(SqlNotificationRepository::new(db)))).await;
 }
 
 #[tokio::test]

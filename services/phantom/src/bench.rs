@@ -204,7 +204,7 @@ async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
     use phantom_scan_orchestrator::scanner::{BuiltinScanner, Event, Plan, Scanner};
 
     let plan = Plan {
-        targets: vec![phantom_runtime::storage::ResolvedTarget {
+        targets: vec![phantom_scan_orchestrator::repository::ResolvedTarget {
             hostname: None,
             address: "127.0.0.1".parse()?,
         }],

@@ -4,9 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use phantom_layers::registry::Registry;
-use phantom_runtime::{
-    CancellationToken, Config, Context, Listeners, ServiceName, server::bind, storage::SqlStore,
-};
+use phantom_runtime::{CancellationToken, Config, Context, Listeners, ServiceName, server::bind};
 
 /// Where each service of a `phantom up` listens.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +110,7 @@ impl System {
     /// Runs every service until `shutdown` fires or one of them fails (which stops the rest).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         // Apply migrations once, before four services race to.
-        SqlStore::connect(&self.config.storage)
+        crate::commands::migrate::migrate_all(&self.config.storage)
             .await
             .context("cannot open the database")?;
         let mut tasks = tokio::task::JoinSet::new();

@@ -17,7 +17,8 @@ use futures::StreamExt;
 use phantom_proto::pb::{
     self, notifier_client::NotifierClient, scan_orchestrator_client::ScanOrchestratorClient,
 };
-use phantom_runtime::storage::{SqlStore, Store};
+use phantom_scan_orchestrator::repository::{ScanRepository as _, SqlScanRepository};
+use phantom_storage::Database;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use common::{Killed, free_port};
@@ -156,9 +157,11 @@ async fn two_replicas_of_every_service_share_the_work_and_the_notifications() {
             .into_inner();
         ids.push(scan.id);
     }
-    let store = SqlStore::connect_url(&db, 2, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let store = SqlScanRepository::new(
+        Database::open_url(&db, 2, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
     let deadline = Instant::now() + PATIENCE;
     let finished = loop {
         let mut scans = Vec::new();

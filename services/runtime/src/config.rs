@@ -30,7 +30,7 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 /// Default address of the notifier's WebSocket gateway.
 pub const DEFAULT_WS_ADDR: &str = "127.0.0.1:8081";
 /// Default directory of the embedded database.
-pub const DEFAULT_DATA_DIR: &str = "./data";
+pub const DEFAULT_DATA_DIR: &str = phantom_storage::DEFAULT_DATA_DIR;
 /// Default tenant of single-tenant deployments.
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -159,31 +159,9 @@ pub struct EndpointsConfig {
     pub health_aggregator: String,
 }
 
-/// The database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// `postgres://…` or `sqlite://…` (`DATABASE_URL`); empty means SQLite in `data_dir`.
-    pub database_url: String,
-    /// Directory of the embedded SQLite database (`PHANTOM_DATA_DIR`).
-    pub data_dir: PathBuf,
-    /// Most connections the pool opens.
-    pub max_connections: u32,
-    /// How long a caller waits for a pooled connection.
-    #[serde(with = "humantime_serde")]
-    pub acquire_timeout: Duration,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            database_url: String::new(),
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-        }
-    }
-}
+/// The database (the `[storage]` section): defined by the storage crate, named here with the
+/// rest of the configuration.
+pub use phantom_storage::StorageConfig;
 
 /// The cache.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,7 +6,9 @@
 //! - [`server`]: the shared server stack (layers, health, reflection, graceful shutdown).
 //! - [`http`]: the HTTP ports (`/health`, the WebSocket gateway) served with hard limits.
 //! - [`client`]: channels to other services with the client-side layers.
-//! - [`storage`]: the [`storage::Store`] trait over SQLite or PostgreSQL.
+//! - [`connect_store_for`]: the shared database (`phantom_storage`), opened with a service's
+//!   migrations applied, its pool's gauges and readiness kept up to date. Each service's
+//!   tables and queries are its own (`repository` in each service crate).
 //! - [`cache`]: the [`cache::CacheManager`] over an in-process or Redis backend.
 //! - [`ready`]: state that handlers reach once dependencies are up.
 //! - [`telemetry`]: logs (text or JSON lines, scrubbed of secrets) and OpenTelemetry traces.
@@ -21,7 +23,6 @@ pub mod http;
 pub mod metrics;
 pub mod ready;
 pub mod server;
-pub mod storage;
 pub mod telemetry;
 pub mod testing;
 pub mod time;
@@ -65,14 +66,21 @@ pub struct Listeners {
     pub health: Option<tokio::net::TcpListener>,
 }
 
-/// Opens the configured database, retrying until it answers or `shutdown` fires.
+/// Opens the configured database and applies `migrators` (a service's: see
+/// [`phantom_storage::Database::migrate`]), retrying until both succeed or `shutdown` fires.
 pub async fn connect_store(
     config: &config::StorageConfig,
+    migrators: &[&'static phantom_storage::Migrator],
     shutdown: &CancellationToken,
-) -> Option<std::sync::Arc<dyn storage::Store>> {
-    connect_with_retry("database", shutdown, || storage::SqlStore::connect(config))
-        .await
-        .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn storage::Store>)
+) -> Option<phantom_storage::Database> {
+    connect_with_retry("database", shutdown, || async {
+        let db = phantom_storage::Database::open(config).await?;
+        for migrator in migrators {
+            db.migrate(migrator).await?;
+        }
+        Ok::<_, phantom_storage::StoreError>(db)
+    })
+    .await
 }
 
 /// Opens the configured cache for `user`; its statistics appear in `/health/metrics`. A Redis
@@ -120,17 +128,18 @@ where
     }
 }
 
-/// Opens the database of `service` (retrying until it answers or `shutdown` fires), keeps
-/// its gauges up to date, and makes the server's readiness follow it from then on: what a
-/// service that cannot work without its database does first.
+/// Opens the database of `service` with its `migrators` applied (retrying until it answers or
+/// `shutdown` fires), keeps its pool's gauge up to date, and makes the server's readiness
+/// follow it from then on: what a service that cannot work without its database does first.
 pub async fn connect_store_for(
     service: ServiceName,
     config: &Config,
     registry: &phantom_layers::registry::Registry,
+    migrators: &[&'static phantom_storage::Migrator],
     readiness: &server::HealthHandle,
     shutdown: &CancellationToken,
-) -> Option<std::sync::Arc<dyn storage::Store>> {
-    let store = connect_store(&config.storage, shutdown).await?;
+) -> Option<phantom_storage::Database> {
+    let store = connect_store(&config.storage, migrators, shutdown).await?;
     spawn_store_gauges(service, store.clone(), registry.clone(), shutdown.clone());
     let pinged = store.clone();
     readiness.follow(
@@ -145,12 +154,12 @@ pub async fn connect_store_for(
     Some(store)
 }
 
-/// Keeps the gauges of `service`'s store up to date until `shutdown`: its connection pool
-/// (`phantom_db_pool_connections{state}`) and, for the orchestrator, scans by state
-/// (`phantom_scans{state}`).
+/// Keeps the gauge of `service`'s connection pool (`phantom_db_pool_connections{state}`) up
+/// to date until `shutdown`. What a service stores has gauges of its own (the orchestrator's
+/// `phantom_scans{state}`).
 pub fn spawn_store_gauges(
     service: ServiceName,
-    store: std::sync::Arc<dyn storage::Store>,
+    store: phantom_storage::Database,
     r: phantom_layers::registry::Registry,
     shutdown: CancellationToken,
 ) {
@@ -162,46 +171,19 @@ pub fn spawn_store_gauges(
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Some(pool) = store.pool_stats() {
-                let help = "Database connections of a service's pool, by state.";
-                for (state, v) in [
-                    ("in_use", pool.in_use),
-                    ("idle", pool.idle),
-                    ("max", pool.max),
-                ] {
-                    r.gauge(
-                        "phantom_db_pool_connections",
-                        help,
-                        &[("service", name), ("state", state)],
-                    )
-                    .set(f64::from(v));
-                }
-            }
-            if service == ServiceName::ScanOrchestrator
-                && let Ok(counts) = store.scan_counts().await
-            {
-                for state in [
-                    phantom_proto::pb::ScanState::Pending,
-                    phantom_proto::pb::ScanState::Running,
-                    phantom_proto::pb::ScanState::Succeeded,
-                    phantom_proto::pb::ScanState::Failed,
-                    phantom_proto::pb::ScanState::Cancelled,
-                ] {
-                    let n = counts
-                        .iter()
-                        .find(|(s, _)| *s == state)
-                        .map_or(0, |(_, n)| *n);
-                    let label = state
-                        .as_str_name()
-                        .trim_start_matches("SCAN_STATE_")
-                        .to_ascii_lowercase();
-                    r.gauge(
-                        "phantom_scans",
-                        "Scans by state (all tenants).",
-                        &[("state", &label)],
-                    )
-                    .set(n as f64);
-                }
+            let pool = store.pool_stats();
+            let help = "Database connections of a service's pool, by state.";
+            for (state, v) in [
+                ("in_use", pool.in_use),
+                ("idle", pool.idle),
+                ("max", pool.max),
+            ] {
+                r.gauge(
+                    "phantom_db_pool_connections",
+                    help,
+                    &[("service", name), ("state", state)],
+                )
+                .set(f64::from(v));
             }
         }
     });

@@ -5,10 +5,13 @@
 //! - [`scope`]: the authorized scope every address is checked against.
 //! - [`ports`]: port specifications.
 //! - [`scanner`]: the engines, behind the [`scanner::Scanner`] trait.
+//! - [`repository`]: scans, leases and findings in the shared database, and their
+//!   migrations.
 //! - [`runner`]: runs stored scans to a final state, resuming unfinished ones at start-up.
 //! - [`service`]: the `phantom.v1.ScanOrchestrator` gRPC service.
 
 pub mod ports;
+pub mod repository;
 pub mod runner;
 pub mod scanner;
 pub mod scope;
@@ -56,10 +59,11 @@ pub async fn run(
         service::ScanOrchestratorService::new(core.clone()),
     ));
     let init = async {
-        let Some(store) = phantom_runtime::connect_store_for(
+        let Some(db) = phantom_runtime::connect_store_for(
             ServiceName::ScanOrchestrator,
             &config,
             &context.registry,
+            &repository::migrators(),
             &readiness,
             &shutdown,
         )
@@ -67,6 +71,9 @@ pub async fn run(
         else {
             return false;
         };
+        let store: Arc<dyn repository::ScanRepository> =
+            Arc::new(repository::SqlScanRepository::new(db));
+        spawn_scan_gauge(store.clone(), context.registry.clone(), shutdown.clone());
         let mut scanners: Vec<Arc<dyn scanner::Scanner>> =
             vec![Arc::new(scanner::BuiltinScanner::new(&config.scan))];
         match scanner::NmapScanner::find(&config.scan.nmap) {
@@ -115,4 +122,46 @@ pub async fn run(
         init,
     )
     .await
+}
+
+/// Keeps `phantom_scans{state}` (scans by state, all tenants) up to date until `shutdown`.
+fn spawn_scan_gauge(
+    store: Arc<dyn repository::ScanRepository>,
+    r: phantom_layers::registry::Registry,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(counts) = store.scan_counts().await else {
+                continue;
+            };
+            for state in [
+                phantom_proto::pb::ScanState::Pending,
+                phantom_proto::pb::ScanState::Running,
+                phantom_proto::pb::ScanState::Succeeded,
+                phantom_proto::pb::ScanState::Failed,
+                phantom_proto::pb::ScanState::Cancelled,
+            ] {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == state)
+                    .map_or(0, |(_, n)| *n);
+                let label = state
+                    .as_str_name()
+                    .trim_start_matches("SCAN_STATE_")
+                    .to_ascii_lowercase();
+                r.gauge(
+                    "phantom_scans",
+                    "Scans by state (all tenants).",
+                    &[("state", &label)],
+                )
+                .set(n as f64);
+            }
+        }
+    });
 }

@@ -27,12 +27,15 @@ use phantom_runtime::{
     CancellationToken, ServiceName,
     client::GrpcChannel,
     fingerprint::fingerprint,
-    storage::{FindingRecord, ScanProgress, ScanRecord, Store, StoreError},
     telemetry::{self, event},
     time::now_micros,
 };
+use phantom_storage::StoreError;
+use phantom_vuln_analyzer::repository::AnalysisRecord;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tracing::Instrument;
+
+use crate::repository::{FindingRecord, ScanProgress, ScanRecord, ScanRepository};
 
 use crate::{
     ports,
@@ -60,7 +63,7 @@ pub struct ScanUpdate {
 /// Runs scans in the background.
 #[derive(Debug)]
 pub struct Runner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ScanRepository>,
     scanners: HashMap<&'static str, Arc<dyn Scanner>>,
     analyzer: VulnAnalyzerClient<GrpcChannel>,
     notifier: NotifierClient<GrpcChannel>,
@@ -92,7 +95,7 @@ pub struct RunnerConfig {
 impl Runner {
     /// A runner taking work from `store`. Call [`Runner::start`] to begin.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ScanRepository>,
         scanners: Vec<Arc<dyn Scanner>>,
         analyzer: VulnAnalyzerClient<GrpcChannel>,
         notifier: NotifierClient<GrpcChannel>,
@@ -168,8 +171,7 @@ impl Runner {
                     }
                 };
                 for (finding, analysis) in findings.iter().zip(analyses) {
-                    let record =
-                        phantom_runtime::storage::AnalysisRecord::from_wire(&tenant, &analysis);
+                    let record = AnalysisRecord::from_wire(&tenant, &analysis);
                     if let Err(err) = self
                         .store
                         .set_finding_analysis(&tenant, &finding.id, &record)
@@ -230,7 +232,7 @@ impl Runner {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn ScanRepository> {
         &self.store
     }
 
@@ -627,8 +629,7 @@ impl Runner {
                 }
             };
             for (finding, analysis) in page.iter().zip(analyses) {
-                let record =
-                    phantom_runtime::storage::AnalysisRecord::from_wire(&scan.tenant, &analysis);
+                let record = AnalysisRecord::from_wire(&scan.tenant, &analysis);
                 self.store
                     .set_finding_analysis(&scan.tenant, &finding.id, &record)
                     .await?;

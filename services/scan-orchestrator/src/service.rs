@@ -8,11 +8,12 @@ use phantom_proto::pb::{self, scan_orchestrator_server::ScanOrchestrator};
 use phantom_runtime::{
     Ready,
     server::tenant_of,
-    storage::{InsertScan, ScanRecord},
     telemetry,
     time::{now_micros, timestamp_now},
 };
 use tokio::sync::{broadcast, mpsc};
+
+use crate::repository::{InsertScan, ScanRecord};
 use tonic::{Request, Response, Status};
 
 use crate::{

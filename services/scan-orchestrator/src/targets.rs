@@ -16,11 +16,11 @@ use std::{
     time::Duration,
 };
 
+use crate::repository::ResolvedTarget;
 use async_trait::async_trait;
 use futures::{StreamExt, stream::FuturesUnordered};
 use ipnet::IpNet;
 use phantom_layers::{Error, FieldViolation, status::echo};
-use phantom_runtime::storage::ResolvedTarget;
 
 pub use crate::scope::Scope;
 

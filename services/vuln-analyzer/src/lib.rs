@@ -5,12 +5,15 @@
 //!   RustSec `cvss` crate.
 //! - [`enrich`]: the queue that upgrades degraded analyses once the LLM answers again.
 //! - [`llm`]: LLM triage through an OpenAI-compatible API, behind a circuit breaker.
+//! - [`repository`]: analyses and the enrichment queue in the shared database, and their
+//!   migrations.
 //! - [`rules`]: the rule-based analysis (what answers when no LLM does).
 //! - [`service`]: the `phantom.v1.VulnAnalyzer` gRPC service.
 
 pub mod cvss;
 pub mod enrich;
 pub mod llm;
+pub mod repository;
 pub mod rules;
 pub mod service;
 
@@ -41,10 +44,11 @@ pub async fn run(
         core.clone(),
     )));
     let init = async {
-        let Some(store) = phantom_runtime::connect_store_for(
+        let Some(db) = phantom_runtime::connect_store_for(
             ServiceName::VulnAnalyzer,
             &config,
             &context.registry,
+            &[repository::migrator()],
             &readiness,
             &shutdown,
         )
@@ -57,7 +61,7 @@ pub async fn run(
             return false;
         };
         let ready = std::sync::Arc::new(service::Core {
-            store,
+            store: std::sync::Arc::new(repository::SqlAnalysisRepository::new(db)),
             cache,
             cache_ttl: config.cache.default_ttl,
             llm: llm::Llm::new(&config.analyzer.llm, &context.registry),

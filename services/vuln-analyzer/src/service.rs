@@ -9,7 +9,6 @@ use phantom_runtime::{
     Ready,
     cache::{CacheManager, Entry},
     server::tenant_of,
-    storage::{AnalysisRecord, Store},
     time::now_micros,
 };
 use tokio::sync::Notify;
@@ -17,7 +16,11 @@ use tonic::{Request, Response, Status};
 
 use phantom_runtime::fingerprint::fingerprint;
 
-use crate::{cvss::BaseVector, rules};
+use crate::{
+    cvss::BaseVector,
+    repository::{AnalysisRecord, AnalysisRepository},
+    rules,
+};
 
 /// Most findings one AnalyzeFindings call may carry.
 pub const MAX_FINDINGS_PER_CALL: usize = 1000;
@@ -42,7 +45,7 @@ pub const MAX_CVE_IDS: usize = 64;
 #[derive(Debug)]
 pub struct Core {
     /// Stored analyses (the source of truth for dedup) and the enrichment queue.
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn AnalysisRepository>,
     /// Cache in front of the store.
     pub cache: CacheManager,
     /// How long cached analyses live (before the cache's adaptation).

@@ -1,4 +1,4 @@
-//! `phantom migrate`: applies the schema migrations, says which, and exits.
+//! `phantom migrate`: applies every service's schema migrations, says which, and exits.
 //!
 //! The services apply pending migrations themselves at start-up (idempotently, under sqlx's
 //! migration lock), so this command is not required for correctness. It exists for
@@ -11,20 +11,37 @@ use std::{
     time::{Duration, Instant},
 };
 
-use phantom_runtime::{
-    config::{StorageConfig, redact},
-    storage::{SqlStore, StoreError},
-};
+use phantom_runtime::config::{StorageConfig, redact};
+use phantom_storage::{Database, Migrator, StoreError};
 use sqlx::{Connection as _, migrate::Migrate as _};
 
 use super::{errln, outln};
 
-/// Where sqlx keeps the applied migrations (its default, which `SqlStore` keeps).
+/// Where sqlx keeps the applied migrations (its default, which every service keeps).
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 /// First pause between connection attempts; doubled up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Longest pause between connection attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Every service's migrations: each service applies its own at start-up; `phantom up` and
+/// `phantom migrate` apply them all at once.
+pub(crate) fn migrators() -> [&'static Migrator; 3] {
+    [
+        phantom_scan_orchestrator::repository::migrator(),
+        phantom_vuln_analyzer::repository::migrator(),
+        phantom_notifier::repository::migrator(),
+    ]
+}
+
+/// Opens the configured database and applies every service's migrations.
+pub(crate) async fn migrate_all(config: &StorageConfig) -> Result<Database, StoreError> {
+    let db = Database::open(config).await?;
+    for migrator in migrators() {
+        db.migrate(migrator).await?;
+    }
+    Ok(db)
+}
 
 /// Waits up to `wait` for the database to accept connections, applies pending migrations and
 /// prints which. Exit status 1 when the database stays unreachable or a migration fails.
@@ -45,7 +62,7 @@ pub async fn run(config: &StorageConfig, wait: Duration) -> ExitCode {
             .acquire_timeout
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(FIRST_RETRY_DELAY);
-        match SqlStore::open(&attempt).await {
+        match Database::open(&attempt).await {
             Ok(_) => break,
             Err(err) if is_transient(&err) && Instant::now() + delay < deadline => {
                 errln!("phantom migrate: {shown} is not reachable yet ({err}); retrying");
@@ -75,7 +92,7 @@ pub async fn run(config: &StorageConfig, wait: Duration) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(err) = SqlStore::connect(config).await {
+    if let Err(err) = migrate_all(config).await {
         errln!("phantom migrate: migrating {shown} failed: {err}");
         return ExitCode::FAILURE;
     }
@@ -105,8 +122,8 @@ pub async fn run(config: &StorageConfig, wait: Duration) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The URL `SqlStore` connects to: `DATABASE_URL`, or the embedded SQLite file (whose
-/// directory `SqlStore::open` has created by the time it is used).
+/// The URL [`Database::open`] connects to: `DATABASE_URL`, or the embedded SQLite file (whose
+/// directory it has created by the time this is used).
 fn url(config: &StorageConfig) -> String {
     if config.database_url.is_empty() {
         format!(

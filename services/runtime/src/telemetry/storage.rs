@@ -16,7 +16,7 @@ use super::event;
 const SLOW_MS: f64 = 500.0;
 
 /// Logs every database query and cache operation (their `db` and `cache` spans, see
-/// `storage::SqlStore` and `cache::CacheManager`) when it ends: a DEBUG event with its
+/// the services' repositories, `phantom_storage::Database`, and `cache::CacheManager`) when it ends: a DEBUG event with its
 /// duration, and a WARN `performance` event when it was slow. Spans rather than events at
 /// each call site, so no query can be forgotten.
 #[derive(Debug, Clone, Copy)]

@@ -14,7 +14,9 @@ pub use nmap::{NmapScanner, find_binary};
 pub use nuclei::NucleiScanner;
 
 use async_trait::async_trait;
-use phantom_runtime::{CancellationToken, storage::ResolvedTarget};
+use phantom_runtime::CancellationToken;
+
+use crate::repository::ResolvedTarget;
 use tokio::sync::mpsc;
 
 /// What to scan.

@@ -185,7 +185,7 @@ impl NmapScanner {
                     return true;
                 };
                 let open = OpenPort {
-                    target: phantom_runtime::storage::ResolvedTarget {
+                    target: crate::repository::ResolvedTarget {
                         hostname: hostname.clone(),
                         address: p.address,
                     },

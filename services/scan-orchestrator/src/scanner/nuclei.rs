@@ -17,7 +17,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use phantom_runtime::{CancellationToken, config::NucleiConfig, storage::ResolvedTarget};
+use phantom_runtime::{CancellationToken, config::NucleiConfig};
+
+use crate::repository::ResolvedTarget;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,

@@ -1,0 +1,127 @@
+//! The notifier's repository: the notifications of each room, with gap-free sequences.
+//!
+//! [`NotificationRepository`] is what the notifier's database log ([`crate::log::StoreLog`])
+//! stores; [`SqlNotificationRepository`] speaks it to the shared database (see
+//! [`phantom_storage::Database`]). The tables (`notifications`, `room_sequences`) and their
+//! migrations (`services/notifier/migrations`) are the notifier's.
+//!
+//! Every method takes the tenant (or works across tenants by design, said so) and every query
+//! filters on it: a record of another tenant is indistinguishable from a missing one.
+
+mod sql;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use phantom_proto::pb;
+use phantom_runtime::time::timestamp;
+use phantom_storage::StoreError;
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+
+pub use sql::SqlNotificationRepository;
+
+/// The notifier's migrations, numbered 202611290300-202611290399 (see
+/// [`phantom_storage::Database::migrate`]).
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+});
+
+/// The migrations the notifier applies before it uses the database.
+pub fn migrator() -> &'static Migrator {
+    &MIGRATOR
+}
+
+/// A stored notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// Owner.
+    pub tenant: String,
+    /// Room.
+    pub room: String,
+    /// Position in the room; assigned by [`NotificationRepository::append_notification`].
+    pub sequence: u64,
+    /// UUIDv7.
+    pub id: String,
+    /// A `pb::Priority` value.
+    pub priority: i32,
+    /// Event type.
+    pub kind: String,
+    /// Payload.
+    pub payload: String,
+    /// Accepted at.
+    pub created_at: i64,
+    /// A `pb::Severity` value, for notifications about a finding (0 otherwise).
+    pub severity: i32,
+}
+
+impl NotificationRecord {
+    /// Memory a notification takes once read: its fields and its text. Pages of a room's log
+    /// are bounded by it ([`NotificationRepository::notifications_after`] computes the same sum in SQL).
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.tenant.len()
+            + self.room.len()
+            + self.id.len()
+            + self.kind.len()
+            + self.payload.len()
+    }
+}
+
+impl From<NotificationRecord> for pb::Notification {
+    fn from(r: NotificationRecord) -> Self {
+        pb::Notification {
+            room: r.room,
+            priority: r.priority,
+            r#type: r.kind,
+            payload: r.payload,
+            sequence: r.sequence,
+            id: r.id,
+            created_at: Some(timestamp(r.created_at)),
+            severity: r.severity,
+        }
+    }
+}
+
+/// What the notifier stores: notifications, numbered per room.
+#[async_trait]
+pub trait NotificationRepository: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a notification, assigning the next sequence number of its room.
+    async fn append_notification(
+        &self,
+        notification: &NotificationRecord,
+    ) -> Result<NotificationRecord, StoreError>;
+
+    /// Deletes notifications created before `older_than`, and all but the last
+    /// `keep_per_room` of each room. Returns how many were deleted. Sequences are not reused:
+    /// a room's counter stays where it is.
+    async fn prune_notifications(
+        &self,
+        older_than: i64,
+        keep_per_room: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// The last sequence given in a room (0 before its first notification).
+    async fn latest_notification_sequence(
+        &self,
+        tenant: &str,
+        room: &str,
+    ) -> Result<u64, StoreError>;
+
+    /// Notifications of one room with a sequence above `after`, in order: at most `limit`,
+    /// whose [`NotificationRecord::footprint`]s add up to at most `max_bytes` (the first is
+    /// always returned, however large).
+    async fn notifications_after(
+        &self,
+        tenant: &str,
+        room: &str,
+        after: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+}

@@ -1,0 +1,533 @@
+//! [`ScanRepository`] in SQL, one text for SQLite and PostgreSQL (see
+//! [`phantom_storage::database`]).
+
+use async_trait::async_trait;
+use phantom_proto::pb::{ScanState, Severity};
+use phantom_storage::{
+    Database, Dialect, StoreError,
+    row::{is_unique_violation, json_of, to_i64, u64_of},
+};
+use phantom_vuln_analyzer::repository::AnalysisRecord;
+use sqlx::{Row, any::AnyRow};
+
+use super::{FindingRecord, InsertScan, ScanProgress, ScanRecord, ScanRepository};
+
+/// The SQL implementation of [`ScanRepository`].
+#[derive(Debug, Clone)]
+pub struct SqlScanRepository {
+    db: Database,
+}
+
+impl SqlScanRepository {
+    /// The repository over `db`, whose schema [`super::migrators`] brought up to date.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
+    let state: i64 = row.try_get("state")?;
+    let state = i32::try_from(state)
+        .ok()
+        .and_then(|s| ScanState::try_from(s).ok())
+        .ok_or(StoreError::Corrupt {
+            column: "scans.state",
+            message: format!("unknown state {state}"),
+        })?;
+    Ok(ScanRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        state,
+        targets: json_of(row, "targets")?,
+        resolved: json_of(row, "resolved")?,
+        ports: row.try_get("ports")?,
+        scanner: row.try_get("scanner")?,
+        progress_percent: u32::try_from(u64_of(row, "progress_percent")?).unwrap_or(100),
+        findings_count: u64_of(row, "findings_count")?,
+        probes_total: u64_of(row, "probes_total")?,
+        probes_done: u64_of(row, "probes_done")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        error: row.try_get("error")?,
+        request_id: row.try_get("request_id")?,
+        trace_context: row.try_get("trace_context")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        owner: row.try_get("owner")?,
+        lease_until: row.try_get("lease_until")?,
+        claims: u64_of(row, "claims")?,
+    })
+}
+
+fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
+    let severity: i64 = row.try_get("severity")?;
+    let analysis: Option<String> = row.try_get("analysis")?;
+    Ok(FindingRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        scan_id: row.try_get("scan_id")?,
+        target: row.try_get("target")?,
+        hostname: row.try_get("hostname")?,
+        port: u16::try_from(u64_of(row, "port")?).map_err(|_| StoreError::Corrupt {
+            column: "findings.port",
+            message: "port above 65535".into(),
+        })?,
+        protocol: row.try_get("protocol")?,
+        service: row.try_get("service")?,
+        banner: row.try_get("banner")?,
+        engine: row.try_get("engine")?,
+        check_id: row.try_get("check_id")?,
+        title: row.try_get("title")?,
+        severity: i32::try_from(severity)
+            .ok()
+            .and_then(|s| Severity::try_from(s).ok())
+            .unwrap_or(Severity::Unspecified),
+        cvss_score: row.try_get("cvss_score")?,
+        cvss_vector: row.try_get("cvss_vector")?,
+        cve_ids: json_of(row, "cve_ids")?,
+        fingerprint: row.try_get("fingerprint")?,
+        analysis: analysis
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                column: "findings.analysis",
+                message: e.to_string(),
+            })?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// The analysis in the columns named `<prefix><column>` (a joined table's, aliased).
+fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<AnalysisRecord, StoreError> {
+    let col = |c: &str| format!("{prefix}{c}");
+    let severity: i64 = row.try_get(col("severity").as_str())?;
+    let degraded: i64 = row.try_get(col("degraded").as_str())?;
+    let suppression: i64 = row.try_get(col("suppression_suggested").as_str())?;
+    let confidence: i64 = row.try_get(col("confidence").as_str())?;
+    Ok(AnalysisRecord {
+        tenant: row.try_get(col("tenant").as_str())?,
+        fingerprint: row.try_get(col("fingerprint").as_str())?,
+        score: row.try_get(col("score").as_str())?,
+        severity: i32::try_from(severity).unwrap_or(0),
+        analyzer: row.try_get(col("analyzer").as_str())?,
+        confidence: u32::try_from(confidence).unwrap_or(0),
+        summary: row.try_get(col("summary").as_str())?,
+        remediation: row.try_get(col("remediation").as_str())?,
+        degraded: degraded != 0,
+        analyzed_at: row.try_get(col("analyzed_at").as_str())?,
+        impact: row.try_get(col("impact").as_str())?,
+        suppression_suggested: suppression != 0,
+        suppression_reason: row.try_get(col("suppression_reason").as_str())?,
+    })
+}
+
+/// A finding read with its fingerprint's current analysis joined (columns `a_*`): when the
+/// verdict attached at scan time was degraded and has since been enriched, the enriched one
+/// is what the finding shows.
+fn finding_with_current_analysis(row: &AnyRow) -> Result<FindingRecord, StoreError> {
+    let mut finding = finding_of(row)?;
+    let joined: Option<String> = row.try_get("a_analyzer")?;
+    if joined.is_some() && finding.analysis.as_ref().is_some_and(|a| a.degraded) {
+        let current = analysis_with_prefix(row, "a_")?;
+        if !current.degraded {
+            finding.analysis = Some(current);
+        }
+    }
+    Ok(finding)
+}
+
+/// `SELECT <every scan column> FROM scans <rest>`, as one `&'static str` (sqlx takes only
+/// static SQL without an explicit `AssertSqlSafe`).
+macro_rules! scan_columns {
+    () => {
+        "id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
+         findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
+         created_at, started_at, finished_at, owner, lease_until, claims, trace_context"
+    };
+}
+
+/// `SELECT <every scan column> FROM scans <rest>`.
+macro_rules! select_scans {
+    ($rest:literal) => {
+        concat!("SELECT ", scan_columns!(), " FROM scans ", $rest)
+    };
+}
+
+/// The job claim: takes the lease of claimable scans and returns them. `$lock` is the row
+/// lock clause of the subquery (PostgreSQL's `FOR UPDATE SKIP LOCKED`; none on SQLite).
+macro_rules! claim_scans {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE scans SET owner = $1, lease_until = $2, claims = claims + 1 \
+             WHERE id IN (SELECT id FROM scans WHERE (state = $3 OR state = $4) \
+             AND lease_until < $5 ORDER BY id LIMIT $6 ",
+            $lock,
+            ") RETURNING ",
+            scan_columns!()
+        )
+    };
+}
+
+#[async_trait]
+impl ScanRepository for SqlScanRepository {
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "scan_counts", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "scan_counts"))]
+    async fn scan_counts(&self) -> Result<Vec<(ScanState, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM scans GROUP BY state")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: i64 = row.try_get("state")?;
+                let n: i64 = row.try_get("n")?;
+                Ok((
+                    ScanState::try_from(i32::try_from(state).unwrap_or(0))
+                        .unwrap_or(ScanState::Unspecified),
+                    n.unsigned_abs(),
+                ))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "insert_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "insert_scan"))]
+    async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO scans (id, tenant, state, targets, resolved, ports, scanner, \
+             progress_percent, findings_count, probes_total, probes_done, idempotency_key, \
+             error, request_id, created_at, started_at, finished_at, owner, lease_until, claims, \
+             trace_context) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20, $21)",
+        )
+        .bind(scan.id.clone())
+        .bind(scan.tenant.clone())
+        .bind(i64::from(scan.state as i32))
+        .bind(serde_json::to_string(&scan.targets).expect("strings serialize"))
+        .bind(serde_json::to_string(&scan.resolved).expect("addresses serialize"))
+        .bind(scan.ports.clone())
+        .bind(scan.scanner.clone())
+        .bind(i64::from(scan.progress_percent))
+        .bind(to_i64(scan.findings_count))
+        .bind(to_i64(scan.probes_total))
+        .bind(to_i64(scan.probes_done))
+        .bind(scan.idempotency_key.clone())
+        .bind(scan.error.clone())
+        .bind(scan.request_id.clone())
+        .bind(scan.created_at)
+        .bind(scan.started_at)
+        .bind(scan.finished_at)
+        .bind(scan.owner.clone())
+        .bind(scan.lease_until)
+        .bind(to_i64(scan.claims))
+        .bind(scan.trace_context.clone())
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(InsertScan::Inserted),
+            Err(err) if is_unique_violation(&err) && scan.idempotency_key.is_some() => {
+                let row = sqlx::query(select_scans!("WHERE tenant = $1 AND idempotency_key = $2"))
+                    .bind(scan.tenant.clone())
+                    .bind(scan.idempotency_key.clone())
+                    .fetch_one(self.db.pool())
+                    .await?;
+                Ok(InsertScan::Existing(Box::new(scan_of(&row)?)))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "get_scan"))]
+    async fn get_scan(&self, tenant: &str, id: &str) -> Result<Option<ScanRecord>, StoreError> {
+        let row = sqlx::query(select_scans!("WHERE tenant = $1 AND id = $2"))
+            .bind(tenant.to_owned())
+            .bind(id.to_owned())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(scan_of).transpose()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "list_scans", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "list_scans"))]
+    async fn list_scans(
+        &self,
+        tenant: &str,
+        state: Option<ScanState>,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ScanRecord>, StoreError> {
+        // 0 stands for "any state" and "" for "from the newest": one static query serves all
+        // combinations of filters.
+        let rows = sqlx::query(select_scans!(
+            "WHERE tenant = $1 AND ($2 = 0 OR state = $3) AND ($4 = '' OR id < $5) \
+             ORDER BY id DESC LIMIT $6"
+        ))
+        .bind(tenant.to_owned())
+        .bind(state.map_or(0, |s| i64::from(s as i32)))
+        .bind(state.map_or(0, |s| i64::from(s as i32)))
+        .bind(before_id.unwrap_or_default().to_owned())
+        .bind(before_id.unwrap_or_default().to_owned())
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(scan_of).collect()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "unfinished_scans", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "unfinished_scans"))]
+    async fn unfinished_scans(&self) -> Result<Vec<ScanRecord>, StoreError> {
+        let rows = sqlx::query(select_scans!("WHERE state = $1 OR state = $2 ORDER BY id"))
+            .bind(i64::from(ScanState::Pending as i32))
+            .bind(i64::from(ScanState::Running as i32))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(scan_of).collect()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "claim_scans", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "claim_scans"))]
+    async fn claim_scans(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ScanRecord>, StoreError> {
+        // PostgreSQL: replicas claiming at once skip each other's rows instead of waiting or
+        // taking the same scan. SQLite: one writer at a time, so the plain subquery is enough.
+        let sql = if self.db.dialect() == Dialect::Postgres {
+            claim_scans!("FOR UPDATE SKIP LOCKED")
+        } else {
+            claim_scans!("")
+        };
+        let rows = sqlx::query(sql)
+            .bind(owner.to_owned())
+            .bind(lease_until)
+            .bind(i64::from(ScanState::Pending as i32))
+            .bind(i64::from(ScanState::Running as i32))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut scans: Vec<ScanRecord> = rows.iter().map(scan_of).collect::<Result<_, _>>()?;
+        scans.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(scans)
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "renew_lease", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "renew_lease"))]
+    async fn renew_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scans SET lease_until = $1 WHERE id = $2 AND owner = $3 \
+             AND (state = $4 OR state = $5)",
+        )
+        .bind(lease_until)
+        .bind(id.to_owned())
+        .bind(owner.to_owned())
+        .bind(i64::from(ScanState::Pending as i32))
+        .bind(i64::from(ScanState::Running as i32))
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "mark_scan_running", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "mark_scan_running"))]
+    async fn mark_scan_running(
+        &self,
+        tenant: &str,
+        id: &str,
+        probes_total: u64,
+        now: i64,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scans SET state = $1, probes_total = $2, \
+             started_at = COALESCE(started_at, $3) \
+             WHERE tenant = $4 AND id = $5 AND (state = $6 OR state = $7) AND owner = $8",
+        )
+        .bind(i64::from(ScanState::Running as i32))
+        .bind(to_i64(probes_total))
+        .bind(now)
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .bind(i64::from(ScanState::Pending as i32))
+        .bind(i64::from(ScanState::Running as i32))
+        .bind(owner.to_owned())
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_scan_progress", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_scan_progress"))]
+    async fn record_scan_progress(
+        &self,
+        tenant: &str,
+        id: &str,
+        progress: ScanProgress,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE scans SET probes_done = $1, progress_percent = $2, findings_count = $3 \
+             WHERE tenant = $4 AND id = $5 AND state = $6 AND owner = $7",
+        )
+        .bind(to_i64(progress.probes_done))
+        .bind(i64::from(progress.progress_percent))
+        .bind(to_i64(progress.findings_count))
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .bind(i64::from(ScanState::Running as i32))
+        .bind(owner.to_owned())
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "finish_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "finish_scan"))]
+    async fn finish_scan(
+        &self,
+        tenant: &str,
+        id: &str,
+        state: ScanState,
+        error: &str,
+        now: i64,
+        owner: Option<&str>,
+    ) -> Result<Option<ScanRecord>, StoreError> {
+        // Success means every probe ran: progress is exactly 100 then, and only then. A
+        // runner finishes only a scan it still holds; a cancel (no owner) finishes any.
+        let done = sqlx::query(
+            "UPDATE scans SET state = $1, error = $2, finished_at = $3, lease_until = 0, \
+             progress_percent = CASE WHEN $4 = 1 THEN 100 ELSE progress_percent END, \
+             probes_done = CASE WHEN $5 = 1 THEN probes_total ELSE probes_done END, \
+             findings_count = (SELECT COUNT(*) FROM findings f WHERE f.scan_id = scans.id) \
+             WHERE tenant = $6 AND id = $7 AND (state = $8 OR state = $9) \
+             AND ($10 = '' OR owner = $11)",
+        )
+        .bind(i64::from(state as i32))
+        .bind(error.to_owned())
+        .bind(now)
+        .bind(i64::from(state == ScanState::Succeeded))
+        .bind(i64::from(state == ScanState::Succeeded))
+        .bind(tenant.to_owned())
+        .bind(id.to_owned())
+        .bind(i64::from(ScanState::Pending as i32))
+        .bind(i64::from(ScanState::Running as i32))
+        .bind(owner.unwrap_or_default().to_owned())
+        .bind(owner.unwrap_or_default().to_owned())
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_scan(tenant, id).await
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "insert_findings", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "insert_findings"))]
+    async fn insert_findings(&self, findings: &[FindingRecord]) -> Result<u64, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let mut inserted = 0;
+        for f in findings {
+            let done = sqlx::query(
+                "INSERT INTO findings (id, tenant, scan_id, target, hostname, port, protocol, \
+                 service, banner, engine, check_id, title, severity, cvss_score, cvss_vector, \
+                 cve_ids, fingerprint, analysis, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18, $19) ON CONFLICT (scan_id, fingerprint) DO NOTHING",
+            )
+            .bind(f.id.clone())
+            .bind(f.tenant.clone())
+            .bind(f.scan_id.clone())
+            .bind(f.target.clone())
+            .bind(f.hostname.clone())
+            .bind(i64::from(f.port))
+            .bind(f.protocol.clone())
+            .bind(f.service.clone())
+            .bind(f.banner.clone())
+            .bind(f.engine.clone())
+            .bind(f.check_id.clone())
+            .bind(f.title.clone())
+            .bind(i64::from(f.severity as i32))
+            .bind(f.cvss_score)
+            .bind(f.cvss_vector.clone())
+            .bind(serde_json::to_string(&f.cve_ids).expect("strings serialize"))
+            .bind(f.fingerprint.clone())
+            .bind(
+                f.analysis
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).expect("analysis serializes")),
+            )
+            .bind(f.created_at)
+            .execute(&mut *tx)
+            .await?;
+            inserted += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "set_finding_analysis", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "set_finding_analysis"))]
+    async fn set_finding_analysis(
+        &self,
+        tenant: &str,
+        finding_id: &str,
+        analysis: &AnalysisRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE findings SET analysis = $1, severity = $2, cvss_score = $3 \
+             WHERE tenant = $4 AND id = $5",
+        )
+        .bind(serde_json::to_string(analysis).expect("analysis serializes"))
+        .bind(i64::from(analysis.severity))
+        .bind(analysis.score)
+        .bind(tenant.to_owned())
+        .bind(finding_id.to_owned())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "list_findings", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "list_findings"))]
+    async fn list_findings(
+        &self,
+        tenant: &str,
+        scan_id: &str,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FindingRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT f.id, f.tenant, f.scan_id, f.target, f.hostname, f.port, f.protocol, \
+             f.service, f.banner, f.engine, f.check_id, f.title, f.severity, f.cvss_score, \
+             f.cvss_vector, f.cve_ids, f.fingerprint, f.analysis, f.created_at, \
+             a.tenant AS a_tenant, a.fingerprint AS a_fingerprint, a.score AS a_score, \
+             a.severity AS a_severity, a.analyzer AS a_analyzer, a.confidence AS a_confidence, \
+             a.summary AS a_summary, a.remediation AS a_remediation, a.degraded AS a_degraded, \
+             a.analyzed_at AS a_analyzed_at, a.impact AS a_impact, \
+             a.suppression_suggested AS a_suppression_suggested, \
+             a.suppression_reason AS a_suppression_reason \
+             FROM findings f \
+             LEFT JOIN analyses a ON a.tenant = f.tenant AND a.fingerprint = f.fingerprint \
+             WHERE f.tenant = $1 AND f.scan_id = $2 AND f.id > $3 ORDER BY f.id LIMIT $4",
+        )
+        .bind(tenant.to_owned())
+        .bind(scan_id.to_owned())
+        .bind(after_id.unwrap_or_default().to_owned())
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(finding_with_current_analysis).collect()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "unanalyzed_findings", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "unanalyzed_findings"))]
+    async fn unanalyzed_findings(&self, limit: u32) -> Result<Vec<FindingRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT f.id, f.tenant, f.scan_id, f.target, f.hostname, f.port, f.protocol, \
+             f.service, f.banner, f.engine, f.check_id, f.title, f.severity, f.cvss_score, \
+             f.cvss_vector, f.cve_ids, f.fingerprint, f.analysis, f.created_at \
+             FROM findings f JOIN scans s ON s.id = f.scan_id \
+             WHERE f.analysis IS NULL AND s.state = $1 ORDER BY f.id LIMIT $2",
+        )
+        .bind(i64::from(ScanState::Succeeded as i32))
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(finding_of).collect()
+    }
+}
