@@ -152,7 +152,7 @@ pub fn finding(port: u32) -> pb::Finding {
 /// A configuration whose analyzer triages with the LLM at `base_url`, with a small,
 /// quick breaker (3 calls, open 500 ms), no provider retries, and an enrichment queue that
 /// retries every 100 ms.
-pub fn with_llm(data: &std::path::Path, base_url: String) -> phantom_runtime::Config {
+pub fn with_llm(data: &std::path::Path, base_url: String) -> phantom::config::Config {
     let mut cfg = crate::config(data);
     let llm = &mut cfg.analyzer.llm;
     llm.base_url = base_url;

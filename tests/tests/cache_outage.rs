@@ -4,12 +4,10 @@
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
+use phantom::config::ServiceName;
 use phantom_layers::circuit_breaker::State;
 use phantom_proto::pb::vuln_analyzer_client::VulnAnalyzerClient;
-use phantom_runtime::{
-    ServiceName,
-    cache::{CacheManager, CacheSnapshot},
-};
+use phantom_runtime::cache::{CacheManager, CacheSnapshot};
 use phantom_tests::{PATIENCE, Running, channel, llm::finding};
 
 struct RedisServer {

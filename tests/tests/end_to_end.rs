@@ -90,7 +90,7 @@ async fn the_same_scan_runs_on_postgres_and_redis() {
     scan_end_to_end(cfg).await;
 }
 
-async fn scan_end_to_end(cfg: phantom_runtime::Config) {
+async fn scan_end_to_end(cfg: phantom::config::Config) {
     let (ssh_port, web_port, closed_port) = targets().await;
     let system = Running::start(cfg.clone()).await;
     let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
@@ -553,7 +553,7 @@ async fn a_server_is_not_serving_until_its_database_answers() {
     let addr = listener.local_addr().unwrap();
     let shutdown = phantom_runtime::CancellationToken::new();
     let server = tokio::spawn(phantom_notifier::run(
-        cfg,
+        cfg.notifier(),
         phantom_runtime::Listeners {
             grpc: listener,
             http: None,
@@ -715,7 +715,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
     let orchestrator_addr = listener.local_addr().unwrap();
     let stop = phantom_runtime::CancellationToken::new();
     let orchestrator = tokio::spawn(phantom_scan_orchestrator::run(
-        cfg_o,
+        cfg_o.scan_orchestrator(),
         phantom_runtime::Listeners {
             grpc: listener,
             http: None,
@@ -768,7 +768,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
     let analyzer_listener = tokio::net::TcpListener::bind(analyzer_addr).await.unwrap();
     let stop_analyzer = phantom_runtime::CancellationToken::new();
     let analyzer = tokio::spawn(phantom_vuln_analyzer::run(
-        cfg.clone(),
+        cfg.vuln_analyzer(),
         phantom_runtime::Listeners {
             grpc: analyzer_listener,
             http: None,

@@ -7,7 +7,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use phantom_runtime::{CancellationToken, Config, Listeners, ServiceName};
+use phantom::config::{Config, ServiceName};
+use phantom_runtime::{CancellationToken, Listeners};
 use phantom_tests::{PATIENCE, http_get, wait_for_status};
 use tokio::net::TcpListener;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -36,16 +37,34 @@ async fn start(
     let task = tokio::spawn(async move {
         let result = match name {
             ServiceName::ScanOrchestrator => {
-                phantom_scan_orchestrator::run(config, listeners, Default::default(), token).await
+                phantom_scan_orchestrator::run(
+                    config.scan_orchestrator(),
+                    listeners,
+                    Default::default(),
+                    token,
+                )
+                .await
             }
             ServiceName::VulnAnalyzer => {
-                phantom_vuln_analyzer::run(config, listeners, Default::default(), token).await
+                phantom_vuln_analyzer::run(
+                    config.vuln_analyzer(),
+                    listeners,
+                    Default::default(),
+                    token,
+                )
+                .await
             }
             ServiceName::Notifier => {
-                phantom_notifier::run(config, listeners, Default::default(), token).await
+                phantom_notifier::run(config.notifier(), listeners, Default::default(), token).await
             }
             ServiceName::HealthAggregator => {
-                phantom_health_aggregator::run(config, listeners, Default::default(), token).await
+                phantom_health_aggregator::run(
+                    config.health_aggregator(),
+                    listeners,
+                    Default::default(),
+                    token,
+                )
+                .await
             }
         };
         result.expect("service ran");

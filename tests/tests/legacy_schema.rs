@@ -114,6 +114,9 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     let scan = sample_scan(&t);
     let found = finding(&scan.id, &t);
     let verdict = analysis(&t);
+    // The same verdict as the orchestrator keeps it with the finding (its own copy).
+    let carried: phantom_scan_orchestrator::repository::FindingAnalysis =
+        serde_json::from_value(serde_json::to_value(&verdict).unwrap()).unwrap();
     let first = {
         let db = Database::open_url(url, 2, Duration::from_secs(5))
             .await
@@ -127,7 +130,7 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
             .await
             .unwrap();
         scans
-            .set_finding_analysis(&t, &found.id, &verdict)
+            .set_finding_analysis(&t, &found.id, &carried)
             .await
             .unwrap();
         let analyses = SqlAnalysisRepository::new(db.clone());
@@ -153,9 +156,9 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
         db.migrate(phantom_vuln_analyzer::repository::migrator())
             .await
             .unwrap();
-        for migrator in phantom_scan_orchestrator::repository::migrators() {
-            db.migrate(migrator).await.unwrap();
-        }
+        db.migrate(phantom_scan_orchestrator::repository::migrator())
+            .await
+            .unwrap();
     }
     let applied = versions(&db).await;
     assert_eq!(applied[..7], (1..=7).collect::<Vec<_>>());
@@ -170,7 +173,7 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     assert_eq!(
         listed,
         vec![FindingRecord {
-            analysis: Some(verdict.clone()),
+            analysis: Some(carried.clone()),
             severity: Severity::Medium,
             cvss_score: 5.3,
             ..found

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use phantom::config::ServiceName;
 use phantom_proto::pb::vuln_analyzer_client::VulnAnalyzerClient;
-use phantom_runtime::ServiceName;
 use phantom_tests::{
     PATIENCE, Running, channel, http_get,
     llm::{FakeLlm, Mode, analyze, finding, with_llm},

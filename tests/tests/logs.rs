@@ -13,8 +13,9 @@ use std::{
     time::Duration,
 };
 
+use phantom_notifier::settings::NotificationLogKind;
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
-use phantom_runtime::config::{LogFormat, NotificationLogKind};
+use phantom_runtime::config::LogFormat;
 use phantom_tests::{
     Running, channel,
     llm::{FakeLlm, Mode, with_llm},
@@ -79,7 +80,7 @@ async fn a_scans_logs_carry_its_correlation_id_in_every_service_and_no_secret() 
     let writer = captured.clone();
     phantom_runtime::telemetry::init_with_writer(
         &cfg.telemetry,
-        &phantom_runtime::ServiceName::ALL.map(phantom_runtime::ServiceName::as_str),
+        &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
         LogFormat::Json,
         false,
         move || writer.clone(),

@@ -227,7 +227,7 @@ async fn two_notifier_replicas_on_one_redis_deliver_each_others_messages_once() 
     let b_addr = listener.local_addr().unwrap();
     let stop_b = CancellationToken::new();
     let b = tokio::spawn(phantom_notifier::run(
-        cfg,
+        cfg.notifier(),
         Listeners {
             grpc: listener,
             http: None,

@@ -31,7 +31,7 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop_b = CancellationToken::new();
     let b = tokio::spawn(phantom_scan_orchestrator::run(
-        cfg_b,
+        cfg_b.scan_orchestrator(),
         Listeners {
             grpc: listener,
             http: None,

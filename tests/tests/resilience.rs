@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use phantom::config::ServiceName;
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
-use phantom_runtime::{ServiceName, client, config::ClientPolicy};
+use phantom_runtime::{client, config::ClientPolicy};
 use phantom_tests::{Running, channel, config};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -62,7 +63,7 @@ async fn a_low_limit_answers_resource_exhausted_with_retry_info_and_built_in_cli
     let registry = phantom_layers::registry::Registry::default();
     let built_in = client::channel(
         "test",
-        ServiceName::VulnAnalyzer,
+        ServiceName::VulnAnalyzer.as_str(),
         &url,
         &ClientPolicy::default(),
         &registry,

@@ -161,7 +161,7 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
     cfg.telemetry.export_interval = Duration::from_millis(100);
     let process = phantom_runtime::telemetry::init_with_writer(
         &cfg.telemetry,
-        &phantom_runtime::ServiceName::ALL.map(phantom_runtime::ServiceName::as_str),
+        &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
         LogFormat::Json,
         false,
         std::io::sink,

@@ -22,7 +22,7 @@ async fn scans_run_and_calls_answer_while_the_collector_is_down() {
     cfg.telemetry.export_queue = 16;
     phantom_runtime::telemetry::init_with_writer(
         &cfg.telemetry,
-        &phantom_runtime::ServiceName::ALL.map(phantom_runtime::ServiceName::as_str),
+        &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
         LogFormat::Json,
         false,
         std::io::sink,

@@ -9,8 +9,8 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::HeaderMap, http::StatusCode, routing::post};
+use phantom_notifier::settings::WebhookConfig;
 use phantom_proto::pb::{self, notifier_client::NotifierClient};
-use phantom_runtime::config::WebhookConfig;
 use phantom_tests::{PATIENCE, Running, channel, config};
 
 #[derive(Debug, Default)]

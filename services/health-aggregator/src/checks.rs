@@ -23,12 +23,14 @@ use std::{
 use fred::prelude::*;
 use phantom_proto::pb::{self, HealthStatus};
 use phantom_runtime::{
-    CancellationToken, Config, ServiceName,
+    CancellationToken,
     config::{StorageConfig, redact},
     telemetry::scrub,
     time::timestamp_now,
 };
 use serde::Serialize;
+
+use crate::settings::Config;
 use tokio::sync::{Notify, OnceCell, watch};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -146,15 +148,13 @@ pub struct Checker {
     /// Woken when a watched service changes state.
     pub changed: Arc<Notify>,
     /// One channel per service, for the Watch streams and whatever else asks them.
-    channels: Vec<(ServiceName, tonic::transport::Channel)>,
+    channels: Vec<(String, tonic::transport::Channel)>,
     /// The health-aggregator's registry (recoveries are counted there).
     registry: phantom_layers::registry::Registry,
 }
 
 /// Checks in a row with the CPU above its threshold before the system counts as degraded.
 const CPU_STREAK: u32 = 3;
-
-const DEFAULT_CRITICAL: [&str; 3] = ["scan-orchestrator", "health-aggregator", "database"];
 
 impl Checker {
     /// The checker of the system described by `config`, counting in `registry`. Watches
@@ -168,24 +168,25 @@ impl Checker {
         let changed = Arc::new(Notify::new());
         let mut components = Vec::new();
         let mut channels = Vec::new();
-        let mut add = |name: &str, endpoint: String, probe: Probe| {
+        // `critical` unless `[health.checks.<name>]` says otherwise.
+        let mut add = |name: &str, critical: bool, endpoint: String, probe: Probe| {
             let o = h.checks.get(name).cloned().unwrap_or_default();
             components.push(Component {
                 name: name.to_owned(),
                 endpoint,
-                critical: o.critical.unwrap_or(DEFAULT_CRITICAL.contains(&name)),
+                critical: o.critical.unwrap_or(critical),
                 timeout: o.timeout.unwrap_or(h.timeout),
                 retries: o.retries.unwrap_or(h.retries).max(1),
                 probe,
             });
         };
-        for service in ServiceName::ALL {
-            let endpoint = config.endpoint(service);
+        for service in &config.services {
+            let endpoint = service.endpoint.clone();
             let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
                 .connect_timeout(h.timeout)
                 .tcp_nodelay(true)
                 .connect_lazy();
-            channels.push((service, channel.clone()));
+            channels.push((service.name.clone(), channel.clone()));
             let (tx, rx) = watch::channel(Watched::Unknown);
             tokio::spawn(watch_service(
                 HealthClient::new(channel),
@@ -193,11 +194,17 @@ impl Checker {
                 changed.clone(),
                 shutdown.clone(),
             ));
-            add(service.as_str(), endpoint, Probe::Service(rx));
+            add(
+                &service.name,
+                service.critical,
+                endpoint,
+                Probe::Service(rx),
+            );
         }
         let db = &config.storage;
         add(
             "database",
+            true,
             if db.database_url.is_empty() {
                 format!("sqlite://{}", db.data_dir.join("phantom.db").display())
             } else {
@@ -205,17 +212,17 @@ impl Checker {
             },
             Probe::Database(Box::new(db.clone()), OnceCell::new()),
         );
-        let redis = &config.cache.redis_url;
+        let redis = &config.redis_url;
         if !redis.is_empty()
             // Checks are timed per check, not by the client.
             && let Ok(client) = phantom_layers::redis::connect(redis, Duration::ZERO)
         {
-            add("cache", redact(redis), Probe::Redis(client));
+            add("cache", false, redact(redis), Probe::Redis(client));
         }
-        let llm = &config.analyzer.llm;
-        if !llm.api_key.is_empty() {
+        if let Some(llm) = &config.llm {
             add(
                 "llm",
+                false,
                 llm.base_url.clone(),
                 Probe::Llm {
                     http: reqwest::Client::builder()
@@ -229,6 +236,7 @@ impl Checker {
         }
         add(
             "system",
+            false,
             "localhost".into(),
             Probe::System {
                 sys: Box::new(Mutex::new(sysinfo::System::new())),
@@ -242,6 +250,7 @@ impl Checker {
         if !h.network_targets.is_empty() {
             add(
                 "network",
+                false,
                 h.network_targets.join(","),
                 Probe::Network(h.network_targets.clone()),
             );
@@ -258,7 +267,7 @@ impl Checker {
     }
 
     /// The channel to each service (HTTP/2 multiplexes the Watch stream and other calls).
-    pub fn channels(&self) -> &[(ServiceName, tonic::transport::Channel)] {
+    pub fn channels(&self) -> &[(String, tonic::transport::Channel)] {
         &self.channels
     }
 
@@ -758,25 +767,22 @@ mod tests {
     async fn urls_in_reports_carry_no_credentials() {
         // Nothing listens on port 9 of loopback: every check fails within its 1 s, quoting
         // what it can of what it dialled.
-        let config = Config::from_sources(
-            "[health]\ntimeout = \"1s\"\n",
-            None,
-            [
-                (
-                    "OPENAI_BASE_URL".to_owned(),
-                    "http://llmuser:llmpass@127.0.0.1:9/v1?api_key=qkey123".to_owned(),
-                ),
-                (
-                    "OPENAI_API_KEY".to_owned(),
-                    "sk-test-0123456789abcdef".to_owned(),
-                ),
-                (
-                    "DATABASE_URL".to_owned(),
-                    "postgres://app:dbpass@127.0.0.1:9/phantom?password=qpass456".to_owned(),
-                ),
-            ],
-        )
-        .unwrap();
+        let config = Config {
+            health: crate::settings::HealthConfig {
+                timeout: Duration::from_secs(1),
+                ..Default::default()
+            },
+            llm: Some(crate::settings::LlmTarget {
+                base_url: "http://llmuser:llmpass@127.0.0.1:9/v1?api_key=qkey123".to_owned(),
+                api_key: "sk-test-0123456789abcdef".to_owned(),
+            }),
+            storage: StorageConfig {
+                database_url: "postgres://app:dbpass@127.0.0.1:9/phantom?password=qpass456"
+                    .to_owned(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
         let shutdown = CancellationToken::new();
         let checker = Checker::new(&config, &Default::default(), &shutdown).unwrap();
         let report = checker.check_all().await;

@@ -13,7 +13,6 @@ use axum::{
 use phantom_layers::exposition::Families;
 use phantom_proto::pb::{self, metrics_client::MetricsClient};
 use phantom_runtime::{
-    ServiceName,
     http::{AllowedHosts, restrict_hosts},
     metrics::{from_pb, render},
     telemetry::scrub,
@@ -25,20 +24,20 @@ use crate::{checks::status_name, service::Aggregator};
 /// Collects `phantom.v1.Metrics` from every service.
 #[derive(Debug, Clone)]
 pub struct Collector {
-    clients: Vec<(ServiceName, MetricsClient<tonic::transport::Channel>)>,
+    clients: Vec<(String, MetricsClient<tonic::transport::Channel>)>,
     timeout: Duration,
 }
 
 /// One answer per service: its name, and what it said about itself.
-type Collected = Vec<(&'static str, pb::GetMetricsResponse)>;
+type Collected<'a> = Vec<(&'a str, pb::GetMetricsResponse)>;
 
 impl Collector {
     /// A collector over the channels to the services, each call bounded by `timeout`.
-    pub fn new(channels: &[(ServiceName, tonic::transport::Channel)], timeout: Duration) -> Self {
+    pub fn new(channels: &[(String, tonic::transport::Channel)], timeout: Duration) -> Self {
         Self {
             clients: channels
                 .iter()
-                .map(|(service, channel)| (*service, MetricsClient::new(channel.clone())))
+                .map(|(service, channel)| (service.clone(), MetricsClient::new(channel.clone())))
                 .collect(),
             timeout,
         }
@@ -47,7 +46,7 @@ impl Collector {
     /// Every service's metrics, concurrently, each within the timeout; each service answers
     /// for its own components, whether it shares its process (`phantom up`) or not.
     /// Unreachable services are listed apart.
-    pub async fn collect(&self) -> (Collected, Vec<&'static str>) {
+    pub async fn collect(&self) -> (Collected<'_>, Vec<&str>) {
         let answers = futures::future::join_all(self.clients.iter().map(|(name, client)| {
             let mut client = client.clone();
             async move {
@@ -63,7 +62,7 @@ impl Collector {
             }
         }))
         .await;
-        let mut collected: Collected = Vec::new();
+        let mut collected: Collected<'_> = Vec::new();
         let mut unreachable = Vec::new();
         for (name, answer) in answers {
             match answer {
@@ -168,7 +167,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Items of the list `key` of every collected snapshot, each marked with the service it is
 /// of and the process that service runs in.
-fn merged(collected: &Collected, key: &str) -> Vec<Value> {
+fn merged(collected: &Collected<'_>, key: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for (service, answer) in collected {
         let Ok(snapshot) = serde_json::from_str::<Value>(&answer.snapshot_json) else {
@@ -351,7 +350,9 @@ async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse 
 
 #[cfg(test)]
 mod tests {
-    use phantom_runtime::{CancellationToken, Config, Listeners};
+    use phantom_runtime::{CancellationToken, Listeners};
+
+    use crate::Config;
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
         net::{TcpListener, TcpStream},
@@ -372,7 +373,13 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_configured_host_names_are_answered() {
-        let config = Config::from_sources("[health]\ntimeout = \"1s\"\n", None, []).unwrap();
+        let config = Config {
+            health: crate::settings::HealthConfig {
+                timeout: std::time::Duration::from_secs(1),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = http.local_addr().unwrap();
         let listeners = Listeners {

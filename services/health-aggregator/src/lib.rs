@@ -5,13 +5,20 @@
 //! - [`checks`]: the checks and how their results aggregate.
 //! - [`service`]: the periodic loop and the gRPC service.
 //! - [`http`]: the HTTP endpoints.
+//! - [`settings`]: the `[health]` section and what the service runs with ([`Config`]): the
+//!   services to watch, as the binary lists them.
 
 pub mod checks;
 pub mod http;
 pub mod service;
+pub mod settings;
 
 use phantom_proto::pb::health_aggregator_server::HealthAggregatorServer;
-use phantom_runtime::{CancellationToken, Config, Context, Listeners, ServiceName, server};
+use phantom_runtime::{CancellationToken, Context, Listeners, server};
+pub use settings::Config;
+
+/// The service's name: in logs, spans, metrics and health reports.
+pub const NAME: &str = "health-aggregator";
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.HealthAggregator";
@@ -26,23 +33,18 @@ pub async fn run(
 ) -> Result<(), server::ServeError> {
     let aggregator =
         service::Aggregator::new(checks::Checker::new(&config, &context.registry, &shutdown)?);
-    let (router, health) = server::router(
-        ServiceName::HealthAggregator,
-        &config,
-        &context,
-        &[GRPC_SERVICE],
-    )?;
+    let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
     let router = router.add_service(HealthAggregatorServer::new(
         service::HealthAggregatorService::new(aggregator.clone(), shutdown.clone()),
     ));
     // The aggregator has no dependency of its own to wait for: it reports on the others.
     let grpc = server::serve_when_ready(
-        ServiceName::HealthAggregator,
+        NAME,
         router,
         listeners.grpc,
         listeners.health,
         health,
-        &config.shutdown,
+        &config.server.shutdown,
         shutdown.clone(),
         std::future::ready(true),
     );
@@ -58,7 +60,7 @@ pub async fn run(
                 "health (/health, /health/metrics, /metrics)",
                 listener,
                 http_router,
-                &config.http,
+                &config.server.http,
                 &context.registry,
                 shutdown.clone(),
             )

@@ -11,6 +11,7 @@
 //! - [`memory`]: the memory a replica may use, which sizes its default caps.
 //! - [`webhook`]: outbound webhooks, signed, retried, behind a breaker per destination.
 //! - [`ws`]: the WebSocket gateway over the same feeds.
+//! - [`settings`]: the `[notifier]` section and what the service runs with ([`Config`]).
 
 pub mod fanout;
 pub mod hub;
@@ -18,14 +19,20 @@ pub mod limits;
 pub mod log;
 pub mod memory;
 pub mod repository;
+mod secret_url;
 pub mod service;
+pub mod settings;
 pub mod webhook;
 pub mod ws;
 
 use std::sync::Arc;
 
 use phantom_proto::pb::notifier_server::NotifierServer;
-use phantom_runtime::{CancellationToken, Config, Context, Listeners, Ready, ServiceName, server};
+use phantom_runtime::{CancellationToken, Context, Listeners, Ready, server};
+pub use settings::Config;
+
+/// The service's name: in logs, spans, metrics and health reports.
+pub const NAME: &str = "notifier";
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.Notifier";
@@ -39,8 +46,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
-    let (router, health) =
-        server::router(ServiceName::Notifier, &config, &context, &[GRPC_SERVICE])?;
+    let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
     let readiness = health.clone();
     let hub = Arc::new(hub::Hub::new(&context.registry));
     let n = &config.notifier;
@@ -59,10 +65,11 @@ pub async fn run(
     let router = router.add_service(NotifierServer::new(notifier.clone()));
     let init = async {
         let Some(store) = phantom_runtime::connect_store_for(
-            ServiceName::Notifier,
-            &config,
+            NAME,
+            &config.storage,
+            config.server.probe_timeout,
             &context.registry,
-            &[repository::migrator()],
+            &config.migrations,
             &readiness,
             &shutdown,
         )
@@ -70,7 +77,7 @@ pub async fn run(
         else {
             return false;
         };
-        let redis = &config.cache.redis_url;
+        let redis = &config.redis_url;
         let fanout = if n.redis_fanout && !redis.is_empty() {
             match fanout::RedisFanout::start(redis, hub.clone(), shutdown.clone()) {
                 Ok(f) => Some(f),
@@ -82,7 +89,7 @@ pub async fn run(
         } else {
             None
         };
-        use phantom_runtime::config::NotificationLogKind;
+        use crate::settings::NotificationLogKind;
         let log: Arc<dyn log::NotificationLog> = match n.log {
             NotificationLogKind::Redis | NotificationLogKind::Auto if !redis.is_empty() => {
                 match log::RedisLog::connect(redis, n.retention_count) {
@@ -115,12 +122,12 @@ pub async fn run(
         true
     };
     let grpc = server::serve_when_ready(
-        ServiceName::Notifier,
+        NAME,
         router,
         listeners.grpc,
         listeners.health,
         health,
-        &config.shutdown,
+        &config.server.shutdown,
         shutdown.clone(),
         init,
     );
@@ -128,7 +135,7 @@ pub async fn run(
     // connection cap (`notifier.ws` then bounds the sockets that upgraded).
     let ws_router = ws::router(
         notifier,
-        config.tenancy.default_tenant.clone(),
+        config.server.tenancy.default_tenant.clone(),
         config.notifier.ws.clone(),
         ws_connections,
     );
@@ -138,7 +145,7 @@ pub async fn run(
                 "notifier websocket (/ws)",
                 listener,
                 ws_router,
-                &config.http,
+                &config.server.http,
                 &context.registry,
                 shutdown.clone(),
             )
@@ -154,7 +161,7 @@ pub async fn run(
 /// Applies retention (count per room, age) every `prune_every`, until `shutdown`.
 async fn prune(
     log: Arc<dyn log::NotificationLog>,
-    config: phantom_runtime::config::NotifierConfig,
+    config: crate::settings::NotifierConfig,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.prune_every);

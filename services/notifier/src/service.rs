@@ -100,7 +100,7 @@ pub struct Delivery {
 impl Delivery {
     /// The delivery `config` asks for; a cap it leaves unset is what fits in `memory`
     /// ([`crate::memory`]).
-    pub fn from_config(config: &phantom_runtime::config::NotifierConfig, memory: u64) -> Self {
+    pub fn from_config(config: &crate::settings::NotifierConfig, memory: u64) -> Self {
         let each = SUBSCRIPTION_BYTES + config.queue_bytes;
         Self {
             queue_capacity: config.queue_capacity,

@@ -27,7 +27,9 @@ use phantom_layers::{
     classify::Verdict,
 };
 use phantom_proto::pb;
-use phantom_runtime::{CancellationToken, config::WebhookConfig};
+use phantom_runtime::CancellationToken;
+
+use crate::settings::WebhookConfig;
 use sha2::Sha256;
 use tokio::sync::Notify;
 

@@ -30,6 +30,7 @@ use std::{
     time::Duration,
 };
 
+use crate::settings::WsConfig;
 use axum::{
     Router,
     extract::{
@@ -45,7 +46,6 @@ use axum::{
 };
 use phantom_layers::{Error, status::echo};
 use phantom_proto::pb;
-use phantom_runtime::config::WsConfig;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -15,9 +15,9 @@ use std::{
 };
 
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
-use phantom_runtime::{
-    CancellationToken, Config, Listeners, ServiceName, client, config::ClientPolicy,
-};
+use phantom_runtime::{CancellationToken, Listeners, client, config::ClientPolicy};
+
+use crate::config::{Config, ServiceName};
 
 /// The `p` quantile (0 to 1) of `v`, nearest rank; zero for no samples.
 pub(crate) fn percentile(v: &[Duration], p: f64) -> Duration {
@@ -106,7 +106,7 @@ async fn analyzer(
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(phantom_vuln_analyzer::run(
-        config,
+        config.vuln_analyzer(),
         Listeners {
             grpc: listener,
             http: None,
@@ -119,7 +119,7 @@ async fn analyzer(
     // Wait until it answers.
     let probe = client::channel(
         "bench",
-        ServiceName::VulnAnalyzer,
+        ServiceName::VulnAnalyzer.as_str(),
         &url,
         &client_policy(false),
         &Default::default(),
@@ -168,7 +168,7 @@ fn record(
 async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run> {
     let channel = client::channel(
         "bench",
-        ServiceName::VulnAnalyzer,
+        ServiceName::VulnAnalyzer.as_str(),
         url,
         &client_policy(on),
         &Default::default(),
@@ -211,7 +211,7 @@ async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
         ports: (1..=u16::MAX).collect(),
     };
     let sweep = |banner_timeout: Duration| {
-        BuiltinScanner::new(&phantom_runtime::config::ScanConfig {
+        BuiltinScanner::new(&phantom_scan_orchestrator::settings::ScanConfig {
             banner_timeout,
             ..Default::default()
         })

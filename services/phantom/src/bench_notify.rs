@@ -26,7 +26,9 @@ use std::{
 use anyhow::Context as _;
 use phantom_layers::rate_limit::QuotaConfig;
 use phantom_proto::pb::{self, notifier_client::NotifierClient, subscribe_response::Event};
-use phantom_runtime::{CancellationToken, Config, Listeners};
+use phantom_runtime::{CancellationToken, Listeners};
+
+use crate::config::Config;
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 
@@ -123,7 +125,7 @@ async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationTok
     let url = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(phantom_notifier::run(
-        config,
+        config.notifier(),
         Listeners {
             grpc: listener,
             http: None,

@@ -3,7 +3,9 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use phantom_runtime::{CancellationToken, Config, ServiceName, server, telemetry};
+use phantom_runtime::{CancellationToken, server, telemetry};
+
+use crate::config::{Config, ServiceName};
 
 use crate::{commands, up};
 

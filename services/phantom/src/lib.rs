@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line.
+//! - [`config`]: the configuration of the whole system, composed of the services' sections,
+//!   and what each service runs with; the list of services ([`config::ServiceName`]).
 //! - [`bench`]: the load benchmark (`phantom bench`).
 //! - [`bench_notify`]: the notifier's delivery benchmark (`phantom bench notify`).
 //! - [`up`]: binding listeners and running services in one process.
@@ -14,4 +16,5 @@ pub mod bench_attacks;
 pub mod bench_notify;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod up;

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use phantom_layers::registry::Registry;
-use phantom_runtime::{CancellationToken, Config, Context, Listeners, ServiceName, server::bind};
+use phantom_runtime::{CancellationToken, Context, Listeners, server::bind};
+
+use crate::config::{Config, ServiceName};
 
 /// Where each service of a `phantom up` listens.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +38,8 @@ impl System {
     /// clients at the addresses actually bound. Each service gets a registry of its own, in
     /// a process whose registry is `process` (what telemetry counts in).
     pub async fn bind(mut config: Config, process: &Registry) -> anyhow::Result<Self> {
+        // Whatever logs a secret of this configuration from now on, the line shows `***`.
+        config.register_secrets();
         let l = &config.listen;
         let so = bind("scan-orchestrator", l.scan_orchestrator).await?;
         let va = bind("vuln-analyzer", l.vuln_analyzer).await?;
@@ -146,15 +150,19 @@ async fn run_service(
 ) -> anyhow::Result<()> {
     match service {
         ServiceName::ScanOrchestrator => {
+            let config = config.scan_orchestrator();
             phantom_scan_orchestrator::run(config, listeners, context, shutdown).await?
         }
         ServiceName::VulnAnalyzer => {
+            let config = config.vuln_analyzer();
             phantom_vuln_analyzer::run(config, listeners, context, shutdown).await?
         }
         ServiceName::Notifier => {
+            let config = config.notifier();
             phantom_notifier::run(config, listeners, context, shutdown).await?
         }
         ServiceName::HealthAggregator => {
+            let config = config.health_aggregator();
             phantom_health_aggregator::run(config, listeners, context, shutdown).await?
         }
     }
@@ -197,6 +205,7 @@ pub async fn serve(
     process: &Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.register_secrets();
     let grpc_addr = match service {
         ServiceName::ScanOrchestrator => config.listen.scan_orchestrator,
         ServiceName::VulnAnalyzer => config.listen.vuln_analyzer,

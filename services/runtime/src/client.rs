@@ -24,7 +24,19 @@ use phantom_layers::{
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 
-use crate::config::{ClientPolicy, ServiceName};
+use crate::config::ClientPolicy;
+
+/// Another service, as one of its callers reaches it: its name, its URL and the policy of the
+/// calls (timeout, retries, bulkhead, breaker). The composing binary says where each is.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// Its name, e.g. `vuln-analyzer` (clients are registered as `caller->name`).
+    pub name: String,
+    /// Its URL, e.g. `http://127.0.0.1:50052`.
+    pub url: String,
+    /// How it is called.
+    pub policy: ClientPolicy,
+}
 
 /// A channel to another PHANTOM service, behind the client-side layers.
 pub type GrpcChannel = ClientSpan<
@@ -60,7 +72,7 @@ fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::
 /// `registry` (the calling service's).
 pub fn channel(
     from: &str,
-    to: ServiceName,
+    to: &str,
     url: &str,
     policy: &ClientPolicy,
     registry: &Registry,
@@ -84,20 +96,13 @@ pub fn channel(
         .service(channel))
 }
 
-/// The channel `from` uses to reach `to`, as `config` describes it.
-pub fn to_service(
-    config: &crate::Config,
-    from: ServiceName,
-    to: ServiceName,
+/// The channel `from` uses to reach `peer`.
+pub fn to_peer(
+    from: &str,
+    peer: &Peer,
     registry: &Registry,
 ) -> Result<GrpcChannel, tonic::transport::Error> {
-    channel(
-        from.as_str(),
-        to,
-        &config.endpoint(to),
-        config.resilience.clients.for_service(to),
-        registry,
-    )
+    channel(from, &peer.name, &peer.url, &peer.policy, registry)
 }
 
 /// A lazily-connected probe channel to `url` (see [`ProbeChannel`]).

@@ -1,7 +1,8 @@
 //! What every PHANTOM service shares.
 //!
 //! # Layout
-//! - [`config`]: the TOML + environment configuration of the whole system.
+//! - [`config`]: the settings every server shares (tenancy, server limits, shutdown, client
+//!   policies, the cache, telemetry) and [`config::Invalid`], what validation refuses.
 //! - [`fingerprint`]: the stable identity of a finding, shared by scanner and analyzer.
 //! - [`server`]: the shared server stack (layers, health, reflection, graceful shutdown).
 //! - [`http`]: the HTTP ports (`/health`, the WebSocket gateway) served with hard limits.
@@ -27,7 +28,6 @@ pub mod telemetry;
 pub mod testing;
 pub mod time;
 
-pub use config::{Config, ServiceName};
 pub use ready::Ready;
 pub use tokio_util::sync::CancellationToken;
 
@@ -128,23 +128,26 @@ where
     }
 }
 
-/// Opens the database of `service` with its `migrators` applied (retrying until it answers or
-/// `shutdown` fires), keeps its pool's gauge up to date, and makes the server's readiness
-/// follow it from then on: what a service that cannot work without its database does first.
+/// Opens the database of `service` with `migrators` applied (retrying until it answers or
+/// `shutdown` fires), keeps its pool's gauge up to date in `registry`, and makes the server's
+/// readiness follow it from then on (each check bounded by `probe_timeout`, at least 5 s):
+/// what a service that cannot work without its database does first.
+#[allow(clippy::too_many_arguments)]
 pub async fn connect_store_for(
-    service: ServiceName,
-    config: &Config,
+    service: &'static str,
+    storage: &config::StorageConfig,
+    probe_timeout: std::time::Duration,
     registry: &phantom_layers::registry::Registry,
     migrators: &[&'static phantom_storage::Migrator],
     readiness: &server::HealthHandle,
     shutdown: &CancellationToken,
 ) -> Option<phantom_storage::Database> {
-    let store = connect_store(&config.storage, migrators, shutdown).await?;
+    let store = connect_store(storage, migrators, shutdown).await?;
     spawn_store_gauges(service, store.clone(), registry.clone(), shutdown.clone());
     let pinged = store.clone();
     readiness.follow(
         "database",
-        config.health.timeout.max(std::time::Duration::from_secs(5)),
+        probe_timeout.max(std::time::Duration::from_secs(5)),
         shutdown.clone(),
         move || {
             let store = pinged.clone();
@@ -158,13 +161,12 @@ pub async fn connect_store_for(
 /// to date until `shutdown`. What a service stores has gauges of its own (the orchestrator's
 /// `phantom_scans{state}`).
 pub fn spawn_store_gauges(
-    service: ServiceName,
+    name: &'static str,
     store: phantom_storage::Database,
     r: phantom_layers::registry::Registry,
     shutdown: CancellationToken,
 ) {
     tokio::spawn(async move {
-        let name = service.as_str();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
             tokio::select! {

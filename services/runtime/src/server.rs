@@ -25,7 +25,7 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::layer::util::{Identity, Stack};
 
-use crate::config::{Config, ServiceName, ShutdownConfig};
+use crate::config::{ServerSettings, ShutdownConfig};
 
 /// The server-side layer stack shared by every PHANTOM server (innermost first, as tower
 /// nests them; see [`router`] for the order and the reasons).
@@ -153,7 +153,7 @@ pub enum ServeError {
 /// the API server has drained: what Kubernetes probes ask.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_when_ready(
-    name: ServiceName,
+    name: &'static str,
     router: Router<ServerLayers>,
     listener: TcpListener,
     probe_port: Option<TcpListener>,
@@ -247,7 +247,7 @@ impl HealthHandle {
     /// `listener`, plaintext, until `stop`: the probes' port, apart from the API port.
     pub async fn serve_probe_port(
         &self,
-        name: ServiceName,
+        name: &'static str,
         listener: Option<TcpListener>,
         stop: CancellationToken,
     ) -> Result<(), ServeError> {
@@ -301,13 +301,11 @@ pub fn probes() -> Exempt {
 /// reflection and metrics) are the only ones metrics and rate limits tell apart.
 /// Its breakers, limiters and gRPC metrics are registered in `context`'s registry.
 pub fn router(
-    name: ServiceName,
-    config: &Config,
+    name: &'static str,
+    settings: &ServerSettings,
     context: &crate::Context,
     services: &[&str],
 ) -> Result<(Router<ServerLayers>, HealthHandle), ServeError> {
-    // Whatever logs a secret of this configuration from now on, the line shows `***`.
-    config.register_secrets();
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Liveness is SERVING from the start and stays so, through the shutdown drain too.
     let live = reporter.clone();
@@ -316,7 +314,7 @@ pub fn router(
             .await;
     });
     let metrics = crate::metrics::MetricsService::new(
-        name.as_str(),
+        name,
         context.registry.clone(),
         context.process.clone(),
     );
@@ -330,25 +328,19 @@ pub fn router(
             .register_encoded_file_descriptor_set(phantom_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let tenant = Tenant::parse(&config.tenancy.default_tenant)
+    let tenant = Tenant::parse(&settings.tenancy.default_tenant)
         .expect("default tenant validated at config load");
-    let tenant_layer = if config.tenancy.trust_tenant_header {
+    let tenant_layer = if settings.tenancy.trust_tenant_header {
         TenantLayer::trusted_header(tenant)
     } else {
         TenantLayer::fixed(tenant)
     };
-    let load_shed = Bulkhead::new(
-        &format!("{name}/server"),
-        config.resilience.server.load_shed,
-    );
+    let load_shed = Bulkhead::new(&format!("{name}/server"), settings.resilience.load_shed);
     // Metric labels and limiter keys are made of these, never of the paths callers send.
     let methods = known_methods(services);
-    let limiter = RateLimiter::new(
-        &format!("{name}/server"),
-        &config.resilience.server.rate_limit,
-    )
-    .with_methods(methods.clone())
-    .with_exempt(probes());
+    let limiter = RateLimiter::new(&format!("{name}/server"), &settings.resilience.rate_limit)
+        .with_methods(methods.clone())
+        .with_exempt(probes());
     context
         .registry
         .bulkhead(&format!("{name}/server"), &load_shed);
@@ -358,9 +350,9 @@ pub fn router(
     let router = grpc_server()
         // Outermost: every call gets its span (a child of the caller's, from `traceparent`)
         // before anything can fail, so even a call refused below is traced with its status.
-        .layer(ServerSpanLayer::new(name.as_str()))
+        .layer(ServerSpanLayer::new(name))
         // Then its correlation id, recorded on that span so every log line of the call has it.
-        .layer(RequestIdLayer::new(name.as_str()))
+        .layer(RequestIdLayer::new(name))
         // Then it is counted and timed (grpc_server_*), whatever happens to it below, under
         // its method's name if this server has that method, `unknown` otherwise.
         .layer(GrpcMetricsLayer::new(methods, context.registry.clone()))
@@ -385,7 +377,7 @@ pub fn router(
 /// `drain_delay` for load balancers to notice, stops accepting, and gives in-flight calls
 /// `grace_period` to finish.
 pub async fn serve(
-    name: ServiceName,
+    name: &'static str,
     router: Router<ServerLayers>,
     listener: TcpListener,
     health: HealthHandle,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes};
 use futures::StreamExt as _;
 use phantom_proto::pb::{self, vuln_analyzer_server::VulnAnalyzerServer};
-use phantom_runtime::{CancellationToken, Config, Context, ServiceName, server};
+use phantom_runtime::{CancellationToken, Context, config::ServerSettings, server};
 use tonic::{
     Code, Request, Response, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -48,10 +48,10 @@ impl pb::vuln_analyzer_server::VulnAnalyzer for Unreached {
 /// Serves the vuln-analyzer's router (with [`Unreached`]) on loopback; the channel is one
 /// HTTP/2 connection to it. Its metrics are in the context's registry.
 async fn serve() -> (Channel, CancellationToken, Context) {
-    let config = Config::default();
+    let config = ServerSettings::default();
     let context = Context::default();
     let (router, health) = server::router(
-        ServiceName::VulnAnalyzer,
+        "vuln-analyzer",
         &config,
         &context,
         &["phantom.v1.VulnAnalyzer"],
@@ -66,7 +66,7 @@ async fn serve() -> (Channel, CancellationToken, Context) {
     health.set_serving().await;
     tokio::spawn(async move {
         server::serve(
-            ServiceName::VulnAnalyzer,
+            "vuln-analyzer",
             router,
             listener,
             health,

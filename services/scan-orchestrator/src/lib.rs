@@ -9,6 +9,7 @@
 //!   migrations.
 //! - [`runner`]: runs stored scans to a final state, resuming unfinished ones at start-up.
 //! - [`service`]: the `phantom.v1.ScanOrchestrator` gRPC service.
+//! - [`settings`]: the `[scan]` section and what the service runs with ([`Config`]).
 
 pub mod ports;
 pub mod repository;
@@ -16,6 +17,7 @@ pub mod runner;
 pub mod scanner;
 pub mod scope;
 pub mod service;
+pub mod settings;
 pub mod targets;
 
 use std::sync::Arc;
@@ -24,12 +26,14 @@ use phantom_proto::pb::{
     notifier_client::NotifierClient, scan_orchestrator_server::ScanOrchestratorServer,
     vuln_analyzer_client::VulnAnalyzerClient,
 };
-use phantom_runtime::{
-    CancellationToken, Config, Context, Listeners, Ready, ServiceName, client, server,
-};
+use phantom_runtime::{CancellationToken, Context, Listeners, Ready, client, server};
+pub use settings::Config;
 
 /// Fully-qualified name of the gRPC service.
 pub const GRPC_SERVICE: &str = "phantom.v1.ScanOrchestrator";
+
+/// The service's name: in logs, spans, metrics and health reports.
+pub const NAME: &str = "scan-orchestrator";
 
 /// Runs the scan-orchestrator on `listeners.grpc` until `shutdown` fires.
 pub async fn run(
@@ -38,32 +42,22 @@ pub async fn run(
     context: Context,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
-    let me = ServiceName::ScanOrchestrator;
     let r = &context.registry;
-    let analyzer = VulnAnalyzerClient::new(client::to_service(
-        &config,
-        me,
-        ServiceName::VulnAnalyzer,
-        r,
-    )?);
-    let notifier = NotifierClient::new(client::to_service(&config, me, ServiceName::Notifier, r)?);
+    let analyzer = VulnAnalyzerClient::new(client::to_peer(NAME, &config.analyzer, r)?);
+    let notifier = NotifierClient::new(client::to_peer(NAME, &config.notifier, r)?);
     let core = Ready::new();
-    let (router, health) = server::router(
-        ServiceName::ScanOrchestrator,
-        &config,
-        &context,
-        &[GRPC_SERVICE],
-    )?;
+    let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
     let readiness = health.clone();
     let router = router.add_service(ScanOrchestratorServer::new(
         service::ScanOrchestratorService::new(core.clone()),
     ));
     let init = async {
         let Some(db) = phantom_runtime::connect_store_for(
-            ServiceName::ScanOrchestrator,
-            &config,
+            NAME,
+            &config.storage,
+            config.server.probe_timeout,
             &context.registry,
-            &repository::migrators(),
+            &config.migrations,
             &readiness,
             &shutdown,
         )
@@ -112,12 +106,12 @@ pub async fn run(
         true
     };
     server::serve_when_ready(
-        ServiceName::ScanOrchestrator,
+        NAME,
         router,
         listeners.grpc,
         listeners.health,
         health,
-        &config.shutdown,
+        &config.server.shutdown,
         shutdown.clone(),
         init,
     )

@@ -24,18 +24,17 @@ use phantom_proto::pb::{
     self, notifier_client::NotifierClient, vuln_analyzer_client::VulnAnalyzerClient,
 };
 use phantom_runtime::{
-    CancellationToken, ServiceName,
+    CancellationToken,
     client::GrpcChannel,
     fingerprint::fingerprint,
     telemetry::{self, event},
     time::now_micros,
 };
 use phantom_storage::StoreError;
-use phantom_vuln_analyzer::repository::AnalysisRecord;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tracing::Instrument;
 
-use crate::repository::{FindingRecord, ScanProgress, ScanRecord, ScanRepository};
+use crate::repository::{FindingAnalysis, FindingRecord, ScanProgress, ScanRecord, ScanRepository};
 
 use crate::{
     ports,
@@ -171,7 +170,7 @@ impl Runner {
                     }
                 };
                 for (finding, analysis) in findings.iter().zip(analyses) {
-                    let record = AnalysisRecord::from_wire(&tenant, &analysis);
+                    let record = FindingAnalysis::from_wire(&tenant, &analysis);
                     if let Err(err) = self
                         .store
                         .set_finding_analysis(&tenant, &finding.id, &record)
@@ -265,7 +264,7 @@ impl Runner {
             parent: None,
             "scan",
             otel.name = "scan",
-            service = ServiceName::ScanOrchestrator.as_str(),
+            service = crate::NAME,
             scan_id = %scan.id,
             correlation_id = %ctx.request_id,
             tenant = %scan.tenant,
@@ -629,7 +628,7 @@ impl Runner {
                 }
             };
             for (finding, analysis) in page.iter().zip(analyses) {
-                let record = AnalysisRecord::from_wire(&scan.tenant, &analysis);
+                let record = FindingAnalysis::from_wire(&scan.tenant, &analysis);
                 self.store
                     .set_finding_analysis(&scan.tenant, &finding.id, &record)
                     .await?;

@@ -372,7 +372,7 @@ mod tests {
         atomic::{AtomicUsize, Ordering},
     };
 
-    use phantom_runtime::config::ScanConfig;
+    use crate::settings::ScanConfig;
     use tonic_types::StatusExt;
 
     use super::*;

@@ -7,20 +7,46 @@
 use std::time::Duration;
 
 use phantom_scan_orchestrator::repository::{
-    self, ScanRepository as _, SqlScanRepository, conformance,
+    self, FindingAnalysis, ScanRepository as _, SqlScanRepository, conformance,
 };
 use phantom_storage::{Database, testing};
-use phantom_vuln_analyzer::repository::SqlAnalysisRepository;
+use phantom_vuln_analyzer::repository::{
+    AnalysisRecord, AnalysisRepository as _, SqlAnalysisRepository,
+};
 
-/// The orchestrator's repository over `db` once its migrations are applied, and the
-/// analyzer's over the same database (whose analyses the findings show).
-async fn repositories(db: Database) -> (SqlScanRepository, SqlAnalysisRepository) {
-    for migrator in repository::migrators() {
+/// The analyzer's table, through the analyzer's repository.
+struct Analyses(SqlAnalysisRepository);
+
+/// The analyzer's record of what the orchestrator reads as a finding's analysis (the same
+/// fields: the orchestrator's is its own copy of the analyzer's answer).
+fn record(a: &FindingAnalysis) -> AnalysisRecord {
+    serde_json::from_value(serde_json::to_value(a).unwrap()).unwrap()
+}
+
+#[async_trait::async_trait]
+impl conformance::AnalysesTable for Analyses {
+    async fn put_analysis(&self, analysis: &FindingAnalysis) {
+        self.0.put_analysis(&record(analysis)).await.unwrap();
+    }
+
+    async fn upgrade_analysis(&self, analysis: &FindingAnalysis) -> bool {
+        self.0.upgrade_analysis(&record(analysis)).await.unwrap()
+    }
+}
+
+/// The orchestrator's repository over `db` once its migrations and the analyzer's are
+/// applied, and the analyzer's table over the same database (whose analyses the findings
+/// show).
+async fn repositories(db: Database) -> (SqlScanRepository, Analyses) {
+    for migrator in [
+        repository::migrator(),
+        phantom_vuln_analyzer::repository::migrator(),
+    ] {
         db.migrate(migrator).await.unwrap();
     }
     (
         SqlScanRepository::new(db.clone()),
-        SqlAnalysisRepository::new(db),
+        Analyses(SqlAnalysisRepository::new(db)),
     )
 }
 

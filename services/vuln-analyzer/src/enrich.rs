@@ -11,7 +11,9 @@ use std::{sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use phantom_proto::pb;
-use phantom_runtime::{CancellationToken, config::EnrichmentConfig, time::now_micros};
+use phantom_runtime::{CancellationToken, time::now_micros};
+
+use crate::settings::EnrichmentConfig;
 use prost::Message as _;
 
 use crate::{

@@ -9,6 +9,7 @@
 //!   migrations.
 //! - [`rules`]: the rule-based analysis (what answers when no LLM does).
 //! - [`service`]: the `phantom.v1.VulnAnalyzer` gRPC service.
+//! - [`settings`]: the `[analyzer]` section and what the service runs with ([`Config`]).
 
 pub mod cvss;
 pub mod enrich;
@@ -16,11 +17,14 @@ pub mod llm;
 pub mod repository;
 pub mod rules;
 pub mod service;
+pub mod settings;
 
 use phantom_proto::pb::vuln_analyzer_server::VulnAnalyzerServer;
-use phantom_runtime::{
-    CancellationToken, Config, Context, Listeners, Ready, ServiceName, connect_cache, server,
-};
+use phantom_runtime::{CancellationToken, Context, Listeners, Ready, connect_cache, server};
+pub use settings::Config;
+
+/// The service's name: in logs, spans, metrics and health reports.
+pub const NAME: &str = "vuln-analyzer";
 
 /// Fully-qualified name of the gRPC service, as health checks and reflection know it.
 pub const GRPC_SERVICE: &str = "phantom.v1.VulnAnalyzer";
@@ -33,22 +37,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
-    let (router, health) = server::router(
-        ServiceName::VulnAnalyzer,
-        &config,
-        &context,
-        &[GRPC_SERVICE],
-    )?;
+    let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
     let readiness = health.clone();
     let router = router.add_service(VulnAnalyzerServer::new(service::VulnAnalyzerService::new(
         core.clone(),
     )));
     let init = async {
         let Some(db) = phantom_runtime::connect_store_for(
-            ServiceName::VulnAnalyzer,
-            &config,
+            NAME,
+            &config.storage,
+            config.server.probe_timeout,
             &context.registry,
-            &[repository::migrator()],
+            &config.migrations,
             &readiness,
             &shutdown,
         )
@@ -56,8 +56,7 @@ pub async fn run(
         else {
             return false;
         };
-        let Some(cache) = connect_cache("vuln-analyzer", &config.cache, &context.registry).await
-        else {
+        let Some(cache) = connect_cache(NAME, &config.cache, &context.registry).await else {
             return false;
         };
         let ready = std::sync::Arc::new(service::Core {
@@ -76,12 +75,12 @@ pub async fn run(
         true
     };
     server::serve_when_ready(
-        ServiceName::VulnAnalyzer,
+        NAME,
         router,
         listeners.grpc,
         listeners.health,
         health,
-        &config.shutdown,
+        &config.server.shutdown,
         shutdown.clone(),
         init,
     )

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use crate::settings::LlmConfig;
 use async_openai::{
     Client,
     config::OpenAIConfig,
@@ -31,7 +32,6 @@ use phantom_layers::{
     registry::Registry,
 };
 use phantom_proto::pb;
-use phantom_runtime::config::LlmConfig;
 use serde::Deserialize;
 
 use crate::rules;

@@ -95,7 +95,7 @@ pub(crate) struct Fixture {
 
 pub(crate) fn fixture() -> Fixture {
     fixture_with(Delivery::from_config(
-        &phantom_runtime::config::NotifierConfig::default(),
+        &crate::settings::NotifierConfig::default(),
         crate::memory::FALLBACK_BYTES,
     ))
 }

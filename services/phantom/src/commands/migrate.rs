@@ -12,7 +12,7 @@ use std::{
 };
 
 use phantom_runtime::config::{StorageConfig, redact};
-use phantom_storage::{Database, Migrator, StoreError};
+use phantom_storage::{Database, StoreError};
 use sqlx::{Connection as _, migrate::Migrate as _};
 
 use super::{errln, outln};
@@ -24,20 +24,10 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Longest pause between connection attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
-/// Every service's migrations: each service applies its own at start-up; `phantom up` and
-/// `phantom migrate` apply them all at once.
-pub(crate) fn migrators() -> [&'static Migrator; 3] {
-    [
-        phantom_scan_orchestrator::repository::migrator(),
-        phantom_vuln_analyzer::repository::migrator(),
-        phantom_notifier::repository::migrator(),
-    ]
-}
-
 /// Opens the configured database and applies every service's migrations.
 pub(crate) async fn migrate_all(config: &StorageConfig) -> Result<Database, StoreError> {
     let db = Database::open(config).await?;
-    for migrator in migrators() {
+    for migrator in crate::config::Config::migrations() {
         db.migrate(migrator).await?;
     }
     Ok(db)

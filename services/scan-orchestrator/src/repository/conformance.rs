@@ -5,9 +5,11 @@
 
 use phantom_proto::pb::{ScanState, Severity};
 use phantom_runtime::time::now_micros;
-use phantom_vuln_analyzer::repository::{AnalysisRecord, AnalysisRepository};
 
-use super::{FindingRecord, InsertScan, ResolvedTarget, ScanProgress, ScanRecord, ScanRepository};
+use super::{
+    FindingAnalysis, FindingRecord, InsertScan, ResolvedTarget, ScanProgress, ScanRecord,
+    ScanRepository,
+};
 
 fn tenant() -> String {
     format!("t-{}", uuid::Uuid::now_v7().simple())
@@ -67,9 +69,20 @@ fn sample_finding(scan: &ScanRecord, port: u16) -> FindingRecord {
     }
 }
 
-/// Runs every check against `store`; `analyses` is the vuln-analyzer's repository over the
-/// same database (findings show the current analysis of their fingerprint).
-pub async fn run_all(store: &dyn ScanRepository, analyses: &dyn AnalysisRepository) {
+/// The vuln-analyzer's `analyses` table over the same database, which
+/// [`ScanRepository::list_findings`] reads (a finding shows the current analysis of its
+/// fingerprint): the harness running the suite provides it, with the analyzer's repository.
+#[async_trait::async_trait]
+pub trait AnalysesTable: Sync {
+    /// Stores `analysis` as the analyzer would.
+    async fn put_analysis(&self, analysis: &FindingAnalysis);
+    /// Replaces a degraded analysis with `analysis`; whether it did.
+    async fn upgrade_analysis(&self, analysis: &FindingAnalysis) -> bool;
+}
+
+/// Runs every check against `store`; `analyses` is the analyzer's table over the same
+/// database.
+pub async fn run_all(store: &dyn ScanRepository, analyses: &dyn AnalysesTable) {
     scans_round_trip_and_stay_in_their_tenant(store).await;
     idempotency_key_returns_the_first_scan(store).await;
     scans_list_newest_first_in_pages(store).await;
@@ -362,7 +375,7 @@ pub async fn claims_are_exclusive_and_lapsed_leases_are_taken_over(store: &dyn S
 /// The same fingerprint is stored once per scan; pages cover every finding once.
 pub async fn findings_are_deduplicated_per_scan_and_paged(
     store: &dyn ScanRepository,
-    analyses: &dyn AnalysisRepository,
+    analyses: &dyn AnalysesTable,
 ) {
     let t = tenant();
     let scan = sample_scan(&t);
@@ -394,7 +407,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
             .is_empty()
     );
 
-    let analysis = AnalysisRecord {
+    let analysis = FindingAnalysis {
         tenant: t.clone(),
         fingerprint: "fp-22".into(),
         score: 5.3,
@@ -433,12 +446,12 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
     assert!((f.cvss_score - 5.3).abs() < f64::EPSILON);
 
     // A degraded verdict attached at scan time shows the enriched one once it exists.
-    let degraded = AnalysisRecord {
+    let degraded = FindingAnalysis {
         fingerprint: batch[1].fingerprint.clone(),
         degraded: true,
         ..analysis.clone()
     };
-    analyses.put_analysis(&degraded).await.unwrap();
+    analyses.put_analysis(&degraded).await;
     store
         .set_finding_analysis(&t, &batch[1].id, &degraded)
         .await
@@ -448,13 +461,13 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         shown(store.list_findings(&t, &scan.id, None, 10).await.unwrap()),
         degraded
     );
-    let enriched = AnalysisRecord {
+    let enriched = FindingAnalysis {
         analyzer: "llm:test".into(),
         degraded: false,
         impact: "session hijack".into(),
         ..degraded.clone()
     };
-    assert!(analyses.upgrade_analysis(&enriched).await.unwrap());
+    assert!(analyses.upgrade_analysis(&enriched).await);
     assert_eq!(
         shown(store.list_findings(&t, &scan.id, None, 10).await.unwrap()),
         enriched

@@ -5,12 +5,13 @@
 //! (`scans`, `findings`) and their migrations (`services/scan-orchestrator/migrations`) are
 //! the orchestrator's alone. One query reads another service's table:
 //! [`ScanRepository::list_findings`] joins the vuln-analyzer's `analyses`, to show an enriched
-//! verdict in place of a degraded one; so [`migrators`] includes the analyzer's (its
-//! migrations are idempotent).
+//! verdict in place of a degraded one (the binary has every service apply every service's
+//! migrations, so that table exists whichever service starts first).
 //!
 //! Every method takes the tenant (or works across tenants by design, said so) and every query
 //! filters on it: a record of another tenant is indistinguishable from a missing one.
 
+mod analysis;
 mod sql;
 
 #[cfg(any(test, feature = "testing"))]
@@ -22,10 +23,10 @@ use async_trait::async_trait;
 use phantom_proto::pb::{self, ScanState};
 use phantom_runtime::time::timestamp;
 use phantom_storage::StoreError;
-use phantom_vuln_analyzer::repository::AnalysisRecord;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
 
+pub use analysis::FindingAnalysis;
 pub use sql::SqlScanRepository;
 
 /// The orchestrator's migrations, numbered 202611290100-202611290199 (see
@@ -36,13 +37,7 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
     migrator
 });
 
-/// The migrations the orchestrator applies before it uses the database: its own, and the
-/// vuln-analyzer's, whose `analyses` table [`ScanRepository::list_findings`] reads.
-pub fn migrators() -> [&'static Migrator; 2] {
-    [&MIGRATOR, phantom_vuln_analyzer::repository::migrator()]
-}
-
-/// The orchestrator's own migrations only (`phantom migrate` applies every service's).
+/// The orchestrator's migrations (`phantom migrate` applies every service's).
 pub fn migrator() -> &'static Migrator {
     &MIGRATOR
 }
@@ -181,7 +176,7 @@ pub struct FindingRecord {
     /// Dedup identity.
     pub fingerprint: String,
     /// The analysis, once made.
-    pub analysis: Option<AnalysisRecord>,
+    pub analysis: Option<FindingAnalysis>,
     /// Stored at.
     pub created_at: i64,
 }
@@ -308,7 +303,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
         &self,
         tenant: &str,
         finding_id: &str,
-        analysis: &AnalysisRecord,
+        analysis: &FindingAnalysis,
     ) -> Result<(), StoreError>;
 
     /// Findings of one scan, in the order they were stored, with ids above `after_id`.

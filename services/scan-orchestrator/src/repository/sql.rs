@@ -7,10 +7,9 @@ use phantom_storage::{
     Database, Dialect, StoreError,
     row::{is_unique_violation, json_of, to_i64, u64_of},
 };
-use phantom_vuln_analyzer::repository::AnalysisRecord;
 use sqlx::{Row, any::AnyRow};
 
-use super::{FindingRecord, InsertScan, ScanProgress, ScanRecord, ScanRepository};
+use super::{FindingAnalysis, FindingRecord, InsertScan, ScanProgress, ScanRecord, ScanRepository};
 
 /// The SQL implementation of [`ScanRepository`].
 #[derive(Debug, Clone)]
@@ -98,13 +97,13 @@ fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
 }
 
 /// The analysis in the columns named `<prefix><column>` (a joined table's, aliased).
-fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<AnalysisRecord, StoreError> {
+fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<FindingAnalysis, StoreError> {
     let col = |c: &str| format!("{prefix}{c}");
     let severity: i64 = row.try_get(col("severity").as_str())?;
     let degraded: i64 = row.try_get(col("degraded").as_str())?;
     let suppression: i64 = row.try_get(col("suppression_suggested").as_str())?;
     let confidence: i64 = row.try_get(col("confidence").as_str())?;
-    Ok(AnalysisRecord {
+    Ok(FindingAnalysis {
         tenant: row.try_get(col("tenant").as_str())?,
         fingerprint: row.try_get(col("fingerprint").as_str())?,
         score: row.try_get(col("score").as_str())?,
@@ -468,7 +467,7 @@ impl ScanRepository for SqlScanRepository {
         &self,
         tenant: &str,
         finding_id: &str,
-        analysis: &AnalysisRecord,
+        analysis: &FindingAnalysis,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE findings SET analysis = $1, severity = $2, cvss_score = $3 \

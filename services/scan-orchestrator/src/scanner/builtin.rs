@@ -6,7 +6,9 @@ use std::{net::SocketAddr, time::Duration};
 
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
-use phantom_runtime::{CancellationToken, config::ScanConfig};
+use phantom_runtime::CancellationToken;
+
+use crate::settings::ScanConfig;
 
 use crate::repository::ResolvedTarget;
 use tokio::{

@@ -17,7 +17,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use phantom_runtime::{CancellationToken, config::NucleiConfig};
+use phantom_runtime::CancellationToken;
+
+use crate::settings::NucleiConfig;
 
 use crate::repository::ResolvedTarget;
 use tokio::{

@@ -26,8 +26,8 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
+use crate::settings::ScanConfig;
 use ipnet::IpNet;
-use phantom_runtime::config::ScanConfig;
 
 use self::{
     embedded::Embedding,

@@ -8,8 +8,8 @@ use std::{
     process::Command,
 };
 
+use crate::settings::ScanConfig;
 use ipnet::IpNet;
-use phantom_runtime::config::ScanConfig;
 
 use super::{
     Refusal, Scope,

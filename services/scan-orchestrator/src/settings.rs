@@ -1,0 +1,206 @@
+//! The scan-orchestrator's settings: the `[scan]` section (engines, scope, leases) and what
+//! the service is given to run (its server settings, database, and the peers it calls).
+//! Parsed once, when the configuration is loaded; [`ScanConfig::validate`] checks what the
+//! types cannot.
+
+use std::time::Duration;
+
+use phantom_runtime::{
+    client::Peer,
+    config::{Invalid, ServerSettings},
+};
+use phantom_storage::{Migrator, StorageConfig};
+use serde::{Deserialize, Serialize};
+
+/// What the scan-orchestrator runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What every PHANTOM server shares (tenancy, limits, shutdown).
+    pub server: ServerSettings,
+    /// The database.
+    pub storage: StorageConfig,
+    /// The migrations applied when the database is opened: this service's, and those of the
+    /// tables it reads (the analyzer's analyses), as the composing binary lists them.
+    pub migrations: Vec<&'static Migrator>,
+    /// Scans: engines, scope, leases.
+    pub scan: ScanConfig,
+    /// Where the vuln-analyzer is, and the client policy to call it with.
+    pub analyzer: Peer,
+    /// Where the notifier is, and the client policy to call it with.
+    pub notifier: Peer,
+}
+
+/// The scan-orchestrator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// Ports scanned when a request names none.
+    pub default_ports: String,
+    /// Most addresses one scan may cover after CIDR expansion and name resolution.
+    pub max_hosts_per_scan: u32,
+    /// Most connection attempts in flight for one scan.
+    pub max_in_flight: usize,
+    /// How long a TCP connect may take before the port counts as filtered.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for a service to speak first (its banner); 0s skips the banner probe
+    /// (a plain connect sweep).
+    #[serde(with = "humantime_serde")]
+    pub banner_timeout: Duration,
+    /// Most scans running at once in one replica; more wait as PENDING.
+    pub max_concurrent_scans: usize,
+    /// How long a replica's claim on a scan holds without renewal: a scan whose replica died
+    /// is taken over this long after its last heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often each replica looks for claimable scans (scans created on it start at once).
+    #[serde(with = "humantime_serde")]
+    pub claim_every: Duration,
+    /// How often findings left unanalyzed (the analyzer was down when their scan ended) are
+    /// sent to the analyzer again.
+    #[serde(with = "humantime_serde")]
+    pub reanalyze_every: Duration,
+    /// CIDRs targets may be in. Empty means "anything not denied". Where an allowed and a
+    /// denied block overlap, the more specific one decides (a deny on a tie).
+    pub allowed_cidrs: Vec<String>,
+    /// CIDRs targets may not be in. The link-local, cloud metadata, multicast, broadcast and
+    /// unspecified ranges are denied always, whatever these lists say.
+    pub denied_cidrs: Vec<String>,
+    /// Domains hostname targets may be in (`example.com` allows it and its subdomains).
+    /// Empty means any name whose addresses are in scope.
+    pub allowed_domains: Vec<String>,
+    /// Wall-clock limit of one builtin scan (nmap and nuclei have their own).
+    #[serde(with = "humantime_serde")]
+    pub time_limit: Duration,
+    /// Connection attempts per second to any one host, across its ports (0: no limit): a
+    /// per-host limit, not a global one, so one scan cannot flood one target.
+    pub per_host_rate: u32,
+    /// The nmap engine.
+    pub nmap: NmapConfig,
+    /// The nuclei engine.
+    pub nuclei: NucleiConfig,
+}
+
+/// The nuclei engine, offered when its binary is found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NucleiConfig {
+    /// The binary: a name looked up on `PATH`, or a path.
+    pub path: String,
+    /// Requests per second at most (`-rl`).
+    pub rate_limit: u32,
+    /// Wall-clock limit of one nuclei run; it is killed beyond.
+    #[serde(with = "humantime_serde")]
+    pub time_limit: Duration,
+    /// nuclei processes running at once, across scans.
+    pub max_processes: usize,
+}
+
+impl Default for NucleiConfig {
+    fn default() -> Self {
+        Self {
+            path: "nuclei".to_owned(),
+            rate_limit: 150,
+            time_limit: Duration::from_secs(3600),
+            max_processes: 1,
+        }
+    }
+}
+
+/// The nmap engine. It is offered when its binary is found; `CreateScan` with
+/// `scanner = "nmap"` is refused with FAILED_PRECONDITION otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NmapConfig {
+    /// The binary: a name looked up on `PATH`, or a path.
+    pub path: String,
+    /// Probe services for product and version (`-sV`): slower, more informative.
+    pub version_detection: bool,
+    /// Packets per second at most (`--max-rate`).
+    pub max_rate: u32,
+    /// Give up on a host after this long (`--host-timeout`).
+    #[serde(with = "humantime_serde")]
+    pub host_timeout: Duration,
+    /// Wall-clock limit of one nmap run; it is killed beyond.
+    #[serde(with = "humantime_serde")]
+    pub time_limit: Duration,
+    /// nmap processes running at once, across scans.
+    pub max_processes: usize,
+}
+
+impl Default for NmapConfig {
+    fn default() -> Self {
+        Self {
+            path: "nmap".to_owned(),
+            version_detection: false,
+            max_rate: 1000,
+            host_timeout: Duration::from_secs(300),
+            time_limit: Duration::from_secs(3600),
+            max_processes: 2,
+        }
+    }
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            default_ports: "1-1024".to_owned(),
+            max_hosts_per_scan: 256,
+            max_in_flight: 512,
+            connect_timeout: Duration::from_millis(1000),
+            banner_timeout: Duration::from_millis(500),
+            max_concurrent_scans: 4,
+            lease: Duration::from_secs(15),
+            claim_every: Duration::from_secs(1),
+            reanalyze_every: Duration::from_secs(30),
+            allowed_cidrs: Vec::new(),
+            denied_cidrs: Vec::new(),
+            allowed_domains: Vec::new(),
+            time_limit: Duration::from_secs(3600),
+            per_host_rate: 0,
+            nmap: NmapConfig::default(),
+            nuclei: NucleiConfig::default(),
+        }
+    }
+}
+
+impl ScanConfig {
+    /// Checks what the types cannot; keys are relative to `[scan]`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let at_least_one = |key: &str, v: usize| {
+            if v == 0 {
+                Err(Invalid::new(key, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("max_in_flight", self.max_in_flight)?;
+        at_least_one("max_concurrent_scans", self.max_concurrent_scans)?;
+        if self.lease < Duration::from_millis(300) {
+            return Err(Invalid::new("lease", "must be at least 300ms"));
+        }
+        if self.reanalyze_every.is_zero() {
+            return Err(Invalid::new("reanalyze_every", "must be more than 0s"));
+        }
+        if self.claim_every.is_zero() {
+            return Err(Invalid::new("claim_every", "must be more than 0s"));
+        }
+        at_least_one("max_hosts_per_scan", self.max_hosts_per_scan as usize)?;
+        for (key, list) in [
+            ("allowed_cidrs", &self.allowed_cidrs),
+            ("denied_cidrs", &self.denied_cidrs),
+        ] {
+            for cidr in list {
+                if cidr.parse::<ipnet::IpNet>().is_err()
+                    && cidr.parse::<std::net::IpAddr>().is_err()
+                {
+                    return Err(Invalid::new(
+                        key,
+                        format!("{cidr:?} is not a CIDR block or address"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
