@@ -12,6 +12,7 @@
 //! - [`deadline`]: `grpc-timeout`, read on the way in and passed on, shrunk, on the way out.
 //! - [`circuit_breaker`]: stops calls to a failing dependency and probes its recovery.
 //! - [`rate_limit`]: GCRA limits per caller and method, with `RetryInfo` on rejection.
+//! - [`settings`]: [`settings::Invalid`], what every configuration's validation refuses.
 //! - [`retry`]: retries of idempotent calls, with backoff, server pushback, deadline and budget.
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
@@ -40,6 +41,7 @@ pub mod redis;
 pub mod registry;
 pub mod request_id;
 pub mod retry;
+pub mod settings;
 pub mod status;
 pub mod tenant;
 pub mod trace;

@@ -8,8 +8,8 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use phantom::config::{Config, ServiceName};
 use phantom::up::{Addresses, System};
+use phantom_kit::CancellationToken;
 use phantom_layers::registry::Registry;
-use phantom_runtime::CancellationToken;
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

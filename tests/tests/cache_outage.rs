@@ -7,7 +7,7 @@ use std::{net::SocketAddr, process::Stdio, time::Duration};
 use phantom::config::ServiceName;
 use phantom_layers::circuit_breaker::State;
 use phantom_proto::pb::vuln_analyzer_client::VulnAnalyzerClient;
-use phantom_runtime::cache::{CacheManager, CacheSnapshot};
+use phantom_storage::cache::{CacheManager, CacheSnapshot};
 use phantom_tests::{PATIENCE, Running, channel, llm::finding};
 
 struct RedisServer {
@@ -77,7 +77,7 @@ async fn analyze_ok(client: &mut VulnAnalyzerClient<tonic::transport::Channel>, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_killed_requests_keep_succeeding_and_the_cache_comes_back_on_its_own() {
-    if !phantom_runtime::testing::redis_server_available() {
+    if !phantom_kit::testing::redis_server_available() {
         return;
     }
     let data = tempfile::tempdir().unwrap();

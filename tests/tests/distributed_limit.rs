@@ -29,7 +29,7 @@ async fn admit(l: &RateLimiter, caller: &str) -> bool {
 
 #[tokio::test]
 async fn replicas_share_one_limit_through_redis() {
-    let Some(url) = phantom_runtime::testing::redis_url() else {
+    let Some(url) = phantom_kit::testing::redis_url() else {
         return;
     };
     let name = format!("replicas-{}", std::process::id());

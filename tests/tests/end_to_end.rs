@@ -76,8 +76,8 @@ async fn a_scan_runs_end_to_end_through_every_service_and_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_scan_runs_on_postgres_and_redis() {
     let (Some(db), Some(redis)) = (
-        phantom_runtime::testing::postgres_url(),
-        phantom_runtime::testing::redis_url(),
+        phantom_kit::testing::postgres_url(),
+        phantom_kit::testing::redis_url(),
     ) else {
         return;
     };
@@ -551,15 +551,15 @@ async fn a_server_is_not_serving_until_its_database_answers() {
     cfg.storage.acquire_timeout = Duration::from_millis(200);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let shutdown = phantom_runtime::CancellationToken::new();
+    let shutdown = phantom_kit::CancellationToken::new();
     let server = tokio::spawn(phantom_notifier::run(
         cfg.notifier(),
-        phantom_runtime::Listeners {
+        phantom_kit::Listeners {
             grpc: listener,
             http: None,
             health: None,
         },
-        phantom_runtime::Context::default(),
+        phantom_kit::Context::default(),
         shutdown.clone(),
     ));
     phantom_tests::wait_for_status(addr, "", ServingStatus::NotServing).await;
@@ -585,7 +585,7 @@ async fn a_server_is_not_serving_until_its_database_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_nmap_scan_finds_the_same_open_ports_as_the_builtin_engine() {
-    if !phantom_runtime::testing::nmap_available() {
+    if !phantom_kit::testing::nmap_available() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -713,15 +713,15 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
     cfg_o.endpoints.notifier = format!("http://{}", system.addrs.notifier);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let orchestrator_addr = listener.local_addr().unwrap();
-    let stop = phantom_runtime::CancellationToken::new();
+    let stop = phantom_kit::CancellationToken::new();
     let orchestrator = tokio::spawn(phantom_scan_orchestrator::run(
         cfg_o.scan_orchestrator(),
-        phantom_runtime::Listeners {
+        phantom_kit::Listeners {
             grpc: listener,
             http: None,
             health: None,
         },
-        phantom_runtime::Context::default(),
+        phantom_kit::Context::default(),
         stop.clone(),
     ));
     phantom_tests::wait_for_status(
@@ -766,15 +766,15 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
 
     // The analyzer comes back on its address: the findings get their analyses.
     let analyzer_listener = tokio::net::TcpListener::bind(analyzer_addr).await.unwrap();
-    let stop_analyzer = phantom_runtime::CancellationToken::new();
+    let stop_analyzer = phantom_kit::CancellationToken::new();
     let analyzer = tokio::spawn(phantom_vuln_analyzer::run(
         cfg.vuln_analyzer(),
-        phantom_runtime::Listeners {
+        phantom_kit::Listeners {
             grpc: analyzer_listener,
             http: None,
             health: None,
         },
-        phantom_runtime::Context::default(),
+        phantom_kit::Context::default(),
         stop_analyzer.clone(),
     ));
     let deadline = std::time::Instant::now() + PATIENCE;

@@ -8,7 +8,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use phantom::config::{Config, ServiceName};
-use phantom_runtime::{CancellationToken, Listeners};
+use phantom_kit::{CancellationToken, Listeners};
 use phantom_tests::{PATIENCE, http_get, wait_for_status};
 use tokio::net::TcpListener;
 use tonic_health::pb::health_check_response::ServingStatus;

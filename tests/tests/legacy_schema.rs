@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
+use phantom_kit::time::now_micros;
 use phantom_notifier::repository::{
     NotificationRecord, NotificationRepository as _, SqlNotificationRepository,
 };
 use phantom_proto::pb::{ScanState, Severity};
-use phantom_runtime::time::now_micros;
 use phantom_scan_orchestrator::repository::{
     FindingRecord, ScanRepository as _, SqlScanRepository, conformance::sample_scan,
 };

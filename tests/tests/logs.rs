@@ -13,9 +13,9 @@ use std::{
     time::Duration,
 };
 
+use phantom_kit::config::LogFormat;
 use phantom_notifier::settings::NotificationLogKind;
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
-use phantom_runtime::config::LogFormat;
 use phantom_tests::{
     Running, channel,
     llm::{FakeLlm, Mode, with_llm},
@@ -74,11 +74,11 @@ async fn a_scans_logs_carry_its_correlation_id_in_every_service_and_no_secret() 
     cfg.notifier.log = NotificationLogKind::Database;
     cfg.notifier.redis_fanout = false;
     // Storage operations are logged at DEBUG.
-    cfg.telemetry.log_filter = "info,phantom_runtime::telemetry=debug".into();
+    cfg.telemetry.log_filter = "info,phantom_kit::telemetry=debug".into();
 
     let captured = Captured::default();
     let writer = captured.clone();
-    phantom_runtime::telemetry::init_with_writer(
+    phantom_kit::telemetry::init_with_writer(
         &cfg.telemetry,
         &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
         LogFormat::Json,

@@ -5,8 +5,8 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
+use phantom_kit::{CancellationToken, Listeners};
 use phantom_proto::pb::{self, notifier_client::NotifierClient, subscribe_response::Event};
-use phantom_runtime::{CancellationToken, Listeners};
 use phantom_tests::{PATIENCE, Running, channel, config};
 
 fn note(room: &str, priority: pb::Priority, payload: String) -> pb::Notification {
@@ -203,8 +203,8 @@ async fn reconnecting_grpc_and_websocket_clients_get_every_missed_message_once_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_notifier_replicas_on_one_redis_deliver_each_others_messages_once() {
     let (Some(db), Some(redis)) = (
-        phantom_runtime::testing::postgres_url(),
-        phantom_runtime::testing::redis_url(),
+        phantom_kit::testing::postgres_url(),
+        phantom_kit::testing::redis_url(),
     ) else {
         return;
     };
@@ -233,7 +233,7 @@ async fn two_notifier_replicas_on_one_redis_deliver_each_others_messages_once() 
             http: None,
             health: None,
         },
-        phantom_runtime::Context::default(),
+        phantom_kit::Context::default(),
         stop_b.clone(),
     ));
     phantom_tests::wait_for_status(

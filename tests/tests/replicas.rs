@@ -3,15 +3,15 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use phantom_kit::{CancellationToken, Listeners};
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
-use phantom_runtime::{CancellationToken, Listeners};
 use phantom_scan_orchestrator::repository::{ScanRepository as _, SqlScanRepository};
 use phantom_storage::Database;
 use phantom_tests::{PATIENCE, Running, channel, config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
-    let Some(db) = phantom_runtime::testing::postgres_url() else {
+    let Some(db) = phantom_kit::testing::postgres_url() else {
         return;
     };
     let data = tempfile::tempdir().unwrap();
@@ -37,7 +37,7 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
             http: None,
             health: None,
         },
-        phantom_runtime::Context::default(),
+        phantom_kit::Context::default(),
         stop_b.clone(),
     ));
 

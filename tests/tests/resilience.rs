@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use phantom::config::ServiceName;
+use phantom_kit::{client, config::ClientPolicy};
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
-use phantom_runtime::{client, config::ClientPolicy};
 use phantom_tests::{Running, channel, config};
 use tonic::Code;
 use tonic_types::StatusExt;

@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value},
     trace::v1::span::SpanKind,
 };
+use phantom_kit::config::LogFormat;
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
-use phantom_runtime::config::LogFormat;
 use phantom_tests::{PATIENCE, Running, channel, config};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -159,7 +159,7 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
     cfg.telemetry.otlp_endpoint = format!("http://{collector_addr}");
     cfg.telemetry.sampling_ratio = 1.0;
     cfg.telemetry.export_interval = Duration::from_millis(100);
-    let process = phantom_runtime::telemetry::init_with_writer(
+    let process = phantom_kit::telemetry::init_with_writer(
         &cfg.telemetry,
         &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
         LogFormat::Json,

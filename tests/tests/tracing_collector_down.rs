@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use phantom_kit::config::LogFormat;
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
-use phantom_runtime::config::LogFormat;
 use phantom_tests::{Running, channel, config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,7 +20,7 @@ async fn scans_run_and_calls_answer_while_the_collector_is_down() {
     cfg.telemetry.otlp_endpoint = format!("http://{nobody}");
     cfg.telemetry.export_interval = Duration::from_millis(50);
     cfg.telemetry.export_queue = 16;
-    phantom_runtime::telemetry::init_with_writer(
+    phantom_kit::telemetry::init_with_writer(
         &cfg.telemetry,
         &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
         LogFormat::Json,

@@ -12,7 +12,7 @@
 //!
 //! The spans are `tracing` spans; `tracing-opentelemetry` makes OpenTelemetry spans of them
 //! (`otel.name`, `otel.kind` and `otel.status_code` are its special fields). The wire format
-//! is the text-map propagator installed globally (`phantom_runtime::telemetry` installs the
+//! is the text-map propagator installed globally (`phantom_kit::telemetry` installs the
 //! W3C one); with none installed, nothing is read or written and only the spans remain.
 //!
 //! The server span declares fields the layers below it fill in, so that every log line of

@@ -21,13 +21,13 @@ use std::{
 };
 
 use fred::prelude::*;
-use phantom_proto::pb::{self, HealthStatus};
-use phantom_runtime::{
+use phantom_kit::{
     CancellationToken,
     config::{StorageConfig, redact},
     telemetry::scrub,
     time::timestamp_now,
 };
+use phantom_proto::pb::{self, HealthStatus};
 use serde::Serialize;
 
 use crate::settings::Config;

@@ -10,13 +10,13 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use phantom_layers::exposition::Families;
-use phantom_proto::pb::{self, metrics_client::MetricsClient};
-use phantom_runtime::{
+use phantom_kit::{
     http::{AllowedHosts, restrict_hosts},
     metrics::{from_pb, render},
     telemetry::scrub,
 };
+use phantom_layers::exposition::Families;
+use phantom_proto::pb::{self, metrics_client::MetricsClient};
 use serde_json::{Value, json};
 
 use crate::{checks::status_name, service::Aggregator};
@@ -81,7 +81,7 @@ struct AppState {
 }
 
 /// The router of the HTTP listener, answering only requests naming one of `hosts` (421
-/// otherwise: see [`phantom_runtime::http::AllowedHosts`]).
+/// otherwise: see [`phantom_kit::http::AllowedHosts`]).
 pub fn router(aggregator: Arc<Aggregator>, collector: Collector, hosts: AllowedHosts) -> Router {
     let router = Router::new()
         .route("/health", get(health))
@@ -350,7 +350,7 @@ async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse 
 
 #[cfg(test)]
 mod tests {
-    use phantom_runtime::{CancellationToken, Listeners};
+    use phantom_kit::{CancellationToken, Listeners};
 
     use crate::Config;
     use tokio::{
@@ -391,7 +391,7 @@ mod tests {
         let server = tokio::spawn(crate::run(
             config,
             listeners,
-            phantom_runtime::Context::default(),
+            phantom_kit::Context::default(),
             shutdown.clone(),
         ));
         let port = addr.port();

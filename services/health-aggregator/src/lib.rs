@@ -13,8 +13,8 @@ pub mod http;
 pub mod service;
 pub mod settings;
 
+use phantom_kit::{CancellationToken, Context, Listeners, server};
 use phantom_proto::pb::health_aggregator_server::HealthAggregatorServer;
-use phantom_runtime::{CancellationToken, Context, Listeners, server};
 pub use settings::Config;
 
 /// The service's name: in logs, spans, metrics and health reports.
@@ -51,12 +51,12 @@ pub async fn run(
     let http_router = http::router(
         aggregator.clone(),
         http::Collector::new(aggregator.checker().channels(), config.health.timeout),
-        phantom_runtime::http::AllowedHosts::new(&config.health.http_allowed_hosts),
+        phantom_kit::http::AllowedHosts::new(&config.health.http_allowed_hosts),
     );
     // Within the `[http]` limits: header and idle timeouts, a connection cap.
     let http = async {
         match listeners.http {
-            Some(listener) => phantom_runtime::http::serve(
+            Some(listener) => phantom_kit::http::serve(
                 "health (/health, /health/metrics, /metrics)",
                 listener,
                 http_router,

@@ -3,8 +3,8 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
+use phantom_kit::CancellationToken;
 use phantom_proto::pb::{self, health_aggregator_server::HealthAggregator};
-use phantom_runtime::CancellationToken;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use phantom_runtime::config::{Invalid, ServerSettings};
+use phantom_kit::config::{Invalid, ServerSettings};
 use phantom_storage::StorageConfig;
 use serde::{Deserialize, Serialize};
 

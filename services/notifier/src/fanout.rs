@@ -10,7 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use fred::{clients::SubscriberClient, prelude::*};
-use phantom_runtime::CancellationToken;
+use phantom_kit::CancellationToken;
 use serde::{Deserialize, Serialize};
 
 use crate::{hub::Hub, repository::NotificationRecord};

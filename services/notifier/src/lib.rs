@@ -27,8 +27,8 @@ pub mod ws;
 
 use std::sync::Arc;
 
+use phantom_kit::{CancellationToken, Context, Listeners, Ready, server};
 use phantom_proto::pb::notifier_server::NotifierServer;
-use phantom_runtime::{CancellationToken, Context, Listeners, Ready, server};
 pub use settings::Config;
 
 /// The service's name: in logs, spans, metrics and health reports.
@@ -64,7 +64,7 @@ pub async fn run(
         service::NotifierService::new(core.clone(), hub.clone(), delivery, shutdown.clone());
     let router = router.add_service(NotifierServer::new(notifier.clone()));
     let init = async {
-        let Some(store) = phantom_runtime::connect_store_for(
+        let Some(store) = phantom_kit::connect_store_for(
             NAME,
             &config.storage,
             config.server.probe_timeout,
@@ -141,7 +141,7 @@ pub async fn run(
     );
     let ws = async {
         match listeners.http {
-            Some(listener) => phantom_runtime::http::serve(
+            Some(listener) => phantom_kit::http::serve(
                 "notifier websocket (/ws)",
                 listener,
                 ws_router,
@@ -171,7 +171,7 @@ async fn prune(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let cutoff = phantom_runtime::time::now_micros()
+        let cutoff = phantom_kit::time::now_micros()
             - i64::try_from(config.retention_age.as_micros()).unwrap_or(i64::MAX / 2);
         match log.prune(cutoff, config.retention_count).await {
             Ok(0) => {}

@@ -15,13 +15,13 @@ use std::{
 };
 
 use futures::Stream;
-use phantom_layers::{Error, FieldViolation, status::echo};
-use phantom_proto::pb::{self, notifier_server::Notifier};
-use phantom_runtime::{
+use phantom_kit::{
     CancellationToken, Ready,
     server::tenant_of,
     time::{now_micros, timestamp_now},
 };
+use phantom_layers::{Error, FieldViolation, status::echo};
+use phantom_proto::pb::{self, notifier_server::Notifier};
 use tokio::sync::mpsc;
 
 use crate::{

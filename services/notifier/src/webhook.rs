@@ -21,13 +21,13 @@ use std::{
 };
 
 use hmac::{Hmac, Mac};
+use phantom_kit::CancellationToken;
 use phantom_layers::{
     backoff::{Backoff, Strategy},
     circuit_breaker::Breaker,
     classify::Verdict,
 };
 use phantom_proto::pb;
-use phantom_runtime::CancellationToken;
 
 use crate::settings::WebhookConfig;
 use sha2::Sha256;

@@ -3,11 +3,11 @@
 
 use std::{sync::Arc, time::Duration};
 
+use phantom_kit::time::now_micros;
 use phantom_notifier::{
     log::{NotificationLog, Page, RedisLog, StoreLog},
     repository::{self, NotificationRecord, SqlNotificationRepository},
 };
-use phantom_runtime::time::now_micros;
 use phantom_storage::Database;
 
 fn note(tenant: &str, room: &str, created_at: i64) -> NotificationRecord {
@@ -151,7 +151,7 @@ async fn the_database_log_conforms() {
 
 #[tokio::test]
 async fn the_redis_streams_log_conforms() {
-    let Some(url) = phantom_runtime::testing::redis_url() else {
+    let Some(url) = phantom_kit::testing::redis_url() else {
         return;
     };
     let log = RedisLog::connect(&url, 10_000).unwrap();

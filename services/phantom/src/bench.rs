@@ -14,8 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use phantom_kit::{CancellationToken, Listeners, client, config::ClientPolicy};
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
-use phantom_runtime::{CancellationToken, Listeners, client, config::ClientPolicy};
 
 use crate::config::{Config, ServiceName};
 
@@ -112,7 +112,7 @@ async fn analyzer(
             http: None,
             health: None,
         },
-        phantom_runtime::Context::default(),
+        phantom_kit::Context::default(),
         shutdown.clone(),
     ));
     let url = format!("http://{addr}");

@@ -24,9 +24,9 @@ use std::{
 };
 
 use anyhow::Context as _;
+use phantom_kit::{CancellationToken, Listeners};
 use phantom_layers::rate_limit::QuotaConfig;
 use phantom_proto::pb::{self, notifier_client::NotifierClient, subscribe_response::Event};
-use phantom_runtime::{CancellationToken, Listeners};
 
 use crate::config::Config;
 use tokio::task::JoinSet;
@@ -131,7 +131,7 @@ async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationTok
             http: None,
             health: None,
         },
-        phantom_runtime::Context::default(),
+        phantom_kit::Context::default(),
         shutdown.clone(),
     ));
     // Ready means its store is open: Subscribe answers instead of UNAVAILABLE.

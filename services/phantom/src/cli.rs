@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use phantom_runtime::{CancellationToken, server, telemetry};
+use phantom_kit::{CancellationToken, server, telemetry};
 
 use crate::config::{Config, ServiceName};
 
@@ -264,9 +264,9 @@ impl Cli {
                 // `serve` is what runs in a pod: JSON lines for the collector, terminal or
                 // not, unless asked otherwise. `up` is for people: text on a terminal.
                 if matches!(self.command, Command::Serve { .. })
-                    && config.telemetry.log_format == phantom_runtime::config::LogFormat::Auto
+                    && config.telemetry.log_format == phantom_kit::config::LogFormat::Auto
                 {
-                    config.telemetry.log_format = phantom_runtime::config::LogFormat::Json;
+                    config.telemetry.log_format = phantom_kit::config::LogFormat::Json;
                 }
                 let process = telemetry::init(
                     &config.telemetry,
@@ -336,7 +336,7 @@ impl Cli {
                 concurrency,
             } => {
                 telemetry::init(
-                    &phantom_runtime::config::TelemetryConfig {
+                    &phantom_kit::config::TelemetryConfig {
                         log_filter: "warn".into(),
                         ..Default::default()
                     },

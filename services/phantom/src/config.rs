@@ -15,8 +15,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use phantom_health_aggregator::settings::{HealthConfig, LlmTarget, ServiceTarget};
-use phantom_notifier::settings::NotifierConfig;
-use phantom_runtime::{
+use phantom_kit::{
     client::Peer,
     config::{
         CacheConfig, ClientPolicy, HttpLimits, Invalid, ServerResilience, ServerSettings,
@@ -24,6 +23,7 @@ use phantom_runtime::{
     },
     telemetry::register_secret,
 };
+use phantom_notifier::settings::NotifierConfig;
 use phantom_scan_orchestrator::settings::ScanConfig;
 use phantom_storage::{Migrator, StorageConfig};
 use phantom_vuln_analyzer::settings::AnalyzerConfig;
@@ -698,9 +698,9 @@ mod tests {
         let quoted = "error sending request for url \
              (https://hooks.slack.com/services/T0PHANTOM/B0PHANTOM/xoxSeCrEt42)";
         assert!(
-            !phantom_runtime::telemetry::scrub(quoted).contains("xoxSeCrEt42"),
+            !phantom_kit::telemetry::scrub(quoted).contains("xoxSeCrEt42"),
             "{}",
-            phantom_runtime::telemetry::scrub(quoted)
+            phantom_kit::telemetry::scrub(quoted)
         );
     }
 
@@ -725,7 +725,7 @@ mod tests {
         );
         c.register_secrets();
         assert_eq!(
-            phantom_runtime::telemetry::scrub(
+            phantom_kit::telemetry::scrub(
                 "auth failed for redis-pass with sk-live-0123456789abcdef"
             ),
             "auth failed for *** with ***"

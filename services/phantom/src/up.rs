@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use phantom_kit::{CancellationToken, Context, Listeners, server::bind};
 use phantom_layers::registry::Registry;
-use phantom_runtime::{CancellationToken, Context, Listeners, server::bind};
 
 use crate::config::{Config, ServiceName};
 

@@ -168,7 +168,7 @@ async fn until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
 async fn the_charts_probes_see_liveness_without_the_database_and_readiness_only_with_it() {
     let (Some(helm), Some(db), Some(ctl)) = (
         std::env::var("PHANTOM_TEST_HELM").ok(),
-        phantom_runtime::testing::postgres_url(),
+        phantom_kit::testing::postgres_url(),
         std::env::var("PHANTOM_TEST_POSTGRES_CTL").ok(),
     ) else {
         return;

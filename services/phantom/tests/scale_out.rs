@@ -68,8 +68,8 @@ async fn channel(port: u16) -> tonic::transport::Channel {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_of_every_service_share_the_work_and_the_notifications() {
     let (Some(db), Some(redis)) = (
-        phantom_runtime::testing::postgres_url(),
-        phantom_runtime::testing::redis_url(),
+        phantom_kit::testing::postgres_url(),
+        phantom_kit::testing::redis_url(),
     ) else {
         return;
     };

@@ -22,11 +22,11 @@ pub mod targets;
 
 use std::sync::Arc;
 
+use phantom_kit::{CancellationToken, Context, Listeners, Ready, client, server};
 use phantom_proto::pb::{
     notifier_client::NotifierClient, scan_orchestrator_server::ScanOrchestratorServer,
     vuln_analyzer_client::VulnAnalyzerClient,
 };
-use phantom_runtime::{CancellationToken, Context, Listeners, Ready, client, server};
 pub use settings::Config;
 
 /// Fully-qualified name of the gRPC service.
@@ -52,7 +52,7 @@ pub async fn run(
         service::ScanOrchestratorService::new(core.clone()),
     ));
     let init = async {
-        let Some(db) = phantom_runtime::connect_store_for(
+        let Some(db) = phantom_kit::connect_store_for(
             NAME,
             &config.storage,
             config.server.probe_timeout,

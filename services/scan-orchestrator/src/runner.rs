@@ -16,19 +16,19 @@ use std::{
     time::Duration,
 };
 
+use phantom_kit::{
+    CancellationToken,
+    client::GrpcChannel,
+    fingerprint::fingerprint,
+    telemetry::{self, event},
+    time::now_micros,
+};
 use phantom_layers::{
     RequestId, Tenant,
     request_id::{self, CallContext},
 };
 use phantom_proto::pb::{
     self, notifier_client::NotifierClient, vuln_analyzer_client::VulnAnalyzerClient,
-};
-use phantom_runtime::{
-    CancellationToken,
-    client::GrpcChannel,
-    fingerprint::fingerprint,
-    telemetry::{self, event},
-    time::now_micros,
 };
 use phantom_storage::StoreError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};

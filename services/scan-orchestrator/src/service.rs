@@ -3,14 +3,14 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
-use phantom_layers::{Error, status::echo};
-use phantom_proto::pb::{self, scan_orchestrator_server::ScanOrchestrator};
-use phantom_runtime::{
+use phantom_kit::{
     Ready,
     server::tenant_of,
     telemetry,
     time::{now_micros, timestamp_now},
 };
+use phantom_layers::{Error, status::echo};
+use phantom_proto::pb::{self, scan_orchestrator_server::ScanOrchestrator};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::repository::{InsertScan, ScanRecord};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use phantom_runtime::{
+use phantom_kit::{
     client::Peer,
     config::{Invalid, ServerSettings},
 };

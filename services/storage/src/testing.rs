@@ -1,11 +1,11 @@
 //! Throwaway databases for the repositories' conformance suites (feature `testing`; not part
 //! of the production API).
 //!
-//! `make test` starts a throwaway PostgreSQL and exports its URL as
-//! `PHANTOM_TEST_POSTGRES_URL`, with `PHANTOM_REQUIRE_BACKENDS=1`. A plain `cargo test`
-//! without it skips the PostgreSQL tests (saying so); under `make test` a missing server fails
-//! the test instead of passing silently. (`phantom_runtime::testing` says the same of every
-//! backend; this crate cannot depend on the runtime, which depends on it.)
+//! `make test` starts a throwaway PostgreSQL and Redis and exports their URLs as
+//! `PHANTOM_TEST_POSTGRES_URL` and `PHANTOM_TEST_REDIS_URL`, with
+//! `PHANTOM_REQUIRE_BACKENDS=1`. A plain `cargo test` without them skips the backend tests
+//! (saying so); under `make test` a missing server fails the test instead of passing
+//! silently.
 
 use std::{path::Path, time::Duration};
 
@@ -16,20 +16,29 @@ const MAX_CONNECTIONS: u32 = 5;
 /// How long a test waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// URL of the test PostgreSQL server, if one was provisioned.
-pub fn postgres_url() -> Option<String> {
-    const VAR: &str = "PHANTOM_TEST_POSTGRES_URL";
-    match std::env::var(VAR) {
+/// The URL in the environment variable `var`, if `make test` provisioned that backend.
+fn backend(var: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert!(
                 std::env::var("PHANTOM_REQUIRE_BACKENDS").as_deref() != Ok("1"),
-                "{VAR} is not set but PHANTOM_REQUIRE_BACKENDS=1: run the suite through `make test`"
+                "{var} is not set but PHANTOM_REQUIRE_BACKENDS=1: run the suite through `make test`"
             );
-            eprintln!("skipped: {VAR} is not set (run `make test` to provision it)");
+            eprintln!("skipped: {var} is not set (run `make test` to provision it)");
             None
         }
     }
+}
+
+/// URL of the test PostgreSQL server, if one was provisioned.
+pub fn postgres_url() -> Option<String> {
+    backend("PHANTOM_TEST_POSTGRES_URL")
+}
+
+/// URL of the test Redis server, if one was provisioned.
+pub fn redis_url() -> Option<String> {
+    backend("PHANTOM_TEST_REDIS_URL")
 }
 
 /// The URL of a new SQLite database in `dir`.

@@ -10,8 +10,8 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::Engine as _;
+use phantom_kit::{CancellationToken, time::now_micros};
 use phantom_proto::pb;
-use phantom_runtime::{CancellationToken, time::now_micros};
 
 use crate::settings::EnrichmentConfig;
 use prost::Message as _;

@@ -19,8 +19,9 @@ pub mod rules;
 pub mod service;
 pub mod settings;
 
+use phantom_kit::{CancellationToken, Context, Listeners, Ready, server};
 use phantom_proto::pb::vuln_analyzer_server::VulnAnalyzerServer;
-use phantom_runtime::{CancellationToken, Context, Listeners, Ready, connect_cache, server};
+use phantom_storage::cache;
 pub use settings::Config;
 
 /// The service's name: in logs, spans, metrics and health reports.
@@ -43,7 +44,7 @@ pub async fn run(
         core.clone(),
     )));
     let init = async {
-        let Some(db) = phantom_runtime::connect_store_for(
+        let Some(db) = phantom_kit::connect_store_for(
             NAME,
             &config.storage,
             config.server.probe_timeout,
@@ -56,8 +57,14 @@ pub async fn run(
         else {
             return false;
         };
-        let Some(cache) = connect_cache(NAME, &config.cache, &context.registry).await else {
-            return false;
+        // A Redis that is down does not hold the service back: the cache passes through until
+        // it answers. Only a malformed URL fails here, which validation refuses.
+        let cache = match cache::connect_registered(NAME, &config.cache, &context.registry).await {
+            Ok(cache) => cache,
+            Err(err) => {
+                tracing::error!(error = %err, "The cache cannot be opened");
+                return false;
+            }
         };
         let ready = std::sync::Arc::new(service::Core {
             store: std::sync::Arc::new(repository::SqlAnalysisRepository::new(db)),

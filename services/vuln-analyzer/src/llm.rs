@@ -389,7 +389,7 @@ impl Llm {
             .max_completion_tokens(MAX_COMPLETION_TOKENS)
             .build()
             .map_err(|e| {
-                LlmError::Provider(phantom_runtime::telemetry::scrub(&e.to_string()).into_owned())
+                LlmError::Provider(phantom_kit::telemetry::scrub(&e.to_string()).into_owned())
             })?;
         Ok((request, prompt_chars))
     }
@@ -408,10 +408,10 @@ impl Llm {
         let started = tokio::time::Instant::now();
         let response = self.client.chat().create(request).await.map_err(|e| {
             // HTTP clients quote the request (URL, headers) in their errors.
-            LlmError::Provider(phantom_runtime::telemetry::scrub(&e.to_string()).into_owned())
+            LlmError::Provider(phantom_kit::telemetry::scrub(&e.to_string()).into_owned())
         });
         tracing::debug!(
-            event = phantom_runtime::telemetry::event::EXTERNAL_CALL,
+            event = phantom_kit::telemetry::event::EXTERNAL_CALL,
             ok = response.is_ok(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "LLM called"

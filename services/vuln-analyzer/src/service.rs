@@ -3,18 +3,14 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt as _, TryStreamExt as _};
+use phantom_kit::{Ready, server::tenant_of, time::now_micros};
 use phantom_layers::{Error, FieldViolation, status::MAX_VIOLATIONS};
 use phantom_proto::pb::{self, vuln_analyzer_server::VulnAnalyzer};
-use phantom_runtime::{
-    Ready,
-    cache::{CacheManager, Entry},
-    server::tenant_of,
-    time::now_micros,
-};
+use phantom_storage::cache::{CacheManager, Entry};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use phantom_runtime::fingerprint::fingerprint;
+use phantom_kit::fingerprint::fingerprint;
 
 use crate::{
     cvss::BaseVector,

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use phantom_kit::config::{CacheConfig, Invalid, ServerSettings};
 use phantom_layers::{adaptive::AdaptiveConfig, circuit_breaker::CircuitBreakerConfig};
-use phantom_runtime::config::{CacheConfig, Invalid, ServerSettings};
 use phantom_storage::{Migrator, StorageConfig};
 use serde::{Deserialize, Serialize};
 

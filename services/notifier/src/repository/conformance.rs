@@ -3,7 +3,7 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
-use phantom_runtime::time::now_micros;
+use phantom_kit::time::now_micros;
 
 use super::{NotificationRecord, NotificationRepository};
 

@@ -16,8 +16,8 @@ pub mod conformance;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use phantom_kit::time::timestamp;
 use phantom_proto::pb;
-use phantom_runtime::time::timestamp;
 use phantom_storage::StoreError;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use phantom_runtime::config::{StorageConfig, redact};
+use phantom_kit::config::{StorageConfig, redact};
 use phantom_storage::{Database, StoreError};
 use sqlx::{Connection as _, migrate::Migrate as _};
 

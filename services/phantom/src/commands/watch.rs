@@ -30,9 +30,9 @@ use std::{
 };
 
 use clap::ValueEnum;
+use phantom_kit::{CancellationToken, server::cancel_on_signals};
 use phantom_layers::backoff::{Backoff, Strategy};
 use phantom_proto::pb::{self, notifier_client::NotifierClient, subscribe_response::Event};
-use phantom_runtime::{CancellationToken, server::cancel_on_signals};
 use serde_json::json;
 use tonic::{Code, Status, transport::Endpoint};
 

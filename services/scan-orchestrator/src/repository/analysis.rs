@@ -1,7 +1,7 @@
 //! The analysis a finding carries.
 
+use phantom_kit::time::timestamp;
 use phantom_proto::pb;
-use phantom_runtime::time::timestamp;
 use serde::{Deserialize, Serialize};
 
 /// The analysis a finding carries: what the vuln-analyzer answered for its fingerprint, as
@@ -56,7 +56,7 @@ impl FindingAnalysis {
             degraded: a.degraded,
             analyzed_at: a
                 .analyzed_at
-                .map_or_else(phantom_runtime::time::now_micros, |t| {
+                .map_or_else(phantom_kit::time::now_micros, |t| {
                     t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
                 }),
             impact: a.likely_impact.clone(),

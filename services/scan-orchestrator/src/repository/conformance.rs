@@ -3,8 +3,8 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
+use phantom_kit::time::now_micros;
 use phantom_proto::pb::{ScanState, Severity};
-use phantom_runtime::time::now_micros;
 
 use super::{
     FindingAnalysis, FindingRecord, InsertScan, ResolvedTarget, ScanProgress, ScanRecord,

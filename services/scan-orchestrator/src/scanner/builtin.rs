@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
-use phantom_runtime::CancellationToken;
+use phantom_kit::CancellationToken;
 
 use crate::settings::ScanConfig;
 

@@ -14,7 +14,7 @@ pub use nmap::{NmapScanner, find_binary};
 pub use nuclei::NucleiScanner;
 
 use async_trait::async_trait;
-use phantom_runtime::CancellationToken;
+use phantom_kit::CancellationToken;
 
 use crate::repository::ResolvedTarget;
 use tokio::sync::mpsc;

@@ -10,7 +10,7 @@
 use std::{collections::HashMap, net::IpAddr, path::PathBuf, process::Stdio, sync::Arc};
 
 use async_trait::async_trait;
-use phantom_runtime::CancellationToken;
+use phantom_kit::CancellationToken;
 
 use crate::settings::NmapConfig;
 use quick_xml::{Reader, events::Event as Xml};

@@ -17,7 +17,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use phantom_runtime::CancellationToken;
+use phantom_kit::CancellationToken;
 
 use crate::settings::NucleiConfig;
 

@@ -3,8 +3,8 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
+use phantom_kit::time::now_micros;
 use phantom_proto::pb::Severity;
-use phantom_runtime::time::now_micros;
 
 use super::{AnalysisRecord, AnalysisRepository};
 

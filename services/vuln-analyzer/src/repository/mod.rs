@@ -18,8 +18,8 @@ pub mod conformance;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use phantom_kit::time::timestamp;
 use phantom_proto::pb;
-use phantom_runtime::time::timestamp;
 use phantom_storage::StoreError;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
@@ -88,7 +88,7 @@ impl AnalysisRecord {
             degraded: a.degraded,
             analyzed_at: a
                 .analyzed_at
-                .map_or_else(phantom_runtime::time::now_micros, |t| {
+                .map_or_else(phantom_kit::time::now_micros, |t| {
                     t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
                 }),
             impact: a.likely_impact.clone(),

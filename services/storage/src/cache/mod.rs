@@ -8,11 +8,14 @@
 //! with other software.
 
 mod compress;
+mod config;
 mod manager;
 mod memory;
 mod redis;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub use config::CacheConfig;
 
 pub use compress::{CompressedCache, Compression, CompressionStats};
 pub use manager::{CacheManager, CacheSnapshot, Entry};
@@ -23,8 +26,6 @@ use async_trait::async_trait;
 
 pub use memory::MemoryCache;
 pub use redis::RedisCache;
-
-use crate::config::CacheConfig;
 
 /// Why a cache operation failed. Callers treat the cache as an optimisation: on error they
 /// log and go to the source of truth.

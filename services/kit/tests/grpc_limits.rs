@@ -1,4 +1,4 @@
-//! What one hostile client can do to a server built by `phantom_runtime::server`: call
+//! What one hostile client can do to a server built by `phantom_kit::server`: call
 //! made-up methods by the thousand, open streams by the thousand on one connection, send
 //! bytes that are not the message they claim to be. Each runs against a real server on
 //! loopback, through the shared layer stack.
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use futures::StreamExt as _;
+use phantom_kit::{CancellationToken, Context, config::ServerSettings, server};
 use phantom_proto::pb::{self, vuln_analyzer_server::VulnAnalyzerServer};
-use phantom_runtime::{CancellationToken, Context, config::ServerSettings, server};
 use tonic::{
     Code, Request, Response, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -182,7 +182,7 @@ async fn undecodable_request_bytes_answer_invalid_argument_without_echoing_them(
 #[tokio::test]
 async fn twenty_thousand_unknown_methods_leave_metrics_and_limiters_bounded() {
     let (channel, shutdown, context) = serve().await;
-    let text = || phantom_runtime::metrics::render(&context.registry.families()).len();
+    let text = || phantom_kit::metrics::render(&context.registry.families()).len();
     let keys = || {
         context
             .registry

@@ -1,22 +1,28 @@
-//! What every PHANTOM service shares.
+//! The kit PHANTOM's services are built with: no service's code, settings or tables, only
+//! what every server and client has.
+//!
+//! A service crate builds its server with [`server::router`] (the shared layer stack, health,
+//! reflection, `phantom.v1.Metrics`), serves it with [`server::serve_when_ready`] (readiness,
+//! draining, the probe port), calls its peers through [`client::to_peer`] (the client layer
+//! stack), and registers its components in the [`Context`] it is handed. The binary composes
+//! the services; no crate but the binary knows the list of them.
 //!
 //! # Layout
 //! - [`config`]: the settings every server shares (tenancy, server limits, shutdown, client
-//!   policies, the cache, telemetry) and [`config::Invalid`], what validation refuses.
-//! - [`fingerprint`]: the stable identity of a finding, shared by scanner and analyzer.
-//! - [`server`]: the shared server stack (layers, health, reflection, graceful shutdown).
+//!   policies, telemetry) and [`config::Invalid`], what validation refuses.
+//! - [`server`]: the server stack (layers, health, reflection, graceful shutdown).
+//! - [`client`]: channels to other services with the client-side layers; [`client::Peer`].
 //! - [`http`]: the HTTP ports (`/health`, the WebSocket gateway) served with hard limits.
-//! - [`client`]: channels to other services with the client-side layers.
-//! - [`connect_store_for`]: the shared database (`phantom_storage`), opened with a service's
-//!   migrations applied, its pool's gauges and readiness kept up to date. Each service's
-//!   tables and queries are its own (`repository` in each service crate).
-//! - [`cache`]: the [`cache::CacheManager`] over an in-process or Redis backend.
+//! - [`metrics`]: `phantom.v1.Metrics` over a service's registry, and the Prometheus text of
+//!   collected samples.
 //! - [`ready`]: state that handlers reach once dependencies are up.
 //! - [`telemetry`]: logs (text or JSON lines, scrubbed of secrets) and OpenTelemetry traces.
+//! - [`fingerprint`]: the stable identity of a finding, shared by scanner and analyzer.
 //! - [`time`](mod@time): timestamps.
-//! - [`testing`]: access to the backends `make test` provisions.
+//! - [`connect_store_for`]: a service's database (`phantom_storage`), opened with its
+//!   migrations, its pool's gauge and the server's readiness following it.
+//! - `testing` (feature `testing`): access to the backends `make test` provisions.
 
-pub mod cache;
 pub mod client;
 pub mod config;
 pub mod fingerprint;
@@ -25,6 +31,7 @@ pub mod metrics;
 pub mod ready;
 pub mod server;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
 
@@ -81,20 +88,6 @@ pub async fn connect_store(
         Ok::<_, phantom_storage::StoreError>(db)
     })
     .await
-}
-
-/// Opens the configured cache for `user`; its statistics appear in `/health/metrics`. A Redis
-/// that is down does not hold the service back: the cache passes through until it answers,
-/// so there is nothing to retry here (only a malformed URL fails, which validation refuses).
-pub async fn connect_cache(
-    user: &str,
-    config: &config::CacheConfig,
-    registry: &phantom_layers::registry::Registry,
-) -> Option<cache::CacheManager> {
-    cache::connect_registered(user, config, registry)
-        .await
-        .inspect_err(|err| tracing::error!(error = %err, "The cache cannot be opened"))
-        .ok()
 }
 
 /// Retries `connect` with capped exponential backoff until it succeeds or `shutdown` fires,

@@ -3,14 +3,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use phantom_runtime::{
-    cache::{CacheManager, CompressedCache, Compression, RedisCache, conformance},
-    config::CacheConfig,
+use phantom_storage::cache::{
+    CacheConfig, CacheManager, CompressedCache, Compression, RedisCache, conformance,
 };
 
 #[tokio::test]
 async fn redis_cache_conforms() {
-    let Some(url) = phantom_runtime::testing::redis_url() else {
+    let Some(url) = phantom_storage::testing::redis_url() else {
         return;
     };
     let cache = RedisCache::connect(&url, Duration::from_secs(2))
@@ -24,7 +23,7 @@ async fn redis_cache_conforms() {
 
 #[tokio::test]
 async fn cache_manager_on_redis_conforms() {
-    let Some(url) = phantom_runtime::testing::redis_url() else {
+    let Some(url) = phantom_storage::testing::redis_url() else {
         return;
     };
     let config = CacheConfig {

@@ -1,6 +1,6 @@
 //! The behaviour every [`Cache`] backend must have, and the [`CacheManager`] over it: run
 //! against the in-process cache (on a paused clock) and against a real Redis
-//! (`services/runtime/tests/cache.rs`).
+//! (`services/kit/tests/cache.rs`).
 //!
 //! Expiry is checked by sleeping on `tokio::time`: on a paused clock that is instant, on
 //! Redis (whose clock cannot be paused) the wait is real but short, and only ever *longer*

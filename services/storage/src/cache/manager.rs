@@ -36,8 +36,8 @@ use phantom_layers::{
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
+use super::CacheConfig;
 use super::{Cache, CacheError, CompressedCache};
-use crate::config::CacheConfig;
 
 /// How one entry is stored.
 #[derive(Debug, Clone, Default)]
