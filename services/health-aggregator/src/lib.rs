@@ -33,18 +33,16 @@ pub async fn run(
 ) -> Result<(), server::ServeError> {
     let aggregator =
         service::Aggregator::new(checks::Checker::new(&config, &context.registry, &shutdown)?);
-    let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
-    let router = router.add_service(HealthAggregatorServer::new(
-        service::HealthAggregatorService::new(aggregator.clone(), shutdown.clone()),
-    ));
+    let server = server::Server::new(NAME, &config.server, &context, &[GRPC_SERVICE])?
+        .with_services(|router| {
+            router.add_service(HealthAggregatorServer::new(
+                service::HealthAggregatorService::new(aggregator.clone(), shutdown.clone()),
+            ))
+        });
     // The aggregator has no dependency of its own to wait for: it reports on the others.
-    let grpc = server::serve_when_ready(
-        NAME,
-        router,
+    let grpc = server.serve(
         listeners.grpc,
         listeners.health,
-        health,
-        &config.server.shutdown,
         shutdown.clone(),
         std::future::ready(true),
     );

@@ -1,10 +1,10 @@
 //! The kit PHANTOM's services are built with: no service's code, settings or tables, only
 //! what every server and client has.
 //!
-//! A service crate builds its server with [`server::router`] (the shared layer stack, health,
-//! reflection, `phantom.v1.Metrics`), serves it with [`server::serve_when_ready`] (readiness,
-//! draining, the probe port), calls its peers through [`client::to_peer`] (the client layer
-//! stack), and registers its components in the [`Context`] it is handed. The binary composes
+//! A service crate builds its server with [`server::Server`] (the shared layer stack, health,
+//! reflection, `phantom.v1.Metrics`; its database, followed by readiness; serving, draining
+//! and the probe port), calls its peers through [`client::to_peer`] (the client layer stack),
+//! and registers its components in the [`Context`] it is handed. The binary composes
 //! the services; no crate but the binary knows the list of them.
 //!
 //! # Layout

@@ -373,6 +373,110 @@ pub fn router(
     Ok((router, health))
 }
 
+/// A service's gRPC server being assembled: the router with the shared layers, health and
+/// reflection ([`router`]), what serving it needs, and the database it may follow. What
+/// every service's `run` does, in one place:
+///
+/// ```ignore
+/// let server = Server::new(NAME, &config.server, &context, &[GRPC_SERVICE])?
+///     .with_services(|router| router.add_service(MyServer::new(service)));
+/// let database = server.database(&config.storage, &config.migrations, &shutdown);
+/// let init = async { let Some(db) = database.await else { return false }; /* ... */ true };
+/// server.serve(listeners.grpc, listeners.health, shutdown, init).await
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    name: &'static str,
+    router: Router<ServerLayers>,
+    health: HealthHandle,
+    shutdown: ShutdownConfig,
+    probe_timeout: Duration,
+    registry: phantom_layers::registry::Registry,
+}
+
+impl Server {
+    /// The server of service `name` (see [`router`] for `services`).
+    pub fn new(
+        name: &'static str,
+        settings: &ServerSettings,
+        context: &crate::Context,
+        services: &[&str],
+    ) -> Result<Self, ServeError> {
+        let (router, health) = router(name, settings, context, services)?;
+        Ok(Self {
+            name,
+            router,
+            health,
+            shutdown: settings.shutdown.clone(),
+            probe_timeout: settings.probe_timeout,
+            registry: context.registry.clone(),
+        })
+    }
+
+    /// Adds the service's own gRPC services to the router.
+    #[must_use]
+    pub fn with_services(
+        mut self,
+        add: impl FnOnce(Router<ServerLayers>) -> Router<ServerLayers>,
+    ) -> Self {
+        self.router = add(self.router);
+        self
+    }
+
+    /// The server's health: what follows a dependency ([`HealthHandle::follow`]).
+    pub fn health(&self) -> &HealthHandle {
+        &self.health
+    }
+
+    /// Opens the service's database with `migrations` applied, its pool's gauge kept, and
+    /// this server's readiness following it (see [`crate::connect_store_for`]); `None` when
+    /// `shutdown` came first. The future does not borrow the server: it runs in the `init`
+    /// that [`Server::serve`] is given.
+    pub fn database<'a>(
+        &self,
+        storage: &'a crate::config::StorageConfig,
+        migrations: &'a [&'static phantom_storage::Migrator],
+        shutdown: &'a CancellationToken,
+    ) -> impl std::future::Future<Output = Option<phantom_storage::Database>> + use<'a> {
+        let (name, probe_timeout) = (self.name, self.probe_timeout);
+        let (registry, health) = (self.registry.clone(), self.health.clone());
+        async move {
+            crate::connect_store_for(
+                name,
+                storage,
+                probe_timeout,
+                &registry,
+                migrations,
+                &health,
+                shutdown,
+            )
+            .await
+        }
+    }
+
+    /// Serves on `listener` (and the probes on `probe_port`), SERVING once `init` returned
+    /// true, until `shutdown` (see [`serve_when_ready`]).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        probe_port: Option<TcpListener>,
+        shutdown: CancellationToken,
+        init: impl std::future::Future<Output = bool>,
+    ) -> Result<(), ServeError> {
+        serve_when_ready(
+            self.name,
+            self.router,
+            listener,
+            probe_port,
+            self.health,
+            &self.shutdown,
+            shutdown,
+            init,
+        )
+        .await
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` fires; then reports NOT_SERVING, waits
 /// `drain_delay` for load balancers to notice, stops accepting, and gives in-flight calls
 /// `grace_period` to finish.

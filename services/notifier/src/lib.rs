@@ -46,8 +46,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
-    let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
-    let readiness = health.clone();
     let hub = Arc::new(hub::Hub::new(&context.registry));
     let n = &config.notifier;
     let memory = memory::available();
@@ -62,19 +60,11 @@ pub async fn run(
     );
     let notifier =
         service::NotifierService::new(core.clone(), hub.clone(), delivery, shutdown.clone());
-    let router = router.add_service(NotifierServer::new(notifier.clone()));
+    let server = server::Server::new(NAME, &config.server, &context, &[GRPC_SERVICE])?
+        .with_services(|router| router.add_service(NotifierServer::new(notifier.clone())));
+    let database = server.database(&config.storage, &config.migrations, &shutdown);
     let init = async {
-        let Some(store) = phantom_kit::connect_store_for(
-            NAME,
-            &config.storage,
-            config.server.probe_timeout,
-            &context.registry,
-            &config.migrations,
-            &readiness,
-            &shutdown,
-        )
-        .await
-        else {
+        let Some(store) = database.await else {
             return false;
         };
         let redis = &config.redis_url;
@@ -121,16 +111,7 @@ pub async fn run(
         });
         true
     };
-    let grpc = server::serve_when_ready(
-        NAME,
-        router,
-        listeners.grpc,
-        listeners.health,
-        health,
-        &config.server.shutdown,
-        shutdown.clone(),
-        init,
-    );
+    let grpc = server.serve(listeners.grpc, listeners.health, shutdown.clone(), init);
     // Within the `[http]` limits, as the health port: header and idle timeouts, a
     // connection cap (`notifier.ws` then bounds the sockets that upgraded).
     let ws_router = ws::router(

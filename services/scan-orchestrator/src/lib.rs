@@ -46,23 +46,15 @@ pub async fn run(
     let analyzer = VulnAnalyzerClient::new(client::to_peer(NAME, &config.analyzer, r)?);
     let notifier = NotifierClient::new(client::to_peer(NAME, &config.notifier, r)?);
     let core = Ready::new();
-    let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
-    let readiness = health.clone();
-    let router = router.add_service(ScanOrchestratorServer::new(
-        service::ScanOrchestratorService::new(core.clone()),
-    ));
+    let server = server::Server::new(NAME, &config.server, &context, &[GRPC_SERVICE])?
+        .with_services(|router| {
+            router.add_service(ScanOrchestratorServer::new(
+                service::ScanOrchestratorService::new(core.clone()),
+            ))
+        });
+    let database = server.database(&config.storage, &config.migrations, &shutdown);
     let init = async {
-        let Some(db) = phantom_kit::connect_store_for(
-            NAME,
-            &config.storage,
-            config.server.probe_timeout,
-            &context.registry,
-            &config.migrations,
-            &readiness,
-            &shutdown,
-        )
-        .await
-        else {
+        let Some(db) = database.await else {
             return false;
         };
         let store: Arc<dyn repository::ScanRepository> =
@@ -105,17 +97,9 @@ pub async fn run(
         });
         true
     };
-    server::serve_when_ready(
-        NAME,
-        router,
-        listeners.grpc,
-        listeners.health,
-        health,
-        &config.server.shutdown,
-        shutdown.clone(),
-        init,
-    )
-    .await
+    server
+        .serve(listeners.grpc, listeners.health, shutdown.clone(), init)
+        .await
 }
 
 /// Keeps `phantom_scans{state}` (scans by state, all tenants) up to date until `shutdown`.

@@ -38,23 +38,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
     let core = Ready::new();
-    let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
-    let readiness = health.clone();
-    let router = router.add_service(VulnAnalyzerServer::new(service::VulnAnalyzerService::new(
-        core.clone(),
-    )));
+    let server = server::Server::new(NAME, &config.server, &context, &[GRPC_SERVICE])?
+        .with_services(|router| {
+            router.add_service(VulnAnalyzerServer::new(service::VulnAnalyzerService::new(
+                core.clone(),
+            )))
+        });
+    let database = server.database(&config.storage, &config.migrations, &shutdown);
     let init = async {
-        let Some(db) = phantom_kit::connect_store_for(
-            NAME,
-            &config.storage,
-            config.server.probe_timeout,
-            &context.registry,
-            &config.migrations,
-            &readiness,
-            &shutdown,
-        )
-        .await
-        else {
+        let Some(db) = database.await else {
             return false;
         };
         // A Redis that is down does not hold the service back: the cache passes through until
@@ -81,15 +73,7 @@ pub async fn run(
         core.set(ready);
         true
     };
-    server::serve_when_ready(
-        NAME,
-        router,
-        listeners.grpc,
-        listeners.health,
-        health,
-        &config.server.shutdown,
-        shutdown.clone(),
-        init,
-    )
-    .await
+    server
+        .serve(listeners.grpc, listeners.health, shutdown.clone(), init)
+        .await
 }

@@ -220,6 +220,7 @@ impl CacheManager {
     }
 
     /// The backend, below the manager's policies (for tests that inspect what is stored).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn inner_store(&self) -> &CompressedCache {
         &self.inner.store
     }
