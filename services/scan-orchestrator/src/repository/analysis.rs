@@ -1,5 +1,6 @@
 //! The analysis a finding carries.
 
+use phantom_domain::Tenant;
 use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindingAnalysis {
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// The analyzed finding's fingerprint.
     pub fingerprint: String,
     /// Score, 0-10.
@@ -43,9 +44,9 @@ pub struct FindingAnalysis {
 
 impl FindingAnalysis {
     /// An analysis received over the wire, as `tenant` stores it.
-    pub fn from_wire(tenant: &str, a: &pb::Analysis) -> Self {
+    pub fn from_wire(tenant: &Tenant, a: &pb::Analysis) -> Self {
         Self {
-            tenant: tenant.to_owned(),
+            tenant: tenant.clone(),
             fingerprint: a.fingerprint.clone(),
             score: a.score,
             severity: a.severity,

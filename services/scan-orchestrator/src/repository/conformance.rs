@@ -3,6 +3,7 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
+use phantom_domain::Tenant;
 use phantom_kit::time::now_micros;
 use phantom_proto::pb::{ScanState, Severity};
 
@@ -11,15 +12,15 @@ use super::{
     ScanRepository,
 };
 
-fn tenant() -> String {
-    format!("t-{}", uuid::Uuid::now_v7().simple())
+fn tenant() -> Tenant {
+    Tenant::parse(&format!("t-{}", uuid::Uuid::now_v7().simple())).expect("a tenant id")
 }
 
 /// A pending scan of `tenant`, for tests.
-pub fn sample_scan(tenant: &str) -> ScanRecord {
+pub fn sample_scan(tenant: &Tenant) -> ScanRecord {
     ScanRecord {
         id: uuid::Uuid::now_v7().to_string(),
-        tenant: tenant.to_owned(),
+        tenant: tenant.clone(),
         state: ScanState::Pending,
         targets: vec!["127.0.0.1".into()],
         resolved: vec![ResolvedTarget {
