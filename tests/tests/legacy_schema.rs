@@ -7,12 +7,13 @@
 
 use std::time::Duration;
 
+use phantom_domain::Severity;
 use phantom_kit::time::now_micros;
 use phantom_layers::Tenant;
 use phantom_notifier::repository::{
     NotificationRecord, NotificationRepository as _, SqlNotificationRepository,
 };
-use phantom_proto::pb::{ScanState, Severity};
+use phantom_proto::pb::ScanState;
 use phantom_scan_orchestrator::repository::{
     FindingRecord, ScanRepository as _, SqlScanRepository, conformance::sample_scan,
 };
@@ -73,7 +74,7 @@ fn analysis(tenant: &Tenant) -> AnalysisRecord {
         tenant: tenant.clone(),
         fingerprint: "fp-legacy".into(),
         score: 5.3,
-        severity: Severity::Medium as i32,
+        severity: Severity::Medium,
         analyzer: "rules".into(),
         confidence: 70,
         summary: "ssh exposed".into(),

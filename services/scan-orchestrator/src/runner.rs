@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use phantom_domain::Fingerprint;
+use phantom_domain::{Fingerprint, Severity};
 use phantom_kit::{
     CancellationToken,
     client::GrpcChannel,
@@ -733,7 +733,7 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
                 clip(&open.service, MAX_SERVICE_BYTES)
             )
         },
-        severity: pb::Severity::Info,
+        severity: Severity::Info,
         cvss_score: 0.0,
         cvss_vector: String::new(),
         cve_ids: Vec::new(),
@@ -747,11 +747,11 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
 
 fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRecord {
     let severity = match found.severity.as_str() {
-        "critical" => pb::Severity::Critical,
-        "high" => pb::Severity::High,
-        "medium" => pb::Severity::Medium,
-        "low" => pb::Severity::Low,
-        _ => pb::Severity::Info,
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        "low" => Severity::Low,
+        _ => Severity::Info,
     };
     let mut f = FindingRecord {
         id: uuid::Uuid::now_v7().to_string(),

@@ -160,7 +160,7 @@ impl Core {
             tenant: tenant.clone(),
             fingerprint: fp,
             score: v.score,
-            severity: v.severity as i32,
+            severity: v.severity.into(),
             analyzer: "rules".to_owned(),
             confidence: v.confidence,
             summary: v.summary.clone(),

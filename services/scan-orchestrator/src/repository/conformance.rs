@@ -3,9 +3,9 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
-use phantom_domain::Tenant;
+use phantom_domain::{Severity, Tenant};
 use phantom_kit::time::now_micros;
-use phantom_proto::pb::{ScanState, Severity};
+use phantom_proto::pb::ScanState;
 
 use super::{
     FindingAnalysis, FindingRecord, InsertScan, ResolvedTarget, ScanProgress, ScanRecord,
@@ -412,7 +412,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         tenant: t.clone(),
         fingerprint: "fp-22".into(),
         score: 5.3,
-        severity: Severity::Medium as i32,
+        severity: Severity::Medium,
         analyzer: "rules".into(),
         confidence: 70,
         summary: "ssh".into(),

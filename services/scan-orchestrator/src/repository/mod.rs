@@ -20,7 +20,7 @@ pub mod conformance;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use phantom_domain::Tenant;
+use phantom_domain::{Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb::{self, ScanState};
 use phantom_storage::StoreError;
@@ -167,7 +167,7 @@ pub struct FindingRecord {
     /// One line for humans.
     pub title: String,
     /// Severity.
-    pub severity: pb::Severity,
+    pub severity: Severity,
     /// CVSS base score.
     pub cvss_score: f64,
     /// CVSS vector.
@@ -196,7 +196,7 @@ impl From<FindingRecord> for pb::Finding {
             engine: r.engine,
             check_id: r.check_id,
             title: r.title,
-            severity: r.severity as i32,
+            severity: r.severity.as_i32(),
             cvss_score: r.cvss_score,
             cvss_vector: r.cvss_vector,
             cve_ids: r.cve_ids,

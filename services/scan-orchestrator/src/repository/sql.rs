@@ -2,8 +2,8 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
-use phantom_domain::Tenant;
-use phantom_proto::pb::{ScanState, Severity};
+use phantom_domain::{Severity, Tenant};
+use phantom_proto::pb::ScanState;
 use phantom_storage::{
     Database, Dialect, StoreError,
     row::{is_unique_violation, json_of, to_i64, u64_of},
@@ -118,7 +118,10 @@ fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<FindingAnalysis, S
         tenant: tenant_in(row, &col("tenant"), "analyses.tenant")?,
         fingerprint: row.try_get(col("fingerprint").as_str())?,
         score: row.try_get(col("score").as_str())?,
-        severity: i32::try_from(severity).unwrap_or(0),
+        severity: i32::try_from(severity)
+            .ok()
+            .and_then(|s| Severity::try_from(s).ok())
+            .unwrap_or_default(),
         analyzer: row.try_get(col("analyzer").as_str())?,
         confidence: u32::try_from(confidence).unwrap_or(0),
         summary: row.try_get(col("summary").as_str())?,
@@ -454,7 +457,7 @@ impl ScanRepository for SqlScanRepository {
             .bind(f.engine.clone())
             .bind(f.check_id.clone())
             .bind(f.title.clone())
-            .bind(i64::from(f.severity as i32))
+            .bind(i64::from(f.severity.as_i32()))
             .bind(f.cvss_score)
             .bind(f.cvss_vector.clone())
             .bind(serde_json::to_string(&f.cve_ids).expect("strings serialize"))
@@ -485,7 +488,7 @@ impl ScanRepository for SqlScanRepository {
              WHERE tenant = $4 AND id = $5",
         )
         .bind(serde_json::to_string(analysis).expect("analysis serializes"))
-        .bind(i64::from(analysis.severity))
+        .bind(i64::from(analysis.severity.as_i32()))
         .bind(analysis.score)
         .bind(tenant.to_string())
         .bind(finding_id.to_owned())

@@ -26,7 +26,7 @@ pub async fn analyses_keep_the_first_verdict(store: &dyn AnalysisRepository) {
         tenant: t.clone(),
         fingerprint: "fp".into(),
         score: 9.8,
-        severity: Severity::Critical as i32,
+        severity: Severity::Critical.into(),
         analyzer: "rules".into(),
         confidence: 90,
         summary: "s".into(),

@@ -18,7 +18,7 @@ pub mod conformance;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use phantom_domain::Tenant;
+use phantom_domain::{Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use phantom_storage::StoreError;
@@ -49,8 +49,8 @@ pub struct AnalysisRecord {
     pub fingerprint: String,
     /// Score, 0-10.
     pub score: f64,
-    /// Severity band of the score (a `pb::Severity` value).
-    pub severity: i32,
+    /// Severity band of the score (serialized and stored as its `pb::Severity` number).
+    pub severity: Severity,
     /// "rules" or "llm:<model>".
     pub analyzer: String,
     /// 0-100.
@@ -81,7 +81,8 @@ impl AnalysisRecord {
             tenant: tenant.clone(),
             fingerprint: a.fingerprint.clone(),
             score: a.score,
-            severity: a.severity,
+            // An unknown number (never sent by a PHANTOM peer) reads as unspecified.
+            severity: Severity::try_from(a.severity).unwrap_or_default(),
             analyzer: a.analyzer.clone(),
             confidence: a.confidence,
             summary: a.summary.clone(),
@@ -104,7 +105,7 @@ impl From<AnalysisRecord> for pb::Analysis {
         pb::Analysis {
             fingerprint: r.fingerprint,
             score: r.score,
-            severity: r.severity,
+            severity: r.severity.into(),
             analyzer: r.analyzer,
             confidence: r.confidence,
             summary: r.summary,

@@ -2,7 +2,7 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
-use phantom_domain::Tenant;
+use phantom_domain::{Severity, Tenant};
 use phantom_storage::{Database, StoreError};
 use sqlx::{Row, any::AnyRow};
 
@@ -46,7 +46,10 @@ fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<AnalysisRecord, St
         tenant: tenant_in(row, &col("tenant"), "analyses.tenant")?,
         fingerprint: row.try_get(col("fingerprint").as_str())?,
         score: row.try_get(col("score").as_str())?,
-        severity: i32::try_from(severity).unwrap_or(0),
+        severity: i32::try_from(severity)
+            .ok()
+            .and_then(|s| Severity::try_from(s).ok())
+            .unwrap_or_default(),
         analyzer: row.try_get(col("analyzer").as_str())?,
         confidence: u32::try_from(confidence).unwrap_or(0),
         summary: row.try_get(col("summary").as_str())?,
@@ -91,7 +94,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         .bind(a.tenant.to_string())
         .bind(a.fingerprint.clone())
         .bind(a.score)
-        .bind(i64::from(a.severity))
+        .bind(i64::from(a.severity.as_i32()))
         .bind(a.analyzer.clone())
         .bind(i64::from(a.confidence))
         .bind(a.summary.clone())
@@ -120,7 +123,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
              WHERE tenant = $12 AND fingerprint = $13 AND degraded = 1",
         )
         .bind(a.score)
-        .bind(i64::from(a.severity))
+        .bind(i64::from(a.severity.as_i32()))
         .bind(a.analyzer.clone())
         .bind(i64::from(a.confidence))
         .bind(a.summary.clone())
