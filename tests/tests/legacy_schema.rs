@@ -7,11 +7,13 @@
 
 use std::time::Duration;
 
+use phantom_domain::Severity;
 use phantom_kit::time::now_micros;
+use phantom_layers::Tenant;
 use phantom_notifier::repository::{
     NotificationRecord, NotificationRepository as _, SqlNotificationRepository,
 };
-use phantom_proto::pb::{ScanState, Severity};
+use phantom_proto::pb::ScanState;
 use phantom_scan_orchestrator::repository::{
     FindingRecord, ScanRepository as _, SqlScanRepository, conformance::sample_scan,
 };
@@ -43,10 +45,10 @@ const TABLES: [&str; 6] = [
     "notifications",
 ];
 
-fn finding(scan_id: &str, tenant: &str) -> FindingRecord {
+fn finding(scan_id: &str, tenant: &Tenant) -> FindingRecord {
     FindingRecord {
         id: uuid::Uuid::now_v7().to_string(),
-        tenant: tenant.into(),
+        tenant: tenant.clone(),
         scan_id: scan_id.into(),
         target: "127.0.0.1".into(),
         hostname: String::new(),
@@ -67,12 +69,12 @@ fn finding(scan_id: &str, tenant: &str) -> FindingRecord {
     }
 }
 
-fn analysis(tenant: &str) -> AnalysisRecord {
+fn analysis(tenant: &Tenant) -> AnalysisRecord {
     AnalysisRecord {
-        tenant: tenant.into(),
+        tenant: tenant.clone(),
         fingerprint: "fp-legacy".into(),
         score: 5.3,
-        severity: Severity::Medium as i32,
+        severity: Severity::Medium,
         analyzer: "rules".into(),
         confidence: 70,
         summary: "ssh exposed".into(),
@@ -85,9 +87,9 @@ fn analysis(tenant: &str) -> AnalysisRecord {
     }
 }
 
-fn notification(tenant: &str) -> NotificationRecord {
+fn notification(tenant: &Tenant) -> NotificationRecord {
     NotificationRecord {
-        tenant: tenant.into(),
+        tenant: tenant.clone(),
         room: "scans".into(),
         sequence: 0,
         id: uuid::Uuid::now_v7().to_string(),
@@ -110,7 +112,7 @@ async fn versions(db: &Database) -> Vec<i64> {
 /// Builds `url` with the legacy history, stores one of everything with the queries of the
 /// time (unchanged since), then opens it as every service does and reads it all back.
 async fn a_legacy_database_keeps_its_data(url: &str) {
-    let t = format!("t-{}", uuid::Uuid::now_v7().simple());
+    let t = Tenant::parse(&format!("t-{}", uuid::Uuid::now_v7().simple())).unwrap();
     let scan = sample_scan(&t);
     let found = finding(&scan.id, &t);
     let verdict = analysis(&t);

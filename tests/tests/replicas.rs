@@ -70,17 +70,12 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
             .await
             .unwrap(),
     );
+    let tenant = phantom_layers::Tenant::parse(&cfg.tenancy.default_tenant).unwrap();
     let deadline = std::time::Instant::now() + PATIENCE;
     let finished = loop {
         let mut scans = Vec::new();
         for id in &ids {
-            scans.push(
-                store
-                    .get_scan(&cfg.tenancy.default_tenant, id)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
+            scans.push(store.get_scan(&tenant, id).await.unwrap().unwrap());
         }
         if scans.iter().all(|s| s.state == pb::ScanState::Succeeded) {
             break scans;

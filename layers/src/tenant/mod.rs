@@ -16,34 +16,8 @@ pub use service::{TenantResponseFuture, TenantService};
 /// Metadata key carrying the tenant between PHANTOM services.
 pub const TENANT_HEADER: &str = "x-phantom-tenant";
 
-/// A tenant identifier: 1-63 characters of `[a-z0-9-]`, starting with a letter or digit
-/// (the shape of a Kubernetes namespace, so tenants map onto namespaces when they need to).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Tenant(String);
-
-impl Tenant {
-    /// Validates `value` as a tenant id.
-    pub fn parse(value: &str) -> Option<Self> {
-        let ok = !value.is_empty()
-            && value.len() <= 63
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !value.starts_with('-');
-        ok.then(|| Self(value.to_owned()))
-    }
-
-    /// The tenant id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Tenant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// A tenant identifier; the domain type, re-exported here for the layer's users.
+pub use phantom_domain::Tenant;
 
 /// How a server decides the tenant of a call.
 #[derive(Debug, Clone)]

@@ -17,7 +17,6 @@
 //!   collected samples.
 //! - [`ready`]: state that handlers reach once dependencies are up.
 //! - [`telemetry`]: logs (text or JSON lines, scrubbed of secrets) and OpenTelemetry traces.
-//! - [`fingerprint`]: the stable identity of a finding, shared by scanner and analyzer.
 //! - [`time`](mod@time): timestamps.
 //! - [`connect_store_for`]: a service's database (`phantom_storage`), opened with its
 //!   migrations, its pool's gauge and the server's readiness following it.
@@ -25,7 +24,6 @@
 
 pub mod client;
 pub mod config;
-pub mod fingerprint;
 pub mod http;
 pub mod metrics;
 pub mod ready;

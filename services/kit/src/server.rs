@@ -549,12 +549,9 @@ pub fn cancel_on_signals(token: CancellationToken) {
 }
 
 /// The tenant [`phantom_layers::TenantLayer`] resolved for this call.
-pub fn tenant_of<T>(req: &tonic::Request<T>) -> Result<String, tonic::Status> {
-    req.extensions()
-        .get::<Tenant>()
-        .map(|t| t.as_str().to_owned())
-        .ok_or_else(|| {
-            // Only reachable if a server was assembled without the shared stack.
-            phantom_layers::Error::internal("no tenant resolved for this call").into()
-        })
+pub fn tenant_of<T>(req: &tonic::Request<T>) -> Result<Tenant, tonic::Status> {
+    req.extensions().get::<Tenant>().cloned().ok_or_else(|| {
+        // Only reachable if a server was assembled without the shared stack.
+        phantom_layers::Error::internal("no tenant resolved for this call").into()
+    })
 }

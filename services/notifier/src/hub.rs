@@ -25,13 +25,15 @@ use std::{
 use phantom_proto::pb;
 use tokio::sync::Notify;
 
+use phantom_domain::Tenant;
+
 use crate::repository::NotificationRecord;
 
 /// What a subscription asked for.
 #[derive(Debug, Clone)]
 pub struct Filter {
     /// Whose notifications.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// Which rooms (sorted, distinct).
     pub rooms: Vec<String>,
     /// Lowest priority delivered.
@@ -381,7 +383,7 @@ impl HubStats {
     }
 }
 
-type RoomKey = (String, String);
+type RoomKey = (Tenant, String);
 
 /// The subscribers of this process, by room. `Hub::default()` counts in a registry no one
 /// reports; a service builds it with [`Hub::new`].
@@ -528,7 +530,7 @@ mod tests {
 
     fn filter() -> Filter {
         Filter {
-            tenant: "t".into(),
+            tenant: Tenant::parse("t").unwrap(),
             rooms: vec!["r".into()],
             min_priority: 0,
             types: vec![],
@@ -538,7 +540,7 @@ mod tests {
 
     fn note(seq: u64, priority: pb::Priority) -> Arc<NotificationRecord> {
         Arc::new(NotificationRecord {
-            tenant: "t".into(),
+            tenant: Tenant::parse("t").unwrap(),
             room: "r".into(),
             sequence: seq,
             id: seq.to_string(),

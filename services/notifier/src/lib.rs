@@ -116,7 +116,8 @@ pub async fn run(
     // connection cap (`notifier.ws` then bounds the sockets that upgraded).
     let ws_router = ws::router(
         notifier,
-        config.server.tenancy.default_tenant.clone(),
+        phantom_domain::Tenant::parse(&config.server.tenancy.default_tenant)
+            .expect("default tenant validated at config load"),
         config.notifier.ws.clone(),
         ws_connections,
     );

@@ -18,6 +18,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use crate::repository::{NotificationRecord, NotificationRepository};
 use async_trait::async_trait;
 use fred::prelude::*;
+use phantom_domain::Tenant;
 use phantom_layers::Error;
 
 /// How much one read of the log may return.
@@ -41,7 +42,7 @@ pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
     /// page: there are no more.
     async fn after(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         room: &str,
         after: u64,
         page: Page,
@@ -50,7 +51,7 @@ pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
     /// last `keep_per_room` of each room. Returns how many.
     async fn prune(&self, older_than: i64, keep_per_room: u64) -> Result<u64, Error>;
     /// The last sequence given in a room (0 before its first notification).
-    async fn latest(&self, tenant: &str, room: &str) -> Result<u64, Error>;
+    async fn latest(&self, tenant: &Tenant, room: &str) -> Result<u64, Error>;
 }
 
 /// The database as the log.
@@ -69,7 +70,7 @@ impl NotificationLog for StoreLog {
 
     async fn after(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         room: &str,
         after: u64,
         page: Page,
@@ -89,7 +90,7 @@ impl NotificationLog for StoreLog {
             .await?)
     }
 
-    async fn latest(&self, tenant: &str, room: &str) -> Result<u64, Error> {
+    async fn latest(&self, tenant: &Tenant, room: &str) -> Result<u64, Error> {
         Ok(self.0.latest_notification_sequence(tenant, room).await?)
     }
 }
@@ -158,9 +159,9 @@ while true do
 end
 ";
 
-fn stream_key(tenant: &str, room: &str) -> String {
+fn stream_key(tenant: &Tenant, room: &str) -> String {
     // Length-prefixed: no tenant and room pair can produce another pair's key.
-    format!("phantom:notify:{}:{tenant}:{room}", tenant.len())
+    format!("phantom:notify:{}:{tenant}:{room}", tenant.as_str().len())
 }
 
 fn unavailable(err: &fred::error::Error) -> Error {
@@ -215,7 +216,7 @@ impl NotificationLog for RedisLog {
 
     async fn after(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         room: &str,
         after: u64,
         page: Page,
@@ -250,7 +251,7 @@ impl NotificationLog for RedisLog {
         Ok(out)
     }
 
-    async fn latest(&self, tenant: &str, room: &str) -> Result<u64, Error> {
+    async fn latest(&self, tenant: &Tenant, room: &str) -> Result<u64, Error> {
         let seq: Option<u64> = self
             .client
             .get(format!("{}:seq", stream_key(tenant, room)))

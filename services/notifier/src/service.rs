@@ -15,6 +15,7 @@ use std::{
 };
 
 use futures::Stream;
+use phantom_domain::Tenant;
 use phantom_kit::{
     CancellationToken, Ready,
     server::tenant_of,
@@ -216,7 +217,7 @@ fn validate_publish(n: &pb::Notification) -> Result<(), Error> {
 /// Checks a subscription and turns it into a filter and resume points. Sizes are checked
 /// first, before anything is looked at one by one; then each check is linear in the request.
 pub(crate) fn validate_subscribe(
-    tenant: String,
+    tenant: Tenant,
     req: pb::SubscribeRequest,
 ) -> Result<(Filter, HashMap<String, u64>), Error> {
     let too_many = |field: &str, n: usize, max: usize| {

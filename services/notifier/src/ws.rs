@@ -44,6 +44,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use phantom_domain::Tenant;
 use phantom_layers::{Error, status::echo};
 use phantom_proto::pb;
 use serde::Deserialize;
@@ -90,7 +91,7 @@ pub struct Params {
 #[derive(Debug, Clone)]
 struct Gateway {
     service: NotifierService,
-    tenant: String,
+    tenant: Tenant,
     config: Arc<WsConfig>,
     connections: Arc<Connections>,
 }
@@ -143,7 +144,7 @@ fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 /// (`into_make_service_with_connect_info::<SocketAddr>`): limits are per client address.
 pub fn router(
     service: NotifierService,
-    tenant: String,
+    tenant: Tenant,
     config: WsConfig,
     max_connections: usize,
 ) -> Router {
@@ -489,7 +490,7 @@ mod tests {
         ));
         let app = routes(Gateway {
             service: f.service.clone(),
-            tenant: "t".into(),
+            tenant: Tenant::parse("t").unwrap(),
             config: Arc::new(WsConfig {
                 ping_every: Duration::from_secs(1),
                 ..WsConfig::default()

@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use phantom_domain::Tenant;
 use phantom_kit::time::now_micros;
 use phantom_notifier::{
     log::{NotificationLog, Page, RedisLog, StoreLog},
@@ -10,9 +11,9 @@ use phantom_notifier::{
 };
 use phantom_storage::Database;
 
-fn note(tenant: &str, room: &str, created_at: i64) -> NotificationRecord {
+fn note(tenant: &Tenant, room: &str, created_at: i64) -> NotificationRecord {
     NotificationRecord {
-        tenant: tenant.into(),
+        tenant: tenant.clone(),
         room: room.into(),
         sequence: 0,
         id: uuid::Uuid::now_v7().to_string(),
@@ -32,8 +33,8 @@ fn items(n: u32) -> Page {
 }
 
 async fn conforms(log: &dyn NotificationLog) {
-    let t = format!("t{}", uuid::Uuid::now_v7().simple());
-    let other = format!("{t}-other");
+    let t = Tenant::parse(&format!("t{}", uuid::Uuid::now_v7().simple())).unwrap();
+    let other = Tenant::parse(&format!("{t}-other")).unwrap();
     let old = now_micros() - 3_600_000_000;
     // Sequences are per room and per tenant, gap-free, and what was stored reads back.
     for i in 1..=6u64 {
@@ -101,7 +102,7 @@ async fn conforms(log: &dyn NotificationLog) {
 /// A page never holds more than its bytes (but always at least one notification), and paging
 /// through small pages reads everything once, in order.
 async fn pages_are_bounded_in_bytes(log: &dyn NotificationLog) {
-    let t = format!("t{}", uuid::Uuid::now_v7().simple());
+    let t = Tenant::parse(&format!("t{}", uuid::Uuid::now_v7().simple())).unwrap();
     for i in 0..12 {
         let mut n = note(&t, "scan/big", now_micros());
         n.payload = "x".repeat(if i % 3 == 0 { 60 * 1024 } else { 100 });

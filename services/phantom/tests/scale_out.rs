@@ -168,7 +168,7 @@ async fn two_replicas_of_every_service_share_the_work_and_the_notifications() {
         for id in &ids {
             scans.push(
                 store
-                    .get_scan("default", id)
+                    .get_scan(&phantom_layers::Tenant::parse("default").unwrap(), id)
                     .await
                     .unwrap()
                     .expect("not lost"),

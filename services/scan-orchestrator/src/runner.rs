@@ -16,10 +16,10 @@ use std::{
     time::Duration,
 };
 
+use phantom_domain::{Fingerprint, Severity};
 use phantom_kit::{
     CancellationToken,
     client::GrpcChannel,
-    fingerprint::fingerprint,
     telemetry::{self, event},
     time::now_micros,
 };
@@ -148,12 +148,12 @@ impl Runner {
                     continue;
                 }
             };
-            let mut by_tenant: HashMap<String, Vec<FindingRecord>> = HashMap::new();
+            let mut by_tenant: HashMap<Tenant, Vec<FindingRecord>> = HashMap::new();
             for f in pending {
                 by_tenant.entry(f.tenant.clone()).or_default().push(f);
             }
             for (tenant, findings) in by_tenant {
-                let ctx = CallContext::background(RequestId::generate(), Tenant::parse(&tenant));
+                let ctx = CallContext::background(RequestId::generate(), Some(tenant.clone()));
                 let request: Vec<pb::Finding> = findings.iter().cloned().map(Into::into).collect();
                 let mut analyzer = self.analyzer.clone();
                 let answer = request_id::scope(ctx, async move {
@@ -254,7 +254,7 @@ impl Runner {
             .insert(scan.id.clone(), token.clone());
         let ctx = CallContext::background(
             RequestId::parse(&scan.request_id).unwrap_or_else(RequestId::generate),
-            Tenant::parse(&scan.tenant),
+            Some(scan.tenant.clone()),
         );
         // The scan's span is a child of the CreateScan call's span (stored with the scan, as
         // the scan may run on another replica, or after a restart), though it outlives it:
@@ -733,7 +733,7 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
                 clip(&open.service, MAX_SERVICE_BYTES)
             )
         },
-        severity: pb::Severity::Info,
+        severity: Severity::Info,
         cvss_score: 0.0,
         cvss_vector: String::new(),
         cve_ids: Vec::new(),
@@ -741,17 +741,17 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
         analysis: None,
         created_at: now_micros(),
     };
-    f.fingerprint = fingerprint(&pb::Finding::from(f.clone()));
+    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone())).into();
     f
 }
 
 fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRecord {
     let severity = match found.severity.as_str() {
-        "critical" => pb::Severity::Critical,
-        "high" => pb::Severity::High,
-        "medium" => pb::Severity::Medium,
-        "low" => pb::Severity::Low,
-        _ => pb::Severity::Info,
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        "low" => Severity::Low,
+        _ => Severity::Info,
     };
     let mut f = FindingRecord {
         id: uuid::Uuid::now_v7().to_string(),
@@ -780,7 +780,7 @@ fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRec
         analysis: None,
         created_at: now_micros(),
     };
-    f.fingerprint = fingerprint(&pb::Finding::from(f.clone()));
+    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone())).into();
     f
 }
 

@@ -3,6 +3,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
+use phantom_domain::Tenant;
 use phantom_kit::{
     Ready,
     server::tenant_of,
@@ -83,7 +84,7 @@ fn page_token(token: &str) -> Result<Option<&str>, Error> {
         .map_err(|_| Error::invalid("page_token", "is not a token returned by a previous page"))
 }
 
-async fn get_scan(core: &Core, tenant: &str, id: &str) -> Result<ScanRecord, Error> {
+async fn get_scan(core: &Core, tenant: &Tenant, id: &str) -> Result<ScanRecord, Error> {
     valid_id("id", id)?;
     core.runner
         .store()

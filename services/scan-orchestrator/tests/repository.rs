@@ -70,7 +70,8 @@ async fn postgres_repository_conforms() {
 async fn sqlite_data_survives_a_reconnect() {
     let dir = tempfile::tempdir().unwrap();
     let url = testing::sqlite_url(dir.path());
-    let scan = conformance::sample_scan("default");
+    let tenant = phantom_domain::Tenant::parse("default").unwrap();
+    let scan = conformance::sample_scan(&tenant);
     {
         let db = Database::open_url(&url, 1, Duration::from_secs(5))
             .await
@@ -82,8 +83,5 @@ async fn sqlite_data_survives_a_reconnect() {
         .await
         .unwrap();
     let (store, _) = repositories(db).await;
-    assert_eq!(
-        store.get_scan("default", &scan.id).await.unwrap(),
-        Some(scan)
-    );
+    assert_eq!(store.get_scan(&tenant, &scan.id).await.unwrap(), Some(scan));
 }

@@ -3,14 +3,13 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt as _, TryStreamExt as _};
+use phantom_domain::{Fingerprint, Tenant};
 use phantom_kit::{Ready, server::tenant_of, time::now_micros};
 use phantom_layers::{Error, FieldViolation, status::MAX_VIOLATIONS};
 use phantom_proto::pb::{self, vuln_analyzer_server::VulnAnalyzer};
 use phantom_storage::cache::{CacheManager, Entry};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
-
-use phantom_kit::fingerprint::fingerprint;
 
 use crate::{
     cvss::BaseVector,
@@ -63,17 +62,17 @@ fn time_left() -> Option<Duration> {
 }
 
 /// The cache key of a fingerprint's analysis.
-pub fn cache_key(tenant: &str, fingerprint: &str) -> String {
+pub fn cache_key(tenant: &Tenant, fingerprint: &str) -> String {
     format!("analysis:{tenant}:{fingerprint}")
 }
 
 /// The cache tag of every analysis made for one scan.
-pub fn scan_tag(tenant: &str, scan_id: &str) -> String {
+pub fn scan_tag(tenant: &Tenant, scan_id: &str) -> String {
     format!("scan:{tenant}:{scan_id}")
 }
 
 impl Core {
-    fn entry(&self, tenant: &str, scan_id: &str) -> Entry {
+    fn entry(&self, tenant: &Tenant, scan_id: &str) -> Entry {
         let entry = Entry::new()
             .ttl(self.cache_ttl)
             .tag(format!("tenant:{tenant}"));
@@ -92,13 +91,13 @@ impl Core {
     /// background once the LLM answers, so no caller waits on a failing LLM twice.
     pub async fn analyze(
         self: &Arc<Self>,
-        tenant: &str,
+        tenant: &Tenant,
         finding: &pb::Finding,
     ) -> Result<AnalysisRecord, Error> {
-        let fp = fingerprint(finding);
+        let fp = String::from(Fingerprint::of(finding));
         let key = cache_key(tenant, &fp);
         let entry = self.entry(tenant, &finding.scan_id);
-        let (this, tenant, finding) = (self.clone(), tenant.to_owned(), finding.clone());
+        let (this, tenant, finding) = (self.clone(), tenant.clone(), finding.clone());
         self.cache
             .get_or_load(&key, &entry, move || {
                 let (this, tenant, finding, fp) =
@@ -111,7 +110,7 @@ impl Core {
     /// The stored analysis, or a new one, stored.
     async fn load(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         fp: String,
         finding: &pb::Finding,
     ) -> Result<AnalysisRecord, Error> {
@@ -152,16 +151,16 @@ impl Core {
 
     /// The rules' verdict on `finding`, as an analysis.
     pub(crate) fn rules_analysis(
-        tenant: &str,
+        tenant: &Tenant,
         fp: String,
         finding: &pb::Finding,
     ) -> (AnalysisRecord, rules::Verdict) {
         let v = rules::analyze(finding);
         let record = AnalysisRecord {
-            tenant: tenant.to_owned(),
+            tenant: tenant.clone(),
             fingerprint: fp,
             score: v.score,
-            severity: v.severity as i32,
+            severity: v.severity.into(),
             analyzer: "rules".to_owned(),
             confidence: v.confidence,
             summary: v.summary.clone(),
@@ -193,7 +192,7 @@ impl Core {
     }
 
     /// A new verdict: the rules', annotated by the LLM when it answers in time.
-    async fn fresh(&self, tenant: &str, fp: String, finding: &pb::Finding) -> AnalysisRecord {
+    async fn fresh(&self, tenant: &Tenant, fp: String, finding: &pb::Finding) -> AnalysisRecord {
         let (mut record, v) = Self::rules_analysis(tenant, fp, finding);
         let Some(llm) = &self.llm else { return record };
         let budget = time_left();
@@ -215,7 +214,7 @@ impl Core {
     /// Returns how many were warmed (the others have no stored analysis).
     pub async fn warm_scan(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         scan_id: &str,
         fingerprints: &[String],
     ) -> Result<u32, Error> {

@@ -3,12 +3,13 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
+use phantom_domain::Tenant;
 use phantom_kit::time::now_micros;
 
 use super::{NotificationRecord, NotificationRepository};
 
-fn tenant() -> String {
-    format!("t-{}", uuid::Uuid::now_v7().simple())
+fn tenant() -> Tenant {
+    Tenant::parse(&format!("t-{}", uuid::Uuid::now_v7().simple())).expect("a tenant id")
 }
 
 /// Runs every check against `store`.
@@ -19,8 +20,8 @@ pub async fn run_all(store: &dyn NotificationRepository) {
 /// Concurrent publishers to one room get 1..=n with no gaps; rooms and tenants count apart.
 pub async fn notification_sequences_are_gap_free_per_room(store: &dyn NotificationRepository) {
     let t = tenant();
-    let note = |room: &str, tenant: &str| NotificationRecord {
-        tenant: tenant.to_owned(),
+    let note = |room: &str, tenant: &Tenant| NotificationRecord {
+        tenant: tenant.clone(),
         room: room.to_owned(),
         sequence: 0,
         id: uuid::Uuid::now_v7().to_string(),

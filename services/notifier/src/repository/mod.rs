@@ -16,6 +16,7 @@ pub mod conformance;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use phantom_domain::Tenant;
 use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use phantom_storage::StoreError;
@@ -41,7 +42,7 @@ pub fn migrator() -> &'static Migrator {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationRecord {
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// Room.
     pub room: String,
     /// Position in the room; assigned by [`NotificationRepository::append_notification`].
@@ -65,7 +66,7 @@ impl NotificationRecord {
     /// are bounded by it ([`NotificationRepository::notifications_after`] computes the same sum in SQL).
     pub fn footprint(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.tenant.len()
+            + self.tenant.as_str().len()
             + self.room.len()
             + self.id.len()
             + self.kind.len()
@@ -109,7 +110,7 @@ pub trait NotificationRepository: Send + Sync + std::fmt::Debug + 'static {
     /// The last sequence given in a room (0 before its first notification).
     async fn latest_notification_sequence(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         room: &str,
     ) -> Result<u64, StoreError>;
 
@@ -118,7 +119,7 @@ pub trait NotificationRepository: Send + Sync + std::fmt::Debug + 'static {
     /// always returned, however large).
     async fn notifications_after(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         room: &str,
         after: u64,
         limit: u32,

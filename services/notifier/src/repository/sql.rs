@@ -2,6 +2,7 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
+use phantom_domain::Tenant;
 use phantom_storage::{
     Database, StoreError,
     row::{to_i64, u64_of},
@@ -32,10 +33,20 @@ fn text_bytes(n: &NotificationRecord) -> u64 {
     (n.footprint() as u64).saturating_sub(FIXED_BYTES)
 }
 
+/// The `tenant` column (stored only after the edge validated it; checked again as any
+/// stored value is).
+fn tenant_in(row: &AnyRow) -> Result<Tenant, StoreError> {
+    let text: String = row.try_get("tenant")?;
+    Tenant::try_from(text).map_err(|e| StoreError::Corrupt {
+        column: "notifications.tenant",
+        message: e.to_string(),
+    })
+}
+
 fn notification_of(row: &AnyRow) -> Result<NotificationRecord, StoreError> {
     let priority: i64 = row.try_get("priority")?;
     Ok(NotificationRecord {
-        tenant: row.try_get("tenant")?,
+        tenant: tenant_in(row)?,
         room: row.try_get("room")?,
         sequence: u64_of(row, "sequence")?,
         id: row.try_get("id")?,
@@ -52,12 +63,12 @@ impl NotificationRepository for SqlNotificationRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "prune_notifications", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "prune_notifications"))]
     async fn latest_notification_sequence(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         room: &str,
     ) -> Result<u64, StoreError> {
         let row =
             sqlx::query("SELECT sequence FROM room_sequences WHERE tenant = $1 AND room = $2")
-                .bind(tenant.to_owned())
+                .bind(tenant.to_string())
                 .bind(room.to_owned())
                 .fetch_optional(self.db.pool())
                 .await?;
@@ -97,7 +108,7 @@ impl NotificationRepository for SqlNotificationRepository {
              ON CONFLICT (tenant, room) DO UPDATE SET sequence = room_sequences.sequence + 1 \
              RETURNING sequence",
         )
-        .bind(n.tenant.clone())
+        .bind(n.tenant.to_string())
         .bind(n.room.clone())
         .fetch_one(&mut *tx)
         .await?;
@@ -107,7 +118,7 @@ impl NotificationRepository for SqlNotificationRepository {
              created_at, severity, text_bytes) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(n.tenant.clone())
+        .bind(n.tenant.to_string())
         .bind(n.room.clone())
         .bind(to_i64(sequence))
         .bind(n.id.clone())
@@ -129,7 +140,7 @@ impl NotificationRepository for SqlNotificationRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications_after", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "notifications_after"))]
     async fn notifications_after(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         room: &str,
         after: u64,
         limit: u32,
@@ -152,7 +163,7 @@ impl NotificationRepository for SqlNotificationRepository {
                ) AS sized WHERE n = 1 OR upto <= $5) \
              ORDER BY sequence",
         )
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(room.to_owned())
         .bind(to_i64(after))
         .bind(i64::from(limit))

@@ -21,7 +21,7 @@ use super::*;
 /// Notifications in memory, counting the bytes it hands out to replays.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryLog {
-    rooms: Mutex<HashMap<(String, String), Vec<NotificationRecord>>>,
+    rooms: Mutex<HashMap<(Tenant, String), Vec<NotificationRecord>>>,
     pub(crate) handed_out: AtomicUsize,
 }
 
@@ -44,7 +44,7 @@ impl NotificationLog for MemoryLog {
 
     async fn after(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         room: &str,
         after: u64,
         page: Page,
@@ -54,7 +54,7 @@ impl NotificationLog for MemoryLog {
             .rooms
             .lock()
             .unwrap()
-            .get(&(tenant.to_owned(), room.to_owned()))
+            .get(&(tenant.clone(), room.to_owned()))
             .map(|r| {
                 r.iter()
                     .filter(|n| n.sequence > after)
@@ -76,12 +76,12 @@ impl NotificationLog for MemoryLog {
         Ok(0)
     }
 
-    async fn latest(&self, tenant: &str, room: &str) -> Result<u64, Error> {
+    async fn latest(&self, tenant: &Tenant, room: &str) -> Result<u64, Error> {
         Ok(self
             .rooms
             .lock()
             .unwrap()
-            .get(&(tenant.to_owned(), room.to_owned()))
+            .get(&(tenant.clone(), room.to_owned()))
             .and_then(|r| r.last())
             .map_or(0, |n| n.sequence))
     }

@@ -1,5 +1,6 @@
 //! The analysis a finding carries.
 
+use phantom_domain::{Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use serde::{Deserialize, Serialize};
@@ -11,13 +12,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindingAnalysis {
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// The analyzed finding's fingerprint.
     pub fingerprint: String,
     /// Score, 0-10.
     pub score: f64,
-    /// Severity band of the score (a `pb::Severity` value).
-    pub severity: i32,
+    /// Severity band of the score (serialized and stored as its `pb::Severity` number).
+    pub severity: Severity,
     /// "rules" or "llm:<model>".
     pub analyzer: String,
     /// 0-100.
@@ -43,12 +44,13 @@ pub struct FindingAnalysis {
 
 impl FindingAnalysis {
     /// An analysis received over the wire, as `tenant` stores it.
-    pub fn from_wire(tenant: &str, a: &pb::Analysis) -> Self {
+    pub fn from_wire(tenant: &Tenant, a: &pb::Analysis) -> Self {
         Self {
-            tenant: tenant.to_owned(),
+            tenant: tenant.clone(),
             fingerprint: a.fingerprint.clone(),
             score: a.score,
-            severity: a.severity,
+            // An unknown number (never sent by the analyzer) reads as unspecified.
+            severity: Severity::try_from(a.severity).unwrap_or_default(),
             analyzer: a.analyzer.clone(),
             confidence: a.confidence,
             summary: a.summary.clone(),
@@ -71,7 +73,7 @@ impl From<FindingAnalysis> for pb::Analysis {
         pb::Analysis {
             fingerprint: r.fingerprint,
             score: r.score,
-            severity: r.severity,
+            severity: r.severity.into(),
             analyzer: r.analyzer,
             confidence: r.confidence,
             summary: r.summary,
@@ -82,5 +84,32 @@ impl From<FindingAnalysis> for pb::Analysis {
             suppression_suggested: r.suppression_suggested,
             suppression_reason: r.suppression_reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `findings.analysis` value as stored before the domain types: `tenant` and
+    /// `fingerprint` as text, `severity` as the `pb::Severity` number.
+    const STORED: &str = r#"{"tenant":"acme","fingerprint":"fp1","score":7.5,"severity":4,"analyzer":"rules","confidence":80,"summary":"s","remediation":"r","degraded":true,"analyzed_at":1700000000000000,"impact":"i","suppression_suggested":false,"suppression_reason":""}"#;
+
+    #[test]
+    fn stored_analyses_read_back_and_serialize_the_same() {
+        let a: FindingAnalysis = serde_json::from_str(STORED).unwrap();
+        assert_eq!(a.tenant.as_str(), "acme");
+        assert_eq!(a.fingerprint, "fp1");
+        assert_eq!(a.severity, Severity::High);
+        assert_eq!(serde_json::to_string(&a).unwrap(), STORED);
+
+        // Values stored before `impact` and the suppression fields existed still read.
+        let old = r#"{"tenant":"acme","fingerprint":"fp1","score":0.0,"severity":1,"analyzer":"rules","confidence":50,"summary":"","remediation":"","degraded":false,"analyzed_at":1}"#;
+        let a: FindingAnalysis = serde_json::from_str(old).unwrap();
+        assert_eq!(a.severity, Severity::Info);
+        assert_eq!(
+            serde_json::to_value(&a).unwrap()["severity"],
+            serde_json::json!(1)
+        );
     }
 }

@@ -3,23 +3,24 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
+use phantom_domain::{Severity, Tenant};
 use phantom_kit::time::now_micros;
-use phantom_proto::pb::{ScanState, Severity};
+use phantom_proto::pb::ScanState;
 
 use super::{
     FindingAnalysis, FindingRecord, InsertScan, ResolvedTarget, ScanProgress, ScanRecord,
     ScanRepository,
 };
 
-fn tenant() -> String {
-    format!("t-{}", uuid::Uuid::now_v7().simple())
+fn tenant() -> Tenant {
+    Tenant::parse(&format!("t-{}", uuid::Uuid::now_v7().simple())).expect("a tenant id")
 }
 
 /// A pending scan of `tenant`, for tests.
-pub fn sample_scan(tenant: &str) -> ScanRecord {
+pub fn sample_scan(tenant: &Tenant) -> ScanRecord {
     ScanRecord {
         id: uuid::Uuid::now_v7().to_string(),
-        tenant: tenant.to_owned(),
+        tenant: tenant.clone(),
         state: ScanState::Pending,
         targets: vec!["127.0.0.1".into()],
         resolved: vec![ResolvedTarget {
@@ -411,7 +412,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         tenant: t.clone(),
         fingerprint: "fp-22".into(),
         score: 5.3,
-        severity: Severity::Medium as i32,
+        severity: Severity::Medium,
         analyzer: "rules".into(),
         confidence: 70,
         summary: "ssh".into(),

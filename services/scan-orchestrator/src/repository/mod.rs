@@ -20,6 +20,7 @@ pub mod conformance;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use phantom_domain::{Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb::{self, ScanState};
 use phantom_storage::StoreError;
@@ -57,7 +58,7 @@ pub struct ScanRecord {
     /// UUIDv7.
     pub id: String,
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// Life-cycle state.
     pub state: pb::ScanState,
     /// Targets as given.
@@ -144,7 +145,7 @@ pub struct FindingRecord {
     /// UUIDv7.
     pub id: String,
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// The scan that found it.
     pub scan_id: String,
     /// Address scanned.
@@ -166,7 +167,7 @@ pub struct FindingRecord {
     /// One line for humans.
     pub title: String,
     /// Severity.
-    pub severity: pb::Severity,
+    pub severity: Severity,
     /// CVSS base score.
     pub cvss_score: f64,
     /// CVSS vector.
@@ -195,7 +196,7 @@ impl From<FindingRecord> for pb::Finding {
             engine: r.engine,
             check_id: r.check_id,
             title: r.title,
-            severity: r.severity as i32,
+            severity: r.severity.as_i32(),
             cvss_score: r.cvss_score,
             cvss_vector: r.cvss_vector,
             cve_ids: r.cve_ids,
@@ -225,12 +226,12 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError>;
 
     /// One scan of `tenant`.
-    async fn get_scan(&self, tenant: &str, id: &str) -> Result<Option<ScanRecord>, StoreError>;
+    async fn get_scan(&self, tenant: &Tenant, id: &str) -> Result<Option<ScanRecord>, StoreError>;
 
     /// Scans of `tenant`, newest first, with ids below `before_id` when given.
     async fn list_scans(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         state: Option<ScanState>,
         before_id: Option<&str>,
         limit: u32,
@@ -263,7 +264,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     /// when the scan is final (cancelled meanwhile) or held by another replica.
     async fn mark_scan_running(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         id: &str,
         probes_total: u64,
         now: i64,
@@ -274,7 +275,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     /// longer running, or no longer `owner`'s.
     async fn record_scan_progress(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         id: &str,
         progress: ScanProgress,
         owner: &str,
@@ -286,7 +287,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     /// another replica.
     async fn finish_scan(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         id: &str,
         state: ScanState,
         error: &str,
@@ -301,7 +302,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     /// Attaches an analysis to a stored finding.
     async fn set_finding_analysis(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         finding_id: &str,
         analysis: &FindingAnalysis,
     ) -> Result<(), StoreError>;
@@ -309,7 +310,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     /// Findings of one scan, in the order they were stored, with ids above `after_id`.
     async fn list_findings(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         scan_id: &str,
         after_id: Option<&str>,
         limit: u32,

@@ -2,7 +2,8 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
-use phantom_proto::pb::{ScanState, Severity};
+use phantom_domain::{Severity, Tenant};
+use phantom_proto::pb::ScanState;
 use phantom_storage::{
     Database, Dialect, StoreError,
     row::{is_unique_violation, json_of, to_i64, u64_of},
@@ -24,6 +25,16 @@ impl SqlScanRepository {
     }
 }
 
+/// The tenant in column `col` (stored only after the edge validated it; checked again as
+/// any stored value is, and reported as `column` when it does not hold a tenant).
+fn tenant_in(row: &AnyRow, col: &str, column: &'static str) -> Result<Tenant, StoreError> {
+    let text: String = row.try_get(col)?;
+    Tenant::try_from(text).map_err(|e| StoreError::Corrupt {
+        column,
+        message: e.to_string(),
+    })
+}
+
 fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
     let state: i64 = row.try_get("state")?;
     let state = i32::try_from(state)
@@ -35,7 +46,7 @@ fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
         })?;
     Ok(ScanRecord {
         id: row.try_get("id")?,
-        tenant: row.try_get("tenant")?,
+        tenant: tenant_in(row, "tenant", "scans.tenant")?,
         state,
         targets: json_of(row, "targets")?,
         resolved: json_of(row, "resolved")?,
@@ -63,7 +74,7 @@ fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
     let analysis: Option<String> = row.try_get("analysis")?;
     Ok(FindingRecord {
         id: row.try_get("id")?,
-        tenant: row.try_get("tenant")?,
+        tenant: tenant_in(row, "tenant", "scans.tenant")?,
         scan_id: row.try_get("scan_id")?,
         target: row.try_get("target")?,
         hostname: row.try_get("hostname")?,
@@ -104,10 +115,13 @@ fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<FindingAnalysis, S
     let suppression: i64 = row.try_get(col("suppression_suggested").as_str())?;
     let confidence: i64 = row.try_get(col("confidence").as_str())?;
     Ok(FindingAnalysis {
-        tenant: row.try_get(col("tenant").as_str())?,
+        tenant: tenant_in(row, &col("tenant"), "analyses.tenant")?,
         fingerprint: row.try_get(col("fingerprint").as_str())?,
         score: row.try_get(col("score").as_str())?,
-        severity: i32::try_from(severity).unwrap_or(0),
+        severity: i32::try_from(severity)
+            .ok()
+            .and_then(|s| Severity::try_from(s).ok())
+            .unwrap_or_default(),
         analyzer: row.try_get(col("analyzer").as_str())?,
         confidence: u32::try_from(confidence).unwrap_or(0),
         summary: row.try_get(col("summary").as_str())?,
@@ -198,7 +212,7 @@ impl ScanRepository for SqlScanRepository {
              $18, $19, $20, $21)",
         )
         .bind(scan.id.clone())
-        .bind(scan.tenant.clone())
+        .bind(scan.tenant.to_string())
         .bind(i64::from(scan.state as i32))
         .bind(serde_json::to_string(&scan.targets).expect("strings serialize"))
         .bind(serde_json::to_string(&scan.resolved).expect("addresses serialize"))
@@ -224,7 +238,7 @@ impl ScanRepository for SqlScanRepository {
             Ok(_) => Ok(InsertScan::Inserted),
             Err(err) if is_unique_violation(&err) && scan.idempotency_key.is_some() => {
                 let row = sqlx::query(select_scans!("WHERE tenant = $1 AND idempotency_key = $2"))
-                    .bind(scan.tenant.clone())
+                    .bind(scan.tenant.to_string())
                     .bind(scan.idempotency_key.clone())
                     .fetch_one(self.db.pool())
                     .await?;
@@ -235,9 +249,9 @@ impl ScanRepository for SqlScanRepository {
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "get_scan"))]
-    async fn get_scan(&self, tenant: &str, id: &str) -> Result<Option<ScanRecord>, StoreError> {
+    async fn get_scan(&self, tenant: &Tenant, id: &str) -> Result<Option<ScanRecord>, StoreError> {
         let row = sqlx::query(select_scans!("WHERE tenant = $1 AND id = $2"))
-            .bind(tenant.to_owned())
+            .bind(tenant.to_string())
             .bind(id.to_owned())
             .fetch_optional(self.db.pool())
             .await?;
@@ -247,7 +261,7 @@ impl ScanRepository for SqlScanRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "list_scans", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "list_scans"))]
     async fn list_scans(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         state: Option<ScanState>,
         before_id: Option<&str>,
         limit: u32,
@@ -258,7 +272,7 @@ impl ScanRepository for SqlScanRepository {
             "WHERE tenant = $1 AND ($2 = 0 OR state = $3) AND ($4 = '' OR id < $5) \
              ORDER BY id DESC LIMIT $6"
         ))
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(state.map_or(0, |s| i64::from(s as i32)))
         .bind(state.map_or(0, |s| i64::from(s as i32)))
         .bind(before_id.unwrap_or_default().to_owned())
@@ -332,7 +346,7 @@ impl ScanRepository for SqlScanRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "mark_scan_running", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "mark_scan_running"))]
     async fn mark_scan_running(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         id: &str,
         probes_total: u64,
         now: i64,
@@ -346,7 +360,7 @@ impl ScanRepository for SqlScanRepository {
         .bind(i64::from(ScanState::Running as i32))
         .bind(to_i64(probes_total))
         .bind(now)
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(id.to_owned())
         .bind(i64::from(ScanState::Pending as i32))
         .bind(i64::from(ScanState::Running as i32))
@@ -359,7 +373,7 @@ impl ScanRepository for SqlScanRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_scan_progress", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_scan_progress"))]
     async fn record_scan_progress(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         id: &str,
         progress: ScanProgress,
         owner: &str,
@@ -371,7 +385,7 @@ impl ScanRepository for SqlScanRepository {
         .bind(to_i64(progress.probes_done))
         .bind(i64::from(progress.progress_percent))
         .bind(to_i64(progress.findings_count))
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(id.to_owned())
         .bind(i64::from(ScanState::Running as i32))
         .bind(owner.to_owned())
@@ -383,7 +397,7 @@ impl ScanRepository for SqlScanRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "finish_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "finish_scan"))]
     async fn finish_scan(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         id: &str,
         state: ScanState,
         error: &str,
@@ -405,7 +419,7 @@ impl ScanRepository for SqlScanRepository {
         .bind(now)
         .bind(i64::from(state == ScanState::Succeeded))
         .bind(i64::from(state == ScanState::Succeeded))
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(id.to_owned())
         .bind(i64::from(ScanState::Pending as i32))
         .bind(i64::from(ScanState::Running as i32))
@@ -432,7 +446,7 @@ impl ScanRepository for SqlScanRepository {
                  $17, $18, $19) ON CONFLICT (scan_id, fingerprint) DO NOTHING",
             )
             .bind(f.id.clone())
-            .bind(f.tenant.clone())
+            .bind(f.tenant.to_string())
             .bind(f.scan_id.clone())
             .bind(f.target.clone())
             .bind(f.hostname.clone())
@@ -443,7 +457,7 @@ impl ScanRepository for SqlScanRepository {
             .bind(f.engine.clone())
             .bind(f.check_id.clone())
             .bind(f.title.clone())
-            .bind(i64::from(f.severity as i32))
+            .bind(i64::from(f.severity.as_i32()))
             .bind(f.cvss_score)
             .bind(f.cvss_vector.clone())
             .bind(serde_json::to_string(&f.cve_ids).expect("strings serialize"))
@@ -465,7 +479,7 @@ impl ScanRepository for SqlScanRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "set_finding_analysis", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "set_finding_analysis"))]
     async fn set_finding_analysis(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         finding_id: &str,
         analysis: &FindingAnalysis,
     ) -> Result<(), StoreError> {
@@ -474,9 +488,9 @@ impl ScanRepository for SqlScanRepository {
              WHERE tenant = $4 AND id = $5",
         )
         .bind(serde_json::to_string(analysis).expect("analysis serializes"))
-        .bind(i64::from(analysis.severity))
+        .bind(i64::from(analysis.severity.as_i32()))
         .bind(analysis.score)
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(finding_id.to_owned())
         .execute(self.db.pool())
         .await?;
@@ -486,7 +500,7 @@ impl ScanRepository for SqlScanRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "list_findings", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "list_findings"))]
     async fn list_findings(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         scan_id: &str,
         after_id: Option<&str>,
         limit: u32,
@@ -505,7 +519,7 @@ impl ScanRepository for SqlScanRepository {
              LEFT JOIN analyses a ON a.tenant = f.tenant AND a.fingerprint = f.fingerprint \
              WHERE f.tenant = $1 AND f.scan_id = $2 AND f.id > $3 ORDER BY f.id LIMIT $4",
         )
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(scan_id.to_owned())
         .bind(after_id.unwrap_or_default().to_owned())
         .bind(i64::from(limit))

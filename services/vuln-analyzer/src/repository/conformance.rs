@@ -3,13 +3,14 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
+use phantom_domain::Tenant;
 use phantom_kit::time::now_micros;
 use phantom_proto::pb::Severity;
 
 use super::{AnalysisRecord, AnalysisRepository};
 
-fn tenant() -> String {
-    format!("t-{}", uuid::Uuid::now_v7().simple())
+fn tenant() -> Tenant {
+    Tenant::parse(&format!("t-{}", uuid::Uuid::now_v7().simple())).expect("a tenant id")
 }
 
 /// Runs every check against `store`.
@@ -25,7 +26,7 @@ pub async fn analyses_keep_the_first_verdict(store: &dyn AnalysisRepository) {
         tenant: t.clone(),
         fingerprint: "fp".into(),
         score: 9.8,
-        severity: Severity::Critical as i32,
+        severity: Severity::Critical.into(),
         analyzer: "rules".into(),
         confidence: 90,
         summary: "s".into(),

@@ -18,6 +18,7 @@ pub mod conformance;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use phantom_domain::{Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use phantom_storage::StoreError;
@@ -43,13 +44,13 @@ pub fn migrator() -> &'static Migrator {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisRecord {
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// The analyzed finding's fingerprint.
     pub fingerprint: String,
     /// Score, 0-10.
     pub score: f64,
-    /// Severity band of the score (a `pb::Severity` value).
-    pub severity: i32,
+    /// Severity band of the score (serialized and stored as its `pb::Severity` number).
+    pub severity: Severity,
     /// "rules" or "llm:<model>".
     pub analyzer: String,
     /// 0-100.
@@ -75,12 +76,13 @@ pub struct AnalysisRecord {
 
 impl AnalysisRecord {
     /// An analysis received over the wire, as `tenant` stores it.
-    pub fn from_wire(tenant: &str, a: &pb::Analysis) -> Self {
+    pub fn from_wire(tenant: &Tenant, a: &pb::Analysis) -> Self {
         Self {
-            tenant: tenant.to_owned(),
+            tenant: tenant.clone(),
             fingerprint: a.fingerprint.clone(),
             score: a.score,
-            severity: a.severity,
+            // An unknown number (never sent by a PHANTOM peer) reads as unspecified.
+            severity: Severity::try_from(a.severity).unwrap_or_default(),
             analyzer: a.analyzer.clone(),
             confidence: a.confidence,
             summary: a.summary.clone(),
@@ -103,7 +105,7 @@ impl From<AnalysisRecord> for pb::Analysis {
         pb::Analysis {
             fingerprint: r.fingerprint,
             score: r.score,
-            severity: r.severity,
+            severity: r.severity.into(),
             analyzer: r.analyzer,
             confidence: r.confidence,
             summary: r.summary,
@@ -121,7 +123,7 @@ impl From<AnalysisRecord> for pb::Analysis {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrichmentJob {
     /// Owner.
-    pub tenant: String,
+    pub tenant: Tenant,
     /// The analysis to enrich.
     pub fingerprint: String,
     /// The finding, encoded by the analyzer.
@@ -136,7 +138,7 @@ pub trait AnalysisRepository: Send + Sync + std::fmt::Debug + 'static {
     /// The stored analysis of a fingerprint.
     async fn get_analysis(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         fingerprint: &str,
     ) -> Result<Option<AnalysisRecord>, StoreError>;
 
@@ -150,7 +152,7 @@ pub trait AnalysisRepository: Send + Sync + std::fmt::Debug + 'static {
     /// Queues a finding for LLM enrichment (due at once). False when it is already queued.
     async fn enqueue_enrichment(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         fingerprint: &str,
         payload: &str,
         now: i64,
@@ -166,13 +168,14 @@ pub trait AnalysisRepository: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<EnrichmentJob>, StoreError>;
 
     /// Removes a job (enriched, or no longer needed).
-    async fn finish_enrichment(&self, tenant: &str, fingerprint: &str) -> Result<(), StoreError>;
+    async fn finish_enrichment(&self, tenant: &Tenant, fingerprint: &str)
+    -> Result<(), StoreError>;
 
     /// Puts a job back, due at `next_attempt_at`; `failed` counts the attempt and records
     /// `error` (false: it was not tried, e.g. the LLM's breaker was open).
     async fn retry_enrichment(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         fingerprint: &str,
         next_attempt_at: i64,
         failed: bool,

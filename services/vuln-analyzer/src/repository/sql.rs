@@ -2,6 +2,7 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
+use phantom_domain::{Severity, Tenant};
 use phantom_storage::{Database, StoreError};
 use sqlx::{Row, any::AnyRow};
 
@@ -20,6 +21,16 @@ impl SqlAnalysisRepository {
     }
 }
 
+/// The tenant in column `col` (stored only after the edge validated it; checked again as
+/// any stored value is, and reported as `column` when it does not hold a tenant).
+fn tenant_in(row: &AnyRow, col: &str, column: &'static str) -> Result<Tenant, StoreError> {
+    let text: String = row.try_get(col)?;
+    Tenant::try_from(text).map_err(|e| StoreError::Corrupt {
+        column,
+        message: e.to_string(),
+    })
+}
+
 fn analysis_of(row: &AnyRow) -> Result<AnalysisRecord, StoreError> {
     analysis_with_prefix(row, "")
 }
@@ -32,10 +43,13 @@ fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<AnalysisRecord, St
     let suppression: i64 = row.try_get(col("suppression_suggested").as_str())?;
     let confidence: i64 = row.try_get(col("confidence").as_str())?;
     Ok(AnalysisRecord {
-        tenant: row.try_get(col("tenant").as_str())?,
+        tenant: tenant_in(row, &col("tenant"), "analyses.tenant")?,
         fingerprint: row.try_get(col("fingerprint").as_str())?,
         score: row.try_get(col("score").as_str())?,
-        severity: i32::try_from(severity).unwrap_or(0),
+        severity: i32::try_from(severity)
+            .ok()
+            .and_then(|s| Severity::try_from(s).ok())
+            .unwrap_or_default(),
         analyzer: row.try_get(col("analyzer").as_str())?,
         confidence: u32::try_from(confidence).unwrap_or(0),
         summary: row.try_get(col("summary").as_str())?,
@@ -53,7 +67,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get_analysis", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "get_analysis"))]
     async fn get_analysis(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         fingerprint: &str,
     ) -> Result<Option<AnalysisRecord>, StoreError> {
         let row = sqlx::query(
@@ -61,7 +75,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
              remediation, degraded, analyzed_at, impact, suppression_suggested, \
              suppression_reason FROM analyses WHERE tenant = $1 AND fingerprint = $2",
         )
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(fingerprint.to_owned())
         .fetch_optional(self.db.pool())
         .await?;
@@ -77,10 +91,10 @@ impl AnalysisRepository for SqlAnalysisRepository {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (tenant, fingerprint) DO NOTHING",
         )
-        .bind(a.tenant.clone())
+        .bind(a.tenant.to_string())
         .bind(a.fingerprint.clone())
         .bind(a.score)
-        .bind(i64::from(a.severity))
+        .bind(i64::from(a.severity.as_i32()))
         .bind(a.analyzer.clone())
         .bind(i64::from(a.confidence))
         .bind(a.summary.clone())
@@ -109,7 +123,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
              WHERE tenant = $12 AND fingerprint = $13 AND degraded = 1",
         )
         .bind(a.score)
-        .bind(i64::from(a.severity))
+        .bind(i64::from(a.severity.as_i32()))
         .bind(a.analyzer.clone())
         .bind(i64::from(a.confidence))
         .bind(a.summary.clone())
@@ -119,7 +133,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         .bind(a.impact.clone())
         .bind(i64::from(a.suppression_suggested))
         .bind(a.suppression_reason.clone())
-        .bind(a.tenant.clone())
+        .bind(a.tenant.to_string())
         .bind(a.fingerprint.clone())
         .execute(self.db.pool())
         .await?;
@@ -129,7 +143,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "enqueue_enrichment", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "enqueue_enrichment"))]
     async fn enqueue_enrichment(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         fingerprint: &str,
         payload: &str,
         now: i64,
@@ -139,7 +153,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
              enqueued_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (tenant, fingerprint) DO NOTHING",
         )
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(fingerprint.to_owned())
         .bind(payload.to_owned())
         .bind(now)
@@ -167,7 +181,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let tenant: String = row.try_get("tenant")?;
+            let tenant = tenant_in(row, "tenant", "enrichment_queue.tenant")?;
             let fingerprint: String = row.try_get("fingerprint")?;
             let due: i64 = row.try_get("next_attempt_at")?;
             // Optimistic: only one replica moves a row from the time it read.
@@ -176,7 +190,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
                  WHERE tenant = $2 AND fingerprint = $3 AND next_attempt_at = $4",
             )
             .bind(lease_until)
-            .bind(tenant.clone())
+            .bind(tenant.to_string())
             .bind(fingerprint.clone())
             .bind(due)
             .execute(self.db.pool())
@@ -195,9 +209,13 @@ impl AnalysisRepository for SqlAnalysisRepository {
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "finish_enrichment", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "finish_enrichment"))]
-    async fn finish_enrichment(&self, tenant: &str, fingerprint: &str) -> Result<(), StoreError> {
+    async fn finish_enrichment(
+        &self,
+        tenant: &Tenant,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM enrichment_queue WHERE tenant = $1 AND fingerprint = $2")
-            .bind(tenant.to_owned())
+            .bind(tenant.to_string())
             .bind(fingerprint.to_owned())
             .execute(self.db.pool())
             .await?;
@@ -207,7 +225,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "retry_enrichment", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "retry_enrichment"))]
     async fn retry_enrichment(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         fingerprint: &str,
         next_attempt_at: i64,
         failed: bool,
@@ -220,7 +238,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         .bind(next_attempt_at)
         .bind(i64::from(failed))
         .bind(error.chars().take(500).collect::<String>())
-        .bind(tenant.to_owned())
+        .bind(tenant.to_string())
         .bind(fingerprint.to_owned())
         .execute(self.db.pool())
         .await?;

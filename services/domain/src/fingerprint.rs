@@ -6,7 +6,68 @@
 //! (the banner, the time, the finding id) in would make every re-scan look new.
 
 use phantom_proto::pb;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// The fingerprint of a finding: computed by [`Fingerprint::of`] (hex SHA-256 of the
+/// identifying fields), or received from a peer ([`Fingerprint::new`], taken as given).
+/// Serialized as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    /// A fingerprint as a peer or the store gave it (not recomputed, not checked).
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The fingerprint of `f`, versioned so the recipe can change.
+    pub fn of(f: &pb::Finding) -> Self {
+        let mut cves: Vec<String> = f
+            .cve_ids
+            .iter()
+            .map(|c| c.trim().to_ascii_uppercase())
+            .collect();
+        cves.sort();
+        cves.dedup();
+        let mut h = Sha256::new();
+        for part in [
+            "v1",
+            f.engine.trim(),
+            f.check_id.trim(),
+            &cves.join(","),
+            &endpoint(f),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        Self(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The fingerprint as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Fingerprint {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Fingerprint> for String {
+    fn from(fp: Fingerprint) -> Self {
+        fp.0
+    }
+}
 
 /// The normalized endpoint of a finding: lowercase scheme and host, explicit port, no query.
 pub fn endpoint(f: &pb::Finding) -> String {
@@ -27,29 +88,6 @@ pub fn endpoint(f: &pb::Finding) -> String {
         _ => f.protocol.as_str(),
     };
     format!("{scheme}://{host}:{}/", f.port)
-}
-
-/// The fingerprint: hex SHA-256 of the identifying fields, versioned so the recipe can change.
-pub fn fingerprint(f: &pb::Finding) -> String {
-    let mut cves: Vec<String> = f
-        .cve_ids
-        .iter()
-        .map(|c| c.trim().to_ascii_uppercase())
-        .collect();
-    cves.sort();
-    cves.dedup();
-    let mut h = Sha256::new();
-    for part in [
-        "v1",
-        f.engine.trim(),
-        f.check_id.trim(),
-        &cves.join(","),
-        &endpoint(f),
-    ] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -79,7 +117,7 @@ mod tests {
             cve_ids: vec![],
             ..finding()
         };
-        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(Fingerprint::of(&a), Fingerprint::of(&b));
     }
 
     #[test]
@@ -93,9 +131,19 @@ mod tests {
             cve_ids: vec!["CVE-2021-44228".into()],
             ..finding()
         };
-        assert_ne!(fingerprint(&a), fingerprint(&other_host));
-        assert_ne!(fingerprint(&a), fingerprint(&other_cve));
+        assert_ne!(Fingerprint::of(&a), Fingerprint::of(&other_host));
+        assert_ne!(Fingerprint::of(&a), Fingerprint::of(&other_cve));
     }
+
+    #[test]
+    fn the_recipe_is_unchanged() {
+        // Stored fingerprints must keep matching: pinned output of the v1 recipe.
+        let fp = Fingerprint::of(&finding());
+        assert_eq!(fp.as_str().len(), 64);
+        assert_eq!(fp.as_str(), PINNED);
+    }
+
+    const PINNED: &str = "143bd86d46867dde6eecb29070c38e6df2eafc9302128697b2385f2cdf262d9f";
 
     #[test]
     fn endpoints_are_normalized() {
@@ -110,5 +158,11 @@ mod tests {
             ..finding()
         };
         assert_eq!(endpoint(&v6), "tcp://[::1]:80/");
+    }
+
+    #[test]
+    fn serialized_as_text() {
+        let fp = Fingerprint::new("fp");
+        assert_eq!(serde_json::to_string(&fp).unwrap(), "\"fp\"");
     }
 }
