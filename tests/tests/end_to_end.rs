@@ -554,11 +554,7 @@ async fn a_server_is_not_serving_until_its_database_answers() {
     let shutdown = phantom_kit::CancellationToken::new();
     let server = tokio::spawn(phantom_notifier::run(
         cfg.notifier(),
-        phantom_kit::Listeners {
-            grpc: listener,
-            http: None,
-            health: None,
-        },
+        phantom_kit::Listeners::grpc_only(listener),
         phantom_kit::Context::default(),
         shutdown.clone(),
     ));
@@ -716,11 +712,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
     let stop = phantom_kit::CancellationToken::new();
     let orchestrator = tokio::spawn(phantom_scan_orchestrator::run(
         cfg_o.scan_orchestrator(),
-        phantom_kit::Listeners {
-            grpc: listener,
-            http: None,
-            health: None,
-        },
+        phantom_kit::Listeners::grpc_only(listener),
         phantom_kit::Context::default(),
         stop.clone(),
     ));
@@ -769,11 +761,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
     let stop_analyzer = phantom_kit::CancellationToken::new();
     let analyzer = tokio::spawn(phantom_vuln_analyzer::run(
         cfg.vuln_analyzer(),
-        phantom_kit::Listeners {
-            grpc: analyzer_listener,
-            http: None,
-            health: None,
-        },
+        phantom_kit::Listeners::grpc_only(analyzer_listener),
         phantom_kit::Context::default(),
         stop_analyzer.clone(),
     ));

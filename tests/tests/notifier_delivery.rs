@@ -228,11 +228,7 @@ async fn two_notifier_replicas_on_one_redis_deliver_each_others_messages_once() 
     let stop_b = CancellationToken::new();
     let b = tokio::spawn(phantom_notifier::run(
         cfg.notifier(),
-        Listeners {
-            grpc: listener,
-            http: None,
-            health: None,
-        },
+        Listeners::grpc_only(listener),
         phantom_kit::Context::default(),
         stop_b.clone(),
     ));

@@ -32,11 +32,7 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
     let stop_b = CancellationToken::new();
     let b = tokio::spawn(phantom_scan_orchestrator::run(
         cfg_b.scan_orchestrator(),
-        Listeners {
-            grpc: listener,
-            http: None,
-            health: None,
-        },
+        Listeners::grpc_only(listener),
         phantom_kit::Context::default(),
         stop_b.clone(),
     ));

@@ -71,6 +71,17 @@ pub struct Listeners {
     pub health: Option<tokio::net::TcpListener>,
 }
 
+impl Listeners {
+    /// The gRPC listener alone: no HTTP port, no separate probe port.
+    pub fn grpc_only(grpc: tokio::net::TcpListener) -> Self {
+        Self {
+            grpc,
+            http: None,
+            health: None,
+        }
+    }
+}
+
 /// Opens the configured database and applies `migrators` (a service's: see
 /// [`phantom_storage::Database::migrate`]), retrying until both succeed or `shutdown` fires.
 pub async fn connect_store(

@@ -107,11 +107,7 @@ async fn analyzer(
     let shutdown = CancellationToken::new();
     tokio::spawn(phantom_vuln_analyzer::run(
         config.vuln_analyzer(),
-        Listeners {
-            grpc: listener,
-            http: None,
-            health: None,
-        },
+        Listeners::grpc_only(listener),
         phantom_kit::Context::default(),
         shutdown.clone(),
     ));

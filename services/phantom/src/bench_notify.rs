@@ -126,11 +126,7 @@ async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationTok
     let shutdown = CancellationToken::new();
     tokio::spawn(phantom_notifier::run(
         config.notifier(),
-        Listeners {
-            grpc: listener,
-            http: None,
-            health: None,
-        },
+        Listeners::grpc_only(listener),
         phantom_kit::Context::default(),
         shutdown.clone(),
     ));

@@ -1,14 +1,16 @@
 //! The `phantom` binary as a user runs it: `up` on port-0 addresses, `scan` and `health`
 //! against it, SIGTERM, and configuration errors.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_phantom");
+use common::BIN;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 struct Up {
@@ -27,23 +29,12 @@ impl Drop for Up {
 /// Starts `phantom up` with every port 0 and reads the addresses it printed.
 fn up() -> Up {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .arg("up")
-        .env("PHANTOM_DATA_DIR", data.path())
-        .env("PHANTOM_SCAN_ORCHESTRATOR_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_VULN_ANALYZER_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_NOTIFIER_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_HEALTH_AGGREGATOR_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_HTTP_ADDR", "127.0.0.1:0")
+    let mut child = common::phantom_up(data.path())
         .env("PHANTOM__HEALTH__INTERVAL", "200ms")
         // This machine's load and disk are not what the test is about.
         .env("PHANTOM__HEALTH__CPU_THRESHOLD_PERCENT", "101")
         .env("PHANTOM__HEALTH__MEMORY_THRESHOLD_PERCENT", "101")
         .env("PHANTOM__HEALTH__DISK_THRESHOLD_PERCENT", "101")
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

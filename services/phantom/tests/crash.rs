@@ -6,7 +6,7 @@ mod common;
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -14,28 +14,15 @@ use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 
 use common::Killed;
 
-const BIN: &str = env!("CARGO_BIN_EXE_phantom");
 const PATIENCE: Duration = Duration::from_secs(120);
 
 /// `phantom up` on `data`, every port 0; returns the process and the orchestrator's URL.
 fn up(data: &std::path::Path) -> (Killed, String) {
-    let mut child = Command::new(BIN)
-        .arg("up")
-        .env("PHANTOM_DATA_DIR", data)
-        .env("PHANTOM_SCAN_ORCHESTRATOR_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_VULN_ANALYZER_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_NOTIFIER_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_HEALTH_AGGREGATOR_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_HTTP_ADDR", "127.0.0.1:0")
-        .env("PHANTOM_WS_ADDR", "127.0.0.1:0")
+    let mut child = common::phantom_up(data)
         // A slow scan (one socket at a time, silent services waited for) and a short lease.
         .env("PHANTOM__SCAN__MAX_IN_FLIGHT", "1")
         .env("PHANTOM__SCAN__BANNER_TIMEOUT", "700ms")
         .env("PHANTOM__SCAN__LEASE", "1s")
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
