@@ -9,29 +9,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use base64::Engine as _;
 use phantom_kit::{CancellationToken, time::now_micros};
-use phantom_proto::pb;
-
-use crate::settings::EnrichmentConfig;
-use prost::Message as _;
 
 use crate::{
     llm::LlmError,
+    payload::decode,
     service::{Core, cache_key},
+    settings::EnrichmentConfig,
 };
-
-/// How a finding is kept in the queue: its protobuf encoding, in base64.
-pub fn encode(finding: &pb::Finding) -> String {
-    base64::engine::general_purpose::STANDARD.encode(finding.encode_to_vec())
-}
-
-fn decode(payload: &str) -> Option<pb::Finding> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(payload)
-        .ok()?;
-    pb::Finding::decode(bytes.as_slice()).ok()
-}
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 4)
@@ -180,25 +165,4 @@ pub async fn round(core: &Core, config: &EnrichmentConfig) -> Round {
         }
     }
     done
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn findings_round_trip_through_the_queue_encoding() {
-        let f = pb::Finding {
-            target: "127.0.0.1".into(),
-            port: 23,
-            engine: "builtin".into(),
-            check_id: "open-port".into(),
-            banner: "\u{0}binary\u{ff}".into(),
-            cve_ids: vec!["CVE-2020-1".into()],
-            ..Default::default()
-        };
-        assert_eq!(decode(&encode(&f)), Some(f));
-        assert_eq!(decode("not base64!"), None);
-        assert_eq!(decode("AAAA"), None);
-    }
 }

@@ -4,6 +4,7 @@
 //! - [`cvss`]: CVSS base scores: v3.1/v3.0 by the specification's equations, v4.0 through the
 //!   RustSec `cvss` crate.
 //! - [`enrich`]: the queue that upgrades degraded analyses once the LLM answers again.
+//! - [`payload`]: how a finding waits in the enrichment queue.
 //! - [`llm`]: LLM triage through an OpenAI-compatible API, behind a circuit breaker.
 //! - [`repository`]: analyses and the enrichment queue in the shared database, and their
 //!   migrations.
@@ -14,6 +15,7 @@
 pub mod cvss;
 pub mod enrich;
 pub mod llm;
+pub mod payload;
 pub mod repository;
 pub mod rules;
 pub mod service;

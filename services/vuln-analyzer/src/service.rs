@@ -129,7 +129,7 @@ impl Core {
     /// Queues `finding` for enrichment. A failure is logged, not returned: the analysis is
     /// stored (degraded), and the caller's answer must not depend on the queue.
     async fn enqueue(&self, finding: &pb::Finding, analysis: &AnalysisRecord) {
-        let payload = crate::enrich::encode(finding);
+        let payload = crate::payload::encode(finding);
         match self
             .store
             .enqueue_enrichment(
