@@ -17,6 +17,7 @@ lint: ## Formatting, clippy, buf lint and the Helm chart, as CI checks them
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	proto/lint.sh
+	tests/support/module-cycles.py
 	deploy/check-chart.sh
 
 chart-lint: ## The Helm chart: lint, render, validate (Kubernetes 1.33), checkov, k8s/ drift
