@@ -18,8 +18,14 @@
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
 //! - [`methods`]: the closed set of methods a server answers: what metric labels and limiter
 //!   keys are made of, so a caller's made-up paths cannot grow them.
-//! - [`registry`]: every breaker, limiter, retry policy and bulkhead, for metrics, each map
+//! - [`registry`]: a service's breakers, limiters, retry policies, bulkheads, sources (caches)
+//!   and counters, handed to whoever builds them (there is no process-wide registry), each map
 //!   bounded.
+//! - [`exposition`]: metrics as structured samples: what each snapshot says of itself
+//!   ([`exposition::Describe`]) and what a component outside the layers reports
+//!   ([`exposition::Source`]).
+//! - [`metrics`]: the gRPC server's own metrics (`grpc_server_*`), labelled from its known
+//!   methods.
 //! - [`request_id`]: gives every call a correlation id (taken from `x-correlation-id` or
 //!   `x-request-id`, or generated) and carries it to outgoing calls, so one id follows a
 //!   request across hops.
