@@ -2,7 +2,11 @@
 //! (`phantom.v1.HealthAggregator`) and HTTP (`/health`, `/health/metrics`, `/metrics`).
 //!
 //! # Layout
-//! - [`checks`]: the checks and how their results aggregate.
+//! - [`checks`]: the [`checks::Checker`] (components, statistics, history) and how results
+//!   aggregate; the [`checks::Check`] trait and its typed [`checks::CheckError`].
+//!   - one file per kind of check: [`checks::service`] (the Watch stream of each service),
+//!     [`checks::database`], [`checks::redis`] (the cache), [`checks::llm`],
+//!     [`checks::system`] (CPU, memory, disk), [`checks::network`] (TCP targets).
 //! - [`service`]: the periodic loop and the gRPC service.
 //! - [`http`]: the HTTP endpoints.
 //! - [`settings`]: the `[health]` section and what the service runs with ([`Config`]): the
