@@ -35,8 +35,7 @@ pub async fn run(
     context: Context,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
-    let aggregator =
-        service::Aggregator::new(checks::Checker::new(&config, &context.registry, &shutdown)?);
+    let aggregator = service::Aggregator::new(checks::Checker::new(&config, &context, &shutdown)?);
     let (router, health) = server::router(NAME, &config.server, &context, &[GRPC_SERVICE])?;
     let router = router.add_service(HealthAggregatorServer::new(
         service::HealthAggregatorService::new(aggregator.clone(), shutdown.clone()),
@@ -56,6 +55,7 @@ pub async fn run(
         aggregator.clone(),
         http::Collector::new(aggregator.checker().channels(), config.health.timeout),
         phantom_kit::http::AllowedHosts::new(&config.health.http_allowed_hosts),
+        context.secrets.clone(),
     );
     // Within the `[http]` limits: header and idle timeouts, a connection cap.
     let http = async {

@@ -68,7 +68,7 @@ pub async fn run(
             NAME,
             &config.storage,
             config.server.probe_timeout,
-            &context.registry,
+            &context,
             &config.migrations,
             &readiness,
             &shutdown,

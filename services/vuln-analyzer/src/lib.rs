@@ -48,7 +48,7 @@ pub async fn run(
             NAME,
             &config.storage,
             config.server.probe_timeout,
-            &context.registry,
+            &context,
             &config.migrations,
             &readiness,
             &shutdown,
@@ -70,7 +70,7 @@ pub async fn run(
             store: std::sync::Arc::new(repository::SqlAnalysisRepository::new(db)),
             cache,
             cache_ttl: config.cache.default_ttl,
-            llm: llm::Llm::new(&config.analyzer.llm, &context.registry),
+            llm: llm::Llm::new(&config.analyzer.llm, &context.registry, &context.secrets),
             enrich_wake: tokio::sync::Notify::new(),
         });
         tokio::spawn(enrich::run(

@@ -30,7 +30,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use phantom_kit::{CancellationToken, config::redact, telemetry::scrub, time::timestamp_now};
+use phantom_kit::{
+    CancellationToken, Context, config::redact, telemetry::Secrets, time::timestamp_now,
+};
 use phantom_proto::pb::{self, HealthStatus};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -163,14 +165,17 @@ pub struct Checker {
     channels: Vec<(String, tonic::transport::Channel)>,
     /// The health-aggregator's registry (recoveries are counted there).
     registry: phantom_layers::registry::Registry,
+    /// What every text of a report is scrubbed of.
+    secrets: Secrets,
 }
 
 impl Checker {
-    /// The checker of the system described by `config`, counting in `registry`. Watches
-    /// start at once and run until `shutdown`.
+    /// The checker of the system described by `config`, counting in the context's registry
+    /// and scrubbing its reports of the context's secrets. Watches start at once and run
+    /// until `shutdown`.
     pub fn new(
         config: &Config,
-        registry: &phantom_layers::registry::Registry,
+        context: &Context,
         shutdown: &CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
         let h = &config.health;
@@ -258,7 +263,8 @@ impl Checker {
             stats: Mutex::new(BTreeMap::new()),
             changed,
             channels,
-            registry: registry.clone(),
+            registry: context.registry.clone(),
+            secrets: context.secrets.clone(),
         })
     }
 
@@ -355,6 +361,7 @@ impl Checker {
             ),
             Ok(found) => (HealthStatus::Healthy, String::new(), found.details),
         };
+        let shown = |text: &str| self.secrets.scrub(text).into_owned();
         // Every report is built here, and every text of it goes through the scrubber: an
         // endpoint configured with credentials (`http://user:pass@llm/v1`, `?api_key=`), or a
         // driver's error quoting the URL it dialled, shows `***` in `/health`,
@@ -373,11 +380,6 @@ impl Checker {
                 .collect(),
         }
     }
-}
-
-/// `text` as a report may show it: credentials masked (see [`scrub`]).
-fn shown(text: &str) -> String {
-    scrub(text).into_owned()
 }
 
 /// The system's verdict: UNHEALTHY when a critical component is, DEGRADED when any other
