@@ -6,7 +6,9 @@
 //!   a batch exporter that never holds up a request, and `service.name` per span.
 //! - `format`: the log line formats; JSON lines carry `trace_id`, `span_id` and the fields
 //!   of every span in scope (`correlation_id`, `service`, `tenant`, `scan_id`, ...).
-//! - `redact`: what keeps secrets out of every log line.
+//! - `redact`: what keeps secrets out of every log line: [`Secrets`], the list the binary
+//!   fills from its configuration and hands to the log writer and the services, and
+//!   [`scrub_patterns`], what needs no list.
 //! - `storage`: database queries and cache operations logged as they end.
 //!
 //! # Event kinds

@@ -87,7 +87,7 @@ impl Secrets {
     }
 
     /// `text` with every secret it holds masked: the registered ones, then what
-    /// [`scrub_patterns`] recognizes (see the [module docs](self)).
+    /// [`scrub_patterns`] recognizes.
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         {
@@ -108,8 +108,8 @@ impl Secrets {
 
 /// `text` with the credentials recognizable by their shape masked, no registered secret
 /// needed: passwords in URLs, `Bearer`/`Basic` credentials, `sk-` keys, credentials in query
-/// strings and fragments (see the [module docs](self)). For code that has no [`Secrets`];
-/// [`Secrets::scrub`] does this too.
+/// strings and fragments. For code that has no [`Secrets`]; [`Secrets::scrub`] does this
+/// too.
 pub fn scrub_patterns(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     for pass in [url_passwords, auth_schemes, openai_keys, query_params] {
