@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use phantom::config::{Config, ServiceName};
 use phantom::up::{Addresses, System};
-use phantom_kit::CancellationToken;
+use phantom_kit::{CancellationToken, telemetry::Secrets};
 use phantom_layers::registry::Registry;
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -54,13 +54,16 @@ pub struct Running {
 impl Running {
     /// Starts the system of `config` and waits until every service reports SERVING.
     pub async fn start(config: Config) -> Self {
-        Self::start_in(config, &Registry::default()).await
+        Self::start_in(config, &Registry::default(), &Secrets::new()).await
     }
 
     /// [`Running::start`], in a process whose registry is `process` (what
-    /// `telemetry::init` returned).
-    pub async fn start_in(config: Config, process: &Registry) -> Self {
-        let system = System::bind(config, process).await.expect("listeners bind");
+    /// `telemetry::init` returned) and whose secrets are `secrets` (what the log writer was
+    /// given: the configuration's are registered there).
+    pub async fn start_in(config: Config, process: &Registry, secrets: &Secrets) -> Self {
+        let system = System::bind(config, process, secrets)
+            .await
+            .expect("listeners bind");
         let addrs = system.addresses();
         let registries = [
             ServiceName::ScanOrchestrator,

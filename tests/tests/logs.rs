@@ -78,9 +78,13 @@ async fn a_scans_logs_carry_its_correlation_id_in_every_service_and_no_secret() 
 
     let captured = Captured::default();
     let writer = captured.clone();
-    phantom_kit::telemetry::init_with_writer(
+    // The process's secrets: the log writer's, and the system's (which registers its
+    // configuration's there).
+    let secrets = phantom_kit::telemetry::Secrets::new();
+    let process = phantom_kit::telemetry::init_with_writer(
         &cfg.telemetry,
         &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
+        &secrets,
         LogFormat::Json,
         false,
         move || writer.clone(),
@@ -95,7 +99,7 @@ async fn a_scans_logs_carry_its_correlation_id_in_every_service_and_no_secret() 
                 .await;
         }
     });
-    let system = Running::start(cfg.clone()).await;
+    let system = Running::start_in(cfg.clone(), &process, &secrets).await;
 
     let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
     let mut request = tonic::Request::new(pb::CreateScanRequest {

@@ -159,15 +159,17 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
     cfg.telemetry.otlp_endpoint = format!("http://{collector_addr}");
     cfg.telemetry.sampling_ratio = 1.0;
     cfg.telemetry.export_interval = Duration::from_millis(100);
+    let secrets = phantom_kit::telemetry::Secrets::new();
     let process = phantom_kit::telemetry::init_with_writer(
         &cfg.telemetry,
         &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
+        &secrets,
         LogFormat::Json,
         false,
         std::io::sink,
     );
     let port = ssh_port().await;
-    let system = Running::start_in(cfg, &process).await;
+    let system = Running::start_in(cfg, &process, &secrets).await;
 
     let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
     let mut request = tonic::Request::new(pb::CreateScanRequest {

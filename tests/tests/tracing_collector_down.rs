@@ -23,6 +23,7 @@ async fn scans_run_and_calls_answer_while_the_collector_is_down() {
     phantom_kit::telemetry::init_with_writer(
         &cfg.telemetry,
         &phantom::config::ServiceName::ALL.map(phantom::config::ServiceName::as_str),
+        &phantom_kit::telemetry::Secrets::new(),
         LogFormat::Json,
         false,
         std::io::sink,

@@ -13,7 +13,7 @@ use axum::{
 use phantom_kit::{
     http::{AllowedHosts, restrict_hosts},
     metrics::{from_pb, render},
-    telemetry::scrub,
+    telemetry::Secrets,
 };
 use phantom_layers::exposition::Families;
 use phantom_proto::pb::{self, metrics_client::MetricsClient};
@@ -78,11 +78,17 @@ impl Collector {
 struct AppState {
     aggregator: Arc<Aggregator>,
     collector: Collector,
+    secrets: Secrets,
 }
 
 /// The router of the HTTP listener, answering only requests naming one of `hosts` (421
-/// otherwise: see [`phantom_kit::http::AllowedHosts`]).
-pub fn router(aggregator: Arc<Aggregator>, collector: Collector, hosts: AllowedHosts) -> Router {
+/// otherwise: see [`phantom_kit::http::AllowedHosts`]), every body scrubbed of `secrets`.
+pub fn router(
+    aggregator: Arc<Aggregator>,
+    collector: Collector,
+    hosts: AllowedHosts,
+    secrets: Secrets,
+) -> Router {
     let router = Router::new()
         .route("/health", get(health))
         .route("/health/metrics", get(metrics_json))
@@ -90,26 +96,27 @@ pub fn router(aggregator: Arc<Aggregator>, collector: Collector, hosts: AllowedH
         .with_state(AppState {
             aggregator,
             collector,
+            secrets,
         });
     restrict_hosts(router, hosts)
 }
 
 /// `value` with every string in it scrubbed of credentials: `/health/metrics` carries what
 /// every service said about itself, and no URL it quotes may show a password or a key.
-fn scrubbed(mut value: Value) -> Value {
-    fn walk(v: &mut Value) {
+fn scrubbed(mut value: Value, secrets: &Secrets) -> Value {
+    fn walk(v: &mut Value, secrets: &Secrets) {
         match v {
             Value::String(s) => {
-                if let std::borrow::Cow::Owned(clean) = scrub(s) {
+                if let std::borrow::Cow::Owned(clean) = secrets.scrub(s) {
                     *s = clean;
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            Value::Object(map) => map.values_mut().for_each(walk),
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, secrets)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, secrets)),
             _ => {}
         }
     }
-    walk(&mut value);
+    walk(&mut value, secrets);
     value
 }
 
@@ -162,7 +169,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::OK
     };
-    (code, Json(scrubbed(health_json(&report))))
+    (code, Json(scrubbed(health_json(&report), &state.secrets)))
 }
 
 /// Items of the list `key` of every collected snapshot, each marked with the service it is
@@ -243,24 +250,27 @@ async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
                 "details": c.details.iter().collect::<BTreeMap<_, _>>(),
             })
         });
-    Json(scrubbed(json!({
-        "health_checks": stats,
-        "circuit_breakers": merged(&collected, "circuit_breakers"),
-        "rate_limiters": merged(&collected, "rate_limiters"),
-        "error_handlers": {
-            "retries": merged(&collected, "retries"),
-            "grpc_errors_by_code": grpc_errors,
-        },
-        "bulkheads": merged(&collected, "bulkheads"),
-        "adaptive_limiters": merged(&collected, "adaptive_limiters"),
-        "counters": merged(&collected, "counters"),
-        "gauges": merged(&collected, "gauges"),
-        "caches": caches,
-        "database": database,
-        "collected_from": collected.iter().map(|(s, a)| json!({"instance": a.instance, "service": s})).collect::<Vec<_>>(),
-        "unreachable": unreachable,
-        "uptime_seconds": agg.uptime().as_secs(),
-    })))
+    Json(scrubbed(
+        json!({
+            "health_checks": stats,
+            "circuit_breakers": merged(&collected, "circuit_breakers"),
+            "rate_limiters": merged(&collected, "rate_limiters"),
+            "error_handlers": {
+                "retries": merged(&collected, "retries"),
+                "grpc_errors_by_code": grpc_errors,
+            },
+            "bulkheads": merged(&collected, "bulkheads"),
+            "adaptive_limiters": merged(&collected, "adaptive_limiters"),
+            "counters": merged(&collected, "counters"),
+            "gauges": merged(&collected, "gauges"),
+            "caches": caches,
+            "database": database,
+            "collected_from": collected.iter().map(|(s, a)| json!({"instance": a.instance, "service": s})).collect::<Vec<_>>(),
+            "unreachable": unreachable,
+            "uptime_seconds": agg.uptime().as_secs(),
+        }),
+        &state.secrets,
+    ))
 }
 
 async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse {
@@ -344,7 +354,7 @@ async fn metrics_prometheus(State(state): State<AppState>) -> impl IntoResponse 
     );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        scrub(&render(&e)).into_owned(),
+        state.secrets.scrub(&render(&e)).into_owned(),
     )
 }
 

@@ -2,7 +2,11 @@
 //! (`phantom.v1.HealthAggregator`) and HTTP (`/health`, `/health/metrics`, `/metrics`).
 //!
 //! # Layout
-//! - [`checks`]: the checks and how their results aggregate.
+//! - [`checks`]: the [`checks::Checker`] (components, statistics, history) and how results
+//!   aggregate; the [`checks::Check`] trait and its typed [`checks::CheckError`].
+//!   - one file per kind of check: [`checks::service`] (the Watch stream of each service),
+//!     [`checks::database`], [`checks::redis`] (the cache), [`checks::llm`],
+//!     [`checks::system`] (CPU, memory, disk), [`checks::network`] (TCP targets).
 //! - [`service`]: the periodic loop and the gRPC service.
 //! - [`http`]: the HTTP endpoints.
 //! - [`settings`]: the `[health]` section and what the service runs with ([`Config`]): the
@@ -31,8 +35,7 @@ pub async fn run(
     context: Context,
     shutdown: CancellationToken,
 ) -> Result<(), server::ServeError> {
-    let aggregator =
-        service::Aggregator::new(checks::Checker::new(&config, &context.registry, &shutdown)?);
+    let aggregator = service::Aggregator::new(checks::Checker::new(&config, &context, &shutdown)?);
     let server = server::Server::new(NAME, &config.server, &context, &[GRPC_SERVICE])?
         .with_services(|router| {
             router.add_service(HealthAggregatorServer::new(
@@ -50,6 +53,7 @@ pub async fn run(
         aggregator.clone(),
         http::Collector::new(aggregator.checker().channels(), config.health.timeout),
         phantom_kit::http::AllowedHosts::new(&config.health.http_allowed_hosts),
+        context.secrets.clone(),
     );
     // Within the `[http]` limits: header and idle timeouts, a connection cap.
     let http = async {

@@ -4,8 +4,9 @@
 //! A service crate builds its server with [`server::Server`] (the shared layer stack, health,
 //! reflection, `phantom.v1.Metrics`; its database, followed by readiness; serving, draining
 //! and the probe port), calls its peers through [`client::to_peer`] (the client layer stack),
-//! and registers its components in the [`Context`] it is handed. The binary composes
-//! the services; no crate but the binary knows the list of them.
+//! and registers its components in the [`Context`] it is handed, which also carries the
+//! process's [`telemetry::Secrets`] for whatever the service shows of a dependency's error.
+//! The binary composes the services; no crate but the binary knows the list of them.
 //!
 //! # Layout
 //! - [`config`]: the settings every server shares (tenancy, server limits, shutdown, client
@@ -46,14 +47,20 @@ pub struct Context {
     /// The process's registry (trace export): shared by the services of one process, and
     /// reported once per process by the collector.
     pub process: phantom_layers::registry::Registry,
+    /// The process's secrets (those of its configuration): what the service shows of an
+    /// error or a report is scrubbed of them ([`telemetry::Secrets::scrub`]). The log writer
+    /// has the same list.
+    pub secrets: telemetry::Secrets,
 }
 
 impl Context {
-    /// A context with a registry of its own, in a process whose registry is `process`.
-    pub fn new(process: phantom_layers::registry::Registry) -> Self {
+    /// A context with a registry of its own, in a process whose registry is `process` and
+    /// whose secrets are `secrets`.
+    pub fn new(process: phantom_layers::registry::Registry, secrets: telemetry::Secrets) -> Self {
         Self {
             registry: phantom_layers::registry::Registry::default(),
             process,
+            secrets,
         }
     }
 }
@@ -84,12 +91,14 @@ impl Listeners {
 
 /// Opens the configured database and applies `migrators` (a service's: see
 /// [`phantom_storage::Database::migrate`]), retrying until both succeed or `shutdown` fires.
+/// Errors are logged scrubbed of `secrets`.
 pub async fn connect_store(
     config: &config::StorageConfig,
     migrators: &[&'static phantom_storage::Migrator],
+    secrets: &telemetry::Secrets,
     shutdown: &CancellationToken,
 ) -> Option<phantom_storage::Database> {
-    connect_with_retry("database", shutdown, || async {
+    connect_with_retry("database", secrets, shutdown, || async {
         let db = phantom_storage::Database::open(config).await?;
         for migrator in migrators {
             db.migrate(migrator).await?;
@@ -102,8 +111,10 @@ pub async fn connect_store(
 /// Retries `connect` with capped exponential backoff until it succeeds or `shutdown` fires,
 /// logging each failure: a dependency that is down at start-up delays readiness, it does not
 /// crash the process (which would only make Kubernetes restart it into the same situation).
+/// Each error is logged scrubbed of `secrets`.
 pub async fn connect_with_retry<T, E, F, Fut>(
     what: &str,
+    secrets: &telemetry::Secrets,
     shutdown: &CancellationToken,
     mut connect: F,
 ) -> Option<T>
@@ -118,7 +129,7 @@ where
             Ok(v) => return Some(v),
             Err(err) => {
                 // Drivers quote the URL they dialled; the password must not reach the log.
-                let error = telemetry::scrub(&err.to_string()).into_owned();
+                let error = secrets.scrub(&err.to_string()).into_owned();
                 tracing::warn!(dependency = what, error, retry_in = ?delay, "Dependency not ready");
             }
         }
@@ -131,7 +142,8 @@ where
 }
 
 /// Opens the database of `service` with `migrators` applied (retrying until it answers or
-/// `shutdown` fires), keeps its pool's gauge up to date in `registry`, and makes the server's
+/// `shutdown` fires, logging errors scrubbed of the context's secrets), keeps its pool's
+/// gauge up to date in the context's registry, and makes the server's
 /// readiness follow it from then on (each check bounded by `probe_timeout`, at least 5 s):
 /// what a service that cannot work without its database does first.
 #[allow(clippy::too_many_arguments)]
@@ -139,13 +151,18 @@ pub async fn connect_store_for(
     service: &'static str,
     storage: &config::StorageConfig,
     probe_timeout: std::time::Duration,
-    registry: &phantom_layers::registry::Registry,
+    context: &Context,
     migrators: &[&'static phantom_storage::Migrator],
     readiness: &server::HealthHandle,
     shutdown: &CancellationToken,
 ) -> Option<phantom_storage::Database> {
-    let store = connect_store(storage, migrators, shutdown).await?;
-    spawn_store_gauges(service, store.clone(), registry.clone(), shutdown.clone());
+    let store = connect_store(storage, migrators, &context.secrets, shutdown).await?;
+    spawn_store_gauges(
+        service,
+        store.clone(),
+        context.registry.clone(),
+        shutdown.clone(),
+    );
     let pinged = store.clone();
     readiness.follow(
         "database",

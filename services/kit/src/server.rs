@@ -391,7 +391,7 @@ pub struct Server {
     health: HealthHandle,
     shutdown: ShutdownConfig,
     probe_timeout: Duration,
-    registry: phantom_layers::registry::Registry,
+    context: crate::Context,
 }
 
 impl Server {
@@ -409,7 +409,7 @@ impl Server {
             health,
             shutdown: settings.shutdown.clone(),
             probe_timeout: settings.probe_timeout,
-            registry: context.registry.clone(),
+            context: context.clone(),
         })
     }
 
@@ -439,13 +439,13 @@ impl Server {
         shutdown: &'a CancellationToken,
     ) -> impl std::future::Future<Output = Option<phantom_storage::Database>> + use<'a> {
         let (name, probe_timeout) = (self.name, self.probe_timeout);
-        let (registry, health) = (self.registry.clone(), self.health.clone());
+        let (context, health) = (self.context.clone(), self.health.clone());
         async move {
             crate::connect_store_for(
                 name,
                 storage,
                 probe_timeout,
-                &registry,
+                &context,
                 migrations,
                 &health,
                 shutdown,

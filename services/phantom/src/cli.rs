@@ -268,16 +268,21 @@ impl Cli {
                 {
                     config.telemetry.log_format = phantom_kit::config::LogFormat::Json;
                 }
+                // The process's secrets: the configuration's, masked in every log line and
+                // report from the first one on.
+                let secrets = telemetry::Secrets::new();
+                config.register_secrets(&secrets);
                 let process = telemetry::init(
                     &config.telemetry,
                     &ServiceName::ALL.map(ServiceName::as_str),
+                    &secrets,
                 );
                 let shutdown = CancellationToken::new();
                 server::cancel_on_signals(shutdown.clone());
                 let result = match self.command {
-                    Command::Up => up::up(config, &process, shutdown).await,
+                    Command::Up => up::up(config, &process, &secrets, shutdown).await,
                     Command::Serve { service } => {
-                        up::serve(service, config, &process, shutdown).await
+                        up::serve(service, config, &process, &secrets, shutdown).await
                     }
                     _ => unreachable!("matched above"),
                 };
@@ -341,6 +346,7 @@ impl Cli {
                         ..Default::default()
                     },
                     &ServiceName::ALL.map(ServiceName::as_str),
+                    &telemetry::Secrets::new(),
                 );
                 let result = match suite {
                     None => {

@@ -21,7 +21,7 @@ use phantom_kit::{
         CacheConfig, ClientPolicy, HttpLimits, Invalid, ServerResilience, ServerSettings,
         ShutdownConfig, TelemetryConfig, TenancyConfig, redact,
     },
-    telemetry::register_secret,
+    telemetry::Secrets,
 };
 use phantom_notifier::settings::NotifierConfig;
 use phantom_scan_orchestrator::settings::ScanConfig;
@@ -245,9 +245,7 @@ impl Config {
             })?,
             None => String::new(),
         };
-        let config = Self::from_sources(&text, path, std::env::vars())?;
-        config.register_secrets();
-        Ok(config)
+        Self::from_sources(&text, path, std::env::vars())
     }
 
     /// Builds a configuration from TOML text and environment variables. Split from
@@ -418,8 +416,9 @@ impl Config {
     }
 
     /// The secrets this configuration holds (the LLM key, passwords in URLs, webhook keys),
-    /// made known to the log scrubber so that no log line shows them, whatever prints them.
-    pub fn register_secrets(&self) {
+    /// registered in `secrets` (what the binary hands the log writer and the services) so
+    /// that no log line or report shows them, whatever prints them.
+    pub fn register_secrets(&self, secrets: &Secrets) {
         let urls = [
             &self.storage.database_url,
             &self.cache.redis_url,
@@ -428,18 +427,18 @@ impl Config {
         ];
         for url in urls {
             if let Some(password) = url_password(url) {
-                register_secret(password);
+                secrets.register(password);
             }
         }
-        register_secret(&self.analyzer.llm.api_key);
+        secrets.register(&self.analyzer.llm.api_key);
         for w in &self.notifier.webhooks {
-            register_url_secret(w.url.expose());
+            register_url_secret(secrets, w.url.expose());
         }
         for w in &self.notifier.webhooks {
             if !w.secret_env.is_empty()
                 && let Ok(key) = std::env::var(&w.secret_env)
             {
-                register_secret(&key);
+                secrets.register(&key);
             }
         }
     }
@@ -448,14 +447,14 @@ impl Config {
 /// Registers a URL that is a credential as a secret: whole (as libraries quote it in their
 /// errors), and its path and query when they are long enough not to garble ordinary text
 /// (`/services/T000/B000/XXXX` is; `/hook` is not).
-fn register_url_secret(url: &str) {
-    register_secret(url);
+fn register_url_secret(secrets: &Secrets, url: &str) {
+    secrets.register(url);
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
         if let Some(path) = rest.find(['/', '?', '#']).map(|n| &rest[n..])
             && path.len() >= 16
         {
-            register_secret(path);
+            secrets.register(path);
         }
     }
 }
@@ -694,13 +693,14 @@ mod tests {
             );
         }
         assert!(dump.contains("https://hooks.slack.com/…"), "{dump}");
-        c.register_secrets();
+        let secrets = Secrets::new();
+        c.register_secrets(&secrets);
         let quoted = "error sending request for url \
              (https://hooks.slack.com/services/T0PHANTOM/B0PHANTOM/xoxSeCrEt42)";
         assert!(
-            !phantom_kit::telemetry::scrub(quoted).contains("xoxSeCrEt42"),
+            !secrets.scrub(quoted).contains("xoxSeCrEt42"),
             "{}",
-            phantom_kit::telemetry::scrub(quoted)
+            secrets.scrub(quoted)
         );
     }
 
@@ -723,11 +723,10 @@ mod tests {
             !dump.contains("sk-live") && !dump.contains("redis-pass"),
             "{dump}"
         );
-        c.register_secrets();
+        let secrets = Secrets::new();
+        c.register_secrets(&secrets);
         assert_eq!(
-            phantom_kit::telemetry::scrub(
-                "auth failed for redis-pass with sk-live-0123456789abcdef"
-            ),
+            secrets.scrub("auth failed for redis-pass with sk-live-0123456789abcdef"),
             "auth failed for *** with ***"
         );
     }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use phantom_kit::{CancellationToken, Context, Listeners, server::bind};
+use phantom_kit::{CancellationToken, Context, Listeners, server::bind, telemetry::Secrets};
 use phantom_layers::registry::Registry;
 
 use crate::config::{Config, ServiceName};
@@ -36,10 +36,16 @@ pub struct System {
 impl System {
     /// Binds every listener of `config` (port 0 picks a free port) and points each service's
     /// clients at the addresses actually bound. Each service gets a registry of its own, in
-    /// a process whose registry is `process` (what telemetry counts in).
-    pub async fn bind(mut config: Config, process: &Registry) -> anyhow::Result<Self> {
-        // Whatever logs a secret of this configuration from now on, the line shows `***`.
-        config.register_secrets();
+    /// a process whose registry is `process` (what telemetry counts in), and `secrets`, where
+    /// the secrets of `config` are registered (hand the same to the log writer).
+    pub async fn bind(
+        mut config: Config,
+        process: &Registry,
+        secrets: &Secrets,
+    ) -> anyhow::Result<Self> {
+        // Whatever shows a secret of this configuration from now on (a log line written with
+        // `secrets`, a report), it shows `***`.
+        config.register_secrets(secrets);
         let l = &config.listen;
         let so = bind("scan-orchestrator", l.scan_orchestrator).await?;
         let va = bind("vuln-analyzer", l.vuln_analyzer).await?;
@@ -68,7 +74,7 @@ impl System {
             http: None,
             health: None,
         };
-        let context = || Context::new(process.clone());
+        let context = || Context::new(process.clone(), secrets.clone());
         Ok(Self {
             listeners: vec![
                 (ServiceName::VulnAnalyzer, grpc_only(va), context()),
@@ -173,9 +179,10 @@ async fn run_service(
 pub async fn up(
     config: Config,
     process: &Registry,
+    secrets: &Secrets,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let system = System::bind(config, process).await?;
+    let system = System::bind(config, process, secrets).await?;
     let a = system.addresses();
     // Printed, not logged: this is what the person who typed `phantom up` reads first. A
     // closed stdout (`phantom up | head -1`) must not stop the system, so write errors are
@@ -203,9 +210,10 @@ pub async fn serve(
     service: ServiceName,
     mut config: Config,
     process: &Registry,
+    secrets: &Secrets,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    config.register_secrets();
+    config.register_secrets(secrets);
     let grpc_addr = match service {
         ServiceName::ScanOrchestrator => config.listen.scan_orchestrator,
         ServiceName::VulnAnalyzer => config.listen.vuln_analyzer,
@@ -233,6 +241,6 @@ pub async fn serve(
         Err(_) => None,
     };
     let listeners = Listeners { grpc, http, health };
-    let context = Context::new(process.clone());
+    let context = Context::new(process.clone(), secrets.clone());
     run_service(service, config, listeners, context, shutdown).await
 }

@@ -64,7 +64,7 @@ pub async fn run(
             store: std::sync::Arc::new(repository::SqlAnalysisRepository::new(db)),
             cache,
             cache_ttl: config.cache.default_ttl,
-            llm: llm::Llm::new(&config.analyzer.llm, &context.registry),
+            llm: llm::Llm::new(&config.analyzer.llm, &context.registry, &context.secrets),
             enrich_wake: tokio::sync::Notify::new(),
         });
         tokio::spawn(enrich::run(

@@ -24,6 +24,7 @@ use async_openai::{
         CreateChatCompletionRequest, CreateChatCompletionRequestArgs, ResponseFormat,
     },
 };
+use phantom_kit::telemetry::Secrets;
 use phantom_layers::{
     adaptive::AdaptiveLimiter,
     circuit_breaker::{Breaker, State},
@@ -207,6 +208,8 @@ pub struct Llm {
     adaptive: AdaptiveLimiter,
     budget: Option<Arc<TokenBudget>>,
     usage: Arc<Usage>,
+    /// What the provider's errors are scrubbed of before they are shown or logged.
+    secrets: Secrets,
 }
 
 /// What the triage client has spent, for metrics.
@@ -222,8 +225,9 @@ pub struct UsageSnapshot {
 
 impl Llm {
     /// A client for `config`, or `None` when no API key is configured (rules only). Its
-    /// breaker, adaptive limiter and token counters are registered in `registry`.
-    pub fn new(config: &LlmConfig, registry: &Registry) -> Option<Self> {
+    /// breaker, adaptive limiter and token counters are registered in `registry`; its
+    /// errors are scrubbed of `secrets`.
+    pub fn new(config: &LlmConfig, registry: &Registry, secrets: &Secrets) -> Option<Self> {
         if config.api_key.is_empty() {
             return None;
         }
@@ -260,6 +264,7 @@ impl Llm {
             adaptive,
             budget,
             usage: Arc::new(Usage::new(&config.model, registry)),
+            secrets: secrets.clone(),
         })
     }
 
@@ -388,9 +393,7 @@ impl Llm {
             .temperature(0.0)
             .max_completion_tokens(MAX_COMPLETION_TOKENS)
             .build()
-            .map_err(|e| {
-                LlmError::Provider(phantom_kit::telemetry::scrub(&e.to_string()).into_owned())
-            })?;
+            .map_err(|e| LlmError::Provider(self.secrets.scrub(&e.to_string()).into_owned()))?;
         Ok((request, prompt_chars))
     }
 
@@ -408,7 +411,7 @@ impl Llm {
         let started = tokio::time::Instant::now();
         let response = self.client.chat().create(request).await.map_err(|e| {
             // HTTP clients quote the request (URL, headers) in their errors.
-            LlmError::Provider(phantom_kit::telemetry::scrub(&e.to_string()).into_owned())
+            LlmError::Provider(self.secrets.scrub(&e.to_string()).into_owned())
         });
         tracing::debug!(
             event = phantom_kit::telemetry::event::EXTERNAL_CALL,
@@ -446,6 +449,7 @@ mod tests {
                 ..LlmConfig::default()
             },
             &Registry::default(),
+            &Secrets::default(),
         )
         .unwrap();
         llm.charge(900).unwrap();

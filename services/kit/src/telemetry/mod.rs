@@ -6,7 +6,9 @@
 //!   a batch exporter that never holds up a request, and `service.name` per span.
 //! - `format`: the log line formats; JSON lines carry `trace_id`, `span_id` and the fields
 //!   of every span in scope (`correlation_id`, `service`, `tenant`, `scan_id`, ...).
-//! - `redact`: what keeps secrets out of every log line.
+//! - `redact`: what keeps secrets out of every log line: [`Secrets`], the list the binary
+//!   fills from its configuration and hands to the log writer and the services, and
+//!   [`scrub_patterns`], what needs no list.
 //! - `storage`: database queries and cache operations logged as they end.
 //!
 //! # Event kinds
@@ -25,7 +27,7 @@ use tracing_subscriber::{
     EnvFilter, Layer as _, filter::filter_fn, fmt, fmt::MakeWriter, prelude::*,
 };
 
-pub use redact::{Redacting, register_secret, scrub};
+pub use redact::{Redacting, Secrets, scrub_patterns};
 
 use phantom_layers::registry::Registry;
 
@@ -66,24 +68,28 @@ pub mod event {
 /// `services` are the names of the services this process runs: each one's spans are
 /// exported under its own `service.name`.
 ///
+/// Every line is scrubbed of `secrets` (the binary fills them from its configuration, and
+/// hands the same [`Secrets`] to its services) and of what [`scrub_patterns`] recognizes.
+///
 /// Returns the process's registry, where telemetry counts the spans it exported: hand it to
 /// the services of this process ([`crate::Context::new`]).
-pub fn init(config: &TelemetryConfig, services: &[&'static str]) -> Registry {
+pub fn init(config: &TelemetryConfig, services: &[&'static str], secrets: &Secrets) -> Registry {
     let format = match config.log_format {
         LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Text,
         LogFormat::Auto => LogFormat::Json,
         other => other,
     };
     let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
-    init_with_writer(config, services, format, ansi, std::io::stderr)
+    init_with_writer(config, services, secrets, format, ansi, std::io::stderr)
 }
 
 /// Installs the global subscriber, logging in `format` (`Auto` is JSON) to `writer`, every
-/// line scrubbed of secrets. For embedding and tests; [`init`] is what the binary calls.
+/// line scrubbed of `secrets`. For embedding and tests; [`init`] is what the binary calls.
 /// Returns the process's registry (see [`init`]).
 pub fn init_with_writer<W>(
     config: &TelemetryConfig,
     services: &[&'static str],
+    secrets: &Secrets,
     format: LogFormat,
     ansi: bool,
     writer: W,
@@ -100,7 +106,7 @@ where
         .with_filter(filter_fn(|meta| {
             meta.is_span() && meta.target().starts_with("phantom")
         }));
-    let writer = Redacting::new(writer);
+    let writer = Redacting::new(writer, secrets.clone());
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(traces)

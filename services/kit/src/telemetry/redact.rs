@@ -3,9 +3,9 @@
 //! Code is careful not to log secrets, but a secret can hide in text it does not control: a
 //! driver's connection error quoting the URL it dialled, an HTTP client's error quoting a
 //! request, a dependency's debug output. So every line is scrubbed on its way out, whatever
-//! produced it: [`Redacting`] wraps the log writer and passes each line through [`scrub`],
-//! which masks
-//! - the values the configuration holds as secrets ([`register_secret`]: the LLM API key,
+//! produced it: [`Redacting`] wraps the log writer and passes each line through
+//! [`Secrets::scrub`], which masks
+//! - the values the configuration holds as secrets ([`Secrets::register`]: the LLM API key,
 //!   database and Redis passwords, webhook keys and webhook URLs), wherever they appear;
 //! - passwords in URLs (`postgres://app:***@db/phantom`);
 //! - `Bearer` and `Basic` credentials;
@@ -13,11 +13,17 @@
 //! - credentials in query strings and fragments (`?api_key=`, `&token=`, `#access_token=`,
 //!   `X-Amz-Signature=`, ...: any parameter whose name ends in `key`, `token`, `secret`,
 //!   `password`, `signature`, `credential`).
+//!
+//! The last four need no registered secret: [`scrub_patterns`] applies them alone.
+//!
+//! No process-wide list: the binary creates a [`Secrets`], fills it from its configuration
+//! and hands it to the log writer and, through [`crate::Context`], to the services. Two
+//! `Secrets` (two embedded systems, two tests) never see each other's values.
 
 use std::{
     borrow::Cow,
     io,
-    sync::{PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock},
 };
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -45,33 +51,67 @@ const SECRET_PARAM_ENDINGS: &[&str] = &[
     "credentials",
 ];
 
-static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+/// The secrets to mask wherever they appear: created by whoever composes the process,
+/// filled from its configuration, handed to the log writer and to every service. Cheap to
+/// clone; clones share one list, so a secret registered through one is masked by all.
+#[derive(Clone, Default)]
+pub struct Secrets(Arc<RwLock<Vec<String>>>);
 
-/// Masks `secret` in every log line from now on.
-pub fn register_secret(secret: &str) {
-    let secret = secret.trim();
-    if secret.len() < MIN_SECRET_LEN {
-        return;
-    }
-    let mut secrets = SECRETS.write().unwrap_or_else(PoisonError::into_inner);
-    if !secrets.iter().any(|s| s == secret) {
-        secrets.push(secret.to_owned());
-        // Longest first: a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+/// Never the values.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.read().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("Secrets").field("registered", &n).finish()
     }
 }
 
-/// `text` with every secret it holds masked (see the [module docs](self)).
-pub fn scrub(text: &str) -> Cow<'_, str> {
-    let mut out = Cow::Borrowed(text);
-    {
-        let secrets = SECRETS.read().unwrap_or_else(PoisonError::into_inner);
-        for secret in secrets.iter() {
-            if out.contains(secret.as_str()) {
-                out = Cow::Owned(out.replace(secret.as_str(), MASK));
-            }
+impl Secrets {
+    /// An empty list: only what [`scrub_patterns`] recognizes is masked.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Masks `secret` in whatever this list (or a clone of it) scrubs from now on. Values
+    /// shorter than 6 characters are ignored: masking them would garble ordinary words.
+    pub fn register(&self, secret: &str) {
+        let secret = secret.trim();
+        if secret.len() < MIN_SECRET_LEN {
+            return;
+        }
+        let mut secrets = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if !secrets.iter().any(|s| s == secret) {
+            secrets.push(secret.to_owned());
+            // Longest first: a secret that contains another is masked whole.
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         }
     }
+
+    /// `text` with every secret it holds masked: the registered ones, then what
+    /// [`scrub_patterns`] recognizes.
+    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        {
+            let secrets = self.0.read().unwrap_or_else(PoisonError::into_inner);
+            for secret in secrets.iter() {
+                if out.contains(secret.as_str()) {
+                    out = Cow::Owned(out.replace(secret.as_str(), MASK));
+                }
+            }
+        }
+        let masked = match scrub_patterns(&out) {
+            Cow::Owned(masked) => Some(masked),
+            Cow::Borrowed(_) => None,
+        };
+        masked.map_or(out, Cow::Owned)
+    }
+}
+
+/// `text` with the credentials recognizable by their shape masked, no registered secret
+/// needed: passwords in URLs, `Bearer`/`Basic` credentials, `sk-` keys, credentials in query
+/// strings and fragments. For code that has no [`Secrets`]; [`Secrets::scrub`] does this
+/// too.
+pub fn scrub_patterns(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
     for pass in [url_passwords, auth_schemes, openai_keys, query_params] {
         if let Some(masked) = pass(&out) {
             out = Cow::Owned(masked);
@@ -204,52 +244,67 @@ fn query_params(text: &str) -> Option<String> {
     mask(text, &spans)
 }
 
-/// A log writer whose every line goes through [`scrub`].
+/// A log writer whose every line goes through [`Secrets::scrub`].
 #[derive(Debug)]
 pub struct Redacting<M> {
     inner: M,
+    secrets: Secrets,
 }
 
 impl<M> Redacting<M> {
-    /// Scrubs what `inner` writes.
-    pub fn new(inner: M) -> Self {
-        Self { inner }
+    /// Scrubs what `inner` writes of `secrets` (and of what [`scrub_patterns`] recognizes).
+    pub fn new(inner: M, secrets: Secrets) -> Self {
+        Self { inner, secrets }
     }
 }
 
 impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
-    type Writer = RedactingWriter<M::Writer>;
+    type Writer = RedactingWriter<'a, M::Writer>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter(self.inner.make_writer())
+        RedactingWriter {
+            inner: self.inner.make_writer(),
+            secrets: &self.secrets,
+        }
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        RedactingWriter(self.inner.make_writer_for(meta))
+        RedactingWriter {
+            inner: self.inner.make_writer_for(meta),
+            secrets: &self.secrets,
+        }
     }
 }
 
 /// The writer of [`Redacting`]. The formatter hands it a whole line in one write.
 #[derive(Debug)]
-pub struct RedactingWriter<W>(W);
+pub struct RedactingWriter<'a, W> {
+    inner: W,
+    secrets: &'a Secrets,
+}
 
-impl<W: io::Write> io::Write for RedactingWriter<W> {
+impl<W: io::Write> io::Write for RedactingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match std::str::from_utf8(buf) {
-            Ok(text) => self.0.write_all(scrub(text).as_bytes())?,
-            Err(_) => self.0.write_all(buf)?,
+            Ok(text) => self.inner.write_all(self.secrets.scrub(text).as_bytes())?,
+            Err(_) => self.inner.write_all(buf)?,
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.inner.flush()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a process with no registered secret masks.
+    fn scrub(text: &str) -> Cow<'_, str> {
+        Secrets::new().scrub(text)
+    }
 
     #[test]
     fn passwords_in_urls_are_masked_wherever_they_are_quoted() {
@@ -322,10 +377,11 @@ mod tests {
 
     #[test]
     fn registered_secrets_are_masked_anywhere_and_short_values_are_not_registered() {
-        register_secret("correct-horse-battery");
-        register_secret("abc");
+        let secrets = Secrets::new();
+        secrets.register("correct-horse-battery");
+        secrets.register("abc");
         assert_eq!(
-            scrub("the key correct-horse-battery was refused; abc"),
+            secrets.scrub("the key correct-horse-battery was refused; abc"),
             "the key *** was refused; abc"
         );
     }
@@ -333,5 +389,33 @@ mod tests {
     #[test]
     fn text_without_secrets_is_not_copied() {
         assert!(matches!(scrub("Scan started targets=3"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn two_lists_of_secrets_are_independent_and_clones_share_theirs() {
+        let a = Secrets::new();
+        let b = Secrets::new();
+        a.register("alpha-secret-value");
+        b.register("bravo-secret-value");
+        let text = "alpha-secret-value and bravo-secret-value";
+        assert_eq!(a.scrub(text), "*** and bravo-secret-value");
+        assert_eq!(b.scrub(text), "alpha-secret-value and ***");
+        let shared = a.clone();
+        shared.register("charlie-secret-value");
+        assert_eq!(a.scrub("charlie-secret-value"), "***");
+        assert_eq!(b.scrub("charlie-secret-value"), "charlie-secret-value");
+        assert!(!format!("{a:?}").contains("alpha"), "{a:?}");
+    }
+
+    #[test]
+    fn the_patterns_need_no_registered_secret() {
+        assert_eq!(
+            scrub_patterns("postgres://app:s3cret@db/phantom"),
+            "postgres://app:***@db/phantom"
+        );
+        assert!(matches!(
+            scrub_patterns("Scan started targets=3"),
+            Cow::Borrowed(_)
+        ));
     }
 }
