@@ -38,6 +38,44 @@ pub fn config(data_dir: &Path) -> Config {
     config
 }
 
+/// [`config`] on the PostgreSQL and Redis `make test` provisioned, acting for a tenant of its
+/// own named after `test` (the database is shared with other tests, and with earlier runs),
+/// or `None` (the test skips, saying so) when they are not provisioned.
+pub fn config_on_backends(data_dir: &Path, test: &str) -> Option<Config> {
+    let (Some(db), Some(redis)) = (
+        phantom_kit::testing::postgres_url(),
+        phantom_kit::testing::redis_url(),
+    ) else {
+        return None;
+    };
+    let mut cfg = config(data_dir);
+    cfg.storage.database_url = db;
+    cfg.cache.redis_url = redis;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    cfg.tenancy.default_tenant = format!("{test}-{}-{started}", std::process::id());
+    Some(cfg)
+}
+
+/// A `CreateScan` of `127.0.0.1:port`, carrying `correlation_id`.
+pub fn scan_request(
+    port: u16,
+    correlation_id: &str,
+) -> tonic::Request<phantom_proto::pb::CreateScanRequest> {
+    let mut request = tonic::Request::new(phantom_proto::pb::CreateScanRequest {
+        targets: vec!["127.0.0.1".into()],
+        ports: port.to_string(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "x-correlation-id",
+        correlation_id.parse().expect("an ASCII id"),
+    );
+    request
+}
+
 /// A system running in this process.
 #[derive(Debug)]
 pub struct Running {

@@ -75,18 +75,11 @@ async fn a_scan_runs_end_to_end_through_every_service_and_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_scan_runs_on_postgres_and_redis() {
-    let (Some(db), Some(redis)) = (
-        phantom_kit::testing::postgres_url(),
-        phantom_kit::testing::redis_url(),
-    ) else {
+    let data = tempfile::tempdir().unwrap();
+    // The database is shared with other tests: a tenant of its own keeps this one's view clean.
+    let Some(cfg) = phantom_tests::config_on_backends(data.path(), "e2e") else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let mut cfg = config(data.path());
-    cfg.storage.database_url = db;
-    cfg.cache.redis_url = redis;
-    // The database is shared with other tests: a tenant of its own keeps this one's view clean.
-    cfg.tenancy.default_tenant = format!("e2e-{}", std::process::id());
     scan_end_to_end(cfg).await;
 }
 

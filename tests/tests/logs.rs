@@ -15,7 +15,7 @@ use std::{
 
 use phantom_kit::config::LogFormat;
 use phantom_notifier::settings::NotificationLogKind;
-use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
+use phantom_proto::pb::scan_orchestrator_client::ScanOrchestratorClient;
 use phantom_tests::{
     Running, channel,
     llm::{FakeLlm, Mode, with_llm},
@@ -102,14 +102,7 @@ async fn a_scans_logs_carry_its_correlation_id_in_every_service_and_no_secret() 
     let system = Running::start_in(cfg.clone(), &process, &secrets).await;
 
     let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
-    let mut request = tonic::Request::new(pb::CreateScanRequest {
-        targets: vec!["127.0.0.1".into()],
-        ports: port.to_string(),
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("x-correlation-id", CORRELATION_ID.parse().unwrap());
+    let request = phantom_tests::scan_request(port, CORRELATION_ID);
     let response = scans.create_scan(request).await.unwrap();
     assert_eq!(
         response.metadata().get("x-correlation-id").unwrap(),

@@ -202,24 +202,10 @@ async fn reconnecting_grpc_and_websocket_clients_get_every_missed_message_once_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_notifier_replicas_on_one_redis_deliver_each_others_messages_once() {
-    let (Some(db), Some(redis)) = (
-        phantom_kit::testing::postgres_url(),
-        phantom_kit::testing::redis_url(),
-    ) else {
+    let data = tempfile::tempdir().unwrap();
+    let Some(cfg) = phantom_tests::config_on_backends(data.path(), "fanout") else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let mut cfg = config(data.path());
-    cfg.storage.database_url = db;
-    cfg.cache.redis_url = redis;
-    cfg.tenancy.default_tenant = format!(
-        "fanout-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
     let a = Running::start(cfg.clone()).await;
 
     // Replica B: a second notifier process's worth, on the same database and Redis.

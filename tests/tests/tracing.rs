@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::span::SpanKind,
 };
 use phantom_kit::config::LogFormat;
-use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
+use phantom_proto::pb::scan_orchestrator_client::ScanOrchestratorClient;
 use phantom_tests::{PATIENCE, Running, channel, config};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -172,14 +172,7 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
     let system = Running::start_in(cfg, &process, &secrets).await;
 
     let mut scans = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
-    let mut request = tonic::Request::new(pb::CreateScanRequest {
-        targets: vec!["127.0.0.1".into()],
-        ports: port.to_string(),
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("x-correlation-id", "trace-test-1".parse().unwrap());
+    let request = phantom_tests::scan_request(port, "trace-test-1");
     let scan = scans.create_scan(request).await.unwrap().into_inner();
     let done = phantom_tests::wait_for_success(&mut scans, &scan.id).await;
     assert_eq!(done.findings_count, 1);
