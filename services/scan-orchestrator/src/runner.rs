@@ -68,7 +68,7 @@ pub struct Runner {
     analyzer: VulnAnalyzerClient<GrpcChannel>,
     notifier: NotifierClient<GrpcChannel>,
     updates: broadcast::Sender<ScanUpdate>,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<ScanId, CancellationToken>>,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     /// This replica's name in scan leases.
@@ -296,7 +296,7 @@ impl Runner {
     }
 
     /// Stops a running scan (its state was already set by the caller).
-    pub fn cancel(&self, id: &str) {
+    pub fn cancel(&self, id: &ScanId) {
         if let Some(token) = self.running.lock().expect("running lock").get(id) {
             token.cancel();
         }
@@ -353,7 +353,7 @@ impl Runner {
         self.notify(
             room.to_owned(),
             ScanEvent::Failed {
-                scan_id: ScanId::from_stored(scan.id.clone()),
+                scan_id: scan.id.clone(),
                 error,
             },
         )
@@ -378,7 +378,7 @@ impl Runner {
     /// by a cancel), stops the scan here.
     async fn heartbeat(
         self: Arc<Self>,
-        id: String,
+        id: ScanId,
         token: CancellationToken,
         lost: Arc<AtomicBool>,
     ) {
@@ -447,7 +447,7 @@ impl Runner {
         self.notify(
             room.clone(),
             ScanEvent::Started {
-                scan_id: ScanId::from_stored(scan.id.clone()),
+                scan_id: scan.id.clone(),
                 targets: scan.targets.clone(),
                 probes_total: total,
             },
@@ -507,7 +507,7 @@ impl Runner {
                     self.notify(
                         room.clone(),
                         ScanEvent::Progress {
-                            scan_id: ScanId::from_stored(scan.id.clone()),
+                            scan_id: scan.id.clone(),
                             progress_percent: percent,
                             probes_done: done,
                             probes_total: total,
@@ -532,7 +532,7 @@ impl Runner {
             self.notify(
                 room,
                 ScanEvent::Cancelled {
-                    scan_id: ScanId::from_stored(scan.id.clone()),
+                    scan_id: scan.id.clone(),
                 },
             )
             .await;
@@ -575,7 +575,7 @@ impl Runner {
             self.notify(
                 room,
                 ScanEvent::Finished {
-                    scan_id: ScanId::from_stored(scan.id.clone()),
+                    scan_id: scan.id.clone(),
                     state: pb::ScanState::Succeeded,
                     findings_count: done.findings_count,
                 },
@@ -632,7 +632,7 @@ impl Runner {
                     self.notify(
                         room.to_owned(),
                         ScanEvent::Finding {
-                            scan_id: ScanId::from_stored(scan.id.clone()),
+                            scan_id: scan.id.clone(),
                             finding_id: finding.id.clone(),
                             target: finding.target.clone(),
                             port: finding.port,
@@ -652,7 +652,7 @@ impl Runner {
         // scans, are cached under the scan's tag, ready for whoever reads them next.
         for chunk in fingerprints.chunks(10_000) {
             let request = pb::WarmScanRequest {
-                scan_id: scan.id.clone(),
+                scan_id: scan.id.to_string(),
                 fingerprints: chunk.to_vec(),
             };
             if let Err(status) = analyzer.warm_scan(request).await {
@@ -723,11 +723,11 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
         cvss_score: 0.0,
         cvss_vector: String::new(),
         cve_ids: Vec::new(),
-        fingerprint: String::new(),
+        fingerprint: Fingerprint::new(""),
         analysis: None,
         created_at: now_micros(),
     };
-    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone())).into();
+    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone()));
     f
 }
 
@@ -762,11 +762,11 @@ fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRec
             .take(MAX_CVE_IDS)
             .map(|c| clip(c, MAX_CVE_BYTES))
             .collect(),
-        fingerprint: String::new(),
+        fingerprint: Fingerprint::new(""),
         analysis: None,
         created_at: now_micros(),
     };
-    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone())).into();
+    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone()));
     f
 }
 
