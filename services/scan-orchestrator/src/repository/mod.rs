@@ -17,30 +17,20 @@ mod sql;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use phantom_domain::{Fingerprint, ScanId, Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb::{self, ScanState};
 use phantom_storage::StoreError;
 use serde::{Deserialize, Serialize};
-use sqlx::migrate::Migrator;
 
 pub use analysis::FindingAnalysis;
 pub use sql::SqlScanRepository;
 
-/// The orchestrator's migrations, numbered 202611290100-202611290199 (see
-/// [`phantom_storage::Database::migrate`]).
-static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
-});
-
-/// The orchestrator's migrations (`phantom migrate` applies every service's).
-pub fn migrator() -> &'static Migrator {
-    &MIGRATOR
+phantom_storage::migrator! {
+    /// The orchestrator's migrations (`phantom migrate` applies every service's). Numbered
+    /// 202611290100-202611290199 (see [`phantom_storage::Database::migrate`]).
+    pub fn migrator
 }
 
 /// A target after resolution: what the scanner is handed.
