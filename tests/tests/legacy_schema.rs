@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use phantom_domain::Severity;
+use phantom_domain::{Fingerprint, ScanId, Severity};
 use phantom_kit::time::now_micros;
 use phantom_layers::Tenant;
 use phantom_notifier::repository::{
@@ -45,11 +45,11 @@ const TABLES: [&str; 6] = [
     "notifications",
 ];
 
-fn finding(scan_id: &str, tenant: &Tenant) -> FindingRecord {
+fn finding(scan_id: &ScanId, tenant: &Tenant) -> FindingRecord {
     FindingRecord {
         id: uuid::Uuid::now_v7().to_string(),
         tenant: tenant.clone(),
-        scan_id: scan_id.into(),
+        scan_id: scan_id.clone(),
         target: "127.0.0.1".into(),
         hostname: String::new(),
         port: 22,
@@ -63,7 +63,7 @@ fn finding(scan_id: &str, tenant: &Tenant) -> FindingRecord {
         cvss_score: 0.0,
         cvss_vector: String::new(),
         cve_ids: vec![],
-        fingerprint: "fp-legacy".into(),
+        fingerprint: Fingerprint::new("fp-legacy"),
         analysis: None,
         created_at: now_micros(),
     }

@@ -71,7 +71,8 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
     let finished = loop {
         let mut scans = Vec::new();
         for id in &ids {
-            scans.push(store.get_scan(&tenant, id).await.unwrap().unwrap());
+            let id = phantom_domain::ScanId::parse(id).unwrap();
+            scans.push(store.get_scan(&tenant, &id).await.unwrap().unwrap());
         }
         if scans.iter().all(|s| s.state == pb::ScanState::Succeeded) {
             break scans;

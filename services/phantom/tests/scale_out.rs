@@ -168,7 +168,10 @@ async fn two_replicas_of_every_service_share_the_work_and_the_notifications() {
         for id in &ids {
             scans.push(
                 store
-                    .get_scan(&phantom_layers::Tenant::parse("default").unwrap(), id)
+                    .get_scan(
+                        &phantom_layers::Tenant::parse("default").unwrap(),
+                        &phantom_domain::ScanId::parse(id).unwrap(),
+                    )
                     .await
                     .unwrap()
                     .expect("not lost"),

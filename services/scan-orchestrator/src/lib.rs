@@ -8,9 +8,12 @@
 //! - [`repository`]: scans, leases and findings in the shared database, and their
 //!   migrations.
 //! - [`runner`]: runs stored scans to a final state, resuming unfinished ones at start-up.
+//! - [`events`]: what the runner tells the notifier ([`events::ScanEvent`]), typed, and the
+//!   notifications (type, priority, severity, JSON payload) made of them.
 //! - [`service`]: the `phantom.v1.ScanOrchestrator` gRPC service.
 //! - [`settings`]: the `[scan]` section and what the service runs with ([`Config`]).
 
+pub mod events;
 pub mod ports;
 pub mod repository;
 pub mod runner;

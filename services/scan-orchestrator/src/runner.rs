@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use phantom_domain::{Fingerprint, Severity};
+use phantom_domain::{Fingerprint, ScanId, Severity};
 use phantom_kit::{
     CancellationToken,
     client::GrpcChannel,
@@ -37,6 +37,7 @@ use tracing::Instrument;
 use crate::repository::{FindingAnalysis, FindingRecord, ScanProgress, ScanRecord, ScanRepository};
 
 use crate::{
+    events::ScanEvent,
     ports,
     scanner::{EngineFinding, Event, OpenPort, Plan, Scanner},
 };
@@ -67,7 +68,7 @@ pub struct Runner {
     analyzer: VulnAnalyzerClient<GrpcChannel>,
     notifier: NotifierClient<GrpcChannel>,
     updates: broadcast::Sender<ScanUpdate>,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<ScanId, CancellationToken>>,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     /// This replica's name in scan leases.
@@ -295,7 +296,7 @@ impl Runner {
     }
 
     /// Stops a running scan (its state was already set by the caller).
-    pub fn cancel(&self, id: &str) {
+    pub fn cancel(&self, id: &ScanId) {
         if let Some(token) = self.running.lock().expect("running lock").get(id) {
             token.cancel();
         }
@@ -319,29 +320,10 @@ impl Runner {
         Ok(())
     }
 
-    /// Best effort: a notifier that is down must not stop a scan.
-    async fn notify(
-        &self,
-        room: String,
-        priority: pb::Priority,
-        kind: &str,
-        payload: serde_json::Value,
-    ) {
-        // Notifications about a finding carry its severity, for subscribers' filters.
-        let severity = payload
-            .get("severity")
-            .and_then(|s| s.as_str())
-            .and_then(pb::Severity::from_str_name)
-            .map_or(0, |s| s as i32);
+    /// Publishes `event` to `room`. Best effort: a notifier that is down must not stop a scan.
+    async fn notify(&self, room: String, event: ScanEvent) {
         let mut client = self.notifier.clone();
-        let note = pb::Notification {
-            room,
-            priority: priority as i32,
-            r#type: kind.to_owned(),
-            payload: payload.to_string(),
-            severity,
-            ..Default::default()
-        };
+        let note = event.notification(room);
         match tokio::time::timeout(NOTIFY_TIMEOUT, client.publish(note)).await {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => {
@@ -370,9 +352,10 @@ impl Runner {
         }
         self.notify(
             room.to_owned(),
-            pb::Priority::Critical,
-            "scan.failed",
-            serde_json::json!({"scan_id": scan.id, "error": error}),
+            ScanEvent::Failed {
+                scan_id: scan.id.clone(),
+                error,
+            },
         )
         .await;
         Ok(())
@@ -395,7 +378,7 @@ impl Runner {
     /// by a cancel), stops the scan here.
     async fn heartbeat(
         self: Arc<Self>,
-        id: String,
+        id: ScanId,
         token: CancellationToken,
         lost: Arc<AtomicBool>,
     ) {
@@ -463,11 +446,11 @@ impl Runner {
         self.refresh(&scan, "scan started").await?;
         self.notify(
             room.clone(),
-            pb::Priority::Normal,
-            "scan.started",
-            serde_json::json!({
-                "scan_id": scan.id, "targets": scan.targets, "probes_total": total,
-            }),
+            ScanEvent::Started {
+                scan_id: scan.id.clone(),
+                targets: scan.targets.clone(),
+                probes_total: total,
+            },
         )
         .await;
 
@@ -523,12 +506,13 @@ impl Runner {
                     reported_percent = percent;
                     self.notify(
                         room.clone(),
-                        pb::Priority::Normal,
-                        "scan.progress",
-                        serde_json::json!({
-                            "scan_id": scan.id, "progress_percent": percent, "probes_done": done,
-                            "probes_total": total, "findings_count": findings,
-                        }),
+                        ScanEvent::Progress {
+                            scan_id: scan.id.clone(),
+                            progress_percent: percent,
+                            probes_done: done,
+                            probes_total: total,
+                            findings_count: findings,
+                        },
                     )
                     .await;
                 }
@@ -547,9 +531,9 @@ impl Runner {
             tracing::info!("Scan cancelled");
             self.notify(
                 room,
-                pb::Priority::Normal,
-                "scan.cancelled",
-                serde_json::json!({"scan_id": scan.id}),
+                ScanEvent::Cancelled {
+                    scan_id: scan.id.clone(),
+                },
             )
             .await;
             return Ok(());
@@ -590,11 +574,11 @@ impl Runner {
             let message = format!("scan succeeded: {} findings", done.findings_count);
             self.notify(
                 room,
-                pb::Priority::High,
-                "scan.finished",
-                serde_json::json!({
-                    "scan_id": scan.id, "state": "SUCCEEDED", "findings_count": done.findings_count,
-                }),
+                ScanEvent::Finished {
+                    scan_id: scan.id.clone(),
+                    state: pb::ScanState::Succeeded,
+                    findings_count: done.findings_count,
+                },
             )
             .await;
             self.publish_update(done, message);
@@ -634,28 +618,30 @@ impl Runner {
                     .await?;
                 analyzed += 1;
                 fingerprints.push(analysis.fingerprint.clone());
-                let severity =
-                    pb::Severity::try_from(analysis.severity).unwrap_or(pb::Severity::Unspecified);
-                if severity >= pb::Severity::High {
+                let severity = record.severity;
+                if severity >= Severity::High {
                     tracing::info!(
                         event = event::VULNERABILITY,
                         finding_id = %finding.id,
                         target = %finding.target,
                         port = finding.port,
-                        severity = severity.as_str_name(),
+                        severity = pb::Severity::from(severity).as_str_name(),
                         score = analysis.score,
                         "Vulnerability found"
                     );
-                    let priority = if severity == pb::Severity::Critical {
-                        pb::Priority::Critical
-                    } else {
-                        pb::Priority::High
-                    };
-                    self.notify(room.to_owned(), priority, "finding", serde_json::json!({
-                        "scan_id": scan.id, "finding_id": finding.id, "target": finding.target,
-                        "port": finding.port, "severity": severity.as_str_name(), "score": analysis.score,
-                        "summary": analysis.summary,
-                    })).await;
+                    self.notify(
+                        room.to_owned(),
+                        ScanEvent::Finding {
+                            scan_id: scan.id.clone(),
+                            finding_id: finding.id.clone(),
+                            target: finding.target.clone(),
+                            port: finding.port,
+                            severity,
+                            score: analysis.score,
+                            summary: analysis.summary.clone(),
+                        },
+                    )
+                    .await;
                 }
             }
             if page.len() < ANALYZE_BATCH as usize {
@@ -666,7 +652,7 @@ impl Runner {
         // scans, are cached under the scan's tag, ready for whoever reads them next.
         for chunk in fingerprints.chunks(10_000) {
             let request = pb::WarmScanRequest {
-                scan_id: scan.id.clone(),
+                scan_id: scan.id.to_string(),
                 fingerprints: chunk.to_vec(),
             };
             if let Err(status) = analyzer.warm_scan(request).await {
@@ -737,11 +723,11 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
         cvss_score: 0.0,
         cvss_vector: String::new(),
         cve_ids: Vec::new(),
-        fingerprint: String::new(),
+        fingerprint: Fingerprint::new(""),
         analysis: None,
         created_at: now_micros(),
     };
-    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone())).into();
+    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone()));
     f
 }
 
@@ -776,11 +762,11 @@ fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRec
             .take(MAX_CVE_IDS)
             .map(|c| clip(c, MAX_CVE_BYTES))
             .collect(),
-        fingerprint: String::new(),
+        fingerprint: Fingerprint::new(""),
         analysis: None,
         created_at: now_micros(),
     };
-    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone())).into();
+    f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone()));
     f
 }
 

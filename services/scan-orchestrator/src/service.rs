@@ -3,7 +3,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
-use phantom_domain::Tenant;
+use phantom_domain::{ScanId, Tenant};
 use phantom_kit::{
     Ready,
     server::tenant_of,
@@ -61,10 +61,10 @@ impl ScanOrchestratorService {
     }
 }
 
-fn valid_id(field: &str, id: &str) -> Result<(), Error> {
-    uuid::Uuid::parse_str(id)
-        .map(|_| ())
-        .map_err(|_| Error::invalid(field, format!("{} is not a scan id (a UUID)", echo(id))))
+/// The scan id in request field `field`.
+fn scan_id(field: &str, id: &str) -> Result<ScanId, Error> {
+    ScanId::parse(id)
+        .ok_or_else(|| Error::invalid(field, format!("{} is not a scan id (a UUID)", echo(id))))
 }
 
 fn page_size(field: &str, requested: i32, (default, max): (i32, i32)) -> Result<u32, Error> {
@@ -75,6 +75,7 @@ fn page_size(field: &str, requested: i32, (default, max): (i32, i32)) -> Result<
     }
 }
 
+/// A page token: the last id (a scan's or a finding's, UUIDs) of the previous page.
 fn page_token(token: &str) -> Result<Option<&str>, Error> {
     if token.is_empty() {
         return Ok(None);
@@ -84,13 +85,12 @@ fn page_token(token: &str) -> Result<Option<&str>, Error> {
         .map_err(|_| Error::invalid("page_token", "is not a token returned by a previous page"))
 }
 
-async fn get_scan(core: &Core, tenant: &Tenant, id: &str) -> Result<ScanRecord, Error> {
-    valid_id("id", id)?;
+async fn get_scan(core: &Core, tenant: &Tenant, id: &ScanId) -> Result<ScanRecord, Error> {
     core.runner
         .store()
         .get_scan(tenant, id)
         .await?
-        .ok_or_else(|| Error::not_found("scan", id))
+        .ok_or_else(|| Error::not_found("scan", id.as_str()))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::ScanEvent, Status>> + Send>>;
@@ -169,7 +169,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
         };
 
         let scan = ScanRecord {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: ScanId::generate(),
             tenant,
             state: pb::ScanState::Pending,
             targets: req.targets.iter().map(|t| t.trim().to_owned()).collect(),
@@ -227,9 +227,8 @@ impl ScanOrchestrator for ScanOrchestratorService {
     ) -> Result<Response<pb::Scan>, Status> {
         let tenant = tenant_of(&request)?;
         let core = self.core.get()?;
-        Ok(Response::new(
-            get_scan(core, &tenant, &request.get_ref().id).await?.into(),
-        ))
+        let id = scan_id("id", &request.get_ref().id)?;
+        Ok(Response::new(get_scan(core, &tenant, &id).await?.into()))
     }
 
     async fn list_scans(
@@ -239,7 +238,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
         let tenant = tenant_of(&request)?;
         let req = request.into_inner();
         let limit = page_size("page_size", req.page_size, SCANS_PAGE)?;
-        let before = page_token(&req.page_token)?;
+        let before = page_token(&req.page_token)?.and_then(ScanId::parse);
         let state = match pb::ScanState::try_from(req.state) {
             Ok(pb::ScanState::Unspecified) => None,
             Ok(s) => Some(s),
@@ -251,11 +250,11 @@ impl ScanOrchestrator for ScanOrchestratorService {
         let scans = core
             .runner
             .store()
-            .list_scans(&tenant, state, before, limit)
+            .list_scans(&tenant, state, before.as_ref(), limit)
             .await
             .map_err(Error::from)?;
         let next_page_token = if scans.len() == limit as usize {
-            scans.last().map(|s| s.id.clone()).unwrap_or_default()
+            scans.last().map(|s| s.id.to_string()).unwrap_or_default()
         } else {
             String::new()
         };
@@ -271,7 +270,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
     ) -> Result<Response<pb::Scan>, Status> {
         let tenant = tenant_of(&request)?;
         let core = self.core.get()?;
-        let id = &request.get_ref().id;
+        let id = &scan_id("id", &request.get_ref().id)?;
         let scan = get_scan(core, &tenant, id).await?;
         if scan.is_final() {
             return Ok(Response::new(scan.into()));
@@ -314,7 +313,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
     ) -> Result<Response<Self::WatchScanStream>, Status> {
         let tenant = tenant_of(&request)?;
         let core = self.core.get()?;
-        let id = request.get_ref().id.clone();
+        let id = scan_id("id", &request.get_ref().id)?;
         // Subscribe before reading, so no change falls between the read and the stream.
         let mut updates = core.runner.updates();
         let scan = get_scan(core, &tenant, &id).await?;
@@ -372,13 +371,13 @@ impl ScanOrchestrator for ScanOrchestratorService {
     ) -> Result<Response<pb::ListFindingsResponse>, Status> {
         let tenant = tenant_of(&request)?;
         let req = request.into_inner();
-        valid_id("scan_id", &req.scan_id)?;
+        let id = scan_id("scan_id", &req.scan_id)?;
         let limit = page_size("page_size", req.page_size, FINDINGS_PAGE)?;
         let after = page_token(&req.page_token)?;
         let core = self.core.get()?;
         let store = core.runner.store();
         if store
-            .get_scan(&tenant, &req.scan_id)
+            .get_scan(&tenant, &id)
             .await
             .map_err(Error::from)?
             .is_none()
@@ -386,7 +385,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
             return Err(Error::not_found("scan", req.scan_id).into());
         }
         let findings = store
-            .list_findings(&tenant, &req.scan_id, after, limit)
+            .list_findings(&tenant, &id, after, limit)
             .await
             .map_err(Error::from)?;
         let next_page_token = if findings.len() == limit as usize {

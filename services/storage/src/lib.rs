@@ -16,6 +16,8 @@
 //!   file handling.
 //! - [`error`]: [`StoreError`], why a storage operation failed.
 //! - [`row`]: decoding helpers the repositories share.
+//! - [`migrator!`]: the `migrator()` each service's repository defines over its embedded
+//!   `./migrations`.
 //! - `testing` (feature `testing`): throwaway databases for the repositories' conformance
 //!   suites.
 
@@ -32,3 +34,32 @@ pub use database::{Database, Dialect, PoolStats};
 pub use error::StoreError;
 /// A service's migrations, as `sqlx::migrate!` embeds them (see [`Database::migrate`]).
 pub use sqlx::migrate::Migrator;
+
+/// Defines `$vis fn $name() -> &'static Migrator`: the calling crate's migrations, embedded
+/// from its `./migrations` directory (`sqlx::migrate!` is expanded in the caller, so the path
+/// is relative to the caller's `Cargo.toml`; the caller depends on `sqlx` with its `migrate`
+/// feature), loaded once, with missing migrations ignored (every service's migrations share
+/// one `_sqlx_migrations` table, so each sees the others' as unknown; see
+/// [`Database::migrate`]).
+///
+/// ```ignore
+/// phantom_storage::migrator! {
+///     /// The orchestrator's migrations.
+///     pub fn migrator
+/// }
+/// ```
+#[macro_export]
+macro_rules! migrator {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident) => {
+        $(#[$attr])*
+        $vis fn $name() -> &'static $crate::Migrator {
+            static MIGRATOR: ::std::sync::LazyLock<$crate::Migrator> =
+                ::std::sync::LazyLock::new(|| {
+                    let mut migrator = ::sqlx::migrate!("./migrations");
+                    migrator.set_ignore_missing(true);
+                    migrator
+                });
+            &MIGRATOR
+        }
+    };
+}

@@ -13,29 +13,19 @@ mod sql;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use phantom_domain::Tenant;
 use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use phantom_storage::StoreError;
 use serde::{Deserialize, Serialize};
-use sqlx::migrate::Migrator;
 
 pub use sql::SqlNotificationRepository;
 
-/// The notifier's migrations, numbered 202611290300-202611290399 (see
-/// [`phantom_storage::Database::migrate`]).
-static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
-});
-
-/// The migrations the notifier applies before it uses the database.
-pub fn migrator() -> &'static Migrator {
-    &MIGRATOR
+phantom_storage::migrator! {
+    /// The migrations the notifier applies before it uses the database. Numbered
+    /// 202611290300-202611290399 (see [`phantom_storage::Database::migrate`]).
+    pub fn migrator
 }
 
 /// A stored notification.

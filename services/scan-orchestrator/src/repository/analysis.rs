@@ -1,6 +1,6 @@
 //! The analysis a finding carries.
 
-use phantom_domain::{Severity, Tenant};
+use phantom_domain::{Fingerprint, Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ pub struct FindingAnalysis {
     /// Owner.
     pub tenant: Tenant,
     /// The analyzed finding's fingerprint.
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     /// Score, 0-10.
     pub score: f64,
     /// Severity band of the score (serialized and stored as its `pb::Severity` number).
@@ -47,7 +47,7 @@ impl FindingAnalysis {
     pub fn from_wire(tenant: &Tenant, a: &pb::Analysis) -> Self {
         Self {
             tenant: tenant.clone(),
-            fingerprint: a.fingerprint.clone(),
+            fingerprint: Fingerprint::new(a.fingerprint.clone()),
             score: a.score,
             // An unknown number (never sent by the analyzer) reads as unspecified.
             severity: Severity::try_from(a.severity).unwrap_or_default(),
@@ -71,7 +71,7 @@ impl FindingAnalysis {
 impl From<FindingAnalysis> for pb::Analysis {
     fn from(r: FindingAnalysis) -> Self {
         pb::Analysis {
-            fingerprint: r.fingerprint,
+            fingerprint: r.fingerprint.into(),
             score: r.score,
             severity: r.severity.into(),
             analyzer: r.analyzer,
@@ -99,7 +99,7 @@ mod tests {
     fn stored_analyses_read_back_and_serialize_the_same() {
         let a: FindingAnalysis = serde_json::from_str(STORED).unwrap();
         assert_eq!(a.tenant.as_str(), "acme");
-        assert_eq!(a.fingerprint, "fp1");
+        assert_eq!(a.fingerprint.as_str(), "fp1");
         assert_eq!(a.severity, Severity::High);
         assert_eq!(serde_json::to_string(&a).unwrap(), STORED);
 

@@ -3,7 +3,7 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
-use phantom_domain::{Severity, Tenant};
+use phantom_domain::{Fingerprint, ScanId, Severity, Tenant};
 use phantom_kit::time::now_micros;
 use phantom_proto::pb::ScanState;
 
@@ -19,7 +19,7 @@ fn tenant() -> Tenant {
 /// A pending scan of `tenant`, for tests.
 pub fn sample_scan(tenant: &Tenant) -> ScanRecord {
     ScanRecord {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: ScanId::generate(),
         tenant: tenant.clone(),
         state: ScanState::Pending,
         targets: vec!["127.0.0.1".into()],
@@ -64,7 +64,7 @@ fn sample_finding(scan: &ScanRecord, port: u16) -> FindingRecord {
         cvss_score: 0.0,
         cvss_vector: String::new(),
         cve_ids: vec!["CVE-2021-44228".into()],
-        fingerprint: format!("fp-{port}"),
+        fingerprint: Fingerprint::new(format!("fp-{port}")),
         analysis: None,
         created_at: now_micros(),
     }
@@ -410,7 +410,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
 
     let analysis = FindingAnalysis {
         tenant: t.clone(),
-        fingerprint: "fp-22".into(),
+        fingerprint: Fingerprint::new("fp-22"),
         score: 5.3,
         severity: Severity::Medium,
         analyzer: "rules".into(),

@@ -17,30 +17,20 @@ mod sql;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
-use phantom_domain::{Severity, Tenant};
+use phantom_domain::{Fingerprint, ScanId, Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb::{self, ScanState};
 use phantom_storage::StoreError;
 use serde::{Deserialize, Serialize};
-use sqlx::migrate::Migrator;
 
 pub use analysis::FindingAnalysis;
 pub use sql::SqlScanRepository;
 
-/// The orchestrator's migrations, numbered 202611290100-202611290199 (see
-/// [`phantom_storage::Database::migrate`]).
-static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
-});
-
-/// The orchestrator's migrations (`phantom migrate` applies every service's).
-pub fn migrator() -> &'static Migrator {
-    &MIGRATOR
+phantom_storage::migrator! {
+    /// The orchestrator's migrations (`phantom migrate` applies every service's). Numbered
+    /// 202611290100-202611290199 (see [`phantom_storage::Database::migrate`]).
+    pub fn migrator
 }
 
 /// A target after resolution: what the scanner is handed.
@@ -56,7 +46,7 @@ pub struct ResolvedTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanRecord {
     /// UUIDv7.
-    pub id: String,
+    pub id: ScanId,
     /// Owner.
     pub tenant: Tenant,
     /// Life-cycle state.
@@ -110,7 +100,7 @@ impl ScanRecord {
 impl From<ScanRecord> for pb::Scan {
     fn from(r: ScanRecord) -> Self {
         pb::Scan {
-            id: r.id,
+            id: r.id.into(),
             state: r.state as i32,
             targets: r.targets,
             ports: r.ports,
@@ -147,7 +137,7 @@ pub struct FindingRecord {
     /// Owner.
     pub tenant: Tenant,
     /// The scan that found it.
-    pub scan_id: String,
+    pub scan_id: ScanId,
     /// Address scanned.
     pub target: String,
     /// Hostname given by the user, if any.
@@ -175,7 +165,7 @@ pub struct FindingRecord {
     /// CVE ids.
     pub cve_ids: Vec<String>,
     /// Dedup identity.
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
     /// The analysis, once made.
     pub analysis: Option<FindingAnalysis>,
     /// Stored at.
@@ -186,7 +176,7 @@ impl From<FindingRecord> for pb::Finding {
     fn from(r: FindingRecord) -> Self {
         pb::Finding {
             id: r.id,
-            scan_id: r.scan_id,
+            scan_id: r.scan_id.into(),
             target: r.target,
             hostname: r.hostname,
             port: u32::from(r.port),
@@ -200,7 +190,7 @@ impl From<FindingRecord> for pb::Finding {
             cvss_score: r.cvss_score,
             cvss_vector: r.cvss_vector,
             cve_ids: r.cve_ids,
-            fingerprint: r.fingerprint,
+            fingerprint: r.fingerprint.into(),
             created_at: Some(timestamp(r.created_at)),
             analysis: r.analysis.map(Into::into),
         }
@@ -226,14 +216,18 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError>;
 
     /// One scan of `tenant`.
-    async fn get_scan(&self, tenant: &Tenant, id: &str) -> Result<Option<ScanRecord>, StoreError>;
+    async fn get_scan(
+        &self,
+        tenant: &Tenant,
+        id: &ScanId,
+    ) -> Result<Option<ScanRecord>, StoreError>;
 
     /// Scans of `tenant`, newest first, with ids below `before_id` when given.
     async fn list_scans(
         &self,
         tenant: &Tenant,
         state: Option<ScanState>,
-        before_id: Option<&str>,
+        before_id: Option<&ScanId>,
         limit: u32,
     ) -> Result<Vec<ScanRecord>, StoreError>;
 
@@ -255,7 +249,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     /// `owner`'s (taken over after a lapse) or is finished: the holder must stop.
     async fn renew_lease(
         &self,
-        id: &str,
+        id: &ScanId,
         owner: &str,
         lease_until: i64,
     ) -> Result<bool, StoreError>;
@@ -265,7 +259,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     async fn mark_scan_running(
         &self,
         tenant: &Tenant,
-        id: &str,
+        id: &ScanId,
         probes_total: u64,
         now: i64,
         owner: &str,
@@ -276,7 +270,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     async fn record_scan_progress(
         &self,
         tenant: &Tenant,
-        id: &str,
+        id: &ScanId,
         progress: ScanProgress,
         owner: &str,
     ) -> Result<bool, StoreError>;
@@ -288,7 +282,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     async fn finish_scan(
         &self,
         tenant: &Tenant,
-        id: &str,
+        id: &ScanId,
         state: ScanState,
         error: &str,
         now: i64,
@@ -311,7 +305,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     async fn list_findings(
         &self,
         tenant: &Tenant,
-        scan_id: &str,
+        scan_id: &ScanId,
         after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FindingRecord>, StoreError>;

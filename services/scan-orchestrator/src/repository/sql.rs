@@ -2,7 +2,7 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
-use phantom_domain::{Severity, Tenant};
+use phantom_domain::{Fingerprint, ScanId, Severity, Tenant};
 use phantom_proto::pb::ScanState;
 use phantom_storage::{
     Database, Dialect, StoreError,
@@ -45,7 +45,7 @@ fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
             message: format!("unknown state {state}"),
         })?;
     Ok(ScanRecord {
-        id: row.try_get("id")?,
+        id: ScanId::from_stored(row.try_get("id")?),
         tenant: tenant_in(row, "tenant", "scans.tenant")?,
         state,
         targets: json_of(row, "targets")?,
@@ -75,7 +75,7 @@ fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
     Ok(FindingRecord {
         id: row.try_get("id")?,
         tenant: tenant_in(row, "tenant", "scans.tenant")?,
-        scan_id: row.try_get("scan_id")?,
+        scan_id: ScanId::from_stored(row.try_get("scan_id")?),
         target: row.try_get("target")?,
         hostname: row.try_get("hostname")?,
         port: u16::try_from(u64_of(row, "port")?).map_err(|_| StoreError::Corrupt {
@@ -95,7 +95,7 @@ fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
         cvss_score: row.try_get("cvss_score")?,
         cvss_vector: row.try_get("cvss_vector")?,
         cve_ids: json_of(row, "cve_ids")?,
-        fingerprint: row.try_get("fingerprint")?,
+        fingerprint: Fingerprint::new(row.try_get::<String, _>("fingerprint")?),
         analysis: analysis
             .map(|a| serde_json::from_str(&a))
             .transpose()
@@ -116,7 +116,7 @@ fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<FindingAnalysis, S
     let confidence: i64 = row.try_get(col("confidence").as_str())?;
     Ok(FindingAnalysis {
         tenant: tenant_in(row, &col("tenant"), "analyses.tenant")?,
-        fingerprint: row.try_get(col("fingerprint").as_str())?,
+        fingerprint: Fingerprint::new(row.try_get::<String, _>(col("fingerprint").as_str())?),
         score: row.try_get(col("score").as_str())?,
         severity: i32::try_from(severity)
             .ok()
@@ -211,7 +211,7 @@ impl ScanRepository for SqlScanRepository {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
              $18, $19, $20, $21)",
         )
-        .bind(scan.id.clone())
+        .bind(scan.id.to_string())
         .bind(scan.tenant.to_string())
         .bind(i64::from(scan.state as i32))
         .bind(serde_json::to_string(&scan.targets).expect("strings serialize"))
@@ -249,10 +249,14 @@ impl ScanRepository for SqlScanRepository {
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "get_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "get_scan"))]
-    async fn get_scan(&self, tenant: &Tenant, id: &str) -> Result<Option<ScanRecord>, StoreError> {
+    async fn get_scan(
+        &self,
+        tenant: &Tenant,
+        id: &ScanId,
+    ) -> Result<Option<ScanRecord>, StoreError> {
         let row = sqlx::query(select_scans!("WHERE tenant = $1 AND id = $2"))
             .bind(tenant.to_string())
-            .bind(id.to_owned())
+            .bind(id.to_string())
             .fetch_optional(self.db.pool())
             .await?;
         row.as_ref().map(scan_of).transpose()
@@ -263,7 +267,7 @@ impl ScanRepository for SqlScanRepository {
         &self,
         tenant: &Tenant,
         state: Option<ScanState>,
-        before_id: Option<&str>,
+        before_id: Option<&ScanId>,
         limit: u32,
     ) -> Result<Vec<ScanRecord>, StoreError> {
         // 0 stands for "any state" and "" for "from the newest": one static query serves all
@@ -275,8 +279,8 @@ impl ScanRepository for SqlScanRepository {
         .bind(tenant.to_string())
         .bind(state.map_or(0, |s| i64::from(s as i32)))
         .bind(state.map_or(0, |s| i64::from(s as i32)))
-        .bind(before_id.unwrap_or_default().to_owned())
-        .bind(before_id.unwrap_or_default().to_owned())
+        .bind(before_id.map(ScanId::to_string).unwrap_or_default())
+        .bind(before_id.map(ScanId::to_string).unwrap_or_default())
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())
         .await?;
@@ -325,7 +329,7 @@ impl ScanRepository for SqlScanRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "renew_lease", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "renew_lease"))]
     async fn renew_lease(
         &self,
-        id: &str,
+        id: &ScanId,
         owner: &str,
         lease_until: i64,
     ) -> Result<bool, StoreError> {
@@ -334,7 +338,7 @@ impl ScanRepository for SqlScanRepository {
              AND (state = $4 OR state = $5)",
         )
         .bind(lease_until)
-        .bind(id.to_owned())
+        .bind(id.to_string())
         .bind(owner.to_owned())
         .bind(i64::from(ScanState::Pending as i32))
         .bind(i64::from(ScanState::Running as i32))
@@ -347,7 +351,7 @@ impl ScanRepository for SqlScanRepository {
     async fn mark_scan_running(
         &self,
         tenant: &Tenant,
-        id: &str,
+        id: &ScanId,
         probes_total: u64,
         now: i64,
         owner: &str,
@@ -361,7 +365,7 @@ impl ScanRepository for SqlScanRepository {
         .bind(to_i64(probes_total))
         .bind(now)
         .bind(tenant.to_string())
-        .bind(id.to_owned())
+        .bind(id.to_string())
         .bind(i64::from(ScanState::Pending as i32))
         .bind(i64::from(ScanState::Running as i32))
         .bind(owner.to_owned())
@@ -374,7 +378,7 @@ impl ScanRepository for SqlScanRepository {
     async fn record_scan_progress(
         &self,
         tenant: &Tenant,
-        id: &str,
+        id: &ScanId,
         progress: ScanProgress,
         owner: &str,
     ) -> Result<bool, StoreError> {
@@ -386,7 +390,7 @@ impl ScanRepository for SqlScanRepository {
         .bind(i64::from(progress.progress_percent))
         .bind(to_i64(progress.findings_count))
         .bind(tenant.to_string())
-        .bind(id.to_owned())
+        .bind(id.to_string())
         .bind(i64::from(ScanState::Running as i32))
         .bind(owner.to_owned())
         .execute(self.db.pool())
@@ -398,7 +402,7 @@ impl ScanRepository for SqlScanRepository {
     async fn finish_scan(
         &self,
         tenant: &Tenant,
-        id: &str,
+        id: &ScanId,
         state: ScanState,
         error: &str,
         now: i64,
@@ -420,7 +424,7 @@ impl ScanRepository for SqlScanRepository {
         .bind(i64::from(state == ScanState::Succeeded))
         .bind(i64::from(state == ScanState::Succeeded))
         .bind(tenant.to_string())
-        .bind(id.to_owned())
+        .bind(id.to_string())
         .bind(i64::from(ScanState::Pending as i32))
         .bind(i64::from(ScanState::Running as i32))
         .bind(owner.unwrap_or_default().to_owned())
@@ -447,7 +451,7 @@ impl ScanRepository for SqlScanRepository {
             )
             .bind(f.id.clone())
             .bind(f.tenant.to_string())
-            .bind(f.scan_id.clone())
+            .bind(f.scan_id.to_string())
             .bind(f.target.clone())
             .bind(f.hostname.clone())
             .bind(i64::from(f.port))
@@ -461,7 +465,7 @@ impl ScanRepository for SqlScanRepository {
             .bind(f.cvss_score)
             .bind(f.cvss_vector.clone())
             .bind(serde_json::to_string(&f.cve_ids).expect("strings serialize"))
-            .bind(f.fingerprint.clone())
+            .bind(f.fingerprint.to_string())
             .bind(
                 f.analysis
                     .as_ref()
@@ -501,7 +505,7 @@ impl ScanRepository for SqlScanRepository {
     async fn list_findings(
         &self,
         tenant: &Tenant,
-        scan_id: &str,
+        scan_id: &ScanId,
         after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FindingRecord>, StoreError> {
@@ -520,7 +524,7 @@ impl ScanRepository for SqlScanRepository {
              WHERE f.tenant = $1 AND f.scan_id = $2 AND f.id > $3 ORDER BY f.id LIMIT $4",
         )
         .bind(tenant.to_string())
-        .bind(scan_id.to_owned())
+        .bind(scan_id.to_string())
         .bind(after_id.unwrap_or_default().to_owned())
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())

@@ -15,29 +15,19 @@ mod sql;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
 use phantom_domain::{Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use phantom_storage::StoreError;
 use serde::{Deserialize, Serialize};
-use sqlx::migrate::Migrator;
 
 pub use sql::SqlAnalysisRepository;
 
-/// The analyzer's migrations, numbered 202611290200-202611290299 (see
-/// [`phantom_storage::Database::migrate`]).
-static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    migrator
-});
-
-/// The migrations the analyzer applies before it uses the database.
-pub fn migrator() -> &'static Migrator {
-    &MIGRATOR
+phantom_storage::migrator! {
+    /// The migrations the analyzer applies before it uses the database. Numbered
+    /// 202611290200-202611290299 (see [`phantom_storage::Database::migrate`]).
+    pub fn migrator
 }
 
 /// A stored analysis of one fingerprint.
