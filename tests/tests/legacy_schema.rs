@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use phantom_domain::{Fingerprint, ScanId, Severity};
+use phantom_domain::{Analysis, Fingerprint, ScanId, Severity};
 use phantom_kit::time::now_micros;
 use phantom_layers::Tenant;
 use phantom_notifier::repository::{
@@ -18,9 +18,7 @@ use phantom_scan_orchestrator::repository::{
     FindingRecord, ScanRepository as _, SqlScanRepository, conformance::sample_scan,
 };
 use phantom_storage::{Database, Dialect, Migrator, testing};
-use phantom_vuln_analyzer::repository::{
-    AnalysisRecord, AnalysisRepository as _, SqlAnalysisRepository,
-};
+use phantom_vuln_analyzer::repository::{AnalysisRepository as _, SqlAnalysisRepository};
 use sqlx::Row as _;
 
 /// The shared migration history of versions 1-7.
@@ -69,10 +67,10 @@ fn finding(scan_id: &ScanId, tenant: &Tenant) -> FindingRecord {
     }
 }
 
-fn analysis(tenant: &Tenant) -> AnalysisRecord {
-    AnalysisRecord {
+fn analysis(tenant: &Tenant) -> Analysis {
+    Analysis {
         tenant: tenant.clone(),
-        fingerprint: "fp-legacy".into(),
+        fingerprint: Fingerprint::new("fp-legacy"),
         score: 5.3,
         severity: Severity::Medium,
         analyzer: "rules".into(),
@@ -116,9 +114,6 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     let scan = sample_scan(&t);
     let found = finding(&scan.id, &t);
     let verdict = analysis(&t);
-    // The same verdict as the orchestrator keeps it with the finding (its own copy).
-    let carried: phantom_scan_orchestrator::repository::FindingAnalysis =
-        serde_json::from_value(serde_json::to_value(&verdict).unwrap()).unwrap();
     let first = {
         let db = Database::open_url(url, 2, Duration::from_secs(5))
             .await
@@ -132,13 +127,13 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
             .await
             .unwrap();
         scans
-            .set_finding_analysis(&t, &found.id, &carried)
+            .set_finding_analysis(&t, &found.id, &verdict)
             .await
             .unwrap();
         let analyses = SqlAnalysisRepository::new(db.clone());
         analyses.put_analysis(&verdict).await.unwrap();
         analyses
-            .enqueue_enrichment(&t, "fp-legacy", "payload", now_micros())
+            .enqueue_enrichment(&t, &found.fingerprint, "payload", now_micros())
             .await
             .unwrap();
         SqlNotificationRepository::new(db.clone())
@@ -175,7 +170,7 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     assert_eq!(
         listed,
         vec![FindingRecord {
-            analysis: Some(carried.clone()),
+            analysis: Some(verdict.clone()),
             severity: Severity::Medium,
             cvss_score: 5.3,
             ..found
@@ -183,7 +178,10 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     );
     let analyses = SqlAnalysisRepository::new(db.clone());
     assert_eq!(
-        analyses.get_analysis(&t, "fp-legacy").await.unwrap(),
+        analyses
+            .get_analysis(&t, &Fingerprint::new("fp-legacy"))
+            .await
+            .unwrap(),
         Some(verdict)
     );
     assert!(analyses.enrichment_backlog().await.unwrap() >= 1);

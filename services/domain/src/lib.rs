@@ -11,12 +11,18 @@
 //! - [`fingerprint`]: [`Fingerprint`], the stable identity of a finding across scans, and
 //!   its computation.
 //! - [`severity`]: [`Severity`], the severity band of a finding or an analysis.
+//! - [`analysis`]: [`Analysis`], the vuln-analyzer's verdict on a fingerprint, as the
+//!   analyzer stores it and the scan-orchestrator keeps it with a finding.
+//! - [`time`]: stored times (microseconds since the Unix epoch) to and from wire timestamps.
 
+pub mod analysis;
 pub mod fingerprint;
 pub mod scan_id;
 pub mod severity;
 pub mod tenant;
+pub mod time;
 
+pub use analysis::Analysis;
 pub use fingerprint::Fingerprint;
 pub use scan_id::ScanId;
 pub use severity::Severity;

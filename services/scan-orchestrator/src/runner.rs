@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use phantom_domain::{Fingerprint, ScanId, Severity};
+use phantom_domain::{Analysis, Fingerprint, ScanId, Severity};
 use phantom_kit::{
     CancellationToken,
     client::GrpcChannel,
@@ -34,7 +34,7 @@ use phantom_storage::StoreError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tracing::Instrument;
 
-use crate::repository::{FindingAnalysis, FindingRecord, ScanProgress, ScanRecord, ScanRepository};
+use crate::repository::{FindingRecord, ScanProgress, ScanRecord, ScanRepository};
 
 use crate::{
     events::ScanEvent,
@@ -171,7 +171,7 @@ impl Runner {
                     }
                 };
                 for (finding, analysis) in findings.iter().zip(analyses) {
-                    let record = FindingAnalysis::from_wire(&tenant, &analysis);
+                    let record = Analysis::from_wire(&tenant, &analysis);
                     if let Err(err) = self
                         .store
                         .set_finding_analysis(&tenant, &finding.id, &record)
@@ -612,7 +612,7 @@ impl Runner {
                 }
             };
             for (finding, analysis) in page.iter().zip(analyses) {
-                let record = FindingAnalysis::from_wire(&scan.tenant, &analysis);
+                let record = Analysis::from_wire(&scan.tenant, &analysis);
                 self.store
                     .set_finding_analysis(&scan.tenant, &finding.id, &record)
                     .await?;

@@ -6,31 +6,24 @@
 
 use std::time::Duration;
 
+use phantom_domain::Analysis;
 use phantom_scan_orchestrator::repository::{
-    self, FindingAnalysis, ScanRepository as _, SqlScanRepository, conformance,
+    self, ScanRepository as _, SqlScanRepository, conformance,
 };
 use phantom_storage::{Database, testing};
-use phantom_vuln_analyzer::repository::{
-    AnalysisRecord, AnalysisRepository as _, SqlAnalysisRepository,
-};
+use phantom_vuln_analyzer::repository::{AnalysisRepository as _, SqlAnalysisRepository};
 
 /// The analyzer's table, through the analyzer's repository.
 struct Analyses(SqlAnalysisRepository);
 
-/// The analyzer's record of what the orchestrator reads as a finding's analysis (the same
-/// fields: the orchestrator's is its own copy of the analyzer's answer).
-fn record(a: &FindingAnalysis) -> AnalysisRecord {
-    serde_json::from_value(serde_json::to_value(a).unwrap()).unwrap()
-}
-
 #[async_trait::async_trait]
 impl conformance::AnalysesTable for Analyses {
-    async fn put_analysis(&self, analysis: &FindingAnalysis) {
-        self.0.put_analysis(&record(analysis)).await.unwrap();
+    async fn put_analysis(&self, analysis: &Analysis) {
+        self.0.put_analysis(analysis).await.unwrap();
     }
 
-    async fn upgrade_analysis(&self, analysis: &FindingAnalysis) -> bool {
-        self.0.upgrade_analysis(&record(analysis)).await.unwrap()
+    async fn upgrade_analysis(&self, analysis: &Analysis) -> bool {
+        self.0.upgrade_analysis(analysis).await.unwrap()
     }
 }
 

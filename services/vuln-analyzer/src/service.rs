@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use phantom_domain::{Fingerprint, Tenant};
+use phantom_domain::{Analysis, Fingerprint, Tenant};
 use phantom_kit::{Ready, server::tenant_of, time::now_micros};
 use phantom_layers::{Error, FieldViolation, status::MAX_VIOLATIONS};
 use phantom_proto::pb::{self, vuln_analyzer_server::VulnAnalyzer};
@@ -11,11 +11,7 @@ use phantom_storage::cache::{CacheManager, Entry};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::{
-    cvss::BaseVector,
-    repository::{AnalysisRecord, AnalysisRepository},
-    rules,
-};
+use crate::{cvss::BaseVector, repository::AnalysisRepository, rules};
 
 /// Most findings one AnalyzeFindings call may carry.
 pub const MAX_FINDINGS_PER_CALL: usize = 1000;
@@ -62,7 +58,7 @@ fn time_left() -> Option<Duration> {
 }
 
 /// The cache key of a fingerprint's analysis.
-pub fn cache_key(tenant: &Tenant, fingerprint: &str) -> String {
+pub fn cache_key(tenant: &Tenant, fingerprint: &Fingerprint) -> String {
     format!("analysis:{tenant}:{fingerprint}")
 }
 
@@ -93,8 +89,8 @@ impl Core {
         self: &Arc<Self>,
         tenant: &Tenant,
         finding: &pb::Finding,
-    ) -> Result<AnalysisRecord, Error> {
-        let fp = String::from(Fingerprint::of(finding));
+    ) -> Result<Analysis, Error> {
+        let fp = Fingerprint::of(finding);
         let key = cache_key(tenant, &fp);
         let entry = self.entry(tenant, &finding.scan_id);
         let (this, tenant, finding) = (self.clone(), tenant.clone(), finding.clone());
@@ -111,9 +107,9 @@ impl Core {
     async fn load(
         &self,
         tenant: &Tenant,
-        fp: String,
+        fp: Fingerprint,
         finding: &pb::Finding,
-    ) -> Result<AnalysisRecord, Error> {
+    ) -> Result<Analysis, Error> {
         if let Some(stored) = self.store.get_analysis(tenant, &fp).await? {
             return Ok(stored);
         }
@@ -128,7 +124,7 @@ impl Core {
 
     /// Queues `finding` for enrichment. A failure is logged, not returned: the analysis is
     /// stored (degraded), and the caller's answer must not depend on the queue.
-    async fn enqueue(&self, finding: &pb::Finding, analysis: &AnalysisRecord) {
+    async fn enqueue(&self, finding: &pb::Finding, analysis: &Analysis) {
         let payload = crate::payload::encode(finding);
         match self
             .store
@@ -152,11 +148,11 @@ impl Core {
     /// The rules' verdict on `finding`, as an analysis.
     pub(crate) fn rules_analysis(
         tenant: &Tenant,
-        fp: String,
+        fp: Fingerprint,
         finding: &pb::Finding,
-    ) -> (AnalysisRecord, rules::Verdict) {
+    ) -> (Analysis, rules::Verdict) {
         let v = rules::analyze(finding);
-        let record = AnalysisRecord {
+        let record = Analysis {
             tenant: tenant.clone(),
             fingerprint: fp,
             score: v.score,
@@ -176,11 +172,7 @@ impl Core {
 
     /// The LLM's annotations on the rules' analysis. Score and severity stay those of CVSS
     /// or the rules: the model never lowers a finding.
-    pub(crate) fn annotate(
-        record: &mut AnalysisRecord,
-        llm: &crate::llm::Llm,
-        t: crate::llm::Triage,
-    ) {
+    pub(crate) fn annotate(record: &mut Analysis, llm: &crate::llm::Llm, t: crate::llm::Triage) {
         record.analyzer = llm.analyzer_name();
         record.summary = t.summary;
         record.impact = t.impact;
@@ -192,7 +184,7 @@ impl Core {
     }
 
     /// A new verdict: the rules', annotated by the LLM when it answers in time.
-    async fn fresh(&self, tenant: &Tenant, fp: String, finding: &pb::Finding) -> AnalysisRecord {
+    async fn fresh(&self, tenant: &Tenant, fp: Fingerprint, finding: &pb::Finding) -> Analysis {
         let (mut record, v) = Self::rules_analysis(tenant, fp, finding);
         let Some(llm) = &self.llm else { return record };
         let budget = time_left();
@@ -216,7 +208,7 @@ impl Core {
         &self,
         tenant: &Tenant,
         scan_id: &str,
-        fingerprints: &[String],
+        fingerprints: &[Fingerprint],
     ) -> Result<u32, Error> {
         let entry = self.entry(tenant, scan_id);
         let mut warmed = 0;
@@ -403,7 +395,13 @@ impl VulnAnalyzer for VulnAnalyzerService {
             .into());
         }
         let core = self.core.get()?;
-        let warmed = core.warm_scan(&tenant, &r.scan_id, &r.fingerprints).await?;
+        let fingerprints: Vec<Fingerprint> = r
+            .fingerprints
+            .iter()
+            .cloned()
+            .map(Fingerprint::new)
+            .collect();
+        let warmed = core.warm_scan(&tenant, &r.scan_id, &fingerprints).await?;
         let missing = u32::try_from(r.fingerprints.len()).unwrap_or(u32::MAX) - warmed;
         tracing::debug!(tenant = %tenant, scan_id = %r.scan_id, warmed, missing, "Scan analyses warmed");
         Ok(Response::new(pb::WarmScanResponse { warmed, missing }))

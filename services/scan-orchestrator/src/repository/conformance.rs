@@ -3,14 +3,11 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
-use phantom_domain::{Fingerprint, ScanId, Severity, Tenant};
+use phantom_domain::{Analysis, Fingerprint, ScanId, Severity, Tenant};
 use phantom_kit::time::now_micros;
 use phantom_proto::pb::ScanState;
 
-use super::{
-    FindingAnalysis, FindingRecord, InsertScan, ResolvedTarget, ScanProgress, ScanRecord,
-    ScanRepository,
-};
+use super::{FindingRecord, InsertScan, ResolvedTarget, ScanProgress, ScanRecord, ScanRepository};
 
 fn tenant() -> Tenant {
     Tenant::parse(&format!("t-{}", uuid::Uuid::now_v7().simple())).expect("a tenant id")
@@ -76,9 +73,9 @@ fn sample_finding(scan: &ScanRecord, port: u16) -> FindingRecord {
 #[async_trait::async_trait]
 pub trait AnalysesTable: Sync {
     /// Stores `analysis` as the analyzer would.
-    async fn put_analysis(&self, analysis: &FindingAnalysis);
+    async fn put_analysis(&self, analysis: &Analysis);
     /// Replaces a degraded analysis with `analysis`; whether it did.
-    async fn upgrade_analysis(&self, analysis: &FindingAnalysis) -> bool;
+    async fn upgrade_analysis(&self, analysis: &Analysis) -> bool;
 }
 
 /// Runs every check against `store`; `analyses` is the analyzer's table over the same
@@ -408,7 +405,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
             .is_empty()
     );
 
-    let analysis = FindingAnalysis {
+    let analysis = Analysis {
         tenant: t.clone(),
         fingerprint: Fingerprint::new("fp-22"),
         score: 5.3,
@@ -447,7 +444,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
     assert!((f.cvss_score - 5.3).abs() < f64::EPSILON);
 
     // A degraded verdict attached at scan time shows the enriched one once it exists.
-    let degraded = FindingAnalysis {
+    let degraded = Analysis {
         fingerprint: batch[1].fingerprint.clone(),
         degraded: true,
         ..analysis.clone()
@@ -462,7 +459,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         shown(store.list_findings(&t, &scan.id, None, 10).await.unwrap()),
         degraded
     );
-    let enriched = FindingAnalysis {
+    let enriched = Analysis {
         analyzer: "llm:test".into(),
         degraded: false,
         impact: "session hijack".into(),

@@ -11,20 +11,18 @@
 //! Every method takes the tenant (or works across tenants by design, said so) and every query
 //! filters on it: a record of another tenant is indistinguishable from a missing one.
 
-mod analysis;
 mod sql;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
 use async_trait::async_trait;
-use phantom_domain::{Fingerprint, ScanId, Severity, Tenant};
+use phantom_domain::{Analysis, Fingerprint, ScanId, Severity, Tenant};
 use phantom_kit::time::timestamp;
 use phantom_proto::pb::{self, ScanState};
 use phantom_storage::StoreError;
 use serde::{Deserialize, Serialize};
 
-pub use analysis::FindingAnalysis;
 pub use sql::SqlScanRepository;
 
 phantom_storage::migrator! {
@@ -167,7 +165,7 @@ pub struct FindingRecord {
     /// Dedup identity.
     pub fingerprint: Fingerprint,
     /// The analysis, once made.
-    pub analysis: Option<FindingAnalysis>,
+    pub analysis: Option<Analysis>,
     /// Stored at.
     pub created_at: i64,
 }
@@ -298,7 +296,7 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
         &self,
         tenant: &Tenant,
         finding_id: &str,
-        analysis: &FindingAnalysis,
+        analysis: &Analysis,
     ) -> Result<(), StoreError>;
 
     /// Findings of one scan, in the order they were stored, with ids above `after_id`.

@@ -2,7 +2,7 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
-use phantom_domain::{Fingerprint, ScanId, Severity, Tenant};
+use phantom_domain::{Analysis, Fingerprint, ScanId, Severity, Tenant};
 use phantom_proto::pb::ScanState;
 use phantom_storage::{
     Database, Dialect, StoreError,
@@ -10,7 +10,7 @@ use phantom_storage::{
 };
 use sqlx::{Row, any::AnyRow};
 
-use super::{FindingAnalysis, FindingRecord, InsertScan, ScanProgress, ScanRecord, ScanRepository};
+use super::{FindingRecord, InsertScan, ScanProgress, ScanRecord, ScanRepository};
 
 /// The SQL implementation of [`ScanRepository`].
 #[derive(Debug, Clone)]
@@ -108,13 +108,13 @@ fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
 }
 
 /// The analysis in the columns named `<prefix><column>` (a joined table's, aliased).
-fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<FindingAnalysis, StoreError> {
+fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<Analysis, StoreError> {
     let col = |c: &str| format!("{prefix}{c}");
     let severity: i64 = row.try_get(col("severity").as_str())?;
     let degraded: i64 = row.try_get(col("degraded").as_str())?;
     let suppression: i64 = row.try_get(col("suppression_suggested").as_str())?;
     let confidence: i64 = row.try_get(col("confidence").as_str())?;
-    Ok(FindingAnalysis {
+    Ok(Analysis {
         tenant: tenant_in(row, &col("tenant"), "analyses.tenant")?,
         fingerprint: Fingerprint::new(row.try_get::<String, _>(col("fingerprint").as_str())?),
         score: row.try_get(col("score").as_str())?,
@@ -485,7 +485,7 @@ impl ScanRepository for SqlScanRepository {
         &self,
         tenant: &Tenant,
         finding_id: &str,
-        analysis: &FindingAnalysis,
+        analysis: &Analysis,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE findings SET analysis = $1, severity = $2, cvss_score = $3 \

@@ -3,11 +3,11 @@
 //!
 //! Each check uses fresh tenants, so the suite can run against a shared database.
 
-use phantom_domain::Tenant;
+use phantom_domain::{Analysis, Fingerprint, Tenant};
 use phantom_kit::time::now_micros;
 use phantom_proto::pb::Severity;
 
-use super::{AnalysisRecord, AnalysisRepository};
+use super::AnalysisRepository;
 
 fn tenant() -> Tenant {
     Tenant::parse(&format!("t-{}", uuid::Uuid::now_v7().simple())).expect("a tenant id")
@@ -22,9 +22,9 @@ pub async fn run_all(store: &dyn AnalysisRepository) {
 /// The first analysis of a fingerprint is kept; tenants do not share analyses.
 pub async fn analyses_keep_the_first_verdict(store: &dyn AnalysisRepository) {
     let t = tenant();
-    let first = AnalysisRecord {
+    let first = Analysis {
         tenant: t.clone(),
-        fingerprint: "fp".into(),
+        fingerprint: Fingerprint::new("fp"),
         score: 9.8,
         severity: Severity::Critical.into(),
         analyzer: "rules".into(),
@@ -38,15 +38,21 @@ pub async fn analyses_keep_the_first_verdict(store: &dyn AnalysisRepository) {
         suppression_reason: String::new(),
     };
     assert_eq!(store.put_analysis(&first).await.unwrap(), first);
-    let second = AnalysisRecord {
+    let second = Analysis {
         score: 1.0,
         ..first.clone()
     };
     assert_eq!(store.put_analysis(&second).await.unwrap(), first);
-    assert_eq!(store.get_analysis(&tenant(), "fp").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_analysis(&tenant(), &Fingerprint::new("fp"))
+            .await
+            .unwrap(),
+        None
+    );
 
     // A degraded verdict may be upgraded once; a full one is never replaced.
-    let better = AnalysisRecord {
+    let better = Analysis {
         analyzer: "llm:test".into(),
         degraded: false,
         impact: "remote code execution".into(),
@@ -56,15 +62,24 @@ pub async fn analyses_keep_the_first_verdict(store: &dyn AnalysisRepository) {
     };
     assert!(store.upgrade_analysis(&better).await.unwrap());
     assert_eq!(
-        store.get_analysis(&t, "fp").await.unwrap(),
+        store
+            .get_analysis(&t, &Fingerprint::new("fp"))
+            .await
+            .unwrap(),
         Some(better.clone())
     );
-    let worse = AnalysisRecord {
+    let worse = Analysis {
         degraded: true,
         ..first.clone()
     };
     assert!(!store.upgrade_analysis(&worse).await.unwrap());
-    assert_eq!(store.get_analysis(&t, "fp").await.unwrap(), Some(better));
+    assert_eq!(
+        store
+            .get_analysis(&t, &Fingerprint::new("fp"))
+            .await
+            .unwrap(),
+        Some(better)
+    );
 }
 
 /// The enrichment queue: a finding is queued once; a claim is exclusive until its lease
@@ -79,19 +94,19 @@ pub async fn enrichment_jobs_are_queued_once_claimed_exclusively_and_retried(
     };
     assert!(
         store
-            .enqueue_enrichment(&t, "fp-a", "A", now)
+            .enqueue_enrichment(&t, &Fingerprint::new("fp-a"), "A", now)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .enqueue_enrichment(&t, "fp-a", "A2", now)
+            .enqueue_enrichment(&t, &Fingerprint::new("fp-a"), "A2", now)
             .await
             .unwrap()
     );
     assert!(
         store
-            .enqueue_enrichment(&t, "fp-b", "B", now + 1)
+            .enqueue_enrichment(&t, &Fingerprint::new("fp-b"), "B", now + 1)
             .await
             .unwrap()
     );
@@ -123,11 +138,23 @@ pub async fn enrichment_jobs_are_queued_once_claimed_exclusively_and_retried(
     assert!(mine(store.claim_enrichments(now + 2, lease, 1000).await.unwrap()).is_empty());
 
     store
-        .retry_enrichment(&t, "fp-a", now + 5, true, "LLM timed out")
+        .retry_enrichment(
+            &t,
+            &Fingerprint::new("fp-a"),
+            now + 5,
+            true,
+            "LLM timed out",
+        )
         .await
         .unwrap();
     store
-        .retry_enrichment(&t, "fp-b", now + 5, false, "breaker open")
+        .retry_enrichment(
+            &t,
+            &Fingerprint::new("fp-b"),
+            now + 5,
+            false,
+            "breaker open",
+        )
         .await
         .unwrap();
     let again = mine(store.claim_enrichments(now + 5, lease, 1000).await.unwrap());
@@ -138,8 +165,14 @@ pub async fn enrichment_jobs_are_queued_once_claimed_exclusively_and_retried(
             .collect::<Vec<_>>(),
         [("fp-a", 1), ("fp-b", 0)]
     );
-    store.finish_enrichment(&t, "fp-a").await.unwrap();
-    store.finish_enrichment(&t, "fp-b").await.unwrap();
+    store
+        .finish_enrichment(&t, &Fingerprint::new("fp-a"))
+        .await
+        .unwrap();
+    store
+        .finish_enrichment(&t, &Fingerprint::new("fp-b"))
+        .await
+        .unwrap();
     // A lapsed lease would make them claimable again; finished ones are gone for good.
     assert!(
         mine(

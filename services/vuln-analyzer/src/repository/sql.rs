@@ -2,11 +2,11 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
-use phantom_domain::{Severity, Tenant};
+use phantom_domain::{Analysis, Fingerprint, Severity, Tenant};
 use phantom_storage::{Database, StoreError};
 use sqlx::{Row, any::AnyRow};
 
-use super::{AnalysisRecord, AnalysisRepository, EnrichmentJob};
+use super::{AnalysisRepository, EnrichmentJob};
 
 /// The SQL implementation of [`AnalysisRepository`].
 #[derive(Debug, Clone)]
@@ -31,20 +31,20 @@ fn tenant_in(row: &AnyRow, col: &str, column: &'static str) -> Result<Tenant, St
     })
 }
 
-fn analysis_of(row: &AnyRow) -> Result<AnalysisRecord, StoreError> {
+fn analysis_of(row: &AnyRow) -> Result<Analysis, StoreError> {
     analysis_with_prefix(row, "")
 }
 
 /// The analysis in the columns named `<prefix><column>` (a joined table's, aliased).
-fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<AnalysisRecord, StoreError> {
+fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<Analysis, StoreError> {
     let col = |c: &str| format!("{prefix}{c}");
     let severity: i64 = row.try_get(col("severity").as_str())?;
     let degraded: i64 = row.try_get(col("degraded").as_str())?;
     let suppression: i64 = row.try_get(col("suppression_suggested").as_str())?;
     let confidence: i64 = row.try_get(col("confidence").as_str())?;
-    Ok(AnalysisRecord {
+    Ok(Analysis {
         tenant: tenant_in(row, &col("tenant"), "analyses.tenant")?,
-        fingerprint: row.try_get(col("fingerprint").as_str())?,
+        fingerprint: Fingerprint::new(row.try_get::<String, _>(col("fingerprint").as_str())?),
         score: row.try_get(col("score").as_str())?,
         severity: i32::try_from(severity)
             .ok()
@@ -68,22 +68,22 @@ impl AnalysisRepository for SqlAnalysisRepository {
     async fn get_analysis(
         &self,
         tenant: &Tenant,
-        fingerprint: &str,
-    ) -> Result<Option<AnalysisRecord>, StoreError> {
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<Analysis>, StoreError> {
         let row = sqlx::query(
             "SELECT tenant, fingerprint, score, severity, analyzer, confidence, summary, \
              remediation, degraded, analyzed_at, impact, suppression_suggested, \
              suppression_reason FROM analyses WHERE tenant = $1 AND fingerprint = $2",
         )
         .bind(tenant.to_string())
-        .bind(fingerprint.to_owned())
+        .bind(fingerprint.to_string())
         .fetch_optional(self.db.pool())
         .await?;
         row.as_ref().map(analysis_of).transpose()
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "put_analysis", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "put_analysis"))]
-    async fn put_analysis(&self, a: &AnalysisRecord) -> Result<AnalysisRecord, StoreError> {
+    async fn put_analysis(&self, a: &Analysis) -> Result<Analysis, StoreError> {
         sqlx::query(
             "INSERT INTO analyses (tenant, fingerprint, score, severity, analyzer, confidence, \
              summary, remediation, degraded, analyzed_at, impact, suppression_suggested, \
@@ -92,7 +92,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
              ON CONFLICT (tenant, fingerprint) DO NOTHING",
         )
         .bind(a.tenant.to_string())
-        .bind(a.fingerprint.clone())
+        .bind(a.fingerprint.to_string())
         .bind(a.score)
         .bind(i64::from(a.severity.as_i32()))
         .bind(a.analyzer.clone())
@@ -115,7 +115,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "upgrade_analysis", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "upgrade_analysis"))]
-    async fn upgrade_analysis(&self, a: &AnalysisRecord) -> Result<bool, StoreError> {
+    async fn upgrade_analysis(&self, a: &Analysis) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE analyses SET score = $1, severity = $2, analyzer = $3, confidence = $4, \
              summary = $5, remediation = $6, degraded = $7, analyzed_at = $8, impact = $9, \
@@ -134,7 +134,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         .bind(i64::from(a.suppression_suggested))
         .bind(a.suppression_reason.clone())
         .bind(a.tenant.to_string())
-        .bind(a.fingerprint.clone())
+        .bind(a.fingerprint.to_string())
         .execute(self.db.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -144,7 +144,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
     async fn enqueue_enrichment(
         &self,
         tenant: &Tenant,
-        fingerprint: &str,
+        fingerprint: &Fingerprint,
         payload: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
@@ -154,7 +154,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
              ON CONFLICT (tenant, fingerprint) DO NOTHING",
         )
         .bind(tenant.to_string())
-        .bind(fingerprint.to_owned())
+        .bind(fingerprint.to_string())
         .bind(payload.to_owned())
         .bind(now)
         .bind(now)
@@ -182,7 +182,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let tenant = tenant_in(row, "tenant", "enrichment_queue.tenant")?;
-            let fingerprint: String = row.try_get("fingerprint")?;
+            let fingerprint = Fingerprint::new(row.try_get::<String, _>("fingerprint")?);
             let due: i64 = row.try_get("next_attempt_at")?;
             // Optimistic: only one replica moves a row from the time it read.
             let taken = sqlx::query(
@@ -191,7 +191,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
             )
             .bind(lease_until)
             .bind(tenant.to_string())
-            .bind(fingerprint.clone())
+            .bind(fingerprint.to_string())
             .bind(due)
             .execute(self.db.pool())
             .await?;
@@ -212,11 +212,11 @@ impl AnalysisRepository for SqlAnalysisRepository {
     async fn finish_enrichment(
         &self,
         tenant: &Tenant,
-        fingerprint: &str,
+        fingerprint: &Fingerprint,
     ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM enrichment_queue WHERE tenant = $1 AND fingerprint = $2")
             .bind(tenant.to_string())
-            .bind(fingerprint.to_owned())
+            .bind(fingerprint.to_string())
             .execute(self.db.pool())
             .await?;
         Ok(())
@@ -226,7 +226,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
     async fn retry_enrichment(
         &self,
         tenant: &Tenant,
-        fingerprint: &str,
+        fingerprint: &Fingerprint,
         next_attempt_at: i64,
         failed: bool,
         error: &str,
@@ -239,7 +239,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         .bind(i64::from(failed))
         .bind(error.chars().take(500).collect::<String>())
         .bind(tenant.to_string())
-        .bind(fingerprint.to_owned())
+        .bind(fingerprint.to_string())
         .execute(self.db.pool())
         .await?;
         Ok(())

@@ -1,16 +1,20 @@
-//! The analysis a finding carries.
+//! The analysis of a finding: the vuln-analyzer's verdict on a fingerprint.
 
-use phantom_domain::{Fingerprint, Severity, Tenant};
-use phantom_kit::time::timestamp;
 use phantom_proto::pb;
 use serde::{Deserialize, Serialize};
 
-/// The analysis a finding carries: what the vuln-analyzer answered for its fingerprint, as
-/// the orchestrator keeps it with the finding (`findings.analysis`, JSON) and as it reads the
-/// analyzer's current verdict (`analyses`). The orchestrator's own type: it is converted from
-/// the wire at the edge, and never shared with the analyzer's crate.
+use crate::{Fingerprint, Severity, Tenant, time};
+
+/// The analysis of one fingerprint, as the vuln-analyzer stores it (`analyses`) and as the
+/// scan-orchestrator keeps it with a finding (`findings.analysis`, this type's JSON) and reads
+/// the analyzer's current verdict. Converted from the wire at the edge
+/// ([`Analysis::from_wire`]) and back (`From<Analysis> for pb::Analysis`).
+///
+/// The JSON shape is stored: `tenant` and `fingerprint` as text, `severity` as its
+/// `pb::Severity` number, and values stored before `impact` and the suppression fields
+/// existed still read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FindingAnalysis {
+pub struct Analysis {
     /// Owner.
     pub tenant: Tenant,
     /// The analyzed finding's fingerprint.
@@ -29,7 +33,7 @@ pub struct FindingAnalysis {
     pub remediation: String,
     /// Rules answered because the LLM could not.
     pub degraded: bool,
-    /// Made at.
+    /// Made at, in microseconds since the Unix epoch.
     pub analyzed_at: i64,
     /// Likely impact (LLM triage).
     #[serde(default)]
@@ -42,14 +46,15 @@ pub struct FindingAnalysis {
     pub suppression_reason: String,
 }
 
-impl FindingAnalysis {
-    /// An analysis received over the wire, as `tenant` stores it.
+impl Analysis {
+    /// An analysis received over the wire, as `tenant` stores it. Without `analyzed_at`, it
+    /// was made now.
     pub fn from_wire(tenant: &Tenant, a: &pb::Analysis) -> Self {
         Self {
             tenant: tenant.clone(),
             fingerprint: Fingerprint::new(a.fingerprint.clone()),
             score: a.score,
-            // An unknown number (never sent by the analyzer) reads as unspecified.
+            // An unknown number (never sent by a PHANTOM peer) reads as unspecified.
             severity: Severity::try_from(a.severity).unwrap_or_default(),
             analyzer: a.analyzer.clone(),
             confidence: a.confidence,
@@ -58,9 +63,8 @@ impl FindingAnalysis {
             degraded: a.degraded,
             analyzed_at: a
                 .analyzed_at
-                .map_or_else(phantom_kit::time::now_micros, |t| {
-                    t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
-                }),
+                .as_ref()
+                .map_or_else(time::now_micros, time::micros),
             impact: a.likely_impact.clone(),
             suppression_suggested: a.suppression_suggested,
             suppression_reason: a.suppression_reason.clone(),
@@ -68,8 +72,8 @@ impl FindingAnalysis {
     }
 }
 
-impl From<FindingAnalysis> for pb::Analysis {
-    fn from(r: FindingAnalysis) -> Self {
+impl From<Analysis> for pb::Analysis {
+    fn from(r: Analysis) -> Self {
         pb::Analysis {
             fingerprint: r.fingerprint.into(),
             score: r.score,
@@ -79,7 +83,7 @@ impl From<FindingAnalysis> for pb::Analysis {
             summary: r.summary,
             remediation: r.remediation,
             degraded: r.degraded,
-            analyzed_at: Some(timestamp(r.analyzed_at)),
+            analyzed_at: Some(time::timestamp(r.analyzed_at)),
             likely_impact: r.impact,
             suppression_suggested: r.suppression_suggested,
             suppression_reason: r.suppression_reason,
@@ -97,7 +101,7 @@ mod tests {
 
     #[test]
     fn stored_analyses_read_back_and_serialize_the_same() {
-        let a: FindingAnalysis = serde_json::from_str(STORED).unwrap();
+        let a: Analysis = serde_json::from_str(STORED).unwrap();
         assert_eq!(a.tenant.as_str(), "acme");
         assert_eq!(a.fingerprint.as_str(), "fp1");
         assert_eq!(a.severity, Severity::High);
@@ -105,11 +109,19 @@ mod tests {
 
         // Values stored before `impact` and the suppression fields existed still read.
         let old = r#"{"tenant":"acme","fingerprint":"fp1","score":0.0,"severity":1,"analyzer":"rules","confidence":50,"summary":"","remediation":"","degraded":false,"analyzed_at":1}"#;
-        let a: FindingAnalysis = serde_json::from_str(old).unwrap();
+        let a: Analysis = serde_json::from_str(old).unwrap();
         assert_eq!(a.severity, Severity::Info);
         assert_eq!(
             serde_json::to_value(&a).unwrap()["severity"],
             serde_json::json!(1)
         );
+    }
+
+    #[test]
+    fn analyses_round_trip_through_the_wire() {
+        let a: Analysis = serde_json::from_str(STORED).unwrap();
+        let wire = pb::Analysis::from(a.clone());
+        assert_eq!(wire.fingerprint, "fp1");
+        assert_eq!(Analysis::from_wire(&a.tenant, &wire), a);
     }
 }
