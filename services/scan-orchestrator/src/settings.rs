@@ -3,7 +3,9 @@
 //! Parsed once, when the configuration is loaded; [`ScanConfig::validate`] checks what the
 //! types cannot.
 
-use std::time::Duration;
+use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+
+use ipnet::IpNet;
 
 use phantom_kit::{
     client::Peer,
@@ -60,12 +62,13 @@ pub struct ScanConfig {
     /// sent to the analyzer again.
     #[serde(with = "humantime_serde")]
     pub reanalyze_every: Duration,
-    /// CIDRs targets may be in. Empty means "anything not denied". Where an allowed and a
+    /// CIDRs targets may be in (a bare address is its /32 or /128). Empty means "anything
+    /// not denied". Where an allowed and a
     /// denied block overlap, the more specific one decides (a deny on a tie).
-    pub allowed_cidrs: Vec<String>,
+    pub allowed_cidrs: Vec<Cidr>,
     /// CIDRs targets may not be in. The link-local, cloud metadata, multicast, broadcast and
     /// unspecified ranges are denied always, whatever these lists say.
-    pub denied_cidrs: Vec<String>,
+    pub denied_cidrs: Vec<Cidr>,
     /// Domains hostname targets may be in (`example.com` allows it and its subdomains).
     /// Empty means any name whose addresses are in scope.
     pub allowed_domains: Vec<String>,
@@ -186,21 +189,91 @@ impl ScanConfig {
             return Err(Invalid::new("claim_every", "must be more than 0s"));
         }
         at_least_one("max_hosts_per_scan", self.max_hosts_per_scan as usize)?;
-        for (key, list) in [
-            ("allowed_cidrs", &self.allowed_cidrs),
-            ("denied_cidrs", &self.denied_cidrs),
-        ] {
-            for cidr in list {
-                if cidr.parse::<ipnet::IpNet>().is_err()
-                    && cidr.parse::<std::net::IpAddr>().is_err()
-                {
-                    return Err(Invalid::new(
-                        key,
-                        format!("{cidr:?} is not a CIDR block or address"),
-                    ));
-                }
-            }
-        }
         Ok(())
+    }
+}
+
+/// A CIDR block of `scan.allowed_cidrs` or `scan.denied_cidrs`: `10.0.0.0/8`, or a bare
+/// address, which means its /32 (IPv4) or /128 (IPv6). Parsed when the configuration is
+/// loaded (a value that is neither is refused then, naming its key); serialized as the block's
+/// text (`10.0.0.1` as `10.0.0.1/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr(IpNet);
+
+impl Cidr {
+    /// The block, as written (host bits kept: `10.0.0.5/24` stays so).
+    pub fn net(&self) -> IpNet {
+        self.0
+    }
+}
+
+impl From<IpNet> for Cidr {
+    fn from(net: IpNet) -> Self {
+        Self(net)
+    }
+}
+
+/// A value that is neither a CIDR block nor an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a CIDR block or address")]
+pub struct NotACidr(pub String);
+
+impl FromStr for Cidr {
+    type Err = NotACidr;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+            .map(Self)
+            .map_err(|_| NotACidr(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = NotACidr;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> Self {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_are_blocks_or_bare_addresses() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(c.to_string(), "10.0.0.0/8");
+        assert_eq!(
+            "192.0.2.7".parse::<Cidr>().unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            "2001:db8::1".parse::<Cidr>().unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        assert_eq!(
+            "10.0.0.0/33".parse::<Cidr>().unwrap_err().to_string(),
+            "\"10.0.0.0/33\" is not a CIDR block or address"
+        );
+        let list: Vec<Cidr> = serde_json::from_str(r#"["10.0.0.0/8", "::1"]"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&list).unwrap(),
+            r#"["10.0.0.0/8","::1/128"]"#
+        );
     }
 }

@@ -26,7 +26,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use crate::settings::ScanConfig;
+use crate::settings::{Cidr, ScanConfig};
 use ipnet::IpNet;
 
 use self::{
@@ -103,12 +103,11 @@ pub struct Scope {
     default_allow: bool,
 }
 
-/// A CIDR block or a single address; configured values are validated at load.
+/// A CIDR block or a single address of the ranges' tables (checked by their tests).
 fn net(s: &str) -> IpNet {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map(|n| n.trunc())
-        .expect("CIDRs validated at config load and in the tables' tests")
+    s.parse::<Cidr>()
+        .map(|c| c.net().trunc())
+        .expect("the tables' CIDRs are checked by their tests")
 }
 
 impl Scope {
@@ -122,8 +121,18 @@ impl Scope {
         let rules = SPECIAL_PURPOSE
             .iter()
             .map(|entry| (net(entry.cidr), Rule::Special(entry)))
-            .chain(config.denied_cidrs.iter().map(|c| (net(c), Rule::Deny)))
-            .chain(config.allowed_cidrs.iter().map(|c| (net(c), Rule::Allow)))
+            .chain(
+                config
+                    .denied_cidrs
+                    .iter()
+                    .map(|c| (c.net().trunc(), Rule::Deny)),
+            )
+            .chain(
+                config
+                    .allowed_cidrs
+                    .iter()
+                    .map(|c| (c.net().trunc(), Rule::Allow)),
+            )
             .collect();
         Self {
             domains: config

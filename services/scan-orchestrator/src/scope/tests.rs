@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use crate::settings::ScanConfig;
+use crate::settings::{Cidr, ScanConfig};
 use ipnet::IpNet;
 
 use super::{
@@ -23,8 +23,8 @@ fn scope() -> Scope {
 
 fn with(allowed: &[&str], denied: &[&str]) -> Scope {
     Scope::new(&ScanConfig {
-        allowed_cidrs: allowed.iter().map(|s| (*s).to_owned()).collect(),
-        denied_cidrs: denied.iter().map(|s| (*s).to_owned()).collect(),
+        allowed_cidrs: allowed.iter().map(|s| s.parse().unwrap()).collect(),
+        denied_cidrs: denied.iter().map(|s| s.parse().unwrap()).collect(),
         ..ScanConfig::default()
     })
 }
@@ -455,7 +455,7 @@ fn render(helm: &Path, args: &[&str]) -> (Vec<Block>, Scope) {
             blocks.last_mut().unwrap().except = except.iter().map(|c| c.parse().unwrap()).collect();
         }
     }
-    let list = |key: &str| -> Vec<String> {
+    let list = |key: &str| -> Vec<Cidr> {
         let line = text
             .lines()
             .find_map(|l| l.trim().strip_prefix(&format!("{key} = ")))
