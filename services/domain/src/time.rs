@@ -1,6 +1,6 @@
 //! Stored times and wire times: microseconds since the Unix epoch (one type on every backend)
-//! and `google.protobuf.Timestamp`. The few conversions the domain types need (the same as
-//! `phantom_kit::time`'s, which phantom-domain cannot depend on).
+//! and `google.protobuf.Timestamp`, and the conversions between them (`phantom_kit::time`
+//! re-exports them).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
