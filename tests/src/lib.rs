@@ -55,7 +55,9 @@ pub fn config_on_backends(data_dir: &Path, test: &str) -> Option<Config> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    cfg.tenancy.default_tenant = format!("{test}-{}-{started}", std::process::id());
+    cfg.tenancy.default_tenant =
+        phantom_layers::Tenant::parse(&format!("{test}-{}-{started}", std::process::id()))
+            .expect("a tenant id");
     Some(cfg)
 }
 

@@ -17,7 +17,8 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
     let data = tempfile::tempdir().unwrap();
     let mut cfg = config(data.path());
     cfg.storage.database_url = db.clone();
-    cfg.tenancy.default_tenant = format!("replicas-{}", std::process::id());
+    cfg.tenancy.default_tenant =
+        phantom_layers::Tenant::parse(&format!("replicas-{}", std::process::id())).unwrap();
     cfg.scan.max_concurrent_scans = 2;
     cfg.scan.max_in_flight = 1;
     cfg.scan.banner_timeout = Duration::from_millis(250);
@@ -66,7 +67,7 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
             .await
             .unwrap(),
     );
-    let tenant = phantom_layers::Tenant::parse(&cfg.tenancy.default_tenant).unwrap();
+    let tenant = cfg.tenancy.default_tenant.clone();
     let deadline = std::time::Instant::now() + PATIENCE;
     let finished = loop {
         let mut scans = Vec::new();

@@ -42,8 +42,9 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenancyConfig {
-    /// Tenant of calls that name none (`[a-z0-9-]`, 1-63 characters).
-    pub default_tenant: String,
+    /// Tenant of calls that name none (`[a-z0-9-]`, 1-63 characters): checked when the
+    /// configuration is read, never parsed again.
+    pub default_tenant: phantom_layers::Tenant,
     /// Take the tenant from `x-phantom-tenant` metadata. Only for servers that solely trusted
     /// PHANTOM peers can reach; never expose such a server to users.
     pub trust_tenant_header: bool,
@@ -52,7 +53,8 @@ pub struct TenancyConfig {
 impl Default for TenancyConfig {
     fn default() -> Self {
         Self {
-            default_tenant: DEFAULT_TENANT.to_owned(),
+            default_tenant: phantom_layers::Tenant::parse(DEFAULT_TENANT)
+                .expect("the default tenant is a tenant id"),
             trust_tenant_header: false,
         }
     }
@@ -194,19 +196,6 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
-    }
-}
-
-impl TenancyConfig {
-    /// Checks the default tenant; keys are relative to `[tenancy]`.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        if phantom_layers::Tenant::parse(&self.default_tenant).is_none() {
-            return Err(Invalid::new(
-                "default_tenant",
-                "must be 1-63 characters of [a-z0-9-], not starting with '-'",
-            ));
-        }
-        Ok(())
     }
 }
 

@@ -328,8 +328,7 @@ pub fn router(
             .register_encoded_file_descriptor_set(phantom_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let tenant = Tenant::parse(&settings.tenancy.default_tenant)
-        .expect("default tenant validated at config load");
+    let tenant = settings.tenancy.default_tenant.clone();
     let tenant_layer = if settings.tenancy.trust_tenant_header {
         TenantLayer::trusted_header(tenant)
     } else {

@@ -116,8 +116,7 @@ pub async fn run(
     // connection cap (`notifier.ws` then bounds the sockets that upgraded).
     let ws_router = ws::router(
         notifier,
-        phantom_domain::Tenant::parse(&config.server.tenancy.default_tenant)
-            .expect("default tenant validated at config load"),
+        config.server.tenancy.default_tenant.clone(),
         config.notifier.ws.clone(),
         ws_connections,
     );

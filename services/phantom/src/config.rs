@@ -312,7 +312,6 @@ impl Config {
                 }
             }
         };
-        self.tenancy.validate().map_err(within("tenancy"))?;
         let url = &self.storage.database_url;
         if !url.is_empty()
             && !url.starts_with("postgres://")
@@ -763,6 +762,20 @@ mod tests {
         assert_eq!(c.storage.database_url, "postgres://u@localhost/db");
         assert_eq!(c.scan.max_hosts_per_scan, 64);
         assert_eq!(c.endpoint(ServiceName::Notifier), "http://127.0.0.1:0");
+    }
+
+    #[test]
+    fn an_invalid_default_tenant_is_refused_when_read_naming_the_key() {
+        for bad in ["Not_A_Tenant", "-leading-dash", ""] {
+            let file = format!("[tenancy]\ndefault_tenant = {bad:?}\n");
+            let err = Config::from_sources(&file, None, env(&[])).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("tenancy.default_tenant"), "{bad:?}: {text}");
+            assert!(text.contains("1-63 characters"), "{bad:?}: {text}");
+        }
+        let c = Config::from_sources("[tenancy]\ndefault_tenant = \"acme-1\"\n", None, env(&[]))
+            .unwrap();
+        assert_eq!(c.tenancy.default_tenant.as_str(), "acme-1");
     }
 
     #[test]
