@@ -185,13 +185,9 @@ pub fn spawn_store_gauges(
     r: phantom_layers::registry::Registry,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    spawn_gauge_refresh(shutdown, move || {
+        let (store, r) = (store.clone(), r.clone());
+        async move {
             let pool = store.pool_stats();
             let help = "Database connections of a service's pool, by state.";
             for (state, v) in [
@@ -206,6 +202,28 @@ pub fn spawn_store_gauges(
                 )
                 .set(f64::from(v));
             }
+        }
+    });
+}
+
+/// How often gauges read from a dependency (a pool, a table) are refreshed.
+pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `refresh` every [`GAUGE_REFRESH`] until `shutdown`: what keeps a gauge that is read
+/// from a dependency (a pool's connections, scans by state) up to date.
+pub fn spawn_gauge_refresh<F, Fut>(shutdown: CancellationToken, mut refresh: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GAUGE_REFRESH);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            refresh().await;
         }
     });
 }

@@ -5,25 +5,9 @@
 //! `PHANTOM_REQUIRE_BACKENDS=1` (set by `make test`) makes the absence a failure.
 
 use phantom_notifier::repository::{self, SqlNotificationRepository, conformance};
-use phantom_storage::{Database, testing};
 
-/// The repository over `db`, once its migrations are applied.
-async fn repository(db: Database) -> SqlNotificationRepository {
-    db.migrate(repository::migrator()).await.unwrap();
-    SqlNotificationRepository::new(db)
-}
-
-#[tokio::test]
-async fn sqlite_repository_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = repository(testing::sqlite(dir.path()).await).await;
-    conformance::run_all(&store).await;
-}
-
-#[tokio::test]
-async fn postgres_repository_conforms() {
-    let Some(db) = testing::postgres().await else {
-        return;
-    };
-    conformance::run_all(&repository(db).await).await;
+phantom_storage::conformance_tests! {
+    migrations: [repository::migrator()],
+    repository: SqlNotificationRepository::new,
+    suite: conformance::run_all,
 }

@@ -119,7 +119,8 @@ impl System {
 
     /// Runs every service until `shutdown` fires or one of them fails (which stops the rest).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        // Apply migrations once, before four services race to.
+        // Apply migrations once, before four services race to: the services then open the
+        // database without migrating it again.
         crate::commands::migrate::migrate_all(&self.config.storage)
             .await
             .context("cannot open the database")?;
@@ -130,7 +131,7 @@ impl System {
             tasks.spawn(async move {
                 (
                     service,
-                    run_service(service, config, listeners, context, shutdown).await,
+                    run_service(service, config, Vec::new(), listeners, context, shutdown).await,
                 )
             });
         }
@@ -147,24 +148,36 @@ impl System {
     }
 }
 
+/// Runs `service` of `config`, applying `migrations` when it opens the database (none when
+/// they were applied already).
 async fn run_service(
     service: ServiceName,
     config: Config,
+    migrations: Vec<&'static phantom_storage::Migrator>,
     listeners: Listeners,
     context: Context,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     match service {
         ServiceName::ScanOrchestrator => {
-            let config = config.scan_orchestrator();
+            let config = phantom_scan_orchestrator::Config {
+                migrations,
+                ..config.scan_orchestrator()
+            };
             phantom_scan_orchestrator::run(config, listeners, context, shutdown).await?
         }
         ServiceName::VulnAnalyzer => {
-            let config = config.vuln_analyzer();
+            let config = phantom_vuln_analyzer::Config {
+                migrations,
+                ..config.vuln_analyzer()
+            };
             phantom_vuln_analyzer::run(config, listeners, context, shutdown).await?
         }
         ServiceName::Notifier => {
-            let config = config.notifier();
+            let config = phantom_notifier::Config {
+                migrations,
+                ..config.notifier()
+            };
             phantom_notifier::run(config, listeners, context, shutdown).await?
         }
         ServiceName::HealthAggregator => {
@@ -242,5 +255,13 @@ pub async fn serve(
     };
     let listeners = Listeners { grpc, http, health };
     let context = Context::new(process.clone(), secrets.clone());
-    run_service(service, config, listeners, context, shutdown).await
+    run_service(
+        service,
+        config,
+        Config::migrations(),
+        listeners,
+        context,
+        shutdown,
+    )
+    .await
 }

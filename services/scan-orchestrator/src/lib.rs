@@ -111,15 +111,11 @@ fn spawn_scan_gauge(
     r: phantom_layers::registry::Registry,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    phantom_kit::spawn_gauge_refresh(shutdown, move || {
+        let (store, r) = (store.clone(), r.clone());
+        async move {
             let Ok(counts) = store.scan_counts().await else {
-                continue;
+                return;
             };
             for state in [
                 phantom_proto::pb::ScanState::Pending,

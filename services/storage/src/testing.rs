@@ -103,3 +103,29 @@ pub async fn fresh_postgres_url() -> Option<String> {
         None => format!("{server_part}/{name}"),
     })
 }
+
+/// The two tests of a repository's conformance suite: on a new SQLite database and on the
+/// test PostgreSQL server's, each after `migrations` are applied, the repository built by
+/// `repository` (from a [`Database`]) and checked by `suite` (an `async fn(&Repository)`).
+/// For a test file of the service's (`tests/repository.rs`); it needs `tokio` and `tempfile`.
+#[macro_export]
+macro_rules! conformance_tests {
+    (migrations: [$($migration:expr),* $(,)?], repository: $repository:expr, suite: $suite:path $(,)?) => {
+        #[tokio::test]
+        async fn sqlite_repository_conforms() {
+            let dir = tempfile::tempdir().unwrap();
+            let db = $crate::testing::sqlite(dir.path()).await;
+            $(db.migrate($migration).await.unwrap();)*
+            $suite(&($repository)(db)).await;
+        }
+
+        #[tokio::test]
+        async fn postgres_repository_conforms() {
+            let Some(db) = $crate::testing::postgres().await else {
+                return;
+            };
+            $(db.migrate($migration).await.unwrap();)*
+            $suite(&($repository)(db)).await;
+        }
+    };
+}
