@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`classify`]: the one table that says which outcomes are failures and which are
 //!   retryable, read from gRPC statuses in headers or trailers.
+//! - [`auth`]: who a call comes from ([`auth::Principal`]), what it may do (the one
+//!   [`auth::Policy`] table), the tenant it acts for, and the `audit` trail.
 //! - [`adaptive`]: AIMD rate limiting that follows a dependency's health.
 //! - [`backoff`]: delays between attempts (fixed, linear, exponential, jittered, Fibonacci).
 //! - [`bulkhead`]: a bound on calls in flight, rejecting (never queueing) beyond it.
@@ -34,6 +36,7 @@
 //!   metadata, so one request is one trace across services.
 
 pub mod adaptive;
+pub mod auth;
 pub mod backoff;
 pub mod bulkhead;
 pub mod circuit_breaker;
@@ -54,5 +57,5 @@ pub mod trace;
 
 pub use request_id::{PropagateContext, PropagateContextLayer, RequestId, RequestIdLayer};
 pub use status::{Category, Error, FieldViolation};
-pub use tenant::{Tenant, TenantLayer, TenantSource};
+pub use tenant::{TENANT_HEADER, Tenant, TenantLayer, TenantSource};
 pub use trace::{ClientSpanLayer, ServerSpanLayer};

@@ -63,10 +63,17 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let caller = req
+        // Per principal where calls are authenticated (so a tenant's keys do not share one
+        // allowance, and no header can buy a fresh one), per tenant otherwise.
+        let principal = req
             .extensions()
-            .get::<Tenant>()
-            .map_or("anonymous", Tenant::as_str);
+            .get::<crate::auth::Principal>()
+            .map(crate::auth::Principal::id);
+        let caller = principal.as_deref().unwrap_or_else(|| {
+            req.extensions()
+                .get::<Tenant>()
+                .map_or("anonymous", Tenant::as_str)
+        });
         match self.limiter.check(req.uri().path(), caller) {
             Ok(()) if !self.limiter.is_distributed() => RateLimitFuture::Inner {
                 fut: self.inner.call(req),

@@ -31,6 +31,26 @@ pub enum TenantSource {
     },
 }
 
+/// The call context of a call acting for `tenant`: its request id (from `extensions`, or the
+/// call being served, or a new one) and the deadline of the call being served.
+pub(crate) fn call_context(
+    tenant: Tenant,
+    extensions: &http::Extensions,
+) -> crate::request_id::CallContext {
+    use crate::request_id::{self, RequestId};
+    let outer = request_id::current();
+    let request_id = extensions
+        .get::<RequestId>()
+        .cloned()
+        .or_else(|| outer.as_ref().map(|c| c.request_id.clone()))
+        .unwrap_or_else(RequestId::generate);
+    request_id::CallContext {
+        request_id,
+        tenant: Some(tenant),
+        deadline: outer.and_then(|c| c.deadline),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;

@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::{TENANT_HEADER, Tenant, TenantSource};
 use crate::{
     Error,
-    request_id::{self, CallContext, RequestId},
+    request_id::{self, CallContext},
 };
 
 /// The service built by [`super::TenantLayer`].
@@ -55,18 +55,7 @@ where
                 // The server span is current here (see `trace::ServerSpan`); it declared the field.
                 tracing::Span::current().record("tenant", tenant.as_str());
                 req.extensions_mut().insert(tenant.clone());
-                let outer = request_id::current();
-                let request_id = req
-                    .extensions()
-                    .get::<RequestId>()
-                    .cloned()
-                    .or_else(|| outer.as_ref().map(|c| c.request_id.clone()))
-                    .unwrap_or_else(RequestId::generate);
-                let ctx = CallContext {
-                    request_id,
-                    tenant: Some(tenant),
-                    deadline: outer.and_then(|c| c.deadline),
-                };
+                let ctx = super::call_context(tenant, req.extensions());
                 TenantResponseFuture::Inner {
                     fut: request_id::scope(ctx, self.inner.call(req)),
                 }
