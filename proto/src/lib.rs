@@ -51,6 +51,34 @@ pub fn method_paths(encoded: &[u8]) -> Result<Vec<String>, prost::DecodeError> {
         .collect())
 }
 
+/// Who may call each method of the API: the one table of method path → requirement, a scope
+/// a user's key or token must hold, or `service` for the methods only PHANTOM's own services
+/// call. Servers refuse a method this table does not list to everyone but services, and a
+/// test checks that it lists every method of [`FILE_DESCRIPTOR_SET`], so a new RPC cannot
+/// ship open by accident.
+///
+/// Notification rooms add one rule the method cannot express: system rooms (`scan/…`) take
+/// publishes from services only (the notifier checks it).
+pub const AUTHORIZATION: &[(&str, &str)] = &[
+    ("/phantom.v1.ScanOrchestrator/CreateScan", "scans:write"),
+    ("/phantom.v1.ScanOrchestrator/CancelScan", "scans:write"),
+    ("/phantom.v1.ScanOrchestrator/GetScan", "scans:read"),
+    ("/phantom.v1.ScanOrchestrator/ListScans", "scans:read"),
+    ("/phantom.v1.ScanOrchestrator/WatchScan", "scans:read"),
+    ("/phantom.v1.ScanOrchestrator/ListFindings", "findings:read"),
+    // Scores a vector given in the call: reads nothing, but it is the findings' view.
+    ("/phantom.v1.VulnAnalyzer/ScoreCvss", "findings:read"),
+    // Analyses and cache warming store scores: only the orchestrator sends findings.
+    ("/phantom.v1.VulnAnalyzer/AnalyzeFindings", "service"),
+    ("/phantom.v1.VulnAnalyzer/WarmScan", "service"),
+    ("/phantom.v1.Notifier/Publish", "notify:publish"),
+    ("/phantom.v1.Notifier/Subscribe", "notify:subscribe"),
+    // The deployment's own state: for operators.
+    ("/phantom.v1.HealthAggregator/GetSystemHealth", "admin"),
+    ("/phantom.v1.HealthAggregator/WatchSystemHealth", "admin"),
+    ("/phantom.v1.Metrics/GetMetrics", "admin"),
+];
+
 /// The unary methods of `encoded` (an encoded `FileDescriptorSet`) that their `.proto`
 /// declares safe to call twice (`option idempotency_level = IDEMPOTENT` or
 /// `NO_SIDE_EFFECTS`), by path: what a client may retry. The service that owns a method says
@@ -113,6 +141,15 @@ pub fn field_name(message: &str, number: u32) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_authorization_table_lists_every_method_once() {
+        let mut listed: Vec<&str> = super::AUTHORIZATION.iter().map(|(m, _)| *m).collect();
+        listed.sort_unstable();
+        let mut methods = super::method_paths(super::FILE_DESCRIPTOR_SET).unwrap();
+        methods.sort();
+        assert_eq!(listed, methods);
+    }
+
     #[test]
     fn the_retryable_methods_are_the_unary_ones_the_protos_mark() {
         let mut got = super::retryable_methods(super::FILE_DESCRIPTOR_SET).unwrap();

@@ -3,15 +3,17 @@
 //! The stack, outermost first, and why in that order:
 //! 1. **client span**: one CLIENT span per call, whatever happens to it below (retried,
 //!    shed, failed fast), written into `traceparent` so the callee's span is its child;
-//! 2. **context propagation**: correlation id, tenant, and the deadline left of the call
+//! 2. **credential**: the calling service's own (`authorization`), never one it was sent;
+//! 3. **context propagation**: correlation id, tenant, and the deadline left of the call
 //!    being served; a call whose deadline has passed fails here, without going out;
-//! 3. **retry**: sees every failure below it, and the deadline set above it;
-//! 4. **bulkhead**: bounds calls in flight to this dependency (a streaming call counts until
+//! 4. **retry**: sees every failure below it, and the deadline set above it;
+//! 5. **bulkhead**: bounds calls in flight to this dependency (a streaming call counts until
 //!    its stream ends); its rejections are local, so it sits above the breaker, which must
 //!    only judge the dependency's own answers;
-//! 5. **circuit breaker**: fails fast while the dependency is down;
-//! 6. the channel, with its connect timeout and per-call timeout.
+//! 6. **circuit breaker**: fails fast while the dependency is down;
+//! 7. the channel, with its connect timeout and per-call timeout.
 
+use http::{HeaderValue, header::AUTHORIZATION};
 use phantom_layers::{
     ClientSpanLayer, PropagateContext, PropagateContextLayer,
     bulkhead::{Bulkhead, BulkheadLayer, BulkheadService},
@@ -23,6 +25,7 @@ use phantom_layers::{
 };
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
+use tower_http::set_header::{SetRequestHeader, SetRequestHeaderLayer};
 
 use crate::config::ClientPolicy;
 
@@ -36,18 +39,31 @@ pub struct Peer {
     pub url: String,
     /// How it is called.
     pub policy: ClientPolicy,
+    /// The calling service's credential (`Bearer …`, the services' token), sent on every
+    /// call; `None` where the peer does not authenticate (or mTLS identifies the caller).
+    pub bearer: Option<HeaderValue>,
 }
 
 /// A channel to another PHANTOM service, behind the client-side layers.
 pub type GrpcChannel = ClientSpan<
-    PropagateContext<
-        Retry<BulkheadService<CircuitBreaker<Channel, GrpcClassifier>>, GrpcClassifier>,
+    SetRequestHeader<
+        PropagateContext<
+            Retry<BulkheadService<CircuitBreaker<Channel, GrpcClassifier>>, GrpcClassifier>,
+        >,
+        Option<HeaderValue>,
     >,
 >;
 
-/// A channel used by health probes: context and timeout only. A probe must see the
-/// dependency as it is, not through a breaker's memory or a retry's second chance.
-pub type ProbeChannel = PropagateContext<Channel>;
+/// A channel used by health probes: credential, context and timeout only. A probe must see
+/// the dependency as it is, not through a breaker's memory or a retry's second chance.
+pub type ProbeChannel = SetRequestHeader<PropagateContext<Channel>, Option<HeaderValue>>;
+
+/// `bearer` as the value of `authorization`, marked sensitive so no trace or log shows it.
+pub fn bearer_header(bearer: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {bearer}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
 
 /// Methods safe to call twice, retried without configuration: those the protos mark
 /// `idempotency_level` (analyses are deduplicated by fingerprint, scoring is a pure function,
@@ -69,12 +85,13 @@ fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::
 /// A lazily-connected channel from `from` to `to` at `url`, with `policy`'s layers. The
 /// first call connects, so a peer that is down at start-up does not stop this service from
 /// starting. Its breaker, retry policy and bulkhead are registered as `from->to` in
-/// `registry` (the calling service's).
+/// `registry` (the calling service's). Every call carries `bearer` as its `authorization`.
 pub fn channel(
     from: &str,
     to: &str,
     url: &str,
     policy: &ClientPolicy,
+    bearer: Option<HeaderValue>,
     registry: &Registry,
 ) -> Result<GrpcChannel, tonic::transport::Error> {
     let name = format!("{from}->{to}");
@@ -89,6 +106,7 @@ pub fn channel(
     let channel = endpoint(url, policy.timeout)?.connect_lazy();
     Ok(ServiceBuilder::new()
         .layer(ClientSpanLayer::new(from))
+        .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer))
         .layer(PropagateContextLayer)
         .layer(RetryLayer::new(retry))
         .layer(BulkheadLayer::new(bulkhead).with_exempt(crate::server::probes()))
@@ -102,15 +120,24 @@ pub fn to_peer(
     peer: &Peer,
     registry: &Registry,
 ) -> Result<GrpcChannel, tonic::transport::Error> {
-    channel(from, &peer.name, &peer.url, &peer.policy, registry)
+    channel(
+        from,
+        &peer.name,
+        &peer.url,
+        &peer.policy,
+        peer.bearer.clone(),
+        registry,
+    )
 }
 
-/// A lazily-connected probe channel to `url` (see [`ProbeChannel`]).
+/// A lazily-connected probe channel to `url` (see [`ProbeChannel`]), carrying `bearer`.
 pub fn probe_channel(
     url: &str,
     timeout: std::time::Duration,
+    bearer: Option<HeaderValue>,
 ) -> Result<ProbeChannel, tonic::transport::Error> {
     Ok(ServiceBuilder::new()
+        .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer))
         .layer(PropagateContextLayer)
         .service(endpoint(url, timeout)?.connect_lazy()))
 }

@@ -36,6 +36,30 @@ pub struct ServerSettings {
     /// How long one check of a dependency the server's readiness follows (its database)
     /// may take.
     pub probe_timeout: Duration,
+    /// Authentication of calls: `None` serves anyone, acting for `tenancy` (a development
+    /// set-up the binary warns about).
+    pub auth: Option<ServerAuth>,
+}
+
+/// How a server authenticates its callers (see [`phantom_layers::auth`]).
+#[derive(Clone)]
+pub struct ServerAuth {
+    /// Checks bearer credentials (API keys, JWTs, the services' token).
+    pub authenticator: std::sync::Arc<dyn phantom_layers::auth::Authenticate>,
+    /// Whether reflection needs credentials too; off, grpcurl lists and describes the API
+    /// without a key (it shows the API, no data).
+    pub reflection_requires_auth: bool,
+    /// Calls per peer address that carry no credential the server can check from memory.
+    pub unauthenticated: phantom_layers::rate_limit::QuotaConfig,
+}
+
+impl std::fmt::Debug for ServerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAuth")
+            .field("reflection_requires_auth", &self.reflection_requires_auth)
+            .field("unauthenticated", &self.unauthenticated)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Tenancy.

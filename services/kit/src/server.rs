@@ -14,6 +14,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use phantom_layers::{
     RequestIdLayer, ServerSpanLayer, Tenant, TenantLayer,
+    auth::{AuthLayer, AuthSettings, Policy},
     bulkhead::{Bulkhead, BulkheadLayer},
     methods::{Exempt, KnownMethods},
     metrics::GrpcMetricsLayer,
@@ -23,9 +24,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::layer::util::{Identity, Stack};
+use tower::{
+    layer::util::{Identity, Stack},
+    util::Either,
+};
 
-use crate::config::{ServerSettings, ShutdownConfig};
+use crate::config::{ServerAuth, ServerSettings, ShutdownConfig};
 
 /// The server-side layer stack shared by every PHANTOM server (innermost first, as tower
 /// nests them; see [`router`] for the order and the reasons).
@@ -34,7 +38,7 @@ pub type ServerLayers = Stack<
     Stack<
         BulkheadLayer,
         Stack<
-            TenantLayer,
+            Either<AuthLayer, TenantLayer>,
             Stack<GrpcMetricsLayer, Stack<RequestIdLayer, Stack<ServerSpanLayer, Identity>>>,
         >,
     >,
@@ -290,7 +294,61 @@ impl HealthHandle {
 /// What a server never limits nor sheds, and a client's bulkhead never holds: health probes
 /// (Kubernetes must see the server as it is) and reflection (an operator's grpcurl).
 pub fn probes() -> Exempt {
-    Exempt::prefixes(["/grpc.health.v1.Health/", "/grpc.reflection."])
+    Exempt::prefixes([HEALTH_PREFIX, REFLECTION_PREFIX])
+}
+
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+const REFLECTION_PREFIX: &str = "/grpc.reflection.";
+
+/// Who may call what on `name`'s server: [`phantom_proto::AUTHORIZATION`], the one table.
+fn policy() -> Policy {
+    // Compiled in and checked by phantom-proto's tests: it parses, or no test passes.
+    Policy::new(phantom_proto::AUTHORIZATION.iter().copied())
+        .expect("the authorization table parses")
+}
+
+/// The layer that says who a call is from and which tenant it acts for: authentication when
+/// the server has it, else the deployment's tenant (or a trusted peer's header).
+fn edge_layer(
+    name: &str,
+    settings: &ServerSettings,
+    context: &crate::Context,
+) -> Either<AuthLayer, TenantLayer> {
+    let tenant = settings.tenancy.default_tenant.clone();
+    let Some(ServerAuth {
+        authenticator,
+        reflection_requires_auth,
+        unauthenticated,
+    }) = settings.auth.clone()
+    else {
+        return Either::Right(if settings.tenancy.trust_tenant_header {
+            TenantLayer::trusted_header(tenant)
+        } else {
+            TenantLayer::fixed(tenant)
+        });
+    };
+    let exempt = if reflection_requires_auth {
+        Exempt::prefixes([HEALTH_PREFIX])
+    } else {
+        probes()
+    };
+    let limiter_name = format!("{name}/unauthenticated");
+    let unauthenticated = RateLimiter::new(
+        &limiter_name,
+        &phantom_layers::rate_limit::RateLimitConfig {
+            enabled: true,
+            default: unauthenticated,
+            ..Default::default()
+        },
+    );
+    context.registry.limiter(&limiter_name, &unauthenticated);
+    Either::Left(AuthLayer::new(AuthSettings {
+        policy: policy(),
+        authenticator,
+        default_tenant: tenant,
+        exempt,
+        unauthenticated,
+    }))
 }
 
 /// Builds a router with the shared layers, health and reflection; the caller adds its own
@@ -328,12 +386,7 @@ pub fn router(
             .register_encoded_file_descriptor_set(phantom_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let tenant = settings.tenancy.default_tenant.clone();
-    let tenant_layer = if settings.tenancy.trust_tenant_header {
-        TenantLayer::trusted_header(tenant)
-    } else {
-        TenantLayer::fixed(tenant)
-    };
+    let edge = edge_layer(name, settings, context);
     let load_shed = Bulkhead::new(&format!("{name}/server"), settings.resilience.load_shed);
     // Metric labels and limiter keys are made of these, never of the paths callers send.
     let methods = known_methods(services);
@@ -355,13 +408,15 @@ pub fn router(
         // Then it is counted and timed (grpc_server_*), whatever happens to it below, under
         // its method's name if this server has that method, `unknown` otherwise.
         .layer(GrpcMetricsLayer::new(methods, context.registry.clone()))
-        // Then its tenant, so every handler and every outgoing call knows who it acts for.
-        .layer(tenant_layer)
+        // Then who it is from, whether it may call this method, and the tenant it acts for
+        // (from its identity, never from what a user sends), so every handler and every
+        // outgoing call knows; refused calls stop here, before any limit or work.
+        .layer(edge)
         // Shed load before doing any work for it: a saturated server answers at once with
         // RESOURCE_EXHAUSTED rather than queueing calls into their timeouts. A stream holds
         // its slot until its body ends.
         .layer(BulkheadLayer::new(load_shed).with_exempt(probes()))
-        // Then the per-caller, per-method limits (they need the tenant resolved above).
+        // Then the per-caller, per-method limits (keyed by the principal resolved above).
         .layer(RateLimitLayer::new(limiter))
         .add_service(health_service)
         .add_service(phantom_proto::pb::metrics_server::MetricsServer::new(

@@ -103,7 +103,12 @@ pub async fn run(
         };
         tracing::info!(log = log.backend(), "Notification log");
         tokio::spawn(prune(log.clone(), n.clone(), shutdown.clone()));
-        let webhooks = webhook::Webhooks::start(&n.webhooks, &context.registry, &shutdown);
+        let webhooks = webhook::Webhooks::start(
+            &n.webhooks,
+            &config.server.tenancy.default_tenant,
+            &context.registry,
+            &shutdown,
+        );
         core.set(service::Core {
             log,
             fanout,
@@ -117,6 +122,7 @@ pub async fn run(
     let ws_router = ws::router(
         notifier,
         config.server.tenancy.default_tenant.clone(),
+        config.server.auth.as_ref().map(|a| a.authenticator.clone()),
         config.notifier.ws.clone(),
         ws_connections,
     );

@@ -21,7 +21,7 @@ use phantom_kit::{
     server::tenant_of,
     time::{now_micros, timestamp_now},
 };
-use phantom_layers::{Error, FieldViolation, status::echo};
+use phantom_layers::{Error, FieldViolation, auth::Principal, status::echo};
 use phantom_proto::pb::{self, notifier_server::Notifier};
 use tokio::sync::mpsc;
 
@@ -155,6 +155,14 @@ impl NotifierService {
 
 const ROOM_RULE: &str = "1-128 characters of [A-Za-z0-9/_.:-]";
 const TYPE_RULE: &str = "a lowercase token of 1-64 characters: [a-z0-9] then [a-z0-9._-]";
+
+/// Whether `room` is one PHANTOM's services publish into: a scan's events (`scan/<id>`,
+/// which webhooks sign and deliver, and whose watchers trust them) and `system`. Only a
+/// service identity may publish there; users may publish into any other room of their
+/// tenant.
+fn is_system_room(room: &str) -> bool {
+    room.starts_with("scan/") || room == "system" || room.starts_with("system/")
+}
 
 fn valid_room(room: &str) -> bool {
     !room.is_empty()
@@ -362,6 +370,22 @@ impl Notifier for NotifierService {
         request: Request<pb::Notification>,
     ) -> Result<Response<pb::Notification>, Status> {
         let tenant = tenant_of(&request)?;
+        phantom_layers::auth::audit::target(&request, || {
+            format!("room {}", echo(&request.get_ref().room))
+        });
+        if is_system_room(&request.get_ref().room)
+            && request
+                .extensions()
+                .get::<Principal>()
+                .is_some_and(|p| !p.is_service())
+        {
+            return Err(Error::PermissionDenied {
+                reason: "SYSTEM_ROOM",
+                message: "scan/… and system rooms take notifications from PHANTOM's services only"
+                    .into(),
+            }
+            .into());
+        }
         let n = request.into_inner();
         validate_publish(&n)?;
         let core = self.core.get()?;

@@ -129,6 +129,10 @@ pub struct WebhookConfig {
     pub url: SecretUrl,
     /// Rooms forwarded: exact names, or prefixes ending in `*` (`scan/*`).
     pub rooms: Vec<String>,
+    /// Tenants whose notifications are forwarded: tenant ids, or `*` for every tenant (an
+    /// operator's own destination, which must say so). Empty: the deployment's default
+    /// tenant only. A destination never receives another tenant's rooms by accident.
+    pub tenants: Vec<String>,
     /// Lowest priority forwarded: `low`, `normal`, `high` or `critical`.
     pub min_priority: String,
     /// Name of the environment variable holding the HMAC-SHA256 key; the signature goes in
@@ -157,6 +161,7 @@ impl Default for WebhookConfig {
             name: String::new(),
             url: SecretUrl::default(),
             rooms: Vec::new(),
+            tenants: Vec::new(),
             min_priority: "high".to_owned(),
             secret_env: String::new(),
             timeout: Duration::from_secs(5),
@@ -249,6 +254,16 @@ impl NotifierConfig {
                 return Err(Invalid::new(
                     key("rooms"),
                     "must name at least one room or prefix*",
+                ));
+            }
+            if let Some(bad) = w
+                .tenants
+                .iter()
+                .find(|t| *t != "*" && phantom_layers::Tenant::parse(t).is_none())
+            {
+                return Err(Invalid::new(
+                    key("tenants"),
+                    format!("{bad:?} is neither a tenant id ([a-z0-9-], 1-63) nor `*`"),
                 ));
             }
             if !["low", "normal", "high", "critical"].contains(&w.min_priority.as_str()) {

@@ -23,6 +23,7 @@ use std::{
 use hmac::{Hmac, Mac};
 use phantom_kit::CancellationToken;
 use phantom_layers::{
+    Tenant,
     backoff::{Backoff, Strategy},
     circuit_breaker::Breaker,
     classify::Verdict,
@@ -70,6 +71,8 @@ impl Counters {
 #[derive(Debug)]
 struct Sink {
     config: WebhookConfig,
+    /// The tenants it forwards (`None`: every tenant, as its `tenants = ["*"]` says).
+    tenants: Option<Vec<Tenant>>,
     min_priority: i32,
     key: Option<Vec<u8>>,
     queue: Mutex<VecDeque<Arc<NotificationRecord>>>,
@@ -111,10 +114,12 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts a worker per configured destination, until `shutdown`.
+    /// Starts a worker per configured destination, until `shutdown`. A destination that
+    /// names no tenant forwards `default_tenant`'s notifications.
     /// Their breakers and counters are registered in `registry`.
     pub fn start(
         configs: &[WebhookConfig],
+        default_tenant: &Tenant,
         registry: &phantom_layers::registry::Registry,
         shutdown: &CancellationToken,
     ) -> Self {
@@ -135,7 +140,16 @@ impl Webhooks {
                 }
                 let breaker = Breaker::new(format!("notifier->webhook:{}", c.name), c.circuit_breaker.clone());
                 registry.breaker(&breaker);
+                let tenants = if c.tenants.iter().any(|t| t == "*") {
+                    None
+                } else if c.tenants.is_empty() {
+                    Some(vec![default_tenant.clone()])
+                } else {
+                    // Checked when the configuration was read.
+                    Some(c.tenants.iter().filter_map(|t| Tenant::parse(t)).collect())
+                };
                 let sink = Arc::new(Sink {
+                    tenants,
                     min_priority: priority(&c.min_priority),
                     key,
                     queue: Mutex::new(VecDeque::new()),
@@ -162,7 +176,13 @@ impl Webhooks {
     /// Queues `n` for every destination that forwards it. Never waits.
     pub fn offer(&self, n: &Arc<NotificationRecord>) {
         for sink in self.sinks.iter() {
-            if n.priority < sink.min_priority || !room_matches(&sink.config.rooms, &n.room) {
+            if n.priority < sink.min_priority
+                || !room_matches(&sink.config.rooms, &n.room)
+                || sink
+                    .tenants
+                    .as_ref()
+                    .is_some_and(|t| !t.contains(&n.tenant))
+            {
                 continue;
             }
             let mut queue = sink

@@ -38,14 +38,18 @@ use axum::{
         ws::{CloseFrame, Message, WebSocket, close_code},
     },
     http::{
-        HeaderMap, StatusCode,
-        header::{ORIGIN, RETRY_AFTER},
+        HeaderMap, HeaderValue, StatusCode,
+        header::{AUTHORIZATION, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL, WWW_AUTHENTICATE},
     },
     response::{IntoResponse, Response},
     routing::get,
 };
 use phantom_domain::Tenant;
-use phantom_layers::{Error, status::echo};
+use phantom_layers::{
+    Error,
+    auth::{Authenticate, Principal, Refusal, Scope, audit},
+    status::echo,
+};
 use phantom_proto::pb;
 use serde::Deserialize;
 use serde_json::json;
@@ -88,10 +92,12 @@ pub struct Params {
     min_severity: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Gateway {
     service: NotifierService,
     tenant: Tenant,
+    /// Checks credentials; `None` when the deployment runs without authentication.
+    auth: Option<Arc<dyn Authenticate>>,
     config: Arc<WsConfig>,
     connections: Arc<Connections>,
 }
@@ -138,13 +144,107 @@ fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     })
 }
 
-/// The router of the WebSocket listener. Connections act for `tenant` (the deployment's
-/// default tenant until authentication lands); at most `max_connections` at once
-/// ([`max_connections`]). Serve it with connect info
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("tenant", &self.tenant)
+            .field("authenticates", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The subprotocol a browser offers beside its credential (`bearer.<token>`), and the one the
+/// gateway answers with: a browser cannot set `authorization` on a WebSocket, and refuses a
+/// handshake whose answer names no protocol it offered.
+pub const SUBPROTOCOL: &str = "phantom.v1";
+
+/// The credential of an upgrade request: `authorization: Bearer …`, or a
+/// `Sec-WebSocket-Protocol` entry `bearer.<token>` (what browsers can send).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    if let Some((scheme, token)) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(token.trim());
+    }
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer."))
+}
+
+impl Gateway {
+    /// The tenant a connection acts for: its credential's, which must hold `notify:subscribe`,
+    /// when the gateway authenticates; the deployment's otherwise. Refusals are plain HTTP
+    /// statuses (401 says nothing about what was wrong; 403 names the scope) and audited.
+    async fn identify(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Tenant, Response> {
+        let Some(auth) = &self.auth else {
+            return Ok(self.tenant.clone());
+        };
+        let refuse = |status: StatusCode, principal: Option<&Principal>, message: &str| {
+            tracing::info!(
+                target: audit::TARGET,
+                principal = principal.map_or_else(|| "anonymous".to_owned(), Principal::id),
+                method = "GET /ws",
+                outcome = status.as_u16(),
+                peer = %peer,
+                "audit"
+            );
+            let mut response = (status, message.to_owned()).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            response
+        };
+        let principal = match bearer(headers) {
+            Some(token) => auth.authenticate(token).await,
+            None => Err(Refusal::Unknown),
+        };
+        let principal = match principal {
+            Ok(p) => p,
+            Err(Refusal::Unavailable(_)) => {
+                return Err(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    "cannot check credentials now; retry",
+                ));
+            }
+            Err(_) => {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    None,
+                    "missing or invalid credentials: send `authorization: Bearer <API key or token>`",
+                ));
+            }
+        };
+        if !principal.has(Scope::NotifySubscribe) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                Some(&principal),
+                "this endpoint needs notify:subscribe",
+            ));
+        }
+        Ok(principal
+            .tenant
+            .clone()
+            .unwrap_or_else(|| self.tenant.clone()))
+    }
+}
+
+/// The router of the WebSocket listener. Connections act for the tenant of their credential
+/// when `auth` is given, for `tenant` (the deployment's default) otherwise; at most
+/// `max_connections` at once ([`max_connections`]). Serve it with connect info
 /// (`into_make_service_with_connect_info::<SocketAddr>`): limits are per client address.
 pub fn router(
     service: NotifierService,
     tenant: Tenant,
+    auth: Option<Arc<dyn Authenticate>>,
     config: WsConfig,
     max_connections: usize,
 ) -> Router {
@@ -155,6 +255,7 @@ pub fn router(
     routes(Gateway {
         service,
         tenant,
+        auth,
         config: Arc::new(config),
         connections,
     })
@@ -252,6 +353,10 @@ async fn upgrade(
                 .into_response();
         }
     }
+    let tenant = match gw.identify(&headers, peer).await {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused,
+    };
     let slot = match gw.connections.admit(peer.ip()) {
         Ok(slot) => slot,
         Err(refusal) => return refusal.into_response(),
@@ -260,14 +365,11 @@ async fn upgrade(
         Ok(r) => r,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    let (filter, after) = match validate_subscribe(gw.tenant.clone(), request) {
+    let (filter, after) = match validate_subscribe(tenant.clone(), request) {
         Ok(v) => v,
         Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     };
-    let admission = match gw
-        .service
-        .admit(Caller::new(gw.tenant.clone(), Some(peer.ip())))
-    {
+    let admission = match gw.service.admit(Caller::new(tenant, Some(peer.ip()))) {
         Ok(admission) => admission,
         Err(err) => {
             let retry_after = match &err {
@@ -292,7 +394,8 @@ async fn upgrade(
         }
     };
     let config = gw.config.clone();
-    ws.max_message_size(config.max_frame_bytes)
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             pump(socket, feed, &config).await;
@@ -491,6 +594,7 @@ mod tests {
         let app = routes(Gateway {
             service: f.service.clone(),
             tenant: Tenant::parse("t").unwrap(),
+            auth: None,
             config: Arc::new(WsConfig {
                 ping_every: Duration::from_secs(1),
                 ..WsConfig::default()

@@ -497,6 +497,7 @@ impl Config {
             shutdown: self.shutdown.clone(),
             http: self.http.clone(),
             probe_timeout: self.health.timeout,
+            auth: None,
         }
     }
 
@@ -506,6 +507,7 @@ impl Config {
             name: to.as_str().to_owned(),
             url: self.endpoint(to),
             policy: self.resilience.clients.for_service(to).clone(),
+            bearer: None,
         }
     }
 

@@ -97,6 +97,7 @@ pub async fn run(
             scope: targets::Scope::new(&config.scan),
             default_ports: config.scan.default_ports.clone(),
             max_hosts: config.scan.max_hosts_per_scan,
+            quota: config.scan.quota,
         });
         true
     };

@@ -10,7 +10,7 @@ use phantom_kit::{
     telemetry,
     time::{now_micros, timestamp_now},
 };
-use phantom_layers::{Error, status::echo};
+use phantom_layers::{Error, auth::audit, status::echo};
 use phantom_proto::pb::{self, scan_orchestrator_server::ScanOrchestrator};
 use tokio::sync::{broadcast, mpsc};
 
@@ -46,6 +46,54 @@ pub struct Core {
     pub default_ports: String,
     /// Most addresses per scan.
     pub max_hosts: u32,
+    /// What one tenant may ask for.
+    pub quota: crate::settings::QuotaConfig,
+}
+
+/// The window of the daily hosts quota.
+const QUOTA_DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl Core {
+    /// Refuses a scan of `hosts` addresses that would take `tenant` past its quotas, with
+    /// RESOURCE_EXHAUSTED and when to retry.
+    async fn within_quota(&self, tenant: &Tenant, hosts: usize) -> Result<(), Error> {
+        let quota = self.quota;
+        if quota.max_active_scans == 0 && quota.max_hosts_per_day == 0 {
+            return Ok(());
+        }
+        let now = now_micros();
+        let day = i64::try_from(QUOTA_DAY.as_micros()).unwrap_or(i64::MAX);
+        let usage = self
+            .runner
+            .store()
+            .tenant_usage(tenant, now - day)
+            .await
+            .map_err(Error::from)?;
+        if quota.max_active_scans > 0 && usage.active_scans >= quota.max_active_scans {
+            return Err(Error::ResourceExhausted {
+                message: format!(
+                    "{} scans are pending or running, the tenant's limit (scan.quota.max_active_scans); retry when one ends",
+                    usage.active_scans
+                ),
+                retry_after: Some(std::time::Duration::from_secs(30)),
+            });
+        }
+        let hosts = hosts as u64;
+        if quota.max_hosts_per_day > 0 && usage.hosts + hosts > quota.max_hosts_per_day {
+            let frees_at = usage
+                .oldest
+                .map_or(0, |oldest| oldest + day - now)
+                .max(1_000_000);
+            return Err(Error::ResourceExhausted {
+                message: format!(
+                    "{} addresses scanned in the last 24 hours and {hosts} asked: over the tenant's {} a day (scan.quota.max_hosts_per_day)",
+                    usage.hosts, quota.max_hosts_per_day
+                ),
+                retry_after: Some(std::time::Duration::from_micros(frees_at.unsigned_abs())),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The gRPC service.
@@ -110,6 +158,14 @@ impl ScanOrchestrator for ScanOrchestratorService {
         request: Request<pb::CreateScanRequest>,
     ) -> Result<Response<pb::Scan>, Status> {
         let tenant = tenant_of(&request)?;
+        audit::target(&request, || {
+            let r = request.get_ref();
+            format!(
+                "targets {} ports {}",
+                echo(&r.targets.join(",")),
+                echo(&r.ports)
+            )
+        });
         let request_id = request
             .extensions()
             .get::<phantom_layers::RequestId>()
@@ -167,6 +223,8 @@ impl ScanOrchestrator for ScanOrchestratorService {
                 return Err(err.into());
             }
         };
+
+        core.within_quota(&tenant, resolved.len()).await?;
 
         let scan = ScanRecord {
             id: ScanId::generate(),
@@ -269,6 +327,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
         request: Request<pb::CancelScanRequest>,
     ) -> Result<Response<pb::Scan>, Status> {
         let tenant = tenant_of(&request)?;
+        audit::target(&request, || format!("scan {}", echo(&request.get_ref().id)));
         let core = self.core.get()?;
         let id = &scan_id("id", &request.get_ref().id)?;
         let scan = get_scan(core, &tenant, id).await?;

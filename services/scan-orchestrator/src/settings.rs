@@ -40,6 +40,8 @@ pub struct ScanConfig {
     pub default_ports: String,
     /// Most addresses one scan may cover after CIDR expansion and name resolution.
     pub max_hosts_per_scan: u32,
+    /// What one tenant may ask for, whichever key or replica it calls.
+    pub quota: QuotaConfig,
     /// Most connection attempts in flight for one scan.
     pub max_in_flight: usize,
     /// How long a TCP connect may take before the port counts as filtered.
@@ -144,11 +146,34 @@ impl Default for NmapConfig {
     }
 }
 
+/// A tenant's scan quotas. Checked when a scan is created, against what the database holds:
+/// every replica counts the same scans. Two creations racing on two replicas may both pass
+/// the last free place (the check and the insert are not one transaction): the quota can be
+/// exceeded by the number of concurrent `CreateScan` calls, never more.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Scans PENDING or RUNNING at once per tenant (0: no limit).
+    pub max_active_scans: u64,
+    /// Addresses per tenant over any 24 hours, summed over the scans it created (0: no limit).
+    pub max_hosts_per_day: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            max_active_scans: 16,
+            max_hosts_per_day: 65_536,
+        }
+    }
+}
+
 impl Default for ScanConfig {
     fn default() -> Self {
         Self {
             default_ports: "1-1024".to_owned(),
             max_hosts_per_scan: 256,
+            quota: QuotaConfig::default(),
             max_in_flight: 512,
             connect_timeout: Duration::from_millis(1000),
             banner_timeout: Duration::from_millis(500),

@@ -336,6 +336,15 @@ impl VulnAnalyzer for VulnAnalyzerService {
         request: Request<pb::AnalyzeFindingsRequest>,
     ) -> Result<Response<pb::AnalyzeFindingsResponse>, Status> {
         let tenant = tenant_of(&request)?;
+        phantom_layers::auth::audit::target(&request, || {
+            let findings = &request.get_ref().findings;
+            let scan = findings.first().map_or("", |f| f.scan_id.as_str());
+            format!(
+                "{} findings of scan {}",
+                findings.len(),
+                phantom_layers::status::echo(scan)
+            )
+        });
         let findings = request.into_inner().findings;
         validate(&findings)?;
         let core = self.core.get()?;
@@ -358,6 +367,12 @@ impl VulnAnalyzer for VulnAnalyzerService {
         request: Request<pb::WarmScanRequest>,
     ) -> Result<Response<pb::WarmScanResponse>, Status> {
         let tenant = tenant_of(&request)?;
+        phantom_layers::auth::audit::target(&request, || {
+            format!(
+                "scan {}",
+                phantom_layers::status::echo(&request.get_ref().scan_id)
+            )
+        });
         let r = request.into_inner();
         if r.scan_id.trim().is_empty() {
             return Err(Error::invalid("scan_id", "is required").into());

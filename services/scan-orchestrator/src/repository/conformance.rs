@@ -87,6 +87,44 @@ pub async fn run_all(store: &dyn ScanRepository, analyses: &dyn AnalysesTable) {
     scan_lifecycle_ends_in_exactly_one_final_state(store).await;
     claims_are_exclusive_and_lapsed_leases_are_taken_over(store).await;
     findings_are_deduplicated_per_scan_and_paged(store, analyses).await;
+    usage_counts_active_scans_and_the_window_hosts_of_one_tenant(store).await;
+}
+
+/// A tenant's usage counts its unfinished scans and the addresses of the scans it created in
+/// the window, and nothing of another tenant's.
+pub async fn usage_counts_active_scans_and_the_window_hosts_of_one_tenant(
+    store: &dyn ScanRepository,
+) {
+    let t = tenant();
+    assert_eq!(
+        store.tenant_usage(&t, 0).await.unwrap(),
+        super::TenantUsage::default()
+    );
+    let mut old = sample_scan(&t);
+    old.created_at = 1_000;
+    old.state = ScanState::Succeeded;
+    let mut running = sample_scan(&t);
+    running.created_at = 2_000;
+    running.state = ScanState::Running;
+    running.resolved.push(ResolvedTarget {
+        hostname: None,
+        address: "127.0.0.2".parse().expect("address"),
+    });
+    let mut pending = sample_scan(&t);
+    pending.created_at = 3_000;
+    for scan in [&old, &running, &pending] {
+        store.insert_scan(scan).await.unwrap();
+    }
+    store.insert_scan(&sample_scan(&tenant())).await.unwrap();
+    let usage = store.tenant_usage(&t, 1_500).await.unwrap();
+    assert_eq!(
+        usage,
+        super::TenantUsage {
+            active_scans: 2,
+            hosts: 3,
+            oldest: Some(2_000),
+        }
+    );
 }
 
 /// A stored scan reads back equal, and another tenant cannot see it.

@@ -204,11 +204,27 @@ pub enum InsertScan {
     Existing(Box<ScanRecord>),
 }
 
+/// A tenant's use of its scan quotas ([`ScanRepository::tenant_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// Scans PENDING or RUNNING.
+    pub active_scans: u64,
+    /// Addresses of the scans created in the window.
+    pub hosts: u64,
+    /// When the oldest scan of the window was created (microseconds), if there is one: the
+    /// window frees its hosts then.
+    pub oldest: Option<i64>,
+}
+
 /// What the scan-orchestrator stores: scans, their leases, and their findings.
 #[async_trait]
 pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
     /// Scans per state, all tenants (for metrics).
     async fn scan_counts(&self) -> Result<Vec<(ScanState, u64)>, StoreError>;
+
+    /// What `tenant` uses of its quotas: scans not finished, and addresses of the scans it
+    /// created at or after `since` (microseconds).
+    async fn tenant_usage(&self, tenant: &Tenant, since: i64) -> Result<TenantUsage, StoreError>;
 
     /// Stores a new scan, unless its idempotency key was used before by the same tenant.
     async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError>;

@@ -10,7 +10,7 @@ use phantom_storage::{
 };
 use sqlx::{Row, any::AnyRow};
 
-use super::{FindingRecord, InsertScan, ScanProgress, ScanRecord, ScanRepository};
+use super::{FindingRecord, InsertScan, ScanProgress, ScanRecord, ScanRepository, TenantUsage};
 
 /// The SQL implementation of [`ScanRepository`].
 #[derive(Debug, Clone)]
@@ -201,15 +201,41 @@ impl ScanRepository for SqlScanRepository {
             .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "tenant_usage", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "tenant_usage"))]
+    async fn tenant_usage(&self, tenant: &Tenant, since: i64) -> Result<TenantUsage, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+             CAST(COALESCE(SUM(CASE WHEN state IN ($2, $3) THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             AS active, \
+             CAST(COALESCE(SUM(CASE WHEN created_at >= $4 THEN hosts ELSE 0 END), 0) AS BIGINT) \
+             AS hosts, \
+             MIN(CASE WHEN created_at >= $4 THEN created_at END) AS oldest \
+             FROM scans WHERE tenant = $1 AND (state IN ($2, $3) OR created_at >= $4)",
+        )
+        .bind(tenant.to_string())
+        .bind(i64::from(ScanState::Pending as i32))
+        .bind(i64::from(ScanState::Running as i32))
+        .bind(since)
+        .fetch_one(self.db.pool())
+        .await?;
+        let active: i64 = row.try_get("active")?;
+        let hosts: i64 = row.try_get("hosts")?;
+        Ok(TenantUsage {
+            active_scans: active.unsigned_abs(),
+            hosts: hosts.unsigned_abs(),
+            oldest: row.try_get("oldest")?,
+        })
+    }
+
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "insert_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "insert_scan"))]
     async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError> {
         let result = sqlx::query(
             "INSERT INTO scans (id, tenant, state, targets, resolved, ports, scanner, \
              progress_percent, findings_count, probes_total, probes_done, idempotency_key, \
              error, request_id, created_at, started_at, finished_at, owner, lease_until, claims, \
-             trace_context) \
+             trace_context, hosts) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21)",
+             $18, $19, $20, $21, $22)",
         )
         .bind(scan.id.to_string())
         .bind(scan.tenant.to_string())
@@ -232,6 +258,7 @@ impl ScanRepository for SqlScanRepository {
         .bind(scan.lease_until)
         .bind(to_i64(scan.claims))
         .bind(scan.trace_context.clone())
+        .bind(to_i64(scan.resolved.len() as u64))
         .execute(self.db.pool())
         .await;
         match result {
