@@ -26,20 +26,31 @@ use crate::{checks::status_name, service::Aggregator};
 pub struct Collector {
     clients: Vec<(String, MetricsClient<tonic::transport::Channel>)>,
     timeout: Duration,
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// One answer per service: its name, and what it said about itself.
 type Collected<'a> = Vec<(&'a str, pb::GetMetricsResponse)>;
 
 impl Collector {
-    /// A collector over the channels to the services, each call bounded by `timeout`.
-    pub fn new(channels: &[(String, tonic::transport::Channel)], timeout: Duration) -> Self {
+    /// A collector over the channels to the services, each call bounded by `timeout` and
+    /// carrying `bearer` as its `authorization`.
+    pub fn new(
+        channels: &[(String, tonic::transport::Channel)],
+        timeout: Duration,
+        bearer: Option<::http::HeaderValue>,
+    ) -> Self {
         Self {
             clients: channels
                 .iter()
                 .map(|(service, channel)| (service.clone(), MetricsClient::new(channel.clone())))
                 .collect(),
             timeout,
+            bearer: bearer.and_then(|b| {
+                let mut value = tonic::metadata::MetadataValue::try_from(b.as_bytes()).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }),
         }
     }
 
@@ -50,11 +61,13 @@ impl Collector {
         let answers = futures::future::join_all(self.clients.iter().map(|(name, client)| {
             let mut client = client.clone();
             async move {
-                let r = tokio::time::timeout(
-                    self.timeout,
-                    client.get_metrics(pb::GetMetricsRequest {}),
-                )
-                .await;
+                let mut request = tonic::Request::new(pb::GetMetricsRequest {});
+                if let Some(bearer) = &self.bearer {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.clone());
+                }
+                let r = tokio::time::timeout(self.timeout, client.get_metrics(request)).await;
                 (
                     name.as_str(),
                     r.ok().and_then(Result::ok).map(tonic::Response::into_inner),

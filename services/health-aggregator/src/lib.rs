@@ -51,7 +51,11 @@ pub async fn run(
     );
     let http_router = http::router(
         aggregator.clone(),
-        http::Collector::new(aggregator.checker().channels(), config.health.timeout),
+        http::Collector::new(
+            aggregator.checker().channels(),
+            config.health.timeout,
+            config.bearer.clone(),
+        ),
         phantom_kit::http::AllowedHosts::new(&config.health.http_allowed_hosts),
         context.secrets.clone(),
     );

@@ -24,6 +24,9 @@ pub struct Config {
     pub redis_url: String,
     /// The LLM endpoint it checks, if one is configured.
     pub llm: Option<LlmTarget>,
+    /// Its own credential (`Bearer …`, the services' token), sent when it collects the
+    /// services' metrics: `GetMetrics` is for operators and services only.
+    pub bearer: Option<http::HeaderValue>,
 }
 
 /// A PHANTOM service to watch (its `grpc.health.v1` Watch stream) and collect metrics from.

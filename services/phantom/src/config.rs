@@ -581,6 +581,7 @@ impl Config {
                 base_url: llm.base_url.clone(),
                 api_key: llm.api_key.clone(),
             }),
+            bearer: None,
         }
     }
 }
