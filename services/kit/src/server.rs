@@ -153,8 +153,8 @@ pub enum ServeError {
 /// Serves `router` (health NOT_SERVING) while `init` brings the service's dependencies up,
 /// then reports SERVING. `init` returns false when shutdown came first.
 ///
-/// `probe_port`, if given, serves the same health statuses (and the metrics) plaintext until
-/// the API server has drained: what Kubernetes probes ask.
+/// `probe_port`, if given, serves the same health statuses plaintext until the API server has
+/// drained: what Kubernetes probes ask.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_when_ready(
     name: &'static str,
@@ -191,7 +191,6 @@ pub async fn serve_when_ready(
 pub struct HealthHandle {
     reporter: HealthReporter,
     services: Vec<String>,
-    metrics: crate::metrics::MetricsService,
 }
 
 impl std::fmt::Debug for HealthHandle {
@@ -247,8 +246,10 @@ impl HealthHandle {
         });
     }
 
-    /// Serves this server's `grpc.health.v1` (the same statuses) and `phantom.v1.Metrics` on
-    /// `listener`, plaintext, until `stop`: the probes' port, apart from the API port.
+    /// Serves this server's `grpc.health.v1` (the same statuses) on `listener`, plaintext and
+    /// without credentials, until `stop`: the probes' port, apart from the API port. The
+    /// kubelet sends neither a client certificate nor a token, so this port serves health
+    /// and nothing else: metrics are read on the API port, with credentials.
     pub async fn serve_probe_port(
         &self,
         name: &'static str,
@@ -264,9 +265,6 @@ impl HealthHandle {
         );
         grpc_server()
             .add_service(health)
-            .add_service(phantom_proto::pb::metrics_server::MetricsServer::new(
-                self.metrics.clone(),
-            ))
             .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
             .await?;
         Ok(())
@@ -379,7 +377,6 @@ pub fn router(
     let health = HealthHandle {
         reporter,
         services: services.iter().map(|s| (*s).to_owned()).collect(),
-        metrics: metrics.clone(),
     };
     let reflection = || {
         tonic_reflection::server::Builder::configure()
