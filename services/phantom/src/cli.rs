@@ -97,6 +97,8 @@ enum Command {
             default_value = "http://127.0.0.1:50051"
         )]
         addr: String,
+        #[command(flatten)]
+        credentials: commands::remote::Credentials,
     },
 
     /// Follow the notifications of rooms as they are published; reconnect and resume, without
@@ -135,6 +137,8 @@ enum Command {
             default_value = "http://127.0.0.1:50053"
         )]
         addr: String,
+        #[command(flatten)]
+        credentials: commands::remote::Credentials,
     },
 
     /// Measure one real RPC over loopback with every resilience layer on and off, and under
@@ -175,6 +179,8 @@ enum Command {
             default_value = "http://127.0.0.1:50054"
         )]
         addr: String,
+        #[command(flatten)]
+        credentials: commands::remote::Credentials,
     },
 }
 
@@ -226,6 +232,12 @@ enum BenchSuite {
         #[arg(long, default_value_t = 64)]
         max_rss_growth_mib: u64,
     },
+}
+
+/// The data directory of the configuration at `path` (and the environment): where
+/// `phantom up` keeps the local admin key the client commands use on this machine.
+fn data_dir(path: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    Config::load(path).ok().map(|c| c.storage.data_dir)
 }
 
 fn parse_service(s: &str) -> Result<ServiceName, String> {
@@ -302,7 +314,9 @@ impl Cli {
                 no_wait,
                 output,
                 addr,
+                mut credentials,
             } => {
+                credentials.data_dir = data_dir(self.config.as_deref());
                 commands::scan::run(commands::scan::Args {
                     addr,
                     targets,
@@ -311,10 +325,18 @@ impl Cli {
                     idempotency_key: idempotency_key.unwrap_or_default(),
                     wait: !no_wait,
                     output,
+                    credentials,
                 })
                 .await
             }
-            Command::Health { output, addr } => commands::health::run(&addr, output).await,
+            Command::Health {
+                output,
+                addr,
+                mut credentials,
+            } => {
+                credentials.data_dir = data_dir(self.config.as_deref());
+                commands::health::run(&addr, &credentials, output).await
+            }
             Command::Watch {
                 rooms,
                 after,
@@ -323,7 +345,9 @@ impl Cli {
                 min_severity,
                 output,
                 addr,
+                mut credentials,
             } => {
+                credentials.data_dir = data_dir(self.config.as_deref());
                 commands::watch::run(commands::watch::Args {
                     addr,
                     rooms,
@@ -332,6 +356,7 @@ impl Cli {
                     types,
                     min_severity,
                     output,
+                    credentials,
                 })
                 .await
             }

@@ -10,8 +10,8 @@ use super::Output;
 use super::{connect, exit_for, print_status, terminal::inert};
 
 /// Prints the system's health; exit status 1 when it is unhealthy.
-pub async fn run(addr: &str, output: Output) -> ExitCode {
-    let channel = match connect(addr).await {
+pub async fn run(addr: &str, credentials: &super::remote::Credentials, output: Output) -> ExitCode {
+    let channel = match connect(addr, credentials).await {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod migrate;
+pub mod remote;
 pub mod scan;
 pub(crate) mod terminal;
 pub mod watch;
@@ -74,6 +75,11 @@ fn status_text(what: &str, status: &tonic::Status) -> String {
     if status.code() == tonic::Code::Unavailable {
         out.push_str("  is the server running? (`make run` or `phantom up`)\n");
     }
+    if status.code() == tonic::Code::Unauthenticated {
+        out.push_str(
+            "  pass an API key with --token or PHANTOM_TOKEN (`phantom auth key create`)\n",
+        );
+    }
     out
 }
 
@@ -88,22 +94,21 @@ pub(crate) fn exit_for(status: &tonic::Status) -> std::process::ExitCode {
     }
 }
 
-/// Connects to `addr`, or explains why it cannot.
+/// Connects to `addr` with `credentials`, or explains why it cannot.
 pub(crate) async fn connect(
     addr: &str,
-) -> Result<tonic::transport::Channel, std::process::ExitCode> {
-    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned()).map_err(|e| {
-        errln!("phantom: {addr:?} is not a URL: {e}");
-        std::process::ExitCode::from(2)
-    })?;
-    endpoint
+    credentials: &remote::Credentials,
+) -> Result<remote::RemoteChannel, std::process::ExitCode> {
+    let channel = credentials
+        .endpoint(addr)?
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
         .await
         .map_err(|e| {
             errln!("phantom: cannot connect to {addr}: {e}\n  is the server running? (`make run` or `phantom up`)");
             std::process::ExitCode::FAILURE
-        })
+        })?;
+    credentials.wrap(addr, channel)
 }
 
 /// RFC 3339 text of a protobuf timestamp.

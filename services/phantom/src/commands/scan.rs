@@ -2,12 +2,12 @@
 
 use std::{process::ExitCode, time::Duration};
 
+use super::remote::RemoteChannel;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use super::Output;
 use super::{connect, exit_for, print_status, rfc3339, terminal::inert};
@@ -29,6 +29,8 @@ pub struct Args {
     pub wait: bool,
     /// Output format.
     pub output: Output,
+    /// The credential and transport.
+    pub credentials: super::remote::Credentials,
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -45,7 +47,7 @@ fn severity_name(severity: i32) -> &'static str {
 
 /// Submits a scan, follows it, prints its findings.
 pub async fn run(args: Args) -> ExitCode {
-    let channel = match connect(&args.addr).await {
+    let channel = match connect(&args.addr, &args.credentials).await {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -103,7 +105,7 @@ pub async fn run(args: Args) -> ExitCode {
 
 /// Follows the scan's events with a progress bar until it reaches a final state.
 async fn follow(
-    client: &mut ScanOrchestratorClient<Channel>,
+    client: &mut ScanOrchestratorClient<RemoteChannel>,
     scan: &pb::Scan,
     output: Output,
 ) -> Result<pb::Scan, tonic::Status> {
@@ -149,7 +151,7 @@ async fn follow(
 }
 
 async fn all_findings(
-    client: &mut ScanOrchestratorClient<Channel>,
+    client: &mut ScanOrchestratorClient<RemoteChannel>,
     scan_id: &str,
 ) -> Result<Vec<pb::Finding>, tonic::Status> {
     let mut out = Vec::new();

@@ -115,6 +115,8 @@ pub struct Args {
     pub min_severity: Option<MinSeverity>,
     /// Output format.
     pub output: Output,
+    /// The credential and transport.
+    pub credentials: super::remote::Credentials,
 }
 
 /// Parses `room:sequence` (the room may itself contain `:`).
@@ -387,7 +389,14 @@ async fn subscribe(
         c = endpoint.connect() => c,
     };
     let channel = match connected {
-        Ok(c) => c,
+        Ok(c) => match args.credentials.wrap(&args.addr, c) {
+            Ok(c) => c,
+            Err(_) => {
+                return Ended::Refused(Status::invalid_argument(
+                    "the token has characters a header cannot carry",
+                ));
+            }
+        },
         Err(e) => {
             // The transport error's own text is only "transport error": say why.
             let mut why = e.to_string();
@@ -466,7 +475,7 @@ fn describe(status: &Status) -> String {
 /// Follows the rooms until Ctrl-C or SIGTERM (exit 0), or a refusal (exit 2 for the caller's
 /// mistakes).
 pub async fn run(args: Args) -> ExitCode {
-    let endpoint = match Endpoint::from_shared(args.addr.clone()) {
+    let endpoint = match args.credentials.endpoint(&args.addr) {
         // Keep-alives find a notifier that vanished without closing the connection.
         Ok(e) => e
             .connect_timeout(Duration::from_secs(5))
@@ -474,10 +483,7 @@ pub async fn run(args: Args) -> ExitCode {
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true),
-        Err(e) => {
-            errln!("phantom: {:?} is not a URL: {e}", args.addr);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
