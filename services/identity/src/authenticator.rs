@@ -118,7 +118,45 @@ impl Authenticate for Authenticator {
 
 #[cfg(test)]
 mod tests {
+    use phantom_layers::auth::Identity;
+
     use super::*;
+    use crate::{
+        Secret,
+        keys::tests::{scopes, setup, tenant},
+    };
+
+    #[tokio::test]
+    async fn each_form_goes_to_its_checker() {
+        let (keys, _, _) = setup();
+        let (info, key) = keys
+            .store()
+            .create(tenant(), scopes(), "ci", None)
+            .await
+            .unwrap();
+        let token = ServiceToken::new(Secret::new("t".repeat(32))).unwrap();
+        let bearer = token.bearer("notifier");
+        let without = Authenticator::new(keys.clone());
+        assert_eq!(without.authenticate(&bearer).await, Err(Refusal::Unknown));
+        assert!(without.is_cheap(&bearer), "refused from memory");
+        let auth = without.with_service_token(token);
+
+        let p = auth.authenticate(&key).await.unwrap();
+        assert_eq!(p.identity, Identity::ApiKey { key_id: info.id });
+        assert_eq!(
+            auth.authenticate(&bearer).await.unwrap(),
+            Principal::service("notifier")
+        );
+        assert!(auth.is_cheap(&bearer));
+        for garbage in ["", "Basic abc", "eyJh.eyJz.c2ln", "phx_abc"] {
+            assert_eq!(
+                auth.authenticate(garbage).await,
+                Err(Refusal::Unknown),
+                "{garbage:?}"
+            );
+            assert!(auth.is_cheap(garbage), "{garbage:?}");
+        }
+    }
 
     #[test]
     fn jwt_shape_is_three_base64url_parts() {

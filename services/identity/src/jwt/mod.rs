@@ -236,3 +236,6 @@ impl Authenticate for Jwt {
             .is_ok_and(|h| self.inner.current().find(h.kid.as_deref()).is_some())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -33,4 +33,4 @@ pub use store::KeyStore;
 pub(crate) use format::random_bytes;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

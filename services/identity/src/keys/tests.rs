@@ -20,7 +20,7 @@ use crate::{
 
 /// A key repository in memory that counts lookups and writes, and can be made to fail.
 #[derive(Debug, Default)]
-struct Memory {
+pub(crate) struct Memory {
     keys: Mutex<HashMap<String, KeyRecord>>,
     finds: AtomicUsize,
     touches: AtomicUsize,
@@ -77,18 +77,18 @@ impl KeyRepository for Memory {
 
 const TTL: Duration = Duration::from_secs(30);
 
-fn tenant() -> Tenant {
+pub(crate) fn tenant() -> Tenant {
     Tenant::parse("acme").unwrap()
 }
 
-fn scopes() -> Scopes {
+pub(crate) fn scopes() -> Scopes {
     [Scope::ScansRead, Scope::FindingsRead]
         .into_iter()
         .collect()
 }
 
 /// Keys over a fresh memory repository, with a wall clock the test moves.
-fn setup() -> (ApiKeys, Arc<Memory>, Arc<AtomicI64>) {
+pub(crate) fn setup() -> (ApiKeys, Arc<Memory>, Arc<AtomicI64>) {
     let memory = Arc::new(Memory::default());
     let store = KeyStore::new(memory.clone(), &Secret::new("s".repeat(32)));
     let now = Arc::new(AtomicI64::new(now_micros()));
