@@ -75,7 +75,12 @@ impl Default for AuthConfig {
 impl AuthConfig {
     /// Checks what the types cannot; keys are relative to `[auth]`.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.enabled && self.key_secret.expose().len() < MIN_KEY_SECRET_BYTES {
+        // Empty: not configured here. `phantom up` then keeps one in its data directory;
+        // `phantom serve` refuses to start without one.
+        if self.enabled
+            && !self.key_secret.is_empty()
+            && self.key_secret.expose().len() < MIN_KEY_SECRET_BYTES
+        {
             return Err(Invalid::new(
                 "key_secret",
                 format!(
@@ -244,9 +249,15 @@ mod tests {
     }
 
     #[test]
-    fn enabled_auth_needs_a_long_key_secret() {
-        let err = AuthConfig::default().validate().unwrap_err();
+    fn a_key_secret_is_long_or_left_to_the_binary() {
+        let err = AuthConfig {
+            key_secret: Secret::new("short"),
+            ..AuthConfig::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.key, "key_secret");
+        AuthConfig::default().validate().unwrap();
         enabled().validate().unwrap();
         AuthConfig {
             enabled: false,

@@ -70,6 +70,8 @@ const ENV_ALIASES: &[(&str, &[&str])] = &[
         &["endpoints", "health_aggregator"],
     ),
     ("PHANTOM_DATA_DIR", &["storage", "data_dir"]),
+    ("PHANTOM_AUTH_KEY_SECRET", &["auth", "key_secret"]),
+    ("PHANTOM_AUTH_SERVICE_TOKEN", &["auth", "service_token"]),
     ("DATABASE_URL", &["storage", "database_url"]),
     ("REDIS_URL", &["cache", "redis_url"]),
     ("PHANTOM_LOG", &["telemetry", "log_filter"]),
@@ -96,8 +98,11 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The cache.
     pub cache: CacheConfig,
-    /// Which tenant calls act for.
+    /// Which tenant calls act for when authentication is off; with it on, a call acts for
+    /// its credential's tenant.
     pub tenancy: TenancyConfig,
+    /// Who may call (API keys, JWTs, the services' token).
+    pub auth: phantom_identity::AuthConfig,
     /// The scan-orchestrator.
     pub scan: ScanConfig,
     /// The vuln-analyzer.
@@ -133,9 +138,9 @@ pub struct ListenConfig {
     pub http: SocketAddr,
     /// notifier WebSocket gateway (`PHANTOM_WS_ADDR`).
     pub ws: SocketAddr,
-    /// `phantom serve`: a second, always plaintext gRPC port with only `grpc.health.v1` and
-    /// `phantom.v1.Metrics` (`PHANTOM_HEALTH_ADDR`, e.g. `0.0.0.0:9090`), so Kubernetes
-    /// probes keep working whatever the API port's transport security. Empty: none.
+    /// `phantom serve`: a second, always plaintext gRPC port with only `grpc.health.v1`
+    /// (`PHANTOM_HEALTH_ADDR`, e.g. `0.0.0.0:9090`), so Kubernetes probes keep working whatever
+    /// the API port's transport security and credentials. Empty: none.
     pub health: String,
 }
 
@@ -343,6 +348,7 @@ impl Config {
             }
         }
         self.analyzer.validate().map_err(within("analyzer"))?;
+        self.auth.validate().map_err(within("auth"))?;
         self.health.validate().map_err(within("health"))?;
         if !self.listen.health.is_empty() && self.listen.health.parse::<SocketAddr>().is_err() {
             return Err(bad(
@@ -430,6 +436,10 @@ impl Config {
             }
         }
         secrets.register(&self.analyzer.llm.api_key);
+        secrets.register(self.auth.key_secret.expose());
+        if let Some(token) = &self.auth.service_token {
+            secrets.register(token.expose());
+        }
         for w in &self.notifier.webhooks {
             register_url_secret(secrets, w.url.expose());
         }
@@ -501,14 +511,27 @@ impl Config {
         }
     }
 
-    /// Where `to` is, and how its callers call it.
-    pub fn peer(&self, to: ServiceName) -> Peer {
+    /// Where `to` is, and how `from` calls it (with its own credential).
+    pub fn peer(&self, from: ServiceName, to: ServiceName) -> Peer {
         Peer {
             name: to.as_str().to_owned(),
             url: self.endpoint(to),
             policy: self.resilience.clients.for_service(to).clone(),
-            bearer: None,
+            bearer: self.service_bearer(from),
         }
+    }
+
+    /// What `service` sends as its `authorization` to its peers: the services' token with its
+    /// name, when authentication is on and a token is configured (`phantom up` makes one).
+    pub fn service_bearer(&self, service: ServiceName) -> Option<http::HeaderValue> {
+        let secret = self
+            .auth
+            .service_token
+            .as_ref()
+            .filter(|_| self.auth.enabled)?;
+        // Checked when the configuration was read.
+        let token = phantom_identity::ServiceToken::new(secret.clone()).ok()?;
+        phantom_kit::client::bearer_header(&token.bearer(service.as_str()))
     }
 
     /// Every service's migrations. One database holds every service's tables, and a
@@ -520,6 +543,7 @@ impl Config {
             phantom_scan_orchestrator::repository::migrator(),
             phantom_vuln_analyzer::repository::migrator(),
             phantom_notifier::repository::migrator(),
+            phantom_identity::migrator(),
         ]
     }
 
@@ -530,8 +554,8 @@ impl Config {
             storage: self.storage.clone(),
             migrations: Self::migrations(),
             scan: self.scan.clone(),
-            analyzer: self.peer(ServiceName::VulnAnalyzer),
-            notifier: self.peer(ServiceName::Notifier),
+            analyzer: self.peer(ServiceName::ScanOrchestrator, ServiceName::VulnAnalyzer),
+            notifier: self.peer(ServiceName::ScanOrchestrator, ServiceName::Notifier),
         }
     }
 
@@ -581,7 +605,7 @@ impl Config {
                 base_url: llm.base_url.clone(),
                 api_key: llm.api_key.clone(),
             }),
-            bearer: None,
+            bearer: self.service_bearer(ServiceName::HealthAggregator),
         }
     }
 }

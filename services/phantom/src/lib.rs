@@ -8,9 +8,12 @@
 //!   and what each service runs with; the list of services ([`config::ServiceName`]).
 //! - [`bench`]: the load benchmark (`phantom bench`).
 //! - [`bench_notify`]: the notifier's delivery benchmark (`phantom bench notify`).
+//! - [`auth`]: the authenticator a process's services share, what `phantom up` sets up by
+//!   itself (the key secret, the services' token, the local admin key), `phantom auth key`.
 //! - [`up`]: binding listeners and running services in one process.
 //! - [`commands`]: the client commands.
 
+pub mod auth;
 pub mod bench;
 pub mod bench_attacks;
 pub mod bench_notify;

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use phantom_kit::{CancellationToken, Context, Listeners, server::bind, telemetry::Secrets};
+use phantom_kit::{
+    CancellationToken, Context, Listeners, config::ServerAuth, server::bind, telemetry::Secrets,
+};
 use phantom_layers::registry::Registry;
 
 use crate::config::{Config, ServiceName};
@@ -43,6 +45,9 @@ impl System {
         process: &Registry,
         secrets: &Secrets,
     ) -> anyhow::Result<Self> {
+        // What `phantom up` sets up by itself: the API keys' server key (kept in the data
+        // directory) and this process's services' token.
+        crate::auth::prepare_local(&mut config.auth, &config.storage.data_dir)?;
         // Whatever shows a secret of this configuration from now on (a log line written with
         // `secrets`, a report), it shows `***`.
         config.register_secrets(secrets);
@@ -103,6 +108,21 @@ impl System {
         })
     }
 
+    /// What `phantom up` tells its user about credentials.
+    fn auth_summary(&self) -> String {
+        if !self.config.auth.enabled {
+            return "Authentication is OFF (auth.enabled = false): anyone who reaches a port acts for the default tenant.\n".to_owned();
+        }
+        let key = crate::auth::admin_key_path(&self.config.storage.data_dir);
+        format!(
+            "Calls need credentials. On this machine the CLI uses the local admin key {key}\n  \
+             (created on first start); elsewhere pass --token or PHANTOM_TOKEN. With grpcurl:\n  \
+             grpcurl -plaintext -H \"authorization: Bearer $(cat {key})\" {} list\n",
+            self.addresses.scan_orchestrator,
+            key = key.display(),
+        )
+    }
+
     /// Where the services listen.
     pub fn addresses(&self) -> Addresses {
         self.addresses
@@ -117,6 +137,30 @@ impl System {
             .expect("every service has a context")
     }
 
+    /// The authentication the services of this process share, with a working local admin key
+    /// in the data directory (created on first start, or again if it no longer works).
+    async fn local_auth(&self) -> anyhow::Result<Option<ServerAuth>> {
+        let auth = &self.config.auth;
+        if !auth.enabled {
+            tracing::warn!(
+                "Authentication is off (auth.enabled = false): anyone who reaches a port acts for the default tenant"
+            );
+            return Ok(None);
+        }
+        let db = phantom_storage::Database::open(&self.config.storage)
+            .await
+            .context("cannot open the database for the key store")?;
+        let authenticator = phantom_identity::Authenticator::from_config(auth, db).await?;
+        crate::auth::ensure_local_admin(
+            &authenticator,
+            &self.config.tenancy.default_tenant,
+            &self.config.storage.data_dir,
+        )
+        .await?;
+        let shared = std::sync::Arc::new(crate::auth::Deferred::ready(authenticator));
+        Ok(crate::auth::server_auth(auth, shared))
+    }
+
     /// Runs every service until `shutdown` fires or one of them fails (which stops the rest).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         // Apply migrations once, before four services race to: the services then open the
@@ -124,14 +168,21 @@ impl System {
         crate::commands::migrate::migrate_all(&self.config.storage)
             .await
             .context("cannot open the database")?;
+        let auth = self.local_auth().await?;
         let mut tasks = tokio::task::JoinSet::new();
         for (service, listeners, context) in self.listeners {
             let config = self.config.clone();
-            let shutdown = shutdown.clone();
+            let (auth, shutdown) = (auth.clone(), shutdown.clone());
             tasks.spawn(async move {
+                let served = Served {
+                    listeners,
+                    context,
+                    auth,
+                    shutdown,
+                };
                 (
                     service,
-                    run_service(service, config, Vec::new(), listeners, context, shutdown).await,
+                    run_service(service, config, Vec::new(), served).await,
                 )
             });
         }
@@ -148,40 +199,57 @@ impl System {
     }
 }
 
+/// What one service is served with: its listeners, its context, the authentication of its
+/// process, and when to stop.
+struct Served {
+    listeners: Listeners,
+    context: Context,
+    auth: Option<ServerAuth>,
+    shutdown: CancellationToken,
+}
+
 /// Runs `service` of `config`, applying `migrations` when it opens the database (none when
 /// they were applied already).
 async fn run_service(
     service: ServiceName,
     config: Config,
     migrations: Vec<&'static phantom_storage::Migrator>,
-    listeners: Listeners,
-    context: Context,
-    shutdown: CancellationToken,
+    served: Served,
 ) -> anyhow::Result<()> {
+    let Served {
+        listeners,
+        context,
+        auth,
+        shutdown,
+    } = served;
     match service {
         ServiceName::ScanOrchestrator => {
-            let config = phantom_scan_orchestrator::Config {
+            let mut config = phantom_scan_orchestrator::Config {
                 migrations,
                 ..config.scan_orchestrator()
             };
+            config.server.auth = auth;
             phantom_scan_orchestrator::run(config, listeners, context, shutdown).await?
         }
         ServiceName::VulnAnalyzer => {
-            let config = phantom_vuln_analyzer::Config {
+            let mut config = phantom_vuln_analyzer::Config {
                 migrations,
                 ..config.vuln_analyzer()
             };
+            config.server.auth = auth;
             phantom_vuln_analyzer::run(config, listeners, context, shutdown).await?
         }
         ServiceName::Notifier => {
-            let config = phantom_notifier::Config {
+            let mut config = phantom_notifier::Config {
                 migrations,
                 ..config.notifier()
             };
+            config.server.auth = auth;
             phantom_notifier::run(config, listeners, context, shutdown).await?
         }
         ServiceName::HealthAggregator => {
-            let config = config.health_aggregator();
+            let mut config = config.health_aggregator();
+            config.server.auth = auth;
             phantom_health_aggregator::run(config, listeners, context, shutdown).await?
         }
     }
@@ -208,8 +276,14 @@ pub async fn up(
          health-aggregator   {}\n  \
          health (HTTP)       http://{}/health\n  \
          notifier (WS)       ws://{}/ws?rooms=system\n\
-         Try: phantom scan 127.0.0.1 --ports 1-1024   (Ctrl-C stops)\n",
-        a.scan_orchestrator, a.vuln_analyzer, a.notifier, a.health_aggregator, a.http, a.ws
+         Try: phantom scan 127.0.0.1 --ports 1-1024   (Ctrl-C stops)\n{}",
+        a.scan_orchestrator,
+        a.vuln_analyzer,
+        a.notifier,
+        a.health_aggregator,
+        a.http,
+        a.ws,
+        system.auth_summary(),
     );
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, summary.as_bytes())
@@ -255,13 +329,32 @@ pub async fn serve(
     };
     let listeners = Listeners { grpc, http, health };
     let context = Context::new(process.clone(), secrets.clone());
-    run_service(
-        service,
-        config,
-        Config::migrations(),
+    let auth = if config.auth.enabled {
+        if config.auth.key_secret.is_empty() {
+            anyhow::bail!(
+                "auth.key_secret (PHANTOM_AUTH_KEY_SECRET) must be set to serve with authentication \
+                 (at least 32 bytes, the same for every service); or set auth.enabled = false"
+            );
+        }
+        // The key store opens when the database answers; until then only the services'
+        // token is checked.
+        let authenticator = crate::auth::Deferred::open(
+            config.auth.clone(),
+            config.storage.clone(),
+            shutdown.clone(),
+        )?;
+        crate::auth::server_auth(&config.auth, std::sync::Arc::new(authenticator))
+    } else {
+        tracing::warn!(
+            "Authentication is off (auth.enabled = false): anyone who reaches a port acts for the default tenant"
+        );
+        None
+    };
+    let served = Served {
         listeners,
         context,
+        auth,
         shutdown,
-    )
-    .await
+    };
+    run_service(service, config, Config::migrations(), served).await
 }

@@ -80,6 +80,9 @@ fn up_scan_health_and_sigterm_work_as_a_user_would_use_them() {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let out = Command::new(BIN)
+            // As a user runs it: beside `phantom up`, with the same configuration (its data
+            // directory holds the local admin key the command uses).
+            .env("PHANTOM_DATA_DIR", up._data.path())
             .args(["health", "--addr", &up.aggregator])
             .output()
             .unwrap();
@@ -95,6 +98,7 @@ fn up_scan_health_and_sigterm_work_as_a_user_would_use_them() {
     }
 
     let out = Command::new(BIN)
+        .env("PHANTOM_DATA_DIR", up._data.path())
         .args([
             "scan",
             "127.0.0.1",
@@ -117,6 +121,7 @@ fn up_scan_health_and_sigterm_work_as_a_user_would_use_them() {
     assert_eq!(json["findings"][0]["port"], port);
 
     let out = Command::new(BIN)
+        .env("PHANTOM_DATA_DIR", up._data.path())
         .args([
             "scan",
             "127.0.0.1",
@@ -136,6 +141,7 @@ fn up_scan_health_and_sigterm_work_as_a_user_would_use_them() {
 
     // Refused input: exit status 2 and the field named.
     let out = Command::new(BIN)
+        .env("PHANTOM_DATA_DIR", up._data.path())
         .args(["scan", "169.254.169.254", "--addr", &up.orchestrator])
         .output()
         .unwrap();

@@ -23,6 +23,8 @@ fn up(data: &std::path::Path) -> (Killed, String) {
         .env("PHANTOM__SCAN__MAX_IN_FLIGHT", "1")
         .env("PHANTOM__SCAN__BANNER_TIMEOUT", "700ms")
         .env("PHANTOM__SCAN__LEASE", "1s")
+        // Who may call is not this test's subject (tests/tests/identity.rs).
+        .env("PHANTOM__AUTH__ENABLED", "false")
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

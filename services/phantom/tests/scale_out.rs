@@ -114,6 +114,8 @@ async fn two_replicas_of_every_service_share_the_work_and_the_notifications() {
                 .env("PHANTOM_HTTP_ADDR", "127.0.0.1:0")
                 .env("PHANTOM_WS_ADDR", "127.0.0.1:0")
                 .env("PHANTOM__SCAN__MAX_CONCURRENT_SCANS", "2")
+                // Who may call is not this test's subject (tests/tests/identity.rs).
+                .env("PHANTOM__AUTH__ENABLED", "false")
                 .env("PHANTOM__SCAN__BANNER_TIMEOUT", "250ms")
                 .env("PHANTOM__SCAN__CLAIM_EVERY", "200ms")
                 .env_remove("OPENAI_API_KEY")

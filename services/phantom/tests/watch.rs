@@ -32,6 +32,8 @@ fn notifier(port: u16, data: &Path) -> Child {
         .env("PHANTOM_DATA_DIR", data)
         .env("PHANTOM_NOTIFIER_ADDR", format!("127.0.0.1:{port}"))
         .env("PHANTOM_WS_ADDR", "127.0.0.1:0")
+        // Who may call is not this test's subject (tests/tests/identity.rs).
+        .env("PHANTOM__AUTH__ENABLED", "false")
         .env_remove("PHANTOM_CONFIG")
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
