@@ -66,6 +66,7 @@ async fn a_low_limit_answers_resource_exhausted_with_retry_info_and_built_in_cli
         ServiceName::VulnAnalyzer.as_str(),
         &url,
         &ClientPolicy::default(),
+        None,
         &registry,
     )
     .unwrap();

@@ -36,6 +36,9 @@ pub struct ServerSettings {
     /// How long one check of a dependency the server's readiness follows (its database)
     /// may take.
     pub probe_timeout: Duration,
+    /// TLS of the gRPC and HTTP ports (built from `[tls]` by [`crate::tls::Tls::if_enabled`]);
+    /// `None`: plaintext. The probe port is plaintext either way.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// Tenancy.

@@ -118,6 +118,7 @@ async fn analyzer(
         ServiceName::VulnAnalyzer.as_str(),
         &url,
         &client_policy(false),
+        None,
         &Default::default(),
     )?;
     let mut c = VulnAnalyzerClient::new(probe);
@@ -167,6 +168,7 @@ async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run
         ServiceName::VulnAnalyzer.as_str(),
         url,
         &client_policy(on),
+        None,
         &Default::default(),
     )?;
     let run = Arc::new(Mutex::new(Run::default()));

@@ -497,6 +497,8 @@ impl Config {
             shutdown: self.shutdown.clone(),
             http: self.http.clone(),
             probe_timeout: self.health.timeout,
+            // The binary has no `[tls]` section yet: plaintext, as before.
+            tls: None,
         }
     }
 
@@ -506,6 +508,8 @@ impl Config {
             name: to.as_str().to_owned(),
             url: self.endpoint(to),
             policy: self.resilience.clients.for_service(to).clone(),
+            // The binary has no `[tls]` section yet: plaintext, as before.
+            tls: None,
         }
     }
 
