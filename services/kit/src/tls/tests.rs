@@ -442,3 +442,106 @@ async fn wait_for(done: impl Fn() -> bool) -> bool {
     }
     true
 }
+
+#[tokio::test]
+async fn every_grpc_call_carries_the_peer_of_its_connection() {
+    let ca = Ca::new();
+    let server = Files::new(&ca, &ca.leaf(Some("spiffe://phantom.test/notifier"), 1));
+    let caller = Files::new(
+        &ca,
+        &ca.leaf(Some("spiffe://phantom.test/scan-orchestrator"), 2),
+    );
+    let client_tls = Tls::new(&caller.config()).unwrap();
+    let (listener, addr) = listen().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = {
+        let seen = seen.clone();
+        tower::util::MapRequestLayer::new(move |req: http::Request<tonic::body::Body>| {
+            let peer = req
+                .extensions()
+                .get::<phantom_layers::auth::Peer>()
+                .cloned();
+            seen.lock().unwrap().push(peer);
+            req
+        })
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(record)
+            .add_service(health)
+            .serve_with_incoming_shutdown(
+                incoming(listener, Some(Tls::new(&server.config()).unwrap())),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let url = format!("https://127.0.0.1:{}", addr.port());
+    let channel =
+        crate::client::connect_lazy(&url, Duration::from_secs(10), Some(&client_tls)).unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+    stop.cancel();
+    let seen = seen.lock().unwrap().clone();
+    let peer = seen[0].clone().expect("the call carries a Peer");
+    assert_eq!(peer.service.as_deref(), Some("scan-orchestrator"));
+    assert!(peer.remote_addr.is_some());
+}
+
+#[tokio::test]
+async fn the_http_port_serves_tls_with_the_peer_and_the_client_address() {
+    use axum::{Extension, extract::ConnectInfo, routing::get};
+    let ca = Ca::new();
+    let server = Files::new(&ca, &ca.leaf(Some("spiffe://phantom.test/notifier"), 1));
+    let tls = Tls::new(&server.config()).unwrap();
+    let (listener, addr) = listen().await;
+    let app = axum::Router::new().route(
+        "/",
+        get(
+            |ConnectInfo(from): ConnectInfo<SocketAddr>,
+             Extension(peer): Extension<phantom_layers::auth::Peer>| async move {
+                format!("{} {}", from.ip(), peer.service.unwrap_or_default())
+            },
+        ),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            crate::http::serve(
+                "test",
+                listener,
+                app,
+                &crate::http::HttpLimits::default(),
+                Some(&tls),
+                &Default::default(),
+                stop,
+            )
+            .await
+        }
+    });
+    let mut config = (*client_config(
+        &ca,
+        &ca.leaf(Some("spiffe://phantom.test/scan-orchestrator"), 2),
+    ))
+    .clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut tls = handshake(addr, Arc::new(config)).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(DEADLINE, tls.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .ok();
+    stop.cancel();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with("127.0.0.1 scan-orchestrator"),
+        "{response}"
+    );
+}
