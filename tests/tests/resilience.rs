@@ -67,6 +67,7 @@ async fn a_low_limit_answers_resource_exhausted_with_retry_info_and_built_in_cli
         &url,
         &ClientPolicy::default(),
         None,
+        None,
         &registry,
     )
     .unwrap();

@@ -67,6 +67,7 @@ pub async fn run(
                 listener,
                 http_router,
                 &config.server.http,
+                config.server.tls.as_ref(),
                 &context.registry,
                 shutdown.clone(),
             )

@@ -11,7 +11,9 @@
 //!    its stream ends); its rejections are local, so it sits above the breaker, which must
 //!    only judge the dependency's own answers;
 //! 6. **circuit breaker**: fails fast while the dependency is down;
-//! 7. the channel, with its connect timeout and per-call timeout.
+//! 7. the channel, with its connect timeout and per-call timeout; over TLS (mTLS: this
+//!    service's certificate presented, the peer's verified against the CA) when the caller
+//!    has a [`Tls`] handle.
 
 use http::{HeaderValue, header::AUTHORIZATION};
 use phantom_layers::{
@@ -27,7 +29,10 @@ use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 use tower_http::set_header::{SetRequestHeader, SetRequestHeaderLayer};
 
-use crate::config::ClientPolicy;
+use crate::{
+    config::ClientPolicy,
+    tls::{Tls, TlsConnector},
+};
 
 /// Another service, as one of its callers reaches it: its name, its URL and the policy of the
 /// calls (timeout, retries, bulkhead, breaker). The composing binary says where each is.
@@ -42,6 +47,9 @@ pub struct Peer {
     /// The calling service's credential (`Bearer …`, the services' token), sent on every
     /// call; `None` where the peer does not authenticate (or mTLS identifies the caller).
     pub bearer: Option<HeaderValue>,
+    /// The calling service's TLS, if calls go over TLS (the peer's certificate must then
+    /// name the URL's host). `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 /// A channel to another PHANTOM service, behind the client-side layers.
@@ -82,16 +90,71 @@ fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::
         .keep_alive_while_idle(true))
 }
 
-/// A lazily-connected channel from `from` to `to` at `url`, with `policy`'s layers. The
-/// first call connects, so a peer that is down at start-up does not stop this service from
-/// starting. Its breaker, retry policy and bulkhead are registered as `from->to` in
-/// `registry` (the calling service's). Every call carries `bearer` as its `authorization`.
+/// A channel to `url` that connects on its first call, over TLS when `tls` is given.
+///
+/// With TLS, the connection is made by our [`TlsConnector`] (with the client configuration
+/// current at each connect, so a rotated certificate is presented by new connections), and
+/// tonic is handed the URL with its scheme set to `http`: tonic refuses `https` through a
+/// custom connector whenever its own TLS feature is compiled in (some other crate of the
+/// build may turn it on) and we give it no TLS config of its own. The scheme tonic sees only
+/// fills the `:scheme` pseudo-header; the connector decides what goes on the wire.
+pub(crate) fn connect_lazy(
+    url: &str,
+    timeout: std::time::Duration,
+    tls: Option<&Tls>,
+) -> Result<Channel, tonic::transport::Error> {
+    lazy(url, tls, |url| endpoint(url, timeout))
+}
+
+/// A channel to `url` that connects on its first call, over TLS when `tls` is given (see
+/// [`connect_lazy`](self)), with the endpoint settings `configure` makes from the URL tonic
+/// is given: for callers whose calls need settings of their own (a health watcher's stream
+/// must not have a per-call timeout).
+pub fn lazy(
+    url: &str,
+    tls: Option<&Tls>,
+    configure: impl FnOnce(&str) -> Result<Endpoint, tonic::transport::Error>,
+) -> Result<Channel, tonic::transport::Error> {
+    let Some(tls) = tls else {
+        return Ok(configure(url)?.connect_lazy());
+    };
+    let url = plain_scheme(url);
+    Ok(configure(&url)?.connect_with_connector_lazy(TlsConnector::new(tls.clone())))
+}
+
+/// `url` with the scheme `http`, and the port `https` implied made explicit.
+fn plain_scheme(url: &str) -> String {
+    match url.strip_prefix("https://") {
+        Some(rest) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            // `host:port`, `[v6]:port` have a port; `host`, `[v6]` do not.
+            let has_port = authority
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+                && !authority.ends_with(']');
+            if has_port {
+                format!("http://{authority}{path}")
+            } else {
+                format!("http://{authority}:443{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A lazily-connected channel from `from` to `to` at `url`, with `policy`'s layers, over TLS
+/// when `tls` is given (`https://` URLs by convention; with TLS the connection is TLS
+/// whatever the scheme says). The first call connects, so a peer that is down at start-up
+/// does not stop this service from starting. Its breaker, retry policy and bulkhead are
+/// registered as `from->to` in `registry` (the calling service's). Every call carries
+/// `bearer` as its `authorization`.
 pub fn channel(
     from: &str,
     to: &str,
     url: &str,
     policy: &ClientPolicy,
     bearer: Option<HeaderValue>,
+    tls: Option<&Tls>,
     registry: &Registry,
 ) -> Result<GrpcChannel, tonic::transport::Error> {
     let name = format!("{from}->{to}");
@@ -103,7 +166,7 @@ pub fn channel(
     registry.retry(&name, &retry);
     registry.bulkhead(&name, &bulkhead);
     registry.breaker(&breaker);
-    let channel = endpoint(url, policy.timeout)?.connect_lazy();
+    let channel = connect_lazy(url, policy.timeout, tls)?;
     Ok(ServiceBuilder::new()
         .layer(ClientSpanLayer::new(from))
         .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer))
@@ -126,6 +189,7 @@ pub fn to_peer(
         &peer.url,
         &peer.policy,
         peer.bearer.clone(),
+        peer.tls.as_ref(),
         registry,
     )
 }
@@ -140,4 +204,18 @@ pub fn probe_channel(
         .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer))
         .layer(PropagateContextLayer)
         .service(endpoint(url, timeout)?.connect_lazy()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_scheme;
+
+    #[test]
+    fn tls_urls_reach_tonic_as_http_with_their_port() {
+        assert_eq!(plain_scheme("https://a:50052"), "http://a:50052");
+        assert_eq!(plain_scheme("https://a"), "http://a:443");
+        assert_eq!(plain_scheme("https://[::1]"), "http://[::1]:443");
+        assert_eq!(plain_scheme("https://[::1]:7/x"), "http://[::1]:7/x");
+        assert_eq!(plain_scheme("http://a:1"), "http://a:1");
+    }
 }

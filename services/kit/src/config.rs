@@ -39,6 +39,9 @@ pub struct ServerSettings {
     /// Authentication of calls: `None` serves anyone, acting for `tenancy` (a development
     /// set-up the binary warns about).
     pub auth: Option<ServerAuth>,
+    /// TLS of the gRPC and HTTP ports (built from `[tls]` by [`crate::tls::Tls::if_enabled`]);
+    /// `None`: plaintext. The probe port is plaintext either way.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// How a server authenticates its callers (see [`phantom_layers::auth`]).

@@ -19,6 +19,8 @@
 //! - [`ready`]: state that handlers reach once dependencies are up.
 //! - [`telemetry`]: logs (text or JSON lines, scrubbed of secrets) and OpenTelemetry traces.
 //! - [`time`](mod@time): timestamps.
+//! - [`tls`]: TLS of the listeners and of the calls to peers, service identities from
+//!   client certificates, certificates reloaded as they rotate.
 //! - [`connect_store_for`]: a service's database (`phantom_storage`), opened with its
 //!   migrations, its pool's gauge and the server's readiness following it.
 //! - `testing` (feature `testing`): access to the backends `make test` provisions.
@@ -33,6 +35,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod tls;
 
 pub use ready::Ready;
 pub use tokio_util::sync::CancellationToken;

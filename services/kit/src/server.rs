@@ -29,7 +29,10 @@ use tower::{
     util::Either,
 };
 
-use crate::config::{ServerAuth, ServerSettings, ShutdownConfig};
+use crate::{
+    config::{ServerAuth, ServerSettings, ShutdownConfig},
+    tls::Tls,
+};
 
 /// The server-side layer stack shared by every PHANTOM server (innermost first, as tower
 /// nests them; see [`router`] for the order and the reasons).
@@ -81,8 +84,11 @@ fn grpc_server() -> tonic::transport::Server {
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
 }
 
-/// `listener`'s connections with `TCP_NODELAY` (calls are small; Nagle would delay them)
-/// and TCP keep-alive. tonic applies its own TCP settings only to listeners it binds itself.
+/// `listener`'s connections, plaintext, with `TCP_NODELAY` (calls are small; Nagle would
+/// delay them) and TCP keep-alive. tonic applies its own TCP settings only to listeners it
+/// binds itself. Only the probe port is served so: the API port goes through
+/// [`crate::tls::incoming`], TLS or not, so that every call carries its
+/// [`phantom_layers::auth::Peer`].
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -153,13 +159,15 @@ pub enum ServeError {
 /// Serves `router` (health NOT_SERVING) while `init` brings the service's dependencies up,
 /// then reports SERVING. `init` returns false when shutdown came first.
 ///
-/// `probe_port`, if given, serves the same health statuses plaintext until the API server has
-/// drained: what Kubernetes probes ask.
+/// `listener` is served over TLS when `tls` is given (see [`serve`]). `probe_port`, if
+/// given, serves the same health statuses plaintext until the API server has drained: what
+/// Kubernetes probes ask, without a certificate or a token.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_when_ready(
     name: &'static str,
     router: Router<ServerLayers>,
     listener: TcpListener,
+    tls: Option<Tls>,
     probe_port: Option<TcpListener>,
     health: HealthHandle,
     config: &ShutdownConfig,
@@ -171,7 +179,16 @@ pub async fn serve_when_ready(
     let probe_stop = CancellationToken::new();
     let probes = health.serve_probe_port(name, probe_port, probe_stop.clone());
     let serve = async {
-        let served = serve(name, router, listener, health.clone(), config, shutdown).await;
+        let served = serve(
+            name,
+            router,
+            listener,
+            tls,
+            health.clone(),
+            config,
+            shutdown,
+        )
+        .await;
         probe_stop.cancel();
         served
     };
@@ -443,6 +460,7 @@ pub struct Server {
     shutdown: ShutdownConfig,
     probe_timeout: Duration,
     context: crate::Context,
+    tls: Option<Tls>,
 }
 
 impl Server {
@@ -461,6 +479,7 @@ impl Server {
             shutdown: settings.shutdown.clone(),
             probe_timeout: settings.probe_timeout,
             context: context.clone(),
+            tls: settings.tls.clone(),
         })
     }
 
@@ -505,8 +524,9 @@ impl Server {
         }
     }
 
-    /// Serves on `listener` (and the probes on `probe_port`), SERVING once `init` returned
-    /// true, until `shutdown` (see [`serve_when_ready`]).
+    /// Serves on `listener` (over TLS if the settings had it; the probes on `probe_port`
+    /// plaintext), SERVING once `init` returned true, until `shutdown` (see
+    /// [`serve_when_ready`]).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -518,6 +538,7 @@ impl Server {
             self.name,
             self.router,
             listener,
+            self.tls,
             probe_port,
             self.health,
             &self.shutdown,
@@ -531,16 +552,21 @@ impl Server {
 /// Serves `router` on `listener` until `shutdown` fires; then reports NOT_SERVING, waits
 /// `drain_delay` for load balancers to notice, stops accepting, and gives in-flight calls
 /// `grace_period` to finish.
+///
+/// Over TLS when `tls` is given (client certificates verified, a service's naming it in
+/// each call's [`phantom_layers::auth::Peer`]), plaintext otherwise; either way every call
+/// carries its `Peer` (see [`crate::tls::incoming`]).
 pub async fn serve(
     name: &'static str,
     router: Router<ServerLayers>,
     listener: TcpListener,
+    tls: Option<Tls>,
     health: HealthHandle,
     config: &ShutdownConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().ok();
-    tracing::info!(event = crate::telemetry::event::SYSTEM, service = %name, addr = ?addr, "gRPC server listening");
+    tracing::info!(event = crate::telemetry::event::SYSTEM, service = %name, addr = ?addr, tls = tls.is_some(), "gRPC server listening");
     let drain_delay = config.drain_delay;
     let signal = {
         let shutdown = shutdown.clone();
@@ -551,7 +577,7 @@ pub async fn serve(
             tokio::time::sleep(drain_delay).await;
         }
     };
-    let server = router.serve_with_incoming_shutdown(incoming(listener), signal);
+    let server = router.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), signal);
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(drain_delay + config.grace_period).await;
@@ -605,4 +631,14 @@ pub fn tenant_of<T>(req: &tonic::Request<T>) -> Result<Tenant, tonic::Status> {
         // Only reachable if a server was assembled without the shared stack.
         phantom_layers::Error::internal("no tenant resolved for this call").into()
     })
+}
+
+/// The address a call comes from: from the [`phantom_layers::auth::Peer`] PHANTOM's
+/// listeners set ([`crate::tls::incoming`]), or tonic's own connect-info (a server built
+/// without them, a test). `tonic::Request::remote_addr` knows only the latter.
+pub fn remote_addr_of<T>(req: &tonic::Request<T>) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<phantom_layers::auth::Peer>()
+        .and_then(|peer| peer.remote_addr)
+        .or_else(|| req.remote_addr())
 }

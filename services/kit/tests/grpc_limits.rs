@@ -69,6 +69,7 @@ async fn serve() -> (Channel, CancellationToken, Context) {
             "vuln-analyzer",
             router,
             listener,
+            None,
             health,
             &shutdown_config,
             stop,

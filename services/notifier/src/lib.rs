@@ -133,6 +133,7 @@ pub async fn run(
                 listener,
                 ws_router,
                 &config.server.http,
+                config.server.tls.as_ref(),
                 &context.registry,
                 shutdown.clone(),
             )

@@ -18,7 +18,7 @@ use futures::Stream;
 use phantom_domain::Tenant;
 use phantom_kit::{
     CancellationToken, Ready,
-    server::tenant_of,
+    server::{remote_addr_of, tenant_of},
     time::{now_micros, timestamp_now},
 };
 use phantom_layers::{Error, FieldViolation, auth::Principal, status::echo};
@@ -424,7 +424,7 @@ impl Notifier for NotifierService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let tenant = tenant_of(&request)?;
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = remote_addr_of(&request).map(|a| a.ip());
         let (filter, after) = validate_subscribe(tenant, request.into_inner())?;
         // Before any work for it: a caller at its limit costs nothing more.
         let admission = self.admit(Caller::new(filter.tenant.clone(), peer))?;

@@ -119,6 +119,7 @@ async fn analyzer(
         &url,
         &client_policy(false),
         None,
+        None,
         &Default::default(),
     )?;
     let mut c = VulnAnalyzerClient::new(probe);
@@ -168,6 +169,7 @@ async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run
         ServiceName::VulnAnalyzer.as_str(),
         url,
         &client_policy(on),
+        None,
         None,
         &Default::default(),
     )?;

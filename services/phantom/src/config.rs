@@ -120,6 +120,23 @@ pub struct Config {
     pub resilience: ResilienceConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// TLS of every gRPC and HTTP port, and mTLS between the services.
+    pub tls: phantom_kit::tls::TlsConfig,
+    /// What the process built from this configuration and its services share: not read from
+    /// the file (see [`Runtime`]).
+    #[serde(skip)]
+    pub runtime: Runtime,
+}
+
+/// Handles a process builds once from its configuration and hands to each of its services:
+/// the authenticator behind every server (with its key cache and JWKS), and the TLS
+/// configuration that reloads its files.
+#[derive(Debug, Clone, Default)]
+pub struct Runtime {
+    /// How the servers authenticate; `None` with authentication off.
+    pub auth: Option<phantom_kit::config::ServerAuth>,
+    /// TLS of the ports and the clients; `None` with TLS off.
+    pub tls: Option<phantom_kit::tls::Tls>,
 }
 
 /// Listen addresses.
@@ -349,6 +366,7 @@ impl Config {
         }
         self.analyzer.validate().map_err(within("analyzer"))?;
         self.auth.validate().map_err(within("auth"))?;
+        self.tls.validate().map_err(within("tls"))?;
         self.health.validate().map_err(within("health"))?;
         if !self.listen.health.is_empty() && self.listen.health.parse::<SocketAddr>().is_err() {
             return Err(bad(
@@ -399,7 +417,8 @@ impl Config {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        format!("http://{addr}")
+        let scheme = if self.tls.enabled { "https" } else { "http" };
+        format!("{scheme}://{addr}")
     }
 }
 
@@ -507,7 +526,8 @@ impl Config {
             shutdown: self.shutdown.clone(),
             http: self.http.clone(),
             probe_timeout: self.health.timeout,
-            auth: None,
+            auth: self.runtime.auth.clone(),
+            tls: self.runtime.tls.clone(),
         }
     }
 
@@ -518,6 +538,7 @@ impl Config {
             url: self.endpoint(to),
             policy: self.resilience.clients.for_service(to).clone(),
             bearer: self.service_bearer(from),
+            tls: self.runtime.tls.clone(),
         }
     }
 

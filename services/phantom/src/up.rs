@@ -8,7 +8,7 @@ use phantom_kit::{
 };
 use phantom_layers::registry::Registry;
 
-use crate::config::{Config, ServiceName};
+use crate::config::{Config, Runtime, ServiceName};
 
 /// Where each service of a `phantom up` listens.
 #[derive(Debug, Clone, Copy)]
@@ -137,30 +137,6 @@ impl System {
             .expect("every service has a context")
     }
 
-    /// The authentication the services of this process share, with a working local admin key
-    /// in the data directory (created on first start, or again if it no longer works).
-    async fn local_auth(&self) -> anyhow::Result<Option<ServerAuth>> {
-        let auth = &self.config.auth;
-        if !auth.enabled {
-            tracing::warn!(
-                "Authentication is off (auth.enabled = false): anyone who reaches a port acts for the default tenant"
-            );
-            return Ok(None);
-        }
-        let db = phantom_storage::Database::open(&self.config.storage)
-            .await
-            .context("cannot open the database for the key store")?;
-        let authenticator = phantom_identity::Authenticator::from_config(auth, db).await?;
-        crate::auth::ensure_local_admin(
-            &authenticator,
-            &self.config.tenancy.default_tenant,
-            &self.config.storage.data_dir,
-        )
-        .await?;
-        let shared = std::sync::Arc::new(crate::auth::Deferred::ready(authenticator));
-        Ok(crate::auth::server_auth(auth, shared))
-    }
-
     /// Runs every service until `shutdown` fires or one of them fails (which stops the rest).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         // Apply migrations once, before four services race to: the services then open the
@@ -168,21 +144,19 @@ impl System {
         crate::commands::migrate::migrate_all(&self.config.storage)
             .await
             .context("cannot open the database")?;
-        let auth = self.local_auth().await?;
+        let mut config = self.config;
+        config.runtime = Runtime {
+            auth: local_auth(&config).await?,
+            tls: phantom_kit::tls::Tls::if_enabled(&config.tls)?,
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for (service, listeners, context) in self.listeners {
-            let config = self.config.clone();
-            let (auth, shutdown) = (auth.clone(), shutdown.clone());
+            let config = config.clone();
+            let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                let served = Served {
-                    listeners,
-                    context,
-                    auth,
-                    shutdown,
-                };
                 (
                     service,
-                    run_service(service, config, Vec::new(), served).await,
+                    run_service(service, config, Vec::new(), listeners, context, shutdown).await,
                 )
             });
         }
@@ -199,13 +173,28 @@ impl System {
     }
 }
 
-/// What one service is served with: its listeners, its context, the authentication of its
-/// process, and when to stop.
-struct Served {
-    listeners: Listeners,
-    context: Context,
-    auth: Option<ServerAuth>,
-    shutdown: CancellationToken,
+/// The authentication the services of this process share, with a working local admin key
+/// in the data directory (created on first start, or again if it no longer works).
+async fn local_auth(config: &Config) -> anyhow::Result<Option<ServerAuth>> {
+    let auth = &config.auth;
+    if !auth.enabled {
+        tracing::warn!(
+            "Authentication is off (auth.enabled = false): anyone who reaches a port acts for the default tenant"
+        );
+        return Ok(None);
+    }
+    let db = phantom_storage::Database::open(&config.storage)
+        .await
+        .context("cannot open the database for the key store")?;
+    let authenticator = phantom_identity::Authenticator::from_config(auth, db).await?;
+    crate::auth::ensure_local_admin(
+        &authenticator,
+        &config.tenancy.default_tenant,
+        &config.storage.data_dir,
+    )
+    .await?;
+    let shared = std::sync::Arc::new(crate::auth::Deferred::ready(authenticator));
+    Ok(crate::auth::server_auth(auth, shared))
 }
 
 /// Runs `service` of `config`, applying `migrations` when it opens the database (none when
@@ -214,42 +203,34 @@ async fn run_service(
     service: ServiceName,
     config: Config,
     migrations: Vec<&'static phantom_storage::Migrator>,
-    served: Served,
+    listeners: Listeners,
+    context: Context,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Served {
-        listeners,
-        context,
-        auth,
-        shutdown,
-    } = served;
     match service {
         ServiceName::ScanOrchestrator => {
-            let mut config = phantom_scan_orchestrator::Config {
+            let config = phantom_scan_orchestrator::Config {
                 migrations,
                 ..config.scan_orchestrator()
             };
-            config.server.auth = auth;
             phantom_scan_orchestrator::run(config, listeners, context, shutdown).await?
         }
         ServiceName::VulnAnalyzer => {
-            let mut config = phantom_vuln_analyzer::Config {
+            let config = phantom_vuln_analyzer::Config {
                 migrations,
                 ..config.vuln_analyzer()
             };
-            config.server.auth = auth;
             phantom_vuln_analyzer::run(config, listeners, context, shutdown).await?
         }
         ServiceName::Notifier => {
-            let mut config = phantom_notifier::Config {
+            let config = phantom_notifier::Config {
                 migrations,
                 ..config.notifier()
             };
-            config.server.auth = auth;
             phantom_notifier::run(config, listeners, context, shutdown).await?
         }
         ServiceName::HealthAggregator => {
-            let mut config = config.health_aggregator();
-            config.server.auth = auth;
+            let config = config.health_aggregator();
             phantom_health_aggregator::run(config, listeners, context, shutdown).await?
         }
     }
@@ -329,7 +310,8 @@ pub async fn serve(
     };
     let listeners = Listeners { grpc, http, health };
     let context = Context::new(process.clone(), secrets.clone());
-    let auth = if config.auth.enabled {
+    config.runtime.tls = phantom_kit::tls::Tls::if_enabled(&config.tls)?;
+    config.runtime.auth = if config.auth.enabled {
         if config.auth.key_secret.is_empty() {
             anyhow::bail!(
                 "auth.key_secret (PHANTOM_AUTH_KEY_SECRET) must be set to serve with authentication \
@@ -350,11 +332,13 @@ pub async fn serve(
         );
         None
     };
-    let served = Served {
+    run_service(
+        service,
+        config,
+        Config::migrations(),
         listeners,
         context,
-        auth,
         shutdown,
-    };
-    run_service(service, config, Config::migrations(), served).await
+    )
+    .await
 }

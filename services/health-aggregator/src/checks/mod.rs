@@ -196,10 +196,14 @@ impl Checker {
         };
         for service in &config.services {
             let endpoint = service.endpoint.clone();
-            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
-                .connect_timeout(h.timeout)
-                .tcp_nodelay(true)
-                .connect_lazy();
+            // Over TLS when the services serve it; connect timeout only: a Watch stream
+            // lasts as long as the service does.
+            let channel =
+                phantom_kit::client::lazy(&endpoint, config.server.tls.as_ref(), |url| {
+                    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+                        .connect_timeout(h.timeout)
+                        .tcp_nodelay(true))
+                })?;
             channels.push((service.name.clone(), channel.clone()));
             add(
                 &service.name,

@@ -30,6 +30,7 @@ use super::{
     config::{HttpLimits, MAX_HEAD_BYTES},
     io::{Guarded, Phase},
 };
+use crate::tls::{Alpn, Conn, Tls};
 
 /// Serves `router` on `listener` within `limits` until `shutdown` fires; then stops
 /// accepting, lets requests in flight finish (each within the request timeout), closes
@@ -37,14 +38,21 @@ use super::{
 /// connections (WebSockets) are the application's to end; they keep counting against the
 /// cap until they do.
 ///
-/// Handlers get the client's address as `ConnectInfo<SocketAddr>`. `what` names the port
-/// in logs and in `phantom_http_connections_refused_total{listener}` (in `registry`, the
-/// registry of the service that owns the port).
+/// Over TLS (`http/1.1` in ALPN) when `tls` is given: each connection's handshake runs in
+/// its own task, within the handshake timeout and holding its place under the cap, before
+/// hyper reads a byte.
+///
+/// Handlers get the client's address as `ConnectInfo<SocketAddr>`, and the connection's
+/// [`phantom_layers::auth::Peer`] (with the service a client certificate names) as an
+/// extension. `what` names the port in logs and in
+/// `phantom_http_connections_refused_total{listener}` (in `registry`, the registry of the
+/// service that owns the port).
 pub async fn serve(
     what: &str,
     listener: TcpListener,
     router: Router,
     limits: &HttpLimits,
+    tls: Option<&Tls>,
     registry: &phantom_layers::registry::Registry,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -53,6 +61,7 @@ pub async fn serve(
         addr = ?listener.local_addr().ok(),
         max_connections = limits.max_connections,
         header_read_timeout = ?limits.header_read_timeout,
+        tls = tls.is_some(),
         "HTTP server listening"
     );
     let app = stack(router, limits);
@@ -95,6 +104,7 @@ pub async fn serve(
                 stream,
                 peer,
                 place,
+                tls: tls.cloned(),
                 app: app.clone(),
                 http: http.clone(),
                 idle_timeout: limits.idle_timeout,
@@ -142,6 +152,7 @@ struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     place: OwnedSemaphorePermit,
+    tls: Option<Tls>,
     app: Router,
     http: hyper::server::conn::http1::Builder,
     idle_timeout: Duration,
@@ -151,19 +162,31 @@ struct Connection {
 /// Serves one connection until it closes; on shutdown, finishes its request in flight and
 /// closes it. `_running` is dropped when the task ends.
 async fn connection(c: Connection, _running: mpsc::Sender<()>) {
-    let _ = c.stream.set_nodelay(true);
+    crate::tls::tune(&c.stream);
+    let peer = c.peer;
+    let conn = match &c.tls {
+        None => Conn::plain(c.stream, peer),
+        // Before hyper's header-read timer starts: the handshake has its own bound.
+        Some(tls) => tokio::select! {
+            () = c.shutdown.cancelled() => return,
+            accepted = tls.accept(c.stream, peer, Alpn::Http1) => match accepted {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+            },
+        },
+    };
+    let identity = conn.peer().clone();
     let phase = Arc::new(Phase::default());
-    let io = TokioIo::new(Guarded::new(
-        c.stream,
-        c.idle_timeout,
-        phase.clone(),
-        c.place,
-    ));
-    let (app, peer) = (c.app, c.peer);
+    let io = TokioIo::new(Guarded::new(conn, c.idle_timeout, phase.clone(), c.place));
+    let app = c.app;
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         // What `into_make_service_with_connect_info` gave handlers: the notifier limits
         // connections per client address.
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(identity.clone());
         let handling = phase.handling();
         let phase = phase.clone();
         let response = app.clone().oneshot(request);

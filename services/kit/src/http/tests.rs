@@ -104,6 +104,7 @@ async fn start(limits: HttpLimits) -> Server {
                 listener,
                 app(),
                 &limits,
+                None,
                 &Default::default(),
                 shutdown,
             )
