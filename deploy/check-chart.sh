@@ -4,8 +4,9 @@
 #   1. helm lint --strict, with the least values (deploy/helm/ci/minimal-values.yaml) and with
 #      every toggle on (deploy/helm/ci/all-on-values.yaml);
 #   2. helm template with both, every manifest validated against the Kubernetes 1.33 schemas
-#      (kubernetes-validate --strict; the ServiceMonitor, a CRD it does not know, against
-#      deploy/helm/ci/servicemonitor.schema.json);
+#      (kubernetes-validate --strict; the ServiceMonitor and cert-manager's Certificate, CRDs
+#      it does not know, against deploy/helm/ci/servicemonitor.schema.json and
+#      certificate.schema.json);
 #   3. values the chart must refuse: values.schema.json and the templates' own checks;
 #   4. the rendered phantom.toml loads in the binary (`phantom config`; $PHANTOM_BIN, else
 #      target/debug/phantom when built);
@@ -32,24 +33,28 @@ for v in "${values[@]}"; do
   "$helm" lint --strict "$chart" -f "$v" >"$out/lint.log" || { cat "$out/lint.log" >&2; fail "helm lint ($v)"; }
   step "helm template -f $v, validated against Kubernetes 1.33"
   "$helm" template phantom "$chart" --namespace phantom -f "$v" >"$out/$name.yaml"
-  # ServiceMonitors apart: kubernetes-validate only warns on kinds it has no schema for, so
-  # any warning left is a failure.
-  "$venv/bin/python" - "$out/$name.yaml" "$out/$name.k8s.yaml" "$out/$name.monitors.json" <<'PY'
+  # CRD kinds apart: kubernetes-validate only warns on kinds it has no schema for, so any
+  # warning left is a failure.
+  "$venv/bin/python" - "$out/$name.yaml" "$out/$name.k8s.yaml" "$out/$name.crds.json" <<'PY'
 import json, sys, yaml
+crds = ("ServiceMonitor", "Certificate")
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-builtin = [d for d in docs if d["kind"] != "ServiceMonitor"]
-yaml.safe_dump_all(builtin, open(sys.argv[2], "w"))
-json.dump([d for d in docs if d["kind"] == "ServiceMonitor"], open(sys.argv[3], "w"))
+yaml.safe_dump_all([d for d in docs if d["kind"] not in crds], open(sys.argv[2], "w"))
+json.dump([d for d in docs if d["kind"] in crds], open(sys.argv[3], "w"))
 PY
   "$venv/bin/kubernetes-validate" --strict --quiet -k 1.33.0 "$out/$name.k8s.yaml" 2>&1 | tee "$out/validate.log" >&2
   [ ! -s "$out/validate.log" ] || fail "kubernetes-validate ($v)"
-  "$venv/bin/python" - "$out/$name.monitors.json" deploy/helm/ci/servicemonitor.schema.json <<'PY'
+  "$venv/bin/python" - "$out/$name.crds.json" deploy/helm/ci <<'PY' || fail "CRD schema ($v)"
 import json, sys, jsonschema
-schema = json.load(open(sys.argv[2]))
-for monitor in json.load(open(sys.argv[1])):
-    jsonschema.validate(monitor, schema)
+schemas = {kind: json.load(open(f"{sys.argv[2]}/{kind.lower()}.schema.json"))
+           for kind in ("ServiceMonitor", "Certificate")}
+for doc in json.load(open(sys.argv[1])):
+    jsonschema.validate(doc, schemas[doc["kind"]])
 PY
 done
+# Auth is on by default: what the least values render authenticates.
+grep -q 'name: PHANTOM_AUTH_KEY_SECRET' "$out/minimal-values.yaml" || fail "the minimal values render no auth key secret"
+grep -q '^kind: Certificate' "$out/all-on-values.yaml" || fail "the all-on values render no Certificate"
 grep -q '^kind: ServiceMonitor' "$out/all-on-values.yaml" || fail "the all-on values render no ServiceMonitor"
 grep -q '^kind: HorizontalPodAutoscaler' "$out/all-on-values.yaml" || fail "the all-on values render no HPA"
 if awk '/^kind: Deployment/{d=1} /^---/{d=0} d && /^  replicas:/{found=1} END{exit !found}' "$out/all-on-values.yaml"; then
@@ -75,6 +80,20 @@ refuse "$schema" "${minimal[@]}" --set podSecurityContext.runAsNonRoot=false
 refuse "$schema" "${minimal[@]}" --set database.url=postgres://phantom:secret@db/phantom
 refuse "database.existingSecret is required"
 refuse "never as values" "${minimal[@]}" --set config.storage.database_url=postgres://phantom:secret@db/phantom
+refuse "never as values" "${minimal[@]}" --set config.auth.key_secret=secret
+refuse "auth.existingSecret is required" --set database.existingSecret=phantom-db
+refuse "$schema" "${minimal[@]}" --set auth.unauthenticated.perSecond=0
+tls=("${minimal[@]}" --set tls.enabled=true)
+refuse "tls.enabled needs certificates" "${tls[@]}"
+refuse "are exclusive" "${tls[@]}" --set tls.existingSecret=phantom-tls --set tls.certManager.enabled=true
+refuse "tls.certManager.issuerRef.name is required" "${tls[@]}" --set tls.certManager.enabled=true
+refuse "$schema" "${tls[@]}" --set tls.certManager.enabled=true --set tls.certManager.issuerRef.name=ca \
+  --set tls.certManager.duration=90d
+jwt=("${minimal[@]}" --set auth.jwt.enabled=true)
+refuse "auth.jwt.issuer is required" "${jwt[@]}" --set auth.jwt.jwksUrl=https://issuer.example.com/jwks.json
+refuse "exactly one JWKS source" "${jwt[@]}" --set auth.jwt.issuer=https://issuer.example.com/
+refuse "exactly one JWKS source" "${jwt[@]}" --set auth.jwt.issuer=https://issuer.example.com/ \
+  --set auth.jwt.jwksUrl=https://issuer.example.com/jwks.json --set auth.jwt.jwksConfigMap.name=phantom-jwks
 
 phantom="${PHANTOM_BIN:-target/debug/phantom}"
 configuration="configuration skipped"

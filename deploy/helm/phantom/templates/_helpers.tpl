@@ -101,10 +101,80 @@ values: only from Secrets that exist in the namespace.
 {{- if or $storage.database_url $cache.redis_url $llm.api_key }}
 {{- fail "config.storage.database_url, config.cache.redis_url and config.analyzer.llm.api_key hold credentials: give them as Secrets (database.existingSecret, redis.existingSecret, llm.existingSecret), never as values." }}
 {{- end }}
+{{- if or (hasKey .Values.config "auth") (hasKey .Values.config "tls") }}
+{{- fail "config.auth and config.tls are rendered from the values `auth` and `tls`: set those. The secrets of [auth] (key_secret, service_token) only come from the Secret auth.existingSecret, never as values." }}
+{{- end }}
+{{- $auth := .Values.auth }}
+{{- if and $auth.enabled (not $auth.existingSecret) }}
+{{- fail "auth.existingSecret is required while auth.enabled (the default): the name of a Secret holding PHANTOM_AUTH_KEY_SECRET (the HMAC key API keys are hashed with) and PHANTOM_AUTH_SERVICE_TOKEN (what the services call each other with while TLS is off), e.g. kubectl create secret generic phantom-auth --from-literal=PHANTOM_AUTH_KEY_SECRET=\"$(openssl rand -hex 32)\" --from-literal=PHANTOM_AUTH_SERVICE_TOKEN=\"$(openssl rand -hex 32)\". Or set auth.enabled=false to serve every caller unauthenticated." }}
+{{- end }}
+{{- if and $auth.enabled $auth.jwt.enabled }}
+{{- if not $auth.jwt.issuer }}
+{{- fail "auth.jwt.issuer is required while auth.jwt.enabled: the `iss` the tokens must carry, e.g. https://issuer.example.com/." }}
+{{- end }}
+{{- if eq (empty $auth.jwt.jwksUrl) (empty $auth.jwt.jwksConfigMap.name) }}
+{{- fail "auth.jwt.enabled needs exactly one JWKS source: auth.jwt.jwksUrl (the issuer's keys, fetched) or auth.jwt.jwksConfigMap.name (an existing ConfigMap holding them, mounted as a file)." }}
+{{- end }}
+{{- end }}
+{{- $tls := .Values.tls }}
+{{- if $tls.enabled }}
+{{- if and $tls.existingSecret $tls.certManager.enabled }}
+{{- fail "tls.existingSecret and tls.certManager.enabled are exclusive: one Secret shared by every service, or one cert-manager Certificate per service." }}
+{{- end }}
+{{- if not (or $tls.existingSecret $tls.certManager.enabled) }}
+{{- fail "tls.enabled needs certificates: tls.existingSecret (a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt, shared by every service) or tls.certManager.enabled (one cert-manager Certificate per service)." }}
+{{- end }}
+{{- if and $tls.certManager.enabled (not $tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.issuerRef.name is required while tls.certManager.enabled: the cert-manager Issuer (or ClusterIssuer, with issuerRef.kind) that signs the services' certificates; it must write ca.crt (a CA or Vault issuer)." }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding one service's tls.crt, tls.key and ca.crt: (dict "root" $ "component" "notifier"). */}}
+{{- define "phantom.tlsSecretName" -}}
+{{- .root.Values.tls.existingSecret | default (printf "%s-tls" (include "phantom.componentFullname" .)) }}
+{{- end }}
+
+{{/* Where a service is reached, by the others and by the ServiceMonitor: http or https. */}}
+{{- define "phantom.scheme" -}}
+{{- ternary "https" "http" .Values.tls.enabled }}
 {{- end }}
 
 {{/*
-The configuration file: the values under `config`, with the scope from `scope`, as TOML.
+The configuration's [auth] and [tls] tables, from the values `auth` and `tls`. Their secrets
+are not here: they reach the pods as environment variables from auth.existingSecret. Files
+are under /etc/phantom, the pods' one projected volume (templates/deployments.yaml).
+*/}}
+{{- define "phantom.securityConfig" -}}
+{{- $a := .Values.auth }}
+{{- $auth := dict "enabled" $a.enabled }}
+{{- if $a.enabled }}
+{{- $_ := set $auth "cache_ttl" $a.cacheTtl }}
+{{- $_ := set $auth "reflection_requires_auth" $a.reflectionRequiresAuth }}
+{{- $_ := set $auth "unauthenticated" (dict "per_second" $a.unauthenticated.perSecond "burst" $a.unauthenticated.burst) }}
+{{- if $a.jwt.enabled }}
+{{- $jwt := dict "issuer" $a.jwt.issuer "audiences" $a.jwt.audiences "refresh_interval" $a.jwt.refreshInterval "leeway" $a.jwt.leeway "tenant_claim" $a.jwt.tenantClaim "scopes_claim" $a.jwt.scopesClaim }}
+{{- if $a.jwt.jwksUrl }}
+{{- $_ := set $jwt "jwks_url" $a.jwt.jwksUrl }}
+{{- else }}
+{{- $_ := set $jwt "jwks_file" "/etc/phantom/jwks/jwks.json" }}
+{{- end }}
+{{- $_ := set $auth "jwt" $jwt }}
+{{- end }}
+{{- end }}
+{{- $tls := dict "enabled" .Values.tls.enabled }}
+{{- if .Values.tls.enabled }}
+{{- $_ := set $tls "cert_file" "/etc/phantom/tls/tls.crt" }}
+{{- $_ := set $tls "key_file" "/etc/phantom/tls/tls.key" }}
+{{- $_ := set $tls "ca_file" "/etc/phantom/tls/ca.crt" }}
+{{- $_ := set $tls "reload_interval" .Values.tls.reloadInterval }}
+{{- end }}
+{{- dict "auth" $auth "tls" $tls | toYaml }}
+{{- end }}
+
+{{/*
+The configuration file: the values under `config`, with the scope from `scope` and [auth] and
+[tls] from `auth` and `tls`, as TOML.
 Tables (maps) become [sections], lists of maps [[arrays of tables]], everything else a
 `key = value` line whose value is written as JSON (a JSON string, number, boolean or array
 of those is valid TOML).
@@ -114,7 +184,8 @@ of those is valid TOML).
 {{- $scan := default dict (get $config "scan") }}
 {{- $_ := set $scan "allowed_cidrs" .Values.scope.allowedCidrs }}
 {{- $_ := set $scan "denied_cidrs" .Values.scope.deniedCidrs }}
-{{- $_ := set $config "scan" $scan -}}
+{{- $_ := set $config "scan" $scan }}
+{{- $config = merge $config (include "phantom.securityConfig" . | fromYaml) -}}
 # Rendered by the chart from its values; environment variables set in the pods override it.
 {{- include "phantom.tomlTable" (dict "path" "" "table" $config) }}
 {{- end }}
