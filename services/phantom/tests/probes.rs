@@ -63,6 +63,7 @@ fn render(helm: &str) -> (Vec<Pod>, String) {
         .args(["template", "phantom"])
         .arg(&chart)
         .args(["--set", "database.existingSecret=phantom-db"])
+        .args(["--set", "auth.existingSecret=phantom-auth"])
         .output()
         .expect("helm runs");
     assert!(
@@ -212,6 +213,13 @@ async fn the_charts_probes_see_liveness_without_the_database_and_readiness_only_
         for (name, source) in &pod.env {
             let value = match source {
                 EnvSource::Secret(key) if key == "DATABASE_URL" => db.clone(),
+                // The auth Secret: what an operator creates once per release.
+                EnvSource::Secret(key) if key == "PHANTOM_AUTH_KEY_SECRET" => {
+                    "probes-test-key-secret-of-32-bytes-or-more".to_owned()
+                }
+                EnvSource::Secret(key) if key == "PHANTOM_AUTH_SERVICE_TOKEN" => {
+                    "probes-test-service-token-of-32-bytes-or-more".to_owned()
+                }
                 EnvSource::Secret(key) => panic!("unexpected Secret key {key}"),
                 EnvSource::Value(_) if name == "PHANTOM_DATA_DIR" => {
                     dir.path().join(&pod.name).display().to_string()
