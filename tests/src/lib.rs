@@ -104,6 +104,8 @@ impl Running {
     /// `telemetry::init` returned) and whose secrets are `secrets` (what the log writer was
     /// given: the configuration's are registered there).
     pub async fn start_in(config: Config, process: &Registry, secrets: &Secrets) -> Self {
+        // With TLS on, readiness is asked over TLS, as the services' own certificate.
+        let tls = phantom_kit::tls::Tls::if_enabled(&config.tls).expect("the TLS files load");
         let system = System::bind(config, process, secrets)
             .await
             .expect("listeners bind");
@@ -128,7 +130,7 @@ impl Running {
             addrs.notifier,
             addrs.health_aggregator,
         ] {
-            wait_for_status(addr, "", ServingStatus::Serving).await;
+            wait_for_status_over(addr, "", ServingStatus::Serving, tls.as_ref()).await;
         }
         Self {
             addrs,
@@ -167,24 +169,39 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .expect("connects")
 }
 
+/// A lazily-connected channel to `addr` over `tls` (as the holder of its certificate), or
+/// plaintext without.
+pub fn channel_over(addr: SocketAddr, tls: Option<&phantom_kit::tls::Tls>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    phantom_kit::client::lazy(&format!("{scheme}://{addr}"), tls, |url| {
+        tonic::transport::Endpoint::try_from(url.to_owned())
+            .map(|e| e.connect_timeout(Duration::from_secs(5)))
+    })
+    .expect("url")
+}
+
 /// Polls `grpc.health.v1` on `addr` until `service` reports `want`.
 pub async fn wait_for_status(addr: SocketAddr, service: &str, want: ServingStatus) {
+    wait_for_status_over(addr, service, want, None).await;
+}
+
+/// [`wait_for_status`] over `tls` when given.
+pub async fn wait_for_status_over(
+    addr: SocketAddr,
+    service: &str,
+    want: ServingStatus,
+    tls: Option<&phantom_kit::tls::Tls>,
+) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        if let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
-            .expect("url")
-            .connect()
+        let got = HealthClient::new(channel_over(addr, tls))
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
             .await
-        {
-            let got = HealthClient::new(ch)
-                .check(HealthCheckRequest {
-                    service: service.to_owned(),
-                })
-                .await
-                .map(|r| r.into_inner().status());
-            if got.is_ok_and(|s| s == want) {
-                return;
-            }
+            .map(|r| r.into_inner().status());
+        if got.is_ok_and(|s| s == want) {
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

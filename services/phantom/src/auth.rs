@@ -50,9 +50,10 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Completes `auth` for a `phantom up` on `data_dir`: the key secret from the data directory
-/// (created on first start) unless configured, and a service token new to this process
-/// unless configured (only its own services use it).
-pub fn prepare_local(auth: &mut AuthConfig, data_dir: &Path) -> anyhow::Result<()> {
+/// (created on first start) unless configured, and, without TLS, a service token new to this
+/// process unless configured (only its own services use it). With TLS the services' client
+/// certificates say who they are.
+pub fn prepare_local(auth: &mut AuthConfig, data_dir: &Path, tls: bool) -> anyhow::Result<()> {
     if !auth.enabled {
         return Ok(());
     }
@@ -72,7 +73,7 @@ pub fn prepare_local(auth: &mut AuthConfig, data_dir: &Path) -> anyhow::Result<(
         };
         auth.key_secret = Secret::new(secret);
     }
-    if auth.service_token.is_none() {
+    if auth.service_token.is_none() && !tls {
         auth.service_token = Some(ServiceToken::generate()?.secret().clone());
     }
     Ok(())

@@ -47,7 +47,11 @@ impl System {
     ) -> anyhow::Result<Self> {
         // What `phantom up` sets up by itself: the API keys' server key (kept in the data
         // directory) and this process's services' token.
-        crate::auth::prepare_local(&mut config.auth, &config.storage.data_dir)?;
+        crate::auth::prepare_local(
+            &mut config.auth,
+            &config.storage.data_dir,
+            config.tls.enabled,
+        )?;
         // Whatever shows a secret of this configuration from now on (a log line written with
         // `secrets`, a report), it shows `***`.
         config.register_secrets(secrets);
