@@ -418,6 +418,8 @@ fn render(helm: &Path, args: &[&str]) -> (Vec<Block>, Scope) {
             "phantom",
             "--set",
             "database.existingSecret=db",
+            "--set",
+            "auth.existingSecret=auth",
         ])
         .args(args)
         .output()
