@@ -16,7 +16,7 @@ use super::{
     audit::{self, AuditTarget},
     layer::AuthSettings,
 };
-use crate::{Error, TENANT_HEADER, Tenant, tenant};
+use crate::{Error, TENANT_HEADER, Tenant, rate_limit::CallerKey, tenant};
 
 /// The service built by [`super::AuthLayer`].
 #[derive(Debug, Clone)]
@@ -136,6 +136,7 @@ where
             let target = AuditTarget::default();
             let who = principal.id();
             tracing::Span::current().record("tenant", tenant.as_str());
+            req.extensions_mut().insert(CallerKey(who.clone()));
             req.extensions_mut().insert(principal);
             req.extensions_mut().insert(tenant.clone());
             req.extensions_mut().insert(target.clone());

@@ -34,7 +34,7 @@ pub use config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig};
 pub use distributed::{DistributedConfig, OnRedisError, RedisGcra};
 pub use limited::Limited;
 pub use limiter::{LimiterSnapshot, MAX_KEYS_PER_QUOTA, RateLimiter};
-pub use service::{RateLimit, RateLimitFuture, RateLimitLayer};
+pub use service::{CallerKey, RateLimit, RateLimitFuture, RateLimitLayer};
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,11 @@ use tower_service::Service;
 use super::{config::LimitMode, limiter::RateLimiter};
 use crate::Tenant;
 
+/// Who a call is from, for its limits: set by the layer that authenticated it (a principal's
+/// id, `key:…`, `jwt:…`, `service:…`). Calls without one are limited per tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerKey(pub String);
+
 /// Applies a [`RateLimiter`] to a server; see the [module docs](super). Place it after
 /// [`crate::TenantLayer`], which tells it who the caller is.
 #[derive(Debug, Clone)]
@@ -65,15 +70,12 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // Per principal where calls are authenticated (so a tenant's keys do not share one
         // allowance, and no header can buy a fresh one), per tenant otherwise.
-        let principal = req
+        let caller = req
             .extensions()
-            .get::<crate::auth::Principal>()
-            .map(crate::auth::Principal::id);
-        let caller = principal.as_deref().unwrap_or_else(|| {
-            req.extensions()
-                .get::<Tenant>()
-                .map_or("anonymous", Tenant::as_str)
-        });
+            .get::<CallerKey>()
+            .map(|k| k.0.as_str())
+            .or_else(|| req.extensions().get::<Tenant>().map(Tenant::as_str))
+            .unwrap_or("anonymous");
         match self.limiter.check(req.uri().path(), caller) {
             Ok(()) if !self.limiter.is_distributed() => RateLimitFuture::Inner {
                 fut: self.inner.call(req),

@@ -69,9 +69,7 @@ pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// the connection is closed (CVE-2023-44487, "rapid reset"): h2's default, made explicit.
 pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 
-/// Idle time before the kernel probes a TCP connection, for peers gone without a FIN: under
-/// the usual 350 s idle timeout of cloud NATs and load balancers.
-pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+pub use crate::tls::TCP_KEEPALIVE;
 
 /// A gRPC server builder with the limits every PHANTOM server has (see the
 /// [module docs](self)): the API port and the probes' port alike.

@@ -66,7 +66,7 @@ impl tower::Service<Uri> for TlsConnector {
             let name = ServerName::try_from(host.clone())
                 .map_err(|_| invalid("not a DNS name or IP address"))?;
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            super::server::tune(&tcp);
+            super::accept::tune(&tcp);
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await?;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
+use phantom_layers::settings::Invalid;
 
 /// How often the files are read again by default: a rotated certificate is in use within
 /// this long, and reading three small files this often costs nothing.

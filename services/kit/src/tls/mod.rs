@@ -40,18 +40,20 @@
 //! - `client`: [`TlsConnector`], the connector of the channels to peers.
 //! - `error`: [`TlsError`].
 
+mod accept;
 mod client;
 mod config;
 mod error;
 mod reload;
-mod server;
 
+pub(crate) use accept::tune;
+pub use accept::{
+    Conn, Incoming, MAX_CONCURRENT_HANDSHAKES, TCP_KEEPALIVE, incoming, spiffe_service,
+};
 pub use client::{TlsConnection, TlsConnector};
 pub use config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELOAD_INTERVAL, TlsConfig};
 pub use error::TlsError;
 pub use reload::{Alpn, Tls};
-pub(crate) use server::tune;
-pub use server::{Conn, Incoming, MAX_CONCURRENT_HANDSHAKES, incoming, spiffe_service};
 
 #[cfg(test)]
 mod tests;

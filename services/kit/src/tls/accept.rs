@@ -21,6 +21,10 @@ use tokio_rustls::server::TlsStream;
 
 use super::{Alpn, Tls};
 
+/// Idle time before the kernel probes a TCP connection, for peers gone without a FIN: under
+/// the usual 350 s idle timeout of cloud NATs and load balancers.
+pub const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Handshakes in progress at once on one listener; a connection accepted beyond it is
 /// closed at once. Each costs a task and a few KiB until it completes or times out, so a
 /// flood of silent clients holds at most this many, for at most the handshake timeout.
@@ -259,7 +263,7 @@ fn is_connection_error(err: &io::Error) -> bool {
 /// `TCP_NODELAY` and keep-alive, as tonic sets on the listeners it binds itself.
 pub(crate) fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
-    let keepalive = socket2::TcpKeepalive::new().with_time(crate::server::TCP_KEEPALIVE);
+    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
 }
 
