@@ -214,6 +214,28 @@ async fn services_keep_talking_over_mtls_while_their_certificates_rotate() {
     .await;
     stop.cancel();
     worker.await.unwrap();
+
+    // The CLI over TLS: a user with a key (here the local admin key) and the CA, no client
+    // certificate; without the CA it refuses to guess.
+    let health = format!("https://{}", running.addrs.health_aggregator);
+    let user = phantom::commands::remote::Credentials {
+        ca_cert: Some(data.path().join("ca.crt")),
+        data_dir: Some(data.path().to_owned()),
+        ..Default::default()
+    };
+    let json = phantom::commands::Output::Json;
+    assert_eq!(
+        phantom::commands::health::run(&health, &user, json).await,
+        std::process::ExitCode::SUCCESS
+    );
+    let no_ca = phantom::commands::remote::Credentials {
+        ca_cert: None,
+        ..user
+    };
+    assert_eq!(
+        phantom::commands::health::run(&health, &no_ca, json).await,
+        std::process::ExitCode::from(2)
+    );
     assert_eq!(
         failed.load(Ordering::SeqCst),
         0,

@@ -8,13 +8,18 @@ use std::{
     task::{Context, Poll},
 };
 
+use std::{path::Path, sync::Arc};
+
 use http::Uri;
 use hyper_util::rt::TokioIo;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject as _;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::Tls;
+use super::{Tls, TlsError};
 
 /// Connects to a peer over TLS: TCP to the URI's host and port, then a handshake that
 /// verifies the peer against the CA (its certificate must name the URI's host) and presents
@@ -25,14 +30,77 @@ use super::Tls;
 /// connect timeout covers TCP and the handshake together.
 #[derive(Debug, Clone)]
 pub struct TlsConnector {
-    tls: Tls,
+    config: Source,
+}
+
+/// Where a connector takes its client configuration from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A service's: reloaded with its files.
+    Reloading(Tls),
+    /// A command's: read once ([`client_config`]).
+    Fixed(Arc<ClientConfig>),
 }
 
 impl TlsConnector {
     /// A connector with `tls`'s client configuration.
     pub fn new(tls: Tls) -> Self {
-        Self { tls }
+        Self {
+            config: Source::Reloading(tls),
+        }
     }
+
+    /// A connector with `config`, for a short-lived client (a command of the CLI).
+    pub fn fixed(config: Arc<ClientConfig>) -> Self {
+        Self {
+            config: Source::Fixed(config),
+        }
+    }
+}
+
+/// The configuration of a short-lived client (the CLI): servers verified against the CA in
+/// `ca_file`, and, for mTLS, the certificate and key of `identity`. ALPN `h2`.
+pub fn client_config(
+    ca_file: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut roots = RootCertStore::empty();
+    for ca in super::reload::certificates(ca_file, &read(ca_file)?)? {
+        roots.add(ca).map_err(|source| TlsError::Ca {
+            path: ca_file.to_owned(),
+            source,
+        })?;
+    }
+    let builder = ClientConfig::builder_with_provider(super::reload::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Provider)?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = super::reload::certificates(cert, &read(cert)?)?;
+            let key_der =
+                PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|source| TlsError::Pem {
+                    path: key.to_owned(),
+                    source,
+                })?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|source| TlsError::Pair {
+                    cert: cert.to_owned(),
+                    key: key.to_owned(),
+                    source,
+                })?
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
 }
 
 /// The connection a [`TlsConnector`] opens.
@@ -48,7 +116,10 @@ impl tower::Service<Uri> for TlsConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let config = self.tls.client_config();
+        let config = match &self.config {
+            Source::Reloading(tls) => tls.client_config(),
+            Source::Fixed(config) => config.clone(),
+        };
         Box::pin(async move {
             let invalid =
                 |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {uri}"));

@@ -50,7 +50,7 @@ pub(crate) use accept::tune;
 pub use accept::{
     Conn, Incoming, MAX_CONCURRENT_HANDSHAKES, TCP_KEEPALIVE, incoming, spiffe_service,
 };
-pub use client::{TlsConnection, TlsConnector};
+pub use client::{TlsConnection, TlsConnector, client_config};
 pub use config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELOAD_INTERVAL, TlsConfig};
 pub use error::TlsError;
 pub use reload::{Alpn, Tls};

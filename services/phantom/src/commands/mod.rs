@@ -99,11 +99,12 @@ pub(crate) async fn connect(
     addr: &str,
     credentials: &remote::Credentials,
 ) -> Result<remote::RemoteChannel, std::process::ExitCode> {
-    let channel = credentials
+    let endpoint = credentials
         .endpoint(addr)?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let channel = credentials
+        .connect(addr, &endpoint)
+        .await?
         .map_err(|e| {
             errln!("phantom: cannot connect to {addr}: {e}\n  is the server running? (`make run` or `phantom up`)");
             std::process::ExitCode::FAILURE

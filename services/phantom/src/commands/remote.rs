@@ -7,6 +7,7 @@ use std::{
 };
 
 use http::{HeaderValue, header::AUTHORIZATION};
+use phantom_kit::tls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::set_header::{SetRequestHeader, SetRequestHeaderLayer};
 
@@ -20,6 +21,15 @@ pub struct Credentials {
     /// data directory (`<data_dir>/auth/admin.key`); it is never sent anywhere else.
     #[arg(long, env = "PHANTOM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For an `https://` address: the CA certificate (PEM) that signed the server's.
+    #[arg(long, env = "PHANTOM_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// For mutual TLS: this client's certificate (PEM), with --client-key.
+    #[arg(long, env = "PHANTOM_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// For mutual TLS: this client's private key (PEM), with --client-cert.
+    #[arg(long, env = "PHANTOM_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// The data directory whose local admin key is used (default: the configuration's).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
@@ -92,6 +102,38 @@ impl Credentials {
             ExitCode::from(2)
         })
     }
+
+    /// The TLS connector for `addr`: `None` for `http://`; for `https://`, one verifying the
+    /// server with --ca-cert (and presenting --client-cert for mutual TLS).
+    pub fn tls(&self, addr: &str) -> Result<Option<TlsConnector>, ExitCode> {
+        if !addr.starts_with("https://") {
+            return Ok(None);
+        }
+        let Some(ca) = &self.ca_cert else {
+            errln!(
+                "phantom: {addr} is https: pass --ca-cert (or PHANTOM_CA_CERT), the CA certificate that signed the server's"
+            );
+            return Err(ExitCode::from(2));
+        };
+        let identity = self.client_cert.as_deref().zip(self.client_key.as_deref());
+        let config = phantom_kit::tls::client_config(ca, identity).map_err(|e| {
+            errln!("phantom: {e}");
+            ExitCode::from(2)
+        })?;
+        Ok(Some(TlsConnector::fixed(std::sync::Arc::new(config))))
+    }
+
+    /// Connects `endpoint` (of `addr`), over TLS for an `https://` address.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        endpoint: &Endpoint,
+    ) -> Result<Result<Channel, tonic::transport::Error>, ExitCode> {
+        Ok(match self.tls(addr)? {
+            None => endpoint.connect().await,
+            Some(connector) => endpoint.connect_with_connector(connector).await,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -109,8 +151,8 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("auth")).unwrap();
         std::fs::write(admin_key_path(dir.path()), "phk_local\n").unwrap();
         let creds = Credentials {
-            token: None,
             data_dir: Some(dir.path().to_owned()),
+            ..Credentials::default()
         };
         assert_eq!(
             creds.bearer("http://127.0.0.1:50051").as_deref(),

@@ -386,7 +386,12 @@ async fn subscribe(
 ) -> Ended {
     let connected = tokio::select! {
         () = shutdown.cancelled() => return Ended::Shutdown,
-        c = endpoint.connect() => c,
+        c = args.credentials.connect(&args.addr, endpoint) => match c {
+            Ok(c) => c,
+            Err(_) => return Ended::Refused(Status::invalid_argument(
+                "the TLS options do not load (see the message above)",
+            )),
+        },
     };
     let channel = match connected {
         Ok(c) => match args.credentials.wrap(&args.addr, c) {
