@@ -163,6 +163,18 @@ enum Command {
         concurrency: usize,
     },
 
+    /// Manage credentials: API keys, in the configured database (the services need not
+    /// run). Applies the key table's migration first if it is missing (idempotent), so it
+    /// works on a fresh database.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+        phantom auth key create --tenant acme --scopes scans:read,scans:write --name ci\n  \
+        phantom auth key list\n  \
+        phantom auth key revoke 3f9a1c2b4d5e"
+    )]
+    Auth(commands::auth::AuthCommand),
+
     /// Print the aggregated health of the system (exit status 1 when it is unhealthy).
     #[command(after_help = "Examples:\n  \
         phantom health\n  \
@@ -360,6 +372,7 @@ impl Cli {
                 })
                 .await
             }
+            Command::Auth(command) => commands::auth::run(self.config.as_deref(), command).await,
             Command::Bench {
                 suite,
                 duration,

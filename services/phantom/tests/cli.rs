@@ -28,8 +28,13 @@ impl Drop for Up {
 
 /// Starts `phantom up` with every port 0 and reads the addresses it printed.
 fn up() -> Up {
-    let data = tempfile::tempdir().unwrap();
+    up_in(tempfile::tempdir().unwrap(), &[])
+}
+
+/// [`up`] on the data directory `data`, with `env` besides.
+fn up_in(data: tempfile::TempDir, env: &[(&str, &str)]) -> Up {
     let mut child = common::phantom_up(data.path())
+        .envs(env.iter().copied())
         .env("PHANTOM__HEALTH__INTERVAL", "200ms")
         // This machine's load and disk are not what the test is about.
         .env("PHANTOM__HEALTH__CPU_THRESHOLD_PERCENT", "101")
@@ -251,6 +256,11 @@ fn every_command_documents_itself_with_examples() {
         "migrate",
         "bench",
         "bench notify",
+        "auth",
+        "auth key",
+        "auth key create",
+        "auth key list",
+        "auth key revoke",
     ] {
         let out = Command::new(BIN)
             .args(cmd.split(' '))
@@ -263,4 +273,198 @@ fn every_command_documents_itself_with_examples() {
             "{cmd}"
         );
     }
+}
+
+/// A short key cache, so a revocation shows within the test: the configuration `phantom up`
+/// and the `auth` commands of these tests share.
+const CACHE_TTL: (&str, &str) = ("PHANTOM__AUTH__CACHE_TTL", "300ms");
+
+/// `phantom auth <args>` on the embedded database of `data`, the key secret left to the data
+/// directory, as a user beside `phantom up` runs it.
+fn auth(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .env("PHANTOM_DATA_DIR", data)
+        .env(CACHE_TTL.0, CACHE_TTL.1)
+        .env_remove("DATABASE_URL")
+        .env_remove("PHANTOM_AUTH_KEY_SECRET")
+        .arg("auth")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `phantom health` against `up` with `token`, instead of the local admin key.
+fn health_with(up: &Up, token: &str) -> std::process::Output {
+    Command::new(BIN)
+        .env("PHANTOM_DATA_DIR", up._data.path())
+        .env("PHANTOM_TOKEN", token)
+        .args(["health", "--addr", &up.aggregator])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_key_created_by_the_cli_authenticates_with_its_scopes_until_revoked() {
+    let data = tempfile::tempdir().unwrap();
+
+    // Before the system ever ran: the command makes the table and the key secret itself.
+    let created: serde_json::Value = serde_json::from_str(&stdout(&auth(
+        data.path(),
+        &[
+            "key", "create", "--tenant", "acme", "--scopes", "admin", "--name", "ops", "--output",
+            "json",
+        ],
+    )))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(&format!("phk_{id}_")), "{created}");
+    assert_eq!(created["tenant"], "acme");
+    assert_eq!(created["scopes"], serde_json::json!(["admin"]));
+    assert!(created["expires_at"].is_string(), "90 days by default");
+
+    let text = stdout(&auth(
+        data.path(),
+        &[
+            "key",
+            "create",
+            "--tenant",
+            "acme",
+            "--scopes",
+            "scans:read",
+            "--expires",
+            "never",
+        ],
+    ));
+    let reader = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("phk_"))
+        .unwrap_or_else(|| panic!("the key on a line of its own: {text}"))
+        .to_owned();
+    assert!(
+        text.contains(&format!("export PHANTOM_TOKEN={reader}")),
+        "{text}"
+    );
+    assert!(text.contains("never"), "{text}");
+
+    // Listed, without a secret.
+    let listed = stdout(&auth(data.path(), &["key", "list"]));
+    assert!(listed.contains(&id) && listed.contains("ops"), "{listed}");
+    for secret in [&key[17..], &reader[17..]] {
+        assert!(!listed.contains(secret), "a secret is listed: {listed}");
+    }
+    let json = stdout(&auth(data.path(), &["key", "list", "--output", "json"]));
+    assert!(!json.contains(&key[17..]), "{json}");
+
+    // The system, started afterwards on the same data directory, accepts it.
+    let up = up_in(data, &[CACHE_TTL]);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = health_with(&up, &key);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("HEALTHY") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the key never worked: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A key without `admin` is refused the health report, naming the scope.
+    let out = health_with(&up, &reader);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Revoked while the system runs: refused within the cache TTL.
+    let revoked = stdout(&auth(up._data.path(), &["key", "revoke", &id]));
+    assert!(
+        revoked.contains(&id) && revoked.contains("auth.cache_ttl (300ms)"),
+        "{revoked}"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = health_with(&up, &key);
+        if out.status.code() == Some(1)
+            && String::from_utf8_lossy(&out.stderr).contains("Unauthenticated")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepted after revocation");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let json: serde_json::Value = serde_json::from_str(&stdout(&auth(
+        up._data.path(),
+        &["key", "list", "--tenant", "acme", "--output", "json"],
+    )))
+    .unwrap();
+    let row = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap();
+    assert!(row["revoked_at"].is_string(), "{row}");
+    assert!(row["last_used_at"].is_string(), "{row}");
+    assert!(
+        row.get("key").is_none() && row.get("hash").is_none(),
+        "{row}"
+    );
+    // Again: already revoked, said so, not an error.
+    let again = stdout(&auth(up._data.path(), &["key", "revoke", &id]));
+    assert!(again.contains("already revoked"), "{again}");
+}
+
+#[test]
+fn auth_key_mistakes_exit_2_saying_what_is_wrong() {
+    let data = tempfile::tempdir().unwrap();
+    let refused = |args: &[&str], says: &str| {
+        let out = auth(data.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    let create = ["key", "create", "--tenant", "acme", "--scopes"];
+    refused(
+        &[&create[..], &["scans:read,scans:reed"]].concat(),
+        "\"scans:reed\"",
+    );
+    refused(&[&create[..], &[""]].concat(), "at least one scope");
+    refused(
+        &["key", "create", "--tenant", "Acme!", "--scopes", "all"],
+        "[a-z0-9-]",
+    );
+    refused(
+        &[&create[..], &["all", "--expires", "soon"]].concat(),
+        "never",
+    );
+    refused(
+        &[&create[..], &["all", "--expires", "0s"]].concat(),
+        "more than 0",
+    );
+    refused(&["key", "revoke", "ffffffffffff"], "no API key");
+
+    // The scopes a key may hold are in its help.
+    let help = stdout(&auth(data.path(), &["key", "create", "--help"]));
+    for scope in phantom_layers::auth::Scope::ALL {
+        assert!(
+            help.contains(scope.as_str()),
+            "{scope} missing from: {help}"
+        );
+    }
+    assert!(help.contains("`all`"), "{help}");
 }

@@ -1,6 +1,7 @@
 //! Client commands: they talk to a running system over its public gRPC API, except
-//! [`migrate`], which talks to the database.
+//! [`migrate`] and [`auth`], which talk to the database.
 
+pub mod auth;
 pub mod health;
 pub mod migrate;
 pub mod remote;

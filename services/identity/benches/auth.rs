@@ -1,0 +1,318 @@
+//! Cost per call of authentication: the real [`AuthLayer`], with the [`Authenticator`] a
+//! server holds, over a service that answers an empty response at once, against the same
+//! service without the layer, measured in the same run.
+//!
+//! `cargo bench -p phantom-identity --bench auth`. Every call is `GetScan` (it needs
+//! `scans:read`, in the policy of `phantom_proto::AUTHORIZATION`), and is checked to be
+//! admitted before it is measured: a refusal is cheaper and would flatter the figures.
+//!
+//! - `a_no_auth`: the bare service, the reference.
+//! - `b_api_key_cached`: a key verified before: a cache hit and one HMAC per call.
+//! - `c_api_key_uncached`: an authenticator whose key cache TTL is zero, so every call reads
+//!   the key's row from SQLite (a file in a temporary directory, as `phantom up` keeps it)
+//!   and, not being answerable from memory, also counts against the unauthenticated-attempt
+//!   limiter (its quota set out of reach here).
+//! - `d_jwt_rs256`, `e_jwt_eddsa`: the issuer's key known (its JWKS read at start), the
+//!   signature and claims verified on every call.
+//! - `f_service_token`: the services' shared token (one MAC).
+//!
+//! Calls that complete on their first poll are polled once with `now_or_never` (as the
+//! layers' bench does), asserted to complete. The uncached key waits for SQLite, so it runs
+//! under a current-thread runtime's `block_on`, and has its own reference measured the same
+//! way: `a_no_auth_block_on`. Keys and tokens are minted when the bench starts.
+
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aws_lc_rs::{
+    encoding::{AsDer, Pkcs8V1Der},
+    rsa::{KeyPair as RsaKeyPair, KeySize},
+    signature::Ed25519KeyPair,
+};
+use criterion::{BatchSize, Bencher, Criterion, criterion_group, criterion_main};
+use futures::FutureExt as _;
+use http::{Request, Response, header::AUTHORIZATION};
+use jsonwebtoken::{
+    Algorithm, EncodingKey, Header,
+    jwk::{Jwk, JwkSet},
+};
+use phantom_identity::{
+    ApiKeys, Authenticator, Jwt, JwtConfig, KeyStore, Secret, ServiceToken, SqlKeyRepository,
+};
+use phantom_layers::{
+    Tenant,
+    auth::{AuthLayer, AuthSettings, Policy, Scope, Scopes},
+    methods::Exempt,
+    rate_limit::{QuotaConfig, RateLimitConfig, RateLimiter},
+};
+use phantom_storage::{Database, StorageConfig};
+use tonic::body::Body;
+use tower::{Layer as _, Service, service_fn};
+
+/// The method every call names.
+const METHOD: &str = "/phantom.v1.ScanOrchestrator/GetScan";
+const ISSUER: &str = "https://issuer.bench";
+const AUDIENCE: &str = "phantom";
+
+/// Answers an empty response at once.
+fn ok_service() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ 'static {
+    service_fn(|_req: Request<Body>| {
+        futures::future::ready(Ok::<_, Infallible>(Response::new(Body::empty())))
+    })
+}
+
+fn request(bearer: Option<&str>) -> Request<Body> {
+    let mut req = Request::builder().uri(format!("http://phantom{METHOD}"));
+    if let Some(token) = bearer {
+        req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    req.body(Body::empty()).unwrap()
+}
+
+/// The layer a server builds, with `authenticator`; the limit on unauthenticated attempts out
+/// of reach, so the uncached case is never refused by it.
+fn layer(authenticator: Authenticator) -> AuthLayer {
+    AuthLayer::new(AuthSettings {
+        policy: Policy::new(phantom_proto::AUTHORIZATION.iter().copied()).unwrap(),
+        authenticator: Arc::new(authenticator),
+        default_tenant: Tenant::parse("default").unwrap(),
+        exempt: Exempt::prefixes(["/grpc.health.v1.Health/"]),
+        unauthenticated: RateLimiter::new(
+            "bench/unauthenticated",
+            &RateLimitConfig {
+                default: QuotaConfig {
+                    per_second: 1e9,
+                    burst: u32::MAX / 2,
+                },
+                ..RateLimitConfig::default()
+            },
+        ),
+    })
+}
+
+/// A refusal carries `grpc-status`; the inner service's answer does not.
+fn assert_admitted(response: &Response<Body>) {
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "refused: {:?}",
+        response.headers()
+    );
+}
+
+/// What the bench calls with, minted at start.
+struct Fixture {
+    /// Holds the SQLite file and the JWKS file.
+    _dir: tempfile::TempDir,
+    /// Keys cached 30 s (the default `auth.cache_ttl`), the services' token, JWTs.
+    cached: Authenticator,
+    /// Keys never cached.
+    uncached: Authenticator,
+    api_key: String,
+    rs256: String,
+    eddsa: String,
+    service: String,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&StorageConfig {
+        data_dir: dir.path().to_owned(),
+        ..StorageConfig::default()
+    })
+    .await
+    .unwrap();
+    db.migrate(phantom_identity::migrator()).await.unwrap();
+    let store = KeyStore::new(
+        Arc::new(SqlKeyRepository::new(db)),
+        &Secret::new("k".repeat(32)),
+    );
+    let scopes: Scopes = [Scope::ScansRead].into_iter().collect();
+    let (_, api_key) = store
+        .create(Tenant::parse("acme").unwrap(), scopes, "bench", None)
+        .await
+        .unwrap();
+
+    let rsa = signer("rsa", Algorithm::RS256);
+    let ed = signer("ed", Algorithm::EdDSA);
+    let jwks = dir.path().join("jwks.json");
+    let set = JwkSet {
+        keys: vec![rsa.1.clone(), ed.1.clone()],
+    };
+    std::fs::write(&jwks, serde_json::to_string(&set).unwrap()).unwrap();
+    let jwt = Jwt::start(JwtConfig {
+        issuer: ISSUER.into(),
+        audiences: vec![AUDIENCE.into()],
+        jwks_file: Some(jwks),
+        ..JwtConfig::default()
+    })
+    .await
+    .unwrap();
+
+    let token = ServiceToken::generate().unwrap();
+    let service = token.bearer("scan-orchestrator");
+    let cached = Authenticator::new(ApiKeys::new(store.clone(), Duration::from_secs(30)))
+        .with_service_token(token)
+        .with_jwt(jwt);
+    let uncached = Authenticator::new(ApiKeys::new(store, Duration::ZERO));
+    Fixture {
+        _dir: dir,
+        cached,
+        uncached,
+        api_key,
+        rs256: mint("rsa", Algorithm::RS256, &rsa.0),
+        eddsa: mint("ed", Algorithm::EdDSA, &ed.0),
+        service,
+    }
+}
+
+/// A signing key generated now, and its public JWK named `kid`.
+fn signer(kid: &str, alg: Algorithm) -> (EncodingKey, Jwk) {
+    let key = match alg {
+        Algorithm::RS256 => {
+            let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+            let pkcs8: Pkcs8V1Der<'_> = pair.as_der().unwrap();
+            EncodingKey::from_rsa_der(&pkcs1_of(pkcs8.as_ref()))
+        }
+        Algorithm::EdDSA => {
+            let pair = Ed25519KeyPair::generate().unwrap();
+            EncodingKey::from_ed_der(pair.to_pkcs8v1().unwrap().as_ref())
+        }
+        other => panic!("no bench key for {other:?}"),
+    };
+    let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    (key, jwk)
+}
+
+/// The RSAPrivateKey inside a PKCS#8 document (what jsonwebtoken's RSA key takes).
+fn pkcs1_of(pkcs8: &[u8]) -> Vec<u8> {
+    /// One DER element: (tag, contents, the rest).
+    fn tlv(b: &[u8]) -> (u8, &[u8], &[u8]) {
+        let (tag, first) = (b[0], b[1]);
+        let (len, start) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            let len = b[2..2 + n]
+                .iter()
+                .fold(0usize, |acc, x| (acc << 8) | usize::from(*x));
+            (len, 2 + n)
+        };
+        (tag, &b[start..start + len], &b[start + len..])
+    }
+    let (_, body, _) = tlv(pkcs8);
+    let (_, _, rest) = tlv(body); // version
+    let (_, _, rest) = tlv(rest); // algorithm
+    let (_, key, _) = tlv(rest);
+    key.to_vec()
+}
+
+/// A token of the issuer, valid for an hour, for tenant `acme` with `scans:read`.
+fn mint(kid: &str, alg: Algorithm, key: &EncodingKey) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "bench",
+        "iat": now,
+        "exp": now + 3600,
+        "tenant": "acme",
+        "scope": "openid scans:read",
+    });
+    let header = Header {
+        kid: Some(kid.to_owned()),
+        ..Header::new(alg)
+    };
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+/// Measures calls of `svc` that complete on their first poll, after one that must be admitted
+/// (and fills the key cache).
+fn polled_once<S>(b: &mut Bencher<'_>, svc: &mut S, bearer: Option<&str>)
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    let first = svc.call(request(bearer)).now_or_never();
+    assert_admitted(&first.expect("completes at once").unwrap());
+    b.iter_batched(
+        || request(bearer),
+        |req| {
+            black_box(
+                svc.call(req)
+                    .now_or_never()
+                    .expect("completes on its first poll"),
+            )
+        },
+        BatchSize::SmallInput,
+    );
+}
+
+/// Measures calls of `svc` run to completion on `rt`.
+fn blocked_on<S>(
+    b: &mut Bencher<'_>,
+    rt: &tokio::runtime::Runtime,
+    svc: &mut S,
+    bearer: Option<&str>,
+) where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    assert_admitted(&rt.block_on(svc.call(request(bearer))).unwrap());
+    b.iter_batched(
+        || request(bearer),
+        |req| black_box(rt.block_on(svc.call(req))),
+        BatchSize::SmallInput,
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = rt.block_on(fixture());
+    let mut g = c.benchmark_group("auth_per_call");
+    {
+        // A key's first use spawns its `last_used_at` write: the runtime must be current.
+        let _runtime = rt.enter();
+        g.bench_function("a_no_auth", |b| polled_once(b, &mut ok_service(), None));
+        let authed = layer(f.cached.clone()).layer(ok_service());
+        let cases = [
+            ("b_api_key_cached", &f.api_key),
+            ("d_jwt_rs256", &f.rs256),
+            ("e_jwt_eddsa", &f.eddsa),
+            ("f_service_token", &f.service),
+        ];
+        for (name, bearer) in cases {
+            g.bench_function(name, |b| {
+                polled_once(b, &mut authed.clone(), Some(bearer.as_str()));
+            });
+        }
+    }
+    g.bench_function("a_no_auth_block_on", |b| {
+        blocked_on(b, &rt, &mut ok_service(), None);
+    });
+    let uncached = layer(f.uncached.clone()).layer(ok_service());
+    g.bench_function("c_api_key_uncached", |b| {
+        blocked_on(b, &rt, &mut uncached.clone(), Some(f.api_key.as_str()));
+    });
+    g.finish();
+}
+
+criterion_group!(auth, benches);
+criterion_main!(auth);
