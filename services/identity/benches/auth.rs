@@ -12,8 +12,10 @@
 //!   the key's row from SQLite (a file in a temporary directory, as `phantom up` keeps it)
 //!   and, not being answerable from memory, also counts against the unauthenticated-attempt
 //!   limiter (its quota set out of reach here).
-//! - `d_jwt_rs256`, `e_jwt_eddsa`: the issuer's key known (its JWKS read at start), the
-//!   signature and claims verified on every call.
+//! - `d_jwt_rs256_*`, `e_jwt_eddsa_*`: the issuer's key known (its JWKS read at start);
+//!   `_cached`: the token verified before and remembered (`auth.jwt.verified_ttl`), one
+//!   SHA-256 and a map lookup per call; `_uncached`: `verified_ttl = 0s`, the signature and
+//!   claims verified on every call (what a token costs the first time it is seen).
 //! - `f_service_token`: the services' shared token (one MAC).
 //!
 //! Calls that complete on their first poll are polled once with `now_or_never` (as the
@@ -150,11 +152,17 @@ async fn fixture() -> Fixture {
         keys: vec![rsa.1.clone(), ed.1.clone()],
     };
     std::fs::write(&jwks, serde_json::to_string(&set).unwrap()).unwrap();
-    let jwt = Jwt::start(JwtConfig {
+    let jwt_config = JwtConfig {
         issuer: ISSUER.into(),
         audiences: vec![AUDIENCE.into()],
         jwks_file: Some(jwks),
         ..JwtConfig::default()
+    };
+    let jwt = Jwt::start(jwt_config.clone()).await.unwrap();
+    // Every call checks the signature: what a token costs the first time it is seen.
+    let jwt_unremembered = Jwt::start(JwtConfig {
+        verified_ttl: Duration::ZERO,
+        ..jwt_config
     })
     .await
     .unwrap();
@@ -164,7 +172,8 @@ async fn fixture() -> Fixture {
     let cached = Authenticator::new(ApiKeys::new(store.clone(), Duration::from_secs(30)))
         .with_service_token(token)
         .with_jwt(jwt);
-    let uncached = Authenticator::new(ApiKeys::new(store, Duration::ZERO));
+    let uncached =
+        Authenticator::new(ApiKeys::new(store, Duration::ZERO)).with_jwt(jwt_unremembered);
     Fixture {
         _dir: dir,
         cached,
@@ -292,15 +301,18 @@ fn benches(c: &mut Criterion) {
         let _runtime = rt.enter();
         g.bench_function("a_no_auth", |b| polled_once(b, &mut ok_service(), None));
         let authed = layer(f.cached.clone()).layer(ok_service());
+        let unremembered = layer(f.uncached.clone()).layer(ok_service());
         let cases = [
-            ("b_api_key_cached", &f.api_key),
-            ("d_jwt_rs256", &f.rs256),
-            ("e_jwt_eddsa", &f.eddsa),
-            ("f_service_token", &f.service),
+            ("b_api_key_cached", &authed, &f.api_key),
+            ("d_jwt_rs256_cached", &authed, &f.rs256),
+            ("d_jwt_rs256_uncached", &unremembered, &f.rs256),
+            ("e_jwt_eddsa_cached", &authed, &f.eddsa),
+            ("e_jwt_eddsa_uncached", &unremembered, &f.eddsa),
+            ("f_service_token", &authed, &f.service),
         ];
-        for (name, bearer) in cases {
+        for (name, svc, bearer) in cases {
             g.bench_function(name, |b| {
-                polled_once(b, &mut authed.clone(), Some(bearer.as_str()));
+                polled_once(b, &mut svc.clone(), Some(bearer.as_str()));
             });
         }
     }

@@ -24,6 +24,8 @@ pub const DEFAULT_UNAUTHENTICATED_BURST: u32 = 20;
 pub const MIN_KEY_SECRET_BYTES: usize = 32;
 /// How often the JWKS is read again.
 pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(5 * 60);
+/// How long a verified JWT is trusted without checking its signature again.
+pub const DEFAULT_VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// Clock skew allowed on `exp` and `nbf`.
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 
@@ -145,6 +147,11 @@ pub struct JwtConfig {
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// How long a token that verified is trusted without checking its signature again (never
+    /// past its `exp`); `0s` checks every call. A key removed from the JWKS stops such a
+    /// token within this time.
+    #[serde(with = "humantime_serde")]
+    pub verified_ttl: Duration,
     /// The claim naming the tenant the token acts for; a token without a valid one is refused.
     pub tenant_claim: String,
     /// The claim listing the token's scopes: a space-separated string (OAuth's `scope`) or an
@@ -164,6 +171,7 @@ impl Default for JwtConfig {
             jwks_url: None,
             refresh_interval: DEFAULT_JWKS_REFRESH,
             leeway: DEFAULT_JWT_LEEWAY,
+            verified_ttl: DEFAULT_VERIFIED_TTL,
             tenant_claim: "tenant".to_owned(),
             scopes_claim: "scope".to_owned(),
             algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],

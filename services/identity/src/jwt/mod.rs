@@ -19,6 +19,14 @@
 //! failed read keeps the last good set. A token naming a `kid` not in the set (the issuer
 //! rotated its keys) makes one read on the spot, at most every [`ON_DEMAND_EVERY`]: a flood
 //! of made-up `kid`s cannot turn into a flood of fetches.
+//!
+//! # Verified tokens
+//! A client sends the same token with every call until it expires, and a signature check
+//! costs tens of microseconds (RS256, EdDSA), a hundred times an API key's cached lookup.
+//! Tokens that verified are remembered (by their SHA-256, never the token itself) for at most
+//! `auth.jwt.verified_ttl` and never past their `exp`, in a map of at most
+//! [`VERIFIED_CAPACITY`] tokens: a key removed from the JWKS stops a remembered token within
+//! that time. Refused tokens are not remembered.
 
 mod jwks;
 
@@ -33,6 +41,7 @@ use jsonwebtoken::{Header, Validation, errors::ErrorKind};
 use phantom_domain::Tenant;
 use phantom_layers::auth::{Authenticate, Identity, Principal, Refusal, Scopes};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use self::jwks::{Key, KeySet, Loader};
@@ -40,6 +49,15 @@ use crate::{IdentityError, JwtConfig, settings::is_hmac};
 
 /// Least time between two reads of the JWKS caused by unknown `kid`s.
 pub const ON_DEMAND_EVERY: Duration = Duration::from_secs(30);
+
+/// Verified tokens remembered at most.
+pub const VERIFIED_CAPACITY: usize = 10_000;
+
+/// A token that verified: who it is, and until when that holds.
+struct Verified {
+    principal: Principal,
+    until: Instant,
+}
 
 /// JWTs of one issuer as an [`Authenticate`]; see the [module docs](self). Cheap to clone.
 #[derive(Clone)]
@@ -54,6 +72,8 @@ struct Inner {
     /// When the last read for an unknown `kid` started; held during that read, so callers
     /// arriving meanwhile wait for its keys rather than start another.
     on_demand: tokio::sync::Mutex<Option<Instant>>,
+    /// Tokens that verified, by their SHA-256.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
 }
 
 impl std::fmt::Debug for Jwt {
@@ -89,12 +109,17 @@ impl Jwt {
             keys: RwLock::new(Arc::new(keys)),
             loader,
             on_demand: tokio::sync::Mutex::new(None),
+            verified: std::sync::Mutex::default(),
         });
         tokio::spawn(refresh_every(Arc::downgrade(&inner), interval));
         Ok(Self { inner })
     }
 
     async fn check(self, token: String) -> Result<Principal, Refusal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.inner.remembered(&digest) {
+            return Ok(principal);
+        }
         let header = jsonwebtoken::decode_header(&token).map_err(|_| Refusal::Unknown)?;
         let kid = header.kid.as_deref();
         let key = match self.inner.current().find(kid) {
@@ -104,11 +129,52 @@ impl Jwt {
                 self.inner.current().find(kid).ok_or(Refusal::Unknown)?
             }
         };
-        self.inner.verify(&token, &header, &key)
+        let (principal, exp) = self.inner.verify(&token, &header, &key)?;
+        self.inner.remember(digest, &principal, exp);
+        Ok(principal)
     }
 }
 
 impl Inner {
+    /// The principal of a token that verified, while it may still be trusted.
+    fn remembered(&self, digest: &[u8; 32]) -> Option<Principal> {
+        let verified = self.verified.lock().expect("verified tokens lock");
+        verified
+            .get(digest)
+            .filter(|v| v.until > Instant::now())
+            .map(|v| v.principal.clone())
+    }
+
+    /// Remembers a token that verified, until `exp` (seconds since the Unix epoch) and at most
+    /// `verified_ttl`.
+    fn remember(&self, digest: [u8; 32], principal: &Principal, exp: u64) {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let left = Duration::from_secs(exp.saturating_sub(now_unix)).min(self.config.verified_ttl);
+        if left.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut verified = self.verified.lock().expect("verified tokens lock");
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, v| v.until > now);
+            if verified.len() >= VERIFIED_CAPACITY
+                && let Some(victim) = verified.keys().next().copied()
+            {
+                verified.remove(&victim);
+            }
+        }
+        verified.insert(
+            digest,
+            Verified {
+                principal: principal.clone(),
+                until: now + left,
+            },
+        );
+    }
+
     fn current(&self) -> Arc<KeySet> {
         self.keys.read().expect("JWKS lock").clone()
     }
@@ -142,7 +208,8 @@ impl Inner {
         }
     }
 
-    fn verify(&self, token: &str, header: &Header, key: &Key) -> Result<Principal, Refusal> {
+    /// The principal of `token` and its `exp`, if it verifies under `key`.
+    fn verify(&self, token: &str, header: &Header, key: &Key) -> Result<(Principal, u64), Refusal> {
         let c = &self.config;
         let alg = header.alg;
         if is_hmac(alg) || !c.algorithms.contains(&alg) {
@@ -180,14 +247,17 @@ impl Inner {
             }
             _ => Scopes::NONE,
         };
-        Ok(Principal {
+        // Required above, so present; a number, or decoding would have failed.
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        let principal = Principal {
             identity: Identity::Token {
                 issuer: c.issuer.clone(),
                 subject: subject.to_owned(),
             },
             tenant: Some(tenant),
             scopes,
-        })
+        };
+        Ok((principal, exp))
     }
 }
 
@@ -230,7 +300,8 @@ impl Authenticate for Jwt {
         Box::pin(self.clone().check(bearer.to_owned()))
     }
 
-    /// When the token's key is in the current set (its header decoded, nothing verified).
+    /// When the token's key is in the current set (its header decoded, nothing verified):
+    /// checking it reaches no network.
     fn is_cheap(&self, bearer: &str) -> bool {
         jsonwebtoken::decode_header(bearer)
             .is_ok_and(|h| self.inner.current().find(h.kid.as_deref()).is_some())
