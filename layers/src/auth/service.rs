@@ -120,7 +120,11 @@ where
                 Found::Refused(err) => Err(err),
             };
             let requirement = settings.policy.requirement(&path);
+            // Who it was, for the audit line of a refusal: a known principal the method is not
+            // for is written by name.
+            let mut refused_who = None;
             let decided = principal.and_then(|p| {
+                refused_who = Some(p.id());
                 authorize(requirement, &p)?;
                 let tenant = tenant_for(&p, &req, &settings.default_tenant)?;
                 Ok((p, tenant))
@@ -129,7 +133,8 @@ where
                 Ok(decided) => decided,
                 Err(err) => {
                     let status = tonic::Status::from(err);
-                    audit::record(None, None, &path, None, status.code(), peer.remote_addr);
+                    let who = refused_who.as_deref();
+                    audit::record(who, None, &path, None, status.code(), peer.remote_addr);
                     return Ok(status.into_http());
                 }
             };

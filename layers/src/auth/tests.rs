@@ -218,3 +218,66 @@ fn scopes_parse_strictly_or_leniently() {
     assert!(Policy::new([("/a/B", "scans:read"), ("/a/B", "admin")]).is_err());
     assert!(Policy::new([("/a/B", "root")]).is_err());
 }
+
+/// What the `audit` target wrote while `f` ran.
+async fn audited<F: std::future::Future<Output = ()>>(f: F) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter("audit=info")
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    f.await;
+    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+}
+
+#[tokio::test]
+async fn refusals_and_writes_are_audited_by_principal_never_by_secret() {
+    let svc = layer(100.0, 100).layer(echo());
+    let log = audited(async {
+        status(
+            svc.clone(),
+            call("/s.S/Write", Some("good"), from("10.0.0.9")),
+        )
+        .await;
+        status(
+            svc.clone(),
+            call("/s.S/Read", Some("guess"), from("10.0.0.9")),
+        )
+        .await;
+        // A read that is let in is not audited.
+        status(
+            svc.clone(),
+            call("/s.S/Read", Some("good"), from("10.0.0.9")),
+        )
+        .await;
+    })
+    .await;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("principal=\"key:k1\"")
+            && lines[0].contains("/s.S/Write")
+            && lines[0].contains("PermissionDenied")
+            && lines[0].contains("10.0.0.9"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("principal=\"anonymous\"") && lines[1].contains("Unauthenticated"),
+        "{log}"
+    );
+    assert!(!log.contains("guess") && !log.contains("good"), "{log}");
+}
