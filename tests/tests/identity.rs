@@ -139,16 +139,7 @@ async fn secured(
     }];
     let running = Running::start(config.clone()).await;
 
-    // The key store the services read: the same database, the key secret `phantom up`
-    // keeps in its data directory.
-    let secret = std::fs::read_to_string(phantom::auth::key_secret_path(data)).unwrap();
-    let db = phantom_storage::Database::open(&config.storage)
-        .await
-        .unwrap();
-    let store = KeyStore::new(
-        Arc::new(SqlKeyRepository::new(db)),
-        &phantom_identity::Secret::new(secret.trim()),
-    );
+    let store = key_store(data, &config).await;
     let make = async |tenant: &str, scopes: Scopes, expires: Option<i64>| {
         store
             .create(Tenant::parse(tenant).unwrap(), scopes, "test", expires)
@@ -182,6 +173,19 @@ async fn secured(
             revoked,
             expired,
         },
+    )
+}
+
+/// The key store the services of `config` read: the same database, the key secret
+/// `phantom up` keeps in its data directory `data`.
+async fn key_store(data: &std::path::Path, config: &phantom::config::Config) -> KeyStore {
+    let secret = std::fs::read_to_string(phantom::auth::key_secret_path(data)).unwrap();
+    let db = phantom_storage::Database::open(&config.storage)
+        .await
+        .unwrap();
+    KeyStore::new(
+        Arc::new(SqlKeyRepository::new(db)),
+        &phantom_identity::Secret::new(secret.trim()),
     )
 }
 
@@ -639,6 +643,89 @@ async fn tenants_are_walled_off_and_user_keys_cannot_poison_scores_or_forge_even
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_has_its_own_scan_quotas_whichever_key_it_uses() {
+    use tonic_types::StatusExt as _;
+    let data = tempfile::tempdir().unwrap();
+    // One scan at a time and two addresses a day per tenant, and a scan that lasts: its one
+    // port accepts and never speaks, and the banner is waited for.
+    let mut config = config(data.path());
+    config.auth.enabled = true;
+    config.scan.quota.max_active_scans = 1;
+    config.scan.quota.max_hosts_per_day = 2;
+    config.scan.banner_timeout = Duration::from_secs(3);
+    let running = Running::start(config.clone()).await;
+    let store = key_store(data.path(), &config).await;
+    let mut keys = Vec::new();
+    for tenant in ["acme", "acme", "beta"] {
+        let (_, key) = store
+            .create(Tenant::parse(tenant).unwrap(), Scopes::all(), "quota", None)
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        }
+    });
+    let mut scans = ScanOrchestratorClient::new(channel(running.addrs.scan_orchestrator).await);
+    let create = |key: &str| {
+        with(
+            key,
+            pb::CreateScanRequest {
+                targets: vec!["127.0.0.1".into()],
+                ports: port.to_string(),
+                ..Default::default()
+            },
+        )
+    };
+    scans.create_scan(create(&keys[0])).await.unwrap();
+    // acme's second key is acme: its one running scan is taken.
+    let busy = scans.create_scan(create(&keys[1])).await.unwrap_err();
+    assert_eq!(busy.code(), Code::ResourceExhausted, "{busy:?}");
+    assert!(busy.message().contains("max_active_scans"), "{busy:?}");
+    assert!(busy.get_details_retry_info().is_some());
+    // beta is another tenant, with quotas of its own.
+    scans.create_scan(create(&keys[2])).await.unwrap();
+
+    // Once acme's scan has ended, its second address of the day passes and a third does not.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match scans.create_scan(create(&keys[1])).await {
+            Ok(_) => break,
+            Err(s) if s.code() == Code::ResourceExhausted => {}
+            Err(s) => panic!("{s:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acme's first scan never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let day = loop {
+        let refused = scans.create_scan(create(&keys[0])).await.unwrap_err();
+        if refused.message().contains("max_hosts_per_day") {
+            break refused;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{refused:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(day.code(), Code::ResourceExhausted);
+    let retry = day.get_details_retry_info().unwrap().retry_delay.unwrap();
+    assert!(
+        retry > Duration::from_secs(23 * 3600),
+        "the day's first scan frees its address in a day: {retry:?}"
+    );
     running.stop().await;
 }
 

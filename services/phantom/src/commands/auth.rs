@@ -228,7 +228,8 @@ fn key_secret(config: &Config) -> Result<Secret, String> {
     // `phantom up` keeps a secret only when authentication is on; a key made while it is off
     // is hashed under the secret it will use once turned on.
     auth.enabled = true;
-    crate::auth::prepare_local(&mut auth, data_dir).map_err(|e| format!("{e:#}"))?;
+    crate::auth::prepare_local(&mut auth, data_dir, config.tls.enabled)
+        .map_err(|e| format!("{e:#}"))?;
     Ok(auth.key_secret)
 }
 
