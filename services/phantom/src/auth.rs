@@ -19,7 +19,11 @@ use phantom_layers::{
 };
 use phantom_storage::{Database, StorageConfig};
 
-pub use crate::commands::remote::admin_key_path;
+/// Where `phantom up` keeps the local admin key, under its data directory: what the client
+/// commands send to a loopback address when given no token.
+pub fn admin_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("auth").join("admin.key")
+}
 
 /// Where `phantom up` keeps the server key API keys are hashed under, when the
 /// configuration sets none: under the data directory, so keys survive restarts.

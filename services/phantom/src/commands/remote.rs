@@ -1,10 +1,6 @@
 //! How client commands reach a server: its URL, the credential they send, and TLS.
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use http::{HeaderValue, header::AUTHORIZATION};
 use phantom_kit::tls::TlsConnector;
@@ -38,10 +34,7 @@ pub struct Credentials {
 /// A channel to a server that sends the command's credential on every call.
 pub type RemoteChannel = SetRequestHeader<Channel, Option<HeaderValue>>;
 
-/// Where `phantom up` keeps the local admin key, under its data directory.
-pub fn admin_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("auth").join("admin.key")
-}
+use crate::auth::admin_key_path;
 
 /// Whether `addr` (a URL) names this machine: `localhost` or a loopback address.
 fn is_loopback(addr: &str) -> bool {
