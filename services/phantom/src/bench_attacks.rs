@@ -56,6 +56,9 @@ struct System {
     http: SocketAddr,
     scan_orchestrator: SocketAddr,
     notifier: SocketAddr,
+    /// The local admin key the system made, if it authenticates (an older binary does not):
+    /// the attacks are replayed as an authenticated caller, the worst case.
+    bearer: Option<http::HeaderValue>,
     _data: tempfile::TempDir,
 }
 
@@ -93,6 +96,7 @@ impl System {
             http,
             scan_orchestrator: so,
             notifier: no,
+            bearer: None,
             _data: data,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -103,7 +107,29 @@ impl System {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let mut system = system;
+        let key = crate::auth::admin_key_path(system._data.path());
+        system.bearer = std::fs::read_to_string(key)
+            .ok()
+            .and_then(|k| phantom_kit::client::bearer_header(k.trim()));
         Ok(system)
+    }
+
+    /// A channel to `addr` that sends the system's admin key, if it has one.
+    async fn channel(
+        &self,
+        addr: SocketAddr,
+    ) -> anyhow::Result<crate::commands::remote::RemoteChannel> {
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        Ok(tower_layer::Layer::layer(
+            &tower_http::set_header::SetRequestHeaderLayer::overriding(
+                http::header::AUTHORIZATION,
+                self.bearer.clone(),
+            ),
+            channel,
+        ))
     }
 
     fn rss(&self) -> u64 {
@@ -162,16 +188,9 @@ fn watch(http: SocketAddr, pid: u32, stop: Arc<AtomicBool>) -> tokio::task::Join
     })
 }
 
-async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?)
-}
-
-/// Attack 1: CreateScan with a 4 MB port spec, five times.
 async fn port_spec(system: &System) -> anyhow::Result<String> {
     let mut scans = pb::scan_orchestrator_client::ScanOrchestratorClient::new(
-        channel(system.scan_orchestrator).await?,
+        system.channel(system.scan_orchestrator).await?,
     )
     .max_encoding_message_size(8 << 20);
     let ports = "1-65535,".repeat(480_000);
@@ -192,8 +211,8 @@ async fn port_spec(system: &System) -> anyhow::Result<String> {
 
 /// Attack 2: Subscribe with huge rooms and after_sequence maps.
 async fn subscribe_maps(system: &System) -> anyhow::Result<String> {
-    let mut notifier =
-        NotifierClient::new(channel(system.notifier).await?).max_encoding_message_size(8 << 20);
+    let mut notifier = NotifierClient::new(system.channel(system.notifier).await?)
+        .max_encoding_message_size(8 << 20);
     let rooms: Vec<String> = (0..350_000).map(|i| format!("{i:x}")).collect();
     let after_sequence = (0..100_000).map(|i| (format!("k{i:x}"), 1)).collect();
     let answer = notifier
@@ -216,7 +235,7 @@ async fn subscribe_maps(system: &System) -> anyhow::Result<String> {
 
 /// Attack 3: 80 replaying streams over 500 large notifications, never read, then cancelled.
 async fn non_reading_streams(system: &System) -> anyhow::Result<String> {
-    let ch = channel(system.notifier).await?;
+    let ch = system.channel(system.notifier).await?;
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..80 {
@@ -241,7 +260,7 @@ async fn non_reading_streams(system: &System) -> anyhow::Result<String> {
 
 /// Attack 4: 20,000 calls to distinct unknown methods.
 async fn unknown_methods(system: &System) -> anyhow::Result<String> {
-    let ch = channel(system.notifier).await?;
+    let ch = system.channel(system.notifier).await?;
     let calls = futures::stream::iter(0..20_000).map(|i| {
         let ch = ch.clone();
         async move {
@@ -291,7 +310,7 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
     };
     let system = System::start(binary.clone()).await?;
     // The room attack 3 replays: 500 notifications of 30 KB, published before measuring.
-    let mut notifier = NotifierClient::new(channel(system.notifier).await?);
+    let mut notifier = NotifierClient::new(system.channel(system.notifier).await?);
     let payload = format!("{{\"blob\":\"{}\"}}", "z".repeat(30 * 1024));
     for _ in 0..500 {
         notifier
