@@ -322,6 +322,28 @@ async fn every_public_method_refuses_missing_credentials_and_missing_scopes() {
         .unwrap_err();
     assert_eq!(unknown.message(), expired.message());
 
+    // Operators see the refusals: phantom_auth_refused_total{server, code}.
+    let refused = |code: &str| {
+        running
+            .registry(phantom::config::ServiceName::ScanOrchestrator)
+            .snapshot()
+            .counters
+            .iter()
+            .filter(|c| c.name == "phantom_auth_refused_total" && c.labels["code"] == code)
+            .map(|c| c.value)
+            .sum::<u64>()
+    };
+    assert!(
+        refused("UNAUTHENTICATED") >= 12,
+        "{}",
+        refused("UNAUTHENTICATED")
+    );
+    assert!(
+        refused("PERMISSION_DENIED") >= 6,
+        "{}",
+        refused("PERMISSION_DENIED")
+    );
+
     // Health and reflection stay open: probes and grpcurl's `list`.
     assert_eq!(
         call(

@@ -1,9 +1,12 @@
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use tower_layer::Layer;
 
 use super::{Authenticate, Policy, service::AuthService};
-use crate::{Tenant, methods::Exempt, rate_limit::RateLimiter};
+use crate::{Tenant, methods::Exempt, rate_limit::RateLimiter, registry::Registry};
 
 /// What a server's [`AuthLayer`] decides with.
 #[derive(Clone)]
@@ -20,6 +23,49 @@ pub struct AuthSettings {
     /// Attempts without a credential it can check from memory, per peer address: what keeps a
     /// guesser from turning each guess into a store lookup.
     pub unauthenticated: RateLimiter,
+    /// Refused calls, counted by status.
+    pub refusals: Refusals,
+}
+
+/// Calls the auth layer refused, by status: `phantom_auth_refused_total{server,code}`.
+#[derive(Debug, Clone, Default)]
+pub struct Refusals {
+    unauthenticated: Arc<AtomicU64>,
+    permission_denied: Arc<AtomicU64>,
+    resource_exhausted: Arc<AtomicU64>,
+    unavailable: Arc<AtomicU64>,
+    other: Arc<AtomicU64>,
+}
+
+impl Refusals {
+    /// Counters registered in `registry` for the server `server`.
+    pub fn registered(registry: &Registry, server: &str) -> Self {
+        let counter = |code: &str| {
+            registry.counter(
+                "phantom_auth_refused_total",
+                "Calls refused before their handler by authentication or authorization, by status.",
+                &[("server", server), ("code", code)],
+            )
+        };
+        Self {
+            unauthenticated: counter("UNAUTHENTICATED"),
+            permission_denied: counter("PERMISSION_DENIED"),
+            resource_exhausted: counter("RESOURCE_EXHAUSTED"),
+            unavailable: counter("UNAVAILABLE"),
+            other: counter("OTHER"),
+        }
+    }
+
+    pub(super) fn count(&self, code: tonic::Code) {
+        let counter = match code {
+            tonic::Code::Unauthenticated => &self.unauthenticated,
+            tonic::Code::PermissionDenied => &self.permission_denied,
+            tonic::Code::ResourceExhausted => &self.resource_exhausted,
+            tonic::Code::Unavailable => &self.unavailable,
+            _ => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for AuthSettings {

@@ -21,7 +21,7 @@ mod policy;
 mod principal;
 mod service;
 
-pub use layer::{AuthLayer, AuthSettings};
+pub use layer::{AuthLayer, AuthSettings, Refusals};
 pub use policy::{Policy, PolicyError, Requirement};
 pub use principal::{Identity, Principal, Scope, Scopes, UnknownScope};
 pub use service::{AuthFuture, AuthService};

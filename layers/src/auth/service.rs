@@ -135,6 +135,7 @@ where
                     let status = tonic::Status::from(err);
                     let who = refused_who.as_deref();
                     audit::record(who, None, &path, None, status.code(), peer.remote_addr);
+                    settings.refusals.count(status.code());
                     return Ok(status.into_http());
                 }
             };

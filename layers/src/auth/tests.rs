@@ -61,6 +61,7 @@ fn layer(attempts_per_second: f64, burst: u32) -> AuthLayer {
         default_tenant: Tenant::parse("default").unwrap(),
         exempt: Exempt::prefixes(["/grpc.health.v1.Health/"]),
         unauthenticated,
+        refusals: Refusals::default(),
     })
 }
 

@@ -100,6 +100,7 @@ fn layer(authenticator: Authenticator) -> AuthLayer {
                 ..RateLimitConfig::default()
             },
         ),
+        refusals: Default::default(),
     })
 }
 

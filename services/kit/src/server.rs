@@ -14,7 +14,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use phantom_layers::{
     RequestIdLayer, ServerSpanLayer, Tenant, TenantLayer,
-    auth::{AuthLayer, AuthSettings, Policy},
+    auth::{AuthLayer, AuthSettings, Policy, Refusals},
     bulkhead::{Bulkhead, BulkheadLayer},
     methods::{Exempt, KnownMethods},
     metrics::GrpcMetricsLayer,
@@ -361,6 +361,7 @@ fn edge_layer(
         default_tenant: tenant,
         exempt,
         unauthenticated,
+        refusals: Refusals::registered(&context.registry, name),
     }))
 }
 
