@@ -220,6 +220,17 @@ pub enum Error {
         /// Human-readable explanation.
         message: String,
     },
+    /// The call collided with another write: a unique value already taken (`ALREADY_EXISTS`),
+    /// or a transaction the database aborted to keep them serializable (`ABORTED`, retryable).
+    #[error("{message}")]
+    Conflict {
+        /// Stable reason code for `ErrorInfo` ("ALREADY_EXISTS", "SERIALIZATION_FAILURE").
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+        /// Whether running the call again may succeed (an aborted transaction).
+        retryable: bool,
+    },
     /// A limit was hit; retry later.
     #[error("{message}")]
     ResourceExhausted {
@@ -300,6 +311,10 @@ impl Error {
             Self::Unavailable { .. } | Self::CircuitOpen { .. } => Code::Unavailable,
             Self::Timeout { .. } => Code::DeadlineExceeded,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::Conflict {
+                retryable: true, ..
+            } => Code::Aborted,
+            Self::Conflict { .. } => Code::AlreadyExists,
             Self::Internal { .. } => Code::Internal,
         }
     }
@@ -316,6 +331,7 @@ impl Error {
             Self::CircuitOpen { .. } => Category::CircuitOpen,
             Self::Timeout { .. } => Category::Timeout,
             Self::ResourceExhausted { .. } => Category::RateLimited,
+            Self::Conflict { .. } => Category::Database,
             Self::Internal { category, .. } => *category,
         }
     }
@@ -339,7 +355,8 @@ impl Error {
         match self {
             Self::PermissionDenied { reason, .. }
             | Self::SecurityViolation { reason, .. }
-            | Self::FailedPrecondition { reason, .. } => reason,
+            | Self::FailedPrecondition { reason, .. }
+            | Self::Conflict { reason, .. } => reason,
             other => other.category().as_str(),
         }
     }
