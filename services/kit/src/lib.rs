@@ -144,11 +144,20 @@ where
     }
 }
 
+/// How often readiness probes the database: with [`DATABASE_PROBE_TIMEOUT`], a database that
+/// stops answering (or, embedded, stops taking writes) is NOT_SERVING within 1.5 s.
+pub const DATABASE_PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Longest one readiness probe of the database may take (less if `probe_timeout` says so).
+pub const DATABASE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Opens the database of `service` with `migrators` applied (retrying until it answers or
 /// `shutdown` fires, logging errors scrubbed of the context's secrets), keeps its pool's
 /// gauge up to date in the context's registry, and makes the server's
-/// readiness follow it from then on (each check bounded by `probe_timeout`, at least 5 s):
-/// what a service that cannot work without its database does first.
+/// readiness follow it from then on ([`phantom_storage::Database::probe`], every
+/// [`DATABASE_PROBE_EVERY`], each bounded by `probe_timeout` and at most
+/// [`DATABASE_PROBE_TIMEOUT`]): what a service that cannot work without its database does
+/// first.
 #[allow(clippy::too_many_arguments)]
 pub async fn connect_store_for(
     service: &'static str,
@@ -166,14 +175,15 @@ pub async fn connect_store_for(
         context.registry.clone(),
         shutdown.clone(),
     );
-    let pinged = store.clone();
+    let probed = store.clone();
     readiness.follow(
         "database",
-        probe_timeout.max(std::time::Duration::from_secs(5)),
+        DATABASE_PROBE_EVERY,
+        probe_timeout.min(DATABASE_PROBE_TIMEOUT),
         shutdown.clone(),
         move || {
-            let store = pinged.clone();
-            async move { store.ping().await.is_ok() }
+            let store = probed.clone();
+            async move { store.probe().await.is_ok() }
         },
     );
     Some(store)

@@ -149,6 +149,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server error: {0}")]
     Http(#[from] std::io::Error),
+    /// The probes' port could not be served on its own thread.
+    #[error("probe port error: {0}")]
+    ProbePort(std::io::Error),
     /// The shared rate limit's Redis client could not be built.
     #[error("distributed rate limit: {0}")]
     Redis(#[from] fred::error::Error),
@@ -218,7 +221,7 @@ impl std::fmt::Debug for HealthHandle {
 
 impl HealthHandle {
     /// Keeps readiness following a dependency the service cannot work without, once it is
-    /// ready: every `every`, `check` runs (within `every`); a failure reports NOT_SERVING
+    /// ready: every `every`, `check` runs (within `timeout`); a failure reports NOT_SERVING
     /// (readiness, the empty name, the service names; liveness is untouched), the next
     /// success SERVING again. Stops when `shutdown` fires, so it never undoes the shutdown's
     /// NOT_SERVING.
@@ -226,6 +229,7 @@ impl HealthHandle {
         &self,
         what: &'static str,
         every: Duration,
+        timeout: Duration,
         shutdown: CancellationToken,
         check: F,
     ) where
@@ -240,7 +244,9 @@ impl HealthHandle {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(every) => {}
                 }
-                let ok = tokio::time::timeout(every, check()).await.unwrap_or(false);
+                let ok = tokio::time::timeout(timeout, check())
+                    .await
+                    .unwrap_or(false);
                 if shutdown.is_cancelled() {
                     return;
                 }
@@ -278,11 +284,37 @@ impl HealthHandle {
         let health = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(self.reporter.clone()),
         );
-        grpc_server()
-            .add_service(health)
-            .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
-            .await?;
-        Ok(())
+        // Its own thread and runtime: a saturated API port (every worker busy, a run queue
+        // thousands of tasks long) must not make the kubelet's liveness probe wait behind it
+        // and restart a pod that is only busy. The statuses it serves are the reporter's,
+        // shared across runtimes.
+        let listener = listener.into_std().map_err(ServeError::ProbePort)?;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("{name}-probes"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(ServeError::ProbePort)
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener =
+                                TcpListener::from_std(listener).map_err(ServeError::ProbePort)?;
+                            grpc_server()
+                                .add_service(health)
+                                .serve_with_incoming_shutdown(
+                                    incoming(listener),
+                                    stop.cancelled_owned(),
+                                )
+                                .await?;
+                            Ok(())
+                        })
+                    });
+                let _ = done.send(served);
+            })
+            .map_err(ServeError::ProbePort)?;
+        finished.await.unwrap_or(Ok(()))
     }
 
     async fn set(&self, status: ServingStatus) {

@@ -151,6 +151,30 @@ impl Database {
         self.dialect.system()
     }
 
+    /// Whether the database takes writes now: what readiness follows. On SQLite a tiny write
+    /// (the header's `user_version`, set to what it is: a page rewritten, no table touched),
+    /// because a full disk fails writes while reads go on; on PostgreSQL a trivial query (the
+    /// server keeps its own disk).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "probe", otel.kind = "client", db.system.name = self.system(), db.operation.name = "probe"))]
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let mut conn = self.pool.acquire().await?;
+                let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                // An integer the database itself returned: nothing of a caller's is in it.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "PRAGMA user_version = {version}"
+                )))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+            Dialect::Postgres => self.ping().await,
+        }
+    }
+
     /// Runs a trivial query.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "ping", otel.kind = "client", db.system.name = self.system(), db.operation.name = "ping"))]
     pub async fn ping(&self) -> Result<(), StoreError> {
