@@ -15,6 +15,8 @@
 //! - [`circuit_breaker`]: stops calls to a failing dependency and probes its recovery.
 //! - [`rate_limit`]: GCRA limits per caller and method, with `RetryInfo` on rejection.
 //! - [`settings`]: [`settings::Invalid`], what every configuration's validation refuses.
+//! - [`tally`]: events counted and written as one line per interval (calls refused before any
+//!   work), so a flood never becomes a flood of logs.
 //! - [`retry`]: retries of idempotent calls, with backoff, server pushback, deadline and budget.
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
@@ -52,6 +54,7 @@ pub mod request_id;
 pub mod retry;
 pub mod settings;
 pub mod status;
+pub mod tally;
 pub mod tenant;
 pub mod trace;
 

@@ -1,5 +1,8 @@
 //! The audit trail: one line on the `audit` target per refused call and per call of a
-//! method that writes, saying who (principal), tenant, method, target and outcome.
+//! method that writes, saying who (principal), tenant, method, target and outcome. Calls
+//! refused without any credential that identifies a caller are the exception: a flood of
+//! them is counted by address and status and written as one line per interval
+//! ([`anonymous`]), so it cannot become a flood of logs.
 //!
 //! The layer writes the line when the response starts; what the call acted on (a scan's id,
 //! the targets of a new scan, a room) is the handler's to say, through the [`AuditTarget`]
@@ -34,6 +37,26 @@ pub fn target<T>(request: &tonic::Request<T>, what: impl FnOnce() -> String) {
     if let Some(slot) = request.extensions().get::<AuditTarget>() {
         slot.set(what());
     }
+}
+
+/// Counts a refusal of a caller that no credential identified, from `peer`; writes the
+/// interval's counts (`<address> <code>=n`) as one audit line when the interval ends.
+pub(crate) fn anonymous(
+    tally: &crate::tally::Tally,
+    outcome: tonic::Code,
+    peer: Option<std::net::SocketAddr>,
+) {
+    let from = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
+    tally.count(&format!("{from}:{outcome:?}"), |interval, counts| {
+        tracing::info!(
+            target: TARGET,
+            principal = "anonymous",
+            interval_s = interval.as_secs(),
+            total = counts.values().sum::<u64>(),
+            refused = %crate::tally::render(&counts),
+            "audit"
+        );
+    });
 }
 
 /// Writes one audit line.

@@ -6,7 +6,7 @@ use std::sync::{
 use tower_layer::Layer;
 
 use super::{Authenticate, Policy, service::AuthService};
-use crate::{Tenant, methods::Exempt, rate_limit::RateLimiter, registry::Registry};
+use crate::{Tenant, methods::Exempt, rate_limit::RateLimiter, registry::Registry, tally::Tally};
 
 /// What a server's [`AuthLayer`] decides with.
 #[derive(Clone)]
@@ -35,6 +35,9 @@ pub struct Refusals {
     resource_exhausted: Arc<AtomicU64>,
     unavailable: Arc<AtomicU64>,
     other: Arc<AtomicU64>,
+    /// Refusals of callers with no credential that identifies them, by address and status:
+    /// audited as one line per interval, not one per call (see [`crate::tally`]).
+    pub(super) anonymous: Arc<Tally>,
 }
 
 impl Refusals {
@@ -53,6 +56,7 @@ impl Refusals {
             resource_exhausted: counter("RESOURCE_EXHAUSTED"),
             unavailable: counter("UNAVAILABLE"),
             other: counter("OTHER"),
+            anonymous: Arc::default(),
         }
     }
 

@@ -133,9 +133,24 @@ where
                 Ok(decided) => decided,
                 Err(err) => {
                     let status = tonic::Status::from(err);
-                    let who = refused_who.as_deref();
-                    audit::record(who, None, &path, None, status.code(), peer.remote_addr);
                     settings.refusals.count(status.code());
+                    match refused_who.as_deref() {
+                        Some(who) => {
+                            audit::record(
+                                Some(who),
+                                None,
+                                &path,
+                                None,
+                                status.code(),
+                                peer.remote_addr,
+                            );
+                        }
+                        None => audit::anonymous(
+                            &settings.refusals.anonymous,
+                            status.code(),
+                            peer.remote_addr,
+                        ),
+                    }
                     return Ok(status.into_http());
                 }
             };

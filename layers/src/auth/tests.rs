@@ -245,7 +245,7 @@ async fn audited<F: std::future::Future<Output = ()>>(f: F) -> String {
     String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn refusals_and_writes_are_audited_by_principal_never_by_secret() {
     let svc = layer(100.0, 100).layer(echo());
     let log = audited(async {
@@ -254,17 +254,22 @@ async fn refusals_and_writes_are_audited_by_principal_never_by_secret() {
             call("/s.S/Write", Some("good"), from("10.0.0.9")),
         )
         .await;
-        status(
-            svc.clone(),
-            call("/s.S/Read", Some("guess"), from("10.0.0.9")),
-        )
-        .await;
         // A read that is let in is not audited.
         status(
             svc.clone(),
             call("/s.S/Read", Some("good"), from("10.0.0.9")),
         )
         .await;
+        // Anonymous refusals are counted by address, one line per interval.
+        for _ in 0..50 {
+            status(
+                svc.clone(),
+                call("/s.S/Read", Some("guess"), from("10.0.0.7")),
+            )
+            .await;
+        }
+        tokio::time::advance(std::time::Duration::from_secs(11)).await;
+        status(svc.clone(), call("/s.S/Read", None, from("10.0.0.7"))).await;
     })
     .await;
     let lines: Vec<&str> = log.lines().collect();
@@ -277,7 +282,8 @@ async fn refusals_and_writes_are_audited_by_principal_never_by_secret() {
         "{log}"
     );
     assert!(
-        lines[1].contains("principal=\"anonymous\"") && lines[1].contains("Unauthenticated"),
+        lines[1].contains("principal=\"anonymous\"")
+            && lines[1].contains("10.0.0.7:Unauthenticated=51"),
         "{log}"
     );
     assert!(!log.contains("guess") && !log.contains("good"), "{log}");

@@ -250,7 +250,10 @@ async fn many_tasks_at_once_keep_the_counts_exact() {
         "dep",
         CircuitBreakerConfig {
             window: WindowConfig::Count { size: 1000 },
-            ..count_config(1000, 1000)
+            // Never judged: the subject is the counting. Which tasks a loaded machine runs
+            // first is up to its scheduler, and a window of the failing ones alone must not
+            // open the breaker under the test (it did).
+            ..count_config(1000, u32::MAX)
         },
     );
     let tasks: Vec<_> = (0..64)

@@ -3,17 +3,22 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::service::{ClientSpan, ServerSpan};
+use crate::tally::Tally;
 
 /// Server-side layer: a SERVER span per call, see the [module docs](super).
 #[derive(Debug, Clone)]
 pub struct ServerSpanLayer {
     service: &'static str,
+    rejected: Arc<Tally>,
 }
 
 impl ServerSpanLayer {
     /// A layer whose spans belong to `service` (`vuln-analyzer`).
     pub fn new(service: &'static str) -> Self {
-        Self { service }
+        Self {
+            service,
+            rejected: Arc::new(Tally::new(super::REJECTIONS_EVERY)),
+        }
     }
 }
 
@@ -24,6 +29,7 @@ impl<S> Layer<S> for ServerSpanLayer {
         ServerSpan {
             inner,
             service: self.service,
+            rejected: self.rejected.clone(),
         }
     }
 }

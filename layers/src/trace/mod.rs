@@ -25,7 +25,13 @@
 //! bury the traces that matter.
 //!
 //! Each call also logs one `api.response` event (server side, INFO) or `external.call`
-//! event (client side, DEBUG) with its code and duration.
+//! event (client side, DEBUG) with its code and duration; except calls a server refused
+//! before any work (RESOURCE_EXHAUSTED: shed or limited; UNAUTHENTICATED), which are counted
+//! and written as one `api.rejections` line per [`REJECTIONS_EVERY`] with the count per code
+//! (see [`crate::tally`]): a flood of refusals never becomes a flood of logs.
+
+/// How often refused calls are summed up in one `api.rejections` line.
+pub const REJECTIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 mod layer;
 mod outcome;

@@ -1,15 +1,24 @@
 //! Ends a call's span with its gRPC status, and logs the call.
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 use tonic::Code;
 use tracing::Span;
 
-use crate::classify::{OnOutcome, Outcome};
+use crate::{
+    classify::{OnOutcome, Outcome},
+    tally::Tally,
+};
 
 /// Which side of the call a span is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Side {
-    Server,
+    /// A call this server serves: `rejected` counts the calls refused before any work.
+    Server {
+        service: &'static str,
+        rejected: Arc<Tally>,
+    },
     Client,
 }
 
@@ -23,10 +32,10 @@ pub struct SpanOutcome {
 }
 
 impl SpanOutcome {
-    pub(super) fn server(span: Span) -> Self {
+    pub(super) fn server(span: Span, service: &'static str, rejected: Arc<Tally>) -> Self {
         Self {
             span,
-            side: Side::Server,
+            side: Side::Server { service, rejected },
             started: Instant::now(),
         }
     }
@@ -44,7 +53,7 @@ impl SpanOutcome {
     fn is_error(&self, code: Code) -> bool {
         match self.side {
             Side::Client => code != Code::Ok,
-            Side::Server => matches!(
+            Side::Server { .. } => matches!(
                 code,
                 Code::Unknown
                     | Code::DeadlineExceeded
@@ -97,8 +106,27 @@ impl OnOutcome for SpanOutcome {
             self.span.record("otel.status_code", "error");
         }
         let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        match self.side {
-            Side::Server => tracing::info!(
+        match &self.side {
+            // Refused before any work (shed, limited, unauthenticated): counted, and written
+            // as one line per interval.
+            Side::Server { service, rejected }
+                if matches!(
+                    outcome,
+                    Outcome::Status(Code::ResourceExhausted | Code::Unauthenticated)
+                ) =>
+            {
+                rejected.count(code, |interval, counts| {
+                    tracing::info!(
+                        event = "api.rejections",
+                        service = *service,
+                        interval_s = interval.as_secs(),
+                        total = counts.values().sum::<u64>(),
+                        codes = %crate::tally::render(&counts),
+                        "Calls refused before any work, counted over the interval"
+                    );
+                });
+            }
+            Side::Server { .. } => tracing::info!(
                 parent: &self.span,
                 event = "api.response",
                 code,

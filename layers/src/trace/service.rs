@@ -19,6 +19,7 @@ use crate::classify::{ClassifiedBody, OnOutcome, Outcome};
 pub struct ServerSpan<S> {
     pub(super) inner: S,
     pub(super) service: &'static str,
+    pub(super) rejected: std::sync::Arc<crate::tally::Tally>,
 }
 
 impl<S> ServerSpan<S> {
@@ -72,7 +73,11 @@ where
         let fut = span.in_scope(|| self.inner.call(req));
         ResponseFuture {
             inner: fut.instrument(span.clone()),
-            outcome: Some(SpanOutcome::server(span)),
+            outcome: Some(SpanOutcome::server(
+                span,
+                self.service,
+                self.rejected.clone(),
+            )),
         }
     }
 }
