@@ -17,7 +17,9 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// Most connections the pool opens.
     pub max_connections: u32,
-    /// How long a caller waits for a pooled connection.
+    /// How long a caller waits for a pooled connection, connecting included: while the
+    /// database is down, how long a call takes to answer UNAVAILABLE. Keep it under the
+    /// callers' deadlines, or they time out instead of being told to retry.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
 }
@@ -28,7 +30,7 @@ impl Default for StorageConfig {
             database_url: String::new(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(1),
         }
     }
 }
