@@ -117,6 +117,29 @@ impl Database {
                         conn.execute("PRAGMA cache_size = -1024").await?;
                         Ok(())
                     })
+                })
+                // A connection goes back to the pool only with no transaction open, in
+                // sqlx's view and in SQLite's. A write that failed on a full disk can leave
+                // them apart (SQLite rolled the transaction back itself, or kept it while
+                // sqlx's ROLLBACK failed); the next transaction on that connection then
+                // nested inside the dead one as a SAVEPOINT, answered OK, and was lost at
+                // exit with every write after it (24 acknowledged notifications once).
+                // Such a connection is closed, which rolls back what it held.
+                .after_release(|conn, _meta| {
+                    Box::pin(async move {
+                        use sqlx::{Connection as _, Executor as _};
+                        // Runs whatever rollback the dropped transaction queued.
+                        conn.execute("SELECT 1").await?;
+                        if conn.is_in_transaction() {
+                            return Ok(false);
+                        }
+                        // SQLite refuses BEGIN inside a transaction.
+                        if conn.execute("BEGIN").await.is_err() {
+                            return Ok(false);
+                        }
+                        conn.execute("ROLLBACK").await?;
+                        Ok(true)
+                    })
                 });
         }
         let pool = options.connect(url).await?;
