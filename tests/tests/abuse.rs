@@ -991,6 +991,38 @@ fn cases() -> Vec<Case> {
             || publish("", "note", "{}", 0),
         ),
         call(
+            "Publish with a 1 MB idempotency key is refused",
+            OVERSIZE,
+            &[INVALID],
+            Notifier,
+            PUBLISH,
+            || {
+                pb::Notification {
+                    room: "abuse".into(),
+                    r#type: "note".into(),
+                    idempotency_key: "k".repeat(1 << 20),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "Publish with control characters in its idempotency key is refused",
+            CONTROL,
+            &[INVALID],
+            Notifier,
+            PUBLISH,
+            || {
+                pb::Notification {
+                    room: "abuse".into(),
+                    r#type: "note".into(),
+                    idempotency_key: "k\u{0}\n\u{1b}[2J".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
             "Publish with an unknown priority is refused",
             FORGED,
             &[INVALID],

@@ -213,3 +213,38 @@ async fn the_websocket_gateway_replays_and_streams_json() {
     }
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_with_its_idempotency_key_is_one_notification() {
+    let data = tempfile::tempdir().unwrap();
+    let system = Running::start(config(data.path())).await;
+    let mut client = NotifierClient::new(channel(system.addrs.notifier).await);
+    let room = "team/retried";
+    let mut live = client
+        .subscribe(pb::SubscribeRequest {
+            rooms: vec![room.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keyed = || pb::Notification {
+        idempotency_key: "deploy-42".into(),
+        ..note(room, pb::Priority::High, "deploy")
+    };
+    // The first attempt may have been stored even if its caller timed out: the retry, with
+    // the same key, answers the stored one and stores (and delivers) nothing new.
+    let first = client.publish(keyed()).await.unwrap().into_inner();
+    let retried = client.publish(keyed()).await.unwrap().into_inner();
+    assert_eq!((retried.sequence, &retried.id), (first.sequence, &first.id));
+    let other = client
+        .publish(note(room, pb::Priority::High, "after"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(other.sequence, first.sequence + 1);
+    // Delivered once: the next live notification after the first is the unkeyed one.
+    assert_eq!(next_notification(&mut live).await.id, first.id);
+    assert_eq!(next_notification(&mut live).await.id, other.id);
+    system.stop().await;
+}

@@ -38,6 +38,14 @@ pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
     fn backend(&self) -> &'static str;
     /// Stores `n` with the next sequence of its room; returns it as stored.
     async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error>;
+    /// Stores `n` unless a notification of its room was stored with idempotency `key` (within
+    /// [`KEY_RETENTION`] at least); then returns that one and stores nothing. The flag says
+    /// whether it was stored now: only then is it delivered.
+    async fn append_once(
+        &self,
+        n: &NotificationRecord,
+        key: &str,
+    ) -> Result<(NotificationRecord, bool), Error>;
     /// The notifications of a room after `after`, in order, at most a `page` of them. An empty
     /// page: there are no more.
     async fn after(
@@ -66,6 +74,14 @@ impl NotificationLog for StoreLog {
 
     async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error> {
         Ok(self.0.append_notification(n).await?)
+    }
+
+    async fn append_once(
+        &self,
+        n: &NotificationRecord,
+        key: &str,
+    ) -> Result<(NotificationRecord, bool), Error> {
+        Ok(self.0.append_notification_once(n, key).await?)
     }
 
     async fn after(
@@ -109,6 +125,22 @@ impl std::fmt::Debug for RedisLog {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a publish key is remembered in Redis (the database keeps them as long as the
+/// notifications): longer than any retry of a Publish.
+pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// KEYS: stream, sequence counter, rooms index, the publish key's key. ARGV: created_at,
+/// record JSON, max length, the key's lifetime (seconds). Returns `{stored now, sequence}`.
+const APPEND_ONCE_LUA: &str = r"
+local prior = redis.call('GET', KEYS[4])
+if prior then return {0, tonumber(prior)} end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
+redis.call('SADD', KEYS[3], KEYS[1])
+redis.call('SET', KEYS[4], seq, 'EX', ARGV[4])
+return {1, seq}
+";
 
 /// Every room's stream, for retention.
 const ROOMS: &str = "phantom:notify:rooms";
@@ -212,6 +244,59 @@ impl NotificationLog for RedisLog {
             sequence: seq,
             ..n.clone()
         })
+    }
+
+    async fn append_once(
+        &self,
+        n: &NotificationRecord,
+        key: &str,
+    ) -> Result<(NotificationRecord, bool), Error> {
+        let stream = stream_key(&n.tenant, &n.room);
+        let json = serde_json::to_string(n).map_err(Error::internal)?;
+        let (fresh, seq): (u8, u64) = self
+            .client
+            .eval(
+                APPEND_ONCE_LUA,
+                vec![
+                    stream.clone(),
+                    format!("{stream}:seq"),
+                    ROOMS.to_owned(),
+                    // Length-prefixed like the stream's: no key can pass for another's.
+                    format!("{stream}:key:{}:{key}", key.len()),
+                ],
+                vec![
+                    n.created_at.to_string(),
+                    json,
+                    self.max_len.to_string(),
+                    KEY_RETENTION.as_secs().to_string(),
+                ],
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if fresh == 1 {
+            return Ok((
+                NotificationRecord {
+                    sequence: seq,
+                    ..n.clone()
+                },
+                true,
+            ));
+        }
+        // The first one, as stored (unless trimmed since: then its sequence).
+        let page = Page {
+            items: 1,
+            bytes: usize::MAX,
+        };
+        let first = self
+            .after(&n.tenant, &n.room, seq.saturating_sub(1), page)
+            .await?
+            .into_iter()
+            .find(|r| r.sequence == seq)
+            .unwrap_or_else(|| NotificationRecord {
+                sequence: seq,
+                ..n.clone()
+            });
+        Ok((first, false))
     }
 
     async fn after(

@@ -34,6 +34,9 @@ use crate::{
 };
 use tonic::{Request, Response, Status};
 
+/// Longest idempotency key of a Publish.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
 /// Longest room name.
 pub const MAX_ROOM_LEN: usize = 128;
 /// Longest type name.
@@ -196,6 +199,14 @@ fn validate_publish(n: &pb::Notification) -> Result<(), Error> {
         v.push(FieldViolation::new(
             "type",
             format!("{} is not a type: {TYPE_RULE}", echo(&n.r#type)),
+        ));
+    }
+    if n.idempotency_key.len() > MAX_IDEMPOTENCY_KEY
+        || n.idempotency_key.chars().any(char::is_control)
+    {
+        v.push(FieldViolation::new(
+            "idempotency_key",
+            format!("must be at most {MAX_IDEMPOTENCY_KEY} printable characters"),
         ));
     }
     if n.payload.len() > MAX_PAYLOAD_BYTES {
@@ -394,25 +405,41 @@ impl Notifier for NotifierService {
         } else {
             n.priority
         };
-        let stored = core
-            .log
-            .append(&NotificationRecord {
-                tenant,
-                room: n.room,
-                sequence: 0,
-                id: uuid::Uuid::now_v7().to_string(),
-                priority,
-                kind: n.r#type,
-                payload: n.payload,
-                created_at: now_micros(),
-                severity: n.severity,
-            })
-            .await?;
-        let shared = Arc::new(stored.clone());
-        self.hub.fan_out(&shared);
-        core.webhooks.offer(&shared);
-        if let Some(fanout) = &core.fanout {
-            fanout.publish(&stored).await;
+        let record = NotificationRecord {
+            tenant,
+            room: n.room,
+            sequence: 0,
+            id: uuid::Uuid::now_v7().to_string(),
+            priority,
+            kind: n.r#type,
+            payload: n.payload,
+            created_at: now_micros(),
+            severity: n.severity,
+        };
+        // A caller that stopped waiting gets no write it would retry blindly.
+        if phantom_layers::request_id::current()
+            .and_then(|c| c.deadline)
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            return Err(Error::Timeout {
+                message: "the call's deadline passed before the notification was stored".into(),
+            }
+            .into());
+        }
+        let key = n.idempotency_key.trim();
+        let (stored, fresh) = if key.is_empty() {
+            (core.log.append(&record).await?, true)
+        } else {
+            core.log.append_once(&record, key).await?
+        };
+        // A retry that found its first Publish delivered nothing new.
+        if fresh {
+            let shared = Arc::new(stored.clone());
+            self.hub.fan_out(&shared);
+            core.webhooks.offer(&shared);
+            if let Some(fanout) = &core.fanout {
+                fanout.publish(&stored).await;
+            }
         }
         Ok(Response::new(stored.into()))
     }

@@ -32,7 +32,35 @@ fn items(n: u32) -> Page {
     }
 }
 
+/// A Publish retried with its key stores nothing new and answers the first one; another key,
+/// or the same key in another room, stores anew.
+async fn keyed_appends_store_once(log: &dyn NotificationLog) {
+    let t = Tenant::parse(&format!("k{}", uuid::Uuid::now_v7().simple())).unwrap();
+    let first = note(&t, "team/a", now_micros());
+    let (stored, fresh) = log.append_once(&first, "retry-1").await.unwrap();
+    assert!(fresh);
+    let mut retried = note(&t, "team/a", now_micros());
+    retried.payload = "a retry's own fields".into();
+    let (again, fresh) = log.append_once(&retried, "retry-1").await.unwrap();
+    assert!(!fresh, "the retry stores nothing");
+    assert_eq!(again.sequence, stored.sequence);
+    assert_eq!(again.id, first.id, "the first one, as stored");
+    assert_eq!(
+        log.after(&t, "team/a", 0, items(10)).await.unwrap().len(),
+        1,
+        "one notification"
+    );
+    let (other, fresh) = log.append_once(&retried, "retry-2").await.unwrap();
+    assert!(fresh && other.sequence == stored.sequence + 1);
+    let (elsewhere, fresh) = log
+        .append_once(&note(&t, "team/b", now_micros()), "retry-1")
+        .await
+        .unwrap();
+    assert!(fresh && elsewhere.sequence == 1);
+}
+
 async fn conforms(log: &dyn NotificationLog) {
+    keyed_appends_store_once(log).await;
     let t = Tenant::parse(&format!("t{}", uuid::Uuid::now_v7().simple())).unwrap();
     let other = Tenant::parse(&format!("{t}-other")).unwrap();
     let old = now_micros() - 3_600_000_000;

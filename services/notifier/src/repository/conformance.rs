@@ -15,6 +15,39 @@ fn tenant() -> Tenant {
 /// Runs every check against `store`.
 pub async fn run_all(store: &dyn NotificationRepository) {
     notification_sequences_are_gap_free_per_room(store).await;
+    a_publish_key_stores_one_notification(store).await;
+}
+
+/// A notification appended twice with one key is stored once; the second append returns the
+/// first, as stored, and says it stored nothing.
+pub async fn a_publish_key_stores_one_notification(store: &dyn NotificationRepository) {
+    let t = tenant();
+    let note = |payload: &str| NotificationRecord {
+        tenant: t.clone(),
+        room: "team/keys".to_owned(),
+        sequence: 0,
+        id: uuid::Uuid::now_v7().to_string(),
+        priority: 2,
+        kind: "note".into(),
+        payload: payload.into(),
+        created_at: now_micros(),
+        severity: 0,
+    };
+    let first = note("first");
+    let (stored, fresh) = store.append_notification_once(&first, "k").await.unwrap();
+    assert!(fresh);
+    let (again, fresh) = store
+        .append_notification_once(&note("retry"), "k")
+        .await
+        .unwrap();
+    assert!(!fresh);
+    assert_eq!(again, stored);
+    let all = store
+        .notifications_after(&t, "team/keys", 0, 10, u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].payload, "first");
 }
 
 /// Concurrent publishers to one room get 1..=n with no gaps; rooms and tenants count apart.

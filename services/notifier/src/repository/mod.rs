@@ -75,6 +75,8 @@ impl From<NotificationRecord> for pb::Notification {
             id: r.id,
             created_at: Some(timestamp(r.created_at)),
             severity: r.severity,
+            // What a publisher sent, not part of what is stored or delivered.
+            idempotency_key: String::new(),
         }
     }
 }
@@ -87,6 +89,16 @@ pub trait NotificationRepository: Send + Sync + std::fmt::Debug + 'static {
         &self,
         notification: &NotificationRecord,
     ) -> Result<NotificationRecord, StoreError>;
+
+    /// Stores a notification unless one of its room was stored with the same idempotency
+    /// `key`, in which case nothing is stored and that one is returned (with the fields it
+    /// was stored with, or, if retention removed it, its sequence and `notification`'s).
+    /// The flag says whether it was stored now.
+    async fn append_notification_once(
+        &self,
+        notification: &NotificationRecord,
+        key: &str,
+    ) -> Result<(NotificationRecord, bool), StoreError>;
 
     /// Deletes notifications created before `older_than`, and all but the last
     /// `keep_per_room` of each room. Returns how many were deleted. Sequences are not reused:

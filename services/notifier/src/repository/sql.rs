@@ -58,6 +58,84 @@ fn notification_of(row: &AnyRow) -> Result<NotificationRecord, StoreError> {
     })
 }
 
+/// Takes the next sequence of `n`'s room and stores `n` with it, within `tx`.
+async fn insert_notification(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    n: &NotificationRecord,
+) -> Result<NotificationRecord, StoreError> {
+    // The upsert takes a row lock on the room's counter (PostgreSQL) or the database write
+    // lock (SQLite), so concurrent publishers to one room get distinct, gap-free numbers.
+    let row = sqlx::query(
+        "INSERT INTO room_sequences (tenant, room, sequence) VALUES ($1, $2, 1) \
+         ON CONFLICT (tenant, room) DO UPDATE SET sequence = room_sequences.sequence + 1 \
+         RETURNING sequence",
+    )
+    .bind(n.tenant.to_string())
+    .bind(n.room.clone())
+    .fetch_one(&mut **tx)
+    .await?;
+    let sequence = u64_of(&row, "sequence")?;
+    sqlx::query(
+        "INSERT INTO notifications (tenant, room, sequence, id, priority, kind, payload, \
+         created_at, severity, text_bytes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(n.tenant.to_string())
+    .bind(n.room.clone())
+    .bind(to_i64(sequence))
+    .bind(n.id.clone())
+    .bind(i64::from(n.priority))
+    .bind(n.kind.clone())
+    .bind(n.payload.clone())
+    .bind(n.created_at)
+    .bind(i64::from(n.severity))
+    .bind(to_i64(text_bytes(n)))
+    .execute(&mut **tx)
+    .await?;
+    Ok(NotificationRecord {
+        sequence,
+        ..n.clone()
+    })
+}
+
+impl SqlNotificationRepository {
+    /// The notification `n`'s room stored with `key`, if one was.
+    async fn published_with(
+        &self,
+        n: &NotificationRecord,
+        key: &str,
+    ) -> Result<Option<NotificationRecord>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT sequence FROM publish_keys WHERE tenant = $1 AND room = $2 AND key = $3",
+        )
+        .bind(n.tenant.to_string())
+        .bind(n.room.clone())
+        .bind(key.to_owned())
+        .fetch_optional(self.db.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let sequence = u64_of(&row, "sequence")?;
+        let stored = sqlx::query(
+            "SELECT tenant, room, sequence, id, priority, kind, payload, created_at, severity \
+             FROM notifications WHERE tenant = $1 AND room = $2 AND sequence = $3",
+        )
+        .bind(n.tenant.to_string())
+        .bind(n.room.clone())
+        .bind(to_i64(sequence))
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(Some(match stored {
+            Some(row) => notification_of(&row)?,
+            None => NotificationRecord {
+                sequence,
+                ..n.clone()
+            },
+        }))
+    }
+}
+
 #[async_trait]
 impl NotificationRepository for SqlNotificationRepository {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "prune_notifications", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "prune_notifications"))]
@@ -84,6 +162,11 @@ impl NotificationRepository for SqlNotificationRepository {
             .bind(older_than)
             .execute(self.db.pool())
             .await?;
+        // A key is kept as long as a notification could be: by age.
+        sqlx::query("DELETE FROM publish_keys WHERE created_at < $1")
+            .bind(older_than)
+            .execute(self.db.pool())
+            .await?;
         let by_count = sqlx::query(
             "DELETE FROM notifications WHERE sequence <= \
              (SELECT r.sequence FROM room_sequences r \
@@ -101,40 +184,53 @@ impl NotificationRepository for SqlNotificationRepository {
         n: &NotificationRecord,
     ) -> Result<NotificationRecord, StoreError> {
         let mut tx = self.db.pool().begin().await?;
-        // The upsert takes a row lock on the room's counter (PostgreSQL) or the database write
-        // lock (SQLite), so concurrent publishers to one room get distinct, gap-free numbers.
-        let row = sqlx::query(
-            "INSERT INTO room_sequences (tenant, room, sequence) VALUES ($1, $2, 1) \
-             ON CONFLICT (tenant, room) DO UPDATE SET sequence = room_sequences.sequence + 1 \
-             RETURNING sequence",
-        )
-        .bind(n.tenant.to_string())
-        .bind(n.room.clone())
-        .fetch_one(&mut *tx)
-        .await?;
-        let sequence = u64_of(&row, "sequence")?;
-        sqlx::query(
-            "INSERT INTO notifications (tenant, room, sequence, id, priority, kind, payload, \
-             created_at, severity, text_bytes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(n.tenant.to_string())
-        .bind(n.room.clone())
-        .bind(to_i64(sequence))
-        .bind(n.id.clone())
-        .bind(i64::from(n.priority))
-        .bind(n.kind.clone())
-        .bind(n.payload.clone())
-        .bind(n.created_at)
-        .bind(i64::from(n.severity))
-        .bind(to_i64(text_bytes(n)))
-        .execute(&mut *tx)
-        .await?;
+        let stored = insert_notification(&mut tx, n).await?;
         tx.commit().await?;
-        Ok(NotificationRecord {
-            sequence,
-            ..n.clone()
-        })
+        Ok(stored)
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "append_notification_once", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "append_notification_once"))]
+    async fn append_notification_once(
+        &self,
+        n: &NotificationRecord,
+        key: &str,
+    ) -> Result<(NotificationRecord, bool), StoreError> {
+        // Two attempts: a concurrent publish with the same key may win the race between our
+        // look-up and our insert; its key row then makes ours fail, and the second look-up
+        // finds it.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(first) = self.published_with(n, key).await? {
+                return Ok((first, false));
+            }
+            let mut tx = self.db.pool().begin().await?;
+            let stored = insert_notification(&mut tx, n).await?;
+            let keyed = sqlx::query(
+                "INSERT INTO publish_keys (tenant, room, key, sequence, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(n.tenant.to_string())
+            .bind(n.room.clone())
+            .bind(key.to_owned())
+            .bind(to_i64(stored.sequence))
+            .bind(n.created_at)
+            .execute(&mut *tx)
+            .await;
+            match keyed {
+                Ok(_) => {
+                    tx.commit().await?;
+                    return Ok((stored, true));
+                }
+                Err(sqlx::Error::Database(db))
+                    if attempt < 2 && db.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+                {
+                    // Rolled back on drop: the sequence this attempt took is given back.
+                    drop(tx);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications_after", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "notifications_after"))]

@@ -22,6 +22,7 @@ use super::*;
 #[derive(Debug, Default)]
 pub(crate) struct MemoryLog {
     rooms: Mutex<HashMap<(Tenant, String), Vec<NotificationRecord>>>,
+    keys: Mutex<HashMap<(Tenant, String, String), NotificationRecord>>,
     pub(crate) handed_out: AtomicUsize,
 }
 
@@ -40,6 +41,20 @@ impl NotificationLog for MemoryLog {
         };
         room.push(stored.clone());
         Ok(stored)
+    }
+
+    async fn append_once(
+        &self,
+        n: &NotificationRecord,
+        key: &str,
+    ) -> Result<(NotificationRecord, bool), Error> {
+        let slot = (n.tenant.clone(), n.room.clone(), key.to_owned());
+        if let Some(first) = self.keys.lock().unwrap().get(&slot) {
+            return Ok((first.clone(), false));
+        }
+        let stored = self.append(n).await?;
+        self.keys.lock().unwrap().insert(slot, stored.clone());
+        Ok((stored, true))
     }
 
     async fn after(
