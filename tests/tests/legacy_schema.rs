@@ -195,8 +195,9 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     }
     let applied = versions(&db).await;
     assert_eq!(applied[..7], (1..=7).collect::<Vec<_>>());
-    // The legacy seven, the three baselines, and the scans' hosts column (#14).
-    assert_eq!(applied.len(), 7 + 3 + 1, "{applied:?}");
+    // The legacy seven, the three baselines, and what came after them: the scans' hosts
+    // column (#14) and the notifier's publish keys (#15).
+    assert_eq!(applied.len(), 7 + 3 + 2, "{applied:?}");
 
     let scans = SqlScanRepository::new(db.clone());
     assert_eq!(scans.get_scan(&t, &scan.id).await.unwrap(), Some(scan));
