@@ -9,7 +9,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use phantom_proto::pb::{self, notifier_client::NotifierClient};
-use phantom_tests::{PATIENCE, Running, channel, config, wait_for_status};
+use phantom_tests::{PATIENCE, Running, channel, config, http_get, wait_for_status};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -84,9 +84,26 @@ async fn replayed(addr: std::net::SocketAddr) -> Vec<pb::Notification> {
     got
 }
 
+/// Polls `/health` until the system and its `data-disk` component report `system`, `disk`.
+async fn until_health(http: std::net::SocketAddr, system: &str, disk: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, body) = http_get(http, "/health").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["status"] == system && v["checks"]["data-disk"]["status"] == disk {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health never said {system} with the data disk {disk}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_loses_no_acknowledged_write_and_recovers_by_itself() {
-    let Some(disk) = Tmpfs::mount("16m") else {
+    let Some(disk) = Tmpfs::mount("64m") else {
         eprintln!("skipped: cannot mount a tmpfs (needs root)");
         return;
     };
@@ -116,12 +133,15 @@ async fn a_full_disk_loses_no_acknowledged_write_and_recovers_by_itself() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("disk is full"), "{refused:?}");
     wait_for_status(addr, "", ServingStatus::NotServing).await;
+    // The system says so: the data disk is critical with the embedded database.
+    until_health(running.addrs.http, "unhealthy", "unhealthy").await;
     // Still full: still refused, at once, the same way; reads go on.
     let again = notifier.publish(note(9999)).await.unwrap_err();
     assert_eq!(again.code(), Code::Unavailable, "{again:?}");
 
     std::fs::remove_file(filler).unwrap();
     wait_for_status(addr, "", ServingStatus::Serving).await;
+    until_health(running.addrs.http, "healthy", "healthy").await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let after = loop {
         match notifier.publish(note(5000)).await {

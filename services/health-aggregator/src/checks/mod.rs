@@ -8,7 +8,8 @@
 //! - [`redis`]: the cache (when configured): PING latency, memory used, connected clients.
 //! - [`llm`]: the LLM provider (when an API key is configured): `GET /models`, no paid
 //!   completion.
-//! - [`system`]: CPU, memory and data-disk use against thresholds (`sysinfo`).
+//! - [`system`]: CPU and memory use against thresholds (`sysinfo`).
+//! - [`disk`]: the data directory's disk, critical with the embedded database.
 //! - [`network`]: TCP reachability of the configured `host:port` targets.
 //!
 //! This module holds what is not kind-specific: the [`Checker`] (which components, named
@@ -18,6 +19,7 @@
 //! mean and p95 latency) and a recovery (failing, then passing) is logged and counted.
 
 pub mod database;
+pub mod disk;
 pub mod llm;
 pub mod network;
 pub mod redis;
@@ -246,11 +248,17 @@ impl Checker {
             false,
             "localhost".into(),
             Box::new(system::SystemCheck::new(
-                &db.data_dir,
                 h.cpu_threshold_percent,
                 h.memory_threshold_percent,
-                h.disk_threshold_percent,
             )),
+        );
+        // The data directory's disk: critical when the database lives there (SQLite), as a
+        // full disk then fails every write.
+        add(
+            "data-disk",
+            db.database_url.is_empty(),
+            db.data_dir.display().to_string(),
+            Box::new(disk::DiskCheck::new(&db.data_dir, h.disk_threshold_percent)),
         );
         if !h.network_targets.is_empty() {
             add(

@@ -1,8 +1,9 @@
-//! The system: CPU, memory and data-disk use against thresholds (`sysinfo`). The CPU counts
-//! only when it stays above its threshold for [`CPU_STREAK`] checks in a row.
+//! The system: CPU and memory use against thresholds (`sysinfo`). The CPU counts only when
+//! it stays above its threshold for [`CPU_STREAK`] checks in a row. The data directory's disk
+//! is a component of its own ([`super::disk`]), critical when the database lives there; this
+//! module measures it for both.
 
 use std::{
-    path::{Path, PathBuf},
     sync::{
         Mutex,
         atomic::{AtomicU32, Ordering},
@@ -21,34 +22,27 @@ pub struct SystemCheck {
     /// Consecutive checks with the CPU above its threshold: one busy moment is not a
     /// degraded system.
     cpu_streak: AtomicU32,
-    data_dir: PathBuf,
     cpu: f64,
     memory: f64,
-    disk: f64,
 }
 
 impl std::fmt::Debug for SystemCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SystemCheck")
-            .field("data_dir", &self.data_dir)
             .field("cpu", &self.cpu)
             .field("memory", &self.memory)
-            .field("disk", &self.disk)
             .finish_non_exhaustive()
     }
 }
 
 impl SystemCheck {
-    /// The check of this machine, the disk being the one holding `data_dir`, with the
-    /// thresholds (percent) above which each counts.
-    pub fn new(data_dir: &Path, cpu: f64, memory: f64, disk: f64) -> Self {
+    /// The check of this machine, with the thresholds (percent) above which each counts.
+    pub fn new(cpu: f64, memory: f64) -> Self {
         Self {
             sys: Mutex::new(sysinfo::System::new()),
             cpu_streak: AtomicU32::new(0),
-            data_dir: data_dir.to_owned(),
             cpu,
             memory,
-            disk,
         }
     }
 }
@@ -71,19 +65,13 @@ impl Check for SystemCheck {
                 sys.used_memory() as f64 / total * 100.0,
             )
         };
-        let disk_used = disk_use_percent(&self.data_dir);
         found
             .details
             .insert("cpu_percent".into(), format!("{cpu_used:.1}"));
         found
             .details
             .insert("memory_percent".into(), format!("{mem_used:.1}"));
-        if let Some(d) = disk_used {
-            found
-                .details
-                .insert("disk_percent".into(), format!("{d:.1}"));
-        }
-        let (cpu, memory, disk) = (self.cpu, self.memory, self.disk);
+        let (cpu, memory) = (self.cpu, self.memory);
         let mut over = Vec::new();
         let streak = if cpu_used > cpu {
             self.cpu_streak.fetch_add(1, Ordering::Relaxed) + 1
@@ -97,11 +85,6 @@ impl Check for SystemCheck {
         if mem_used > memory {
             over.push(format!("memory {mem_used:.0}% > {memory}%"));
         }
-        if let Some(d) = disk_used
-            && d > disk
-        {
-            over.push(format!("disk {d:.0}% > {disk}%"));
-        }
         if !over.is_empty() {
             found.degraded = Some(over.join(", "));
         }
@@ -114,10 +97,18 @@ impl Check for SystemCheck {
     }
 }
 
-/// Use of the filesystem holding `path` (or its nearest existing ancestor), in percent, as
-/// `df` computes it: blocks used over blocks used plus blocks available to users (blocks
-/// reserved for root count as neither).
-fn disk_use_percent(path: &std::path::Path) -> Option<f64> {
+/// Use of the filesystem holding a path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct DiskSpace {
+    /// Used, in percent, as `df` computes it: blocks used over blocks used plus blocks
+    /// available to users (blocks reserved for root count as neither).
+    pub(crate) used_percent: f64,
+    /// Bytes available to users.
+    pub(crate) available: u64,
+}
+
+/// The filesystem holding `path` (or its nearest existing ancestor).
+pub(crate) fn disk_space(path: &std::path::Path) -> Option<DiskSpace> {
     let existing = path.ancestors().find(|p| p.exists())?;
     #[cfg(unix)]
     {
@@ -125,13 +116,19 @@ fn disk_use_percent(path: &std::path::Path) -> Option<f64> {
         let used = s.f_blocks.saturating_sub(s.f_bfree) as f64;
         let available = s.f_bavail as f64;
         if used + available > 0.0 {
-            return Some(used / (used + available) * 100.0);
+            return Some(DiskSpace {
+                used_percent: used / (used + available) * 100.0,
+                available: s.f_bavail.saturating_mul(s.f_frsize),
+            });
         }
     }
     let disks = sysinfo::Disks::new_with_refreshed_list();
     mount_of(existing, &disks).map(|d| {
         let total = d.total_space().max(1) as f64;
-        (total - d.available_space() as f64) / total * 100.0
+        DiskSpace {
+            used_percent: (total - d.available_space() as f64) / total * 100.0,
+            available: d.available_space(),
+        }
     })
 }
 
@@ -151,7 +148,9 @@ mod tests {
     #[test]
     fn disk_use_is_what_df_says() {
         let dir = std::env::temp_dir();
-        let mine = disk_use_percent(&dir.join("not/created/yet")).expect("a filesystem");
+        let mine = disk_space(&dir.join("not/created/yet"))
+            .expect("a filesystem")
+            .used_percent;
         assert!((0.0..=100.0).contains(&mine), "{mine}");
         // `df` rounds up to a whole percent.
         if let Ok(out) = std::process::Command::new("df")
