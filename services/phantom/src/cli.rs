@@ -244,6 +244,20 @@ enum BenchSuite {
         #[arg(long, default_value_t = 64)]
         max_rss_growth_mib: u64,
     },
+    /// One service (`phantom serve vuln-analyzer`, a separate process) offered twice the
+    /// calls it can answer, while liveness is asked on its probe port every 100 ms: the
+    /// probe's latency idle and loaded, and the service's RSS before, during and after.
+    #[command(after_help = "Examples:\n  \
+        phantom bench probes\n  \
+        phantom bench probes --duration 30s")]
+    Probes {
+        /// The phantom binary that runs the service (default: this one).
+        #[arg(long)]
+        phantom: Option<std::path::PathBuf>,
+        /// How long the overload lasts.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+    },
 }
 
 /// The data directory of the configuration at `path` (and the environment): where
@@ -419,6 +433,13 @@ impl Cli {
                             phantom,
                             max_health_latency,
                             max_rss_growth_mib,
+                        })
+                        .await
+                    }
+                    Some(BenchSuite::Probes { phantom, duration }) => {
+                        crate::bench_probes::run(crate::bench_probes::ProbeArgs {
+                            phantom,
+                            duration,
                         })
                         .await
                     }

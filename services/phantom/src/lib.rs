@@ -7,6 +7,8 @@
 //! - [`config`]: the configuration of the whole system, composed of the services' sections,
 //!   and what each service runs with; the list of services ([`config::ServiceName`]).
 //! - [`bench`]: the load benchmark (`phantom bench`).
+//! - [`bench_probes`]: the probe port under twice a service's capacity
+//!   (`phantom bench probes`).
 //! - [`bench_notify`]: the notifier's delivery benchmark (`phantom bench notify`).
 //! - [`auth`]: the authenticator a process's services share, what `phantom up` sets up by
 //!   itself (the key secret, the services' token, the local admin key), `phantom auth key`.
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod bench;
 pub mod bench_attacks;
 pub mod bench_notify;
+pub mod bench_probes;
 pub mod cli;
 pub mod commands;
 pub mod config;
