@@ -1,7 +1,8 @@
 //! `phantom bench probes`: one service driven at twice its capacity while the kubelet's
 //! liveness probe is asked on the probe port, as Kubernetes would.
 //!
-//! A `phantom serve vuln-analyzer` runs as a separate process with its probe port. Its
+//! A `phantom serve vuln-analyzer` runs as a separate process with its probe port (no
+//! authentication, no per-caller rate limit: the load is one caller). Its
 //! capacity is measured first: `ScoreCvss` calls in a closed loop for a few seconds, the calls
 //! per second it answers. Then calls are offered at twice that rate (open loop: a call
 //! leaves every `1 / rate` whatever the answers, so the server is really overloaded, and the
@@ -189,8 +190,11 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         .env("PHANTOM_HEALTH_ADDR", probes.to_string())
         .env("PHANTOM_DATA_DIR", data.path())
         .env("PHANTOM_LOG", "warn")
-        // The subject is the probe port under load, not who may call.
+        // The subject is the probe port under load, not who may call nor how often one
+        // caller may: without the per-caller limit the bench measures the server's capacity,
+        // not the limiter's allowance.
         .env("PHANTOM__AUTH__ENABLED", "false")
+        .env("PHANTOM__RESILIENCE__SERVER__RATE_LIMIT__ENABLED", "false")
         .env_remove("PHANTOM_CONFIG")
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
