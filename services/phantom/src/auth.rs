@@ -11,7 +11,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use phantom_identity::{AuthConfig, Authenticator, Secret, ServiceToken};
+use phantom_identity::{
+    AuthConfig, Authenticator, Secret, ServiceToken, service_token::SERVICE_TOKEN_PREFIX,
+};
 use phantom_kit::{CancellationToken, config::ServerAuth};
 use phantom_layers::{
     Tenant,
@@ -183,7 +185,7 @@ impl Authenticate for Deferred {
     ) -> Pin<Box<dyn Future<Output = Result<Principal, Refusal>> + Send + 'static>> {
         match (self.ready.get(), &self.service) {
             (Some(authenticator), _) => authenticator.authenticate(bearer),
-            (None, Some(service)) if bearer.starts_with("phs_") => {
+            (None, Some(service)) if bearer.starts_with(SERVICE_TOKEN_PREFIX) => {
                 Box::pin(std::future::ready(service.verify(bearer)))
             }
             (None, _) => Box::pin(std::future::ready(Err(Refusal::Unavailable(
@@ -195,7 +197,7 @@ impl Authenticate for Deferred {
     fn is_cheap(&self, bearer: &str) -> bool {
         match self.ready.get() {
             Some(authenticator) => authenticator.is_cheap(bearer),
-            None => bearer.starts_with("phs_"),
+            None => bearer.starts_with(SERVICE_TOKEN_PREFIX),
         }
     }
 }

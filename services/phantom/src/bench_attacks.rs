@@ -62,7 +62,8 @@ struct System {
     _data: tempfile::TempDir,
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
+/// A free loopback port (the child process binds it).
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -138,7 +139,7 @@ impl System {
 }
 
 /// The resident set of process `pid`, in bytes (0 once it is gone).
-fn rss_of(pid: u32) -> u64 {
+pub(crate) fn rss_of(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -24,6 +24,8 @@ use std::{
 };
 
 use anyhow::Context as _;
+
+use crate::bench_attacks::{free_port, rss_of};
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -35,22 +37,6 @@ pub struct ProbeArgs {
     pub phantom: Option<PathBuf>,
     /// How long the overload lasts.
     pub duration: Duration,
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// The resident set of process `pid`, in bytes.
-fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Asks liveness on `addr` every 100 ms from a thread and runtime of its own, until `stop`:
