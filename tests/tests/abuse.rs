@@ -943,6 +943,36 @@ fn cases() -> Vec<Case> {
             || pb::SubscribeRequest::default().encode_to_vec(),
         ),
         call(
+            "Subscribe with a 1 MB epoch is refused",
+            OVERSIZE,
+            &[INVALID],
+            Notifier,
+            SUBSCRIBE,
+            || {
+                pb::SubscribeRequest {
+                    rooms: vec!["abuse".into()],
+                    epoch: "e".repeat(1 << 20),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "Subscribe with an epoch of control characters is refused",
+            CONTROL,
+            &[INVALID],
+            Notifier,
+            SUBSCRIBE,
+            || {
+                pb::SubscribeRequest {
+                    rooms: vec!["abuse".into()],
+                    epoch: "\u{1b}[2J\u{0}".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
             "Publish of a type with terminal escapes is refused",
             CONTROL,
             &[INVALID],

@@ -12,6 +12,16 @@
 //!
 //! A replay reads a page at a time, bounded in bytes as well as in count ([`Page`]): a
 //! subscriber that stops reading holds at most one page, whatever the room holds.
+//!
+//! # Epochs
+//! Redis may lose its data (restarted without persistence, failed over to an empty replica):
+//! its counters then start again at 1, and a subscriber resuming "after 599" would silently
+//! skip the first 599 notifications of the new life. So the log has an epoch, a random id
+//! kept in Redis beside the counters and created with the first append (or read) that finds
+//! none: a reset loses it with everything else, and the next one is new. Subscribers are told
+//! the epoch their positions belong to and send it back when they resume; a stale one is
+//! refused (LOG_RESET), never served from the wrong place. (A failover to a replica that
+//! lagged keeps the epoch and loses the last writes: that case is not detected.)
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -60,7 +70,14 @@ pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
     async fn prune(&self, older_than: i64, keep_per_room: u64) -> Result<u64, Error>;
     /// The last sequence given in a room (0 before its first notification).
     async fn latest(&self, tenant: &Tenant, room: &str) -> Result<u64, Error>;
+    /// The life of the log its sequences belong to: a new one when the log lost its data
+    /// and its sequences started again (see the [module docs](self)).
+    async fn epoch(&self) -> Result<String, Error>;
 }
+
+/// The epoch of the database log: its counters live with its notifications, so they never
+/// start again while the notifications are kept.
+pub const DATABASE_EPOCH: &str = "database";
 
 /// The database as the log.
 #[derive(Debug, Clone)]
@@ -82,6 +99,10 @@ impl NotificationLog for StoreLog {
         key: &str,
     ) -> Result<(NotificationRecord, bool), Error> {
         Ok(self.0.append_notification_once(n, key).await?)
+    }
+
+    async fn epoch(&self) -> Result<String, Error> {
+        Ok(DATABASE_EPOCH.to_owned())
     }
 
     async fn after(
@@ -130,11 +151,13 @@ impl std::fmt::Debug for RedisLog {
 /// notifications): longer than any retry of a Publish.
 pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// KEYS: stream, sequence counter, rooms index, the publish key's key. ARGV: created_at,
-/// record JSON, max length, the key's lifetime (seconds). Returns `{stored now, sequence}`.
+/// KEYS: stream, sequence counter, rooms index, the publish key's key, epoch. ARGV:
+/// created_at, record JSON, max length, the key's lifetime (seconds), a new epoch (as in
+/// [`APPEND_LUA`]). Returns `{stored now, sequence}`.
 const APPEND_ONCE_LUA: &str = r"
 local prior = redis.call('GET', KEYS[4])
 if prior then return {0, tonumber(prior)} end
+if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('SET', KEYS[5], ARGV[5]) end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
 redis.call('SADD', KEYS[3], KEYS[1])
@@ -145,12 +168,23 @@ return {1, seq}
 /// Every room's stream, for retention.
 const ROOMS: &str = "phantom:notify:rooms";
 
-/// KEYS: stream, sequence counter, rooms index. ARGV: created_at, record JSON, max length.
+/// The key of the log's epoch.
+const EPOCH: &str = "phantom:notify:epoch";
+
+/// KEYS: stream, sequence counter, rooms index, epoch. ARGV: created_at, record JSON, max
+/// length, a new epoch (taken if the log has none: it lost its data, or is new).
 const APPEND_LUA: &str = r"
+if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SET', KEYS[4], ARGV[4]) end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
 redis.call('SADD', KEYS[3], KEYS[1])
 return seq
+";
+
+/// KEYS: epoch. ARGV: a new epoch. Returns the log's epoch, taking the new one if it has none.
+const EPOCH_LUA: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 ";
 
 /// KEYS: stream. ARGV: first id, most entries, most bytes, bytes counted per entry besides its
@@ -190,6 +224,11 @@ while true do
   if #expired < #head then return removed end
 end
 ";
+
+/// A fresh epoch id.
+fn new_epoch() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
 
 fn stream_key(tenant: &Tenant, room: &str) -> String {
     // Length-prefixed: no tenant and room pair can produce another pair's key.
@@ -235,8 +274,18 @@ impl NotificationLog for RedisLog {
             .client
             .eval(
                 APPEND_LUA,
-                vec![key.clone(), format!("{key}:seq"), ROOMS.to_owned()],
-                vec![n.created_at.to_string(), json, self.max_len.to_string()],
+                vec![
+                    key.clone(),
+                    format!("{key}:seq"),
+                    ROOMS.to_owned(),
+                    EPOCH.to_owned(),
+                ],
+                vec![
+                    n.created_at.to_string(),
+                    json,
+                    self.max_len.to_string(),
+                    new_epoch(),
+                ],
             )
             .await
             .map_err(|e| unavailable(&e))?;
@@ -263,12 +312,14 @@ impl NotificationLog for RedisLog {
                     ROOMS.to_owned(),
                     // Length-prefixed like the stream's: no key can pass for another's.
                     format!("{stream}:key:{}:{key}", key.len()),
+                    EPOCH.to_owned(),
                 ],
                 vec![
                     n.created_at.to_string(),
                     json,
                     self.max_len.to_string(),
                     KEY_RETENTION.as_secs().to_string(),
+                    new_epoch(),
                 ],
             )
             .await
@@ -343,6 +394,13 @@ impl NotificationLog for RedisLog {
             .await
             .map_err(|e| unavailable(&e))?;
         Ok(seq.unwrap_or(0))
+    }
+
+    async fn epoch(&self) -> Result<String, Error> {
+        self.client
+            .eval(EPOCH_LUA, vec![EPOCH.to_owned()], vec![new_epoch()])
+            .await
+            .map_err(|e| unavailable(&e))
     }
 
     async fn prune(&self, older_than: i64, keep_per_room: u64) -> Result<u64, Error> {

@@ -34,6 +34,9 @@ use crate::{
 };
 use tonic::{Request, Response, Status};
 
+/// Longest epoch a subscriber may send back.
+const MAX_EPOCH_LEN: usize = 64;
+
 /// Longest idempotency key of a Publish.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
@@ -238,7 +241,7 @@ fn validate_publish(n: &pb::Notification) -> Result<(), Error> {
 pub(crate) fn validate_subscribe(
     tenant: Tenant,
     req: pb::SubscribeRequest,
-) -> Result<(Filter, HashMap<String, u64>), Error> {
+) -> Result<(Filter, HashMap<String, u64>, String), Error> {
     let too_many = |field: &str, n: usize, max: usize| {
         Err(Error::invalid(field, format!("{n} entries; at most {max}")))
     };
@@ -303,6 +306,12 @@ pub(crate) fn validate_subscribe(
             format!("unknown severity {}", req.min_severity),
         ));
     }
+    if req.epoch.len() > MAX_EPOCH_LEN || req.epoch.chars().any(|c| !c.is_ascii_graphic()) {
+        v.push(FieldViolation::new(
+            "epoch",
+            format!("is not an epoch: at most {MAX_EPOCH_LEN} visible ASCII characters"),
+        ));
+    }
     Error::unless_violated(v)?;
     let mut rooms = req.rooms;
     rooms.sort();
@@ -316,6 +325,7 @@ pub(crate) fn validate_subscribe(
             min_severity: req.min_severity,
         },
         req.after_sequence,
+        req.epoch,
     ))
 }
 
@@ -333,13 +343,28 @@ impl NotifierService {
 
     /// Starts feeding a validated subscription, which holds `admission` for as long as it
     /// lasts: replay, then live. Shared by the gRPC `Subscribe` and the WebSocket gateway.
+    ///
+    /// `epoch` is the log's epoch `after` belongs to (empty: not checked); positions of an
+    /// epoch the log no longer has are refused (LOG_RESET), never served from the wrong place.
     pub(crate) async fn feed(
         &self,
         filter: Filter,
         mut after: HashMap<String, u64>,
+        epoch: &str,
         admission: Admission,
     ) -> Result<Feed, Status> {
         let log = self.core.get()?.log.clone();
+        let current = log.epoch().await?;
+        if !epoch.is_empty() && epoch != current && !after.is_empty() {
+            return Err(Error::FailedPrecondition {
+                reason: "LOG_RESET",
+                message: format!(
+                    "the notification log lost its data since epoch {epoch} and its sequences \
+                     started again: subscribe again with epoch {current} from sequence 0"
+                ),
+            }
+            .into());
+        }
         // A room followed live only starts at its current sequence: whatever comes after is
         // delivered, even a notification a more urgent one (or another replica's) overtook.
         for room in &filter.rooms {
@@ -365,7 +390,7 @@ impl NotifierService {
             log,
             subscriber,
             held,
-            after,
+            (after, current),
             tx,
             self.delivery.heartbeat,
             self.shutdown.clone(),
@@ -452,10 +477,10 @@ impl Notifier for NotifierService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let tenant = tenant_of(&request)?;
         let peer = remote_addr_of(&request).map(|a| a.ip());
-        let (filter, after) = validate_subscribe(tenant, request.into_inner())?;
+        let (filter, after, epoch) = validate_subscribe(tenant, request.into_inner())?;
         // Before any work for it: a caller at its limit costs nothing more.
         let admission = self.admit(Caller::new(filter.tenant.clone(), peer))?;
-        let rx = self.feed(filter, after, admission).await?;
+        let rx = self.feed(filter, after, &epoch, admission).await?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -536,7 +561,7 @@ async fn deliver(
     log: Arc<dyn NotificationLog>,
     sub: Arc<Subscriber>,
     _held: Held,
-    after: HashMap<String, u64>,
+    (after, epoch): (HashMap<String, u64>, String),
     tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
     heartbeat: Duration,
     shutdown: CancellationToken,
@@ -544,6 +569,7 @@ async fn deliver(
     let started = pb::SubscribeResponse {
         event: Some(pb::subscribe_response::Event::Subscribed(pb::Subscribed {
             after_sequence: after.clone(),
+            epoch,
         })),
     };
     if !send(&tx, Ok(started), &shutdown).await {

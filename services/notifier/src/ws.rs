@@ -90,6 +90,9 @@ pub struct Params {
     /// `low`, `medium`, `high` or `critical`: findings below it are not sent.
     #[serde(default)]
     min_severity: String,
+    /// The epoch the resume points belong to (what the `subscribed` frame said).
+    #[serde(default)]
+    epoch: String,
 }
 
 #[derive(Clone)]
@@ -330,6 +333,7 @@ fn parse(params: &Params) -> Result<pb::SubscribeRequest, String> {
         after_sequence,
         types: split(&params.types),
         min_severity: min_severity as i32,
+        epoch: params.epoch.clone(),
     })
 }
 
@@ -365,7 +369,7 @@ async fn upgrade(
         Ok(r) => r,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    let (filter, after) = match validate_subscribe(tenant.clone(), request) {
+    let (filter, after, epoch) = match validate_subscribe(tenant.clone(), request) {
         Ok(v) => v,
         Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     };
@@ -387,7 +391,7 @@ async fn upgrade(
                 .into_response();
         }
     };
-    let feed = match gw.service.feed(filter, after, admission).await {
+    let feed = match gw.service.feed(filter, after, &epoch, admission).await {
         Ok(feed) => feed,
         Err(status) => {
             return (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response();
@@ -420,6 +424,7 @@ fn to_json(item: &pb::SubscribeResponse) -> Option<String> {
         pb::subscribe_response::Event::Subscribed(s) => json!({
             "kind": "subscribed",
             "after": s.after_sequence,
+            "epoch": s.epoch,
         })
         .to_string(),
         pb::subscribe_response::Event::Heartbeat(h) => json!({

@@ -43,6 +43,10 @@ impl NotificationLog for MemoryLog {
         Ok(stored)
     }
 
+    async fn epoch(&self) -> Result<String, Error> {
+        Ok("memory".to_owned())
+    }
+
     async fn append_once(
         &self,
         n: &NotificationRecord,

@@ -173,6 +173,8 @@ impl Runs {
 #[derive(Debug, Clone, Default)]
 pub struct Cursor {
     rooms: HashMap<String, Runs>,
+    /// The notifier log's epoch the sequences belong to, once a `Subscribed` said it.
+    epoch: Option<String>,
 }
 
 impl Cursor {
@@ -182,7 +184,17 @@ impl Cursor {
             .iter()
             .map(|(room, seq)| (room.clone(), Runs(BTreeMap::from([(0, *seq)]))))
             .collect();
-        Self { rooms }
+        Self { rooms, epoch: None }
+    }
+
+    /// The notifier's log lost its data and its sequences started again: every room followed
+    /// starts over from the beginning of the new epoch (what was printed before stays
+    /// printed; what the new epoch holds is all new).
+    pub fn log_reset(&mut self) {
+        for runs in self.rooms.values_mut() {
+            *runs = Runs(BTreeMap::from([(0, 0)]));
+        }
+        self.epoch = None;
     }
 
     /// Records sequence `seq` of `room`: true the first time (print it), false for a repeat.
@@ -269,6 +281,15 @@ impl Reconnect {
 /// Whether subscribing again would meet the same refusal. Unlike [`phantom_layers::classify`]
 /// (for unary calls), a broken stream's UNKNOWN or INTERNAL is worth another attempt: a
 /// subscription is a read resumed from the cursor, and h2 errors surface as those codes.
+/// Whether `status` says the log was reset since the epoch the watcher resumed from.
+fn is_log_reset(status: &Status) -> bool {
+    use tonic_types::StatusExt as _;
+    status.code() == Code::FailedPrecondition
+        && status
+            .get_details_error_info()
+            .is_some_and(|info| info.reason == "LOG_RESET")
+}
+
 fn refused(code: Code) -> bool {
     matches!(
         code,
@@ -419,6 +440,7 @@ async fn subscribe(
             .min_priority
             .map_or(0, |p| pb::Priority::from(p) as i32),
         after_sequence: cursor.resume_points(),
+        epoch: cursor.epoch.clone().unwrap_or_default(),
         types: args.types.clone(),
         min_severity: args
             .min_severity
@@ -462,6 +484,7 @@ async fn subscribe(
                         for (room, after) in start.after_sequence {
                             cursor.starts_at(&room, after);
                         }
+                        cursor.epoch = Some(start.epoch);
                     }
                     Some(Event::Heartbeat(_)) | None => {}
                 }
@@ -520,6 +543,14 @@ pub async fn run(args: Args) -> ExitCode {
         .await
         {
             Ended::Shutdown | Ended::StdoutClosed => return ExitCode::SUCCESS,
+            Ended::Refused(status) if is_log_reset(&status) => {
+                errln!(
+                    "phantom watch: the notifier's log lost its data and started again; \
+                     replaying its rooms from the start (what was printed stays printed)"
+                );
+                cursor.log_reset();
+                continue;
+            }
             Ended::Refused(status) => {
                 print_status("Subscribe", &status);
                 return exit_for(&status);
@@ -557,6 +588,20 @@ mod tests {
 
     fn point(cursor: &Cursor, room: &str) -> Option<u64> {
         cursor.resume_points().get(room).copied()
+    }
+
+    #[test]
+    fn a_log_reset_starts_every_followed_room_over_in_the_new_epoch() {
+        let mut c = Cursor::new(&[("a".into(), 0)]);
+        assert!(first_times(&mut c, "a", &[1, 2, 3]).iter().all(|&f| f));
+        c.starts_at("b", 40);
+        c.epoch = Some("old".into());
+        c.log_reset();
+        assert_eq!(point(&c, "a"), Some(0));
+        assert_eq!(point(&c, "b"), Some(0));
+        assert_eq!(c.epoch, None, "the next Subscribe asks for no epoch");
+        // The new epoch's 1, 2, 3 are new notifications, printed again.
+        assert!(first_times(&mut c, "a", &[1, 2, 3]).iter().all(|&f| f));
     }
 
     #[test]
