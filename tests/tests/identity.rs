@@ -13,12 +13,14 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aws_lc_rs::signature::Ed25519KeyPair;
 use axum::{Router, extract::State, routing::post};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures::StreamExt as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
-use phantom_identity::{JwtConfig, KeyStore, SqlKeyRepository};
+use jsonwebtoken::Algorithm;
+use phantom_identity::{
+    JwtConfig, KeyStore, SqlKeyRepository,
+    testing::{Signer, jwks},
+};
 use phantom_layers::{
     Tenant,
     auth::{Scope, Scopes},
@@ -48,27 +50,9 @@ struct Credentials {
     expired: String,
 }
 
-/// A JWT signer (Ed25519) and its JWKS.
-struct Issuer {
-    key: EncodingKey,
-    jwks: String,
-}
-
-impl Issuer {
-    fn new(kid: &str) -> Self {
-        let pair = Ed25519KeyPair::generate().unwrap();
-        let key = EncodingKey::from_ed_der(pair.to_pkcs8v1().unwrap().as_ref());
-        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::EdDSA).unwrap();
-        jwk.common.key_id = Some(kid.to_owned());
-        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
-        Self { key, jwks }
-    }
-
-    fn token(&self, kid: &str, claims: &serde_json::Value) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
-    }
+/// The test issuer's signing key (Ed25519), named `k1`.
+fn new_issuer() -> Signer {
+    Signer::new("k1", Algorithm::EdDSA)
 }
 
 fn now() -> i64 {
@@ -111,7 +95,7 @@ async fn receiver(delivered: Delivered) -> SocketAddr {
 /// `acme` only, and the scenario's keys made in its key store.
 async fn secured(
     data: &std::path::Path,
-    issuer: &Issuer,
+    issuer: &Signer,
     hook: SocketAddr,
 ) -> (Running, Credentials) {
     let mut config = config(data);
@@ -121,12 +105,12 @@ async fn secured(
     // Generous: the table below makes many refused calls from one address on purpose.
     config.auth.unauthenticated.per_second = 1000.0;
     config.auth.unauthenticated.burst = 1000;
-    let jwks = data.join("jwks.json");
-    std::fs::write(&jwks, &issuer.jwks).unwrap();
+    let jwks_file = data.join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[issuer])).unwrap();
     config.auth.jwt = Some(JwtConfig {
         issuer: ISSUER.into(),
         audiences: vec![AUDIENCE.into()],
-        jwks_file: Some(jwks),
+        jwks_file: Some(jwks_file),
         ..JwtConfig::default()
     });
     config.notifier.webhooks = vec![WebhookConfig {
@@ -260,7 +244,7 @@ fn with<T>(bearer: &str, message: T) -> Request<T> {
 async fn every_public_method_refuses_missing_credentials_and_missing_scopes() {
     let data = tempfile::tempdir().unwrap();
     let hook = receiver(Delivered::default()).await;
-    let issuer = Issuer::new("k1");
+    let issuer = new_issuer();
     let (running, keys) = secured(data.path(), &issuer, hook).await;
 
     for (path, requirement) in phantom_proto::AUTHORIZATION {
@@ -361,7 +345,7 @@ async fn every_public_method_refuses_missing_credentials_and_missing_scopes() {
 async fn revoked_and_expired_keys_and_bad_jwts_are_refused() {
     let data = tempfile::tempdir().unwrap();
     let hook = receiver(Delivered::default()).await;
-    let issuer = Issuer::new("k1");
+    let issuer = new_issuer();
     let (running, keys) = secured(data.path(), &issuer, hook).await;
     let so = running.addrs.scan_orchestrator;
 
@@ -380,7 +364,7 @@ async fn revoked_and_expired_keys_and_bad_jwts_are_refused() {
     );
 
     // A good JWT: its tenant and scopes.
-    let good = issuer.token("k1", &claims());
+    let good = issuer.mint(&claims());
     assert_eq!(call(so, LIST_SCANS, Some(&good)).await, Code::Ok);
     assert_eq!(
         call(so, "/phantom.v1.ScanOrchestrator/CancelScan", Some(&good)).await,
@@ -388,7 +372,7 @@ async fn revoked_and_expired_keys_and_bad_jwts_are_refused() {
         "the token's scopes hold scans:read only"
     );
 
-    let forger = Issuer::new("k1");
+    let forger = new_issuer();
     let mut wrong_audience = claims();
     wrong_audience["aud"] = "someone-else".into();
     let mut expired = claims();
@@ -401,10 +385,10 @@ async fn revoked_and_expired_keys_and_bad_jwts_are_refused() {
         URL_SAFE_NO_PAD.encode(claims().to_string()),
     );
     for (what, token) in [
-        ("a signature by another key", forger.token("k1", &claims())),
-        ("a wrong audience", issuer.token("k1", &wrong_audience)),
-        ("a wrong issuer", issuer.token("k1", &wrong_issuer)),
-        ("an expiry an hour ago", issuer.token("k1", &expired)),
+        ("a signature by another key", forger.mint(&claims())),
+        ("a wrong audience", issuer.mint(&wrong_audience)),
+        ("a wrong issuer", issuer.mint(&wrong_issuer)),
+        ("an expiry an hour ago", issuer.mint(&expired)),
         ("alg: none", unsigned),
     ] {
         assert_eq!(
@@ -421,7 +405,7 @@ async fn tenants_are_walled_off_and_user_keys_cannot_poison_scores_or_forge_even
     let data = tempfile::tempdir().unwrap();
     let delivered = Delivered::default();
     let hook = receiver(delivered.clone()).await;
-    let issuer = Issuer::new("k1");
+    let issuer = new_issuer();
     let (running, keys) = secured(data.path(), &issuer, hook).await;
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = target.local_addr().unwrap().port();

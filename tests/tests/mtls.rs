@@ -13,58 +13,14 @@ use std::{
     time::Duration,
 };
 
+use phantom_kit::tls::testing::Ca;
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 use phantom_tests::{PATIENCE, Running, channel_over, config};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
-};
 use rustls_pki_types::{CertificateDer, ServerName};
 
-/// The test's certificate authority.
-struct Ca(CertifiedIssuer<'static, KeyPair>);
-
-/// A leaf: PEM certificate and key, and its DER to recognise it on the wire.
-struct Leaf {
-    cert: String,
-    key: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        Self(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
-    }
-
-    /// What every service of a `phantom up` presents: loopback names, and the SPIFFE id that
-    /// makes its holder a service identity.
-    fn leaf(&self, serial: u8) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.subject_alt_names.push(SanType::URI(
-            "spiffe://phantom.test/phantom".try_into().unwrap(),
-        ));
-        params.serial_number = Some(SerialNumber::from_slice(&[serial]));
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.0).unwrap();
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-}
+/// What every service of a `phantom up` presents: loopback names, and the SPIFFE id that
+/// makes its holder a service identity.
+const SERVICE: &str = "spiffe://phantom.test/phantom";
 
 /// The leaf `addr` serves now, seen by a new TLS connection.
 async fn served_leaf(
@@ -84,13 +40,13 @@ async fn served_leaf(
 async fn services_keep_talking_over_mtls_while_their_certificates_rotate() {
     let data = tempfile::tempdir().unwrap();
     let ca = Ca::new();
-    let first = ca.leaf(1);
+    let first = ca.leaf(Some(SERVICE), 1);
     let (ca_file, cert_file, key_file) = (
         data.path().join("ca.crt"),
         data.path().join("tls.crt"),
         data.path().join("tls.key"),
     );
-    std::fs::write(&ca_file, ca.0.pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
     std::fs::write(&cert_file, &first.cert).unwrap();
     std::fs::write(&key_file, &first.key).unwrap();
 
@@ -189,7 +145,7 @@ async fn services_keep_talking_over_mtls_while_their_certificates_rotate() {
     .await;
 
     // cert-manager's rotation: a new key and certificate, written in place.
-    let second = ca.leaf(2);
+    let second = ca.leaf(Some(SERVICE), 2);
     std::fs::write(&key_file, &second.key).unwrap();
     std::fs::write(&cert_file, &second.cert).unwrap();
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -59,13 +59,14 @@ pub(crate) fn anonymous(
     });
 }
 
-/// Writes one audit line.
-pub(crate) fn record(
+/// Writes one audit line: `principal` ([`Principal::id`](super::Principal::id), `anonymous`
+/// when `None`), `tenant`, `method`, `target`, `outcome` and the `peer`'s address.
+pub fn record(
     principal: Option<&str>,
     tenant: Option<&str>,
     method: &str,
     target: Option<&str>,
-    outcome: tonic::Code,
+    outcome: impl std::fmt::Debug,
     peer: Option<std::net::SocketAddr>,
 ) {
     tracing::info!(

@@ -24,7 +24,7 @@ mod service;
 pub use layer::{AuthLayer, AuthSettings, Refusals};
 pub use policy::{Policy, PolicyError, Requirement};
 pub use principal::{Identity, Principal, Scope, Scopes, UnknownScope};
-pub use service::{AuthFuture, AuthService};
+pub use service::{AuthFuture, AuthService, bearer_of};
 
 use std::{future::Future, net::SocketAddr, pin::Pin};
 

@@ -16,7 +16,7 @@ use super::{
     audit::{self, AuditTarget},
     layer::AuthSettings,
 };
-use crate::{Error, TENANT_HEADER, Tenant, rate_limit::CallerKey, tenant};
+use crate::{Error, Tenant, rate_limit::CallerKey, tenant};
 
 /// The service built by [`super::AuthLayer`].
 #[derive(Debug, Clone)]
@@ -49,9 +49,9 @@ fn peer_of<B>(req: &Request<B>) -> Peer {
     }
 }
 
-/// The bearer credential of `req`, if it sent one (`Bearer` in any case, as RFC 6750 allows).
-fn bearer<B>(req: &Request<B>) -> Option<&str> {
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+/// The bearer credential `headers` carry in `authorization`, if any (`Bearer` in any case, as RFC 6750 allows).
+pub fn bearer_of(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -65,14 +65,9 @@ fn tenant_for<B>(
     req: &Request<B>,
     default: &Tenant,
 ) -> Result<Tenant, Error> {
-    if let Some(tenant) = &principal.tenant {
-        return Ok(tenant.clone());
-    }
-    match req.headers().get(TENANT_HEADER) {
-        None => Ok(default.clone()),
-        Some(v) => v.to_str().ok().and_then(Tenant::parse).ok_or_else(|| {
-            Error::invalid(TENANT_HEADER, "tenant must be 1-63 characters of [a-z0-9-]")
-        }),
+    match &principal.tenant {
+        Some(tenant) => Ok(tenant.clone()),
+        None => tenant::named_in(req.headers(), default),
     }
 }
 
@@ -102,7 +97,7 @@ where
         let settings = self.settings.clone();
         let peer = peer_of(&req);
         // Who it is: known from the connection (mTLS), or a credential to check, or refused.
-        let found = match (&peer.service, bearer(&req)) {
+        let found = match (&peer.service, bearer_of(req.headers())) {
             (Some(service), _) => Found::Known(Principal::service(service.clone())),
             (None, Some(token)) if settings.authenticator.is_cheap(token) => {
                 Found::Check(settings.authenticator.authenticate(token))

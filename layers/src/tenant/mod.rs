@@ -31,6 +31,20 @@ pub enum TenantSource {
     },
 }
 
+/// The tenant `headers` name in `x-phantom-tenant`, `default` without one; a malformed one
+/// is INVALID_ARGUMENT. Only for callers trusted to name the tenant they act for.
+pub(crate) fn named_in(
+    headers: &http::HeaderMap,
+    default: &Tenant,
+) -> Result<Tenant, crate::Error> {
+    match headers.get(TENANT_HEADER) {
+        None => Ok(default.clone()),
+        Some(v) => v.to_str().ok().and_then(Tenant::parse).ok_or_else(|| {
+            crate::Error::invalid(TENANT_HEADER, "tenant must be 1-63 characters of [a-z0-9-]")
+        }),
+    }
+}
+
 /// The call context of a call acting for `tenant`: its request id (from `extensions`, or the
 /// call being served, or a new one) and the deadline of the call being served.
 pub(crate) fn call_context(

@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tower_service::Service;
 
-use super::{TENANT_HEADER, Tenant, TenantSource};
+use super::{Tenant, TenantSource};
 use crate::{
     Error,
     request_id::{self, CallContext},
@@ -26,12 +26,7 @@ impl<S> TenantService<S> {
     fn resolve<B>(&self, req: &Request<B>) -> Result<Tenant, Error> {
         match &self.source {
             TenantSource::Fixed(t) => Ok(t.clone()),
-            TenantSource::TrustedHeader { default } => match req.headers().get(TENANT_HEADER) {
-                None => Ok(default.clone()),
-                Some(v) => v.to_str().ok().and_then(Tenant::parse).ok_or_else(|| {
-                    Error::invalid(TENANT_HEADER, "tenant must be 1-63 characters of [a-z0-9-]")
-                }),
-            },
+            TenantSource::TrustedHeader { default } => super::named_in(req.headers(), default),
         }
     }
 }

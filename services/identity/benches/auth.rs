@@ -30,20 +30,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aws_lc_rs::{
-    encoding::{AsDer, Pkcs8V1Der},
-    rsa::{KeyPair as RsaKeyPair, KeySize},
-    signature::Ed25519KeyPair,
-};
 use criterion::{BatchSize, Bencher, Criterion, criterion_group, criterion_main};
 use futures::FutureExt as _;
 use http::{Request, Response, header::AUTHORIZATION};
-use jsonwebtoken::{
-    Algorithm, EncodingKey, Header,
-    jwk::{Jwk, JwkSet},
-};
+use jsonwebtoken::Algorithm;
 use phantom_identity::{
     ApiKeys, Authenticator, Jwt, JwtConfig, KeyStore, Secret, ServiceToken, SqlKeyRepository,
+    testing::Signer,
 };
 use phantom_layers::{
     Tenant,
@@ -146,13 +139,10 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
 
-    let rsa = signer("rsa", Algorithm::RS256);
-    let ed = signer("ed", Algorithm::EdDSA);
+    let rsa = Signer::new("rsa", Algorithm::RS256);
+    let ed = Signer::new("ed", Algorithm::EdDSA);
     let jwks = dir.path().join("jwks.json");
-    let set = JwkSet {
-        keys: vec![rsa.1.clone(), ed.1.clone()],
-    };
-    std::fs::write(&jwks, serde_json::to_string(&set).unwrap()).unwrap();
+    std::fs::write(&jwks, phantom_identity::testing::jwks(&[&rsa, &ed])).unwrap();
     let jwt_config = JwtConfig {
         issuer: ISSUER.into(),
         audiences: vec![AUDIENCE.into()],
@@ -180,56 +170,14 @@ async fn fixture() -> Fixture {
         cached,
         uncached,
         api_key,
-        rs256: mint("rsa", Algorithm::RS256, &rsa.0),
-        eddsa: mint("ed", Algorithm::EdDSA, &ed.0),
+        rs256: mint(&rsa),
+        eddsa: mint(&ed),
         service,
     }
 }
 
-/// A signing key generated now, and its public JWK named `kid`.
-fn signer(kid: &str, alg: Algorithm) -> (EncodingKey, Jwk) {
-    let key = match alg {
-        Algorithm::RS256 => {
-            let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
-            let pkcs8: Pkcs8V1Der<'_> = pair.as_der().unwrap();
-            EncodingKey::from_rsa_der(&pkcs1_of(pkcs8.as_ref()))
-        }
-        Algorithm::EdDSA => {
-            let pair = Ed25519KeyPair::generate().unwrap();
-            EncodingKey::from_ed_der(pair.to_pkcs8v1().unwrap().as_ref())
-        }
-        other => panic!("no bench key for {other:?}"),
-    };
-    let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
-    jwk.common.key_id = Some(kid.to_owned());
-    (key, jwk)
-}
-
-/// The RSAPrivateKey inside a PKCS#8 document (what jsonwebtoken's RSA key takes).
-fn pkcs1_of(pkcs8: &[u8]) -> Vec<u8> {
-    /// One DER element: (tag, contents, the rest).
-    fn tlv(b: &[u8]) -> (u8, &[u8], &[u8]) {
-        let (tag, first) = (b[0], b[1]);
-        let (len, start) = if first < 0x80 {
-            (usize::from(first), 2)
-        } else {
-            let n = usize::from(first & 0x7f);
-            let len = b[2..2 + n]
-                .iter()
-                .fold(0usize, |acc, x| (acc << 8) | usize::from(*x));
-            (len, 2 + n)
-        };
-        (tag, &b[start..start + len], &b[start + len..])
-    }
-    let (_, body, _) = tlv(pkcs8);
-    let (_, _, rest) = tlv(body); // version
-    let (_, _, rest) = tlv(rest); // algorithm
-    let (_, key, _) = tlv(rest);
-    key.to_vec()
-}
-
 /// A token of the issuer, valid for an hour, for tenant `acme` with `scans:read`.
-fn mint(kid: &str, alg: Algorithm, key: &EncodingKey) -> String {
+fn mint(signer: &Signer) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -243,11 +191,7 @@ fn mint(kid: &str, alg: Algorithm, key: &EncodingKey) -> String {
         "tenant": "acme",
         "scope": "openid scans:read",
     });
-    let header = Header {
-        kid: Some(kid.to_owned()),
-        ..Header::new(alg)
-    };
-    jsonwebtoken::encode(&header, &claims, key).unwrap()
+    signer.mint(&claims)
 }
 
 /// Measures calls of `svc` that complete on their first poll, after one (run to completion on

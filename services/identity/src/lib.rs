@@ -29,6 +29,8 @@ pub mod repository;
 mod secret;
 pub mod service_token;
 pub mod settings;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use authenticator::Authenticator;
 pub use error::IdentityError;

@@ -39,7 +39,7 @@ use axum::{
     },
     http::{
         HeaderMap, HeaderValue, StatusCode,
-        header::{AUTHORIZATION, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL, WWW_AUTHENTICATE},
+        header::{ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL, WWW_AUTHENTICATE},
     },
     response::{IntoResponse, Response},
     routing::get,
@@ -47,7 +47,7 @@ use axum::{
 use phantom_domain::Tenant;
 use phantom_layers::{
     Error,
-    auth::{Authenticate, Principal, Refusal, Scope, audit},
+    auth::{Authenticate, Principal, Refusal, Scope, audit, bearer_of},
     status::echo,
 };
 use phantom_proto::pb;
@@ -164,20 +164,14 @@ pub const SUBPROTOCOL: &str = "phantom.v1";
 /// The credential of an upgrade request: `authorization: Bearer …`, or a
 /// `Sec-WebSocket-Protocol` entry `bearer.<token>` (what browsers can send).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    if let Some((scheme, token)) = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        && scheme.eq_ignore_ascii_case("bearer")
-    {
-        return Some(token.trim());
-    }
-    headers
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix("bearer."))
+    bearer_of(headers).or_else(|| {
+        headers
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|p| p.trim().strip_prefix("bearer."))
+    })
 }
 
 impl Gateway {
@@ -189,13 +183,14 @@ impl Gateway {
             return Ok(self.tenant.clone());
         };
         let refuse = |status: StatusCode, principal: Option<&Principal>, message: &str| {
-            tracing::info!(
-                target: audit::TARGET,
-                principal = principal.map_or_else(|| "anonymous".to_owned(), Principal::id),
-                method = "GET /ws",
-                outcome = status.as_u16(),
-                peer = %peer,
-                "audit"
+            let who = principal.map(Principal::id);
+            audit::record(
+                who.as_deref(),
+                None,
+                "GET /ws",
+                None,
+                status.as_u16(),
+                Some(peer),
             );
             let mut response = (status, message.to_owned()).into_response();
             if status == StatusCode::UNAUTHORIZED {

@@ -62,6 +62,26 @@ struct System {
     _data: tempfile::TempDir,
 }
 
+/// `binary` as a quiet child process on `data`: logs at warn, no configuration file nor
+/// database or Redis from the environment (the embedded defaults), output discarded, killed
+/// with its handle. The caller adds the command and its addresses.
+pub(crate) fn quiet_child(
+    binary: &std::path::Path,
+    data: &std::path::Path,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env("PHANTOM_DATA_DIR", data)
+        .env("PHANTOM_LOG", "warn")
+        .env_remove("PHANTOM_CONFIG")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// A free loopback port (the child process binds it).
 pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
@@ -72,7 +92,7 @@ impl System {
         let data = tempfile::tempdir()?;
         let [so, va, no, ha, http, ws] = [(); 6].map(|()| free_port());
         let (so, va, no, ha, http, ws) = (so?, va?, no?, ha?, http?, ws?);
-        let child = tokio::process::Command::new(&binary)
+        let child = quiet_child(&binary, data.path())
             .arg("up")
             .env("PHANTOM_SCAN_ORCHESTRATOR_ADDR", so.to_string())
             .env("PHANTOM_VULN_ANALYZER_ADDR", va.to_string())
@@ -80,14 +100,6 @@ impl System {
             .env("PHANTOM_HEALTH_AGGREGATOR_ADDR", ha.to_string())
             .env("PHANTOM_HTTP_ADDR", http.to_string())
             .env("PHANTOM_WS_ADDR", ws.to_string())
-            .env("PHANTOM_DATA_DIR", data.path())
-            .env("PHANTOM_LOG", "warn")
-            .env_remove("PHANTOM_CONFIG")
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let pid = child.id().context("the system exited at once")?;

@@ -15,7 +15,6 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -25,7 +24,10 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::bench_attacks::{free_port, rss_of};
+use crate::{
+    bench::percentile,
+    bench_attacks::{free_port, quiet_child, rss_of},
+};
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -82,21 +84,13 @@ fn probe_every_100ms(
     })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn summary(mut latencies: Vec<Duration>) -> (usize, Duration, Duration, Duration) {
-    latencies.sort();
+/// How many probes, and their p50, p99 and max.
+fn summary(latencies: &[Duration]) -> (usize, Duration, Duration, Duration) {
     (
         latencies.len(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or_default(),
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        percentile(latencies, 1.0),
     )
 }
 
@@ -170,23 +164,15 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     };
     let data = tempfile::tempdir()?;
     let (api, probes) = (free_port()?, free_port()?);
-    let mut child = tokio::process::Command::new(&binary)
+    let mut child = quiet_child(&binary, data.path())
         .args(["serve", "vuln-analyzer"])
         .env("PHANTOM_VULN_ANALYZER_ADDR", api.to_string())
         .env("PHANTOM_HEALTH_ADDR", probes.to_string())
-        .env("PHANTOM_DATA_DIR", data.path())
-        .env("PHANTOM_LOG", "warn")
         // The subject is the probe port under load, not who may call nor how often one
         // caller may: without the per-caller limit the bench measures the server's capacity,
         // not the limiter's allowance.
         .env("PHANTOM__AUTH__ENABLED", "false")
         .env("PHANTOM__RESILIENCE__SERVER__RATE_LIMIT__ENABLED", "false")
-        .env_remove("PHANTOM_CONFIG")
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
     let pid = child.id().context("the service exited at once")?;
@@ -213,7 +199,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let idle = probe_every_100ms(probes, stop.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    let idle = summary(idle.join().expect("the probe thread"));
+    let idle = summary(&idle.join().expect("the probe thread"));
     let rss_before = rss_of(pid);
 
     let capacity = capacity(&channel, Duration::from_secs(3)).await;
@@ -233,7 +219,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let (ok, refused) = offer(&channel, rate, args.duration).await;
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
-    let loaded = summary(loaded.join().expect("the probe thread"));
+    let loaded = summary(&loaded.join().expect("the probe thread"));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_after = rss_of(pid);
     let _ = child.kill().await;

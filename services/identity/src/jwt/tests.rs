@@ -9,90 +9,20 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aws_lc_rs::{
-    encoding::{AsDer, Pkcs8V1Der},
-    rsa::{KeyPair as RsaKeyPair, KeySize},
-    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair},
-};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{
-    Algorithm, EncodingKey, Header,
-    jwk::{Jwk, JwkSet},
-};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use phantom_layers::auth::{Authenticate, Identity, Refusal, Scope};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::testing::{Signer, jwks};
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "phantom";
 
-/// A signing key of the test issuer, and its public JWK.
-struct Signer {
-    kid: String,
-    alg: Algorithm,
-    key: EncodingKey,
-    jwk: Jwk,
-}
-
-/// The RSAPrivateKey inside a PKCS#8 document (what jsonwebtoken's RSA key takes).
-fn pkcs1_of(pkcs8: &[u8]) -> Vec<u8> {
-    /// One DER element: (tag, contents, the rest).
-    fn tlv(b: &[u8]) -> (u8, &[u8], &[u8]) {
-        let (tag, first) = (b[0], b[1]);
-        let (len, start) = if first < 0x80 {
-            (usize::from(first), 2)
-        } else {
-            let n = usize::from(first & 0x7f);
-            let len = b[2..2 + n]
-                .iter()
-                .fold(0usize, |acc, x| (acc << 8) | usize::from(*x));
-            (len, 2 + n)
-        };
-        (tag, &b[start..start + len], &b[start + len..])
-    }
-    let (tag, body, _) = tlv(pkcs8);
-    assert_eq!(tag, 0x30, "PKCS#8 is a SEQUENCE");
-    let (_, _, rest) = tlv(body); // version
-    let (_, _, rest) = tlv(rest); // algorithm
-    let (tag, key, _) = tlv(rest);
-    assert_eq!(tag, 0x04, "the private key is an OCTET STRING");
-    key.to_vec()
-}
-
 fn signer(kid: &str, alg: Algorithm) -> Signer {
-    let key = match alg {
-        Algorithm::RS256 => {
-            let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
-            let pkcs8: Pkcs8V1Der<'_> = pair.as_der().unwrap();
-            EncodingKey::from_rsa_der(&pkcs1_of(pkcs8.as_ref()))
-        }
-        Algorithm::ES256 => {
-            let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-            EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref())
-        }
-        Algorithm::EdDSA => {
-            let pair = Ed25519KeyPair::generate().unwrap();
-            EncodingKey::from_ed_der(pair.to_pkcs8v1().unwrap().as_ref())
-        }
-        other => panic!("no test key for {other:?}"),
-    };
-    let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
-    jwk.common.key_id = Some(kid.to_owned());
-    Signer {
-        kid: kid.to_owned(),
-        alg,
-        key,
-        jwk,
-    }
-}
-
-fn jwks(signers: &[&Signer]) -> String {
-    serde_json::to_string(&JwkSet {
-        keys: signers.iter().map(|s| s.jwk.clone()).collect(),
-    })
-    .unwrap()
+    Signer::new(kid, alg)
 }
 
 fn now() -> i64 {
@@ -124,9 +54,7 @@ fn with(mut claims: Value, key: &str, value: Value) -> Value {
 }
 
 fn mint(signer: &Signer, claims: &Value) -> String {
-    let mut header = Header::new(signer.alg);
-    header.kid = Some(signer.kid.clone());
-    jsonwebtoken::encode(&header, claims, &signer.key).unwrap()
+    signer.mint(claims)
 }
 
 fn config(jwks: JwksSourceFor) -> JwtConfig {

@@ -55,5 +55,7 @@ pub use config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RELOAD_INTERVAL, TlsConfig};
 pub use error::TlsError;
 pub use reload::{Alpn, Tls};
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
