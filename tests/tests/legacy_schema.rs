@@ -143,6 +143,39 @@ async fn insert_legacy_scan(db: &Database, scan: &ScanRecord) {
     .unwrap();
 }
 
+/// Stores `f` with the INSERT of the legacy schema's time.
+async fn insert_legacy_finding(db: &Database, f: &FindingRecord) {
+    sqlx::query(
+        "INSERT INTO findings (id, tenant, scan_id, target, hostname, port, protocol, service, \
+         banner, engine, check_id, title, severity, cvss_score, cvss_vector, cve_ids, \
+         fingerprint, analysis, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19)",
+    )
+    .bind(f.id.clone())
+    .bind(f.tenant.to_string())
+    .bind(f.scan_id.to_string())
+    .bind(f.target.clone())
+    .bind(f.hostname.clone())
+    .bind(i64::from(f.port))
+    .bind(f.protocol.clone())
+    .bind(f.service.clone())
+    .bind(f.banner.clone())
+    .bind(f.engine.clone())
+    .bind(f.check_id.clone())
+    .bind(f.title.clone())
+    .bind(i64::from(f.severity.as_i32()))
+    .bind(f.cvss_score)
+    .bind(f.cvss_vector.clone())
+    .bind(serde_json::to_string(&f.cve_ids).unwrap())
+    .bind(f.fingerprint.to_string())
+    .bind(None::<String>)
+    .bind(f.created_at)
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
 /// Builds `url` with the legacy history, stores one of everything with the queries of the
 /// time (unchanged since), then opens it as every service does and reads it all back.
 async fn a_legacy_database_keeps_its_data(url: &str) {
@@ -158,10 +191,7 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
         assert_eq!(versions(&db).await, (1..=7).collect::<Vec<_>>());
         let scans = SqlScanRepository::new(db.clone());
         insert_legacy_scan(&db, &scan).await;
-        scans
-            .insert_findings(std::slice::from_ref(&found))
-            .await
-            .unwrap();
+        insert_legacy_finding(&db, &found).await;
         scans
             .set_finding_analysis(&t, &found.id, &verdict)
             .await
@@ -196,8 +226,8 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     let applied = versions(&db).await;
     assert_eq!(applied[..7], (1..=7).collect::<Vec<_>>());
     // The legacy seven, the three baselines, and what came after them: the scans' hosts
-    // column (#14) and the notifier's publish keys (#15).
-    assert_eq!(applied.len(), 7 + 3 + 2, "{applied:?}");
+    // column (#14), the notifier's publish keys and the scans' checkpoints (#15).
+    assert_eq!(applied.len(), 7 + 3 + 3, "{applied:?}");
 
     let scans = SqlScanRepository::new(db.clone());
     assert_eq!(scans.get_scan(&t, &scan.id).await.unwrap(), Some(scan));

@@ -241,7 +241,7 @@ async fn one_create_scan_is_one_trace_across_the_three_services_with_client_span
         })
     };
     assert!(db("scan-orchestrator", "insert_scan"), "{trace:#?}");
-    assert!(db("scan-orchestrator", "insert_findings"), "{trace:#?}");
+    assert!(db("scan-orchestrator", "save_progress"), "{trace:#?}");
     assert!(db("vuln-analyzer", "put_analysis"), "{trace:#?}");
     assert!(
         trace.iter().any(|s| s.service == "vuln-analyzer"

@@ -203,13 +203,13 @@ async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run
 async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
     use phantom_scan_orchestrator::scanner::{BuiltinScanner, Event, Plan, Scanner};
 
-    let plan = Plan {
-        targets: vec![phantom_scan_orchestrator::repository::ResolvedTarget {
+    let plan = Plan::new(
+        vec![phantom_scan_orchestrator::repository::ResolvedTarget {
             hostname: None,
             address: "127.0.0.1".parse()?,
         }],
-        ports: (1..=u16::MAX).collect(),
-    };
+        (1..=u16::MAX).collect(),
+    );
     let sweep = |banner_timeout: Duration| {
         BuiltinScanner::new(&phantom_scan_orchestrator::settings::ScanConfig {
             banner_timeout,

@@ -87,6 +87,7 @@ pub async fn run(
                 lease: config.scan.lease,
                 claim_every: config.scan.claim_every,
                 reanalyze_every: config.scan.reanalyze_every,
+                checkpoint_probes: config.scan.checkpoint_probes,
             },
             shutdown.clone(),
         );

@@ -76,6 +76,7 @@ pub struct Runner {
     lease: Duration,
     claim_every: Duration,
     reanalyze_every: Duration,
+    checkpoint_probes: u64,
     wake: Notify,
 }
 
@@ -90,6 +91,8 @@ pub struct RunnerConfig {
     pub claim_every: Duration,
     /// How often findings left unanalyzed (analyzer down when their scan ended) are retried.
     pub reanalyze_every: Duration,
+    /// Probes per checkpoint chunk of a new scan (see [`crate::scanner::Plan`]).
+    pub checkpoint_probes: u64,
 }
 
 impl Runner {
@@ -120,6 +123,7 @@ impl Runner {
             lease: config.lease,
             claim_every: config.claim_every,
             reanalyze_every: config.reanalyze_every,
+            checkpoint_probes: config.checkpoint_probes,
             wake: Notify::new(),
         })
     }
@@ -361,19 +365,6 @@ impl Runner {
         Ok(())
     }
 
-    /// Stores a batch of findings in one transaction; returns how many were new.
-    async fn flush(&self, pending: &mut Vec<FindingRecord>) -> Result<u64, StoreError> {
-        if pending.is_empty() {
-            return Ok(0);
-        }
-        let new = self.store.insert_findings(pending).await?;
-        if new > 0 {
-            tracing::info!(new, batch = pending.len(), "Findings stored");
-        }
-        pending.clear();
-        Ok(new)
-    }
-
     /// Renews the lease of a running scan; when it cannot (taken over, or finished elsewhere
     /// by a cancel), stops the scan here.
     async fn heartbeat(
@@ -424,11 +415,18 @@ impl Runner {
                 return self.fail(&scan, &room, msg).await;
             }
         };
-        let plan = Plan {
-            targets: scan.resolved.clone(),
+        // A scan taken over continues from its checkpoint: only chunks not done are run.
+        let (mut plan, unusable) = Plan::resume(
+            scan.resolved.clone(),
             ports,
-        };
+            self.checkpoint_probes,
+            &scan.checkpoint,
+        );
+        if let Some(why) = unusable {
+            tracing::warn!(reason = %why, "Checkpoint set aside: the scan starts over");
+        }
         let total = plan.probes();
+        let before = plan.done_probes();
         if !self
             .store
             .mark_scan_running(&scan.tenant, &scan.id, total, now_micros(), &self.owner)
@@ -436,14 +434,28 @@ impl Runner {
         {
             return Ok(()); // cancelled while pending
         }
-        tracing::info!(
-            event = event::SCAN,
-            targets = plan.targets.len(),
-            ports = plan.ports.len(),
-            engine = scanner.name(),
-            "Scan started"
-        );
-        self.refresh(&scan, "scan started").await?;
+        if before > 0 {
+            tracing::info!(
+                event = event::SCAN,
+                probes_done = before,
+                probes_total = total,
+                "Scan resumed from its checkpoint"
+            );
+        } else {
+            tracing::info!(
+                event = event::SCAN,
+                targets = plan.targets().len(),
+                ports = plan.ports().len(),
+                engine = scanner.name(),
+                "Scan started"
+            );
+        }
+        let started = if before > 0 {
+            "scan resumed"
+        } else {
+            "scan started"
+        };
+        self.refresh(&scan, started).await?;
         self.notify(
             room.clone(),
             ScanEvent::Started {
@@ -456,68 +468,82 @@ impl Runner {
 
         let (tx, mut rx) = mpsc::channel(1024);
         let engine = {
-            let token = token.clone();
+            let (token, plan) = (token.clone(), plan.clone());
             tokio::spawn(async move { scanner.scan(&plan, tx, token).await })
         };
         // A resumed scan starts from what it had stored; re-found findings are not new.
         let mut findings: u64 = scan.findings_count;
-        let mut done = 0u64;
+        let mut done = before;
         let mut reported_percent = 0u32;
         let mut last_store = tokio::time::Instant::now();
-        // Findings are written in batches: up to FLUSH_AT at once, and at least as often as
-        // progress, so a crash loses at most what was found since the last flush (and the
-        // scan's next holder finds it again: findings are keyed by fingerprint).
+        // Findings are written in batches, with the progress and the checkpoint in the same
+        // transaction: up to FLUSH_AT at once, and at least every PROGRESS_EVERY. A chunk is
+        // done only after its findings were sent, so a stored checkpoint never claims a
+        // chunk whose findings are lost; a crash costs the chunks in progress, found again
+        // by the scan's next holder (findings are keyed by fingerprint).
         let mut pending: Vec<FindingRecord> = Vec::new();
+        let mut held;
         loop {
             let event = rx.recv().await;
             let ended = event.is_none();
             match event {
                 Some(Event::Open(open)) => pending.push(finding_record(&scan, &open)),
                 Some(Event::Finding(found)) => pending.push(engine_finding_record(&scan, &found)),
-                Some(Event::Progress(n)) => done = n,
+                Some(Event::Progress(n)) => done = before + n,
+                Some(Event::Done(chunk)) => plan.complete(chunk),
                 None => {}
             }
-            if pending.len() >= FLUSH_AT || ended || last_store.elapsed() >= PROGRESS_EVERY {
-                findings += self.flush(&mut pending).await?;
+            let due = last_store.elapsed() >= PROGRESS_EVERY;
+            if !(due || ended || pending.len() >= FLUSH_AT) {
+                continue;
             }
-            if ended {
+            let percent = percent(done.min(total), total);
+            let progress = ScanProgress {
+                probes_done: done.min(total),
+                progress_percent: percent,
+                checkpoint: plan.checkpoint(),
+            };
+            let saved = self
+                .store
+                .save_progress(&scan.tenant, &scan.id, &self.owner, &pending, &progress)
+                .await?;
+            if saved.new_findings > 0 {
+                tracing::info!(
+                    new = saved.new_findings,
+                    batch = pending.len(),
+                    "Findings stored"
+                );
+            }
+            pending.clear();
+            findings += saved.new_findings;
+            held = saved.held;
+            if ended || !held {
+                // Done, or cancelled or taken over meanwhile: what was found is kept.
                 break;
             }
-            let percent = percent(done, total);
-            if last_store.elapsed() >= PROGRESS_EVERY || done == total {
-                last_store = tokio::time::Instant::now();
-                let progress = ScanProgress {
-                    probes_done: done,
-                    progress_percent: percent,
-                    findings_count: findings,
-                };
-                if !self
-                    .store
-                    .record_scan_progress(&scan.tenant, &scan.id, progress, &self.owner)
-                    .await?
-                {
-                    // Cancelled meanwhile: keep what was found, stop here.
-                    self.flush(&mut pending).await?;
-                    break;
-                }
-                self.refresh(&scan, format!("{done}/{total} probes, {findings} findings"))
-                    .await?;
-                if percent != reported_percent {
-                    reported_percent = percent;
-                    self.notify(
-                        room.clone(),
-                        ScanEvent::Progress {
-                            scan_id: scan.id.clone(),
-                            progress_percent: percent,
-                            probes_done: done,
-                            probes_total: total,
-                            findings_count: findings,
-                        },
-                    )
-                    .await;
-                }
+            if !due {
+                continue;
+            }
+            last_store = tokio::time::Instant::now();
+            self.refresh(&scan, format!("{done}/{total} probes, {findings} findings"))
+                .await?;
+            if percent != reported_percent {
+                reported_percent = percent;
+                self.notify(
+                    room.clone(),
+                    ScanEvent::Progress {
+                        scan_id: scan.id.clone(),
+                        progress_percent: percent,
+                        probes_done: done,
+                        probes_total: total,
+                        findings_count: findings,
+                    },
+                )
+                .await;
             }
         }
+        // An engine still running (the scan is no longer held here) stops at its next event.
+        drop(rx);
         let outcome = engine.await;
 
         if self.shutdown.is_cancelled() {
@@ -536,6 +562,10 @@ impl Runner {
                 },
             )
             .await;
+            return Ok(());
+        }
+        if !held {
+            tracing::info!("Scan cancelled or taken over elsewhere: stopped here");
             return Ok(());
         }
         let failure = match outcome {

@@ -243,6 +243,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
             request_id,
             // The scan's span continues this call's trace, on whichever replica runs it.
             trace_context: telemetry::trace_context(),
+            checkpoint: String::new(),
             created_at: now_micros(),
             started_at: None,
             finished_at: None,

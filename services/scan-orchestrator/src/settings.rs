@@ -80,6 +80,11 @@ pub struct ScanConfig {
     /// Connection attempts per second to any one host, across its ports (0: no limit): a
     /// per-host limit, not a global one, so one scan cannot flood one target.
     pub per_host_rate: u32,
+    /// Probes per checkpoint chunk. A scan's probes are cut into chunks; which are done is
+    /// stored with their findings, and a scan taken over (its replica crashed or lost the
+    /// lease) redoes only the chunks that were in progress. Smaller chunks redo less after a
+    /// crash; nmap and nuclei run once per chunk.
+    pub checkpoint_probes: u64,
     /// The nmap engine.
     pub nmap: NmapConfig,
     /// The nuclei engine.
@@ -186,6 +191,7 @@ impl Default for ScanConfig {
             allowed_domains: Vec::new(),
             time_limit: Duration::from_secs(3600),
             per_host_rate: 0,
+            checkpoint_probes: crate::scanner::DEFAULT_CHUNK_PROBES,
             nmap: NmapConfig::default(),
             nuclei: NucleiConfig::default(),
         }
@@ -214,6 +220,9 @@ impl ScanConfig {
             return Err(Invalid::new("claim_every", "must be more than 0s"));
         }
         at_least_one("max_hosts_per_scan", self.max_hosts_per_scan as usize)?;
+        if self.checkpoint_probes == 0 {
+            return Err(Invalid::new("checkpoint_probes", "must be at least 1"));
+        }
         Ok(())
     }
 }

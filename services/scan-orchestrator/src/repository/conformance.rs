@@ -7,7 +7,9 @@ use phantom_domain::{Analysis, Fingerprint, ScanId, Severity, Tenant};
 use phantom_kit::time::now_micros;
 use phantom_proto::pb::ScanState;
 
-use super::{FindingRecord, InsertScan, ResolvedTarget, ScanProgress, ScanRecord, ScanRepository};
+use super::{
+    FindingRecord, InsertScan, ResolvedTarget, Saved, ScanProgress, ScanRecord, ScanRepository,
+};
 
 fn tenant() -> Tenant {
     Tenant::parse(&format!("t-{}", uuid::Uuid::now_v7().simple())).expect("a tenant id")
@@ -40,7 +42,34 @@ pub fn sample_scan(tenant: &Tenant) -> ScanRecord {
         owner: String::new(),
         lease_until: 0,
         claims: 0,
+        checkpoint: String::new(),
     }
+}
+
+/// Stores `findings` of `scan` as a replica that does not hold it would; returns how many
+/// were new.
+async fn store_findings(
+    store: &dyn ScanRepository,
+    scan: &ScanRecord,
+    findings: &[FindingRecord],
+) -> u64 {
+    let progress = ScanProgress {
+        probes_done: 0,
+        progress_percent: 0,
+        checkpoint: String::new(),
+    };
+    let saved = store
+        .save_progress(
+            &scan.tenant,
+            &scan.id,
+            "not-the-holder",
+            findings,
+            &progress,
+        )
+        .await
+        .unwrap();
+    assert!(!saved.held);
+    saved.new_findings
 }
 
 fn sample_finding(scan: &ScanRecord, port: u16) -> FindingRecord {
@@ -242,23 +271,42 @@ pub async fn scan_lifecycle_ends_in_exactly_one_final_state(store: &dyn ScanRepo
     let progress = ScanProgress {
         probes_done: 5,
         progress_percent: 50,
-        findings_count: 0,
+        checkpoint: r#"{"hosts":1,"ports":1,"done":[[0,4]]}"#.into(),
     };
-    assert!(
-        store
-            .record_scan_progress(&t, &scan.id, progress, "runner-a")
-            .await
-            .unwrap()
+    let found = [sample_finding(&scan, 80)];
+    let saved = store
+        .save_progress(&t, &scan.id, "runner-a", &found, &progress)
+        .await
+        .unwrap();
+    assert_eq!(
+        saved,
+        Saved {
+            new_findings: 1,
+            held: true
+        }
     );
     let running = store.get_scan(&t, &scan.id).await.unwrap().unwrap();
     assert_eq!(running.state, ScanState::Running);
     assert_eq!(running.progress_percent, 50);
+    assert_eq!(running.probes_done, 5);
+    assert_eq!(running.findings_count, 1);
+    assert_eq!(running.checkpoint, progress.checkpoint);
     assert!(running.started_at.is_some());
-
-    store
-        .insert_findings(&[sample_finding(&scan, 80)])
+    // Saved again (a resumed scan re-finds it): not new, not counted twice.
+    let saved = store
+        .save_progress(&t, &scan.id, "runner-a", &found, &progress)
         .await
         .unwrap();
+    assert_eq!(saved.new_findings, 0);
+    assert_eq!(
+        store
+            .get_scan(&t, &scan.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .findings_count,
+        1
+    );
     let done = store
         .finish_scan(
             &t,
@@ -299,9 +347,10 @@ pub async fn scan_lifecycle_ends_in_exactly_one_final_state(store: &dyn ScanRepo
     );
     assert!(
         !store
-            .record_scan_progress(&t, &scan.id, progress, "runner-a")
+            .save_progress(&t, &scan.id, "runner-a", &[], &progress)
             .await
             .unwrap()
+            .held
     );
     assert!(
         store
@@ -363,6 +412,25 @@ pub async fn claims_are_exclusive_and_lapsed_leases_are_taken_over(store: &dyn S
     };
     let first = &held_by_a[0];
     assert!(store.renew_lease(first, held_by_b, lease).await.unwrap());
+    // What the holder checkpointed is what the next holder gets.
+    let checkpoint = |c: &str| ScanProgress {
+        probes_done: 1,
+        progress_percent: 10,
+        checkpoint: c.into(),
+    };
+    assert!(
+        store
+            .mark_scan_running(&t, first, 10, now, held_by_b)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_progress(&t, first, held_by_b, &[], &checkpoint("first holder's"))
+            .await
+            .unwrap()
+            .held
+    );
     let expired = store
         .claim_scans("replica-c", lease + 1, lease + 60_000_000, 1000)
         .await
@@ -373,6 +441,19 @@ pub async fn claims_are_exclusive_and_lapsed_leases_are_taken_over(store: &dyn S
         .expect("taken over after the lapse");
     assert_eq!(taken.owner, "replica-c");
     assert_eq!(taken.claims, 2);
+    assert_eq!(taken.checkpoint, "first holder's");
+    assert!(
+        !store
+            .save_progress(&t, first, held_by_b, &[], &checkpoint("too late"))
+            .await
+            .unwrap()
+            .held,
+        "the old holder's checkpoint is not stored"
+    );
+    assert_eq!(
+        store.get_scan(&t, first).await.unwrap().unwrap().checkpoint,
+        "first holder's"
+    );
     assert!(
         !store
             .renew_lease(first, held_by_b, lease + 120_000_000)
@@ -420,12 +501,12 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         .into_iter()
         .map(|p| sample_finding(&scan, p))
         .collect();
-    assert_eq!(store.insert_findings(&batch).await.unwrap(), 3);
+    assert_eq!(store_findings(store, &scan, &batch).await, 3);
     let again: Vec<_> = [80, 8080]
         .into_iter()
         .map(|p| sample_finding(&scan, p))
         .collect();
-    assert_eq!(store.insert_findings(&again).await.unwrap(), 1);
+    assert_eq!(store_findings(store, &scan, &again).await, 1);
 
     let page1 = store.list_findings(&t, &scan.id, None, 2).await.unwrap();
     let page2 = store

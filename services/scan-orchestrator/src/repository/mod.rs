@@ -86,6 +86,8 @@ pub struct ScanRecord {
     pub lease_until: i64,
     /// How many times a replica claimed it (1 for a scan that ran without interruption).
     pub claims: u64,
+    /// Which chunks of its probes are done (see [`crate::scanner::Plan`]); empty when none.
+    pub checkpoint: String,
 }
 
 impl ScanRecord {
@@ -117,14 +119,25 @@ impl From<ScanRecord> for pb::Scan {
 }
 
 /// Progress of a running scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanProgress {
     /// Probes done.
     pub probes_done: u64,
     /// 0-100.
     pub progress_percent: u32,
-    /// Findings stored so far.
-    pub findings_count: u64,
+    /// Which chunks are done (see [`crate::scanner::Plan::checkpoint`]).
+    pub checkpoint: String,
+}
+
+/// What [`ScanRepository::save_progress`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    /// Findings that were new (not stored before for the scan).
+    pub new_findings: u64,
+    /// Whether the scan is still running and held by the saver: false when it was cancelled
+    /// or taken over meanwhile (its findings were stored, its progress was not), and the
+    /// saver must stop.
+    pub held: bool,
 }
 
 /// A stored finding.
@@ -279,15 +292,19 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
         owner: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Records progress of a RUNNING scan held by `owner`. Returns false when the scan is no
-    /// longer running, or no longer `owner`'s.
-    async fn record_scan_progress(
+    /// Stores what a RUNNING scan held by `owner` did since its last save, in one
+    /// transaction: `findings` (skipping any whose `(scan_id, fingerprint)` is already
+    /// stored: a resumed scan re-finds what it found before), the count of new ones, and
+    /// `progress` with its checkpoint. A checkpoint is never stored without the findings of
+    /// the chunks it says are done.
+    async fn save_progress(
         &self,
         tenant: &Tenant,
         id: &ScanId,
-        progress: ScanProgress,
         owner: &str,
-    ) -> Result<bool, StoreError>;
+        findings: &[FindingRecord],
+        progress: &ScanProgress,
+    ) -> Result<Saved, StoreError>;
 
     /// Moves a non-final scan to a final state: any scan when `owner` is `None` (a cancel),
     /// only a scan `owner` holds otherwise. Returns the scan as stored afterwards, or `None`
@@ -302,10 +319,6 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
         now: i64,
         owner: Option<&str>,
     ) -> Result<Option<ScanRecord>, StoreError>;
-
-    /// Stores findings, skipping any whose `(scan_id, fingerprint)` is already stored (a
-    /// resumed scan re-finds what it found before). Returns how many were new.
-    async fn insert_findings(&self, findings: &[FindingRecord]) -> Result<u64, StoreError>;
 
     /// Attaches an analysis to a stored finding.
     async fn set_finding_analysis(

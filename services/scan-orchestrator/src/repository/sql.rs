@@ -10,7 +10,9 @@ use phantom_storage::{
 };
 use sqlx::{Row, any::AnyRow};
 
-use super::{FindingRecord, InsertScan, ScanProgress, ScanRecord, ScanRepository, TenantUsage};
+use super::{
+    FindingRecord, InsertScan, Saved, ScanProgress, ScanRecord, ScanRepository, TenantUsage,
+};
 
 /// The SQL implementation of [`ScanRepository`].
 #[derive(Debug, Clone)]
@@ -66,6 +68,7 @@ fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
         owner: row.try_get("owner")?,
         lease_until: row.try_get("lease_until")?,
         claims: u64_of(row, "claims")?,
+        checkpoint: row.try_get("checkpoint")?,
     })
 }
 
@@ -149,13 +152,59 @@ fn finding_with_current_analysis(row: &AnyRow) -> Result<FindingRecord, StoreErr
     Ok(finding)
 }
 
+/// Stores `findings` in `tx`, skipping any whose `(scan_id, fingerprint)` is already stored;
+/// returns how many were new.
+async fn insert_findings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    findings: &[FindingRecord],
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
+    for f in findings {
+        let done = sqlx::query(
+            "INSERT INTO findings (id, tenant, scan_id, target, hostname, port, protocol, \
+                 service, banner, engine, check_id, title, severity, cvss_score, cvss_vector, \
+                 cve_ids, fingerprint, analysis, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18, $19) ON CONFLICT (scan_id, fingerprint) DO NOTHING",
+        )
+        .bind(f.id.clone())
+        .bind(f.tenant.to_string())
+        .bind(f.scan_id.to_string())
+        .bind(f.target.clone())
+        .bind(f.hostname.clone())
+        .bind(i64::from(f.port))
+        .bind(f.protocol.clone())
+        .bind(f.service.clone())
+        .bind(f.banner.clone())
+        .bind(f.engine.clone())
+        .bind(f.check_id.clone())
+        .bind(f.title.clone())
+        .bind(i64::from(f.severity.as_i32()))
+        .bind(f.cvss_score)
+        .bind(f.cvss_vector.clone())
+        .bind(serde_json::to_string(&f.cve_ids).expect("strings serialize"))
+        .bind(f.fingerprint.to_string())
+        .bind(
+            f.analysis
+                .as_ref()
+                .map(|a| serde_json::to_string(a).expect("analysis serializes")),
+        )
+        .bind(f.created_at)
+        .execute(&mut **tx)
+        .await?;
+        inserted += done.rows_affected();
+    }
+    Ok(inserted)
+}
+
 /// `SELECT <every scan column> FROM scans <rest>`, as one `&'static str` (sqlx takes only
 /// static SQL without an explicit `AssertSqlSafe`).
 macro_rules! scan_columns {
     () => {
         "id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
          findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
-         created_at, started_at, finished_at, owner, lease_until, claims, trace_context"
+         created_at, started_at, finished_at, owner, lease_until, claims, trace_context, \
+         checkpoint"
     };
 }
 
@@ -233,9 +282,9 @@ impl ScanRepository for SqlScanRepository {
             "INSERT INTO scans (id, tenant, state, targets, resolved, ports, scanner, \
              progress_percent, findings_count, probes_total, probes_done, idempotency_key, \
              error, request_id, created_at, started_at, finished_at, owner, lease_until, claims, \
-             trace_context, hosts) \
+             trace_context, hosts, checkpoint) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22)",
+             $18, $19, $20, $21, $22, $23)",
         )
         .bind(scan.id.to_string())
         .bind(scan.tenant.to_string())
@@ -259,6 +308,7 @@ impl ScanRepository for SqlScanRepository {
         .bind(to_i64(scan.claims))
         .bind(scan.trace_context.clone())
         .bind(to_i64(scan.resolved.len() as u64))
+        .bind(scan.checkpoint.clone())
         .execute(self.db.pool())
         .await;
         match result {
@@ -401,28 +451,37 @@ impl ScanRepository for SqlScanRepository {
         Ok(done.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "record_scan_progress", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "record_scan_progress"))]
-    async fn record_scan_progress(
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "save_progress", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "save_progress", findings = findings.len()))]
+    async fn save_progress(
         &self,
         tenant: &Tenant,
         id: &ScanId,
-        progress: ScanProgress,
         owner: &str,
-    ) -> Result<bool, StoreError> {
+        findings: &[FindingRecord],
+        progress: &ScanProgress,
+    ) -> Result<Saved, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let new_findings = insert_findings(&mut tx, findings).await?;
         let done = sqlx::query(
-            "UPDATE scans SET probes_done = $1, progress_percent = $2, findings_count = $3 \
-             WHERE tenant = $4 AND id = $5 AND state = $6 AND owner = $7",
+            "UPDATE scans SET probes_done = $1, progress_percent = $2, \
+             findings_count = findings_count + $3, checkpoint = $4 \
+             WHERE tenant = $5 AND id = $6 AND state = $7 AND owner = $8",
         )
         .bind(to_i64(progress.probes_done))
         .bind(i64::from(progress.progress_percent))
-        .bind(to_i64(progress.findings_count))
+        .bind(to_i64(new_findings))
+        .bind(progress.checkpoint.clone())
         .bind(tenant.to_string())
         .bind(id.to_string())
         .bind(i64::from(ScanState::Running as i32))
         .bind(owner.to_owned())
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        tx.commit().await?;
+        Ok(Saved {
+            new_findings,
+            held: done.rows_affected() == 1,
+        })
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "finish_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "finish_scan"))]
@@ -462,49 +521,6 @@ impl ScanRepository for SqlScanRepository {
             return Ok(None);
         }
         self.get_scan(tenant, id).await
-    }
-
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "insert_findings", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "insert_findings"))]
-    async fn insert_findings(&self, findings: &[FindingRecord]) -> Result<u64, StoreError> {
-        let mut tx = self.db.pool().begin().await?;
-        let mut inserted = 0;
-        for f in findings {
-            let done = sqlx::query(
-                "INSERT INTO findings (id, tenant, scan_id, target, hostname, port, protocol, \
-                 service, banner, engine, check_id, title, severity, cvss_score, cvss_vector, \
-                 cve_ids, fingerprint, analysis, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19) ON CONFLICT (scan_id, fingerprint) DO NOTHING",
-            )
-            .bind(f.id.clone())
-            .bind(f.tenant.to_string())
-            .bind(f.scan_id.to_string())
-            .bind(f.target.clone())
-            .bind(f.hostname.clone())
-            .bind(i64::from(f.port))
-            .bind(f.protocol.clone())
-            .bind(f.service.clone())
-            .bind(f.banner.clone())
-            .bind(f.engine.clone())
-            .bind(f.check_id.clone())
-            .bind(f.title.clone())
-            .bind(i64::from(f.severity.as_i32()))
-            .bind(f.cvss_score)
-            .bind(f.cvss_vector.clone())
-            .bind(serde_json::to_string(&f.cve_ids).expect("strings serialize"))
-            .bind(f.fingerprint.to_string())
-            .bind(
-                f.analysis
-                    .as_ref()
-                    .map(|a| serde_json::to_string(a).expect("analysis serializes")),
-            )
-            .bind(f.created_at)
-            .execute(&mut *tx)
-            .await?;
-            inserted += done.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(inserted)
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "set_finding_analysis", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "set_finding_analysis"))]

@@ -2,7 +2,7 @@
 //! a connect timeout, and a banner probe (what the service says first; for a silent service,
 //! the answer to an HTTP `HEAD /`: status line and `Server` header).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
@@ -171,6 +171,22 @@ fn sanitize(raw: &[u8]) -> String {
     out.trim().to_owned()
 }
 
+/// Every probe of the chunks of `plan` not done, in order, with its chunk's index and size.
+fn probes(plan: &Plan) -> impl Iterator<Item = ((u32, u64), ResolvedTarget, u16)> + Send + '_ {
+    plan.chunks().flat_map(|chunk| {
+        let size = chunk.probes();
+        let per_port = chunk.targets.len() as u64;
+        (0..size).map(move |i| {
+            let (port, host) = (i / per_port, i % per_port);
+            (
+                (chunk.index, size),
+                chunk.targets[usize::try_from(host).expect("index fits")].clone(),
+                chunk.ports[usize::try_from(port).expect("index fits")],
+            )
+        })
+    })
+}
+
 #[async_trait]
 impl Scanner for BuiltinScanner {
     fn name(&self) -> &'static str {
@@ -183,20 +199,15 @@ impl Scanner for BuiltinScanner {
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
     ) -> Result<(), ScanError> {
-        // Ports vary fastest... across hosts: probing port p of every host before p+1 spreads
-        // the load instead of hammering one host with all its ports at once.
-        let (targets, ports) = (plan.targets.clone(), plan.ports.clone());
-        let per_port = targets.len() as u64;
-        let probes = (0..plan.probes()).map(move |i| {
-            let (port, host) = (i / per_port, i % per_port);
-            (
-                targets[usize::try_from(host).expect("index fits")].clone(),
-                ports[usize::try_from(port).expect("index fits")],
-            )
-        });
-        let mut results = stream::iter(probes)
-            .map(|(t, p)| self.probe(t, p))
+        // Chunk by chunk, and within one, ports vary fastest... across hosts: probing port p
+        // of every host before p+1 spreads the load instead of hammering one host with all
+        // its ports at once. Chunks overlap: the next one starts while the last probes of
+        // the one before are still waiting on a timeout.
+        let mut results = stream::iter(probes(plan))
+            .map(|(chunk, t, p)| async move { (chunk, self.probe(t, p).await) })
             .buffer_unordered(self.max_in_flight);
+        // Probes finished per chunk in progress.
+        let mut finished: HashMap<u32, u64> = HashMap::new();
         let mut done = 0u64;
         let mut last_report = Instant::now();
         let deadline = tokio::time::sleep(self.time_limit);
@@ -209,12 +220,22 @@ impl Scanner for BuiltinScanner {
                 }
                 next = results.next() => next,
             };
-            let Some(result) = next else { break };
+            let Some(((index, size), result)) = next else {
+                break;
+            };
             done += 1;
             if let Some(open) = result
                 && events.send(Event::Open(open)).await.is_err()
             {
                 return Ok(());
+            }
+            let count = finished.entry(index).or_default();
+            *count += 1;
+            if *count == size {
+                finished.remove(&index);
+                if events.send(Event::Done(index)).await.is_err() {
+                    return Ok(());
+                }
             }
             if last_report.elapsed() >= PROGRESS_EVERY {
                 last_report = Instant::now();
@@ -258,13 +279,13 @@ mod tests {
             time_limit: Duration::from_millis(200),
             ..ScanConfig::default()
         });
-        let plan = Plan {
-            targets: vec![ResolvedTarget {
+        let plan = Plan::new(
+            vec![ResolvedTarget {
                 hostname: None,
                 address: "127.0.0.1".parse().unwrap(),
             }],
-            ports: vec![port],
-        };
+            vec![port],
+        );
         let (tx, _rx) = mpsc::channel(8);
         let err = scanner
             .scan(&plan, tx, CancellationToken::new())
@@ -285,13 +306,13 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let plan = Plan {
-            targets: vec![ResolvedTarget {
+        let plan = Plan::new(
+            vec![ResolvedTarget {
                 hostname: None,
                 address: "127.0.0.1".parse().unwrap(),
             }],
-            ports: vec![closed; 40],
-        };
+            vec![closed; 40],
+        );
         let (tx, mut rx) = mpsc::channel(64);
         let started = Instant::now();
         scanner
@@ -334,17 +355,17 @@ mod tests {
             }
         });
         let scanner = BuiltinScanner::new(&ScanConfig::default());
-        let plan = Plan {
-            targets: vec![ResolvedTarget {
+        let mut ports = vec![sp, wp, closed];
+        ports.sort_unstable();
+        // One probe a chunk: each is reported done after its port's finding.
+        let plan = Plan::chunked(
+            vec![ResolvedTarget {
                 hostname: None,
                 address: "127.0.0.1".parse().unwrap(),
             }],
-            ports: {
-                let mut p = vec![sp, wp, closed];
-                p.sort_unstable();
-                p
-            },
-        };
+            ports.clone(),
+            1,
+        );
         let (tx, mut rx) = mpsc::channel(16);
         scanner
             .scan(&plan, tx, CancellationToken::new())
@@ -352,14 +373,22 @@ mod tests {
             .unwrap();
         let mut open = Vec::new();
         let mut last_progress = 0;
+        let mut done = Vec::new();
         while let Some(e) = rx.recv().await {
             match e {
-                Event::Open(o) => open.push(o),
+                Event::Open(o) => {
+                    let chunk = ports.iter().position(|p| *p == o.port).unwrap();
+                    assert!(!done.contains(&(chunk as u32)), "a finding after its chunk");
+                    open.push(o);
+                }
                 Event::Progress(n) => last_progress = n,
+                Event::Done(chunk) => done.push(chunk),
                 Event::Finding(f) => panic!("the builtin engine reports ports only: {f:?}"),
             }
         }
         assert_eq!(last_progress, 3);
+        done.sort_unstable();
+        assert_eq!(done, [0, 1, 2]);
         open.sort_by_key(|o| o.port);
         let by_port = |p: u16| open.iter().find(|o| o.port == p);
         assert_eq!(open.len(), 2);
@@ -376,5 +405,50 @@ mod tests {
             "HTTP/1.0 404 Not Found\nServer: test/1.0"
         );
         assert!(by_port(closed).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_resumed_plan_probes_only_the_chunks_not_done() {
+        let listeners: Vec<std::net::TcpListener> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        ports.sort_unstable();
+        let target = vec![ResolvedTarget {
+            hostname: None,
+            address: "127.0.0.1".parse().unwrap(),
+        }];
+        // Three chunks of two ports; the first and the last were done before a crash.
+        let mut before = Plan::chunked(target.clone(), ports.clone(), 2);
+        before.complete(0);
+        before.complete(2);
+        let (plan, unusable) = Plan::resume(target, ports.clone(), 2, &before.checkpoint());
+        assert_eq!(unusable, None);
+        let scanner = BuiltinScanner::new(&ScanConfig {
+            banner_timeout: Duration::ZERO,
+            ..ScanConfig::default()
+        });
+        let (tx, mut rx) = mpsc::channel(16);
+        scanner
+            .scan(&plan, tx, CancellationToken::new())
+            .await
+            .unwrap();
+        let (mut open, mut done, mut progress) = (Vec::new(), Vec::new(), 0);
+        while let Some(e) = rx.recv().await {
+            match e {
+                Event::Open(o) => open.push(o.port),
+                Event::Done(chunk) => done.push(chunk),
+                Event::Progress(n) => progress = n,
+                Event::Finding(f) => panic!("{f:?}"),
+            }
+        }
+        open.sort_unstable();
+        assert_eq!(open, ports[2..4]);
+        assert_eq!(done, [1]);
+        assert_eq!(progress, 2);
+        drop(listeners);
     }
 }

@@ -1,39 +1,26 @@
 //! Scanner engines behind one trait.
 //!
-//! An engine turns a plan (addresses × ports) into events: open ports as it finds them, and
-//! progress. It does not store anything; the [`crate::runner`] does.
+//! An engine turns a plan (addresses × ports, in chunks) into events: open ports as it finds
+//! them, progress, and each chunk it finished. It does not store anything; the
+//! [`crate::runner`] does.
 
 mod builtin;
 mod nmap;
 pub mod nmap_xml;
 mod nuclei;
 pub mod nuclei_jsonl;
+mod plan;
 
 pub use builtin::BuiltinScanner;
 pub use nmap::{NmapScanner, find_binary};
 pub use nuclei::NucleiScanner;
+pub use plan::{Chunk, DEFAULT_CHUNK_PROBES, Plan};
 
 use async_trait::async_trait;
 use phantom_kit::CancellationToken;
 
 use crate::repository::ResolvedTarget;
 use tokio::sync::mpsc;
-
-/// What to scan.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// Addresses, checked against the scope.
-    pub targets: Vec<ResolvedTarget>,
-    /// Ports, sorted.
-    pub ports: Vec<u16>,
-}
-
-impl Plan {
-    /// Number of host:port probes.
-    pub fn probes(&self) -> u64 {
-        self.targets.len() as u64 * self.ports.len() as u64
-    }
-}
 
 /// An open port and what its service said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +65,10 @@ pub enum Event {
     Open(OpenPort),
     /// A vulnerability finding.
     Finding(EngineFinding),
-    /// This many probes are done (monotonic).
+    /// This many probes of the plan's chunks are done in this run (monotonic).
     Progress(u64),
+    /// Chunk `n` is done: every probe of it ran, and every finding of it was sent before.
+    Done(u32),
 }
 
 /// Why an engine failed.
@@ -96,8 +85,8 @@ pub trait Scanner: Send + Sync + std::fmt::Debug {
     /// The engine's name as requests give it.
     fn name(&self) -> &'static str;
 
-    /// Scans `plan`, reporting to `events`, until done or `cancel` fires. Returning early
-    /// because of `cancel` is not an error.
+    /// Scans the chunks of `plan` not done, reporting to `events`, until done or `cancel`
+    /// fires. Returning early because of `cancel` is not an error.
     async fn scan(
         &self,
         plan: &Plan,

@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use super::{
-    Event, OpenPort, Plan, ScanError, Scanner,
+    Chunk, Event, OpenPort, Plan, ScanError, Scanner,
     nmap_xml::{NmapEvent, NmapParser},
 };
 use crate::ports;
@@ -90,23 +90,23 @@ impl NmapScanner {
         args
     }
 
-    /// One nmap run over addresses of one family.
+    /// One nmap run over the addresses of `chunk` of one family.
     async fn run(
         &self,
-        plan: &Plan,
+        chunk: &Chunk<'_>,
         addresses: &[IpAddr],
         done_before: u64,
         events: &mpsc::Sender<Event>,
         cancel: &CancellationToken,
     ) -> Result<u64, ScanError> {
-        let probes = addresses.len() as u64 * plan.ports.len() as u64;
-        let hostnames: HashMap<IpAddr, Option<String>> = plan
+        let probes = addresses.len() as u64 * chunk.ports.len() as u64;
+        let hostnames: HashMap<IpAddr, Option<String>> = chunk
             .targets
             .iter()
             .map(|t| (t.address, t.hostname.clone()))
             .collect();
         let mut child = Command::new(&self.binary)
-            .args(self.args(&ports::normalize(&plan.ports), addresses))
+            .args(self.args(&ports::normalize(chunk.ports), addresses))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -218,20 +218,27 @@ impl Scanner for NmapScanner {
             permit = self.processes.acquire() => permit.map_err(|_| ScanError::Engine("nmap engine closed".into()))?,
             () = cancel.cancelled() => return Ok(()),
         };
-        // nmap scans one address family per run.
-        let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = plan
-            .targets
-            .iter()
-            .map(|t| t.address)
-            .partition(IpAddr::is_ipv4);
+        // One nmap run per chunk, and per address family in it (nmap scans one per run).
         let mut done = 0;
-        for family in [v4, v6] {
-            if family.is_empty() || cancel.is_cancelled() {
-                continue;
+        for chunk in plan.chunks() {
+            let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = chunk
+                .targets
+                .iter()
+                .map(|t| t.address)
+                .partition(IpAddr::is_ipv4);
+            for family in [v4, v6] {
+                if cancel.is_cancelled() {
+                    return Ok(());
+                }
+                if !family.is_empty() {
+                    done += self.run(&chunk, &family, done, &events, &cancel).await?;
+                }
             }
-            done += self.run(plan, &family, done, &events, &cancel).await?;
+            if cancel.is_cancelled() || events.send(Event::Done(chunk.index)).await.is_err() {
+                return Ok(());
+            }
         }
-        let _ = events.send(Event::Progress(plan.probes())).await;
+        let _ = events.send(Event::Progress(done)).await;
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ use tokio::{
 };
 
 use super::{
-    EngineFinding, Event, Plan, ScanError, Scanner, find_binary, nuclei_jsonl::parse_line,
+    Chunk, EngineFinding, Event, Plan, ScanError, Scanner, find_binary, nuclei_jsonl::parse_line,
 };
 
 /// The nuclei engine.
@@ -87,26 +87,19 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
     }
 }
 
-#[async_trait]
-impl Scanner for NucleiScanner {
-    fn name(&self) -> &'static str {
-        "nuclei"
-    }
-
-    async fn scan(
+impl NucleiScanner {
+    /// One nuclei run over `chunk`; false when it stopped early (cancelled, or the runner
+    /// went away).
+    async fn run(
         &self,
-        plan: &Plan,
-        events: mpsc::Sender<Event>,
-        cancel: CancellationToken,
-    ) -> Result<(), ScanError> {
-        let _permit = tokio::select! {
-            permit = self.processes.acquire() => permit.map_err(|_| ScanError::Engine("nuclei engine closed".into()))?,
-            () = cancel.cancelled() => return Ok(()),
-        };
+        chunk: &Chunk<'_>,
+        events: &mpsc::Sender<Event>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, ScanError> {
         let mut list = tempfile::NamedTempFile::new()
             .map_err(|e| ScanError::Engine(format!("target list: {e}")))?;
-        for t in &plan.targets {
-            for port in &plan.ports {
+        for t in chunk.targets {
+            for port in chunk.ports {
                 writeln!(list, "{}", endpoint(t.address, *port))
                     .map_err(|e| ScanError::Engine(format!("target list: {e}")))?;
             }
@@ -114,7 +107,7 @@ impl Scanner for NucleiScanner {
         list.flush()
             .map_err(|e| ScanError::Engine(format!("target list: {e}")))?;
         let targets: HashMap<IpAddr, &ResolvedTarget> =
-            plan.targets.iter().map(|t| (t.address, t)).collect();
+            chunk.targets.iter().map(|t| (t.address, t)).collect();
 
         let mut child = Command::new(&self.binary)
             .args(arguments(&self.config, list.path()))
@@ -133,7 +126,7 @@ impl Scanner for NucleiScanner {
             let line = tokio::select! {
                 () = cancel.cancelled() => {
                     let _ = child.kill().await;
-                    return Ok(());
+                    return Ok(false);
                 }
                 () = &mut deadline => {
                     let _ = child.kill().await;
@@ -162,7 +155,7 @@ impl Scanner for NucleiScanner {
                 evidence: r.matched_at.clone(),
             };
             if events.send(Event::Finding(finding)).await.is_err() {
-                return Ok(());
+                return Ok(false);
             }
         }
         if skipped > 0 {
@@ -172,7 +165,38 @@ impl Scanner for NucleiScanner {
             );
         }
         super::wait_engine("nuclei", child, stderr).await?;
-        let _ = events.send(Event::Progress(plan.probes())).await;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Scanner for NucleiScanner {
+    fn name(&self) -> &'static str {
+        "nuclei"
+    }
+
+    async fn scan(
+        &self,
+        plan: &Plan,
+        events: mpsc::Sender<Event>,
+        cancel: CancellationToken,
+    ) -> Result<(), ScanError> {
+        let _permit = tokio::select! {
+            permit = self.processes.acquire() => permit.map_err(|_| ScanError::Engine("nuclei engine closed".into()))?,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        // One nuclei run per chunk: its findings, then the chunk is done.
+        let mut done = 0;
+        for chunk in plan.chunks() {
+            if !self.run(&chunk, &events, &cancel).await? {
+                return Ok(());
+            }
+            done += chunk.probes();
+            let progress = events.send(Event::Progress(done)).await;
+            if progress.is_err() || events.send(Event::Done(chunk.index)).await.is_err() {
+                return Ok(());
+            }
+        }
         Ok(())
     }
 }
