@@ -32,6 +32,9 @@ pub struct Config {
     pub notifier: Peer,
 }
 
+/// Probes per checkpoint chunk by default (and of a plan made without a setting).
+pub const DEFAULT_CHUNK_PROBES: u64 = 4096;
+
 /// The scan-orchestrator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -191,7 +194,7 @@ impl Default for ScanConfig {
             allowed_domains: Vec::new(),
             time_limit: Duration::from_secs(3600),
             per_host_rate: 0,
-            checkpoint_probes: crate::scanner::DEFAULT_CHUNK_PROBES,
+            checkpoint_probes: DEFAULT_CHUNK_PROBES,
             nmap: NmapConfig::default(),
             nuclei: NucleiConfig::default(),
         }

@@ -14,7 +14,7 @@ mod plan;
 pub use builtin::BuiltinScanner;
 pub use nmap::{NmapScanner, find_binary};
 pub use nuclei::NucleiScanner;
-pub use plan::{Chunk, DEFAULT_CHUNK_PROBES, Plan};
+pub use plan::{Chunk, Plan};
 
 use async_trait::async_trait;
 use phantom_kit::CancellationToken;

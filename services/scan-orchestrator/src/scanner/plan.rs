@@ -17,10 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::repository::ResolvedTarget;
-
-/// Probes per chunk when a plan is made without a setting (tests, benchmarks).
-pub const DEFAULT_CHUNK_PROBES: u64 = 4096;
+use crate::{repository::ResolvedTarget, settings::DEFAULT_CHUNK_PROBES};
 
 /// What to scan, and what of it is left.
 #[derive(Debug, Clone, PartialEq, Eq)]
