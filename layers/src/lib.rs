@@ -11,6 +11,8 @@
 //! - [`adaptive`]: AIMD rate limiting that follows a dependency's health.
 //! - [`backoff`]: delays between attempts (fixed, linear, exponential, jittered, Fibonacci).
 //! - [`bulkhead`]: a bound on calls in flight, rejecting (never queueing) beyond it.
+//! - [`gate`]: refuses calls at once (`UNAVAILABLE`, `RetryInfo`) while a dependency the server
+//!   cannot work without is down.
 //! - [`deadline`]: `grpc-timeout`, read on the way in and passed on, shrunk, on the way out.
 //! - [`circuit_breaker`]: stops calls to a failing dependency and probes its recovery.
 //! - [`rate_limit`]: GCRA limits per caller and method, with `RetryInfo` on rejection.
@@ -45,6 +47,7 @@ pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
 pub mod exposition;
+pub mod gate;
 pub mod methods;
 pub mod metrics;
 pub mod rate_limit;

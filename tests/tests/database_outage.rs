@@ -1,6 +1,6 @@
-//! PostgreSQL stops under a running system and comes back: calls answer UNAVAILABLE with
-//! `RetryInfo` within their deadline (never INTERNAL, never a hang), readiness turns
-//! NOT_SERVING within a couple of seconds, and everything is served again once the database
+//! PostgreSQL stops under a running system and comes back: readiness turns NOT_SERVING within
+//! a couple of seconds, calls then answer UNAVAILABLE with `RetryInfo` at once (never
+//! INTERNAL, never a hang), and everything is served again once the database
 //! answers, without a restart. Alone in its file: it stops the PostgreSQL `make test` shares.
 
 use std::{process::Command, time::Duration};
@@ -57,6 +57,12 @@ async fn a_database_outage_is_unavailable_and_not_ready_then_recovers_by_itself(
     let refused = scans.list_scans(list()).await.unwrap_err();
     let answered_in = asked.elapsed();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    // Refused at the door, while not ready, rather than after waiting for a connection.
+    assert_eq!(
+        refused.message(),
+        "not ready: the database is not answering",
+        "{refused:?}"
+    );
     assert!(
         refused.get_details_retry_info().is_some(),
         "UNAVAILABLE says when to retry: {refused:?}"

@@ -156,8 +156,9 @@ pub const DATABASE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// gauge up to date in the context's registry, and makes the server's
 /// readiness follow it from then on ([`phantom_storage::Database::probe`], every
 /// [`DATABASE_PROBE_EVERY`], each bounded by `probe_timeout` and at most
-/// [`DATABASE_PROBE_TIMEOUT`]): what a service that cannot work without its database does
-/// first.
+/// [`DATABASE_PROBE_TIMEOUT`]), and its gate close while the database is down (calls then
+/// answer UNAVAILABLE at once instead of each waiting for a connection): what a service that
+/// cannot work without its database does first.
 #[allow(clippy::too_many_arguments)]
 pub async fn connect_store_for(
     service: &'static str,
@@ -175,18 +176,54 @@ pub async fn connect_store_for(
         context.registry.clone(),
         shutdown.clone(),
     );
-    let probed = store.clone();
+    let (probed, gate) = (store.clone(), readiness.gate().clone());
+    let timeout = probe_timeout.min(DATABASE_PROBE_TIMEOUT);
     readiness.follow(
         "database",
         DATABASE_PROBE_EVERY,
-        probe_timeout.min(DATABASE_PROBE_TIMEOUT),
+        // The check bounds its own steps: this only backs them up.
+        timeout * 3,
         shutdown.clone(),
         move || {
-            let store = probed.clone();
-            async move { store.probe().await.is_ok() }
+            let (store, gate) = (probed.clone(), gate.clone());
+            async move {
+                let (ready, down) = database_state(&store, timeout).await;
+                match down {
+                    Some(reason) => gate.close(&reason),
+                    None => gate.open(),
+                }
+                ready
+            }
         },
     );
     Some(store)
+}
+
+/// Whether `store` is ready (its probe, [`phantom_storage::Database::probe`], answered within
+/// `timeout`) and, when it is not, whether it is down: a PostgreSQL server that cannot be
+/// reached by a new connection either, not a pool that is only busy nor an embedded
+/// database that refuses writes (a full disk: reads go on). Down is what the server's gate
+/// closes for, with the reason it gives.
+async fn database_state(
+    store: &phantom_storage::Database,
+    timeout: std::time::Duration,
+) -> (bool, Option<String>) {
+    let failure = match tokio::time::timeout(timeout, store.probe()).await {
+        Ok(Ok(())) => return (true, None),
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => format!("no answer within {timeout:?}"),
+    };
+    if store.dialect() != phantom_storage::Dialect::Postgres {
+        return (false, None);
+    }
+    match tokio::time::timeout(timeout, store.reachable()).await {
+        Ok(Ok(())) => (false, None),
+        Ok(Err(_)) | Err(_) => {
+            // Callers are told that it is down, not the driver's words (a user name, a host).
+            tracing::debug!(error = %failure, "The database is down");
+            (false, Some("the database is not answering".to_owned()))
+        }
+    }
 }
 
 /// Keeps the gauge of `service`'s connection pool (`phantom_db_pool_connections{state}`) up

@@ -16,6 +16,7 @@ use phantom_layers::{
     RequestIdLayer, ServerSpanLayer, Tenant, TenantLayer,
     auth::{AuthLayer, AuthSettings, Policy, Refusals},
     bulkhead::{Bulkhead, BulkheadLayer},
+    gate::{Gate, GateLayer},
     methods::{Exempt, KnownMethods},
     metrics::GrpcMetricsLayer,
     rate_limit::{RateLimitLayer, RateLimiter},
@@ -41,8 +42,11 @@ pub type ServerLayers = Stack<
     Stack<
         BulkheadLayer,
         Stack<
-            Either<AuthLayer, TenantLayer>,
-            Stack<GrpcMetricsLayer, Stack<RequestIdLayer, Stack<ServerSpanLayer, Identity>>>,
+            GateLayer,
+            Stack<
+                Either<AuthLayer, TenantLayer>,
+                Stack<GrpcMetricsLayer, Stack<RequestIdLayer, Stack<ServerSpanLayer, Identity>>>,
+            >,
         >,
     >,
 >;
@@ -209,6 +213,7 @@ pub async fn serve_when_ready(
 pub struct HealthHandle {
     reporter: HealthReporter,
     services: Vec<String>,
+    gate: Gate,
 }
 
 impl std::fmt::Debug for HealthHandle {
@@ -220,6 +225,12 @@ impl std::fmt::Debug for HealthHandle {
 }
 
 impl HealthHandle {
+    /// The server's [`Gate`]: closed, it answers every call but probes and reflection at once
+    /// with UNAVAILABLE (what whoever follows a dependency does while it is down).
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
     /// Keeps readiness following a dependency the service cannot work without, once it is
     /// ready: every `every`, `check` runs (within `timeout`); a failure reports NOT_SERVING
     /// (readiness, the empty name, the service names; liveness is untouched), the next
@@ -425,6 +436,7 @@ pub fn router(
     let health = HealthHandle {
         reporter,
         services: services.iter().map(|s| (*s).to_owned()).collect(),
+        gate: Gate::new(),
     };
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -457,6 +469,9 @@ pub fn router(
         // (from its identity, never from what a user sends), so every handler and every
         // outgoing call knows; refused calls stop here, before any limit or work.
         .layer(edge)
+        // A server whose database is down answers at once (UNAVAILABLE, RetryInfo) rather
+        // than have each call wait for a connection the pool cannot open.
+        .layer(GateLayer::new(health.gate.clone(), probes()))
         // Shed load before doing any work for it: a saturated server answers at once with
         // RESOURCE_EXHAUSTED rather than queueing calls into their timeouts. A stream holds
         // its slot until its body ends.

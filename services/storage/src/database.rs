@@ -198,6 +198,17 @@ impl Database {
         }
     }
 
+    /// Whether a new connection opens now, outside the pool: what tells a database that is
+    /// down (refused, unreachable) from a pool that is only busy, when a query through the
+    /// pool timed out.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "connect", otel.kind = "client", db.system.name = self.system(), db.operation.name = "connect"))]
+    pub async fn reachable(&self) -> Result<(), StoreError> {
+        use sqlx::Connection as _;
+        let conn = sqlx::AnyConnection::connect_with(&self.pool.connect_options()).await?;
+        conn.close().await?;
+        Ok(())
+    }
+
     /// Runs a trivial query.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "ping", otel.kind = "client", db.system.name = self.system(), db.operation.name = "ping"))]
     pub async fn ping(&self) -> Result<(), StoreError> {
