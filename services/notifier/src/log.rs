@@ -30,10 +30,13 @@
 //! duplicate or move the client's resume position into the wrong life): what was queued
 //! before it is, then the stream ends with the same LOG_RESET, and the client subscribes
 //! again from the start of the new epoch. A fan-out message without an epoch (from a replica
-//! of an older version) is not checked. The stream ends at the first notification of the new
-//! epoch, not at the reset itself: a room nobody publishes into stays quiet until someone
-//! does. (A failover to a replica that lagged keeps the epoch and loses the last writes: that
-//! case is not detected.)
+//! of an older version) is not checked; the database log's epoch never changes
+//! ([`DATABASE_EPOCH`]). The stream ends at the first notification of the new epoch in one of
+//! its rooms, not at the reset itself: a room nobody publishes into stays quiet until someone
+//! does, and a replay (or a gap fill) that reads the emptied store in that window may pass
+//! what the new epoch holds so far for the old one's, until that notification ends the
+//! stream. (A failover to a replica that lagged keeps the epoch and loses the last writes:
+//! that case is not detected.)
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

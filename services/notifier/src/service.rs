@@ -630,7 +630,8 @@ async fn deliver(
         // After what was queued (all of the subscriber's epoch): the new epoch's sequences
         // are not positions in the old one, so the client must subscribe again.
         if let Some(current) = sub.reset() {
-            tracing::info!(
+            // Debug: a reset ends every live subscription of the replica at once.
+            tracing::debug!(
                 epoch = sub.epoch(),
                 current,
                 "The notification log was reset under a live subscription; ending it"

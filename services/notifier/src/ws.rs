@@ -11,7 +11,8 @@
 //! resumes by reconnecting with `after=<room>:<last sequence>` and the `epoch` its
 //! `subscribed` frame said. An error with the reason `LOG_RESET` (code `FailedPrecondition`)
 //! says the log lost its data while the socket was open ([`crate::log`]): reconnect without
-//! `after` or `epoch`, from the start of the new epoch.
+//! `after` or `epoch`, from the start of the new epoch. (A reconnect whose `epoch` is already
+//! stale is refused before the upgrade, with the same message.)
 //!
 //! Limits and checks, from `[notifier.ws]`:
 //! - the `Origin` of browsers must be allowed (`allowed_origins`), else 403 before the upgrade;
@@ -653,6 +654,24 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         drop(client);
+    }
+
+    #[test]
+    fn the_error_frame_says_the_reason_a_grpc_subscriber_would_find() {
+        let reset = tonic::Status::from(Error::FailedPrecondition {
+            reason: "LOG_RESET",
+            message: "the notification log lost its data".into(),
+        });
+        let frame: serde_json::Value = serde_json::from_str(&error_frame(&reset)).unwrap();
+        assert_eq!(frame["kind"], "error");
+        assert_eq!(frame["code"], "FailedPrecondition");
+        assert_eq!(frame["reason"], "LOG_RESET");
+        assert_eq!(frame["message"], "the notification log lost its data");
+        // A status without details has no reason.
+        let plain = tonic::Status::unavailable("server shutting down");
+        let frame: serde_json::Value = serde_json::from_str(&error_frame(&plain)).unwrap();
+        assert_eq!(frame["code"], "Unavailable");
+        assert!(frame.get("reason").is_none(), "{frame}");
     }
 
     #[test]
