@@ -1752,6 +1752,13 @@ fn ws_cases() -> Vec<Case> {
             None,
             || "rooms=%1B%5D0%3Bowned%07".to_owned(),
         ),
+        upgrade(
+            "a WebSocket resume epoch with escapes is refused before the upgrade",
+            "control characters",
+            &[Seen::Http(400)],
+            None,
+            || "rooms=system&after=system:1&epoch=%1B%5B2J%00".to_owned(),
+        ),
         case(
             "an oversized WebSocket frame closes with 1009",
             "websocket",

@@ -13,6 +13,11 @@
 //! Redis was away) is filled from the store. What the store no longer has (pruned) is settled
 //! as soon as a read from the store passes it, so a cursor never waits for it, and gaps are
 //! kept once per room: a subscriber's state is bounded by its rooms, not by its lifetime.
+//!
+//! Cursors are positions in one epoch of the log ([`crate::log`]): a notification offered
+//! with another epoch is not compared with them (its sequence started again at 1). It ends
+//! the subscriber instead, like an overflow: what was queued is still delivered, nothing
+//! after it, and the stream ends with LOG_RESET.
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
@@ -117,6 +122,9 @@ pub enum Offer {
     Dropped,
     /// A HIGH or CRITICAL could not be queued: the subscriber is to be disconnected.
     Overflow,
+    /// Of another epoch of the log than the subscriber's positions: the subscriber is to be
+    /// told that the log was reset ([`Subscriber::reset`]), and given nothing more.
+    Reset,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +139,8 @@ struct State {
     gaps: Vec<(String, u64, u64)>,
     dropped: [u64; 4],
     overflowed: bool,
+    /// The epoch of a notification offered in another epoch than the subscriber's.
+    reset: Option<String>,
     replaying: bool,
 }
 
@@ -159,6 +169,8 @@ impl State {
 pub struct Subscriber {
     /// Its subscription.
     pub filter: Filter,
+    /// The log's epoch its cursors belong to.
+    epoch: String,
     capacity: usize,
     max_bytes: usize,
     state: Mutex<State>,
@@ -168,11 +180,13 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// A subscriber resuming after `after` (per room; rooms absent start at the first live
-    /// notification), replaying until [`Subscriber::replay_done`], whose queue holds at most
-    /// `capacity` notifications and `max_bytes` of them (by [`NotificationRecord::footprint`]).
+    /// notification) in the log's `epoch`, replaying until [`Subscriber::replay_done`], whose
+    /// queue holds at most `capacity` notifications and `max_bytes` of them (by
+    /// [`NotificationRecord::footprint`]).
     pub fn new(
         filter: Filter,
         after: &HashMap<String, u64>,
+        epoch: &str,
         capacity: usize,
         max_bytes: usize,
     ) -> Self {
@@ -190,6 +204,7 @@ impl Subscriber {
             .collect();
         Self {
             filter,
+            epoch: epoch.to_owned(),
             capacity: capacity.max(1),
             max_bytes,
             state: Mutex::new(State {
@@ -207,11 +222,25 @@ impl Subscriber {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Offers a live (or gap-filling) notification.
-    pub fn offer(&self, n: &Arc<NotificationRecord>) -> Offer {
+    /// Offers a live notification, appended in the log's `epoch` (empty: unknown, not
+    /// checked).
+    pub fn offer(&self, n: &Arc<NotificationRecord>, epoch: &str) -> Offer {
         let mut s = self.state();
+        if s.reset.is_some() {
+            return Offer::Reset;
+        }
         if s.overflowed {
             return Offer::Dropped;
+        }
+        if !epoch.is_empty() && epoch != self.epoch {
+            // Checked before the cursor: the new epoch's sequences start again, and would
+            // pass for duplicates (or fill the cursor with another life's positions).
+            s.reset = Some(epoch.to_owned());
+            // Filled from the store, they would be read from the new epoch.
+            s.gaps.clear();
+            drop(s);
+            self.wake.notify_one();
+            return Offer::Reset;
         }
         let replaying = s.replaying;
         let cursor = s.cursors.entry(n.room.clone()).or_insert_with(|| Cursor {
@@ -327,6 +356,17 @@ impl Subscriber {
     /// Whether a HIGH or CRITICAL could not be queued.
     pub fn overflowed(&self) -> bool {
         self.state().overflowed
+    }
+
+    /// The epoch the subscriber was subscribed in ([`Subscriber::new`]).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The epoch of the notification that showed the log was reset under this subscriber, if
+    /// one did: it is to be told (LOG_RESET) once its queue is delivered.
+    pub fn reset(&self) -> Option<String> {
+        self.state().reset.clone()
     }
 
     /// Notifications dropped so far, LOW and NORMAL.
@@ -503,8 +543,9 @@ impl Hub {
             .sum()
     }
 
-    /// Offers `n` to every subscriber of its room.
-    pub fn fan_out(&self, n: &Arc<NotificationRecord>) {
+    /// Offers `n`, appended in the log's `epoch` (empty: unknown), to every subscriber of its
+    /// room.
+    pub fn fan_out(&self, n: &Arc<NotificationRecord>, epoch: &str) {
         let subs: Vec<Arc<Subscriber>> = self
             .lock()
             .get(&(n.tenant.clone(), n.room.clone()))
@@ -512,12 +553,12 @@ impl Hub {
             .unwrap_or_default();
         self.stats.fanned_out.fetch_add(1, Ordering::Relaxed);
         for sub in subs {
-            let counter = match sub.offer(n) {
+            let counter = match sub.offer(n, epoch) {
                 Offer::Queued => &self.stats.queued,
                 Offer::Dropped if class(n.priority) == 0 => &self.stats.dropped_low,
                 Offer::Dropped => &self.stats.dropped_normal,
                 Offer::Overflow => &self.stats.overflowed,
-                Offer::Duplicate | Offer::Filtered => continue,
+                Offer::Duplicate | Offer::Filtered | Offer::Reset => continue,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -527,6 +568,9 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The log's epoch the test subscribers were subscribed in.
+    const EPOCH: &str = "e1";
 
     fn filter() -> Filter {
         Filter {
@@ -553,7 +597,7 @@ mod tests {
     }
 
     fn live(capacity: usize) -> Subscriber {
-        let s = Subscriber::new(filter(), &HashMap::new(), capacity, usize::MAX);
+        let s = Subscriber::new(filter(), &HashMap::new(), EPOCH, capacity, usize::MAX);
         s.replay_done();
         s
     }
@@ -568,9 +612,12 @@ mod tests {
     fn a_critical_overtakes_a_backlog_of_low() {
         let s = live(100);
         for seq in 1..=50 {
-            assert_eq!(s.offer(&note(seq, pb::Priority::Low)), Offer::Queued);
+            assert_eq!(s.offer(&note(seq, pb::Priority::Low), EPOCH), Offer::Queued);
         }
-        assert_eq!(s.offer(&note(51, pb::Priority::Critical)), Offer::Queued);
+        assert_eq!(
+            s.offer(&note(51, pb::Priority::Critical), EPOCH),
+            Offer::Queued
+        );
         let order = drain(&s);
         assert_eq!(order[0], (51, pb::Priority::Critical as i32));
         assert_eq!(order[1].0, 1, "then the LOWs, in sequence order");
@@ -580,22 +627,31 @@ mod tests {
     #[test]
     fn low_is_dropped_first_then_normal_and_high_never() {
         let s = live(4);
-        s.offer(&note(1, pb::Priority::Low));
-        s.offer(&note(2, pb::Priority::Normal));
-        s.offer(&note(3, pb::Priority::High));
-        s.offer(&note(4, pb::Priority::Low));
+        s.offer(&note(1, pb::Priority::Low), EPOCH);
+        s.offer(&note(2, pb::Priority::Normal), EPOCH);
+        s.offer(&note(3, pb::Priority::High), EPOCH);
+        s.offer(&note(4, pb::Priority::Low), EPOCH);
         // Full: a CRITICAL evicts the oldest LOW, then the next LOW, then the NORMAL.
         for seq in 5..=7 {
-            assert_eq!(s.offer(&note(seq, pb::Priority::Critical)), Offer::Queued);
+            assert_eq!(
+                s.offer(&note(seq, pb::Priority::Critical), EPOCH),
+                Offer::Queued
+            );
         }
         assert_eq!(s.dropped(), (2, 1));
         // A LOW or NORMAL arriving at a queue of HIGH/CRITICAL only is itself dropped.
-        assert_eq!(s.offer(&note(8, pb::Priority::Low)), Offer::Dropped);
-        assert_eq!(s.offer(&note(9, pb::Priority::Normal)), Offer::Dropped);
+        assert_eq!(s.offer(&note(8, pb::Priority::Low), EPOCH), Offer::Dropped);
+        assert_eq!(
+            s.offer(&note(9, pb::Priority::Normal), EPOCH),
+            Offer::Dropped
+        );
         assert_eq!(s.dropped(), (3, 2));
         assert!(!s.overflowed());
         // A HIGH that cannot be queued disconnects the subscriber instead of being lost.
-        assert_eq!(s.offer(&note(10, pb::Priority::High)), Offer::Overflow);
+        assert_eq!(
+            s.offer(&note(10, pb::Priority::High), EPOCH),
+            Offer::Overflow
+        );
         assert!(s.overflowed());
         let order = drain(&s);
         assert_eq!(
@@ -607,18 +663,36 @@ mod tests {
     #[test]
     fn duplicates_are_delivered_once_and_gaps_are_reported() {
         let s = live(100);
-        assert_eq!(s.offer(&note(5, pb::Priority::Normal)), Offer::Queued);
-        assert_eq!(s.offer(&note(5, pb::Priority::Normal)), Offer::Duplicate);
+        assert_eq!(
+            s.offer(&note(5, pb::Priority::Normal), EPOCH),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(&note(5, pb::Priority::Normal), EPOCH),
+            Offer::Duplicate
+        );
         assert!(
             s.take_gaps().is_empty(),
             "a live-only room starts where it joins"
         );
-        assert_eq!(s.offer(&note(8, pb::Priority::Normal)), Offer::Queued);
+        assert_eq!(
+            s.offer(&note(8, pb::Priority::Normal), EPOCH),
+            Offer::Queued
+        );
         assert_eq!(s.take_gaps(), vec![("r".to_owned(), 5, 8)]);
         // The gap filled from the store; the fan-out copy arriving later is a duplicate.
-        assert_eq!(s.offer(&note(6, pb::Priority::Normal)), Offer::Queued);
-        assert_eq!(s.offer(&note(7, pb::Priority::Normal)), Offer::Queued);
-        assert_eq!(s.offer(&note(7, pb::Priority::Normal)), Offer::Duplicate);
+        assert_eq!(
+            s.offer(&note(6, pb::Priority::Normal), EPOCH),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(&note(7, pb::Priority::Normal), EPOCH),
+            Offer::Queued
+        );
+        assert_eq!(
+            s.offer(&note(7, pb::Priority::Normal), EPOCH),
+            Offer::Duplicate
+        );
         assert!(s.take_gaps().is_empty());
         assert_eq!(
             drain(&s).iter().map(|o| o.0).collect::<Vec<_>>(),
@@ -627,11 +701,73 @@ mod tests {
     }
 
     #[test]
+    fn a_notification_of_another_epoch_ends_the_subscriber_instead_of_passing_for_a_duplicate() {
+        let s = live(100);
+        for seq in 4..=6 {
+            assert_eq!(
+                s.offer(&note(seq, pb::Priority::Normal), EPOCH),
+                Offer::Queued
+            );
+        }
+        assert_eq!(s.reset(), None);
+        // The log was reset: its sequences start again at 1, below the cursor.
+        assert_eq!(
+            s.offer(&note(1, pb::Priority::Normal), "e2"),
+            Offer::Reset,
+            "not dropped as a duplicate of the old epoch's 1"
+        );
+        assert_eq!(s.reset().as_deref(), Some("e2"));
+        // Past the cursor, a new epoch's sequence is not taken for the old one's either, nor
+        // seen as a gap to fill from the (new) store.
+        assert_eq!(
+            s.offer(&note(9, pb::Priority::Critical), "e2"),
+            Offer::Reset
+        );
+        assert!(s.take_gaps().is_empty());
+        // Once reset, nothing more is queued, whatever its epoch says.
+        assert_eq!(s.offer(&note(7, pb::Priority::Normal), EPOCH), Offer::Reset);
+        // What was queued before the reset is still delivered.
+        assert_eq!(
+            drain(&s).iter().map(|o| o.0).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
+    }
+
+    #[test]
+    fn a_notification_without_an_epoch_is_not_checked() {
+        // From a replica that predates epochs: delivered by sequence, as before.
+        let s = live(100);
+        assert_eq!(s.offer(&note(3, pb::Priority::Normal), ""), Offer::Queued);
+        assert_eq!(
+            s.offer(&note(3, pb::Priority::Normal), EPOCH),
+            Offer::Duplicate
+        );
+        assert_eq!(s.reset(), None);
+    }
+
+    #[test]
+    fn the_hub_offers_the_epoch_to_every_subscriber_of_the_room() {
+        let hub = Arc::new(Hub::default());
+        let (a, b) = (Arc::new(live(10)), Arc::new(live(10)));
+        let _ra = hub.register(&a);
+        let _rb = hub.register(&b);
+        hub.fan_out(&note(8, pb::Priority::Normal), EPOCH);
+        hub.fan_out(&note(1, pb::Priority::Normal), "e2");
+        for sub in [&a, &b] {
+            assert_eq!(sub.reset().as_deref(), Some("e2"));
+            assert_eq!(drain(sub).iter().map(|o| o.0).collect::<Vec<_>>(), vec![8]);
+        }
+    }
+
+    #[test]
     fn replayed_notifications_are_not_delivered_again_live() {
         let after = HashMap::from([("r".to_owned(), 2)]);
-        let s = Subscriber::new(filter(), &after, 100, usize::MAX);
+        let s = Subscriber::new(filter(), &after, EPOCH, 100, usize::MAX);
         // Live ones arriving during the replay are queued; no gap is reported meanwhile.
-        assert_eq!(s.offer(&note(5, pb::Priority::Normal)), Offer::Queued);
+        assert_eq!(
+            s.offer(&note(5, pb::Priority::Normal), EPOCH),
+            Offer::Queued
+        );
         assert!(s.take_gaps().is_empty());
         assert!(s.claim(&note(3, pb::Priority::Normal)));
         assert!(s.claim(&note(4, pb::Priority::Normal)));
@@ -644,7 +780,10 @@ mod tests {
             "before the resume point"
         );
         s.replay_done();
-        assert_eq!(s.offer(&note(6, pb::Priority::Normal)), Offer::Queued);
+        assert_eq!(
+            s.offer(&note(6, pb::Priority::Normal), EPOCH),
+            Offer::Queued
+        );
         assert!(s.take_gaps().is_empty());
     }
 
@@ -652,11 +791,14 @@ mod tests {
     fn a_replay_that_starts_below_retention_leaves_no_permanent_gap() {
         // Resuming after 2, but the store only has 50.. (the rest was pruned).
         let after = HashMap::from([("r".to_owned(), 2)]);
-        let s = Subscriber::new(filter(), &after, 100, usize::MAX);
+        let s = Subscriber::new(filter(), &after, EPOCH, 100, usize::MAX);
         assert!(s.claim(&note(50, pb::Priority::Normal)));
         assert!(s.claim(&note(51, pb::Priority::Normal)));
         s.replay_done();
-        assert_eq!(s.offer(&note(52, pb::Priority::Normal)), Offer::Queued);
+        assert_eq!(
+            s.offer(&note(52, pb::Priority::Normal), EPOCH),
+            Offer::Queued
+        );
         assert!(
             s.take_gaps().is_empty(),
             "what the store no longer has is not a gap to fetch again and again"
@@ -666,9 +808,9 @@ mod tests {
     #[test]
     fn pending_gaps_are_kept_once_per_room() {
         let s = live(100);
-        s.offer(&note(5, pb::Priority::Normal));
+        s.offer(&note(5, pb::Priority::Normal), EPOCH);
         for seq in 8..1000 {
-            s.offer(&note(seq, pb::Priority::Normal));
+            s.offer(&note(seq, pb::Priority::Normal), EPOCH);
         }
         assert_eq!(s.take_gaps(), vec![("r".to_owned(), 5, 999)]);
     }
@@ -682,33 +824,36 @@ mod tests {
     #[test]
     fn the_queue_is_bounded_in_bytes_as_well_as_in_count() {
         let each = sized(1, pb::Priority::Low, 10_000).footprint();
-        let s = Subscriber::new(filter(), &HashMap::new(), 1000, 3 * each);
+        let s = Subscriber::new(filter(), &HashMap::new(), EPOCH, 1000, 3 * each);
         s.replay_done();
         for seq in 1..=3 {
             assert_eq!(
-                s.offer(&sized(seq, pb::Priority::Low, 10_000)),
+                s.offer(&sized(seq, pb::Priority::Low, 10_000), EPOCH),
                 Offer::Queued
             );
         }
         // Full in bytes: a HIGH as large as two LOWs drops the two oldest.
         assert_eq!(
-            s.offer(&sized(
-                4,
-                pb::Priority::High,
-                2 * each - note(0, pb::Priority::Low).footprint()
-            )),
+            s.offer(
+                &sized(
+                    4,
+                    pb::Priority::High,
+                    2 * each - note(0, pb::Priority::Low).footprint()
+                ),
+                EPOCH
+            ),
             Offer::Queued
         );
         assert_eq!(s.dropped(), (2, 0));
         // A LOW larger than all the LOWs queued is refused without dropping any of them.
         assert_eq!(
-            s.offer(&sized(5, pb::Priority::Low, 3 * each)),
+            s.offer(&sized(5, pb::Priority::Low, 3 * each), EPOCH),
             Offer::Dropped
         );
         assert_eq!(s.dropped(), (3, 0));
         // A HIGH that cannot fit even without the LOWs ends the subscriber.
         assert_eq!(
-            s.offer(&sized(6, pb::Priority::High, 2 * each)),
+            s.offer(&sized(6, pb::Priority::High, 2 * each), EPOCH),
             Offer::Overflow
         );
         assert_eq!(
@@ -719,14 +864,14 @@ mod tests {
 
     #[test]
     fn an_empty_queue_takes_a_notification_larger_than_its_budget() {
-        let s = Subscriber::new(filter(), &HashMap::new(), 10, 100);
+        let s = Subscriber::new(filter(), &HashMap::new(), EPOCH, 10, 100);
         s.replay_done();
         assert_eq!(
-            s.offer(&sized(1, pb::Priority::Normal, 1000)),
+            s.offer(&sized(1, pb::Priority::Normal, 1000), EPOCH),
             Offer::Queued
         );
         assert_eq!(
-            s.offer(&sized(2, pb::Priority::Normal, 1000)),
+            s.offer(&sized(2, pb::Priority::Normal, 1000), EPOCH),
             Offer::Queued
         );
         assert_eq!(s.dropped(), (0, 1), "the older one made room");
@@ -735,14 +880,17 @@ mod tests {
     #[test]
     fn a_gap_the_store_no_longer_has_is_settled_once_read_through() {
         let s = live(100);
-        s.offer(&note(5, pb::Priority::Normal));
-        s.offer(&note(8, pb::Priority::Normal));
+        s.offer(&note(5, pb::Priority::Normal), EPOCH);
+        s.offer(&note(8, pb::Priority::Normal), EPOCH);
         assert_eq!(s.take_gaps(), vec![("r".to_owned(), 5, 8)]);
         assert!(!s.covered("r", 8));
         // The fill found nothing: 6 and 7 were pruned.
         s.settle("r", 7);
         assert!(s.covered("r", 8));
-        assert_eq!(s.offer(&note(9, pb::Priority::Normal)), Offer::Queued);
+        assert_eq!(
+            s.offer(&note(9, pb::Priority::Normal), EPOCH),
+            Offer::Queued
+        );
         assert!(s.take_gaps().is_empty());
     }
 
@@ -752,21 +900,21 @@ mod tests {
         f.min_priority = pb::Priority::High as i32;
         f.types = vec!["finding".into()];
         f.min_severity = pb::Severity::High as i32;
-        let s = Subscriber::new(f, &HashMap::new(), 10, usize::MAX);
+        let s = Subscriber::new(f, &HashMap::new(), EPOCH, 10, usize::MAX);
         s.replay_done();
         let mut n = (*note(1, pb::Priority::High)).clone();
         n.kind = "finding".into();
         n.severity = pb::Severity::Medium as i32;
-        assert_eq!(s.offer(&Arc::new(n.clone())), Offer::Filtered);
+        assert_eq!(s.offer(&Arc::new(n.clone()), EPOCH), Offer::Filtered);
         n.sequence = 2;
         n.severity = pb::Severity::Critical as i32;
-        assert_eq!(s.offer(&Arc::new(n.clone())), Offer::Queued);
+        assert_eq!(s.offer(&Arc::new(n.clone()), EPOCH), Offer::Queued);
         n.sequence = 3;
         n.priority = pb::Priority::Normal as i32;
-        assert_eq!(s.offer(&Arc::new(n.clone())), Offer::Filtered);
+        assert_eq!(s.offer(&Arc::new(n.clone()), EPOCH), Offer::Filtered);
         n.sequence = 4;
         n.priority = pb::Priority::Critical as i32;
         n.kind = "scan.progress".into();
-        assert_eq!(s.offer(&Arc::new(n)), Offer::Filtered);
+        assert_eq!(s.offer(&Arc::new(n), EPOCH), Offer::Filtered);
     }
 }

@@ -20,8 +20,23 @@
 //! kept in Redis beside the counters and created with the first append (or read) that finds
 //! none: a reset loses it with everything else, and the next one is new. Subscribers are told
 //! the epoch their positions belong to and send it back when they resume; a stale one is
-//! refused (LOG_RESET), never served from the wrong place. (A failover to a replica that
-//! lagged keeps the epoch and loses the last writes: that case is not detected.)
+//! refused (LOG_RESET), never served from the wrong place.
+//!
+//! Live streams are told too. An append reads the epoch in the same script that counts the
+//! sequence (no extra round trip), and live delivery carries it, to this replica's
+//! subscribers and, in the fan-out message, to the other replicas' ([`crate::fanout`]). A
+//! subscriber remembers the epoch it was subscribed in; a live notification of another epoch
+//! is not delivered (its sequence would pass for one of the old epoch, and be dropped as a
+//! duplicate or move the client's resume position into the wrong life): what was queued
+//! before it is, then the stream ends with the same LOG_RESET, and the client subscribes
+//! again from the start of the new epoch. A fan-out message without an epoch (from a replica
+//! of an older version) is not checked; the database log's epoch never changes
+//! ([`DATABASE_EPOCH`]). The stream ends at the first notification of the new epoch in one of
+//! its rooms, not at the reset itself: a room nobody publishes into stays quiet until someone
+//! does, and a replay (or a gap fill) that reads the emptied store in that window may pass
+//! what the new epoch holds so far for the old one's, until that notification ends the
+//! stream. (A failover to a replica that lagged keeps the epoch and loses the last writes:
+//! that case is not detected.)
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -41,21 +56,30 @@ pub struct Page {
     pub bytes: usize,
 }
 
+/// A notification as the log stored it, and the epoch its sequence belongs to: what live
+/// delivery passes on (to this replica's subscribers and to the other replicas), so a
+/// subscriber following another epoch learns of the reset instead of taking the new epoch's
+/// sequences for ones it was given (see the [module docs](self)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The notification, with its sequence.
+    pub record: NotificationRecord,
+    /// The epoch it was appended in (read in the same step as its sequence was counted).
+    pub epoch: String,
+}
+
 /// The log of notifications.
 #[async_trait]
 pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
     /// `"database"` or `"redis"`.
     fn backend(&self) -> &'static str;
-    /// Stores `n` with the next sequence of its room; returns it as stored.
-    async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error>;
+    /// Stores `n` with the next sequence of its room; returns it as stored, with its epoch.
+    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error>;
     /// Stores `n` unless a notification of its room was stored with idempotency `key` (within
     /// [`KEY_RETENTION`] at least); then returns that one and stores nothing. The flag says
     /// whether it was stored now: only then is it delivered.
-    async fn append_once(
-        &self,
-        n: &NotificationRecord,
-        key: &str,
-    ) -> Result<(NotificationRecord, bool), Error>;
+    async fn append_once(&self, n: &NotificationRecord, key: &str)
+    -> Result<(Stored, bool), Error>;
     /// The notifications of a room after `after`, in order, at most a `page` of them. An empty
     /// page: there are no more.
     async fn after(
@@ -89,16 +113,21 @@ impl NotificationLog for StoreLog {
         "database"
     }
 
-    async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error> {
-        Ok(self.0.append_notification(n).await?)
+    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error> {
+        Ok(Stored {
+            record: self.0.append_notification(n).await?,
+            epoch: DATABASE_EPOCH.to_owned(),
+        })
     }
 
     async fn append_once(
         &self,
         n: &NotificationRecord,
         key: &str,
-    ) -> Result<(NotificationRecord, bool), Error> {
-        Ok(self.0.append_notification_once(n, key).await?)
+    ) -> Result<(Stored, bool), Error> {
+        let (record, fresh) = self.0.append_notification_once(n, key).await?;
+        let epoch = DATABASE_EPOCH.to_owned();
+        Ok((Stored { record, epoch }, fresh))
     }
 
     async fn epoch(&self) -> Result<String, Error> {
@@ -153,16 +182,20 @@ pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// KEYS: stream, sequence counter, rooms index, the publish key's key, epoch. ARGV:
 /// created_at, record JSON, max length, the key's lifetime (seconds), a new epoch (as in
-/// [`APPEND_LUA`]). Returns `{stored now, sequence}`.
+/// [`APPEND_LUA`]). Returns `{stored now, sequence, epoch}`.
 const APPEND_ONCE_LUA: &str = r"
+local epoch = redis.call('GET', KEYS[5])
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[5], epoch)
+end
 local prior = redis.call('GET', KEYS[4])
-if prior then return {0, tonumber(prior)} end
-if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('SET', KEYS[5], ARGV[5]) end
+if prior then return {0, tonumber(prior), epoch} end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
 redis.call('SADD', KEYS[3], KEYS[1])
 redis.call('SET', KEYS[4], seq, 'EX', ARGV[4])
-return {1, seq}
+return {1, seq, epoch}
 ";
 
 /// Every room's stream, for retention.
@@ -172,13 +205,19 @@ const ROOMS: &str = "phantom:notify:rooms";
 const EPOCH: &str = "phantom:notify:epoch";
 
 /// KEYS: stream, sequence counter, rooms index, epoch. ARGV: created_at, record JSON, max
-/// length, a new epoch (taken if the log has none: it lost its data, or is new).
+/// length, a new epoch (taken if the log has none: it lost its data, or is new). Returns
+/// `{sequence, epoch}`: the epoch comes back with the sequence, in the same round trip and
+/// the same atomic step, so live delivery knows which life the sequence belongs to.
 const APPEND_LUA: &str = r"
-if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SET', KEYS[4], ARGV[4]) end
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[4], epoch)
+end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
 redis.call('SADD', KEYS[3], KEYS[1])
-return seq
+return {seq, epoch}
 ";
 
 /// KEYS: epoch. ARGV: a new epoch. Returns the log's epoch, taking the new one if it has none.
@@ -267,10 +306,10 @@ impl NotificationLog for RedisLog {
         "redis"
     }
 
-    async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error> {
+    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error> {
         let key = stream_key(&n.tenant, &n.room);
         let json = serde_json::to_string(n).map_err(Error::internal)?;
-        let seq: u64 = self
+        let (seq, epoch): (u64, String) = self
             .client
             .eval(
                 APPEND_LUA,
@@ -289,9 +328,12 @@ impl NotificationLog for RedisLog {
             )
             .await
             .map_err(|e| unavailable(&e))?;
-        Ok(NotificationRecord {
-            sequence: seq,
-            ..n.clone()
+        Ok(Stored {
+            record: NotificationRecord {
+                sequence: seq,
+                ..n.clone()
+            },
+            epoch,
         })
     }
 
@@ -299,10 +341,10 @@ impl NotificationLog for RedisLog {
         &self,
         n: &NotificationRecord,
         key: &str,
-    ) -> Result<(NotificationRecord, bool), Error> {
+    ) -> Result<(Stored, bool), Error> {
         let stream = stream_key(&n.tenant, &n.room);
         let json = serde_json::to_string(n).map_err(Error::internal)?;
-        let (fresh, seq): (u8, u64) = self
+        let (fresh, seq, epoch): (u8, u64, String) = self
             .client
             .eval(
                 APPEND_ONCE_LUA,
@@ -325,13 +367,11 @@ impl NotificationLog for RedisLog {
             .await
             .map_err(|e| unavailable(&e))?;
         if fresh == 1 {
-            return Ok((
-                NotificationRecord {
-                    sequence: seq,
-                    ..n.clone()
-                },
-                true,
-            ));
+            let record = NotificationRecord {
+                sequence: seq,
+                ..n.clone()
+            };
+            return Ok((Stored { record, epoch }, true));
         }
         // The first one, as stored (unless trimmed since: then its sequence).
         let page = Page {
@@ -347,7 +387,13 @@ impl NotificationLog for RedisLog {
                 sequence: seq,
                 ..n.clone()
             });
-        Ok((first, false))
+        Ok((
+            Stored {
+                record: first,
+                epoch,
+            },
+            false,
+        ))
     }
 
     async fn after(

@@ -6,6 +6,10 @@
 //! was already given (by sequence): nothing falls in the gap between replay and live, and
 //! nothing arrives twice. Live delivery goes through the subscriber's priority queue
 //! ([`crate::hub`]).
+//!
+//! Positions are in one epoch of the log ([`crate::log`]): a resume from another epoch is
+//! refused, and a live stream that meets a notification of another epoch ends, both with
+//! FAILED_PRECONDITION and the reason LOG_RESET.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,7 +33,7 @@ use crate::{
     fanout::RedisFanout,
     hub::{Filter, Hub, Subscriber},
     limits::{Admission, Caller, Subscriptions},
-    log::{NotificationLog, Page},
+    log::{NotificationLog, Page, Stored},
     repository::NotificationRecord,
 };
 use tonic::{Request, Response, Status};
@@ -356,14 +360,7 @@ impl NotifierService {
         let log = self.core.get()?.log.clone();
         let current = log.epoch().await?;
         if !epoch.is_empty() && epoch != current && !after.is_empty() {
-            return Err(Error::FailedPrecondition {
-                reason: "LOG_RESET",
-                message: format!(
-                    "the notification log lost its data since epoch {epoch} and its sequences \
-                     started again: subscribe again with epoch {current} from sequence 0"
-                ),
-            }
-            .into());
+            return Err(log_reset(epoch, &current).into());
         }
         // A room followed live only starts at its current sequence: whatever comes after is
         // delivered, even a notification a more urgent one (or another replica's) overtook.
@@ -376,6 +373,7 @@ impl NotifierService {
         let subscriber = Arc::new(Subscriber::new(
             filter,
             &after,
+            &current,
             self.delivery.queue_capacity,
             self.delivery.queue_bytes,
         ));
@@ -452,21 +450,23 @@ impl Notifier for NotifierService {
             .into());
         }
         let key = n.idempotency_key.trim();
-        let (stored, fresh) = if key.is_empty() {
+        let (stored, fresh): (Stored, bool) = if key.is_empty() {
             (core.log.append(&record).await?, true)
         } else {
             core.log.append_once(&record, key).await?
         };
         // A retry that found its first Publish delivered nothing new.
         if fresh {
-            let shared = Arc::new(stored.clone());
-            self.hub.fan_out(&shared);
+            let shared = Arc::new(stored.record.clone());
+            // With the epoch it was appended in: this replica's subscribers of an older one,
+            // and the other replicas', learn that the log was reset.
+            self.hub.fan_out(&shared, &stored.epoch);
             core.webhooks.offer(&shared);
             if let Some(fanout) = &core.fanout {
                 fanout.publish(&stored).await;
             }
         }
-        Ok(Response::new(stored.into()))
+        Ok(Response::new(stored.record.into()))
     }
 
     type SubscribeStream = SubscribeStream;
@@ -484,6 +484,19 @@ impl Notifier for NotifierService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+/// The refusal of positions of `epoch` when the log is now in `current`: the log lost its data
+/// and its sequences started again. The same for a resume and for a live stream, so a client
+/// handles both alike (subscribe again, from sequence 0 of the new epoch).
+fn log_reset(epoch: &str, current: &str) -> Error {
+    Error::FailedPrecondition {
+        reason: "LOG_RESET",
+        message: format!(
+            "the notification log lost its data since epoch {epoch} and its sequences \
+             started again: subscribe again with epoch {current} from sequence 0"
+        ),
     }
 }
 
@@ -525,7 +538,8 @@ async fn replay_room(
     shutdown: &CancellationToken,
 ) -> bool {
     loop {
-        if until.is_some_and(|u| sub.covered(room, u)) {
+        // Once the log was reset under the subscriber, the store holds another epoch.
+        if until.is_some_and(|u| sub.covered(room, u)) || sub.reset().is_some() {
             return true;
         }
         let page = match log.after(&sub.filter.tenant, room, from, REPLAY_PAGE).await {
@@ -612,6 +626,18 @@ async fn deliver(
             }
             idle_since = tokio::time::Instant::now();
             continue;
+        }
+        // After what was queued (all of the subscriber's epoch): the new epoch's sequences
+        // are not positions in the old one, so the client must subscribe again.
+        if let Some(current) = sub.reset() {
+            // Debug: a reset ends every live subscription of the replica at once.
+            tracing::debug!(
+                epoch = sub.epoch(),
+                current,
+                "The notification log was reset under a live subscription; ending it"
+            );
+            let _ = tx.send(Err(log_reset(sub.epoch(), &current).into())).await;
+            return;
         }
         tokio::select! {
             () = shutdown.cancelled() => {

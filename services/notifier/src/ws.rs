@@ -7,7 +7,12 @@
 //! room, the sequence the subscription starts after), `"notification"` (with `room`,
 //! `sequence`, `priority`, `type`, `payload`, `id`, `created_at`, `severity`), `"heartbeat"`
 //! (with `dropped_low`, `dropped_normal`), `"pong"`, or `"error"` just before the server
-//! closes the socket. A client resumes by reconnecting with `after=<room>:<last sequence>`.
+//! closes the socket (with `code`, `message`, and `reason` when the status has one). A client
+//! resumes by reconnecting with `after=<room>:<last sequence>` and the `epoch` its
+//! `subscribed` frame said. An error with the reason `LOG_RESET` (code `FailedPrecondition`)
+//! says the log lost its data while the socket was open ([`crate::log`]): reconnect without
+//! `after` or `epoch`, from the start of the new epoch. (A reconnect whose `epoch` is already
+//! stale is refused before the upgrade, with the same message.)
 //!
 //! Limits and checks, from `[notifier.ws]`:
 //! - the `Origin` of browsers must be allowed (`allowed_origins`), else 403 before the upgrade;
@@ -431,6 +436,22 @@ fn to_json(item: &pb::SubscribeResponse) -> Option<String> {
     })
 }
 
+/// The `"error"` frame for the status a feed ended with: its code, its message and, when it
+/// has one, its reason (`LOG_RESET`, ...), the same as a gRPC subscriber finds in the status's
+/// `ErrorInfo`.
+fn error_frame(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    let mut frame = json!({
+        "kind": "error",
+        "code": format!("{:?}", status.code()),
+        "message": status.message(),
+    });
+    if let Some(info) = status.get_details_error_info() {
+        frame["reason"] = info.reason.into();
+    }
+    frame.to_string()
+}
+
 /// Hands `message` to the socket, unless the client has not made room for it by `deadline`
 /// (it does not read). False: the connection is over.
 async fn send(socket: &mut WebSocket, message: Message, deadline: Duration) -> bool {
@@ -473,7 +494,7 @@ async fn pump(mut socket: WebSocket, mut feed: Feed, config: &WsConfig) {
                     }
                 }
                 Some(Err(status)) => {
-                    let msg = json!({"kind": "error", "code": format!("{:?}", status.code()), "message": status.message()}).to_string();
+                    let msg = error_frame(&status);
                     send(&mut socket, Message::Text(msg.into()), deadline).await;
                     close(&mut socket, close_code::AGAIN, "resubscribe", deadline).await;
                     return;
@@ -633,6 +654,24 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         drop(client);
+    }
+
+    #[test]
+    fn the_error_frame_says_the_reason_a_grpc_subscriber_would_find() {
+        let reset = tonic::Status::from(Error::FailedPrecondition {
+            reason: "LOG_RESET",
+            message: "the notification log lost its data".into(),
+        });
+        let frame: serde_json::Value = serde_json::from_str(&error_frame(&reset)).unwrap();
+        assert_eq!(frame["kind"], "error");
+        assert_eq!(frame["code"], "FailedPrecondition");
+        assert_eq!(frame["reason"], "LOG_RESET");
+        assert_eq!(frame["message"], "the notification log lost its data");
+        // A status without details has no reason.
+        let plain = tonic::Status::unavailable("server shutting down");
+        let frame: serde_json::Value = serde_json::from_str(&error_frame(&plain)).unwrap();
+        assert_eq!(frame["code"], "Unavailable");
+        assert!(frame.get("reason").is_none(), "{frame}");
     }
 
     #[test]

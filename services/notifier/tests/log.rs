@@ -39,10 +39,15 @@ async fn keyed_appends_store_once(log: &dyn NotificationLog) {
     let first = note(&t, "team/a", now_micros());
     let (stored, fresh) = log.append_once(&first, "retry-1").await.unwrap();
     assert!(fresh);
+    let epoch = log.epoch().await.unwrap();
+    assert_eq!(stored.epoch, epoch, "appended in the log's epoch");
+    let stored = stored.record;
     let mut retried = note(&t, "team/a", now_micros());
     retried.payload = "a retry's own fields".into();
     let (again, fresh) = log.append_once(&retried, "retry-1").await.unwrap();
     assert!(!fresh, "the retry stores nothing");
+    assert_eq!(again.epoch, epoch);
+    let again = again.record;
     assert_eq!(again.sequence, stored.sequence);
     assert_eq!(again.id, first.id, "the first one, as stored");
     assert_eq!(
@@ -51,12 +56,12 @@ async fn keyed_appends_store_once(log: &dyn NotificationLog) {
         "one notification"
     );
     let (other, fresh) = log.append_once(&retried, "retry-2").await.unwrap();
-    assert!(fresh && other.sequence == stored.sequence + 1);
+    assert!(fresh && other.record.sequence == stored.sequence + 1);
     let (elsewhere, fresh) = log
         .append_once(&note(&t, "team/b", now_micros()), "retry-1")
         .await
         .unwrap();
-    assert!(fresh && elsewhere.sequence == 1);
+    assert!(fresh && elsewhere.record.sequence == 1);
 }
 
 async fn conforms(log: &dyn NotificationLog) {
@@ -68,16 +73,23 @@ async fn conforms(log: &dyn NotificationLog) {
     for i in 1..=6u64 {
         let created = if i <= 2 { old } else { now_micros() };
         let stored = log.append(&note(&t, "scan/a", created)).await.unwrap();
-        assert_eq!(stored.sequence, i);
+        assert_eq!(stored.record.sequence, i);
+        // Read with the sequence, in the same step: what live delivery passes on.
+        assert_eq!(stored.epoch, log.epoch().await.unwrap());
     }
     assert_eq!(
-        log.append(&note(&t, "scan/b", old)).await.unwrap().sequence,
+        log.append(&note(&t, "scan/b", old))
+            .await
+            .unwrap()
+            .record
+            .sequence,
         1
     );
     assert_eq!(
         log.append(&note(&other, "scan/a", old))
             .await
             .unwrap()
+            .record
             .sequence,
         1
     );
@@ -121,6 +133,7 @@ async fn conforms(log: &dyn NotificationLog) {
         log.append(&note(&t, "scan/a", now_micros()))
             .await
             .unwrap()
+            .record
             .sequence,
         7
     );

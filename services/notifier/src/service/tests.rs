@@ -24,6 +24,22 @@ pub(crate) struct MemoryLog {
     rooms: Mutex<HashMap<(Tenant, String), Vec<NotificationRecord>>>,
     keys: Mutex<HashMap<(Tenant, String, String), NotificationRecord>>,
     pub(crate) handed_out: AtomicUsize,
+    /// Times the log lost its data ([`MemoryLog::reset`]): its epoch.
+    resets: AtomicUsize,
+}
+
+impl MemoryLog {
+    /// Loses every notification, as a Redis that restarted empty: sequences start again at 1,
+    /// in a new epoch.
+    pub(crate) fn reset(&self) {
+        self.rooms.lock().unwrap().clear();
+        self.keys.lock().unwrap().clear();
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn current_epoch(&self) -> String {
+        format!("memory-{}", self.resets.load(Ordering::Relaxed))
+    }
 }
 
 #[async_trait]
@@ -32,32 +48,45 @@ impl NotificationLog for MemoryLog {
         "memory"
     }
 
-    async fn append(&self, n: &NotificationRecord) -> Result<NotificationRecord, Error> {
+    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error> {
         let mut rooms = self.rooms.lock().unwrap();
         let room = rooms.entry((n.tenant.clone(), n.room.clone())).or_default();
-        let stored = NotificationRecord {
+        let record = NotificationRecord {
             sequence: room.last().map_or(1, |l| l.sequence + 1),
             ..n.clone()
         };
-        room.push(stored.clone());
-        Ok(stored)
+        room.push(record.clone());
+        Ok(Stored {
+            record,
+            epoch: self.current_epoch(),
+        })
     }
 
     async fn epoch(&self) -> Result<String, Error> {
-        Ok("memory".to_owned())
+        Ok(self.current_epoch())
     }
 
     async fn append_once(
         &self,
         n: &NotificationRecord,
         key: &str,
-    ) -> Result<(NotificationRecord, bool), Error> {
+    ) -> Result<(Stored, bool), Error> {
         let slot = (n.tenant.clone(), n.room.clone(), key.to_owned());
         if let Some(first) = self.keys.lock().unwrap().get(&slot) {
-            return Ok((first.clone(), false));
+            let epoch = self.current_epoch();
+            return Ok((
+                Stored {
+                    record: first.clone(),
+                    epoch,
+                },
+                false,
+            ));
         }
         let stored = self.append(n).await?;
-        self.keys.lock().unwrap().insert(slot, stored.clone());
+        self.keys
+            .lock()
+            .unwrap()
+            .insert(slot, stored.record.clone());
         Ok((stored, true))
     }
 
@@ -447,4 +476,152 @@ async fn cancelled_streams_leave_nothing_behind_in_the_hub() {
     drop(streams);
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!((f.hub.subscribers(), f.hub.rooms()), (0, 0));
+}
+
+/// The next message of `stream` that is not a heartbeat, within a (paused-clock) minute.
+async fn next_event(stream: &mut SubscribeStream) -> Option<Result<pb::SubscribeResponse, Status>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let item = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the stream said nothing but heartbeats for a minute");
+        if let Some(Ok(pb::SubscribeResponse {
+            event: Some(pb::subscribe_response::Event::Heartbeat(_)),
+        })) = item
+        {
+            continue;
+        }
+        return item;
+    }
+}
+
+fn sequence_of(item: Option<Result<pb::SubscribeResponse, Status>>) -> u64 {
+    match item {
+        Some(Ok(pb::SubscribeResponse {
+            event: Some(pb::subscribe_response::Event::Notification(n)),
+        })) => n.sequence,
+        other => panic!("expected a notification, got {other:?}"),
+    }
+}
+
+fn assert_log_reset(item: Option<Result<pb::SubscribeResponse, Status>>) {
+    let status = match item {
+        Some(Err(status)) => status,
+        other => panic!("expected LOG_RESET, got {other:?}"),
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().map(|i| i.reason),
+        Some("LOG_RESET".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_stream_is_told_when_the_log_is_reset_under_it() {
+    let f = fixture();
+    let mut stream = f
+        .service
+        .subscribe(request(subscription(&["scan/a"]), PEER))
+        .await
+        .unwrap()
+        .into_inner();
+    match next_event(&mut stream).await {
+        Some(Ok(pb::SubscribeResponse {
+            event: Some(pb::subscribe_response::Event::Subscribed(s)),
+        })) => assert_eq!(s.epoch, "memory-0"),
+        other => panic!("expected Subscribed, got {other:?}"),
+    }
+    for _ in 0..3 {
+        f.service
+            .publish(request(note("scan/a", "finding", "old".into()), PEER))
+            .await
+            .unwrap();
+    }
+    for seq in 1..=3 {
+        assert_eq!(sequence_of(next_event(&mut stream).await), seq);
+    }
+    // The log loses its data: the next notification is 1 again, in a new epoch. Delivered,
+    // it would be dropped as a repeat of the old 1 (or, above 3, pass for the old epoch's).
+    f.log.reset();
+    let stored = f
+        .service
+        .publish(request(note("scan/a", "finding", "new".into()), PEER))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.sequence, 1);
+    assert_log_reset(next_event(&mut stream).await);
+    assert!(next_event(&mut stream).await.is_none(), "the stream ended");
+    assert_eq!(f.hub.subscribers(), 0, "and left the hub");
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_replicas_notification_of_a_new_epoch_ends_a_live_stream_after_what_was_queued() {
+    let f = fixture();
+    let mut stream = f
+        .service
+        .subscribe(request(subscription(&["scan/a"]), PEER))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next_event(&mut stream).await.is_some(), "Subscribed");
+    f.service
+        .publish(request(note("scan/a", "finding", "old".into()), PEER))
+        .await
+        .unwrap();
+    // What the fan-out delivers from another replica that appended after the reset; this
+    // replica's log has not seen the new epoch yet.
+    let mut theirs = NotificationRecord {
+        tenant: Tenant::parse("t").unwrap(),
+        room: "scan/a".into(),
+        sequence: 5,
+        id: "other".into(),
+        priority: pb::Priority::Critical as i32,
+        kind: "finding".into(),
+        payload: "new".into(),
+        created_at: 0,
+        severity: 0,
+    };
+    f.hub.fan_out(&Arc::new(theirs.clone()), "memory-1");
+    theirs.sequence = 6;
+    f.hub.fan_out(&Arc::new(theirs), "memory-1");
+    // The old epoch's 1 was queued before: delivered; the new epoch's 5 and 6 (even as
+    // CRITICAL) are not.
+    assert_eq!(sequence_of(next_event(&mut stream).await), 1);
+    assert_log_reset(next_event(&mut stream).await);
+    assert!(next_event(&mut stream).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_of_the_subscribers_own_epoch_is_delivered_as_before() {
+    let f = fixture();
+    let mut stream = f
+        .service
+        .subscribe(request(subscription(&["scan/a"]), PEER))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next_event(&mut stream).await.is_some(), "Subscribed");
+    let mine = NotificationRecord {
+        tenant: Tenant::parse("t").unwrap(),
+        room: "scan/a".into(),
+        sequence: 1,
+        id: "same".into(),
+        priority: pb::Priority::Normal as i32,
+        kind: "finding".into(),
+        payload: String::new(),
+        created_at: 0,
+        severity: 0,
+    };
+    f.hub.fan_out(&Arc::new(mine.clone()), "memory-0");
+    // And a replica that predates epochs sends none: not checked.
+    f.hub.fan_out(
+        &Arc::new(NotificationRecord {
+            sequence: 2,
+            ..mine
+        }),
+        "",
+    );
+    assert_eq!(sequence_of(next_event(&mut stream).await), 1);
+    assert_eq!(sequence_of(next_event(&mut stream).await), 2);
 }

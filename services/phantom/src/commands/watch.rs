@@ -9,6 +9,11 @@
 //! delivers), and subscribes again after each room's watermark, skipping the sequences above
 //! it that it printed already.
 //!
+//! When the notifier's log lost its data (Redis emptied) its sequences start again in a new
+//! epoch: the notifier says so (`FAILED_PRECONDITION`, `LOG_RESET`) when the watcher resumes
+//! with the old epoch, and ends a live stream the same way at the first notification of the
+//! new one. Either way the watcher subscribes again at once from the start of the new epoch.
+//!
 //! A heartbeat reporting LOW or NORMAL notifications dropped for this watcher (it read too
 //! slowly) makes it subscribe again at once: the replay fetches them from storage.
 //!
@@ -278,10 +283,8 @@ impl Reconnect {
     }
 }
 
-/// Whether subscribing again would meet the same refusal. Unlike [`phantom_layers::classify`]
-/// (for unary calls), a broken stream's UNKNOWN or INTERNAL is worth another attempt: a
-/// subscription is a read resumed from the cursor, and h2 errors surface as those codes.
-/// Whether `status` says the log was reset since the epoch the watcher resumed from.
+/// Whether `status` says the log was reset since the epoch the watcher's positions belong to:
+/// a resume refused, or a live stream ended when the first notification of a new epoch came.
 fn is_log_reset(status: &Status) -> bool {
     use tonic_types::StatusExt as _;
     status.code() == Code::FailedPrecondition
@@ -290,6 +293,9 @@ fn is_log_reset(status: &Status) -> bool {
             .is_some_and(|info| info.reason == "LOG_RESET")
 }
 
+/// Whether subscribing again would meet the same refusal. Unlike [`phantom_layers::classify`]
+/// (for unary calls), a broken stream's UNKNOWN or INTERNAL is worth another attempt: a
+/// subscription is a read resumed from the cursor, and h2 errors surface as those codes.
 fn refused(code: Code) -> bool {
     matches!(
         code,
@@ -602,6 +608,26 @@ mod tests {
         assert_eq!(c.epoch, None, "the next Subscribe asks for no epoch");
         // The new epoch's 1, 2, 3 are new notifications, printed again.
         assert!(first_times(&mut c, "a", &[1, 2, 3]).iter().all(|&f| f));
+    }
+
+    #[test]
+    fn a_live_stream_ended_by_a_log_reset_is_resubscribed_not_reported() {
+        // What the notifier ends a live stream with when a new epoch's notification comes.
+        let status = Status::from(phantom_layers::Error::FailedPrecondition {
+            reason: "LOG_RESET",
+            message: "the notification log lost its data".into(),
+        });
+        assert!(refused(status.code()), "ends this subscription");
+        assert!(
+            is_log_reset(&status),
+            "and starts the next from the new epoch"
+        );
+        let other = Status::from(phantom_layers::Error::FailedPrecondition {
+            reason: "SOMETHING_ELSE",
+            message: String::new(),
+        });
+        assert!(!is_log_reset(&other));
+        assert!(!is_log_reset(&Status::failed_precondition("no details")));
     }
 
     #[test]
