@@ -394,7 +394,7 @@ async fn upgrade(
     let feed = match gw.service.feed(filter, after, &epoch, admission).await {
         Ok(feed) => feed,
         Err(status) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response();
+            return (refusal_status(status.code()), status.message().to_owned()).into_response();
         }
     };
     let config = gw.config.clone();
@@ -551,6 +551,17 @@ async fn pump(mut socket: WebSocket, mut feed: Feed, config: &WsConfig) {
     }
 }
 
+/// The HTTP status of a subscription refused before the upgrade: a resume point of a log
+/// that was reset (LOG_RESET) is a conflict the client resolves by subscribing again, not an
+/// outage to retry.
+fn refusal_status(code: tonic::Code) -> StatusCode {
+    match code {
+        tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,5 +701,17 @@ mod tests {
         assert_eq!(c.admit(b).unwrap_err().0, StatusCode::SERVICE_UNAVAILABLE);
         drop(s1);
         assert!(c.admit(b).is_ok(), "a closed connection frees its slots");
+    }
+
+    #[test]
+    fn a_reset_log_is_a_conflict_and_an_outage_is_unavailable() {
+        assert_eq!(
+            refusal_status(tonic::Code::FailedPrecondition),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            refusal_status(tonic::Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }
