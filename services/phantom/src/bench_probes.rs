@@ -10,7 +10,7 @@
 //! on the probe port, from a thread and runtime of the bench's own (the load generator's
 //! runtime is itself saturated, and a probe queued behind it would measure the bench). The
 //! probe's latency is measured idle first, as the reference, then under the load; the
-//! service's RSS before, at its largest during, and after five idle seconds.
+//! service's RSS before, at its largest during, and after five and fifteen idle seconds.
 
 use std::{
     net::SocketAddr,
@@ -220,8 +220,11 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     let loaded = summary(&loaded.join().expect("the probe thread"));
+    // jemalloc's background threads give freed pages back over its decay time (10 s).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_after = rss_of(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_later = rss_of(pid);
     let _ = child.kill().await;
 
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -248,10 +251,11 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         ms(loaded.2) / ms(idle.2).max(0.001)
     );
     println!(
-        "  RSS                                  {:.1} MiB before, {:.1} MiB at most during, {:.1} MiB 5 s after",
+        "  RSS                                  {:.1} MiB before, {:.1} MiB at most during, {:.1} MiB 5 s after, {:.1} MiB 15 s after",
         mib(rss_before),
         mib(peak.load(Ordering::Relaxed)),
-        mib(rss_after)
+        mib(rss_after),
+        mib(rss_later)
     );
     Ok(())
 }
