@@ -151,6 +151,12 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// Its state, as `/health/metrics` shows it (a JSON object).
     fn state(&self) -> serde_json::Value;
 
+    /// What it is, as `/health/metrics` groups sources: `"cache"` unless it says otherwise
+    /// (a client's balancer says `"balancer"`).
+    fn kind(&self) -> &'static str {
+        "cache"
+    }
+
     /// Itself, for a caller that knows its type (a test reading a cache's statistics).
     fn as_any(&self) -> &dyn std::any::Any;
 }

@@ -196,10 +196,18 @@ async fn stopping_a_service_changes_health_at_once_and_metrics_come_from_every_s
         "rate_limiters",
         "error_handlers",
         "caches",
+        "balancers",
         "database",
     ] {
         assert!(m.get(key).is_some(), "{key} missing");
     }
+    // Each client's endpoints, with their state: the orchestrator's of the analyzer.
+    let analyzer_endpoints = &m["balancers"]["scan-orchestrator->vuln-analyzer"];
+    assert_eq!(analyzer_endpoints["service"], "scan-orchestrator", "{m}");
+    assert_eq!(
+        analyzer_endpoints["endpoints"][0]["state"], "active",
+        "{analyzer_endpoints}"
+    );
     let mut analyzer = phantom_proto::pb::vuln_analyzer_client::VulnAnalyzerClient::new(
         phantom_tests::channel(addr_of(ServiceName::VulnAnalyzer)).await,
     );

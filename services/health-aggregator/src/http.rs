@@ -212,19 +212,26 @@ async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
     let stats = agg.checker().stats();
     let report = agg.current().await;
     let (collected, unreachable) = state.collector.collect().await;
-    let mut caches = serde_json::Map::new();
+    let (mut caches, mut balancers) = (serde_json::Map::new(), serde_json::Map::new());
     let mut grpc_errors: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for (service, answer) in &collected {
         let Ok(snapshot) = serde_json::from_str::<Value>(&answer.snapshot_json) else {
             continue;
         };
-        if let Some(c) = snapshot.get("caches").and_then(Value::as_object) {
-            for (name, cache) in c {
-                let mut cache = cache.clone();
-                if let Some(obj) = cache.as_object_mut() {
+        // Each cache and each client's balancer (its endpoints' states), marked with the
+        // service it belongs to.
+        for (key, into) in [("caches", &mut caches), ("balancers", &mut balancers)] {
+            for (name, source) in snapshot
+                .get(key)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                let mut source = source.clone();
+                if let Some(obj) = source.as_object_mut() {
                     obj.insert("service".into(), json!(service));
                 }
-                caches.insert(name.clone(), cache);
+                into.insert(name.clone(), source);
             }
         }
         for counter in snapshot
@@ -277,6 +284,7 @@ async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
             "counters": merged(&collected, "counters"),
             "gauges": merged(&collected, "gauges"),
             "caches": caches,
+            "balancers": balancers,
             "database": database,
             "collected_from": collected.iter().map(|(s, a)| json!({"instance": a.instance, "service": s})).collect::<Vec<_>>(),
             "unreachable": unreachable,

@@ -131,6 +131,75 @@ impl Default for ServerResilience {
     }
 }
 
+/// Resolutions of a peer's name never come closer than this.
+pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a client spreads its calls and takes failing endpoints out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceConfig {
+    /// How often a name is resolved again (also soon after an endpoint is ejected).
+    #[serde(with = "humantime_serde")]
+    pub resolve_every: Duration,
+    /// Failures in a row that eject an endpoint (a refused connection ejects at once).
+    pub consecutive_failures: u32,
+    /// Share of failed calls over `window` that ejects an endpoint (0-1]…
+    pub failure_rate: f64,
+    /// …once it had at least this many calls in the window.
+    pub min_calls: u32,
+    /// The window of `failure_rate`.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a first ejection lasts; each further one in a row lasts this much longer.
+    #[serde(with = "humantime_serde")]
+    pub base_ejection: Duration,
+    /// The longest ejection.
+    #[serde(with = "humantime_serde")]
+    pub max_ejection: Duration,
+    /// Share of the endpoints that may be ejected at once (one always may).
+    pub max_ejected_share: f64,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        Self {
+            resolve_every: Duration::from_secs(5),
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(5),
+            max_ejection: Duration::from_secs(60),
+            max_ejected_share: 0.5,
+        }
+    }
+}
+
+impl BalanceConfig {
+    /// Checks what the types cannot; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.resolve_every < MIN_RESOLVE_INTERVAL {
+            return Err("resolve_every must be at least 1s".into());
+        }
+        if self.consecutive_failures == 0 {
+            return Err("consecutive_failures must be at least 1".into());
+        }
+        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
+            return Err("failure_rate must be in (0, 1]".into());
+        }
+        if self.window.is_zero() || self.base_ejection.is_zero() {
+            return Err("window and base_ejection must be more than 0s".into());
+        }
+        if self.max_ejection < self.base_ejection {
+            return Err("max_ejection must be at least base_ejection".into());
+        }
+        if !(0.0..=1.0).contains(&self.max_ejected_share) {
+            return Err("max_ejected_share must be in [0, 1]".into());
+        }
+        Ok(())
+    }
+}
+
 /// How a client calls one dependency (outermost first: deadline, retry, bulkhead, breaker).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -143,8 +212,10 @@ pub struct ClientPolicy {
     pub retry: RetryConfig,
     /// Calls in flight at most.
     pub bulkhead: BulkheadConfig,
-    /// The circuit breaker.
+    /// The circuit breaker: open when no endpoint of the dependency is usable.
     pub circuit_breaker: CircuitBreakerConfig,
+    /// How calls spread over the dependency's endpoints, and when one is taken out.
+    pub balance: BalanceConfig,
 }
 
 impl Default for ClientPolicy {
@@ -157,6 +228,7 @@ impl Default for ClientPolicy {
                 max_concurrent: 64,
             },
             circuit_breaker: CircuitBreakerConfig::default(),
+            balance: BalanceConfig::default(),
         }
     }
 }
@@ -284,6 +356,9 @@ impl ClientPolicy {
         self.circuit_breaker
             .validate()
             .map_err(|m| Invalid::new("circuit_breaker", m))?;
+        self.balance
+            .validate()
+            .map_err(|m| Invalid::new("balance", m))?;
         if self.timeout.is_zero() {
             return Err(Invalid::new("timeout", "must be more than 0s"));
         }

@@ -189,12 +189,19 @@ pub fn state_json(registry: &Registry) -> serde_json::Value {
         "counters": r.counters,
         "gauges": r.gauges,
         "histograms": r.histograms,
-        "caches": registry
-            .sources()
-            .into_iter()
-            .map(|(name, source)| (name, source.state()))
-            .collect::<BTreeMap<_, _>>(),
+        "caches": sources_of_kind(registry, "cache"),
+        "balancers": sources_of_kind(registry, "balancer"),
     })
+}
+
+/// The state of `registry`'s sources of `kind`, by name.
+fn sources_of_kind(registry: &Registry, kind: &str) -> BTreeMap<String, serde_json::Value> {
+    registry
+        .sources()
+        .into_iter()
+        .filter(|(_, source)| source.kind() == kind)
+        .map(|(name, source)| (name, source.state()))
+        .collect()
 }
 
 /// `phantom.v1.Metrics`, served by every server.

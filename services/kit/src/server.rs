@@ -156,6 +156,9 @@ pub enum ServeError {
     /// The probes' port could not be served on its own thread.
     #[error("probe port error: {0}")]
     ProbePort(std::io::Error),
+    /// A channel to a peer could not be made.
+    #[error("client: {0}")]
+    Client(Box<dyn std::error::Error + Send + Sync>),
     /// The shared rate limit's Redis client could not be built.
     #[error("distributed rate limit: {0}")]
     Redis(#[from] fred::error::Error),

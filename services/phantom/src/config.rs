@@ -352,16 +352,11 @@ impl Config {
         self.scan.validate().map_err(within("scan"))?;
         for service in ServiceName::ALL {
             let url = self.endpoints.get(service);
+            // One URL (a name is resolved to every replica), or a comma-separated list.
             if !url.is_empty()
-                && url
-                    .parse::<http::Uri>()
-                    .map(|u| u.scheme().is_none())
-                    .unwrap_or(true)
+                && let Err(why) = phantom_kit::client::Targets::parse(url)
             {
-                return Err(bad(
-                    &format!("endpoints.{}", service.key()),
-                    &format!("{url:?} is not a URL such as http://host:port"),
-                ));
+                return Err(bad(&format!("endpoints.{}", service.key()), &why));
             }
         }
         self.analyzer.validate().map_err(within("analyzer"))?;

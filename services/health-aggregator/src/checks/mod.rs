@@ -197,7 +197,15 @@ impl Checker {
             });
         };
         for service in &config.services {
-            let endpoint = service.endpoint.clone();
+            // A list of replicas (`phantom up`, tests): the first stands for the service.
+            // A name is resolved by the channel, as a ClusterIP Service is.
+            let endpoint = service
+                .endpoint
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
             // Over TLS when the services serve it; connect timeout only: a Watch stream
             // lasts as long as the service does.
             let channel =

@@ -31,6 +31,9 @@ use super::{Tls, TlsError};
 #[derive(Debug, Clone)]
 pub struct TlsConnector {
     config: Source,
+    /// The name the peer's certificate must show, when it is not the URI's host (a
+    /// balancer dials each address a name resolved to, and verifies the name).
+    server_name: Option<String>,
 }
 
 /// Where a connector takes its client configuration from.
@@ -47,13 +50,26 @@ impl TlsConnector {
     pub fn new(tls: Tls) -> Self {
         Self {
             config: Source::Reloading(tls),
+            server_name: None,
         }
+    }
+
+    /// The connector, verifying that the peer's certificate names `host` whatever address
+    /// it dials.
+    pub fn with_server_name(mut self, host: &str) -> Self {
+        self.server_name = Some(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        );
+        self
     }
 
     /// A connector with `config`, for a short-lived client (a command of the CLI).
     pub fn fixed(config: Arc<ClientConfig>) -> Self {
         Self {
             config: Source::Fixed(config),
+            server_name: None,
         }
     }
 }
@@ -120,6 +136,7 @@ impl tower::Service<Uri> for TlsConnector {
             Source::Reloading(tls) => tls.client_config(),
             Source::Fixed(config) => config.clone(),
         };
+        let server_name = self.server_name.clone();
         Box::pin(async move {
             let invalid =
                 |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {uri}"));
@@ -134,7 +151,7 @@ impl tower::Service<Uri> for TlsConnector {
                 Some("http") => 80,
                 _ => 443,
             });
-            let name = ServerName::try_from(host.clone())
+            let name = ServerName::try_from(server_name.unwrap_or_else(|| host.clone()))
                 .map_err(|_| invalid("not a DNS name or IP address"))?;
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             super::accept::tune(&tcp);

@@ -246,8 +246,10 @@ async fn a_rotated_certificate_is_served_without_failing_a_call() {
             ),
     );
     let url = format!("https://localhost:{}", addr.port());
-    let channel =
-        crate::client::connect_lazy(&url, Duration::from_secs(10), Some(&client_tls)).unwrap();
+    let channel = crate::client::lazy(&url, Some(&client_tls), |u| {
+        crate::client::endpoint(u, Duration::from_secs(10))
+    })
+    .unwrap();
 
     // Calls in a loop, on one channel, across the rotation.
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -283,8 +285,10 @@ async fn a_rotated_certificate_is_served_without_failing_a_call() {
     let after = ok.load(Ordering::Relaxed);
     wait_for(|| ok.load(Ordering::Relaxed) > after + 10).await;
     // A new channel, opened after the rotation, is served with the new certificate.
-    let fresh =
-        crate::client::connect_lazy(&url, Duration::from_secs(10), Some(&client_tls)).unwrap();
+    let fresh = crate::client::lazy(&url, Some(&client_tls), |u| {
+        crate::client::endpoint(u, Duration::from_secs(10))
+    })
+    .unwrap();
     HealthClient::new(fresh)
         .check(HealthCheckRequest::default())
         .await
@@ -425,8 +429,10 @@ async fn every_grpc_call_carries_the_peer_of_its_connection() {
             ),
     );
     let url = format!("https://127.0.0.1:{}", addr.port());
-    let channel =
-        crate::client::connect_lazy(&url, Duration::from_secs(10), Some(&client_tls)).unwrap();
+    let channel = crate::client::lazy(&url, Some(&client_tls), |u| {
+        crate::client::endpoint(u, Duration::from_secs(10))
+    })
+    .unwrap();
     HealthClient::new(channel)
         .check(HealthCheckRequest::default())
         .await

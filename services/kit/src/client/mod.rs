@@ -10,10 +10,16 @@
 //! 5. **bulkhead**: bounds calls in flight to this dependency (a streaming call counts until
 //!    its stream ends); its rejections are local, so it sits above the breaker, which must
 //!    only judge the dependency's own answers;
-//! 6. **circuit breaker**: fails fast while the dependency is down;
-//! 7. the channel, with its connect timeout and per-call timeout; over TLS (mTLS: this
-//!    service's certificate presented, the peer's verified against the CA) when the caller
-//!    has a [`Tls`] handle.
+//! 6. **circuit breaker**: fails fast while the dependency is down (every endpoint out);
+//! 7. the **balancer** ([`balance`]): every replica of the dependency, one chosen per call
+//!    (power of two choices on load), failing ones ejected and probed back in;
+//! 8. each endpoint's channel, with its connect timeout and per-call timeout; over TLS
+//!    (mTLS: this service's certificate presented, the peer's verified against the CA) when
+//!    the caller has a [`Tls`] handle.
+
+pub mod balance;
+
+use std::sync::Arc;
 
 use http::{HeaderValue, header::AUTHORIZATION};
 use phantom_layers::{
@@ -26,6 +32,9 @@ use phantom_layers::{
     trace::ClientSpan,
 };
 use tonic::transport::{Channel, Endpoint};
+
+pub use crate::config::BalanceConfig;
+pub use balance::{Balance, BalanceSnapshot, Targets};
 use tower::ServiceBuilder;
 use tower_http::set_header::{SetRequestHeader, SetRequestHeaderLayer};
 
@@ -56,11 +65,28 @@ pub struct Peer {
 pub type GrpcChannel = ClientSpan<
     SetRequestHeader<
         PropagateContext<
-            Retry<BulkheadService<CircuitBreaker<Channel, GrpcClassifier>>, GrpcClassifier>,
+            Retry<BulkheadService<CircuitBreaker<Balance, GrpcClassifier>>, GrpcClassifier>,
         >,
         Option<HeaderValue>,
     >,
 >;
+
+/// Why a channel to a peer could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// An endpoint's channel could not be built.
+    #[error("{0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The peer's URL (or list of URLs) is not one.
+    #[error("peer address: {0}")]
+    Url(String),
+}
+
+impl From<ChannelError> for crate::server::ServeError {
+    fn from(e: ChannelError) -> Self {
+        Self::Client(Box::new(e))
+    }
+}
 
 /// A channel used by health probes: credential, context and timeout only. A probe must see
 /// the dependency as it is, not through a breaker's memory or a retry's second chance.
@@ -81,7 +107,10 @@ fn idempotent_methods() -> Vec<String> {
         .expect("the descriptors built with phantom-proto decode")
 }
 
-fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::transport::Error> {
+pub(crate) fn endpoint(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(timeout)
@@ -90,7 +119,10 @@ fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::
         .keep_alive_while_idle(true))
 }
 
-/// A channel to `url` that connects on its first call, over TLS when `tls` is given.
+/// A channel to `url` that connects on its first call, over TLS when `tls` is given, with
+/// the endpoint settings `configure` makes from the URL tonic is given: for callers whose
+/// calls need settings of their own (a health watcher's stream must not have a per-call
+/// timeout).
 ///
 /// With TLS, the connection is made by our [`TlsConnector`] (with the client configuration
 /// current at each connect, so a rotated certificate is presented by new connections), and
@@ -98,28 +130,30 @@ fn endpoint(url: &str, timeout: std::time::Duration) -> Result<Endpoint, tonic::
 /// custom connector whenever its own TLS feature is compiled in (some other crate of the
 /// build may turn it on) and we give it no TLS config of its own. The scheme tonic sees only
 /// fills the `:scheme` pseudo-header; the connector decides what goes on the wire.
-pub(crate) fn connect_lazy(
-    url: &str,
-    timeout: std::time::Duration,
-    tls: Option<&Tls>,
-) -> Result<Channel, tonic::transport::Error> {
-    lazy(url, tls, |url| endpoint(url, timeout))
-}
-
-/// A channel to `url` that connects on its first call, over TLS when `tls` is given (see
-/// [`connect_lazy`](self)), with the endpoint settings `configure` makes from the URL tonic
-/// is given: for callers whose calls need settings of their own (a health watcher's stream
-/// must not have a per-call timeout).
 pub fn lazy(
     url: &str,
+    tls: Option<&Tls>,
+    configure: impl FnOnce(&str) -> Result<Endpoint, tonic::transport::Error>,
+) -> Result<Channel, tonic::transport::Error> {
+    lazy_verifying(url, None, tls, configure)
+}
+
+/// [`lazy`], verifying over TLS that the peer's certificate names `server_name` (when given)
+/// rather than the host of `url`: a balancer dials the addresses a name resolved to.
+fn lazy_verifying(
+    url: &str,
+    server_name: Option<&str>,
     tls: Option<&Tls>,
     configure: impl FnOnce(&str) -> Result<Endpoint, tonic::transport::Error>,
 ) -> Result<Channel, tonic::transport::Error> {
     let Some(tls) = tls else {
         return Ok(configure(url)?.connect_lazy());
     };
-    let url = plain_scheme(url);
-    Ok(configure(&url)?.connect_with_connector_lazy(TlsConnector::new(tls.clone())))
+    let mut connector = TlsConnector::new(tls.clone());
+    if let Some(name) = server_name {
+        connector = connector.with_server_name(name);
+    }
+    Ok(configure(&plain_scheme(url))?.connect_with_connector_lazy(connector))
 }
 
 /// `url` with the scheme `http`, and the port `https` implied made explicit.
@@ -156,7 +190,7 @@ pub fn channel(
     bearer: Option<HeaderValue>,
     tls: Option<&Tls>,
     registry: &Registry,
-) -> Result<GrpcChannel, tonic::transport::Error> {
+) -> Result<GrpcChannel, ChannelError> {
     let name = format!("{from}->{to}");
     let mut retry = policy.retry.clone();
     retry.idempotent_methods.extend(idempotent_methods());
@@ -166,7 +200,15 @@ pub fn channel(
     registry.retry(&name, &retry);
     registry.bulkhead(&name, &bulkhead);
     registry.breaker(&breaker);
-    let channel = connect_lazy(url, policy.timeout, tls)?;
+    let targets = Targets::parse(url).map_err(ChannelError::Url)?;
+    let (timeout, tls) = (policy.timeout, tls.cloned());
+    let connect: balance::Connect = Arc::new(move |url: &str, host: &str| {
+        lazy_verifying(url, Some(host), tls.as_ref(), |url| endpoint(url, timeout))
+            .map_err(|e| e.to_string())
+    });
+    let channel =
+        Balance::new(&name, targets, policy.balance, connect).map_err(ChannelError::Url)?;
+    registry.source(&name, Arc::new(channel.clone()));
     Ok(ServiceBuilder::new()
         .layer(ClientSpanLayer::new(from))
         .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer))
@@ -178,11 +220,7 @@ pub fn channel(
 }
 
 /// The channel `from` uses to reach `peer`.
-pub fn to_peer(
-    from: &str,
-    peer: &Peer,
-    registry: &Registry,
-) -> Result<GrpcChannel, tonic::transport::Error> {
+pub fn to_peer(from: &str, peer: &Peer, registry: &Registry) -> Result<GrpcChannel, ChannelError> {
     channel(
         from,
         &peer.name,
