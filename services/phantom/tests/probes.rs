@@ -165,6 +165,16 @@ async fn until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Starts PostgreSQL again when dropped (it is idempotent: `start` on a running server
+/// only says so).
+struct Restart(String);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0).arg("start").status();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_probes_see_liveness_without_the_database_and_readiness_only_with_it() {
     let (Some(helm), Some(db), Some(ctl)) = (
@@ -196,6 +206,8 @@ async fn the_charts_probes_see_liveness_without_the_database_and_readiness_only_
         assert!(status.success(), "PostgreSQL {cmd}");
     };
     pg("stop");
+    // Started again if the test fails while it is stopped: the other tests share it.
+    let _restart = Restart(ctl.clone());
     let mut children = Vec::new();
     for pod in &pods {
         let mut cmd = Command::new(BIN);
@@ -229,10 +241,12 @@ async fn the_charts_probes_see_liveness_without_the_database_and_readiness_only_
                     let port = v["0.0.0.0:".len()..].parse().unwrap();
                     format!("127.0.0.1:{}", local(&pod.name, port))
                 }
-                // Another service's URL: its Service name and port, mapped.
+                // Another service's URL: its (headless) Service name and port, mapped.
                 EnvSource::Value(v) if v.starts_with("http://phantom-") => {
                     let (host, port) = v["http://".len()..].rsplit_once(':').unwrap();
-                    let other = host.trim_start_matches("phantom-");
+                    let other = host
+                        .trim_start_matches("phantom-")
+                        .trim_end_matches("-headless");
                     format!("http://127.0.0.1:{}", local(other, port.parse().unwrap()))
                 }
                 EnvSource::Value(v) => v.clone(),
