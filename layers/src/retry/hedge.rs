@@ -146,10 +146,12 @@ where
             let mut next_hedge = (sent < max).then(|| Instant::now() + h.delay);
             let mut last = None;
             loop {
-                if in_flight.is_empty() && next_hedge.is_none() {
-                    if let Some(result) = last {
-                        return result;
-                    }
+                // Nothing in flight and nothing more to send: the last non-fatal answer.
+                if in_flight.is_empty()
+                    && next_hedge.is_none()
+                    && let Some(result) = last
+                {
+                    return result;
                 }
                 let timer = async {
                     match next_hedge {

@@ -17,13 +17,16 @@ use crate::backoff::{Backoff, Strategy};
 /// What the scripted server received: body, `grpc-timeout`, arrival time.
 type Seen = (Bytes, Option<String>, tokio::time::Instant);
 
+/// What an attempt carried: `grpc-previous-rpc-attempts` and the shared tried endpoints.
+type Carried = (Option<String>, Option<TriedEndpoints>);
+
 /// A server that answers each attempt from a script and records what it received.
 #[derive(Clone, Default)]
 struct Script {
     answers: Arc<Mutex<Vec<Response<Body>>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Each attempt's `grpc-previous-rpc-attempts` and shared tried endpoints.
-    attempts: Arc<Mutex<Vec<(Option<String>, Option<TriedEndpoints>)>>>,
+    attempts: Arc<Mutex<Vec<Carried>>>,
 }
 
 impl Script {
