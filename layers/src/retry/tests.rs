@@ -598,6 +598,29 @@ mod hedging {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn no_hedge_goes_after_the_deadline() {
+        let policy = RetryPolicy::new("dep", hedged());
+        let replicas = Replicas::new(vec![
+            (Duration::from_secs(1), Code::Ok),
+            (Duration::from_secs(1), Code::Ok),
+            (Duration::ZERO, Code::Ok),
+        ]);
+        let mut req = request("/pkg.Svc/Get");
+        req.headers_mut()
+            .insert("grpc-timeout", "150m".parse().unwrap());
+        let svc = HedgeLayer::new(policy.clone()).layer(replicas.service());
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["x-attempt"], "0");
+        assert_eq!(
+            replicas.sent_at(),
+            vec![(0, Duration::ZERO), (1, Duration::from_millis(100))],
+            "none at 200ms, past the 150ms deadline"
+        );
+        let h = policy.snapshot().hedging;
+        assert_eq!((h.sent, h.deadline_stops), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn hedged_methods_are_not_retried() {
         let policy = RetryPolicy::new("dep", hedged());
         let script = Script::new(vec![status(Code::Unavailable)]);
