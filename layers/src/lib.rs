@@ -19,7 +19,9 @@
 //! - [`settings`]: [`settings::Invalid`], what every configuration's validation refuses.
 //! - [`tally`]: events counted and written as one line per interval (calls refused before any
 //!   work), so a flood never becomes a flood of logs.
-//! - [`retry`]: retries of idempotent calls, with backoff, server pushback, deadline and budget.
+//! - [`retry`]: retries and hedging of idempotent calls, with backoff, server pushback,
+//!   deadline, budget and the gRFC A6 throttle; policies read and written as gRPC service
+//!   configs.
 //! - [`status`]: the one place where a service error becomes a wire [`tonic::Status`] with
 //!   `google.rpc` details (`BadRequest`, `ErrorInfo`, `RetryInfo`).
 //! - [`methods`]: the closed set of methods a server answers: what metric labels and limiter
