@@ -20,7 +20,11 @@ use tonic_types::StatusExt;
 use tower::{Layer, ServiceExt, service_fn};
 
 use super::*;
-use crate::{methods::Exempt, registry::Registry};
+use crate::{
+    classify::{ClassifiedBody, GrpcClassifier},
+    methods::Exempt,
+    registry::Registry,
+};
 
 const PROBES: &str = "/grpc.health.v1.Health/";
 
@@ -81,17 +85,14 @@ async fn a_call_beyond_the_limit_is_refused_at_once_with_retry_info_and_probes_p
 /// What the handler of [`streaming`] sends, until it is dropped.
 type Frames = mpsc::Sender<Result<Frame<Bytes>, tonic::Status>>;
 
+/// The response of the layer over a handler answering [`Body`].
+type Limited = Response<ClassifiedBody<Body, Recorder<GrpcClassifier>>>;
+
 /// A limit of one slot over a server-streaming handler whose stream ends when its
 /// [`Frames`] sender is dropped.
 fn streaming() -> (
     ConcurrencyLimiter,
-    impl tower::Service<
-        Request<Body>,
-        Response = Response<
-            crate::classify::ClassifiedBody<Body, Recorder<crate::classify::GrpcClassifier>>,
-        >,
-        Error = Infallible,
-    > + Clone,
+    impl tower::Service<Request<Body>, Response = Limited, Error = Infallible> + Clone,
     Frames,
 ) {
     let limiter = ConcurrencyLimiter::new("stream", &fixed(1));
@@ -224,8 +225,9 @@ fn concurrent_acquirers_never_exceed_the_limit() {
                     if let Ok(slot) = limiter.try_acquire() {
                         admitted += 1;
                         let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(now, Ordering::SeqCst);
-                        std::hint::spin_loop();
+                        most.fetch_max(now.max(limiter.in_flight()), Ordering::SeqCst);
+                        // Hold the slot long enough for the others to race for the rest.
+                        std::thread::yield_now();
                         holding.fetch_sub(1, Ordering::SeqCst);
                         drop(slot);
                     }
