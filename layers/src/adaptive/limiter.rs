@@ -223,6 +223,11 @@ impl ConcurrencyLimiter {
         self.shared.lock()
     }
 
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
     /// The limit now.
     pub fn limit(&self) -> u32 {
         self.shared.limit.load(Ordering::Acquire)

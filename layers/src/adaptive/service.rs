@@ -72,6 +72,7 @@ where
             },
             Err(err) => {
                 tracing::debug!(
+                    limiter = self.limiter.name(),
                     limit = self.limiter.limit(),
                     "Call refused by adaptive concurrency limit"
                 );

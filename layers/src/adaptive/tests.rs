@@ -413,6 +413,83 @@ async fn measuring_the_latency_never_drops_the_limit_to_the_floor() {
 }
 
 #[test]
+fn a_disabled_limit_counts_calls_but_never_refuses_nor_moves() {
+    let limiter = ConcurrencyLimiter::new(
+        "off",
+        &AdaptiveConcurrencyConfig {
+            enabled: false,
+            ..fixed(1)
+        },
+    );
+    let slots: Vec<_> = (0..50).map(|_| limiter.try_acquire().unwrap()).collect();
+    assert_eq!(limiter.in_flight(), 50);
+    for slot in slots {
+        slot.record(Duration::from_millis(1), true);
+    }
+    assert_eq!(limiter.limit(), 1);
+    assert_eq!(limiter.snapshot().limit, 0, "0: unbounded");
+}
+
+/// An algorithm that asks for whatever it was built with.
+#[derive(Debug)]
+struct Asks(f64);
+
+impl LimitAlgorithm for Asks {
+    fn name(&self) -> &'static str {
+        "asks"
+    }
+
+    fn update(&mut self, _limit: f64, _sample: &Sample) -> f64 {
+        self.0
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_floor_and_ceiling_hold_whatever_the_algorithm_asks() {
+    let config = AdaptiveConcurrencyConfig {
+        initial_limit: 10,
+        min_limit: 5,
+        max_limit: 50,
+        ..AdaptiveConcurrencyConfig::default()
+    };
+    for (asks, gets) in [(0.0, 5), (-3.0, 5), (1e9, 50), (f64::NAN, 10), (7.9, 7)] {
+        let limiter = ConcurrencyLimiter::with_algorithm("dep", &config, Asks(asks));
+        limiter
+            .try_acquire()
+            .unwrap()
+            .record(Duration::from_millis(10), false);
+        assert_eq!(limiter.limit(), gets, "asked {asks}");
+    }
+}
+
+/// Only compiles if the layer, stacked as a client would stack it (beside the bulkhead,
+/// above the breaker), is something a tonic client can call through.
+fn tonic_can_call_through<T>(_: &T)
+where
+    T: tonic::client::GrpcService<Body>,
+{
+}
+
+#[test]
+fn the_layer_stacks_into_a_tonic_client_transport() {
+    let stack = tower::ServiceBuilder::new()
+        .layer(crate::bulkhead::BulkheadLayer::new(
+            crate::bulkhead::Bulkhead::new("dep", crate::bulkhead::BulkheadConfig::default()),
+        ))
+        .layer(AdaptiveConcurrencyLayer::new(ConcurrencyLimiter::new(
+            "dep",
+            &AdaptiveConcurrencyConfig::default(),
+        )))
+        .layer(crate::circuit_breaker::CircuitBreakerLayer::new(
+            crate::circuit_breaker::Breaker::new("dep", Default::default()),
+        ))
+        .service(service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }));
+    tonic_can_call_through(&stack);
+}
+
+#[test]
 fn a_registered_limit_is_described_with_its_latencies() {
     let registry = Registry::default();
     let limiter = ConcurrencyLimiter::new("notifier/server", &AdaptiveConcurrencyConfig::default());
