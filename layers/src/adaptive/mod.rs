@@ -39,10 +39,18 @@
 //! - **A fast error is not a fast success.** Only successes teach latency; overload answers
 //!   (`RESOURCE_EXHAUSTED`, `UNAVAILABLE`, `DEADLINE_EXCEEDED`, broken connections) shrink
 //!   the limit; other errors teach nothing ([`classify::Load`](crate::classify::Load)).
+//! - **No creep under sustained load.** Netflix's Gradient2 lets its long-term latency learn
+//!   the queued one, after which the limit climbs to its ceiling; see [`Gradient2`].
+//!
+//! # Where it goes
+//! On a server, below anything that refuses calls for reasons other than load (the
+//! per-caller rate limit): above it, one caller's `RESOURCE_EXHAUSTED` would read as the
+//! server's overload. On a client, beside the bulkhead and above the breaker, so its own
+//! refusals are local and never judged by the breaker.
 //!
 //! # Rate: [`AdaptiveLimiter`]
 //! The AIMD *rate* limiter (calls per second) of the vuln-analyzer's LLM client, whose
-//! provider's quota is a rate; see its module for how the two relate.
+//! provider's quota is a rate; its documentation says how the two relate.
 
 mod aimd;
 mod algorithm;

@@ -104,7 +104,12 @@ struct Inner {
     rejected: u64,
 }
 
-/// An AIMD limiter, shared by its clones.
+/// An AIMD limiter of calls *per second*, shared by its clones.
+///
+/// The same rule as the [`Aimd`](super::Aimd) algorithm of a
+/// [`ConcurrencyLimiter`](super::ConcurrencyLimiter), which bounds calls *in flight* and is
+/// what gRPC servers and clients use; this one stays for a dependency whose quota is a rate
+/// (the LLM provider), where callers wait for a token.
 #[derive(Debug, Clone)]
 pub struct AdaptiveLimiter {
     name: Arc<str>,
