@@ -8,7 +8,9 @@
 //!   retryable, read from gRPC statuses in headers or trailers.
 //! - [`auth`]: who a call comes from ([`auth::Principal`]), what it may do (the one
 //!   [`auth::Policy`] table), the tenant it acts for, and the `audit` trail.
-//! - [`adaptive`]: AIMD rate limiting that follows a dependency's health.
+//! - [`adaptive`]: adaptive concurrency limits (Gradient2, AIMD) learnt from latency and
+//!   drops, rejecting (never queueing) beyond them; and the AIMD rate limiter of the LLM
+//!   client.
 //! - [`backoff`]: delays between attempts (fixed, linear, exponential, jittered, Fibonacci).
 //! - [`bulkhead`]: a bound on calls in flight, rejecting (never queueing) beyond it.
 //! - [`gate`]: refuses calls at once (`UNAVAILABLE`, `RetryInfo`) while a dependency the server

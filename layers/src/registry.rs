@@ -1,4 +1,5 @@
-//! Every breaker, limiter, retry policy and bulkhead of one service, by name, for metrics.
+//! Every breaker, limiter, retry policy, bulkhead and adaptive limit of one service, by name,
+//! for metrics.
 //!
 //! Components register when they are built, in the [`Registry`] handed to whoever builds
 //! them; [`Registry::snapshot`] and [`Registry::families`] are what `/health/metrics` and
@@ -23,7 +24,9 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    adaptive::{AdaptiveLimiter, AdaptiveSnapshot},
+    adaptive::{
+        AdaptiveConcurrencySnapshot, AdaptiveLimiter, AdaptiveSnapshot, ConcurrencyLimiter,
+    },
     bulkhead::{Bulkhead, BulkheadSnapshot},
     circuit_breaker::{Breaker, BreakerSnapshot},
     exposition::{Describe, Families, HistogramValue, Source},
@@ -55,6 +58,7 @@ struct Inner {
     retries: RwLock<BTreeMap<String, RetryPolicy>>,
     bulkheads: RwLock<BTreeMap<String, Bulkhead>>,
     adaptive: RwLock<BTreeMap<String, AdaptiveLimiter>>,
+    concurrency: RwLock<BTreeMap<String, ConcurrencyLimiter>>,
     counters: RwLock<Series<AtomicU64>>,
     histograms: RwLock<Series<Histogram>>,
     gauges: RwLock<Series<Gauge>>,
@@ -182,6 +186,8 @@ pub struct RegistrySnapshot {
     pub bulkheads: Vec<BulkheadSnapshot>,
     /// Adaptive (AIMD) limiters, with their current rates.
     pub adaptive_limiters: Vec<AdaptiveSnapshot>,
+    /// Adaptive concurrency limits, with their current limits and latencies.
+    pub adaptive_concurrency: Vec<AdaptiveConcurrencySnapshot>,
     /// Counters of components without a snapshot type of their own (notifier, webhooks,
     /// gRPC servers).
     pub counters: Vec<CounterSnapshot>,
@@ -297,6 +303,11 @@ impl Registry {
         put(&self.0.adaptive, name, a.clone());
     }
 
+    /// Registers an adaptive concurrency limit.
+    pub fn adaptive_concurrency(&self, name: &str, l: &ConcurrencyLimiter) {
+        put(&self.0.concurrency, name, l.clone());
+    }
+
     /// The counter `name` with `labels`, created at 0 on first use; every caller asking for
     /// the same name and labels shares it.
     pub fn counter(
@@ -375,6 +386,10 @@ impl Registry {
                 .iter()
                 .map(AdaptiveLimiter::snapshot)
                 .collect(),
+            adaptive_concurrency: all(&self.0.concurrency)
+                .iter()
+                .map(ConcurrencyLimiter::snapshot)
+                .collect(),
             rate_limiters: all(&self.0.limiters)
                 .iter()
                 .map(RateLimiter::snapshot)
@@ -451,6 +466,9 @@ impl Describe for RegistrySnapshot {
             r.describe(out);
         }
         for a in &self.adaptive_limiters {
+            a.describe(out);
+        }
+        for a in &self.adaptive_concurrency {
             a.describe(out);
         }
         for b in &self.bulkheads {

@@ -1,312 +1,77 @@
-//! Adaptive rate limiting (AIMD): the allowed rate towards a dependency shrinks
-//! multiplicatively when it struggles (failures, slow answers, its breaker half-open) and
-//! grows back additively while it is healthy, between a floor and a ceiling — TCP's
-//! congestion control applied to calls, as Netflix's concurrency-limits and Envoy's
-//! adaptive concurrency do.
+//! Adaptive limits that follow a dependency's health instead of a number someone guessed.
 //!
-//! Calls take a token from a bucket refilled at the current rate (one second's worth at
-//! most); an empty bucket refuses with the time until the next token.
+//! # Concurrency: [`AdaptiveConcurrencyLayer`]
+//! How many calls may be in flight, learnt from their latency and their drops, as Netflix's
+//! concurrency-limits and Envoy's adaptive concurrency filter do. On a server it sheds the
+//! load the service cannot take before queueing turns it into timeouts; on a client it
+//! sends a dependency no more than it answers in time. A call beyond the limit is refused at
+//! once (`RESOURCE_EXHAUSTED`, `RetryInfo`), never queued; exempt paths (health, reflection)
+//! always pass.
+//!
+//! ```text
+//!   call ─▶ try_acquire: one CAS of in_flight against the limit ─▶ refused (RESOURCE_EXHAUSTED)
+//!                 │ slot
+//!                 ▼
+//!   response head: latency measured ─▶ body holds the slot ─▶ trailers / end / drop:
+//!                 classify::Load: Served (latency) | Overloaded (drop) | Unknown (nothing)
+//!                 ─▶ LimitAlgorithm::update ─▶ clamp(min_limit, max_limit) ─▶ new limit
+//! ```
+//!
+//! The algorithm is a [`LimitAlgorithm`]: [`Gradient2`] (the default: the limit follows the
+//! ratio of the long-term latency to the recent one) or [`Aimd`] (additive increase,
+//! multiplicative decrease on drops). The failures of the known designs, and what is done
+//! about each:
+//! - **No blackout to measure.** Envoy's filter periodically drops the limit to a floor to
+//!   measure the minimum latency, refusing most calls meanwhile. Gradient2 learns its
+//!   long-term latency from ordinary traffic; the minimum latency the snapshot shows is
+//!   refreshed by letting old periods go, never by pinning the limit.
+//! - **A floor apart from any probe.** `min_limit` is only the value the limit never goes
+//!   below; there is no probing level (Envoy's `min_concurrency` is both), and the floor is
+//!   enforced in one place, after the algorithm.
+//! - **No check-then-act race.** Admission is one compare-and-swap of the in-flight count
+//!   against the limit, so concurrent callers cannot both take the last slot.
+//! - **Streams count for their lifetime.** The slot is held by the response body until it
+//!   ends or is dropped, not only until the head, as the [`bulkhead`](crate::bulkhead)
+//!   does; the body is [`classify`](crate::classify)'s, whose observer (the slot's
+//!   [`Recorder`]) is released at the same moments as a bulkhead's permit, so one wrapper
+//!   both classifies the call and frees its slot. Its latency is taken at the head: a
+//!   stream's lifetime says nothing about load.
+//! - **A fast error is not a fast success.** Only successes teach latency; overload answers
+//!   (`RESOURCE_EXHAUSTED`, `UNAVAILABLE`, `DEADLINE_EXCEEDED`, broken connections) shrink
+//!   the limit; other errors teach nothing ([`classify::Load`](crate::classify::Load)).
+//! - **No creep under sustained load.** Netflix's Gradient2 lets its long-term latency learn
+//!   the queued one, after which the limit climbs to its ceiling; see [`Gradient2`].
+//!
+//! # Where it goes
+//! On a server, below anything that refuses calls for reasons other than load (the
+//! per-caller rate limit): above it, one caller's `RESOURCE_EXHAUSTED` would read as the
+//! server's overload. On a client, beside the bulkhead and above the breaker, so its own
+//! refusals are local and never judged by the breaker.
+//!
+//! # Rate: [`AdaptiveLimiter`]
+//! The AIMD *rate* limiter (calls per second) of the vuln-analyzer's LLM client, whose
+//! provider's quota is a rate; its documentation says how the two relate.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
+mod aimd;
+mod algorithm;
+mod config;
+mod gradient2;
+mod layer;
+mod limiter;
+mod rate;
+mod service;
+
+pub use aimd::Aimd;
+pub use algorithm::{LimitAlgorithm, RttEstimates, Sample};
+pub use config::{
+    AdaptiveConcurrencyConfig, AimdConfig, Algorithm, DEFAULT_INITIAL_LIMIT, DEFAULT_MAX_LIMIT,
+    DEFAULT_MIN_LIMIT, Gradient2Config,
 };
-
-use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
-
-use crate::{circuit_breaker::State as BreakerState, classify::Verdict, rate_limit::Limited};
-
-/// How an adaptive limiter adapts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdaptiveConfig {
-    /// Off: no limit.
-    pub enabled: bool,
-    /// Rate at start, calls per second.
-    pub initial_per_second: f64,
-    /// Floor.
-    pub min_per_second: f64,
-    /// Ceiling.
-    pub max_per_second: f64,
-    /// Added to the rate after each healthy `interval`.
-    pub increase_per_second: f64,
-    /// The rate is multiplied by this (0-1) after a struggling `interval`.
-    pub decrease_factor: f64,
-    /// How often the rate may change.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// An answer slower than this counts as struggling.
-    #[serde(with = "humantime_serde")]
-    pub latency_threshold: Duration,
-}
-
-impl Default for AdaptiveConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            initial_per_second: 5.0,
-            min_per_second: 0.5,
-            max_per_second: 50.0,
-            increase_per_second: 1.0,
-            decrease_factor: 0.5,
-            interval: Duration::from_secs(1),
-            latency_threshold: Duration::from_secs(10),
-        }
-    }
-}
-
-impl AdaptiveConfig {
-    /// Checks the values make sense; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        let positive = |v: f64| v.is_finite() && v > 0.0;
-        if !positive(self.min_per_second)
-            || !positive(self.max_per_second)
-            || self.min_per_second > self.max_per_second
-        {
-            return Err("min_per_second and max_per_second must be positive, min ≤ max".into());
-        }
-        if !(self.min_per_second..=self.max_per_second).contains(&self.initial_per_second) {
-            return Err(
-                "initial_per_second must be between min_per_second and max_per_second".into(),
-            );
-        }
-        if !(self.decrease_factor > 0.0 && self.decrease_factor < 1.0) {
-            return Err("decrease_factor must be between 0 and 1".into());
-        }
-        if self.increase_per_second.is_nan() || self.increase_per_second < 0.0 {
-            return Err("increase_per_second must not be negative".into());
-        }
-        if self.interval.is_zero() {
-            return Err("interval must be more than 0s".into());
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct Inner {
-    rate: f64,
-    tokens: f64,
-    refilled: Instant,
-    /// Start of the current adaptation interval and whether it saw trouble / success.
-    interval_start: Instant,
-    struggled: bool,
-    succeeded: bool,
-    rejected: u64,
-}
-
-/// An AIMD limiter, shared by its clones.
-#[derive(Debug, Clone)]
-pub struct AdaptiveLimiter {
-    name: Arc<str>,
-    config: AdaptiveConfig,
-    inner: Arc<Mutex<Inner>>,
-}
-
-/// What an adaptive limiter looks like now.
-#[derive(Debug, Clone, Serialize)]
-pub struct AdaptiveSnapshot {
-    /// Its name.
-    pub name: String,
-    /// The allowed rate now, calls per second.
-    pub current_rate: f64,
-    /// Calls refused since start.
-    pub rejected: u64,
-}
-
-impl AdaptiveLimiter {
-    /// A limiter starting at `config.initial_per_second`.
-    pub fn new(name: &str, config: AdaptiveConfig) -> Self {
-        let now = Instant::now();
-        Self {
-            name: name.into(),
-            config,
-            inner: Arc::new(Mutex::new(Inner {
-                rate: config.initial_per_second,
-                tokens: config.initial_per_second.max(1.0),
-                refilled: now,
-                interval_start: now,
-                struggled: false,
-                succeeded: false,
-                rejected: 0,
-            })),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Takes a token, or says when the next one comes.
-    pub fn try_acquire(&self) -> Result<(), Limited> {
-        if !self.config.enabled {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut s = self.lock();
-        self.adapt(&mut s, now);
-        let elapsed = now.saturating_duration_since(s.refilled).as_secs_f64();
-        s.tokens = (s.tokens + elapsed * s.rate).min(s.rate.max(1.0));
-        s.refilled = now;
-        if s.tokens >= 1.0 {
-            s.tokens -= 1.0;
-            Ok(())
-        } else {
-            s.rejected += 1;
-            Err(Limited {
-                retry_after: Duration::from_secs_f64((1.0 - s.tokens) / s.rate),
-            })
-        }
-    }
-
-    /// Reports how a call went: `verdict` and how long it took.
-    pub fn record(&self, verdict: Verdict, latency: Duration) {
-        if !self.config.enabled {
-            return;
-        }
-        let now = Instant::now();
-        let mut s = self.lock();
-        self.adapt(&mut s, now);
-        if verdict.failure || latency >= self.config.latency_threshold {
-            s.struggled = true;
-        } else {
-            s.succeeded = true;
-        }
-    }
-
-    /// Reports the dependency's breaker state: half-open means "barely alive": the floor.
-    pub fn observe_breaker(&self, state: BreakerState) {
-        if matches!(state, BreakerState::HalfOpen | BreakerState::Open) {
-            let mut s = self.lock();
-            s.rate = self.config.min_per_second;
-            s.tokens = s.tokens.min(1.0);
-        }
-    }
-
-    /// Closes an interval when one has passed: decrease if it struggled, else increase if
-    /// it saw successes (an idle interval changes nothing).
-    fn adapt(&self, s: &mut Inner, now: Instant) {
-        let c = &self.config;
-        if now.saturating_duration_since(s.interval_start) < c.interval {
-            return;
-        }
-        if s.struggled {
-            s.rate = (s.rate * c.decrease_factor).max(c.min_per_second);
-        } else if s.succeeded {
-            s.rate = (s.rate + c.increase_per_second).min(c.max_per_second);
-        }
-        s.struggled = false;
-        s.succeeded = false;
-        s.interval_start = now;
-    }
-
-    /// The limiter now.
-    pub fn snapshot(&self) -> AdaptiveSnapshot {
-        let s = self.lock();
-        AdaptiveSnapshot {
-            name: self.name.to_string(),
-            current_rate: if self.config.enabled {
-                s.rate
-            } else {
-                f64::INFINITY
-            },
-            rejected: s.rejected,
-        }
-    }
-
-    /// The allowed rate now.
-    pub fn rate(&self) -> f64 {
-        self.lock().rate
-    }
-}
-
-impl crate::exposition::Describe for AdaptiveSnapshot {
-    fn describe(&self, out: &mut crate::exposition::Families) {
-        out.gauge(
-            "phantom_adaptive_rate_per_second",
-            "Current allowed rate of an adaptive limiter.",
-            &[("limiter", self.name.as_str())],
-            self.current_rate,
-        );
-    }
-}
+pub use gradient2::Gradient2;
+pub use layer::AdaptiveConcurrencyLayer;
+pub use limiter::{AdaptiveConcurrencySnapshot, ConcurrencyLimiter, Slot};
+pub use rate::{AdaptiveConfig, AdaptiveLimiter, AdaptiveSnapshot};
+pub use service::{AdaptiveConcurrency, Recorder, ResponseFuture};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OK: Verdict = Verdict {
-        failure: false,
-        retryable: false,
-    };
-    const FAIL: Verdict = Verdict {
-        failure: true,
-        retryable: true,
-    };
-
-    fn limiter() -> AdaptiveLimiter {
-        AdaptiveLimiter::new(
-            "dep",
-            AdaptiveConfig {
-                initial_per_second: 8.0,
-                min_per_second: 1.0,
-                max_per_second: 10.0,
-                ..AdaptiveConfig::default()
-            },
-        )
-    }
-
-    async fn interval(l: &AdaptiveLimiter, v: Verdict) {
-        l.record(v, Duration::from_millis(10));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let _ = l.try_acquire();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn failures_halve_the_rate_down_to_the_floor_and_health_adds_back_up_to_the_ceiling() {
-        let l = limiter();
-        interval(&l, FAIL).await;
-        assert_eq!(l.rate(), 4.0);
-        interval(&l, FAIL).await;
-        interval(&l, FAIL).await;
-        interval(&l, FAIL).await;
-        assert_eq!(l.rate(), 1.0, "floor");
-        for _ in 0..20 {
-            interval(&l, OK).await;
-        }
-        assert_eq!(l.rate(), 10.0, "ceiling, reached one step at a time");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn slow_answers_count_as_trouble_and_a_half_open_breaker_drops_to_the_floor() {
-        let l = limiter();
-        l.record(OK, Duration::from_secs(30));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let _ = l.try_acquire();
-        assert_eq!(l.rate(), 4.0);
-        l.observe_breaker(BreakerState::HalfOpen);
-        assert_eq!(l.rate(), 1.0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_bucket_refuses_beyond_the_current_rate_with_the_time_to_the_next_token() {
-        let l = AdaptiveLimiter::new(
-            "dep",
-            AdaptiveConfig {
-                initial_per_second: 2.0,
-                min_per_second: 1.0,
-                max_per_second: 2.0,
-                ..AdaptiveConfig::default()
-            },
-        );
-        assert!(l.try_acquire().is_ok());
-        assert!(l.try_acquire().is_ok());
-        let refused = l.try_acquire().unwrap_err();
-        assert_eq!(refused.retry_after, Duration::from_millis(500));
-        tokio::time::advance(refused.retry_after).await;
-        assert!(l.try_acquire().is_ok());
-    }
-}
+mod tests;

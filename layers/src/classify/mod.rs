@@ -3,7 +3,9 @@
 //!
 //! The circuit breaker counts failures, the retry layer retries what is retryable, the
 //! adaptive limiter and the metrics read the same verdicts, so the four can never disagree
-//! about what went wrong. The verdict comes from the gRPC status, read from the response
+//! about what went wrong. The adaptive concurrency limit asks a second question of the same
+//! outcome, [`Load`]: was the dependency overloaded, did it answer normally, or does the
+//! answer say nothing about its load? The verdict comes from the gRPC status, read from the response
 //! headers (trailers-only responses) or, for a normal response, from the trailers at the end
 //! of the body: [`ClassifiedBody`] watches the body and reports once it ends.
 
@@ -33,10 +35,29 @@ pub enum Outcome {
     Abandoned,
 }
 
+/// What one call's outcome says about the load of whoever answered it: what an adaptive
+/// concurrency limit learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// Answered normally: its latency measures the dependency's load.
+    Served,
+    /// Refused or timed out because the dependency (or the way to it) is overloaded: the
+    /// limit must shrink, whatever the latency said.
+    Overloaded,
+    /// Says nothing about load: an error (answered fast, it would read as a fast success
+    /// and raise the limit), or a caller that left before the end.
+    Unknown,
+}
+
 /// Decides the [`Verdict`] of an [`Outcome`].
 pub trait Classify: Clone + Send + Sync + 'static {
     /// The verdict on `outcome`.
     fn classify(&self, outcome: Outcome) -> Verdict;
+
+    /// What `outcome` says about the dependency's load; the gRPC table by default.
+    fn load(&self, outcome: Outcome) -> Load {
+        GrpcClassifier::load(outcome)
+    }
 }
 
 /// The gRPC table: server-side faults and unavailability are failures, the caller's own
@@ -74,6 +95,24 @@ impl GrpcClassifier {
             | Code::OutOfRange
             | Code::Unimplemented
             | Code::Unauthenticated => verdict(false, false),
+        }
+    }
+
+    /// The load table: shedding, unavailability, deadlines and broken connections are
+    /// overload; only a success is a latency worth learning from.
+    pub const fn load(outcome: Outcome) -> Load {
+        match outcome {
+            Outcome::Status(Code::Ok) => Load::Served,
+            // Shedding and timeouts are how an overloaded server (or the one behind it)
+            // answers; a connection that fails or breaks is the same, one level down.
+            Outcome::Status(
+                Code::ResourceExhausted | Code::Unavailable | Code::DeadlineExceeded,
+            )
+            | Outcome::Transport => Load::Overloaded,
+            // Every other answer is an error, often a fast one (a validation, a lookup that
+            // found nothing): counting its latency as a success would raise the limit on
+            // errors. The caller leaving says nothing either.
+            Outcome::Status(_) | Outcome::Abandoned => Load::Unknown,
         }
     }
 }
@@ -127,6 +166,25 @@ mod tests {
         assert!(!c.classify(Outcome::Status(Code::Internal)).retryable);
         assert_eq!(c.classify(Outcome::Transport), verdict(true, true));
         assert_eq!(c.classify(Outcome::Abandoned), verdict(false, false));
+    }
+
+    #[test]
+    fn only_successes_measure_load_and_overload_answers_shrink_it() {
+        let c = GrpcClassifier;
+        assert_eq!(c.load(Outcome::Status(Code::Ok)), Load::Served);
+        for code in [
+            Code::ResourceExhausted,
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+        ] {
+            assert_eq!(c.load(Outcome::Status(code)), Load::Overloaded, "{code:?}");
+        }
+        assert_eq!(c.load(Outcome::Transport), Load::Overloaded);
+        // A fast error is not a fast success.
+        for code in [Code::Internal, Code::InvalidArgument, Code::NotFound] {
+            assert_eq!(c.load(Outcome::Status(code)), Load::Unknown, "{code:?}");
+        }
+        assert_eq!(c.load(Outcome::Abandoned), Load::Unknown);
     }
 
     #[test]
