@@ -12,11 +12,11 @@ use fred::{
     prelude::{Builder, ClientLike as _, Config, ReconnectPolicy},
 };
 
+/// What a failed Redis call returns.
+pub use fred::error::Error;
 /// The client type, for components that keep state in Redis through this module's helpers
 /// without depending on `fred` themselves.
 pub use fred::prelude::Client;
-/// What a failed Redis call returns.
-pub use fred::error::Error;
 
 /// A builder for `url` with those settings; `command_timeout` bounds each command (zero: no
 /// bound, the caller times its calls itself).

@@ -273,7 +273,10 @@ async fn in_flight_is_shared() {
     eprintln!(
         "connections open at once (cap {IN_FLIGHT}): shared cap {on}, per-process caps {off}"
     );
-    assert!(on <= IN_FLIGHT, "{on} connections open at once, over {IN_FLIGHT}");
+    assert!(
+        on <= IN_FLIGHT,
+        "{on} connections open at once, over {IN_FLIGHT}"
+    );
     assert!(
         off > IN_FLIGHT,
         "per-process caps kept {off} open at once: the scenario cannot tell them from a shared cap"

@@ -134,7 +134,10 @@ impl RedisGcra {
             &self.client,
             &GCRA_SCRIPT,
             vec![format!("phantom:rl:{key}")],
-            vec![(interval as i64).to_string(), (tolerance as i64).to_string()],
+            vec![
+                (interval as i64).to_string(),
+                (tolerance as i64).to_string(),
+            ],
         );
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) if v.first() == Some(&1) => Ok(()),

@@ -63,11 +63,9 @@ pub async fn run(
         let store: Arc<dyn repository::ScanRepository> =
             Arc::new(repository::SqlScanRepository::new(db));
         spawn_scan_gauge(store.clone(), context.registry.clone(), shutdown.clone());
-        let mut scanners: Vec<Arc<dyn scanner::Scanner>> =
-            vec![Arc::new(scanner::BuiltinScanner::with_caps(
-                &config.scan,
-                per_host_caps(&config),
-            ))];
+        let mut scanners: Vec<Arc<dyn scanner::Scanner>> = vec![Arc::new(
+            scanner::BuiltinScanner::with_caps(&config.scan, per_host_caps(&config)),
+        )];
         match scanner::NmapScanner::find(&config.scan.nmap) {
             Some(nmap) => scanners.push(Arc::new(nmap)),
             None => {

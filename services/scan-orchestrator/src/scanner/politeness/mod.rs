@@ -133,7 +133,10 @@ impl HostCaps {
     /// The caps of `config`, shared with every replica through the Redis at `redis_url`
     /// (which connects in the background: a Redis down at start-up makes the local caps apply
     /// until it answers). No caps configured: no connection either.
-    pub fn shared(config: &ScanConfig, redis_url: &str) -> Result<Self, phantom_layers::redis::Error> {
+    pub fn shared(
+        config: &ScanConfig,
+        redis_url: &str,
+    ) -> Result<Self, phantom_layers::redis::Error> {
         let mut caps = Self::local(config);
         if let Some(inner) = caps.inner.take() {
             let mut inner = Arc::into_inner(inner).expect("just made");
@@ -330,10 +333,9 @@ mod tests {
     async fn no_caps_means_no_waiting_and_no_state() {
         let caps = caps(0, 0);
         assert!(caps.inner.is_none());
-        let _many: Vec<Permit> = futures::future::join_all(
-            (0..100).map(|_| caps.acquire("127.0.0.1".parse().unwrap())),
-        )
-        .await;
+        let _many: Vec<Permit> =
+            futures::future::join_all((0..100).map(|_| caps.acquire("127.0.0.1".parse().unwrap())))
+                .await;
     }
 
     #[tokio::test]

@@ -171,7 +171,8 @@ impl SharedCaps {
             Ok(Err(e)) => Err(e.into()),
             Ok(Ok(v)) if v.first() == Some(&1) => Ok(Attempt::Admitted(holder)),
             Ok(Ok(v)) => {
-                let wait = Duration::from_micros(v.get(1).copied().unwrap_or(1).max(1).unsigned_abs());
+                let wait =
+                    Duration::from_micros(v.get(1).copied().unwrap_or(1).max(1).unsigned_abs());
                 Ok(if v.get(2) == Some(&1) {
                     Attempt::Full(wait)
                 } else {
@@ -215,11 +216,15 @@ mod tests {
     use super::*;
 
     async fn caps(url: &str, per_second: u32, in_flight: u32, lease: Duration) -> SharedCaps {
-        let caps = SharedCaps::connect(url, per_second, in_flight, lease, Duration::from_secs(2))
-            .unwrap();
+        let caps =
+            SharedCaps::connect(url, per_second, in_flight, lease, Duration::from_secs(2)).unwrap();
         // Wait for the background connection, so a first timeout is not the test's subject.
         for _ in 0..100 {
-            if caps.try_acquire("192.0.2.255".parse().unwrap()).await.is_ok() {
+            if caps
+                .try_acquire("192.0.2.255".parse().unwrap())
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
