@@ -282,3 +282,26 @@ async fn in_flight_is_shared() {
         "per-process caps kept {off} open at once: the scenario cannot tell them from a shared cap"
     );
 }
+
+#[test]
+fn per_host_caps_out_of_range_are_refused_at_load_naming_the_key() {
+    for (toml, key) in [
+        ("[scan]\nper_host_rate = 1000001\n", "scan.per_host_rate"),
+        (
+            "[scan]\nper_host_in_flight = 70000\n",
+            "scan.per_host_in_flight",
+        ),
+        ("[scan]\nper_host_in_flight = -1\n", "per_host_in_flight"),
+    ] {
+        let refused = Config::from_sources(toml, None, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains(key), "{refused}");
+    }
+    let env = vec![(
+        "PHANTOM__SCAN__PER_HOST_RATE".to_owned(),
+        "4294967296".to_owned(),
+    )];
+    let refused = Config::from_sources("", None, env).unwrap_err().to_string();
+    assert!(refused.contains("per_host_rate"), "{refused}");
+}

@@ -21,7 +21,10 @@
 //! local caps, not to no cap at all (fail-open) and not to no scanning (fail-closed): the
 //! hosts are third parties, so a Redis outage must never unleash a scan on them, and a
 //! per-replica cap is the politeness a single replica already promises; while it lasts, a
-//! host scanned by N replicas sees at most N times its caps.
+//! host scanned by N replicas sees at most N times its caps. Connections let in locally are
+//! not in Redis: for the longest probe after Redis comes back, a host may see them on top of
+//! its shared caps. A slot Redis could not be told about when it was given back stays taken
+//! until its lease ends (capacity lost for a while, never a cap exceeded).
 //!
 //! # Layout
 //! - this module: [`HostCaps`] (the limiter the builtin engine asks before each connect) and
