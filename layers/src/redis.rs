@@ -7,11 +7,20 @@
 
 use std::time::Duration;
 
-use fred::prelude::{Builder, Client, ClientLike as _, Config, ReconnectPolicy};
+use fred::{
+    interfaces::LuaInterface as _,
+    prelude::{Builder, ClientLike as _, Config, ReconnectPolicy},
+};
+
+/// What a failed Redis call returns.
+pub use fred::error::Error;
+/// The client type, for components that keep state in Redis through this module's helpers
+/// without depending on `fred` themselves.
+pub use fred::prelude::Client;
 
 /// A builder for `url` with those settings; `command_timeout` bounds each command (zero: no
 /// bound, the caller times its calls itself).
-pub fn builder(url: &str, command_timeout: Duration) -> Result<Builder, fred::error::Error> {
+pub fn builder(url: &str, command_timeout: Duration) -> Result<Builder, Error> {
     let mut config = Config::from_url(url)?;
     // Without this, a first connection that fails ends the connection task for good.
     config.fail_fast = false;
@@ -24,9 +33,21 @@ pub fn builder(url: &str, command_timeout: Duration) -> Result<Builder, fred::er
 }
 
 /// A client for `url`, connecting in the background (see the module).
-pub fn connect(url: &str, command_timeout: Duration) -> Result<Client, fred::error::Error> {
+pub fn connect(url: &str, command_timeout: Duration) -> Result<Client, Error> {
     let client = builder(url, command_timeout)?.build()?;
     // The connection task runs detached; dropping its handle does not stop it.
     drop(client.connect());
     Ok(client)
+}
+
+/// Runs the Lua `script` on `keys` and `args` and reads its answer as a list of integers (a
+/// Lua table of numbers; a single number reads as a list of one). Scripts are sent whole (`EVAL`): they are short, and nothing has to
+/// be loaded again after a Redis restart.
+pub async fn eval_integers(
+    client: &Client,
+    script: &str,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> Result<Vec<i64>, Error> {
+    client.eval::<Vec<i64>, _, _, _>(script, keys, args).await
 }

@@ -7,28 +7,55 @@
 
 use std::time::Duration;
 
-use fred::{interfaces::LuaInterface, prelude::Client};
+use fred::prelude::Client;
 use serde::{Deserialize, Serialize};
 
 use super::{config::QuotaConfig, limited::Limited};
 
+/// GCRA as Lua functions for scripts to embed, so that a script checking more than one
+/// limit at once (the scan-orchestrator's per-host politeness: a rate and connections in
+/// flight) stays one atomic round trip, with the GCRA written once:
+/// - `redis_now()`: Redis's clock, in microseconds (replicas' clocks need not agree);
+/// - `gcra_check(key, now, interval, tolerance)`: the wait in microseconds before a call on
+///   `key` is admitted (0: admitted now) and the key's new theoretical arrival time;
+/// - `gcra_commit(key, now, new_tat)`: records an admission, with a TTL so that an idle key
+///   goes away.
+///
+/// Intervals and tolerances are in microseconds; a burst of one is a tolerance of 0.
+pub const GCRA_LUA_FUNCTIONS: &str = r"
+local function redis_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function gcra_check(key, now, interval, tolerance)
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local allow_at = tat - tolerance
+  if now < allow_at then
+    return allow_at - now, tat
+  end
+  return 0, tat + interval
+end
+local function gcra_commit(key, now, new_tat)
+  redis.call('SET', key, new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+end
+";
+
 /// GCRA in one round trip. KEYS[1]: the bucket. ARGV: emission interval and burst tolerance,
 /// in microseconds. Returns {1, 0} when admitted, {0, wait in microseconds} otherwise.
 const GCRA_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local allow_at = tat - tolerance
-if now < allow_at then
-  return {0, allow_at - now}
+local now = redis_now()
+local wait, new_tat = gcra_check(KEYS[1], now, tonumber(ARGV[1]), tonumber(ARGV[2]))
+if wait > 0 then
+  return {0, wait}
 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+gcra_commit(KEYS[1], now, new_tat)
 return {1, 0}
 ";
+
+/// [`GCRA_LUA_FUNCTIONS`] and [`GCRA_LUA`], made into one script once.
+static GCRA_SCRIPT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{GCRA_LUA_FUNCTIONS}{GCRA_LUA}"));
 
 /// What to do when Redis does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,10 +130,14 @@ impl RedisGcra {
     pub async fn check(&self, key: &str, quota: &QuotaConfig) -> Result<(), Limited> {
         let interval = (1_000_000.0 / quota.per_second).round().max(1.0);
         let tolerance = interval * f64::from(quota.burst.max(1) - 1);
-        let call = self.client.eval::<Vec<i64>, _, _, _>(
-            GCRA_LUA,
+        let call = crate::redis::eval_integers(
+            &self.client,
+            &GCRA_SCRIPT,
             vec![format!("phantom:rl:{key}")],
-            vec![interval as i64, tolerance as i64],
+            vec![
+                (interval as i64).to_string(),
+                (tolerance as i64).to_string(),
+            ],
         );
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) if v.first() == Some(&1) => Ok(()),

@@ -31,7 +31,7 @@ mod store;
 
 pub use clock::{TokioClock, TokioInstant};
 pub use config::{Algorithm, LimitMode, QuotaConfig, RateLimitConfig};
-pub use distributed::{DistributedConfig, OnRedisError, RedisGcra};
+pub use distributed::{DistributedConfig, GCRA_LUA_FUNCTIONS, OnRedisError, RedisGcra};
 pub use limited::Limited;
 pub use limiter::{LimiterSnapshot, MAX_KEYS_PER_QUOTA, RateLimiter};
 pub use service::{CallerKey, RateLimit, RateLimitFuture, RateLimitLayer};

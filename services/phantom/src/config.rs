@@ -572,6 +572,7 @@ impl Config {
             scan: self.scan.clone(),
             analyzer: self.peer(ServiceName::ScanOrchestrator, ServiceName::VulnAnalyzer),
             notifier: self.peer(ServiceName::ScanOrchestrator, ServiceName::Notifier),
+            redis_url: self.cache.redis_url.clone(),
         }
     }
 

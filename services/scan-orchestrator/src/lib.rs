@@ -63,8 +63,9 @@ pub async fn run(
         let store: Arc<dyn repository::ScanRepository> =
             Arc::new(repository::SqlScanRepository::new(db));
         spawn_scan_gauge(store.clone(), context.registry.clone(), shutdown.clone());
-        let mut scanners: Vec<Arc<dyn scanner::Scanner>> =
-            vec![Arc::new(scanner::BuiltinScanner::new(&config.scan))];
+        let mut scanners: Vec<Arc<dyn scanner::Scanner>> = vec![Arc::new(
+            scanner::BuiltinScanner::with_caps(&config.scan, per_host_caps(&config)),
+        )];
         match scanner::NmapScanner::find(&config.scan.nmap) {
             Some(nmap) => scanners.push(Arc::new(nmap)),
             None => {
@@ -105,6 +106,27 @@ pub async fn run(
     server
         .serve(listeners.grpc, listeners.health, shutdown.clone(), init)
         .await
+}
+
+/// The builtin engine's per-host caps: shared through Redis when there is one (see
+/// [`scanner::politeness`]), per replica otherwise.
+fn per_host_caps(config: &Config) -> scanner::politeness::HostCaps {
+    let per_replica = || scanner::politeness::HostCaps::local(&config.scan);
+    if config.redis_url.is_empty() {
+        if config.scan.per_host_rate > 0 || config.scan.per_host_in_flight > 0 {
+            tracing::info!("No Redis: the per-host caps hold per replica");
+        }
+        return per_replica();
+    }
+    match scanner::politeness::HostCaps::shared(&config.scan, &config.redis_url) {
+        Ok(caps) => caps,
+        Err(error) => {
+            // The URL was checked at load; a client that cannot be made at all is an
+            // operator's to fix, and scanning goes on within each replica's caps meanwhile.
+            tracing::error!(%error, "The per-host caps cannot use Redis: they hold per replica");
+            per_replica()
+        }
+    }
 }
 
 /// Keeps `phantom_scans{state}` (scans by state, all tenants) up to date until `shutdown`.

@@ -30,7 +30,16 @@ pub struct Config {
     pub analyzer: Peer,
     /// Where the notifier is, and the client policy to call it with.
     pub notifier: Peer,
+    /// The Redis the replicas share (`REDIS_URL`): the per-host caps (`scan.per_host_rate`,
+    /// `scan.per_host_in_flight`) are kept there, for all replicas together. Empty: each
+    /// replica keeps them on its own.
+    pub redis_url: String,
 }
+
+/// Most `per_host_rate`: one connection a microsecond, the resolution of the shared limiter.
+pub const MAX_PER_HOST_RATE: u32 = 1_000_000;
+/// Most `per_host_in_flight`: more than a host's ports.
+pub const MAX_PER_HOST_IN_FLIGHT: u32 = 65_536;
 
 /// Probes per checkpoint chunk by default (and of a plan made without a setting).
 pub const DEFAULT_CHUNK_PROBES: u64 = 4096;
@@ -80,9 +89,14 @@ pub struct ScanConfig {
     /// Wall-clock limit of one builtin scan (nmap and nuclei have their own).
     #[serde(with = "humantime_serde")]
     pub time_limit: Duration,
-    /// Connection attempts per second to any one host, across its ports (0: no limit): a
-    /// per-host limit, not a global one, so one scan cannot flood one target.
+    /// Connection attempts per second to any one host, across its ports and scans (0: no
+    /// limit), evenly spaced (no burst): a per-host limit, not a global one, so scans cannot
+    /// flood one target. Shared by every replica when Redis is configured (`REDIS_URL`),
+    /// per replica otherwise (and while Redis is unreachable).
     pub per_host_rate: u32,
+    /// Connections open at once to any one host, across its ports and scans (0: no limit).
+    /// Shared by every replica as `per_host_rate` is.
+    pub per_host_in_flight: u32,
     /// Probes per checkpoint chunk. A scan's probes are cut into chunks; which are done is
     /// stored with their findings, and a scan taken over (its replica crashed or lost the
     /// lease) redoes only the chunks that were in progress. Smaller chunks redo less after a
@@ -194,6 +208,7 @@ impl Default for ScanConfig {
             allowed_domains: Vec::new(),
             time_limit: Duration::from_secs(3600),
             per_host_rate: 0,
+            per_host_in_flight: 0,
             checkpoint_probes: DEFAULT_CHUNK_PROBES,
             nmap: NmapConfig::default(),
             nuclei: NucleiConfig::default(),
@@ -225,6 +240,18 @@ impl ScanConfig {
         at_least_one("max_hosts_per_scan", self.max_hosts_per_scan as usize)?;
         if self.checkpoint_probes == 0 {
             return Err(Invalid::new("checkpoint_probes", "must be at least 1"));
+        }
+        if self.per_host_rate > MAX_PER_HOST_RATE {
+            return Err(Invalid::new(
+                "per_host_rate",
+                format!("must be at most {MAX_PER_HOST_RATE} (0: no limit)"),
+            ));
+        }
+        if self.per_host_in_flight > MAX_PER_HOST_IN_FLIGHT {
+            return Err(Invalid::new(
+                "per_host_in_flight",
+                format!("must be at most {MAX_PER_HOST_IN_FLIGHT} (0: no limit)"),
+            ));
         }
         Ok(())
     }
@@ -290,6 +317,28 @@ impl fmt::Display for Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_host_caps_out_of_range_are_refused_naming_the_key() {
+        let refused = |c: ScanConfig| c.validate().unwrap_err().to_string();
+        let e = refused(ScanConfig {
+            per_host_rate: MAX_PER_HOST_RATE + 1,
+            ..ScanConfig::default()
+        });
+        assert!(e.contains("per_host_rate"), "{e}");
+        let e = refused(ScanConfig {
+            per_host_in_flight: u32::MAX,
+            ..ScanConfig::default()
+        });
+        assert!(e.contains("per_host_in_flight"), "{e}");
+        ScanConfig {
+            per_host_rate: MAX_PER_HOST_RATE,
+            per_host_in_flight: MAX_PER_HOST_IN_FLIGHT,
+            ..ScanConfig::default()
+        }
+        .validate()
+        .unwrap();
+    }
 
     #[test]
     fn cidrs_are_blocks_or_bare_addresses() {

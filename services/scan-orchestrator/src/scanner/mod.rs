@@ -10,6 +10,7 @@ pub mod nmap_xml;
 mod nuclei;
 pub mod nuclei_jsonl;
 mod plan;
+pub mod politeness;
 
 pub use builtin::BuiltinScanner;
 pub use nmap::{NmapScanner, find_binary};
