@@ -51,6 +51,28 @@ pub fn method_paths(encoded: &[u8]) -> Result<Vec<String>, prost::DecodeError> {
         .collect())
 }
 
+/// The paths of the streaming methods (client or server streaming) of the services in
+/// `encoded`: calls whose lifetime says nothing of the server's latency.
+pub fn streaming_methods(encoded: &[u8]) -> Result<Vec<String>, prost::DecodeError> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(encoded)?;
+    let mut out = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            let service_name = match file.package() {
+                "" => service.name().to_owned(),
+                package => format!("{package}.{}", service.name()),
+            };
+            for method in &service.method {
+                if method.client_streaming() || method.server_streaming() {
+                    out.push(format!("/{service_name}/{}", method.name()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Who may call each method of the API: the one table of method path → requirement, a scope
 /// a user's key or token must hold, or `service` for the methods only PHANTOM's own services
 /// call. Servers refuse a method this table does not list to everyone but services, and a

@@ -7,6 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// sent before this one. Absent on a first attempt.
 pub const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
+/// A response extension: the call was never sent (no connection could be opened to the
+/// endpoint chosen; a load balancer answered it `UNAVAILABLE` itself). The retry layer
+/// retries such a call without drawing on the gRFC A6 throttle or counting it as the
+/// dependency's failure, as A6's transparent retries do: nothing reached a server, so
+/// nothing about the service's health is learnt, and sending it elsewhere costs no server
+/// any work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeverSent;
+
 /// The endpoints the attempts of one call went to, shared by all of them, so that a retry or
 /// a hedge goes elsewhere.
 ///

@@ -41,7 +41,7 @@ mod service;
 mod service_config;
 mod throttle;
 
-pub use attempts::{PREVIOUS_ATTEMPTS, TriedEndpoints};
+pub use attempts::{NeverSent, PREVIOUS_ATTEMPTS, TriedEndpoints};
 pub use hedge::{Hedge, HedgeLayer};
 pub use layer::RetryLayer;
 pub use policy::{

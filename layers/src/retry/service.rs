@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::{
-    attempts::{PREVIOUS_ATTEMPTS, TriedEndpoints},
+    attempts::{NeverSent, PREVIOUS_ATTEMPTS, TriedEndpoints},
     policy::RetryPolicy,
 };
 use crate::{
@@ -191,6 +191,9 @@ where
                 } else {
                     inner.ready().await?.call(req).await
                 };
+                let never_sent = result
+                    .as_ref()
+                    .is_ok_and(|res| res.extensions().get::<NeverSent>().is_some());
                 let (outcome, push) = match &result {
                     Ok(res) => match code_in_headers(res.headers()) {
                         Some(code) => (Outcome::Status(code), pushback(res.headers())),
@@ -211,6 +214,7 @@ where
                 let retryable =
                     classifier.classify(outcome).retryable && policy.retryable.contains(&code);
                 policy.throttle_record(match (code, retryable) {
+                    _ if never_sent => None,
                     (tonic::Code::Ok, _) => Some(true),
                     (_, true) => Some(false),
                     _ => None,
@@ -235,7 +239,7 @@ where
                     tracing::debug!(method = %path, ?delay, "Not retrying: the deadline would pass");
                     return result;
                 }
-                if !policy.throttle_allows() {
+                if !never_sent && !policy.throttle_allows() {
                     c.throttled.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(method = %path, "Not retrying: throttled (gRFC A6)");
                     return result;

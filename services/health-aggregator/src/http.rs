@@ -281,6 +281,7 @@ async fn metrics_json(State(state): State<AppState>) -> impl IntoResponse {
             },
             "bulkheads": merged(&collected, "bulkheads"),
             "adaptive_limiters": merged(&collected, "adaptive_limiters"),
+            "adaptive_concurrency": merged(&collected, "adaptive_concurrency"),
             "counters": merged(&collected, "counters"),
             "gauges": merged(&collected, "gauges"),
             "caches": caches,

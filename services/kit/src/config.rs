@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use phantom_layers::{
-    bulkhead::BulkheadConfig, circuit_breaker::CircuitBreakerConfig, rate_limit::RateLimitConfig,
-    retry::RetryConfig,
+    adaptive::AdaptiveConcurrencyConfig, bulkhead::BulkheadConfig,
+    circuit_breaker::CircuitBreakerConfig, rate_limit::RateLimitConfig, retry::RetryConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +117,10 @@ pub struct ServerResilience {
     pub rate_limit: RateLimitConfig,
     /// Load shedding: calls in flight beyond this are rejected at once.
     pub load_shed: BulkheadConfig,
+    /// An adaptive bound on unary calls in flight (Gradient2 by default): it follows the
+    /// server's latency, below `load_shed`'s fixed one. Streams are not counted (their
+    /// lifetime says nothing of the server's latency; `load_shed` bounds them).
+    pub adaptive_concurrency: AdaptiveConcurrencyConfig,
 }
 
 impl Default for ServerResilience {
@@ -126,6 +130,12 @@ impl Default for ServerResilience {
             load_shed: BulkheadConfig {
                 enabled: true,
                 max_concurrent: 1024,
+            },
+            adaptive_concurrency: AdaptiveConcurrencyConfig {
+                initial_limit: 64,
+                min_limit: 16,
+                max_limit: 1024,
+                ..AdaptiveConcurrencyConfig::default()
             },
         }
     }
@@ -216,6 +226,9 @@ pub struct ClientPolicy {
     pub circuit_breaker: CircuitBreakerConfig,
     /// How calls spread over the dependency's endpoints, and when one is taken out.
     pub balance: BalanceConfig,
+    /// An adaptive bound on this client's calls in flight to the dependency (Gradient2 by
+    /// default), below the bulkhead's fixed one: it shrinks as the dependency slows down.
+    pub adaptive_concurrency: AdaptiveConcurrencyConfig,
 }
 
 impl Default for ClientPolicy {
@@ -229,6 +242,7 @@ impl Default for ClientPolicy {
             },
             circuit_breaker: CircuitBreakerConfig::default(),
             balance: BalanceConfig::default(),
+            adaptive_concurrency: AdaptiveConcurrencyConfig::default(),
         }
     }
 }
@@ -341,6 +355,9 @@ impl ServerResilience {
                 "is required when the limits are distributed (or set REDIS_URL)",
             ));
         }
+        self.adaptive_concurrency
+            .validate()
+            .map_err(|e| e.within("adaptive_concurrency"))?;
         self.rate_limit
             .validate()
             .map_err(|m| Invalid::new("rate_limit", m))
@@ -359,6 +376,9 @@ impl ClientPolicy {
         self.balance
             .validate()
             .map_err(|m| Invalid::new("balance", m))?;
+        self.adaptive_concurrency
+            .validate()
+            .map_err(|e| e.within("adaptive_concurrency"))?;
         if self.timeout.is_zero() {
             return Err(Invalid::new("timeout", "must be more than 0s"));
         }

@@ -186,6 +186,7 @@ pub fn state_json(registry: &Registry) -> serde_json::Value {
         "retries": r.retries,
         "bulkheads": r.bulkheads,
         "adaptive_limiters": r.adaptive_limiters,
+        "adaptive_concurrency": r.adaptive_concurrency,
         "counters": r.counters,
         "gauges": r.gauges,
         "histograms": r.histograms,

@@ -14,6 +14,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use phantom_layers::{
     RequestIdLayer, ServerSpanLayer, Tenant, TenantLayer,
+    adaptive::{AdaptiveConcurrencyLayer, ConcurrencyLimiter},
     auth::{AuthLayer, AuthSettings, Policy, Refusals},
     bulkhead::{Bulkhead, BulkheadLayer},
     gate::{Gate, GateLayer},
@@ -38,14 +39,20 @@ use crate::{
 /// The server-side layer stack shared by every PHANTOM server (innermost first, as tower
 /// nests them; see [`router`] for the order and the reasons).
 pub type ServerLayers = Stack<
-    RateLimitLayer,
+    AdaptiveConcurrencyLayer,
     Stack<
-        BulkheadLayer,
+        RateLimitLayer,
         Stack<
-            GateLayer,
+            BulkheadLayer,
             Stack<
-                Either<AuthLayer, TenantLayer>,
-                Stack<GrpcMetricsLayer, Stack<RequestIdLayer, Stack<ServerSpanLayer, Identity>>>,
+                GateLayer,
+                Stack<
+                    Either<AuthLayer, TenantLayer>,
+                    Stack<
+                        GrpcMetricsLayer,
+                        Stack<RequestIdLayer, Stack<ServerSpanLayer, Identity>>,
+                    >,
+                >,
             >,
         >,
     >,
@@ -459,6 +466,23 @@ pub fn router(
     context
         .registry
         .limiter(&format!("{name}/server"), &limiter);
+    let adaptive = ConcurrencyLimiter::new(
+        &format!("{name}/server"),
+        &settings.resilience.adaptive_concurrency,
+    );
+    context
+        .registry
+        .adaptive_concurrency(&format!("{name}/server"), &adaptive);
+    // Streams are not counted: their lifetime says nothing of the server's latency.
+    let unary_only = Exempt::prefixes(
+        [HEALTH_PREFIX, REFLECTION_PREFIX]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(
+                phantom_proto::streaming_methods(phantom_proto::FILE_DESCRIPTOR_SET)
+                    .expect("compiled-in descriptors decode"),
+            ),
+    );
     let router = grpc_server()
         // Outermost: every call gets its span (a child of the caller's, from `traceparent`)
         // before anything can fail, so even a call refused below is traced with its status.
@@ -481,6 +505,9 @@ pub fn router(
         .layer(BulkheadLayer::new(load_shed).with_exempt(probes()))
         // Then the per-caller, per-method limits (keyed by the principal resolved above).
         .layer(RateLimitLayer::new(limiter))
+        // Last, the adaptive bound on unary calls in flight, which follows the server's
+        // latency: below the rate limits, so one caller's excess is not read as overload.
+        .layer(AdaptiveConcurrencyLayer::new(adaptive).with_exempt(unary_only))
         .add_service(health_service)
         .add_service(phantom_proto::pb::metrics_server::MetricsServer::new(
             metrics,

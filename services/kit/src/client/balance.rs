@@ -24,9 +24,10 @@
 //!   probed back in with one call at a time, and its next answer decides. At most
 //!   [`BalanceConfig::max_ejected_share`] of the endpoints are out at once (one can always
 //!   be), so a fault shared by all cannot eject them all.
-//! - **Retries go elsewhere**: an attempt carries the retry layer's
-//!   [`Attempts`]; the endpoints earlier attempts of the call went to are chosen only when
-//!   no other is usable.
+//! - **Retries go elsewhere**: an attempt carries the retry layer's [`TriedEndpoints`]; the
+//!   endpoints earlier attempts (or hedges) of the call went to are chosen only when no
+//!   other is usable, and the one chosen is recorded at once, so hedges in flight together
+//!   avoid each other.
 //!
 //! When no endpoint is usable the call is answered `UNAVAILABLE` at once: the service-level
 //! breaker above sees failures only then, so it opens when the service is gone, not when one
@@ -48,6 +49,7 @@ use http::Uri;
 use phantom_layers::{
     classify::{Classify as _, GrpcClassifier, Outcome, code_in_headers},
     exposition::{Families, Source},
+    retry::{NeverSent, TriedEndpoints},
 };
 use serde::Serialize;
 
@@ -55,26 +57,6 @@ use crate::config::BalanceConfig;
 use tokio::{sync::Notify, time::Instant};
 use tonic::{Code, body::Body, transport::Channel};
 use tower::ServiceExt as _;
-
-/// The endpoints the attempts of one call went to (TEMPORARY: the retry layer's type).
-#[derive(Debug, Clone, Default)]
-pub struct Attempts(Arc<Mutex<Vec<String>>>);
-
-impl Attempts {
-    fn endpoints(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn record(&self, endpoint: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(endpoint.to_owned());
-    }
-}
 
 /// What an overload answer counts as in an endpoint's latency.
 pub const OVERLOAD_PENALTY: Duration = Duration::from_secs(1);
@@ -555,10 +537,10 @@ impl tower::Service<http::Request<Body>> for Balance {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let attempts = req.extensions().get::<Attempts>().cloned();
+        let attempts = req.extensions().get::<TriedEndpoints>().cloned();
         let tried = attempts
             .as_ref()
-            .map(Attempts::endpoints)
+            .map(TriedEndpoints::tried)
             .unwrap_or_default();
         let Some(endpoint) = self.shared.pick(&tried) else {
             let status = tonic::Status::unavailable(format!(
@@ -568,7 +550,7 @@ impl tower::Service<http::Request<Body>> for Balance {
             return Box::pin(async move { Ok(status.into_http()) });
         };
         if let Some(attempts) = &attempts {
-            attempts.record(&endpoint.addr);
+            attempts.record(endpoint.addr.clone());
         }
         let shared = self.shared.clone();
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -587,9 +569,35 @@ impl tower::Service<http::Request<Body>> for Balance {
                 }
                 Err(_) => Outcome::Transport,
             };
-            result
+            match result {
+                // Nothing was sent: the retry layer may send it elsewhere at no cost.
+                Err(e) if connect_refused(&e) => {
+                    let status = tonic::Status::unavailable(format!(
+                        "{} refused the connection",
+                        guard.endpoint.addr
+                    ));
+                    let mut response = status.into_http();
+                    response.extensions_mut().insert(NeverSent);
+                    Ok(response)
+                }
+                other => other,
+            }
         })
     }
+}
+
+/// Whether `e` is a connection the endpoint refused: the call never left this client.
+fn connect_refused(e: &tonic::transport::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// A call in flight to an endpoint: counted until it ends, observed when it does (a call
@@ -902,5 +910,29 @@ mod tests {
             "{:?}",
             b.snapshot()
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_answered_unavailable_and_marked_never_sent() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut b = Balance::new(
+            "test",
+            Targets::parse(&format!("http://127.0.0.1:{closed}")).unwrap(),
+            BalanceConfig::default(),
+            Arc::new(lazy),
+        )
+        .unwrap();
+        let request = http::Request::builder()
+            .uri(format!("http://127.0.0.1:{closed}/phantom.v1.VulnAnalyzer/ScoreCvss"))
+            .body(Body::empty())
+            .unwrap();
+        let response = tower::Service::call(&mut b, request).await.unwrap();
+        assert_eq!(code_in_headers(response.headers()), Some(Code::Unavailable));
+        assert!(response.extensions().get::<NeverSent>().is_some());
+        assert_eq!(b.snapshot().endpoints[0].state, "ejected");
     }
 }

@@ -6,16 +6,21 @@
 //! 2. **credential**: the calling service's own (`authorization`), never one it was sent;
 //! 3. **context propagation**: correlation id, tenant, and the deadline left of the call
 //!    being served; a call whose deadline has passed fails here, without going out;
-//! 4. **retry**: sees every failure below it, and the deadline set above it;
-//! 5. **bulkhead**: bounds calls in flight to this dependency (a streaming call counts until
+//! 4. **retry**: sees every failure below it, and the deadline set above it (gRFC A6: the
+//!    `grpc-previous-rpc-attempts` header, the token-bucket throttle beside the budget);
+//! 5. **hedging**: the reads a policy lists are sent again after a delay, the first answer
+//!    wins (the same throttle; never a method that is retried);
+//! 6. **bulkhead**: bounds calls in flight to this dependency (a streaming call counts until
 //!    its stream ends); its rejections are local, so it sits above the breaker, which must
 //!    only judge the dependency's own answers;
-//! 6. **circuit breaker**: fails fast while the dependency is down (every endpoint out);
-//! 7. the **balancer** ([`balance`]): every replica of the dependency, one chosen per call
+//! 7. **adaptive concurrency**: a bound that follows the dependency's latency (Gradient2),
+//!    under the bulkhead's fixed one;
+//! 8. **circuit breaker**: fails fast while the dependency is down (every endpoint out);
+//! 9. the **balancer** ([`balance`]): every replica of the dependency, one chosen per call
 //!    (power of two choices on load), failing ones ejected and probed back in;
-//! 8. each endpoint's channel, with its connect timeout and per-call timeout; over TLS
-//!    (mTLS: this service's certificate presented, the peer's verified against the CA) when
-//!    the caller has a [`Tls`] handle.
+//! 10. each endpoint's channel, with its connect timeout and per-call timeout; over TLS
+//!     (mTLS: this service's certificate presented, the peer's verified against the CA)
+//!     when the caller has a [`Tls`] handle.
 
 pub mod balance;
 
@@ -24,11 +29,12 @@ use std::sync::Arc;
 use http::{HeaderValue, header::AUTHORIZATION};
 use phantom_layers::{
     ClientSpanLayer, PropagateContext, PropagateContextLayer,
+    adaptive::{AdaptiveConcurrency, AdaptiveConcurrencyLayer, ConcurrencyLimiter},
     bulkhead::{Bulkhead, BulkheadLayer, BulkheadService},
     circuit_breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer},
     classify::GrpcClassifier,
     registry::Registry,
-    retry::{Retry, RetryLayer, RetryPolicy},
+    retry::{Hedge, HedgeLayer, Retry, RetryLayer, RetryPolicy},
     trace::ClientSpan,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -65,7 +71,17 @@ pub struct Peer {
 pub type GrpcChannel = ClientSpan<
     SetRequestHeader<
         PropagateContext<
-            Retry<BulkheadService<CircuitBreaker<Balance, GrpcClassifier>>, GrpcClassifier>,
+            Retry<
+                Hedge<
+                    BulkheadService<
+                        AdaptiveConcurrency<
+                            CircuitBreaker<Balance, GrpcClassifier>,
+                            GrpcClassifier,
+                        >,
+                    >,
+                >,
+                GrpcClassifier,
+            >,
         >,
         Option<HeaderValue>,
     >,
@@ -196,9 +212,11 @@ pub fn channel(
     retry.idempotent_methods.extend(idempotent_methods());
     let retry = RetryPolicy::new(&name, retry);
     let bulkhead = Bulkhead::new(&name, policy.bulkhead);
+    let adaptive = ConcurrencyLimiter::new(&name, &policy.adaptive_concurrency);
     let breaker = Breaker::new(&name, policy.circuit_breaker.clone());
     registry.retry(&name, &retry);
     registry.bulkhead(&name, &bulkhead);
+    registry.adaptive_concurrency(&name, &adaptive);
     registry.breaker(&breaker);
     let targets = Targets::parse(url).map_err(ChannelError::Url)?;
     let (timeout, tls) = (policy.timeout, tls.cloned());
@@ -213,8 +231,10 @@ pub fn channel(
         .layer(ClientSpanLayer::new(from))
         .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer))
         .layer(PropagateContextLayer)
-        .layer(RetryLayer::new(retry))
+        .layer(RetryLayer::new(retry.clone()))
+        .layer(HedgeLayer::new(retry))
         .layer(BulkheadLayer::new(bulkhead).with_exempt(crate::server::probes()))
+        .layer(AdaptiveConcurrencyLayer::new(adaptive).with_exempt(crate::server::probes()))
         .layer(CircuitBreakerLayer::new(breaker))
         .service(channel))
 }
