@@ -128,12 +128,12 @@ fn benches(c: &mut Criterion) {
         ),
         (
             0.5,
-            "throttle on (10, 0.1), budget out of the way",
+            "throttle on (100, 0.1: the default), budget out of the way",
             config(true, true),
         ),
         (
             0.5,
-            "throttle on (10, 0.1), default budget",
+            "throttle on (100, 0.1: the default), default budget",
             config(true, false),
         ),
         (
@@ -143,7 +143,7 @@ fn benches(c: &mut Criterion) {
         ),
         (
             0.05,
-            "throttle on (10, 0.1), budget out of the way",
+            "throttle on (100, 0.1: the default), budget out of the way",
             config(true, true),
         ),
     ] {

@@ -11,8 +11,12 @@ use std::sync::{
 
 use serde::{Deserialize, Serialize};
 
-/// Default bucket size (gRFC A6 `maxTokens`).
-const DEFAULT_MAX_TOKENS: u32 = 10;
+/// Default bucket size (gRFC A6 `maxTokens`). Sized for a client with tens of calls in
+/// flight: when one replica of a peer dies, every call in flight to it fails at once, and a
+/// bucket of 10 would be below half after six of them, refusing the very retries that move
+/// those calls to the other replicas. With 100, a peer failing 50 % of calls still drains it
+/// within a hundred or so calls, and retries stop then (amplification stays at 1.0).
+const DEFAULT_MAX_TOKENS: u32 = 100;
 /// Default refill per success (gRFC A6 `tokenRatio`).
 const DEFAULT_TOKEN_RATIO: f32 = 0.1;
 

@@ -261,6 +261,13 @@ async fn calls_spread_over_replicas_avoid_a_slow_one_and_survive_a_killed_one() 
          ({ejections} ejections), then took {} more after its restart",
         calls(&registry, &ports)[1] - returned
     );
+    let retries = registry
+        .snapshot()
+        .retries
+        .into_iter()
+        .find(|r| r.name == "test->vuln-analyzer")
+        .expect("the retry policy is registered");
+    println!("retries: {retries:?}");
     assert_eq!(failed, 0, "a call failed while a replica died");
     assert!(ejections >= 1, "{:?}", snapshot(&registry));
     assert_eq!(state(&registry, ports[1]), "active");

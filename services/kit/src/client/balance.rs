@@ -560,13 +560,22 @@ impl tower::Service<http::Request<Body>> for Balance {
             started: Instant::now(),
             outcome: Outcome::Abandoned,
         };
+        // A call the retry layer may send again (it carries TriedEndpoints: an idempotent
+        // unary call) has its answer read whole here, so that a connection lost in the middle
+        // of it is an UNAVAILABLE the retry layer retries, not a committed answer that breaks.
+        let whole = attempts.is_some();
         Box::pin(async move {
             let mut guard = guard;
-            let result = guard.endpoint.channel.clone().oneshot(req).await;
+            let mut result = guard.endpoint.channel.clone().oneshot(req).await;
+            if whole && let Ok(response) = result {
+                result = Ok(read_whole(response, &guard.endpoint.addr).await);
+            }
             guard.outcome = match &result {
-                Ok(response) => {
-                    Outcome::Status(code_in_headers(response.headers()).unwrap_or(Code::Ok))
-                }
+                Ok(response) => Outcome::Status(
+                    code_in_headers(response.headers())
+                        .or_else(|| response.extensions().get::<Trailed>().map(|t| t.0))
+                        .unwrap_or(Code::Ok),
+                ),
                 Err(_) => Outcome::Transport,
             };
             match result {
@@ -583,6 +592,39 @@ impl tower::Service<http::Request<Body>> for Balance {
                 other => other,
             }
         })
+    }
+}
+
+/// The status a whole answer's trailers gave (for the endpoint's health).
+#[derive(Debug, Clone, Copy)]
+struct Trailed(Code);
+
+/// `response` read to its end and rebuilt with its data and trailers; a body that breaks is
+/// answered UNAVAILABLE (its call is safe to send again: the retry layer said so).
+async fn read_whole(response: http::Response<Body>, endpoint: &str) -> http::Response<Body> {
+    use http_body_util::BodyExt as _;
+
+    if code_in_headers(response.headers()).is_some() {
+        return response; // trailers-only: nothing more to read
+    }
+    let (mut parts, body) = response.into_parts();
+    match body.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            if let Some(code) = trailers.as_ref().and_then(code_in_headers) {
+                parts.extensions.insert(Trailed(code));
+            }
+            let mut frames = vec![Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                collected.to_bytes(),
+            ))];
+            frames.extend(trailers.map(|t| Ok(http_body::Frame::trailers(t))));
+            let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+            http::Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => tonic::Status::unavailable(format!(
+            "the connection to {endpoint} broke in the middle of the answer: {e}"
+        ))
+        .into_http(),
     }
 }
 
@@ -927,12 +969,43 @@ mod tests {
         )
         .unwrap();
         let request = http::Request::builder()
-            .uri(format!("http://127.0.0.1:{closed}/phantom.v1.VulnAnalyzer/ScoreCvss"))
+            .uri(format!(
+                "http://127.0.0.1:{closed}/phantom.v1.VulnAnalyzer/ScoreCvss"
+            ))
             .body(Body::empty())
             .unwrap();
         let response = tower::Service::call(&mut b, request).await.unwrap();
         assert_eq!(code_in_headers(response.headers()), Some(Code::Unavailable));
         assert!(response.extensions().get::<NeverSent>().is_some());
         assert_eq!(b.snapshot().endpoints[0].state, "ejected");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_breaks_midway_is_unavailable_and_a_whole_one_keeps_its_trailers() {
+        use http_body::Frame;
+        use http_body_util::{BodyExt as _, StreamBody};
+
+        let data = || Frame::data(bytes::Bytes::from_static(b"abc"));
+        let broken = StreamBody::new(futures::stream::iter(vec![
+            Ok(data()),
+            Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ]));
+        let answer = read_whole(http::Response::new(Body::new(broken)), "e").await;
+        assert_eq!(code_in_headers(answer.headers()), Some(Code::Unavailable));
+
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        let whole = StreamBody::new(futures::stream::iter(vec![
+            Ok::<_, std::convert::Infallible>(data()),
+            Ok(Frame::trailers(trailers.clone())),
+        ]));
+        let answer = read_whole(http::Response::new(Body::new(whole)), "e").await;
+        assert_eq!(
+            answer.extensions().get::<Trailed>().map(|t| t.0),
+            Some(Code::NotFound)
+        );
+        let collected = answer.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(&collected.to_bytes()[..], b"abc");
     }
 }
