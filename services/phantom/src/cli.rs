@@ -258,6 +258,26 @@ enum BenchSuite {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
     },
+    /// Three `phantom serve vuln-analyzer` processes behind PHANTOM's client, one stalled
+    /// 40 ms of every 200 ms: the latency p50, p99 and max with hedging off, then on, in the
+    /// same run.
+    #[command(after_help = "Examples:
+          phantom bench hedging
+          phantom bench hedging --delay 5ms --duration 20s")]
+    Hedging {
+        /// The phantom binary that runs the replicas (default: this one).
+        #[arg(long)]
+        phantom: Option<std::path::PathBuf>,
+        /// Length of each run.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// How long a call waits before its hedge is sent.
+        #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+        delay: std::time::Duration,
+    },
 }
 
 /// The data directory of the configuration at `path` (and the environment): where
@@ -433,6 +453,20 @@ impl Cli {
                             phantom,
                             max_health_latency,
                             max_rss_growth_mib,
+                        })
+                        .await
+                    }
+                    Some(BenchSuite::Hedging {
+                        phantom,
+                        duration,
+                        concurrency,
+                        delay,
+                    }) => {
+                        crate::bench_hedging::run(crate::bench_hedging::HedgeArgs {
+                            phantom,
+                            duration,
+                            concurrency,
+                            delay,
                         })
                         .await
                     }

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod bench;
 pub mod bench_attacks;
+pub mod bench_hedging;
 pub mod bench_notify;
 pub mod bench_probes;
 pub mod cli;
