@@ -20,11 +20,9 @@ use phantom_kit::{
 };
 use phantom_layers::registry::Registry;
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
-use tonic_health::pb::health_check_response::ServingStatus;
 
-use common::{BIN, Killed, free_port};
+use common::{BIN, Killed, free_port, serving};
 
-const PATIENCE: Duration = Duration::from_secs(60);
 /// Calls in flight at once from the test's client.
 const CONCURRENCY: usize = 12;
 
@@ -45,29 +43,6 @@ fn analyzer(port: u16, data: &std::path::Path) -> Killed {
         .spawn()
         .expect("phantom serve starts");
     Killed(child)
-}
-
-async fn serving(port: u16) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            let status = tonic_health::pb::health_client::HealthClient::new(ch)
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: "readiness".into(),
-                })
-                .await
-                .map(|r| r.into_inner().status());
-            if status.is_ok_and(|s| s == ServingStatus::Serving) {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "127.0.0.1:{port} never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn snapshot(registry: &Registry) -> BalanceSnapshot {

@@ -19,9 +19,8 @@ use phantom_proto::pb::{
 };
 use phantom_scan_orchestrator::repository::{ScanRepository as _, SqlScanRepository};
 use phantom_storage::Database;
-use tonic_health::pb::health_check_response::ServingStatus;
 
-use common::{Killed, free_port};
+use common::{Killed, free_port, serving};
 
 const BIN: &str = env!("CARGO_BIN_EXE_phantom");
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -32,29 +31,6 @@ struct Replica {
     analyzer: u16,
     notifier: u16,
     aggregator: u16,
-}
-
-async fn serving(port: u16) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            let status = tonic_health::pb::health_client::HealthClient::new(ch)
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: "readiness".into(),
-                })
-                .await
-                .map(|r| r.into_inner().status());
-            if status.is_ok_and(|s| s == ServingStatus::Serving) {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "127.0.0.1:{port} never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn channel(port: u16) -> tonic::transport::Channel {

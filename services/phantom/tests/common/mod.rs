@@ -51,3 +51,32 @@ pub(crate) fn phantom_up(data: &std::path::Path) -> Command {
         .stderr(Stdio::null());
     cmd
 }
+
+/// Waits until `127.0.0.1:port` says its readiness is SERVING (two minutes at most).
+pub(crate) async fn serving(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            let status = tonic_health::pb::health_client::HealthClient::new(ch)
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "readiness".into(),
+                })
+                .await
+                .map(|r| r.into_inner().status());
+            if status
+                .is_ok_and(|s| s == tonic_health::pb::health_check_response::ServingStatus::Serving)
+            {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "127.0.0.1:{port} never ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
