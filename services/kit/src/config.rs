@@ -220,6 +220,10 @@ pub struct ClientPolicy {
     /// Retries. Methods the API defines as idempotent are always eligible; list more in
     /// `retry.idempotent_methods`.
     pub retry: RetryConfig,
+    /// A gRPC service config (JSON: `methodConfig` with `retryPolicy` or `hedgingPolicy`,
+    /// `retryThrottling`) that replaces `retry`: the same file other gRPC clients of PHANTOM
+    /// read. Read when the configuration is loaded.
+    pub service_config: Option<std::path::PathBuf>,
     /// Calls in flight at most.
     pub bulkhead: BulkheadConfig,
     /// The circuit breaker: open when no endpoint of the dependency is usable.
@@ -236,6 +240,7 @@ impl Default for ClientPolicy {
         Self {
             timeout: Duration::from_secs(10),
             retry: RetryConfig::default(),
+            service_config: None,
             bulkhead: BulkheadConfig {
                 enabled: true,
                 max_concurrent: 64,
@@ -365,11 +370,24 @@ impl ServerResilience {
 }
 
 impl ClientPolicy {
+    /// The retry policy calls follow: the service config file's when one is named, else
+    /// `retry`. The message names the file and what is wrong in it.
+    pub fn retry_config(&self) -> Result<RetryConfig, String> {
+        let Some(path) = &self.service_config else {
+            return Ok(self.retry.clone());
+        };
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        RetryConfig::from_service_config(&json).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// Checks what the types cannot; keys are relative to the policy's section.
     pub fn validate(&self) -> Result<(), Invalid> {
         self.retry
             .validate()
             .map_err(|m| Invalid::new("retry", m))?;
+        self.retry_config()
+            .map_err(|m| Invalid::new("service_config", m))?;
         self.circuit_breaker
             .validate()
             .map_err(|m| Invalid::new("circuit_breaker", m))?;
@@ -408,5 +426,40 @@ mod tests {
         assert_eq!(Invalid::new("lease", "x").within("scan").key, "scan.lease");
         assert_eq!(Invalid::new("", "x").within("notifier").key, "notifier");
         assert_eq!(Invalid::new("a", "x").within("").key, "a");
+    }
+
+    #[test]
+    fn a_grpc_service_config_file_replaces_the_retry_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("retry.json");
+        std::fs::write(
+            &file,
+            r#"{"methodConfig": [{"name": [{"service": "phantom.v1.VulnAnalyzer", "method": "ScoreCvss"}],
+                "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}],
+              "retryThrottling": {"maxTokens": 50, "tokenRatio": 0.2}}"#,
+        )
+        .unwrap();
+        let policy = ClientPolicy {
+            service_config: Some(file.clone()),
+            ..ClientPolicy::default()
+        };
+        policy.validate().unwrap();
+        let retry = policy.retry_config().unwrap();
+        assert_eq!(retry.max_attempts, 4);
+        assert_eq!(
+            retry.idempotent_methods,
+            vec!["/phantom.v1.VulnAnalyzer/ScoreCvss".to_owned()]
+        );
+        assert_eq!(retry.throttling.map(|t| t.max_tokens), Some(50));
+
+        std::fs::write(
+            &file,
+            r#"{"methodConfig": [{"retryPolicy": {"maxAttempts": 1}}]}"#,
+        )
+        .unwrap();
+        let refused = policy.validate().unwrap_err().to_string();
+        assert!(refused.contains("service_config"), "{refused}");
+        assert!(refused.contains("retry.json"), "{refused}");
     }
 }

@@ -96,6 +96,9 @@ pub enum ChannelError {
     /// The peer's URL (or list of URLs) is not one.
     #[error("peer address: {0}")]
     Url(String),
+    /// The policy's gRPC service config file cannot be read or is not one.
+    #[error("service config: {0}")]
+    ServiceConfig(String),
 }
 
 impl From<ChannelError> for crate::server::ServeError {
@@ -208,7 +211,7 @@ pub fn channel(
     registry: &Registry,
 ) -> Result<GrpcChannel, ChannelError> {
     let name = format!("{from}->{to}");
-    let mut retry = policy.retry.clone();
+    let mut retry = policy.retry_config().map_err(ChannelError::ServiceConfig)?;
     retry.idempotent_methods.extend(idempotent_methods());
     let retry = RetryPolicy::new(&name, retry);
     let bulkhead = Bulkhead::new(&name, policy.bulkhead);
