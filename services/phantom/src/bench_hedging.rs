@@ -1,8 +1,8 @@
 //! `phantom bench hedging`: three `phantom serve vuln-analyzer` processes behind one client,
 //! one of them stalled 40 ms of every 200 ms (SIGSTOP/SIGCONT: a replica with pauses, a noisy
 //! neighbour), called through PHANTOM's own client stack (balancer, retries, hedging) with
-//! hedging off and then on, in the same run: latency p50, p99 and max of each, and the hedges
-//! sent, won and cancelled.
+//! hedging off and then on, in the same run: latency p50, p99, p99.9 and max of each, and the
+//! hedges sent, won and cancelled.
 //!
 //! A slow replica is what the balancer steers around by its latency estimate; a replica that
 //! is fast most of the time and stalls now and then is what it cannot foresee, and what a
@@ -144,7 +144,7 @@ pub async fn run(args: HedgeArgs) -> anyhow::Result<()> {
         args.concurrency, args.duration
     );
     let url = urls.join(",");
-    let mut p99s = Vec::new();
+    let mut tails = Vec::new();
     for hedged in [false, true] {
         let mut policy = ClientPolicy::default();
         if hedged {
@@ -179,9 +179,9 @@ pub async fn run(args: HedgeArgs) -> anyhow::Result<()> {
             .context("the client's retry policy is registered")?;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let p99 = percentile(&latencies, 0.99);
-        p99s.push(p99);
+        tails.push((p99, percentile(&latencies, 0.999)));
         println!(
-            "  hedging {:<26} {:>7} calls ({:.0}/s), {failed} failed: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; hedges sent {}, won {}, cancelled {}",
+            "  hedging {:<26} {:>7} calls ({:.0}/s), {failed} failed: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; hedges sent {}, won {}, cancelled {}",
             if hedged {
                 format!("on (after {:?})", args.delay)
             } else {
@@ -191,15 +191,18 @@ pub async fn run(args: HedgeArgs) -> anyhow::Result<()> {
             latencies.len() as f64 / args.duration.as_secs_f64(),
             ms(percentile(&latencies, 0.5)),
             ms(p99),
+            ms(percentile(&latencies, 0.999)),
             ms(latencies.iter().max().copied().unwrap_or_default()),
             hedging.sent,
             hedging.won,
             hedging.cancelled,
         );
     }
+    let ratio = |on: Duration, off: Duration| on.as_secs_f64() / off.as_secs_f64().max(1e-9);
     println!(
-        "  p99 with hedging / without: {:.2}x",
-        p99s[1].as_secs_f64() / p99s[0].as_secs_f64().max(1e-9)
+        "  with hedging / without: p99 {:.2}x, p99.9 {:.2}x",
+        ratio(tails[1].0, tails[0].0),
+        ratio(tails[1].1, tails[0].1)
     );
     stalling.store(false, Ordering::Relaxed);
     let _ = staller.join();

@@ -263,7 +263,7 @@ enum BenchSuite {
     /// same run.
     #[command(after_help = "Examples:
           phantom bench hedging
-          phantom bench hedging --delay 5ms --duration 20s")]
+          phantom bench hedging --delay 10ms --duration 20s")]
     Hedging {
         /// The phantom binary that runs the replicas (default: this one).
         #[arg(long)]
@@ -274,8 +274,9 @@ enum BenchSuite {
         /// Concurrent callers.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
-        /// How long a call waits before its hedge is sent.
-        #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+        /// How long a call waits before its hedge is sent (about the p99 of a healthy
+        /// replica: sooner doubles the work, later leaves the tail).
+        #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
         delay: std::time::Duration,
     },
 }
