@@ -81,7 +81,10 @@ fn layers_off(config: &mut Config) {
 
 fn client_policy(on: bool) -> ClientPolicy {
     let mut p = ClientPolicy::default();
+    // The client's own bounds out of the way: the run measures the layers' cost and the
+    // server's shedding, not the client's limits (the adaptive one still counts its calls).
     p.bulkhead.max_concurrent = 100_000;
+    p.adaptive_concurrency.enabled = false;
     if !on {
         p.retry.enabled = false;
         p.bulkhead.enabled = false;
@@ -98,6 +101,9 @@ async fn analyzer(
 ) -> anyhow::Result<(String, CancellationToken)> {
     // A database of its own: SQLite offers no migration lock between separate pools.
     config.storage.data_dir = tempfile::tempdir_in(data)?.keep();
+    // The subject is the layers' cost, not who may call (`phantom bench attacks` replays as
+    // an authenticated caller): with auth on and no credential, every call would be refused.
+    config.auth.enabled = false;
     config.resilience.server.rate_limit.default = phantom_layers::rate_limit::QuotaConfig {
         per_second: 1e9,
         burst: 1_000_000_000,
@@ -184,7 +190,13 @@ async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let result = c.score_cvss(request()).await;
+                let refused = result.is_err();
                 record(&run, t, result);
+                if refused {
+                    // A refusal can be ready at once: without a yield, callers refused in a
+                    // loop keep every worker busy and the run's own timer never fires.
+                    tokio::task::yield_now().await;
+                }
             }
         }));
     }

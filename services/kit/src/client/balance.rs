@@ -23,7 +23,9 @@
 //!   the number of ejections in a row (up to [`BalanceConfig::max_ejection`]); then it is
 //!   probed back in with one call at a time, and its next answer decides. At most
 //!   [`BalanceConfig::max_ejected_share`] of the endpoints are out at once (one can always
-//!   be), so a fault shared by all cannot eject them all.
+//!   be, but never the last), so a fault shared by all cannot eject them all. An endpoint
+//!   that sheds a call (`RESOURCE_EXHAUSTED`) is protecting itself: that counts as slow, not
+//!   as a failure.
 //! - **Retries go elsewhere**: an attempt carries the retry layer's [`TriedEndpoints`]; the
 //!   endpoints earlier attempts (or hedges) of the call went to are chosen only when no
 //!   other is usable, and the one chosen is recorded at once, so hedges in flight together
@@ -227,8 +229,11 @@ enum Answer {
     Ok,
     /// A failure of the endpoint.
     Failed,
-    /// The endpoint is overloaded or unreachable: a failure that also counts as slow.
+    /// The endpoint is unavailable: a failure that also counts as slow.
     Overloaded,
+    /// The endpoint shed the call (RESOURCE_EXHAUSTED): healthy and protecting itself, so
+    /// not a failure (ejecting it would move its load onto the others), but slow.
+    Shed,
     /// The connection could not be made or broke: out at once.
     Refused,
 }
@@ -236,7 +241,8 @@ enum Answer {
 fn answer(outcome: Outcome) -> Answer {
     match outcome {
         Outcome::Transport => Answer::Refused,
-        Outcome::Status(Code::ResourceExhausted | Code::Unavailable) => Answer::Overloaded,
+        Outcome::Status(Code::ResourceExhausted) => Answer::Shed,
+        Outcome::Status(Code::Unavailable) => Answer::Overloaded,
         o if GrpcClassifier.classify(o).failure => Answer::Failed,
         _ => Answer::Ok,
     }
@@ -288,14 +294,14 @@ impl Shared {
     fn observe(&self, endpoint: &Endpoint, answer: Answer, rtt: Duration) {
         let now = Instant::now();
         endpoint.calls.fetch_add(1, Ordering::Relaxed);
-        let failed = answer != Answer::Ok;
+        let failed = !matches!(answer, Answer::Ok | Answer::Shed);
         if failed {
             endpoint.failures.fetch_add(1, Ordering::Relaxed);
         }
         let mut h = endpoint.health();
         let rtt = match answer {
             Answer::Ok | Answer::Failed => rtt,
-            Answer::Overloaded | Answer::Refused => rtt.max(OVERLOAD_PENALTY),
+            Answer::Overloaded | Answer::Shed | Answer::Refused => rtt.max(OVERLOAD_PENALTY),
         }
         .as_secs_f64();
         let age = now.saturating_duration_since(h.updated).as_secs_f64();
@@ -338,11 +344,15 @@ impl Shared {
         }
     }
 
-    /// Takes `endpoint` out, unless as many as may be are out already.
+    /// Takes `endpoint` out, unless as many as may be are out already. The last usable one
+    /// never is: with no other to take its calls, ejecting it would only turn them into
+    /// refusals (the breaker above is what fails fast for a peer that is down).
     fn eject(&self, endpoint: &Endpoint, now: Instant) {
         let all = self.endpoints();
         let out = all.iter().filter(|e| e.is_ejected(now)).count();
-        let allowed = ((all.len() as f64 * self.config.max_ejected_share).floor() as usize).max(1);
+        let allowed = ((all.len() as f64 * self.config.max_ejected_share).floor() as usize)
+            .max(1)
+            .min(all.len().saturating_sub(1));
         if out >= allowed {
             return;
         }
@@ -977,7 +987,8 @@ mod tests {
         let response = tower::Service::call(&mut b, request).await.unwrap();
         assert_eq!(code_in_headers(response.headers()), Some(Code::Unavailable));
         assert!(response.extensions().get::<NeverSent>().is_some());
-        assert_eq!(b.snapshot().endpoints[0].state, "ejected");
+        // Counted against it (alone, it is not ejected: there is no other to go to).
+        assert_eq!(b.snapshot().endpoints[0].failures, 1);
     }
 
     #[tokio::test]
@@ -1007,5 +1018,26 @@ mod tests {
         let collected = answer.into_body().collect().await.unwrap();
         assert_eq!(collected.trailers(), Some(&trailers));
         assert_eq!(&collected.to_bytes()[..], b"abc");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shedding_is_slow_not_failing_and_the_last_endpoint_is_never_ejected() {
+        let b = balance(2, BalanceConfig::default());
+        let busy = endpoint(&b, 0);
+        for _ in 0..50 {
+            b.shared
+                .observe(&busy, Answer::Shed, Duration::from_millis(1));
+        }
+        assert_eq!(b.snapshot().endpoints[0].state, "active");
+        assert_eq!(b.snapshot().endpoints[0].failures, 0);
+        assert_eq!(b.shared.pick(&[]).unwrap().addr, endpoint(&b, 1).addr);
+
+        let alone = balance(1, BalanceConfig::default());
+        alone.shared.observe(
+            &endpoint(&alone, 0),
+            Answer::Refused,
+            Duration::from_millis(1),
+        );
+        assert_eq!(alone.snapshot().endpoints[0].state, "active");
     }
 }
