@@ -274,6 +274,9 @@ pub struct TelemetryConfig {
     /// Finished spans kept while the collector is slow or down; beyond, spans are dropped
     /// (exporting never holds up a request).
     pub export_queue: usize,
+    /// Log lines waiting for the log writer thread, at most; beyond, lines are dropped and
+    /// counted (`phantom_log_lines_dropped_total`): a slow stderr never holds up a request.
+    pub log_buffer_lines: usize,
 }
 
 impl Default for TelemetryConfig {
@@ -285,6 +288,7 @@ impl Default for TelemetryConfig {
             sampling_ratio: 1.0,
             export_interval: Duration::from_secs(5),
             export_queue: 2048,
+            log_buffer_lines: 16_384,
         }
     }
 }
@@ -331,6 +335,9 @@ impl TelemetryConfig {
                 "",
                 "export_interval and export_queue must be more than 0",
             ));
+        }
+        if self.log_buffer_lines == 0 {
+            return Err(Invalid::new("log_buffer_lines", "must be more than 0"));
         }
         if !self.otlp_endpoint.is_empty()
             && !self

@@ -331,7 +331,8 @@ impl Cli {
                 // report from the first one on.
                 let secrets = telemetry::Secrets::new();
                 config.register_secrets(&secrets);
-                let process = telemetry::init(
+                // Held to the end: dropping it writes the last queued log lines.
+                let (process, _log) = telemetry::init(
                     &config.telemetry,
                     &ServiceName::ALL.map(ServiceName::as_str),
                     &secrets,
@@ -413,7 +414,7 @@ impl Cli {
                 duration,
                 concurrency,
             } => {
-                telemetry::init(
+                let (_, _log) = telemetry::init(
                     &phantom_kit::config::TelemetryConfig {
                         log_filter: "warn".into(),
                         ..Default::default()

@@ -20,6 +20,7 @@ mod format;
 pub mod otel;
 mod redact;
 mod storage;
+mod writer;
 
 use std::{collections::HashMap, io::IsTerminal};
 
@@ -28,6 +29,7 @@ use tracing_subscriber::{
 };
 
 pub use redact::{Redacting, Secrets, scrub_patterns};
+pub use writer::{LogDrops, LogGuard};
 
 use phantom_layers::registry::Registry;
 
@@ -62,8 +64,11 @@ pub mod event {
 /// Installs the global subscriber, logging to stderr. Calling it again (tests) is harmless.
 ///
 /// Logs go to stderr: stdout belongs to what the user asked for (`phantom up`'s summary,
-/// `phantom scan --output json`). Must run inside the Tokio runtime when
-/// `otlp_endpoint` is set (the exporter's channel lives there).
+/// `phantom scan --output json`). They are written by a thread of their own, off the request
+/// path, from a bounded queue that drops (and counts) lines rather than wait (see
+/// `writer.rs`); keep the returned [`LogGuard`] until the process ends, so the last lines
+/// are written. Must run inside the Tokio runtime when `otlp_endpoint` is set (the
+/// exporter's channel lives there).
 ///
 /// `services` are the names of the services this process runs: each one's spans are
 /// exported under its own `service.name`.
@@ -71,25 +76,53 @@ pub mod event {
 /// Every line is scrubbed of `secrets` (the binary fills them from its configuration, and
 /// hands the same [`Secrets`] to its services) and of what [`scrub_patterns`] recognizes.
 ///
-/// Returns the process's registry, where telemetry counts the spans it exported: hand it to
-/// the services of this process ([`crate::Context::new`]).
-pub fn init(config: &TelemetryConfig, services: &[&'static str], secrets: &Secrets) -> Registry {
+/// Returns the process's registry, where telemetry counts the spans it exported and the log
+/// lines it dropped: hand it to the services of this process ([`crate::Context::new`]).
+pub fn init(
+    config: &TelemetryConfig,
+    services: &[&'static str],
+    secrets: &Secrets,
+) -> (Registry, LogGuard) {
     let format = match config.log_format {
         LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Text,
         LogFormat::Auto => LogFormat::Json,
         other => other,
     };
     let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
-    init_with_writer(config, services, secrets, format, ansi, std::io::stderr)
+    let (writer, guard, drops) =
+        writer::non_blocking(std::io::stderr(), secrets.clone(), config.log_buffer_lines);
+    let process = install(config, services, format, ansi, writer);
+    process.source("logs", drops);
+    (process, guard)
 }
 
 /// Installs the global subscriber, logging in `format` (`Auto` is JSON) to `writer`, every
-/// line scrubbed of `secrets`. For embedding and tests; [`init`] is what the binary calls.
-/// Returns the process's registry (see [`init`]).
+/// line scrubbed of `secrets`, synchronously. For embedding and tests; [`init`] is what the
+/// binary calls. Returns the process's registry (see [`init`]).
 pub fn init_with_writer<W>(
     config: &TelemetryConfig,
     services: &[&'static str],
     secrets: &Secrets,
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Registry
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    install(
+        config,
+        services,
+        format,
+        ansi,
+        Redacting::new(writer, secrets.clone()),
+    )
+}
+
+/// Installs the global subscriber (once per process), logging to `writer` as it is.
+fn install<W>(
+    config: &TelemetryConfig,
+    services: &[&'static str],
     format: LogFormat,
     ansi: bool,
     writer: W,
@@ -106,7 +139,6 @@ where
         .with_filter(filter_fn(|meta| {
             meta.is_span() && meta.target().starts_with("phantom")
         }));
-    let writer = Redacting::new(writer, secrets.clone());
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(traces)
@@ -122,9 +154,10 @@ where
             )
             .try_init(),
         LogFormat::Json | LogFormat::Auto => registry
+            .with(format::SpanFieldsLayer)
             .with(
                 fmt::layer()
-                    .fmt_fields(fmt::format::JsonFields::new())
+                    .fmt_fields(format::NoFields)
                     .event_format(format::JsonLines)
                     .with_writer(writer),
             )
