@@ -424,7 +424,7 @@ impl Cli {
                 );
                 let result = match suite {
                     None => {
-                        crate::bench::run(crate::bench::BenchArgs {
+                        crate::bench::rpc::run(crate::bench::rpc::BenchArgs {
                             duration,
                             concurrency,
                         })
@@ -437,7 +437,7 @@ impl Cli {
                         flooders,
                         critical_every,
                     }) => {
-                        crate::bench_notify::run(crate::bench_notify::NotifyArgs {
+                        crate::bench::notify::run(crate::bench::notify::NotifyArgs {
                             duration,
                             subscribers,
                             connections,
@@ -451,7 +451,7 @@ impl Cli {
                         max_health_latency,
                         max_rss_growth_mib,
                     }) => {
-                        crate::bench_attacks::run(crate::bench_attacks::AttackArgs {
+                        crate::bench::attacks::run(crate::bench::attacks::AttackArgs {
                             phantom,
                             max_health_latency,
                             max_rss_growth_mib,
@@ -464,7 +464,7 @@ impl Cli {
                         concurrency,
                         delay,
                     }) => {
-                        crate::bench_hedging::run(crate::bench_hedging::HedgeArgs {
+                        crate::bench::hedging::run(crate::bench::hedging::HedgeArgs {
                             phantom,
                             duration,
                             concurrency,
@@ -473,7 +473,7 @@ impl Cli {
                         .await
                     }
                     Some(BenchSuite::Probes { phantom, duration }) => {
-                        crate::bench_probes::run(crate::bench_probes::ProbeArgs {
+                        crate::bench::probes::run(crate::bench::probes::ProbeArgs {
                             phantom,
                             duration,
                         })

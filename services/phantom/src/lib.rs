@@ -6,10 +6,7 @@
 //! - [`cli`]: the command line.
 //! - [`config`]: the configuration of the whole system, composed of the services' sections,
 //!   and what each service runs with; the list of services ([`config::ServiceName`]).
-//! - [`bench`]: the load benchmark (`phantom bench`).
-//! - [`bench_probes`]: the probe port under twice a service's capacity
-//!   (`phantom bench probes`).
-//! - [`bench_notify`]: the notifier's delivery benchmark (`phantom bench notify`).
+//! - [`bench`]: the benchmarks (`phantom bench`).
 //! - [`auth`]: the authenticator a process's services share, what `phantom up` sets up by
 //!   itself (the key secret, the services' token, the local admin key), `phantom auth key`.
 //! - [`up`]: binding listeners and running services in one process.
@@ -17,10 +14,6 @@
 
 pub mod auth;
 pub mod bench;
-pub mod bench_attacks;
-pub mod bench_hedging;
-pub mod bench_notify;
-pub mod bench_probes;
 pub mod cli;
 pub mod commands;
 pub mod config;

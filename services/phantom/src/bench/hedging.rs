@@ -24,8 +24,8 @@ use phantom_layers::{registry::Registry, retry::HedgingConfig};
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
 
 use crate::{
+    bench::attacks::{free_port, quiet_child},
     bench::percentile,
-    bench_attacks::{free_port, quiet_child},
 };
 
 /// The method hedged and called.

@@ -25,8 +25,8 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
+    bench::attacks::{free_port, quiet_child, rss_of},
     bench::percentile,
-    bench_attacks::{free_port, quiet_child, rss_of},
 };
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
 use tonic::transport::Channel;

@@ -17,18 +17,8 @@ use std::{
 use phantom_kit::{CancellationToken, Listeners, client, config::ClientPolicy};
 use phantom_proto::pb::{self, vuln_analyzer_client::VulnAnalyzerClient};
 
+use super::percentile;
 use crate::config::{Config, ServiceName};
-
-/// The `p` quantile (0 to 1) of `v`, nearest rank; zero for no samples.
-pub(crate) fn percentile(v: &[Duration], p: f64) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
-}
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]

@@ -378,7 +378,7 @@ pub async fn run(args: AttackArgs) -> anyhow::Result<()> {
         failed_total += samples.health_failed;
         println!(
             "{name:<28} {:>8.1}ms {:>8.1}ms {:>8} {:>12.1} {:>12.1}  {}",
-            crate::bench::percentile(&samples.health, 0.5).as_secs_f64() * 1e3,
+            super::percentile(&samples.health, 0.5).as_secs_f64() * 1e3,
             max_health.as_secs_f64() * 1e3,
             samples.health_failed,
             max_rss.saturating_sub(start_rss) as f64 / 1048576.0,
