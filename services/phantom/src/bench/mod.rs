@@ -24,7 +24,7 @@ pub mod hedging;
 pub mod model;
 pub mod notify;
 pub mod probes;
-
+pub mod report;
 pub mod rpc;
 
 use std::{
