@@ -141,20 +141,27 @@ enum Command {
         credentials: commands::remote::Credentials,
     },
 
-    /// Measure one real RPC over loopback with every resilience layer on and off, and under
-    /// twice the saturating load; or, with `notify`, the notifier's delivery latency under a
-    /// flood (benchmarks, not tests).
+    /// Benchmarks (never run by `make test`). With suite flags, the runner: runs the suites,
+    /// prints their metrics, saves (`--save`), compares (`--compare`) and draws (`--report`)
+    /// runs. Without, the quick one: one RPC with the layers on and off in process, twice the
+    /// saturating load, the scanners against nmap. The subcommands are benchmarks of their
+    /// own.
     #[command(
         args_conflicts_with_subcommands = true,
         after_help = "Examples:\n  \
-        phantom bench\n  \
-        phantom bench --duration 10s --concurrency 128\n  \
+        phantom bench --all --save before\n  \
+        phantom bench --all --save after && phantom bench --compare before after --report cmp.html\n  \
+        phantom bench --layers --repeat 5 --duration 10s\n  \
+        phantom bench --chaos --report chaos.html\n  \
+        phantom bench                          # the quick one\n  \
         phantom bench notify --subscribers 1000 --duration 5s"
     )]
     Bench {
-        /// Another benchmark than the RPC one.
+        /// Another benchmark than the runner.
         #[command(subcommand)]
         suite: Option<BenchSuite>,
+        #[command(flatten)]
+        runner: BenchRunner,
         /// Length of each measurement.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
@@ -196,9 +203,106 @@ enum Command {
     },
 }
 
-/// The benchmarks besides the default one.
+/// The runner's flags.
+#[derive(Debug, clap::Args)]
+struct BenchRunner {
+    /// Every suite but chaos.
+    #[arg(long)]
+    all: bool,
+    /// The server stack against tonic alone, on the same RPC shape.
+    #[arg(long)]
+    layers: bool,
+    /// Reads and writes through the storage the services use.
+    #[arg(long)]
+    database: bool,
+    /// The cache.
+    #[arg(long)]
+    cache: bool,
+    /// `/health` and the gRPC health checks.
+    #[arg(long)]
+    health: bool,
+    /// The notifier's WebSocket gateway.
+    #[arg(long)]
+    websocket: bool,
+    /// The notifier's delivery, CRITICAL under a LOW flood.
+    #[arg(long)]
+    notifier: bool,
+    /// The built-in scanner against `nmap -sT -T5`.
+    #[arg(long)]
+    scan: bool,
+    /// Twice the saturating load.
+    #[arg(long)]
+    load: bool,
+    /// The chaos scenario: the same workload with the layers on, then off, under faults.
+    #[arg(long)]
+    chaos: bool,
+    /// Runs of each suite; each metric keeps one sample per run (its median and spread).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Warm-up before each measurement, not counted.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: std::time::Duration,
+    /// Save the run as NAME (`<results-dir>/NAME.json`).
+    #[arg(long, value_name = "NAME")]
+    save: Option<String>,
+    /// Compare two saved runs (names or .json files): B against A, with a verdict per metric.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    compare: Option<Vec<String>>,
+    /// Draw the run (or, with --compare and no suite, B and the comparison) into an HTML
+    /// (or .svg) file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<std::path::PathBuf>,
+    /// Where runs are saved.
+    #[arg(long, default_value = "bench-results")]
+    results_dir: std::path::PathBuf,
+    /// The phantom binary that runs the servers measured as separate processes (default:
+    /// this one).
+    #[arg(long)]
+    phantom: Option<std::path::PathBuf>,
+}
+
+impl BenchRunner {
+    fn suites(&self) -> Vec<crate::bench::SuiteName> {
+        use crate::bench::SuiteName as S;
+        let mut suites: Vec<S> = [
+            (self.layers, S::Layers),
+            (self.database, S::Database),
+            (self.cache, S::Cache),
+            (self.health, S::Health),
+            (self.websocket, S::Websocket),
+            (self.notifier, S::Notifier),
+            (self.scan, S::Scan),
+            (self.load, S::Load),
+            (self.chaos, S::Chaos),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, s)| s)
+        .collect();
+        if self.all {
+            suites.extend(S::ALL);
+        }
+        suites.sort();
+        suites.dedup();
+        suites
+    }
+
+    fn active(&self) -> bool {
+        !self.suites().is_empty() || self.compare.is_some()
+    }
+}
+
+/// The benchmarks besides the runner.
 #[derive(Debug, Subcommand)]
 enum BenchSuite {
+    /// The reference server of the layers suite: tonic alone, a fixed ScoreCvss answer.
+    /// Prints its address, serves until stopped.
+    #[command(hide = true)]
+    Reference {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Delivery latency of the notifier, from the start of each Publish call to each
     /// subscriber: many subscribers to one room, CRITICAL notifications alone and then through
     /// a flood of LOW ones, in an in-process notifier whose SQLite database is in a temporary
@@ -411,6 +515,7 @@ impl Cli {
             Command::Auth(command) => commands::auth::run(self.config.as_deref(), command).await,
             Command::Bench {
                 suite,
+                runner,
                 duration,
                 concurrency,
             } => {
@@ -423,6 +528,10 @@ impl Cli {
                     &telemetry::Secrets::new(),
                 );
                 let result = match suite {
+                    None if runner.active() => bench_runner(runner, duration, concurrency).await,
+                    Some(BenchSuite::Reference { listen }) => {
+                        crate::bench::reference::serve(listen).await
+                    }
                     None => {
                         crate::bench::rpc::run(crate::bench::rpc::BenchArgs {
                             duration,
@@ -490,4 +599,57 @@ impl Cli {
             }
         }
     }
+}
+
+/// `phantom bench` with runner flags.
+async fn bench_runner(
+    runner: BenchRunner,
+    duration: std::time::Duration,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use crate::bench;
+
+    let suites = runner.suites();
+    let compared = match &runner.compare {
+        Some(names) => {
+            let a = bench::load(&runner.results_dir, &names[0])?;
+            let b = bench::load(&runner.results_dir, &names[1])?;
+            println!("{}", bench::comparison_table(&a, &b));
+            Some((a, b))
+        }
+        None => None,
+    };
+    if suites.is_empty() {
+        if let (Some(path), Some((a, b))) = (&runner.report, &compared) {
+            let (deltas, _) = bench::model::compare(a, b, bench::MIN_CHANGE);
+            bench::report::write(path, b, Some((a, &deltas)))?;
+            println!("report: {}", path.display());
+        }
+        return Ok(());
+    }
+    let options = bench::Options {
+        duration,
+        warmup: runner.warmup,
+        concurrency,
+        phantom: match runner.phantom {
+            Some(p) => p,
+            None => std::env::current_exe()?,
+        },
+        smoke: false,
+    };
+    let mut results = bench::run(&suites, runner.repeat, &options).await?;
+    if let Some(name) = &runner.save {
+        let path = bench::save(&mut results, &runner.results_dir, name)?;
+        println!("saved: {}", path.display());
+    }
+    if let Some(path) = &runner.report {
+        bench::report::write(path, &results, None)?;
+        println!("report: {}", path.display());
+    }
+    anyhow::ensure!(
+        results.failed.is_empty(),
+        "suites failed: {}",
+        results.failed.join(", ")
+    );
+    Ok(())
 }

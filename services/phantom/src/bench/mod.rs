@@ -20,12 +20,16 @@
 
 pub mod attacks;
 pub mod hedging;
-
+pub mod layers;
+pub mod load;
 pub mod model;
 pub mod notify;
 pub mod probes;
+pub mod reference;
 pub mod report;
 pub mod rpc;
+pub mod stores;
+pub mod system;
 
 use std::{
     collections::BTreeMap,
@@ -131,14 +135,15 @@ impl Options {
 /// Runs one suite once.
 pub async fn run_suite(name: SuiteName, options: &Options) -> anyhow::Result<Suite> {
     match name {
-        SuiteName::Layers => layers_suite(options).await,
+        SuiteName::Layers => layers::run(options).await,
+        SuiteName::Database => stores::database(options).await,
+        SuiteName::Cache => stores::cache(options).await,
+        SuiteName::Health => system::health(options).await,
+        SuiteName::Websocket => system::websocket(options).await,
+        SuiteName::Scan => rpc::scan_suite(options).await,
+        SuiteName::Load => rpc::load_suite(options).await,
         other => anyhow::bail!("the {} suite is not available yet", other.as_str()),
     }
-}
-
-async fn layers_suite(options: &Options) -> anyhow::Result<Suite> {
-    let _ = options;
-    anyhow::bail!("not yet")
 }
 
 /// Runs `suites`, each `repeat` times, merging the repeats: a metric's samples are one per
@@ -168,13 +173,27 @@ pub async fn run(
             ("smoke".to_owned(), options.smoke.to_string()),
         ]),
         suites: Vec::new(),
+        failed: Vec::new(),
     };
     for &name in suites {
         let mut merged: Option<Suite> = None;
         for i in 0..repeat.max(1) {
-            let suite = run_suite(name, options)
-                .await
-                .with_context(|| format!("suite {} (repeat {})", name.as_str(), i + 1))?;
+            let suite = match run_suite(name, options).await {
+                Ok(suite) => suite,
+                Err(err) => {
+                    // The other suites still run, and the run is still saved: a failure is
+                    // part of the record, and the exit status says it.
+                    let failure = format!("repeat {} failed: {err:#}", i + 1);
+                    eprintln!("phantom bench: suite {}: {failure}", name.as_str());
+                    let suite = merged.get_or_insert_with(|| Suite {
+                        name: name.as_str().to_owned(),
+                        ..Default::default()
+                    });
+                    suite.notes.push(failure);
+                    results.failed.push(name.as_str().to_owned());
+                    continue;
+                }
+            };
             merged = Some(match merged {
                 None => suite,
                 Some(mut m) => {
@@ -186,6 +205,11 @@ pub async fn run(
                     }
                     m.series = suite.series;
                     m.events = suite.events;
+                    for note in suite.notes {
+                        if !m.notes.contains(&note) {
+                            m.notes.push(note);
+                        }
+                    }
                     m
                 }
             });
@@ -194,6 +218,7 @@ pub async fn run(
         print!("{}", table(&suite));
         results.suites.push(suite);
     }
+    results.failed.dedup();
     Ok(results)
 }
 
@@ -239,8 +264,10 @@ pub fn fmt_value(v: f64) -> String {
         format!("{v:.1}")
     } else if a >= 0.1 {
         format!("{v:.3}")
-    } else {
+    } else if a >= 0.001 || a == 0.0 {
         format!("{v:.4}")
+    } else {
+        format!("{v:.6}")
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Results {
     pub config: BTreeMap<String, String>,
     /// The suites, in the order they ran.
     pub suites: Vec<Suite>,
+    /// Suites of which a repeat failed (the reason is in the suite's notes).
+    #[serde(default)]
+    pub failed: Vec<String>,
 }
 
 /// The machine a run measured.
@@ -238,7 +241,11 @@ impl std::fmt::Display for Verdict {
 /// spreads (lowest to highest sample) do not overlap; with one sample each, a change only
 /// beyond `min_change` (a share of A's median), since one sample says nothing of the noise.
 pub fn verdict(a: &Metric, b: &Metric, min_change: f64) -> Verdict {
-    if a.better == Better::Neither || a.samples.is_empty() || b.samples.is_empty() {
+    if a.better == Better::Neither
+        || b.better == Better::Neither
+        || a.samples.is_empty()
+        || b.samples.is_empty()
+    {
         return Verdict::NoChange;
     }
     let (alo, ahi) = a.spread();
@@ -386,6 +393,7 @@ mod tests {
             machine: Machine::default(),
             commit: String::new(),
             config: BTreeMap::new(),
+            failed: Vec::new(),
             suites: vec![Suite {
                 name: "layers".into(),
                 metrics,

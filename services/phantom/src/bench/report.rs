@@ -1057,6 +1057,7 @@ mod tests {
                 ("repeat".to_owned(), "3".to_owned()),
             ]),
             suites,
+            failed: Vec::new(),
         }
     }
 

@@ -200,17 +200,30 @@ async fn closed_loop(url: &str, on: bool, args: BenchArgs) -> anyhow::Result<Run
     Ok(r)
 }
 
-/// The built-in engine against `nmap -sT -T5` on the same loopback port range, one after the
-/// other in this run: wall time of a full TCP sweep of 127.0.0.1.
-async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
+/// Wall times of one sweep of `ports` on 127.0.0.1: the built-in engine without banners,
+/// with banners, and `nmap -sT -T5` (None when nmap is not installed); each with the open
+/// ports it found.
+#[derive(Debug)]
+pub struct Sweeps {
+    /// Built-in connect sweep.
+    pub builtin: (Duration, usize),
+    /// Built-in with banner grabbing (500 ms).
+    pub banners: (Duration, usize),
+    /// nmap.
+    pub nmap: Option<(Duration, usize)>,
+}
+
+/// The built-in engine and `nmap -sT -T5` on the same loopback ports, one after the other.
+pub async fn sweeps(ports: std::ops::RangeInclusive<u16>) -> anyhow::Result<Sweeps> {
     use phantom_scan_orchestrator::scanner::{BuiltinScanner, Event, Plan, Scanner};
 
+    let (first, last) = (*ports.start(), *ports.end());
     let plan = Plan::new(
         vec![phantom_scan_orchestrator::repository::ResolvedTarget {
             hostname: None,
             address: "127.0.0.1".parse()?,
         }],
-        (1..=u16::MAX).collect(),
+        ports.collect(),
     );
     let sweep = |banner_timeout: Duration| {
         BuiltinScanner::new(&phantom_scan_orchestrator::settings::ScanConfig {
@@ -219,10 +232,7 @@ async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
         })
     };
     let mut results = Vec::new();
-    for (label, engine) in [
-        ("builtin, connect sweep", sweep(Duration::ZERO)),
-        ("builtin, with banners", sweep(Duration::from_millis(500))),
-    ] {
+    for engine in [sweep(Duration::ZERO), sweep(Duration::from_millis(500))] {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let counter = tokio::spawn(async move {
             let mut open = 0;
@@ -236,14 +246,9 @@ async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
         let t = Instant::now();
         engine.scan(&plan, tx, CancellationToken::new()).await?;
         let took = t.elapsed();
-        results.push((label, took, counter.await?));
+        results.push((took, counter.await?));
     }
-    let nmap = phantom_scan_orchestrator::scanner::find_binary("nmap");
-    println!("full TCP sweep of 127.0.0.1 (65535 ports):");
-    for (label, took, open) in &results {
-        println!("  {label:<24} {:>8.0} ms   {open} open", ms(*took));
-    }
-    match nmap {
+    let nmap = match phantom_scan_orchestrator::scanner::find_binary("nmap") {
         Some(nmap) => {
             let t = Instant::now();
             let out = tokio::process::Command::new(nmap)
@@ -252,7 +257,7 @@ async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
                     "-T5",
                     "-Pn",
                     "-n",
-                    "-p1-65535",
+                    &format!("-p{first}-{last}"),
                     "-oX",
                     "-",
                     "127.0.0.1",
@@ -263,6 +268,88 @@ async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
             let open = String::from_utf8_lossy(&out.stdout)
                 .matches("state=\"open\"")
                 .count();
+            Some((took, open))
+        }
+        None => None,
+    };
+    Ok(Sweeps {
+        builtin: results[0],
+        banners: results[1],
+        nmap,
+    })
+}
+
+/// The scan suite: a TCP sweep of 127.0.0.1 (every port; the first 2048 in a smoke run) by
+/// the built-in engine, with and without banners, and by `nmap -sT -T5`.
+pub async fn scan_suite(options: &super::Options) -> anyhow::Result<super::model::Suite> {
+    use super::model::{Better, Metric, Suite, Target};
+
+    let last = if options.smoke { 2048 } else { u16::MAX };
+    let s = sweeps(1..=last).await?;
+    let mut suite = Suite {
+        name: "scan".into(),
+        ..Default::default()
+    };
+    suite
+        .notes
+        .push(format!("ports 1-{last} of 127.0.0.1, one sweep each"));
+    suite.metrics.push(Metric::new(
+        "builtin_sweep_ms",
+        "ms",
+        Better::Lower,
+        ms(s.builtin.0),
+    ));
+    suite.metrics.push(Metric::new(
+        "builtin_banners_ms",
+        "ms",
+        Better::Lower,
+        ms(s.banners.0),
+    ));
+    suite.metrics.push(Metric::new(
+        "open_ports",
+        "ports",
+        Better::Neither,
+        s.builtin.1 as f64,
+    ));
+    match s.nmap {
+        Some((took, open)) => {
+            suite
+                .metrics
+                .push(Metric::new("nmap_ms", "ms", Better::Lower, ms(took)));
+            suite.metrics.push(
+                Metric::new(
+                    "builtin_vs_nmap_wall",
+                    "x",
+                    Better::Lower,
+                    s.builtin.0.as_secs_f64() / took.as_secs_f64().max(1e-9),
+                )
+                .target(Target::AtMost(0.7)),
+            );
+            if open != s.builtin.1 {
+                suite.notes.push(format!(
+                    "nmap found {open} open ports, the built-in engine {}",
+                    s.builtin.1
+                ));
+            }
+        }
+        None => suite
+            .notes
+            .push("nmap is not installed: no reference".into()),
+    }
+    Ok(suite)
+}
+
+async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
+    let s = sweeps(1..=u16::MAX).await?;
+    println!("full TCP sweep of 127.0.0.1 (65535 ports):");
+    for (label, (took, open)) in [
+        ("builtin, connect sweep", s.builtin),
+        ("builtin, with banners", s.banners),
+    ] {
+        println!("  {label:<24} {:>8.0} ms   {open} open", ms(took));
+    }
+    match s.nmap {
+        Some((took, open)) => {
             println!(
                 "  {:<24} {:>8.0} ms   {open} open",
                 "nmap -sT -T5",
@@ -270,12 +357,115 @@ async fn scanners(_args: BenchArgs) -> anyhow::Result<()> {
             );
             println!(
                 "  builtin connect sweep / nmap wall time: {:.2}x",
-                results[0].1.as_secs_f64() / took.as_secs_f64()
+                s.builtin.0.as_secs_f64() / took.as_secs_f64()
             );
         }
         None => println!("  nmap not installed: no comparison"),
     }
     Ok(())
+}
+
+/// The load suite: `ScoreCvss` in process (layers on), closed loop at `concurrency` callers
+/// for the peak; then twice as many callers against a server that sheds beyond
+/// `concurrency` calls in flight: the excess must be refused at once, not queued.
+pub async fn load_suite(options: &super::Options) -> anyhow::Result<super::model::Suite> {
+    use super::model::{Better, Metric, Suite, Target};
+
+    let data = tempfile::tempdir()?;
+    let args = BenchArgs {
+        duration: options.duration,
+        concurrency: options.concurrency,
+    };
+    let (url, stop) = analyzer(Config::default(), data.path()).await?;
+    closed_loop(
+        &url,
+        true,
+        BenchArgs {
+            duration: options.warmup,
+            ..args
+        },
+    )
+    .await?;
+    let peak = closed_loop(&url, true, args).await?;
+    stop.cancel();
+    let mut shedding = Config::default();
+    shedding.resilience.server.load_shed.max_concurrent =
+        u32::try_from(options.concurrency).unwrap_or(u32::MAX);
+    let (shed_url, shed_stop) = analyzer(shedding, data.path()).await?;
+    let over = closed_loop(
+        &shed_url,
+        false,
+        BenchArgs {
+            concurrency: options.concurrency * 2,
+            ..args
+        },
+    )
+    .await?;
+    shed_stop.cancel();
+    let mut suite = Suite {
+        name: "load".into(),
+        ..Default::default()
+    };
+    suite.notes.push(format!(
+        "ScoreCvss in process; peak with {} callers, overload with {} against a server shedding beyond {}",
+        options.concurrency,
+        options.concurrency * 2,
+        options.concurrency
+    ));
+    let m = |name: &str, unit: &str, better, v| Metric::new(name, unit, better, v);
+    suite.metrics.extend([
+        m(
+            "peak_calls_per_s",
+            "calls/s",
+            Better::Higher,
+            peak.throughput(),
+        ),
+        m(
+            "peak_p99_ms",
+            "ms",
+            Better::Lower,
+            ms(percentile(&peak.latencies, 0.99)),
+        ),
+        m(
+            "overload_goodput_calls_per_s",
+            "calls/s",
+            Better::Higher,
+            over.throughput(),
+        ),
+        m(
+            "goodput_vs_peak",
+            "x",
+            Better::Higher,
+            over.throughput() / peak.throughput().max(1e-9),
+        )
+        .target(Target::AtLeast(0.9)),
+        m(
+            "shed_p50_ms",
+            "ms",
+            Better::Lower,
+            ms(percentile(&over.shed_latencies, 0.5)),
+        ),
+        m(
+            "shed_p99_ms",
+            "ms",
+            Better::Lower,
+            ms(percentile(&over.shed_latencies, 0.99)),
+        ),
+        m("shed_calls", "calls", Better::Neither, over.shed as f64),
+        m(
+            "deadline_exceeded",
+            "calls",
+            Better::Lower,
+            over.deadline as f64,
+        ),
+        m(
+            "other_errors",
+            "calls",
+            Better::Lower,
+            (over.other + peak.other) as f64,
+        ),
+    ]);
+    Ok(suite)
 }
 
 /// Runs the benchmark and prints its figures.
