@@ -12,9 +12,13 @@
 //! handled when its stream ends), through [`ClassifiedBody`].
 
 use std::{
+    collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -54,6 +58,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
             inner,
             methods: self.methods.clone(),
             registry: self.registry.clone(),
+            handles: Arc::default(),
         }
     }
 }
@@ -64,14 +69,66 @@ pub struct GrpcMetrics<S> {
     inner: S,
     methods: KnownMethods,
     registry: Registry,
+    /// Each method's series, found in the registry once (a registry lookup builds its key:
+    /// label strings, a sort, a hash; three per call cost more than the rest of this layer).
+    /// Keyed by known path or `unknown`: bounded by the server's methods.
+    handles: Arc<RwLock<HashMap<String, Arc<MethodSeries>>>>,
+}
+
+/// One method's series.
+#[derive(Debug)]
+struct MethodSeries {
+    labels: Arc<MethodLabels>,
+    started: Arc<AtomicU64>,
+    latency: Arc<Histogram>,
+    /// `grpc_server_handled_total` per code label, made on first use.
+    handled: Mutex<HashMap<&'static str, Arc<AtomicU64>>>,
+}
+
+impl<S> GrpcMetrics<S> {
+    fn series(&self, path: &str) -> Arc<MethodSeries> {
+        let labels = self.methods.labels(path);
+        if let Some(found) = self
+            .handles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&labels.path)
+        {
+            return found.clone();
+        }
+        let names = [
+            ("grpc_service", labels.service.as_str()),
+            ("grpc_method", labels.method.as_str()),
+        ];
+        let r = &self.registry;
+        let series = Arc::new(MethodSeries {
+            started: r.counter(
+                "grpc_server_started_total",
+                "RPCs started on the server.",
+                &names,
+            ),
+            latency: r.histogram(
+                "grpc_server_handling_seconds",
+                "Time from the start of an RPC to its status, on the server.",
+                &names,
+            ),
+            handled: Mutex::default(),
+            labels: labels.clone(),
+        });
+        self.handles
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(labels.path.clone())
+            .or_insert(series)
+            .clone()
+    }
 }
 
 /// Reports one call's end.
 #[derive(Debug)]
 pub struct Handled {
-    labels: Arc<MethodLabels>,
+    series: Arc<MethodSeries>,
     started: Instant,
-    latency: Arc<Histogram>,
     registry: Registry,
 }
 
@@ -83,18 +140,25 @@ impl OnOutcome for Handled {
             Outcome::Transport => "Unavailable",
             Outcome::Abandoned => "Canceled",
         };
-        self.registry
-            .counter(
-                "grpc_server_handled_total",
-                "RPCs completed on the server, by status code.",
-                &[
-                    ("grpc_service", &self.labels.service),
-                    ("grpc_method", &self.labels.method),
-                    ("grpc_code", code),
-                ],
-            )
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.latency.observe(self.started.elapsed());
+        let labels = &self.series.labels;
+        self.series
+            .handled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(code)
+            .or_insert_with(|| {
+                self.registry.counter(
+                    "grpc_server_handled_total",
+                    "RPCs completed on the server, by status code.",
+                    &[
+                        ("grpc_service", &labels.service),
+                        ("grpc_method", &labels.method),
+                        ("grpc_code", code),
+                    ],
+                )
+            })
+            .fetch_add(1, Ordering::Relaxed);
+        self.series.latency.observe(self.started.elapsed());
     }
 }
 
@@ -136,30 +200,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let method = self.methods.labels(req.uri().path());
-        let labels = [
-            ("grpc_service", method.service.as_str()),
-            ("grpc_method", method.method.as_str()),
-        ];
-        let r = &self.registry;
-        r.counter(
-            "grpc_server_started_total",
-            "RPCs started on the server.",
-            &labels,
-        )
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let latency = r.histogram(
-            "grpc_server_handling_seconds",
-            "Time from the start of an RPC to its status, on the server.",
-            &labels,
-        );
+        let series = self.series(req.uri().path());
+        series.started.fetch_add(1, Ordering::Relaxed);
         ResponseFuture {
             fut: self.inner.call(req),
             handled: Some(Handled {
-                labels: method,
+                series,
                 started: Instant::now(),
-                latency,
-                registry: r.clone(),
+                registry: self.registry.clone(),
             }),
         }
     }

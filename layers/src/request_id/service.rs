@@ -9,10 +9,15 @@ use crate::{
     deadline::{self, GRPC_TIMEOUT},
     tenant::TENANT_HEADER,
 };
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tower_service::Service;
+
+/// The header names as values, parsed once: a `&str` name is parsed and hashed again at
+/// every lookup and insert.
+const CORRELATION_ID: HeaderName = HeaderName::from_static(CORRELATION_ID_HEADER);
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// The service built by [`super::RequestIdLayer`].
 #[derive(Debug, Clone)]
@@ -44,7 +49,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let headers = req.headers();
-        let id = [CORRELATION_ID_HEADER, REQUEST_ID_HEADER]
+        let id = [&CORRELATION_ID, &REQUEST_ID]
             .into_iter()
             .find_map(|name| {
                 headers
@@ -54,9 +59,8 @@ where
             })
             .unwrap_or_else(RequestId::generate);
         if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-            req.headers_mut()
-                .insert(CORRELATION_ID_HEADER, value.clone());
-            req.headers_mut().insert(REQUEST_ID_HEADER, value);
+            req.headers_mut().insert(CORRELATION_ID, value.clone());
+            req.headers_mut().insert(REQUEST_ID, value);
         }
         req.extensions_mut().insert(id.clone());
         // The server span is current here (see `trace::ServerSpan`); it declared the field.
@@ -98,9 +102,8 @@ where
         let this = self.project();
         let mut res = std::task::ready!(this.inner.poll(cx))?;
         if let Ok(value) = HeaderValue::from_str(this.id.as_str()) {
-            res.headers_mut()
-                .insert(CORRELATION_ID_HEADER, value.clone());
-            res.headers_mut().insert(REQUEST_ID_HEADER, value);
+            res.headers_mut().insert(CORRELATION_ID, value.clone());
+            res.headers_mut().insert(REQUEST_ID, value);
         }
         Poll::Ready(Ok(res))
     }
