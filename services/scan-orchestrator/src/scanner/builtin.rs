@@ -177,6 +177,26 @@ fn sanitize(raw: &[u8]) -> String {
     out.trim().to_owned()
 }
 
+/// A task that is aborted when its handle is dropped (a spawned task otherwise runs on).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Every probe of the chunks of `plan` not done, in order, with its chunk's index and size.
 fn probes(plan: &Plan) -> impl Iterator<Item = ((u32, u64), ResolvedTarget, u16)> + Send + '_ {
     plan.chunks().flat_map(|chunk| {
@@ -209,8 +229,19 @@ impl Scanner for BuiltinScanner {
         // of every host before p+1 spreads the load instead of hammering one host with all
         // its ports at once. Chunks overlap: the next one starts while the last probes of
         // the one before are still waiting on a timeout.
+        //
+        // Each probe is a task of its own, so that probes run on every worker thread: a
+        // connect is mostly system calls (socket, connect, epoll registration, close), and
+        // polled from this one task they all ran on one core (the full loopback sweep took
+        // 0.78x nmap's wall time; spread over two cores, see docs/benchmarks.md). A probe
+        // still running when the scan ends early (cancelled, over its time limit) is
+        // aborted with its handle.
         let mut results = stream::iter(probes(plan))
-            .map(|(chunk, t, p)| async move { (chunk, self.probe(t, p).await) })
+            .map(|(chunk, t, p)| {
+                let this = self.clone();
+                let probe = AbortOnDrop(tokio::spawn(async move { this.probe(t, p).await }));
+                async move { (chunk, probe.await.ok().flatten()) }
+            })
             .buffer_unordered(self.max_in_flight);
         // Probes finished per chunk in progress.
         let mut finished: HashMap<u32, u64> = HashMap::new();
@@ -298,6 +329,15 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("time limit"), "{err}");
+        // The probe, a task of its own, was aborted with the scan: its connection is closed
+        // now, not when its 30 s banner wait would have ended.
+        let (mut conn, _) = silent.accept().await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the probe outlived its scan: {read:?}"
+        );
         drop(silent);
     }
 
