@@ -30,9 +30,9 @@ IMAGE ?= phantom:dev
 image: ## Build the container image (needs a Docker engine; CI has none, so CI never builds it)
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
-bench: ## Benchmarks: each layer (criterion), one real RPC with layers on/off, the attack replay
+bench: ## Benchmarks: each layer (criterion), every suite of the runner (saved as `latest`), the attack replay
 	$(CARGO) bench --locked -p phantom-layers --bench layers
-	$(CARGO) run --release --locked -p phantom -- bench
+	$(CARGO) run --release --locked -p phantom -- bench --all --save latest --report bench-results/latest.html
 	$(CARGO) run --release --locked -p phantom -- bench attacks
 
 fmt: ## Format the code
