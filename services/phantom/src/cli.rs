@@ -545,16 +545,15 @@ impl Cli {
                         connections,
                         flooders,
                         critical_every,
-                    }) => {
-                        crate::bench::notify::run(crate::bench::notify::NotifyArgs {
-                            duration,
-                            subscribers,
-                            connections,
-                            flooders,
-                            critical_every,
-                        })
-                        .await
-                    }
+                    }) => crate::bench::notify::run(crate::bench::notify::NotifyArgs {
+                        duration,
+                        subscribers,
+                        connections,
+                        flooders,
+                        critical_every,
+                    })
+                    .await
+                    .map(drop),
                     Some(BenchSuite::Attacks {
                         phantom,
                         max_health_latency,

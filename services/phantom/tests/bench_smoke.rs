@@ -184,3 +184,16 @@ fn runs_are_saved_compared_and_drawn() {
     assert!(html.contains("get_hit_per_s"));
     assert!(html.contains("</html>"));
 }
+
+#[tokio::test]
+async fn the_notifier_suite_measures_critical_alone_and_under_the_flood() {
+    let s = smoke(SuiteName::Notifier).await;
+    assert!(value(&s, "critical_alone_p99_ms") > 0.0);
+    assert!(value(&s, "critical_flood_p99_ms") > 0.0);
+    assert!(value(&s, "low_published_per_s") > 0.0);
+    assert!(
+        !s.notes.iter().any(|n| n.contains("failed;")),
+        "{:?}",
+        s.notes
+    );
+}

@@ -140,6 +140,7 @@ pub async fn run_suite(name: SuiteName, options: &Options) -> anyhow::Result<Sui
         SuiteName::Cache => stores::cache(options).await,
         SuiteName::Health => system::health(options).await,
         SuiteName::Websocket => system::websocket(options).await,
+        SuiteName::Notifier => notify::suite(options).await,
         SuiteName::Scan => rpc::scan_suite(options).await,
         SuiteName::Load => rpc::load_suite(options).await,
         other => anyhow::bail!("the {} suite is not available yet", other.as_str()),

@@ -401,8 +401,77 @@ impl Figures {
     }
 }
 
-/// Runs the benchmark and prints its figures.
-pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
+/// The figures of a run, in milliseconds where they are latencies.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// CRITICAL alone: p50, p99.
+    pub baseline: (f64, f64),
+    /// CRITICAL under the LOW flood: p50, p99, max.
+    pub flood: (f64, f64, f64),
+    /// LOW published per second during the flood.
+    pub low_per_s: f64,
+    /// Share of LOW offers dropped (%).
+    pub low_dropped_pct: f64,
+    /// Publish calls that failed, subscriptions that ended early, phases not accounted for.
+    pub problems: (u64, usize, usize),
+}
+
+/// The notifier suite of the runner: `phantom bench notify` with the runner's duration (and
+/// 20 subscribers, a CRITICAL every 20 ms, in a smoke run).
+pub async fn suite(options: &super::Options) -> anyhow::Result<super::model::Suite> {
+    use super::model::{Better, Metric, Suite, Target};
+
+    let args = NotifyArgs {
+        duration: options.duration,
+        subscribers: if options.smoke { 20 } else { 1000 },
+        connections: if options.smoke { 2 } else { 10 },
+        flooders: 2,
+        critical_every: Duration::from_millis(if options.smoke { 20 } else { 100 }),
+    };
+    let s = run(args).await?;
+    let mut suite = Suite {
+        name: "notifier".into(),
+        ..Default::default()
+    };
+    suite.notes.push(format!(
+        "in-process notifier, SQLite under $TMPDIR; {} subscribers of one room; a CRITICAL every \
+         {:?}; LOW flood from {} publishers",
+        args.subscribers, args.critical_every, args.flooders
+    ));
+    let m = |name: &str, unit: &str, better, v| Metric::new(name, unit, better, v);
+    suite.metrics.extend([
+        m("critical_alone_p50_ms", "ms", Better::Lower, s.baseline.0),
+        m("critical_alone_p99_ms", "ms", Better::Lower, s.baseline.1),
+        m("critical_flood_p50_ms", "ms", Better::Lower, s.flood.0),
+        m("critical_flood_p99_ms", "ms", Better::Lower, s.flood.1),
+        m("critical_flood_max_ms", "ms", Better::Lower, s.flood.2),
+        m(
+            "critical_p99_flood_vs_alone",
+            "x",
+            Better::Lower,
+            s.flood.1 / s.baseline.1.max(1e-9),
+        )
+        .target(Target::AtMost(1.5)),
+        m(
+            "low_published_per_s",
+            "calls/s",
+            Better::Higher,
+            s.low_per_s,
+        ),
+        m("low_dropped", "%", Better::Neither, s.low_dropped_pct),
+    ]);
+    let (failed, ended, unaccounted) = s.problems;
+    if failed + ended as u64 + unaccounted as u64 > 0 {
+        suite.notes.push(format!(
+            "{failed} Publish calls failed; {ended} subscriptions ended early; {unaccounted} \
+             phases not fully accounted for"
+        ));
+    }
+    Ok(suite)
+}
+
+/// Runs the benchmark, prints its figures and returns them.
+pub async fn run(args: NotifyArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(
         args.subscribers > 0 && args.connections > 0,
         "--subscribers and --connections must be at least 1"
@@ -521,5 +590,11 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
     }
     stop.cancel();
     readers.shutdown().await;
-    Ok(())
+    Ok(Summary {
+        baseline: (base.p50(), base.p99()),
+        flood: (critical.p50(), critical.p99(), critical.max()),
+        low_per_s: low.published as f64 / elapsed.as_secs_f64(),
+        low_dropped_pct: 100.0 * low.dropped.unwrap_or(0) as f64 / (offers.max(1)) as f64,
+        problems: (failed, ended, unaccounted.len()),
+    })
 }
