@@ -278,6 +278,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Suite> {
         callers.push(ready(subject).await?);
     }
     let mut throughput = std::collections::BTreeMap::new();
+    let mut cpu_per_call = std::collections::BTreeMap::new();
     for (subject, caller) in subjects.iter().zip(&callers) {
         let (closed, cpu) = closed_loop(subject, caller, options, client_core).await?;
         let ok = closed.throughput();
@@ -289,6 +290,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Suite> {
             ok,
         ));
         if let Some(cpu) = cpu {
+            cpu_per_call.insert(subject.key, cpu);
             suite.metrics.push(Metric::new(
                 &format!("{}_server_cpu_us_per_call", subject.key),
                 "us",
@@ -358,6 +360,20 @@ pub async fn run(options: &Options) -> anyhow::Result<Suite> {
         )
         .target(Target::AtLeast(0.85)),
     );
+    // The same ratios from the servers' CPU time per call: what throughput would be with
+    // the server's core to itself, whatever the load generator or the other core's noise.
+    if let Some(&tonic_cpu) = cpu_per_call.get("tonic") {
+        for key in ["default", "warn"] {
+            if let Some(&cpu) = cpu_per_call.get(key) {
+                suite.metrics.push(Metric::new(
+                    &format!("{key}_vs_tonic_by_cpu"),
+                    "x",
+                    Better::Higher,
+                    tonic_cpu / cpu.max(1e-9),
+                ));
+            }
+        }
+    }
     suite.metrics.push(Metric::new(
         "off_vs_tonic",
         "x",

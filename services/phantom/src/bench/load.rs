@@ -310,7 +310,8 @@ pub struct RawGrpc {
     uri: http::Uri,
     /// The request message, framed (`0`, length, bytes).
     body: Bytes,
-    authorization: Option<http::HeaderValue>,
+    /// The request's headers, made once.
+    headers: http::HeaderMap,
 }
 
 impl RawGrpc {
@@ -342,12 +343,21 @@ impl RawGrpc {
         framed.push(0);
         framed.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
         framed.extend_from_slice(message);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        if let Some(a) = authorization {
+            headers.insert(http::header::AUTHORIZATION, a);
+        }
         Ok(Self {
             senders: Arc::new(senders),
             next: Arc::default(),
             uri: format!("http://{addr}{path}").parse()?,
             body: Bytes::from(framed),
-            authorization,
+            headers,
         })
     }
 
@@ -360,13 +370,10 @@ impl RawGrpc {
 
     async fn call_on(&self, send: h2::client::SendRequest<Bytes>) -> Result<Outcome, h2::Error> {
         let mut send = send.ready().await?;
-        let mut request = http::Request::post(self.uri.clone())
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
-        if let Some(a) = &self.authorization {
-            request = request.header("authorization", a.clone());
-        }
-        let request = request.body(()).expect("a valid request");
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
         let (response, mut stream) = send.send_request(request, false)?;
         stream.send_data(self.body.clone(), true)?;
         let response = response.await?;
