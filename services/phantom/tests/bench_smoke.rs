@@ -115,6 +115,56 @@ async fn the_load_suite_sheds_the_excess() {
     assert!(value(&s, "overload_goodput_calls_per_s") > 0.0);
 }
 
+/// The faults of the chaos suite, by the key its events and notes name them with.
+const CHAOS_FAULTS: [&str; 4] = ["llm_errors", "llm_429", "redis_down", "db_latency"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chaos_suite_measures_both_phases_and_injects_and_lifts_every_fault_it_can() {
+    let s = smoke(SuiteName::Chaos).await;
+    for phase in ["on", "off"] {
+        let rate = value(&s, &format!("{phase}/success_rate"));
+        assert!((0.0..=100.0).contains(&rate), "{phase}: {rate}");
+        assert!(value(&s, &format!("{phase}/calls")) > 0.0);
+        for name in ["p50_ms", "p99_ms", "goodput", "wasted_calls"] {
+            value(&s, &format!("{phase}/{name}"));
+        }
+        let label = format!("layers {phase}");
+        for chart in ["goodput over time", "latency CDF"] {
+            assert!(
+                s.series
+                    .iter()
+                    .any(|x| x.name.contains(&label) && x.chart.contains(chart)),
+                "no {chart} of {label}"
+            );
+        }
+    }
+    value(&s, "on_vs_off/success_rate");
+    // Every fault was injected and lifted in both phases, or the notes say why not; with the
+    // backends the test runner provides, none may be skipped.
+    let required = std::env::var_os("PHANTOM_REQUIRE_BACKENDS").is_some();
+    for fault in CHAOS_FAULTS {
+        if s.notes
+            .iter()
+            .any(|n| n.starts_with(&format!("{fault} skipped")))
+        {
+            assert!(!required, "{fault} skipped: {:#?}", s.notes);
+            continue;
+        }
+        for (key, phase) in [("on", "layers on"), ("off", "layers off")] {
+            for kind in ["fault", "lifted"] {
+                assert!(
+                    s.events
+                        .iter()
+                        .any(|e| e.phase == phase && e.kind == kind && e.what.starts_with(fault)),
+                    "no {kind} event of {fault} in {phase}: {:#?}",
+                    s.events
+                );
+            }
+            assert!(value(&s, &format!("{key}/recovery_s/{fault}")) >= 0.0);
+        }
+    }
+}
+
 /// The command line end to end: two short saved runs, their comparison, and a report a
 /// browser opens.
 #[test]

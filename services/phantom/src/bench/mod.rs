@@ -19,6 +19,7 @@
 //! - [`attacks`], [`probes`], [`hedging`]: their own subcommands (see `phantom bench --help`).
 
 pub mod attacks;
+pub mod chaos;
 pub mod hedging;
 pub mod layers;
 pub mod load;
@@ -143,6 +144,7 @@ pub async fn run_suite(name: SuiteName, options: &Options) -> anyhow::Result<Sui
         SuiteName::Notifier => notify::suite(options).await,
         SuiteName::Scan => rpc::scan_suite(options).await,
         SuiteName::Load => rpc::load_suite(options).await,
+        SuiteName::Chaos => chaos::run(options).await,
         other => anyhow::bail!("the {} suite is not available yet", other.as_str()),
     }
 }
