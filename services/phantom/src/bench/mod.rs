@@ -12,11 +12,20 @@
 //! # Suites
 //! - [`layers`]: `VulnAnalyzer/ScoreCvss` served by tonic alone (a tiny server, the
 //!   reference), by `phantom serve vuln-analyzer` in its default configuration, at `warn`,
-//!   and with the resilience layers off, each a separate process on its own core;
+//!   and with the resilience layers off, each a separate process on its own core
+//!   ([`reference`] is tonic alone; [`load`] the load generator the suites share);
 //! - [`rpc`]: the same RPC in process, layers on and off, and twice the saturating load
 //!   (`--load`); the scanners against `nmap -sT -T5` (`--scan`);
-//! - [`notify`]: the notifier's delivery latency, CRITICAL alone and under a LOW flood;
+//! - [`stores`]: the database and the cache, in process (`--database`, `--cache`);
+//! - [`system`]: `/health` and gRPC health, the WebSocket gateway, against `phantom up`
+//!   (`--health`, `--websocket`);
+//! - [`notify`]: the notifier's delivery latency, CRITICAL alone and under a LOW flood
+//!   (`--notifier`, and `phantom bench notify`);
+//! - [`chaos`]: the same workload with the layers on and off under injected faults
+//!   (`--chaos`);
 //! - [`attacks`], [`probes`], [`hedging`]: their own subcommands (see `phantom bench --help`).
+//!
+//! Figures and the commands that made them: `docs/benchmarks.md`.
 
 pub mod attacks;
 pub mod chaos;
@@ -145,7 +154,6 @@ pub async fn run_suite(name: SuiteName, options: &Options) -> anyhow::Result<Sui
         SuiteName::Scan => rpc::scan_suite(options).await,
         SuiteName::Load => rpc::load_suite(options).await,
         SuiteName::Chaos => chaos::run(options).await,
-        other => anyhow::bail!("the {} suite is not available yet", other.as_str()),
     }
 }
 
