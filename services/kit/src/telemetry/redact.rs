@@ -244,6 +244,19 @@ fn query_params(text: &str) -> Option<String> {
     mask(text, &spans)
 }
 
+/// Writes `buf` (one whole line) to `inner` scrubbed of `secrets`; returns `buf`'s length.
+pub(super) fn write_scrubbed(
+    inner: &mut impl io::Write,
+    secrets: &Secrets,
+    buf: &[u8],
+) -> io::Result<usize> {
+    match std::str::from_utf8(buf) {
+        Ok(text) => inner.write_all(secrets.scrub(text).as_bytes())?,
+        Err(_) => inner.write_all(buf)?,
+    }
+    Ok(buf.len())
+}
+
 /// A log writer whose every line goes through [`Secrets::scrub`].
 #[derive(Debug)]
 pub struct Redacting<M> {
@@ -285,11 +298,7 @@ pub struct RedactingWriter<'a, W> {
 
 impl<W: io::Write> io::Write for RedactingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match std::str::from_utf8(buf) {
-            Ok(text) => self.inner.write_all(self.secrets.scrub(text).as_bytes())?,
-            Err(_) => self.inner.write_all(buf)?,
-        }
-        Ok(buf.len())
+        write_scrubbed(&mut self.inner, self.secrets, buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -74,11 +74,7 @@ struct Scrubbing<W> {
 
 impl<W: Write> Write for Scrubbing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match std::str::from_utf8(buf) {
-            Ok(text) => self.inner.write_all(self.secrets.scrub(text).as_bytes())?,
-            Err(_) => self.inner.write_all(buf)?,
-        }
-        Ok(buf.len())
+        super::redact::write_scrubbed(&mut self.inner, &self.secrets, buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -82,6 +82,38 @@ pub(crate) fn quiet_child(
     command
 }
 
+/// `phantom up` as a [`quiet_child`] on free loopback ports, and the ports: the
+/// scan-orchestrator's, vuln-analyzer's, notifier's, health-aggregator's, HTTP and WebSocket.
+pub(crate) fn up_command(
+    binary: &std::path::Path,
+    data: &std::path::Path,
+) -> anyhow::Result<(tokio::process::Command, [SocketAddr; 6])> {
+    let ports = [
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    ];
+    let mut command = quiet_child(binary, data);
+    command.arg("up");
+    for (name, addr) in [
+        "PHANTOM_SCAN_ORCHESTRATOR_ADDR",
+        "PHANTOM_VULN_ANALYZER_ADDR",
+        "PHANTOM_NOTIFIER_ADDR",
+        "PHANTOM_HEALTH_AGGREGATOR_ADDR",
+        "PHANTOM_HTTP_ADDR",
+        "PHANTOM_WS_ADDR",
+    ]
+    .into_iter()
+    .zip(ports)
+    {
+        command.env(name, addr.to_string());
+    }
+    Ok((command, ports))
+}
+
 /// A free loopback port (the child process binds it).
 pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
@@ -90,16 +122,9 @@ pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
 impl System {
     async fn start(binary: PathBuf) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let [so, va, no, ha, http, ws] = [(); 6].map(|()| free_port());
-        let (so, va, no, ha, http, ws) = (so?, va?, no?, ha?, http?, ws?);
-        let child = quiet_child(&binary, data.path())
-            .arg("up")
-            .env("PHANTOM_SCAN_ORCHESTRATOR_ADDR", so.to_string())
-            .env("PHANTOM_VULN_ANALYZER_ADDR", va.to_string())
-            .env("PHANTOM_NOTIFIER_ADDR", no.to_string())
-            .env("PHANTOM_HEALTH_AGGREGATOR_ADDR", ha.to_string())
-            .env("PHANTOM_HTTP_ADDR", http.to_string())
-            .env("PHANTOM_WS_ADDR", ws.to_string())
+        let (mut command, ports) = up_command(&binary, data.path())?;
+        let [so, _, no, _, http, _] = ports;
+        let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let pid = child.id().context("the system exited at once")?;

@@ -29,7 +29,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::{
     Options,
-    attacks::{free_port, quiet_child},
+    attacks::up_command,
     load::{self, Load, Mode},
     model::{Better, Metric, Suite},
 };
@@ -48,16 +48,9 @@ struct System {
 impl System {
     async fn start(binary: &Path) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let [so, va, no, ha, http, ws] = [(); 6].map(|()| free_port());
-        let (so, va, no, ha, http, ws) = (so?, va?, no?, ha?, http?, ws?);
-        let child = quiet_child(binary, data.path())
-            .arg("up")
-            .env("PHANTOM_SCAN_ORCHESTRATOR_ADDR", so.to_string())
-            .env("PHANTOM_VULN_ANALYZER_ADDR", va.to_string())
-            .env("PHANTOM_NOTIFIER_ADDR", no.to_string())
-            .env("PHANTOM_HEALTH_AGGREGATOR_ADDR", ha.to_string())
-            .env("PHANTOM_HTTP_ADDR", http.to_string())
-            .env("PHANTOM_WS_ADDR", ws.to_string())
+        let (mut command, ports) = up_command(binary, data.path())?;
+        let [_, _, no, ha, http, ws] = ports;
+        let child = command
             // One caller makes every call: the per-caller limits would measure themselves.
             .env("PHANTOM__RESILIENCE__SERVER__RATE_LIMIT__ENABLED", "false")
             // Every subscriber comes from 127.0.0.1.
