@@ -237,8 +237,9 @@ struct BenchRunner {
     #[arg(long)]
     chaos: bool,
     /// Runs of each suite; each metric keeps one sample per run (its median and spread).
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
+    /// Default: 3, and 1 for chaos (one run takes about two minutes).
+    #[arg(long)]
+    repeat: Option<usize>,
     /// Warm-up before each measurement, not counted.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: std::time::Duration,
@@ -636,7 +637,19 @@ async fn bench_runner(
         },
         smoke: false,
     };
-    let mut results = bench::run(&suites, runner.repeat, &options).await?;
+    // Chaos runs once unless asked otherwise: one run is two minutes.
+    let (chaos, others): (Vec<_>, Vec<_>) =
+        suites.iter().partition(|s| **s == bench::SuiteName::Chaos);
+    let mut results = bench::run(&others, runner.repeat.unwrap_or(3), &options).await?;
+    if !chaos.is_empty() {
+        let more = bench::run(&chaos, runner.repeat.unwrap_or(1), &options).await?;
+        results.suites.extend(more.suites);
+        results.failed.extend(more.failed);
+        results.config.insert(
+            "chaos_repeat".into(),
+            runner.repeat.unwrap_or(1).to_string(),
+        );
+    }
     if let Some(name) = &runner.save {
         let path = bench::save(&mut results, &runner.results_dir, name)?;
         println!("saved: {}", path.display());
