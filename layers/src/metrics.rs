@@ -16,7 +16,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc, Mutex, PoisonError, RwLock,
+        Arc, OnceLock, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -81,8 +81,9 @@ struct MethodSeries {
     labels: Arc<MethodLabels>,
     started: Arc<AtomicU64>,
     latency: Arc<Histogram>,
-    /// `grpc_server_handled_total` per code label, made on first use.
-    handled: Mutex<HashMap<&'static str, Arc<AtomicU64>>>,
+    /// `grpc_server_handled_total` per code label, made on first use: one slot per gRPC
+    /// code, and one for calls the caller abandoned (no lock on the call's path).
+    handled: [OnceLock<Arc<AtomicU64>>; 18],
 }
 
 impl<S> GrpcMetrics<S> {
@@ -112,7 +113,7 @@ impl<S> GrpcMetrics<S> {
                 "Time from the start of an RPC to its status, on the server.",
                 &names,
             ),
-            handled: Mutex::default(),
+            handled: Default::default(),
             labels: labels.clone(),
         });
         self.handles
@@ -134,19 +135,15 @@ pub struct Handled {
 
 impl OnOutcome for Handled {
     fn on_outcome(self, outcome: Outcome) {
-        let code = match outcome {
-            Outcome::Status(code) => code_label(code),
+        let (slot, code) = match outcome {
+            Outcome::Status(code) => (code as usize, code_label(code)),
             // No status reached the caller: the stream broke or the caller left.
-            Outcome::Transport => "Unavailable",
-            Outcome::Abandoned => "Canceled",
+            Outcome::Transport => (tonic::Code::Unavailable as usize, "Unavailable"),
+            Outcome::Abandoned => (17, "Canceled"),
         };
         let labels = &self.series.labels;
-        self.series
-            .handled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(code)
-            .or_insert_with(|| {
+        self.series.handled[slot]
+            .get_or_init(|| {
                 self.registry.counter(
                     "grpc_server_handled_total",
                     "RPCs completed on the server, by status code.",

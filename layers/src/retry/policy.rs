@@ -13,26 +13,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use super::throttle::{Throttle, ThrottlingConfig};
 use crate::{backoff::Backoff, classify::GrpcClassifier};
 
-/// Every gRPC status code by its name in service configs (`UNAVAILABLE`), in code order.
-pub(crate) const CODE_NAMES: [(Code, &str); 17] = [
-    (Code::Ok, "OK"),
-    (Code::Cancelled, "CANCELLED"),
-    (Code::Unknown, "UNKNOWN"),
-    (Code::InvalidArgument, "INVALID_ARGUMENT"),
-    (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
-    (Code::NotFound, "NOT_FOUND"),
-    (Code::AlreadyExists, "ALREADY_EXISTS"),
-    (Code::PermissionDenied, "PERMISSION_DENIED"),
-    (Code::ResourceExhausted, "RESOURCE_EXHAUSTED"),
-    (Code::FailedPrecondition, "FAILED_PRECONDITION"),
-    (Code::Aborted, "ABORTED"),
-    (Code::OutOfRange, "OUT_OF_RANGE"),
-    (Code::Unimplemented, "UNIMPLEMENTED"),
-    (Code::Internal, "INTERNAL"),
-    (Code::Unavailable, "UNAVAILABLE"),
-    (Code::DataLoss, "DATA_LOSS"),
-    (Code::Unauthenticated, "UNAUTHENTICATED"),
-];
+pub(crate) use crate::status::CODE_NAMES;
 
 /// The code named `name` (`UNAVAILABLE`), as gRPC service configs spell it.
 pub(crate) fn code_named(name: &str) -> Option<Code> {

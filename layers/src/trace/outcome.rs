@@ -66,28 +66,6 @@ impl SpanOutcome {
     }
 }
 
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 impl OnOutcome for SpanOutcome {
     fn on_outcome(self, outcome: Outcome) {
         if self.span.is_none() {
@@ -96,7 +74,7 @@ impl OnOutcome for SpanOutcome {
         let (code, error) = match outcome {
             Outcome::Status(code) => {
                 self.span.record("rpc.grpc.status_code", code as i64);
-                (code_name(code), self.is_error(code))
+                (crate::status::code_name(code), self.is_error(code))
             }
             Outcome::Transport => ("TRANSPORT_ERROR", true),
             // The caller went away: nothing is known of how the call would have ended.

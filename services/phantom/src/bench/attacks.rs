@@ -27,7 +27,6 @@ use std::{
 use anyhow::Context;
 use futures::StreamExt;
 use phantom_proto::pb::{self, notifier_client::NotifierClient};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 /// What to run.
@@ -190,21 +189,9 @@ pub(crate) fn rss_of(pid: u32) -> u64 {
 /// One `GET /health`: how long the whole answer took, if it came.
 async fn health(addr: SocketAddr) -> Option<Duration> {
     let start = Instant::now();
-    let fetch = async {
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-        tcp.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .ok()?;
-        let mut reply = Vec::new();
-        tcp.read_to_end(&mut reply).await.ok()?;
-        let ok = reply.starts_with(b"HTTP/1.0 200") || reply.starts_with(b"HTTP/1.1 200");
-        let degraded = reply.starts_with(b"HTTP/1.0 503") || reply.starts_with(b"HTTP/1.1 503");
-        (ok || degraded).then_some(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), fetch)
+    super::system::get_health(addr)
         .await
         .ok()
-        .flatten()
         .map(|()| start.elapsed())
 }
 

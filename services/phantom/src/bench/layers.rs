@@ -194,16 +194,8 @@ async fn closed_loop(
         warmup: options.warmup,
     };
     let pid = subject.child.id();
-    let c = caller.clone();
     let before = pid.and_then(cpu_seconds);
-    let (measured, _) = load::pinned(client_core, move || async move {
-        load::run(closed, move || {
-            let c = c.clone();
-            async move { c.call().await }
-        })
-        .await
-    })
-    .await?;
+    let measured = offer(caller, closed, client_core).await?;
     let after = pid.and_then(cpu_seconds);
     let cpu_us_per_call = match (before, after) {
         (Some(b), Some(a)) if measured.made > 0 => Some((a - b) * 1e6 / measured.made as f64),
@@ -227,8 +219,17 @@ async fn constant_rate(
         duration: options.duration,
         warmup: options.warmup,
     };
+    offer(caller, load, client_core).await
+}
+
+/// `load` offered to `caller` from the load generator's thread, pinned to `core`.
+async fn offer(
+    caller: &RawGrpc,
+    load: Load,
+    core: Option<usize>,
+) -> anyhow::Result<load::Measured> {
     let c = caller.clone();
-    Ok(load::pinned(client_core, move || async move {
+    Ok(load::pinned(core, move || async move {
         load::run(load, move || {
             let c = c.clone();
             async move { c.call().await }

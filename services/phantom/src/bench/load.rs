@@ -27,6 +27,7 @@ use std::{
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use phantom_layers::status::code_name;
 use tokio::time::Instant;
 
 /// How calls are offered.
@@ -400,30 +401,6 @@ fn status_of(value: &http::HeaderValue) -> Outcome {
         Some(0) => Ok(()),
         Some(code) => Err(code_name(tonic::Code::from_i32(code))),
         None => Err("UNKNOWN"),
-    }
-}
-
-/// The canonical name of a gRPC code.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -62,6 +62,33 @@ pub fn percentile(v: &[Duration], p: f64) -> Duration {
     v[i.min(v.len() - 1)]
 }
 
+/// Adds `m`'s throughput (`<prefix>_per_s`, in `unit`) and p50 and p99 latency to `suite`,
+/// and a note when some of its calls failed.
+pub(crate) fn push_measured(suite: &mut Suite, prefix: &str, unit: &str, m: &load::Measured) {
+    use model::{Better, Metric};
+
+    suite.metrics.push(Metric::new(
+        &format!("{prefix}_per_s"),
+        unit,
+        Better::Higher,
+        m.throughput(),
+    ));
+    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+        suite.metrics.push(Metric::new(
+            &format!("{prefix}_{name}_ms"),
+            "ms",
+            Better::Lower,
+            m.quantile_ms(q),
+        ));
+    }
+    let failed = m.total() - m.ok();
+    if failed > 0 {
+        suite
+            .notes
+            .push(format!("{prefix}: {failed} failed: {:?}", m.outcomes));
+    }
+}
+
 /// The suites of the runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SuiteName {

@@ -24,7 +24,7 @@ use phantom_storage::{
 use super::{
     Options,
     load::{self, Load, Mode, Outcome},
-    model::{Better, Metric, Suite},
+    model::Suite,
 };
 
 fn closed(options: &Options, concurrency: usize) -> Load {
@@ -32,34 +32,6 @@ fn closed(options: &Options, concurrency: usize) -> Load {
         mode: Mode::Closed { concurrency },
         duration: options.duration,
         warmup: options.warmup,
-    }
-}
-
-fn push(suite: &mut Suite, prefix: &str, m: &load::Measured) {
-    suite.metrics.push(Metric::new(
-        &format!("{prefix}_per_s"),
-        "ops/s",
-        Better::Higher,
-        m.throughput(),
-    ));
-    suite.metrics.push(Metric::new(
-        &format!("{prefix}_p50_ms"),
-        "ms",
-        Better::Lower,
-        m.quantile_ms(0.5),
-    ));
-    suite.metrics.push(Metric::new(
-        &format!("{prefix}_p99_ms"),
-        "ms",
-        Better::Lower,
-        m.quantile_ms(0.99),
-    ));
-    let failed = m.total() - m.ok();
-    if failed > 0 {
-        suite.notes.push(format!(
-            "{prefix}: {failed} operations failed: {:?}",
-            m.outcomes
-        ));
     }
 }
 
@@ -115,7 +87,7 @@ pub async fn database(options: &Options) -> anyhow::Result<Suite> {
         })
         .await
     };
-    push(&mut suite, "insert", &writes);
+    super::push_measured(&mut suite, "insert", "ops/s", &writes);
     let rows = next.load(Ordering::Relaxed).max(1);
     let select = format!("SELECT body FROM {table} WHERE id = $1");
     let reads = {
@@ -135,7 +107,7 @@ pub async fn database(options: &Options) -> anyhow::Result<Suite> {
         })
         .await
     };
-    push(&mut suite, "select", &reads);
+    super::push_measured(&mut suite, "select", "ops/s", &reads);
     sqlx::query(AssertSqlSafe(format!("DROP TABLE {table}")))
         .execute(db.pool())
         .await?;
@@ -216,7 +188,7 @@ pub async fn cache(options: &Options) -> anyhow::Result<Suite> {
             "set" => "set",
             _ => "get_compressed_6k",
         };
-        push(&mut suite, name, &m);
+        super::push_measured(&mut suite, name, "ops/s", &m);
     }
     for i in 0..keys {
         cache.invalidate(&format!("{prefix}{i}")).await;

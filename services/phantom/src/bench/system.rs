@@ -89,7 +89,7 @@ impl System {
 
 /// One `GET /health` on a new connection: Ok for 200 (healthy) or 503 (degraded: still an
 /// answer), the status line otherwise.
-async fn get_health(addr: SocketAddr) -> load::Outcome {
+pub(crate) async fn get_health(addr: SocketAddr) -> load::Outcome {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let fetch = async {
@@ -110,29 +110,6 @@ async fn get_health(addr: SocketAddr) -> load::Outcome {
         Ok(Some(_)) => Err("HTTP_STATUS"),
         Ok(None) => Err("TRANSPORT"),
         Err(_) => Err("TIMEOUT"),
-    }
-}
-
-fn push(suite: &mut Suite, prefix: &str, m: &load::Measured) {
-    suite.metrics.push(Metric::new(
-        &format!("{prefix}_per_s"),
-        "calls/s",
-        Better::Higher,
-        m.throughput(),
-    ));
-    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
-        suite.metrics.push(Metric::new(
-            &format!("{prefix}_{name}_ms"),
-            "ms",
-            Better::Lower,
-            m.quantile_ms(q),
-        ));
-    }
-    let failed = m.total() - m.ok();
-    if failed > 0 {
-        suite
-            .notes
-            .push(format!("{prefix}: {failed} calls failed: {:?}", m.outcomes));
     }
 }
 
@@ -168,8 +145,8 @@ pub async fn health(options: &Options) -> anyhow::Result<Suite> {
     suite.notes.push(
         "phantom up, embedded defaults; 4 callers; /health on a new connection per call".into(),
     );
-    push(&mut suite, "http_health", &rest);
-    push(&mut suite, "grpc_health_check", &grpc);
+    super::push_measured(&mut suite, "http_health", "calls/s", &rest);
+    super::push_measured(&mut suite, "grpc_health_check", "calls/s", &grpc);
     Ok(suite)
 }
 
