@@ -2,13 +2,20 @@
 //!
 //! Either way a notification is stored, with its room's next sequence number, before
 //! `Publish` answers; replays read it back by sequence; retention bounds each room by count
-//! and age.
+//! and age. Notifications are appended in batches ([`NotificationLog::append_batch`]), each
+//! one transaction (one script in Redis).
 //!
 //! In Redis, a room is a stream whose entry ids are the sequence numbers (`<seq>-0`), so a
 //! replay after `n` is one `XRANGE (n+1)-0 +`. The sequence comes from a counter key kept
-//! apart from the stream, so trimming never makes a number come back. Appending (count the
-//! sequence, add the entry, cap the stream, index the room) is one Lua script: atomic, and
-//! one round trip.
+//! apart from the stream, so trimming never makes a number come back. Appending a batch (for
+//! each notification: check its publish key, count the sequence, add the entry, cap the
+//! stream, index the room) is one Lua script: nothing interleaves with it, and one round
+//! trip. Unlike a transaction, a script that fails midway keeps what it wrote before the
+//! failure. Only an `XADD` can fail after a write, when a room's counter was lost apart from
+//! its stream (evicted: the notifier's Redis must not evict keys); the batch's publishers are
+//! then answered UNAVAILABLE, as after a timeout, and a retry with its idempotency key
+//! answers what was stored. (The per-notification script this replaced kept its `INCR` in
+//! that case the same way.)
 //!
 //! A replay reads a page at a time, bounded in bytes as well as in count ([`Page`]): a
 //! subscriber that stops reading holds at most one page, whatever the room holds.
@@ -40,7 +47,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use crate::repository::{NotificationRecord, NotificationRepository};
+use crate::repository::{NewNotification, NotificationRecord, NotificationRepository};
 use async_trait::async_trait;
 use fred::prelude::*;
 use phantom_domain::Tenant;
@@ -73,13 +80,35 @@ pub struct Stored {
 pub trait NotificationLog: Send + Sync + std::fmt::Debug + 'static {
     /// `"database"` or `"redis"`.
     fn backend(&self) -> &'static str;
+    /// Stores `batch` in one step that no other write interleaves with: each notification with
+    /// the next sequence of its room, in the batch's order, except one whose idempotency key
+    /// its room already has (within [`KEY_RETENTION`] at least, and from earlier in the batch
+    /// too): that one stores nothing and returns the notification stored with the key.
+    /// Returns, per entry and in the batch's order, the notification as stored, with its
+    /// epoch, and whether it was stored now: only then is it delivered. On error nothing of
+    /// the batch is stored (in Redis, with one exception: see the [module docs](self)).
+    async fn append_batch(&self, batch: &[NewNotification]) -> Result<Vec<(Stored, bool)>, Error>;
     /// Stores `n` with the next sequence of its room; returns it as stored, with its epoch.
-    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error>;
-    /// Stores `n` unless a notification of its room was stored with idempotency `key` (within
-    /// [`KEY_RETENTION`] at least); then returns that one and stores nothing. The flag says
-    /// whether it was stored now: only then is it delivered.
-    async fn append_once(&self, n: &NotificationRecord, key: &str)
-    -> Result<(Stored, bool), Error>;
+    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error> {
+        let batch = [NewNotification {
+            record: n.clone(),
+            key: None,
+        }];
+        Ok(self.append_batch(&batch).await?.remove(0).0)
+    }
+    /// Stores `n` unless a notification of its room was stored with idempotency `key`; then
+    /// returns that one and stores nothing. The flag says whether it was stored now.
+    async fn append_once(
+        &self,
+        n: &NotificationRecord,
+        key: &str,
+    ) -> Result<(Stored, bool), Error> {
+        let batch = [NewNotification {
+            record: n.clone(),
+            key: Some(key.to_owned()),
+        }];
+        Ok(self.append_batch(&batch).await?.remove(0))
+    }
     /// The notifications of a room after `after`, in order, at most a `page` of them. An empty
     /// page: there are no more.
     async fn after(
@@ -113,21 +142,15 @@ impl NotificationLog for StoreLog {
         "database"
     }
 
-    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error> {
-        Ok(Stored {
-            record: self.0.append_notification(n).await?,
-            epoch: DATABASE_EPOCH.to_owned(),
-        })
-    }
-
-    async fn append_once(
-        &self,
-        n: &NotificationRecord,
-        key: &str,
-    ) -> Result<(Stored, bool), Error> {
-        let (record, fresh) = self.0.append_notification_once(n, key).await?;
-        let epoch = DATABASE_EPOCH.to_owned();
-        Ok((Stored { record, epoch }, fresh))
+    async fn append_batch(&self, batch: &[NewNotification]) -> Result<Vec<(Stored, bool)>, Error> {
+        let stored = self.0.append_notifications(batch).await?;
+        Ok(stored
+            .into_iter()
+            .map(|(record, fresh)| {
+                let epoch = DATABASE_EPOCH.to_owned();
+                (Stored { record, epoch }, fresh)
+            })
+            .collect())
     }
 
     async fn epoch(&self) -> Result<String, Error> {
@@ -180,22 +203,36 @@ impl std::fmt::Debug for RedisLog {
 /// notifications): longer than any retry of a Publish.
 pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// KEYS: stream, sequence counter, rooms index, the publish key's key, epoch. ARGV:
-/// created_at, record JSON, max length, the key's lifetime (seconds), a new epoch (as in
-/// [`APPEND_LUA`]). Returns `{stored now, sequence, epoch}`.
-const APPEND_ONCE_LUA: &str = r"
-local epoch = redis.call('GET', KEYS[5])
+/// KEYS: epoch, rooms index, then three per notification: its stream, its room's sequence
+/// counter, and the key of its publish key (its stream's when it has none). ARGV: max length,
+/// a publish key's lifetime (seconds), a new epoch (taken if the log has none: it lost its
+/// data, or is new), then three per notification: created_at, record JSON, `1` if it has a
+/// publish key. Returns `{epoch, {stored now, sequence}...}`, one pair per notification, in
+/// order. The epoch comes back with the sequences, in the same round trip and the same atomic
+/// step, so live delivery knows which life they belong to. What a failure midway keeps: see
+/// the [module docs](self).
+const APPEND_BATCH_LUA: &str = r"
+local epoch = redis.call('GET', KEYS[1])
 if not epoch then
-  epoch = ARGV[5]
-  redis.call('SET', KEYS[5], epoch)
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[1], epoch)
 end
-local prior = redis.call('GET', KEYS[4])
-if prior then return {0, tonumber(prior), epoch} end
-local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
-redis.call('SADD', KEYS[3], KEYS[1])
-redis.call('SET', KEYS[4], seq, 'EX', ARGV[4])
-return {1, seq, epoch}
+local out = {epoch}
+for i = 0, (#KEYS - 2) / 3 - 1 do
+  local stream, counter, key = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
+  local keyed = ARGV[6 + 3 * i] == '1'
+  local prior = keyed and redis.call('GET', key)
+  if prior then
+    out[#out + 1] = {0, tonumber(prior)}
+  else
+    local seq = redis.call('INCR', counter)
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], seq .. '-0', 't', ARGV[4 + 3 * i], 'n', ARGV[5 + 3 * i])
+    redis.call('SADD', KEYS[2], stream)
+    if keyed then redis.call('SET', key, seq, 'EX', ARGV[2]) end
+    out[#out + 1] = {1, seq}
+  end
+end
+return out
 ";
 
 /// Every room's stream, for retention.
@@ -203,22 +240,6 @@ const ROOMS: &str = "phantom:notify:rooms";
 
 /// The key of the log's epoch.
 const EPOCH: &str = "phantom:notify:epoch";
-
-/// KEYS: stream, sequence counter, rooms index, epoch. ARGV: created_at, record JSON, max
-/// length, a new epoch (taken if the log has none: it lost its data, or is new). Returns
-/// `{sequence, epoch}`: the epoch comes back with the sequence, in the same round trip and
-/// the same atomic step, so live delivery knows which life the sequence belongs to.
-const APPEND_LUA: &str = r"
-local epoch = redis.call('GET', KEYS[4])
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('SET', KEYS[4], epoch)
-end
-local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 't', ARGV[1], 'n', ARGV[2])
-redis.call('SADD', KEYS[3], KEYS[1])
-return {seq, epoch}
-";
 
 /// KEYS: epoch. ARGV: a new epoch. Returns the log's epoch, taking the new one if it has none.
 const EPOCH_LUA: &str = r"
@@ -292,6 +313,28 @@ impl RedisLog {
         })
     }
 
+    /// The notification of `n`'s room at `sequence`, as stored (unless trimmed since: then
+    /// `n`'s fields with that sequence): what a Publish retried with its key answers.
+    async fn stored(
+        &self,
+        n: &NotificationRecord,
+        sequence: u64,
+    ) -> Result<NotificationRecord, Error> {
+        let page = Page {
+            items: 1,
+            bytes: usize::MAX,
+        };
+        Ok(self
+            .after(&n.tenant, &n.room, sequence.saturating_sub(1), page)
+            .await?
+            .into_iter()
+            .find(|r| r.sequence == sequence)
+            .unwrap_or_else(|| NotificationRecord {
+                sequence,
+                ..n.clone()
+            }))
+    }
+
     /// Waits until Redis answers (or `timeout`).
     pub async fn ready(&self, timeout: Duration) -> bool {
         tokio::time::timeout(timeout, self.client.wait_for_connect())
@@ -306,94 +349,58 @@ impl NotificationLog for RedisLog {
         "redis"
     }
 
-    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error> {
-        let key = stream_key(&n.tenant, &n.room);
-        let json = serde_json::to_string(n).map_err(Error::internal)?;
-        let (seq, epoch): (u64, String) = self
-            .client
-            .eval(
-                APPEND_LUA,
-                vec![
-                    key.clone(),
-                    format!("{key}:seq"),
-                    ROOMS.to_owned(),
-                    EPOCH.to_owned(),
-                ],
-                vec![
-                    n.created_at.to_string(),
-                    json,
-                    self.max_len.to_string(),
-                    new_epoch(),
-                ],
-            )
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(Stored {
-            record: NotificationRecord {
-                sequence: seq,
-                ..n.clone()
-            },
-            epoch,
-        })
-    }
-
-    async fn append_once(
-        &self,
-        n: &NotificationRecord,
-        key: &str,
-    ) -> Result<(Stored, bool), Error> {
-        let stream = stream_key(&n.tenant, &n.room);
-        let json = serde_json::to_string(n).map_err(Error::internal)?;
-        let (fresh, seq, epoch): (u8, u64, String) = self
-            .client
-            .eval(
-                APPEND_ONCE_LUA,
-                vec![
-                    stream.clone(),
-                    format!("{stream}:seq"),
-                    ROOMS.to_owned(),
-                    // Length-prefixed like the stream's: no key can pass for another's.
-                    format!("{stream}:key:{}:{key}", key.len()),
-                    EPOCH.to_owned(),
-                ],
-                vec![
-                    n.created_at.to_string(),
-                    json,
-                    self.max_len.to_string(),
-                    KEY_RETENTION.as_secs().to_string(),
-                    new_epoch(),
-                ],
-            )
-            .await
-            .map_err(|e| unavailable(&e))?;
-        if fresh == 1 {
-            let record = NotificationRecord {
-                sequence: seq,
-                ..n.clone()
-            };
-            return Ok((Stored { record, epoch }, true));
+    async fn append_batch(&self, batch: &[NewNotification]) -> Result<Vec<(Stored, bool)>, Error> {
+        let mut keys = Vec::with_capacity(2 + 3 * batch.len());
+        keys.extend([EPOCH.to_owned(), ROOMS.to_owned()]);
+        let mut args = Vec::with_capacity(3 + 3 * batch.len());
+        args.extend([
+            self.max_len.to_string(),
+            KEY_RETENTION.as_secs().to_string(),
+            new_epoch(),
+        ]);
+        for NewNotification { record: n, key } in batch {
+            let stream = stream_key(&n.tenant, &n.room);
+            let counter = format!("{stream}:seq");
+            // Length-prefixed like the stream's: no key can pass for another's.
+            let published = key.as_ref().map_or_else(
+                || stream.clone(),
+                |key| format!("{stream}:key:{}:{key}", key.len()),
+            );
+            keys.extend([stream, counter, published]);
+            args.push(n.created_at.to_string());
+            args.push(serde_json::to_string(n).map_err(Error::internal)?);
+            args.push(if key.is_some() { "1" } else { "0" }.to_owned());
         }
-        // The first one, as stored (unless trimmed since: then its sequence).
-        let page = Page {
-            items: 1,
-            bytes: usize::MAX,
-        };
-        let first = self
-            .after(&n.tenant, &n.room, seq.saturating_sub(1), page)
-            .await?
-            .into_iter()
-            .find(|r| r.sequence == seq)
-            .unwrap_or_else(|| NotificationRecord {
-                sequence: seq,
-                ..n.clone()
-            });
-        Ok((
-            Stored {
-                record: first,
-                epoch,
-            },
-            false,
-        ))
+        let reply: Vec<fred::types::Value> = self
+            .client
+            .eval(APPEND_BATCH_LUA, keys, args)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut reply = reply.into_iter();
+        let epoch: String = reply
+            .next()
+            .and_then(|e| e.convert().ok())
+            .ok_or_else(|| Error::internal("the Redis log answered an append without its epoch"))?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (entry, result) in batch.iter().zip(reply) {
+            let (fresh, seq): (u8, u64) = result.convert().map_err(|e| unavailable(&e))?;
+            let record = if fresh == 1 {
+                NotificationRecord {
+                    sequence: seq,
+                    ..entry.record.clone()
+                }
+            } else {
+                self.stored(&entry.record, seq).await?
+            };
+            let epoch = epoch.clone();
+            out.push((Stored { record, epoch }, fresh == 1));
+        }
+        if out.len() != batch.len() {
+            return Err(Error::internal(
+                "the Redis log answered an append for fewer notifications than it was given",
+            ));
+        }
+        Ok(out)
     }
 
     async fn after(

@@ -7,7 +7,7 @@ use phantom_domain::Tenant;
 use phantom_kit::time::now_micros;
 use phantom_notifier::{
     log::{NotificationLog, Page, RedisLog, StoreLog},
-    repository::{self, NotificationRecord, SqlNotificationRepository},
+    repository::{self, NewNotification, NotificationRecord, SqlNotificationRepository},
 };
 use phantom_storage::Database;
 
@@ -64,8 +64,59 @@ async fn keyed_appends_store_once(log: &dyn NotificationLog) {
     assert!(fresh && elsewhere.record.sequence == 1);
 }
 
+/// A batch numbers each room in its order; a key used earlier in the batch answers the first
+/// one; every notification of it comes back with the log's epoch.
+async fn a_batch_numbers_each_room_in_its_order(log: &dyn NotificationLog) {
+    let t = Tenant::parse(&format!("b{}", uuid::Uuid::now_v7().simple())).unwrap();
+    let entry = |room: &str, payload: &str, key: Option<&str>| NewNotification {
+        record: NotificationRecord {
+            payload: payload.to_owned(),
+            ..note(&t, room, now_micros())
+        },
+        key: key.map(str::to_owned),
+    };
+    let batch = [
+        entry("team/a", "a1", None),
+        entry("team/b", "b1", Some("k")),
+        entry("team/a", "a2", None),
+        entry("team/b", "retry of b1", Some("k")),
+        entry("team/a", "a3", Some("k")),
+    ];
+    let stored = log.append_batch(&batch).await.unwrap();
+    let epoch = log.epoch().await.unwrap();
+    assert!(stored.iter().all(|(s, _)| s.epoch == epoch));
+    let got: Vec<(&str, u64, &str, bool)> = stored
+        .iter()
+        .map(|(s, fresh)| {
+            let r = &s.record;
+            (r.room.as_str(), r.sequence, r.payload.as_str(), *fresh)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("team/a", 1, "a1", true),
+            ("team/b", 1, "b1", true),
+            ("team/a", 2, "a2", true),
+            ("team/b", 1, "b1", false),
+            ("team/a", 3, "a3", true),
+        ]
+    );
+    assert_eq!(
+        stored[3].0.record.id, batch[1].record.id,
+        "the first one, as stored"
+    );
+    assert_eq!(log.latest(&t, "team/b").await.unwrap(), 1);
+    let a = log.after(&t, "team/a", 0, items(10)).await.unwrap();
+    assert_eq!(
+        a.iter().map(|n| n.payload.as_str()).collect::<Vec<_>>(),
+        ["a1", "a2", "a3"]
+    );
+}
+
 async fn conforms(log: &dyn NotificationLog) {
     keyed_appends_store_once(log).await;
+    a_batch_numbers_each_room_in_its_order(log).await;
     let t = Tenant::parse(&format!("t{}", uuid::Uuid::now_v7().simple())).unwrap();
     let other = Tenant::parse(&format!("{t}-other")).unwrap();
     let old = now_micros() - 3_600_000_000;

@@ -35,7 +35,8 @@ pub struct NotificationRecord {
     pub tenant: Tenant,
     /// Room.
     pub room: String,
-    /// Position in the room; assigned by [`NotificationRepository::append_notification`].
+    /// Position in the room; assigned when it is stored
+    /// ([`NotificationRepository::append_notifications`]).
     pub sequence: u64,
     /// UUIDv7.
     pub id: String,
@@ -81,24 +82,61 @@ impl From<NotificationRecord> for pb::Notification {
     }
 }
 
+/// A notification to store, and the idempotency key its publisher gave, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// The notification (its `sequence` is assigned when it is stored).
+    pub record: NotificationRecord,
+    /// Stored at most once per room with this key: a retried Publish gives one notification.
+    pub key: Option<String>,
+}
+
 /// What the notifier stores: notifications, numbered per room.
 #[async_trait]
 pub trait NotificationRepository: Send + Sync + std::fmt::Debug + 'static {
-    /// Stores a notification, assigning the next sequence number of its room.
+    /// Stores `batch` in one transaction: all of it or, on error, none of it. Each notification
+    /// takes the next sequence of its room in the order of the batch, except one whose key its
+    /// room already has (from an earlier batch or this one): that one stores nothing and
+    /// returns the notification stored with the key (with the fields it was stored with, or,
+    /// if retention removed it, its sequence and the new one's fields). Returns one
+    /// `(notification, stored now)` per entry, in the batch's order.
+    ///
+    /// Rooms are locked in one order (tenant, room) whatever the batch's order, each room's
+    /// counter before its keys, so batches committed at once by several replicas never wait
+    /// on each other in a cycle.
+    async fn append_notifications(
+        &self,
+        batch: &[NewNotification],
+    ) -> Result<Vec<(NotificationRecord, bool)>, StoreError>;
+
+    /// Stores a notification, assigning the next sequence number of its room (a batch of one).
     async fn append_notification(
         &self,
         notification: &NotificationRecord,
-    ) -> Result<NotificationRecord, StoreError>;
+    ) -> Result<NotificationRecord, StoreError> {
+        let batch = [NewNotification {
+            record: notification.clone(),
+            key: None,
+        }];
+        let mut stored = self.append_notifications(&batch).await?;
+        Ok(stored.remove(0).0)
+    }
 
     /// Stores a notification unless one of its room was stored with the same idempotency
-    /// `key`, in which case nothing is stored and that one is returned (with the fields it
-    /// was stored with, or, if retention removed it, its sequence and `notification`'s).
-    /// The flag says whether it was stored now.
+    /// `key`, in which case nothing is stored and that one is returned (as
+    /// [`NotificationRepository::append_notifications`] says). The flag says whether it was
+    /// stored now.
     async fn append_notification_once(
         &self,
         notification: &NotificationRecord,
         key: &str,
-    ) -> Result<(NotificationRecord, bool), StoreError>;
+    ) -> Result<(NotificationRecord, bool), StoreError> {
+        let batch = [NewNotification {
+            record: notification.clone(),
+            key: Some(key.to_owned()),
+        }];
+        Ok(self.append_notifications(&batch).await?.remove(0))
+    }
 
     /// Deletes notifications created before `older_than`, and all but the last
     /// `keep_per_room` of each room. Returns how many were deleted. Sequences are not reused:

@@ -9,7 +9,7 @@ use phantom_storage::{
 };
 use sqlx::{Row, any::AnyRow};
 
-use super::{NotificationRecord, NotificationRepository};
+use super::{NewNotification, NotificationRecord, NotificationRepository};
 
 /// The SQL implementation of [`NotificationRepository`].
 #[derive(Debug, Clone)]
@@ -58,23 +58,114 @@ fn notification_of(row: &AnyRow) -> Result<NotificationRecord, StoreError> {
     })
 }
 
-/// Takes the next sequence of `n`'s room and stores `n` with it, within `tx`.
-async fn insert_notification(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    n: &NotificationRecord,
-) -> Result<NotificationRecord, StoreError> {
-    // The upsert takes a row lock on the room's counter (PostgreSQL) or the database write
-    // lock (SQLite), so concurrent publishers to one room get distinct, gap-free numbers.
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// Reserves `count` sequences of `tenant`'s `room` within `tx`; returns the last sequence
+/// given before them (0 in a new room). The upsert takes a row lock on the room's counter
+/// (PostgreSQL) or the database write lock (SQLite) until `tx` ends, so concurrent writers to
+/// one room get distinct, gap-free numbers. What is not used of the reservation (keys already
+/// taken) is given back by [`release_unused`] before the commit.
+async fn reserve(
+    tx: &mut Tx<'_>,
+    tenant: &Tenant,
+    room: &str,
+    count: u64,
+) -> Result<u64, StoreError> {
     let row = sqlx::query(
-        "INSERT INTO room_sequences (tenant, room, sequence) VALUES ($1, $2, 1) \
-         ON CONFLICT (tenant, room) DO UPDATE SET sequence = room_sequences.sequence + 1 \
+        "INSERT INTO room_sequences (tenant, room, sequence) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant, room) DO UPDATE SET sequence = room_sequences.sequence + $3 \
+         RETURNING sequence",
+    )
+    .bind(tenant.to_string())
+    .bind(room.to_owned())
+    .bind(to_i64(count))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(u64_of(&row, "sequence")?.saturating_sub(count))
+}
+
+/// Sets the counter of `tenant`'s `room` back to `last`, the last sequence the transaction
+/// used of those it reserved.
+async fn release_unused(
+    tx: &mut Tx<'_>,
+    tenant: &Tenant,
+    room: &str,
+    last: u64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE room_sequences SET sequence = $3 WHERE tenant = $1 AND room = $2")
+        .bind(tenant.to_string())
+        .bind(room.to_owned())
+        .bind(to_i64(last))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Takes `key` in `n`'s room for `sequence`, within `tx`: false when the room already has the
+/// key (then nothing is written). A transaction of another writer that took the same key and
+/// has not ended is waited for (PostgreSQL), then counts as having it if it committed.
+async fn claim_key(
+    tx: &mut Tx<'_>,
+    n: &NotificationRecord,
+    key: &str,
+    sequence: u64,
+) -> Result<bool, StoreError> {
+    let claimed = sqlx::query(
+        "INSERT INTO publish_keys (tenant, room, key, sequence, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, room, key) DO NOTHING \
          RETURNING sequence",
     )
     .bind(n.tenant.to_string())
     .bind(n.room.clone())
+    .bind(key.to_owned())
+    .bind(to_i64(sequence))
+    .bind(n.created_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// The notification that `n`'s room stored with `key`, read within `tx` (so one stored earlier
+/// in the same batch is found too): with the fields it was stored with, or, if retention
+/// removed it, its sequence and `n`'s fields.
+async fn published_with(
+    tx: &mut Tx<'_>,
+    n: &NotificationRecord,
+    key: &str,
+) -> Result<NotificationRecord, StoreError> {
+    let row = sqlx::query(
+        "SELECT sequence FROM publish_keys WHERE tenant = $1 AND room = $2 AND key = $3",
+    )
+    .bind(n.tenant.to_string())
+    .bind(n.room.clone())
+    .bind(key.to_owned())
     .fetch_one(&mut **tx)
     .await?;
     let sequence = u64_of(&row, "sequence")?;
+    let stored = sqlx::query(
+        "SELECT tenant, room, sequence, id, priority, kind, payload, created_at, severity \
+         FROM notifications WHERE tenant = $1 AND room = $2 AND sequence = $3",
+    )
+    .bind(n.tenant.to_string())
+    .bind(n.room.clone())
+    .bind(to_i64(sequence))
+    .fetch_optional(&mut **tx)
+    .await?;
+    match stored {
+        Some(row) => notification_of(&row),
+        None => Ok(NotificationRecord {
+            sequence,
+            ..n.clone()
+        }),
+    }
+}
+
+/// Stores `n` with `sequence`, within `tx`.
+async fn insert_notification(
+    tx: &mut Tx<'_>,
+    n: &NotificationRecord,
+    sequence: u64,
+) -> Result<NotificationRecord, StoreError> {
     sqlx::query(
         "INSERT INTO notifications (tenant, room, sequence, id, priority, kind, payload, \
          created_at, severity, text_bytes) \
@@ -98,42 +189,36 @@ async fn insert_notification(
     })
 }
 
-impl SqlNotificationRepository {
-    /// The notification `n`'s room stored with `key`, if one was.
-    async fn published_with(
-        &self,
-        n: &NotificationRecord,
-        key: &str,
-    ) -> Result<Option<NotificationRecord>, StoreError> {
-        let Some(row) = sqlx::query(
-            "SELECT sequence FROM publish_keys WHERE tenant = $1 AND room = $2 AND key = $3",
-        )
-        .bind(n.tenant.to_string())
-        .bind(n.room.clone())
-        .bind(key.to_owned())
-        .fetch_optional(self.db.pool())
-        .await?
-        else {
-            return Ok(None);
-        };
-        let sequence = u64_of(&row, "sequence")?;
-        let stored = sqlx::query(
-            "SELECT tenant, room, sequence, id, priority, kind, payload, created_at, severity \
-             FROM notifications WHERE tenant = $1 AND room = $2 AND sequence = $3",
-        )
-        .bind(n.tenant.to_string())
-        .bind(n.room.clone())
-        .bind(to_i64(sequence))
-        .fetch_optional(self.db.pool())
-        .await?;
-        Ok(Some(match stored {
-            Some(row) => notification_of(&row)?,
-            None => NotificationRecord {
-                sequence,
-                ..n.clone()
-            },
-        }))
+/// Stores the entries `group` of `batch` (all of one room, in the batch's order) within `tx`,
+/// each into its place in `out`.
+async fn append_room(
+    tx: &mut Tx<'_>,
+    batch: &[NewNotification],
+    group: &[usize],
+    out: &mut [Option<(NotificationRecord, bool)>],
+) -> Result<(), StoreError> {
+    let first = &batch[group[0]].record;
+    // One statement reserves the group's numbers and locks the room before any of its keys is
+    // looked at: every writer takes a room's counter before its keys, the one order in which
+    // two writers of a room never wait on each other in a cycle.
+    let reserved = group.len() as u64;
+    let before = reserve(tx, &first.tenant, &first.room, reserved).await?;
+    let mut last = before;
+    for &i in group {
+        let NewNotification { record, key } = &batch[i];
+        if let Some(key) = key
+            && !claim_key(tx, record, key, last + 1).await?
+        {
+            out[i] = Some((published_with(tx, record, key).await?, false));
+            continue;
+        }
+        last += 1;
+        out[i] = Some((insert_notification(tx, record, last).await?, true));
     }
+    if last < before + reserved {
+        release_unused(tx, &first.tenant, &first.room, last).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -178,59 +263,28 @@ impl NotificationRepository for SqlNotificationRepository {
         Ok(by_age.rows_affected() + by_count.rows_affected())
     }
 
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "append_notification", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "append_notification"))]
-    async fn append_notification(
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "append_notifications", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "append_notifications", batch = batch.len()))]
+    async fn append_notifications(
         &self,
-        n: &NotificationRecord,
-    ) -> Result<NotificationRecord, StoreError> {
+        batch: &[NewNotification],
+    ) -> Result<Vec<(NotificationRecord, bool)>, StoreError> {
+        // Room by room in (tenant, room) order, whatever the batch's order, so that writers
+        // committing at once (replicas sharing PostgreSQL) take rooms in the same order; the
+        // sort is stable, so each room's entries keep the batch's order, the order of their
+        // sequences.
+        let room_of = |i: &usize| {
+            let r = &batch[*i].record;
+            (r.tenant.as_str(), r.room.as_str())
+        };
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|a, b| room_of(a).cmp(&room_of(b)));
+        let mut out = vec![None; batch.len()];
         let mut tx = self.db.pool().begin().await?;
-        let stored = insert_notification(&mut tx, n).await?;
-        tx.commit().await?;
-        Ok(stored)
-    }
-
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "append_notification_once", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "append_notification_once"))]
-    async fn append_notification_once(
-        &self,
-        n: &NotificationRecord,
-        key: &str,
-    ) -> Result<(NotificationRecord, bool), StoreError> {
-        // Two attempts: a concurrent publish with the same key may win the race between our
-        // look-up and our insert; its key row then makes ours fail, and the second look-up
-        // finds it.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if let Some(first) = self.published_with(n, key).await? {
-                return Ok((first, false));
-            }
-            let mut tx = self.db.pool().begin().await?;
-            let stored = insert_notification(&mut tx, n).await?;
-            let keyed = sqlx::query(
-                "INSERT INTO publish_keys (tenant, room, key, sequence, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(n.tenant.to_string())
-            .bind(n.room.clone())
-            .bind(key.to_owned())
-            .bind(to_i64(stored.sequence))
-            .bind(n.created_at)
-            .execute(&mut *tx)
-            .await;
-            match keyed {
-                Ok(_) => {
-                    tx.commit().await?;
-                    return Ok((stored, true));
-                }
-                Err(sqlx::Error::Database(db))
-                    if attempt < 2 && db.kind() == sqlx::error::ErrorKind::UniqueViolation =>
-                {
-                    // Rolled back on drop: the sequence this attempt took is given back.
-                    drop(tx);
-                }
-                Err(err) => return Err(err.into()),
-            }
+        for group in order.chunk_by(|a, b| room_of(a) == room_of(b)) {
+            append_room(&mut tx, batch, group, &mut out).await?;
         }
+        tx.commit().await?;
+        Ok(out.into_iter().flatten().collect())
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "notifications_after", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "notifications_after"))]

@@ -17,6 +17,7 @@ use tonic::{Code, transport::server::TcpConnectInfo};
 use tonic_types::StatusExt;
 
 use super::*;
+use crate::repository::NewNotification;
 
 /// Notifications in memory, counting the bytes it hands out to replays.
 #[derive(Debug, Default)]
@@ -48,46 +49,48 @@ impl NotificationLog for MemoryLog {
         "memory"
     }
 
-    async fn append(&self, n: &NotificationRecord) -> Result<Stored, Error> {
+    async fn append_batch(&self, batch: &[NewNotification]) -> Result<Vec<(Stored, bool)>, Error> {
         let mut rooms = self.rooms.lock().unwrap();
-        let room = rooms.entry((n.tenant.clone(), n.room.clone())).or_default();
-        let record = NotificationRecord {
-            sequence: room.last().map_or(1, |l| l.sequence + 1),
-            ..n.clone()
-        };
-        room.push(record.clone());
-        Ok(Stored {
-            record,
-            epoch: self.current_epoch(),
-        })
+        let mut keys = self.keys.lock().unwrap();
+        let epoch = self.current_epoch();
+        let mut out = Vec::with_capacity(batch.len());
+        for NewNotification { record: n, key } in batch {
+            let slot = key
+                .as_ref()
+                .map(|key| (n.tenant.clone(), n.room.clone(), key.clone()));
+            if let Some(first) = slot.as_ref().and_then(|slot| keys.get(slot)) {
+                let record = first.clone();
+                out.push((
+                    Stored {
+                        record,
+                        epoch: epoch.clone(),
+                    },
+                    false,
+                ));
+                continue;
+            }
+            let room = rooms.entry((n.tenant.clone(), n.room.clone())).or_default();
+            let record = NotificationRecord {
+                sequence: room.last().map_or(1, |l| l.sequence + 1),
+                ..n.clone()
+            };
+            room.push(record.clone());
+            if let Some(slot) = slot {
+                keys.insert(slot, record.clone());
+            }
+            out.push((
+                Stored {
+                    record,
+                    epoch: epoch.clone(),
+                },
+                true,
+            ));
+        }
+        Ok(out)
     }
 
     async fn epoch(&self) -> Result<String, Error> {
         Ok(self.current_epoch())
-    }
-
-    async fn append_once(
-        &self,
-        n: &NotificationRecord,
-        key: &str,
-    ) -> Result<(Stored, bool), Error> {
-        let slot = (n.tenant.clone(), n.room.clone(), key.to_owned());
-        if let Some(first) = self.keys.lock().unwrap().get(&slot) {
-            let epoch = self.current_epoch();
-            return Ok((
-                Stored {
-                    record: first.clone(),
-                    epoch,
-                },
-                false,
-            ));
-        }
-        let stored = self.append(n).await?;
-        self.keys
-            .lock()
-            .unwrap()
-            .insert(slot, stored.record.clone());
-        Ok((stored, true))
     }
 
     async fn after(
