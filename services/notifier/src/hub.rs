@@ -61,7 +61,7 @@ impl Filter {
 }
 
 /// Index of a priority's queue: LOW 0 … CRITICAL 3 (UNSPECIFIED counts as NORMAL).
-fn class(priority: i32) -> usize {
+pub(crate) fn class(priority: i32) -> usize {
     match pb::Priority::try_from(priority).unwrap_or(pb::Priority::Normal) {
         pb::Priority::Low => 0,
         pb::Priority::Unspecified | pb::Priority::Normal => 1,

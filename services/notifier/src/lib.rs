@@ -5,6 +5,8 @@
 //! - [`hub`]: live fan-out to per-subscriber priority queues.
 //! - [`fanout`]: fan-out across replicas through Redis.
 //! - [`log`]: where notifications are kept (Redis Streams or the database).
+//! - [`writer`]: the write path of `Publish`: batches, most urgent first, live delivery in
+//!   commit order.
 //! - [`repository`]: the notifications in the shared database (what [`log::StoreLog`] keeps),
 //!   and their migrations.
 //! - [`limits`]: how many subscriptions a caller and a replica may have open.
@@ -23,6 +25,7 @@ mod secret_url;
 pub mod service;
 pub mod settings;
 pub mod webhook;
+pub mod writer;
 pub mod ws;
 
 use std::sync::Arc;
@@ -109,10 +112,16 @@ pub async fn run(
             &context.registry,
             &shutdown,
         );
+        let writer = writer::Writer::start(
+            log.clone(),
+            &n.write,
+            service::live_delivery(hub.clone(), webhooks),
+            &context.registry,
+        );
         core.set(service::Core {
             log,
+            writer,
             fanout,
-            webhooks,
         });
         true
     };

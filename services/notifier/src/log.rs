@@ -3,7 +3,8 @@
 //! Either way a notification is stored, with its room's next sequence number, before
 //! `Publish` answers; replays read it back by sequence; retention bounds each room by count
 //! and age. Notifications are appended in batches ([`NotificationLog::append_batch`]), each
-//! one transaction (one script in Redis).
+//! atomic: the writer ([`crate::writer`]) commits what is waiting, most urgent first, as one
+//! transaction (one script in Redis).
 //!
 //! In Redis, a room is a stream whose entry ids are the sequence numbers (`<seq>-0`), so a
 //! replay after `n` is one `XRANGE (n+1)-0 +`. The sequence comes from a counter key kept

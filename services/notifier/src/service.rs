@@ -1,7 +1,10 @@
 //! The `phantom.v1.Notifier` gRPC service: durable publish, resumable subscribe.
 //!
 //! Publish stores first and fans out second (to this replica's subscribers, then to the other
-//! replicas through Redis), so a notification a client saw acknowledged is never lost. A
+//! replicas through Redis), so a notification a client saw acknowledged is never lost. It
+//! stores through the replica's writer ([`crate::writer`]), which commits publishes in
+//! batches, most urgent first, and fans each out to this replica's subscribers in commit
+//! order. A
 //! subscriber joins the live feed *before* replaying what it missed; its cursor drops what it
 //! was already given (by sequence): nothing falls in the gap between replay and live, and
 //! nothing arrives twice. Live delivery goes through the subscriber's priority queue
@@ -34,7 +37,8 @@ use crate::{
     hub::{Filter, Hub, Subscriber},
     limits::{Admission, Caller, Subscriptions},
     log::{NotificationLog, Page, Stored},
-    repository::NotificationRecord,
+    repository::{NewNotification, NotificationRecord},
+    writer::{Committed, Writer},
 };
 use tonic::{Request, Response, Status};
 
@@ -85,12 +89,23 @@ pub const SUBSCRIPTION_BYTES: usize =
 /// What the service needs once its dependencies are up.
 #[derive(Debug)]
 pub struct Core {
-    /// Durable log of notifications.
+    /// Durable log of notifications, for replays.
     pub log: Arc<dyn NotificationLog>,
+    /// Writes publishes to `log`, most urgent first, and delivers them live.
+    pub writer: Writer,
     /// Fan-out to the other replicas, when Redis is configured.
     pub fanout: Option<RedisFanout>,
-    /// Outbound webhooks.
-    pub webhooks: crate::webhook::Webhooks,
+}
+
+/// The live delivery of a notification just stored, run by the writer in commit order
+/// ([`crate::writer`]): to this replica's subscribers, with the epoch it was appended in (so
+/// subscribers of an older one learn that the log was reset), and to the webhooks.
+pub fn live_delivery(hub: Arc<Hub>, webhooks: crate::webhook::Webhooks) -> Committed {
+    Box::new(move |stored: &Stored| {
+        let shared = Arc::new(stored.record.clone());
+        hub.fan_out(&shared, &stored.epoch);
+        webhooks.offer(&shared);
+    })
 }
 
 /// How subscriptions are served.
@@ -450,21 +465,17 @@ impl Notifier for NotifierService {
             .into());
         }
         let key = n.idempotency_key.trim();
-        let (stored, fresh): (Stored, bool) = if key.is_empty() {
-            (core.log.append(&record).await?, true)
-        } else {
-            core.log.append_once(&record, key).await?
+        let entry = NewNotification {
+            record,
+            key: (!key.is_empty()).then(|| key.to_owned()),
         };
-        // A retry that found its first Publish delivered nothing new.
-        if fresh {
-            let shared = Arc::new(stored.record.clone());
-            // With the epoch it was appended in: this replica's subscribers of an older one,
-            // and the other replicas', learn that the log was reset.
-            self.hub.fan_out(&shared, &stored.epoch);
-            core.webhooks.offer(&shared);
-            if let Some(fanout) = &core.fanout {
-                fanout.publish(&stored).await;
-            }
+        // Delivered to this replica's subscribers by the writer, once stored.
+        let (stored, fresh) = core.writer.append(entry).await?;
+        // A retry that found its first Publish delivered nothing new. With the epoch it was
+        // appended in: the other replicas' subscribers of an older one learn that the log
+        // was reset.
+        if fresh && let Some(fanout) = &core.fanout {
+            fanout.publish(&stored).await;
         }
         Ok(Response::new(stored.record.into()))
     }

@@ -63,6 +63,8 @@ pub struct NotifierConfig {
     /// Where notifications are kept: `auto` (Redis Streams when `REDIS_URL` is set, the
     /// database otherwise), `database` or `redis`.
     pub log: NotificationLogKind,
+    /// How publishes are written to the log.
+    pub write: WriteConfig,
     /// The WebSocket gateway.
     pub ws: WsConfig,
     /// Rooms forwarded to outbound webhooks.
@@ -80,6 +82,35 @@ pub enum NotificationLogKind {
     /// Redis Streams (`REDIS_URL` required).
     Redis,
 }
+
+/// How publishes are written to the log: one writer per replica commits them in batches, most
+/// urgent first ([`crate::writer`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteConfig {
+    /// Most notifications committed in one transaction (one script in Redis). Publishes that
+    /// arrive while a batch commits go in the next one, CRITICAL first, then HIGH, NORMAL,
+    /// LOW: a CRITICAL waits for at most the batch being committed.
+    pub max_batch: usize,
+    /// Publishes of one priority waiting for the writer, at most; past it a Publish of that
+    /// priority is refused with RESOURCE_EXHAUSTED and RetryInfo, while the other priorities
+    /// still get in. Each holds its notification (at most 64 KiB of payload) while it waits.
+    pub max_queued: usize,
+}
+
+impl Default for WriteConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: DEFAULT_MAX_BATCH,
+            max_queued: DEFAULT_MAX_QUEUED,
+        }
+    }
+}
+
+/// Default of [`WriteConfig::max_batch`].
+pub const DEFAULT_MAX_BATCH: usize = 32;
+/// Default of [`WriteConfig::max_queued`].
+pub const DEFAULT_MAX_QUEUED: usize = 256;
 
 /// The notifier's WebSocket gateway.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +226,7 @@ impl Default for NotifierConfig {
             prune_every: Duration::from_secs(60),
             redis_fanout: true,
             log: NotificationLogKind::Auto,
+            write: WriteConfig::default(),
             ws: WsConfig::default(),
             webhooks: Vec::new(),
         }
@@ -222,6 +254,12 @@ impl NotifierConfig {
             return Err(Invalid::new(
                 "log",
                 "is redis, but no Redis is configured (set REDIS_URL)",
+            ));
+        }
+        if self.write.max_batch == 0 || self.write.max_queued == 0 {
+            return Err(Invalid::new(
+                "write",
+                "max_batch and max_queued must be more than 0",
             ));
         }
         let ws = &self.ws;

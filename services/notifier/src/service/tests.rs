@@ -17,7 +17,6 @@ use tonic::{Code, transport::server::TcpConnectInfo};
 use tonic_types::StatusExt;
 
 use super::*;
-use crate::repository::NewNotification;
 
 /// Notifications in memory, counting the bytes it hands out to replays.
 #[derive(Debug, Default)]
@@ -154,12 +153,18 @@ pub(crate) fn fixture() -> Fixture {
 pub(crate) fn fixture_with(delivery: Delivery) -> Fixture {
     let log = Arc::new(MemoryLog::default());
     let core = Ready::new();
+    let hub = Arc::new(Hub::default());
+    let writer = Writer::start(
+        log.clone(),
+        &crate::settings::WriteConfig::default(),
+        live_delivery(hub.clone(), crate::webhook::Webhooks::default()),
+        &hub.registry,
+    );
     core.set(Core {
         log: log.clone(),
+        writer,
         fanout: None,
-        webhooks: crate::webhook::Webhooks::default(),
     });
-    let hub = Arc::new(Hub::default());
     let service = NotifierService::new(core, hub.clone(), delivery, CancellationToken::new());
     Fixture { service, hub, log }
 }
@@ -240,9 +245,9 @@ fn huge_rooms_and_after_sequence_maps_are_refused_at_once_with_a_small_error() {
         after_sequence,
         ..Default::default()
     };
-    let f = fixture();
     let (status, took) = answered_within(Duration::from_secs(20), async move {
-        subscribe_err(&f, req).await
+        // Within the call's runtime: the fixture's writer is a task of it.
+        subscribe_err(&fixture(), req).await
     });
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert!(took < Duration::from_secs(2), "validation took {took:?}");
