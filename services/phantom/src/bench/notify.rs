@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::Context as _;
 use phantom_kit::{CancellationToken, Listeners};
-use phantom_layers::rate_limit::QuotaConfig;
+use phantom_layers::{rate_limit::QuotaConfig, registry::Registry};
 use phantom_proto::pb::{self, notifier_client::NotifierClient, subscribe_response::Event};
 
 use crate::config::Config;
@@ -108,7 +108,7 @@ fn note(priority: pb::Priority, phase: Phase, sent: u64) -> pb::Notification {
 
 /// Starts a notifier on a free port; returns its URL, its queue capacity, and the token
 /// that stops it.
-async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationToken)> {
+async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationToken, Registry)> {
     let mut config = Config::default();
     config.storage.data_dir = data.to_owned();
     config.notifier.heartbeat = HEARTBEAT;
@@ -124,10 +124,12 @@ async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationTok
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
+    let context = phantom_kit::Context::default();
+    let registry = context.registry.clone();
     tokio::spawn(phantom_notifier::run(
         config.notifier(),
         Listeners::grpc_only(listener),
-        phantom_kit::Context::default(),
+        context,
         shutdown.clone(),
     ));
     // Ready means its store is open: Subscribe answers instead of UNAVAILABLE.
@@ -140,11 +142,52 @@ async fn notifier(data: &Path) -> anyhow::Result<(String, usize, CancellationTok
             .await
             .is_ok()
         {
-            return Ok((url, capacity, shutdown));
+            return Ok((url, capacity, shutdown, registry));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     anyhow::bail!("the benchmark's notifier did not start")
+}
+
+/// The notifier's writer, from its registry: batches committed, publishes they answered, and
+/// the time spent committing them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Writes {
+    batches: u64,
+    written: u64,
+    commit_seconds: f64,
+}
+
+impl Writes {
+    fn read(registry: &Registry) -> Self {
+        let snapshot = registry.snapshot();
+        let counter = |name: &str| {
+            snapshot
+                .counters
+                .iter()
+                .filter(|c| c.name == name)
+                .map(|c| c.value)
+                .sum()
+        };
+        Self {
+            batches: counter("phantom_notifier_write_batches_total"),
+            written: counter("phantom_notifier_written_total"),
+            commit_seconds: snapshot
+                .histograms
+                .iter()
+                .filter(|h| h.name == "phantom_notifier_write_batch_seconds")
+                .map(|h| h.sum)
+                .sum(),
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            batches: self.batches - before.batches,
+            written: self.written - before.written,
+            commit_seconds: self.commit_seconds - before.commit_seconds,
+        }
+    }
 }
 
 async fn connect(url: &str) -> anyhow::Result<Channel> {
@@ -481,7 +524,7 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<Summary> {
         "--critical-every must be more than 0"
     );
     let data = tempfile::tempdir()?;
-    let (url, capacity, stop) = notifier(data.path()).await?;
+    let (url, capacity, stop, registry) = notifier(data.path()).await?;
     let epoch = Instant::now();
     let mut channels = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
@@ -519,8 +562,10 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<Summary> {
     let mut rows = Vec::new();
     let mut failed = 0;
     let mut unaccounted = Vec::new();
+    let mut writes = Vec::new();
     for phase in [Phase::Baseline, Phase::Flood] {
         let dropped_before: u64 = subscribers.iter().map(|s| lock(s).dropped_low).sum();
+        let writes_before = Writes::read(&registry);
         let started = Instant::now();
         let published = publish(&publisher, phase, args, epoch).await?;
         let elapsed = started.elapsed();
@@ -539,6 +584,7 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<Summary> {
         );
         let low = Figures::collect(&subscribers, phase, LOW, published.low, Some(dropped), &[]);
         rows.push((phase, critical, low, elapsed));
+        writes.push(Writes::read(&registry).since(writes_before));
     }
 
     println!(
@@ -554,6 +600,18 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<Summary> {
         if *phase == Phase::Flood {
             println!("{}", low.line(label, "LOW"));
         }
+    }
+    for ((phase, ..), w) in rows.iter().zip(&writes) {
+        println!(
+            "writer, {:<14} {} batches, {:.1} publishes per batch, commit mean {:.2} ms",
+            match phase {
+                Phase::Baseline => "CRITICAL only:",
+                Phase::Flood => "LOW flood:",
+            },
+            w.batches,
+            w.written as f64 / w.batches.max(1) as f64,
+            1e3 * w.commit_seconds / w.batches.max(1) as f64,
+        );
     }
     let (_, base, _, _) = &rows[0];
     let (_, critical, low, elapsed) = &rows[1];
