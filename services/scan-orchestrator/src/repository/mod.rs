@@ -204,6 +204,7 @@ impl From<FindingRecord> for pb::Finding {
             fingerprint: r.fingerprint.into(),
             created_at: Some(timestamp(r.created_at)),
             analysis: r.analysis.map(Into::into),
+            change: pb::FindingChange::Unspecified.into(),
         }
     }
 }
