@@ -88,6 +88,18 @@ pub const AUTHORIZATION: &[(&str, &str)] = &[
     ("/phantom.v1.ScanOrchestrator/ListScans", "scans:read"),
     ("/phantom.v1.ScanOrchestrator/WatchScan", "scans:read"),
     ("/phantom.v1.ScanOrchestrator/ListFindings", "findings:read"),
+    // Assets are scans on a schedule: the same scopes as scans.
+    ("/phantom.v1.ScanOrchestrator/CreateAsset", "scans:write"),
+    ("/phantom.v1.ScanOrchestrator/SetAssetPaused", "scans:write"),
+    ("/phantom.v1.ScanOrchestrator/DeleteAsset", "scans:write"),
+    ("/phantom.v1.ScanOrchestrator/GetAsset", "scans:read"),
+    ("/phantom.v1.ScanOrchestrator/ListAssets", "scans:read"),
+    (
+        "/phantom.v1.ScanOrchestrator/ListAssetFindings",
+        "findings:read",
+    ),
+    // A person's verdict on a finding, which silences alerts: a scope of its own.
+    ("/phantom.v1.ScanOrchestrator/SetTriage", "findings:triage"),
     // Scores a vector given in the call: reads nothing, but it is the findings' view.
     ("/phantom.v1.VulnAnalyzer/ScoreCvss", "findings:read"),
     // Analyses and cache warming store scores: only the orchestrator sends findings.
@@ -182,9 +194,15 @@ mod tests {
                 "/phantom.v1.HealthAggregator/GetSystemHealth",
                 "/phantom.v1.Metrics/GetMetrics",
                 "/phantom.v1.ScanOrchestrator/CancelScan",
+                "/phantom.v1.ScanOrchestrator/DeleteAsset",
+                "/phantom.v1.ScanOrchestrator/GetAsset",
                 "/phantom.v1.ScanOrchestrator/GetScan",
+                "/phantom.v1.ScanOrchestrator/ListAssetFindings",
+                "/phantom.v1.ScanOrchestrator/ListAssets",
                 "/phantom.v1.ScanOrchestrator/ListFindings",
                 "/phantom.v1.ScanOrchestrator/ListScans",
+                "/phantom.v1.ScanOrchestrator/SetAssetPaused",
+                "/phantom.v1.ScanOrchestrator/SetTriage",
                 "/phantom.v1.VulnAnalyzer/AnalyzeFindings",
                 "/phantom.v1.VulnAnalyzer/ScoreCvss",
                 "/phantom.v1.VulnAnalyzer/WarmScan",

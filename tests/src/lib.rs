@@ -160,6 +160,31 @@ impl Running {
     }
 }
 
+/// Another scan-orchestrator replica of `config`'s system, on the same database, calling
+/// `running`'s analyzer and notifier: stop it with the token, then await the handle.
+pub async fn second_orchestrator(
+    config: &Config,
+    running: &Running,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), phantom_kit::server::ServeError>>,
+) {
+    let mut cfg = config.clone();
+    cfg.endpoints.vuln_analyzer = format!("http://{}", running.addrs.vuln_analyzer);
+    cfg.endpoints.notifier = format!("http://{}", running.addrs.notifier);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(phantom_scan_orchestrator::run(
+        cfg.scan_orchestrator(),
+        phantom_kit::Listeners::grpc_only(listener),
+        phantom_kit::Context::default(),
+        stop.clone(),
+    ));
+    (stop, task)
+}
+
 /// A channel to `addr`.
 pub async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))

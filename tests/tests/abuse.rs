@@ -221,6 +221,10 @@ const LIST_SCANS: &str = "/phantom.v1.ScanOrchestrator/ListScans";
 const CANCEL_SCAN: &str = "/phantom.v1.ScanOrchestrator/CancelScan";
 const WATCH_SCAN: &str = "/phantom.v1.ScanOrchestrator/WatchScan";
 const LIST_FINDINGS: &str = "/phantom.v1.ScanOrchestrator/ListFindings";
+const CREATE_ASSET: &str = "/phantom.v1.ScanOrchestrator/CreateAsset";
+const GET_ASSET: &str = "/phantom.v1.ScanOrchestrator/GetAsset";
+const LIST_ASSET_FINDINGS: &str = "/phantom.v1.ScanOrchestrator/ListAssetFindings";
+const SET_TRIAGE: &str = "/phantom.v1.ScanOrchestrator/SetTriage";
 const ANALYZE: &str = "/phantom.v1.VulnAnalyzer/AnalyzeFindings";
 const SCORE_CVSS: &str = "/phantom.v1.VulnAnalyzer/ScoreCvss";
 const WARM_SCAN: &str = "/phantom.v1.VulnAnalyzer/WarmScan";
@@ -763,6 +767,138 @@ fn cases() -> Vec<Case> {
                     scan_id: "s".repeat(100_000),
                     page_size: 10,
                     page_token: "\u{0}\u{1}".repeat(1000),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "ListFindings filtering on 100,000 unknown changes is refused",
+            FORGED,
+            &[INVALID],
+            Scans,
+            LIST_FINDINGS,
+            || {
+                pb::ListFindingsRequest {
+                    scan_id: uuid::Uuid::now_v7().to_string(),
+                    changes: vec![i32::MAX; 100_000],
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        // --- assets ---------------------------------------------------------------------------
+        call(
+            "CreateAsset with a 1 MB name, a 100 KB cron pattern and a path for a time zone",
+            OVERSIZE,
+            &[INVALID],
+            Scans,
+            CREATE_ASSET,
+            || {
+                pb::CreateAssetRequest {
+                    name: "n".repeat(1 << 20),
+                    targets: vec!["127.0.0.1".into()],
+                    schedule: Some(pb::Schedule {
+                        cron: "*/1 ".repeat(25_000),
+                        time_zone: "../../../../etc/passwd".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "CreateAsset whose interval and jitter are i64::MAX seconds or negative",
+            FORGED,
+            &[INVALID],
+            Scans,
+            CREATE_ASSET,
+            || {
+                pb::CreateAssetRequest {
+                    name: "edge".into(),
+                    targets: vec!["127.0.0.1".into()],
+                    schedule: Some(pb::Schedule {
+                        every: Some(prost_types::Duration {
+                            seconds: i64::MAX,
+                            nanos: 999_999_999,
+                        }),
+                        jitter: Some(prost_types::Duration {
+                            seconds: -1,
+                            nanos: -1,
+                        }),
+                        missed: i32::MAX,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "GetAsset by a 100 KB name of control characters",
+            OVERSIZE,
+            &[INVALID],
+            Scans,
+            GET_ASSET,
+            || {
+                pb::GetAssetRequest {
+                    asset: "\u{0}\u{7}".repeat(50_000),
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "ListAssetFindings filtering on unknown triage states",
+            FORGED,
+            &[INVALID],
+            Scans,
+            LIST_ASSET_FINDINGS,
+            || {
+                pb::ListAssetFindingsRequest {
+                    asset: "web".into(),
+                    triage: vec![-1, 0, 99],
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "SetTriage accepting a risk until the end of time, with a 1 MB reason",
+            FORGED,
+            &[INVALID],
+            Scans,
+            SET_TRIAGE,
+            || {
+                pb::SetTriageRequest {
+                    asset: "web".into(),
+                    fingerprint: "f".repeat(100_000),
+                    state: pb::TriageState::AcceptedRisk.into(),
+                    reason: "r".repeat(1 << 20),
+                    accepted_until: Some(prost_types::Timestamp {
+                        seconds: i64::MAX,
+                        nanos: i32::MAX,
+                    }),
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "SetTriage accepting a risk until i64::MAX seconds (overflow bait)",
+            FORGED,
+            &[INVALID, Code::NotFound],
+            Scans,
+            SET_TRIAGE,
+            || {
+                pb::SetTriageRequest {
+                    asset: "web".into(),
+                    fingerprint: "fp".into(),
+                    state: pb::TriageState::AcceptedRisk.into(),
+                    reason: "because".into(),
+                    accepted_until: Some(prost_types::Timestamp {
+                        seconds: i64::MAX,
+                        nanos: 0,
+                    }),
                 }
                 .encode_to_vec()
             },

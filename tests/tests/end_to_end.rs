@@ -140,6 +140,7 @@ async fn scan_end_to_end(cfg: phantom::config::Config) {
             scan_id: scan.id.clone(),
             page_size: 0,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -605,6 +606,7 @@ async fn a_real_nmap_scan_finds_the_same_open_ports_as_the_builtin_engine() {
                 scan_id: scan.id.clone(),
                 page_size: 0,
                 page_token: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -650,6 +652,7 @@ async fn the_nuclei_engine_stores_recorded_results_with_their_cves_and_vectors()
             scan_id: scan.id.clone(),
             page_size: 0,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -740,6 +743,7 @@ async fn findings_of_a_scan_that_ended_while_the_analyzer_was_down_are_analyzed_
                     scan_id: id,
                     page_size: 0,
                     page_token: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -64,6 +64,7 @@ fn finding(scan_id: &ScanId, tenant: &Tenant) -> FindingRecord {
         fingerprint: Fingerprint::new("fp-legacy"),
         analysis: None,
         created_at: now_micros(),
+        change: phantom_proto::pb::FindingChange::Unspecified,
     }
 }
 
@@ -232,7 +233,7 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     let scans = SqlScanRepository::new(db.clone());
     assert_eq!(scans.get_scan(&t, &scan.id).await.unwrap(), Some(scan));
     let listed = scans
-        .list_findings(&t, &found.scan_id, None, 10)
+        .list_findings(&t, &found.scan_id, Default::default(), None, 10)
         .await
         .unwrap();
     assert_eq!(

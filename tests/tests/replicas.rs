@@ -3,11 +3,10 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use phantom_kit::{CancellationToken, Listeners};
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 use phantom_scan_orchestrator::repository::{ScanRepository as _, SqlScanRepository};
 use phantom_storage::Database;
-use phantom_tests::{PATIENCE, Running, channel, config};
+use phantom_tests::{PATIENCE, Running, channel, config, second_orchestrator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
@@ -25,18 +24,8 @@ async fn two_replicas_split_a_batch_without_running_any_scan_twice() {
     cfg.scan.claim_every = Duration::from_millis(200);
     let a = Running::start(cfg.clone()).await;
 
-    // Replica B: another orchestrator on the same database, using A's analyzer and notifier.
-    let mut cfg_b = cfg.clone();
-    cfg_b.endpoints.vuln_analyzer = format!("http://{}", a.addrs.vuln_analyzer);
-    cfg_b.endpoints.notifier = format!("http://{}", a.addrs.notifier);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stop_b = CancellationToken::new();
-    let b = tokio::spawn(phantom_scan_orchestrator::run(
-        cfg_b.scan_orchestrator(),
-        Listeners::grpc_only(listener),
-        phantom_kit::Context::default(),
-        stop_b.clone(),
-    ));
+    // Replica B: another orchestrator on the same database.
+    let (stop_b, b) = second_orchestrator(&cfg, &a).await;
 
     // Silent services: each scan takes a moment, so one replica cannot take them all.
     let silent: Vec<std::net::TcpListener> = (0..2)

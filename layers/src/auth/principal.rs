@@ -18,17 +18,21 @@ pub enum Scope {
     NotifySubscribe,
     /// Operate the deployment: metrics, system health.
     Admin,
+    /// Triage findings: mark them acknowledged, false positives, accepted risks or fixed
+    /// (last, so the scopes stored before it keep their bits).
+    FindingsTriage,
 }
 
 impl Scope {
     /// Every scope, in the order they are written.
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::ScansRead,
         Scope::ScansWrite,
         Scope::FindingsRead,
         Scope::NotifyPublish,
         Scope::NotifySubscribe,
         Scope::Admin,
+        Scope::FindingsTriage,
     ];
 
     /// Its name in keys, tokens and messages (`scans:read`).
@@ -40,6 +44,7 @@ impl Scope {
             Scope::NotifyPublish => "notify:publish",
             Scope::NotifySubscribe => "notify:subscribe",
             Scope::Admin => "admin",
+            Scope::FindingsTriage => "findings:triage",
         }
     }
 
@@ -65,7 +70,7 @@ impl fmt::Display for Scope {
 /// A scope name that is not one of [`Scope::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope {0:?} (known: scans:read, scans:write, findings:read, notify:publish, notify:subscribe, admin)"
+    "unknown scope {0:?} (known: scans:read, scans:write, findings:read, notify:publish, notify:subscribe, admin, findings:triage)"
 )]
 pub struct UnknownScope(pub String);
 

@@ -101,6 +101,37 @@ enum Command {
         credentials: commands::remote::Credentials,
     },
 
+    /// Watch assets: named target sets scanned on a schedule (cron in a time zone, or an
+    /// interval). Each scan of an asset is compared with the previous one; `findings` shows
+    /// what is new, still open, fixed or reopened, and `triage` records a person's verdict,
+    /// which sticks across scans.
+    #[command(after_help = "Examples:\n  \
+        phantom schedule create web 10.0.0.0/28 --ports 22,80,443 --cron '0 3 * * *' --tz Europe/Paris --jitter 10m\n  \
+        phantom schedule create lab 127.0.0.1 --every 6h --missed skip\n  \
+        phantom schedule list\n  \
+        phantom schedule findings web --change new,reopened\n  \
+        phantom schedule triage web 9f2c... false-positive --reason 'our honeypot'\n  \
+        phantom schedule triage web 9f2c... accepted-risk --reason 'replaced in Q1' --until 90d\n  \
+        phantom schedule pause web")]
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        action: commands::schedule::Action,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
+        output: Output,
+        /// The scan-orchestrator's URL.
+        #[arg(
+            long,
+            env = "PHANTOM_SCAN_ORCHESTRATOR_URL",
+            default_value = "http://127.0.0.1:50051",
+            global = true
+        )]
+        addr: String,
+        #[command(flatten)]
+        credentials: commands::remote::Credentials,
+    },
+
     /// Follow the notifications of rooms as they are published; reconnect and resume, without
     /// losing or repeating one, when the connection breaks. Ctrl-C stops.
     #[command(after_help = "Examples:\n  \
@@ -481,6 +512,15 @@ impl Cli {
                     credentials,
                 })
                 .await
+            }
+            Command::Schedule {
+                action,
+                output,
+                addr,
+                mut credentials,
+            } => {
+                credentials.data_dir = data_dir(self.config.as_deref());
+                commands::schedule::run(&addr, &credentials, action, output).await
             }
             Command::Health {
                 output,

@@ -119,6 +119,7 @@ async fn findings(
             scan_id: id.to_owned(),
             page_size: 1000,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -2,22 +2,28 @@
 //!
 //! # Layout
 //! - [`targets`]: target parsing and resolution, bounded per request.
+//! - [`schedule`]: when an asset is due: cron in a time zone or an interval, jitter, missed
+//!   runs.
 //! - [`scope`]: the authorized scope every address is checked against.
 //! - [`ports`]: port specifications.
 //! - [`scanner`]: the engines, behind the [`scanner::Scanner`] trait.
 //! - [`repository`]: scans, leases and findings in the shared database, and their
 //!   migrations.
 //! - [`runner`]: runs stored scans to a final state, resuming unfinished ones at start-up.
+//! - [`assets`]: continuous scanning: assets scanned on schedules, fired once per due time
+//!   across replicas; the diff of each scan and the findings' triage live in the repository.
 //! - [`events`]: what the runner tells the notifier ([`events::ScanEvent`]), typed, and the
 //!   notifications (type, priority, severity, JSON payload) made of them.
 //! - [`service`]: the `phantom.v1.ScanOrchestrator` gRPC service.
 //! - [`settings`]: the `[scan]` section and what the service runs with ([`Config`]).
 
+pub mod assets;
 pub mod events;
 pub mod ports;
 pub mod repository;
 pub mod runner;
 pub mod scanner;
+pub mod schedule;
 pub mod scope;
 pub mod service;
 pub mod settings;
@@ -60,8 +66,9 @@ pub async fn run(
         let Some(db) = database.await else {
             return false;
         };
-        let store: Arc<dyn repository::ScanRepository> =
-            Arc::new(repository::SqlScanRepository::new(db));
+        let sql = Arc::new(repository::SqlScanRepository::new(db));
+        let store: Arc<dyn repository::ScanRepository> = sql.clone();
+        let assets: Arc<dyn repository::assets::AssetRepository> = sql;
         spawn_scan_gauge(store.clone(), context.registry.clone(), shutdown.clone());
         let mut scanners: Vec<Arc<dyn scanner::Scanner>> = vec![Arc::new(
             scanner::BuiltinScanner::with_caps(&config.scan, per_host_caps(&config)),
@@ -100,7 +107,16 @@ pub async fn run(
             default_ports: config.scan.default_ports.clone(),
             max_hosts: config.scan.max_hosts_per_scan,
             quota: config.scan.quota,
+            assets: assets.clone(),
+            schedules: config.scan.schedules,
         });
+        let scheduler = assets::Scheduler::new(
+            assets,
+            core.clone(),
+            config.scan.schedules.check_every,
+            config.scan.schedules.grace,
+        );
+        tokio::spawn(scheduler.run(shutdown.clone()));
         true
     };
     server

@@ -34,7 +34,7 @@ use phantom_storage::StoreError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tracing::Instrument;
 
-use crate::repository::{FindingRecord, ScanProgress, ScanRecord, ScanRepository};
+use crate::repository::{FindingRecord, ScanProgress, ScanRecord, ScanRepository, assets::Values};
 
 use crate::{
     events::ScanEvent,
@@ -626,7 +626,13 @@ impl Runner {
         loop {
             let page = self
                 .store
-                .list_findings(&scan.tenant, &scan.id, after.as_deref(), ANALYZE_BATCH)
+                .list_findings(
+                    &scan.tenant,
+                    &scan.id,
+                    Values::default(),
+                    after.as_deref(),
+                    ANALYZE_BATCH,
+                )
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
@@ -756,6 +762,7 @@ fn finding_record(scan: &ScanRecord, open: &OpenPort) -> FindingRecord {
         fingerprint: Fingerprint::new(""),
         analysis: None,
         created_at: now_micros(),
+        change: pb::FindingChange::Unspecified,
     };
     f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone()));
     f
@@ -795,6 +802,7 @@ fn engine_finding_record(scan: &ScanRecord, found: &EngineFinding) -> FindingRec
         fingerprint: Fingerprint::new(""),
         analysis: None,
         created_at: now_micros(),
+        change: pb::FindingChange::Unspecified,
     };
     f.fingerprint = Fingerprint::of(&pb::Finding::from(f.clone()));
     f

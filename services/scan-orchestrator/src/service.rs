@@ -14,7 +14,10 @@ use phantom_layers::{Error, auth::audit, status::echo};
 use phantom_proto::pb::{self, scan_orchestrator_server::ScanOrchestrator};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::repository::{InsertScan, ScanRecord};
+use crate::repository::{
+    InsertScan, ScanRecord,
+    assets::{AssetRecord, AssetRepository},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -48,12 +51,140 @@ pub struct Core {
     pub max_hosts: u32,
     /// What one tenant may ask for.
     pub quota: crate::settings::QuotaConfig,
+    /// Assets and their findings.
+    pub assets: Arc<dyn AssetRepository>,
+    /// How schedules fire.
+    pub schedules: crate::settings::SchedulesConfig,
 }
 
 /// The window of the daily hosts quota.
 const QUOTA_DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl Core {
+    /// A new PENDING scan of `targets` (resolved, each checked against the scope) on
+    /// `ports` (empty: the default list) with `scanner` (empty: builtin), within `tenant`'s
+    /// quotas; not stored yet. The errors are the caller's to fix: INVALID_ARGUMENT naming the
+    /// field, PERMISSION_DENIED out of scope, RESOURCE_EXHAUSTED over quota.
+    pub async fn prepare_scan(
+        &self,
+        tenant: Tenant,
+        targets: &[String],
+        ports: &str,
+        scanner: &str,
+        request_id: String,
+    ) -> Result<ScanRecord, Error> {
+        let (scanner, ports) = self.engine_and_ports(scanner, ports)?;
+        let resolved = match targets::resolve(targets, &self.scope, self.max_hosts).await {
+            Ok(resolved) => resolved,
+            Err(err) => {
+                if let Error::SecurityViolation { message, .. } = &err {
+                    tracing::warn!(
+                        target: telemetry::SECURITY,
+                        event = "scope.denied",
+                        tenant = %tenant,
+                        reason = %message,
+                        "Scan refused: a target is out of the authorized scope"
+                    );
+                }
+                return Err(err);
+            }
+        };
+        self.within_quota(&tenant, resolved.len()).await?;
+        Ok(ScanRecord {
+            id: ScanId::generate(),
+            tenant,
+            state: pb::ScanState::Pending,
+            targets: targets.iter().map(|t| t.trim().to_owned()).collect(),
+            resolved,
+            ports,
+            scanner: scanner.to_owned(),
+            progress_percent: 0,
+            findings_count: 0,
+            probes_total: 0,
+            probes_done: 0,
+            idempotency_key: None,
+            error: String::new(),
+            request_id,
+            // The scan's span continues this call's trace, on whichever replica runs it.
+            trace_context: telemetry::trace_context(),
+            checkpoint: String::new(),
+            created_at: now_micros(),
+            started_at: None,
+            finished_at: None,
+            owner: String::new(),
+            lease_until: 0,
+            claims: 0,
+            asset_id: None,
+            due_at: None,
+        })
+    }
+
+    /// The engine (checked, and offered here) and the normalized port specification a
+    /// request names.
+    pub fn engine_and_ports<'a>(
+        &self,
+        scanner: &'a str,
+        ports: &str,
+    ) -> Result<(&'a str, String), Error> {
+        let scanner = if scanner.is_empty() {
+            "builtin"
+        } else {
+            scanner
+        };
+        if !ENGINES.contains(&scanner) {
+            return Err(Error::invalid(
+                "scanner",
+                format!(
+                    "unknown engine {}; one of {}",
+                    echo(scanner),
+                    ENGINES.join(", ")
+                ),
+            ));
+        }
+        let ports = ports::for_request(ports, &self.default_ports)?;
+        if !self.runner.has_scanner(scanner) {
+            return Err(Error::FailedPrecondition {
+                reason: "ENGINE_UNAVAILABLE",
+                message: format!(
+                    "engine {scanner:?} is not available on this server; use \"builtin\""
+                ),
+            });
+        }
+        Ok((scanner, ports::normalize(&ports)))
+    }
+
+    /// A scan of `asset` that could not start (`error`), stored FAILED so the due time's
+    /// outcome is in the asset's history.
+    pub fn failed_scan(&self, tenant: Tenant, asset: &AssetRecord, error: &str) -> ScanRecord {
+        let now = now_micros();
+        ScanRecord {
+            id: ScanId::generate(),
+            tenant,
+            state: pb::ScanState::Failed,
+            targets: asset.targets.clone(),
+            resolved: Vec::new(),
+            ports: asset.ports.clone(),
+            scanner: asset.scanner.clone(),
+            progress_percent: 0,
+            findings_count: 0,
+            probes_total: 0,
+            probes_done: 0,
+            idempotency_key: None,
+            error: format!("the scheduled scan could not start: {error}"),
+            request_id: String::new(),
+            trace_context: String::new(),
+            checkpoint: String::new(),
+            created_at: now,
+            started_at: None,
+            finished_at: Some(now),
+            owner: String::new(),
+            lease_until: 0,
+            claims: 0,
+            asset_id: Some(asset.id.clone()),
+            due_at: None,
+        }
+    }
+
     /// Refuses a scan of `hosts` addresses that would take `tenant` past its quotas, with
     /// RESOURCE_EXHAUSTED and when to retry.
     async fn within_quota(&self, tenant: &Tenant, hosts: usize) -> Result<(), Error> {
@@ -95,6 +226,8 @@ impl Core {
         Ok(())
     }
 }
+
+mod assets;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -174,23 +307,6 @@ impl ScanOrchestrator for ScanOrchestratorService {
         let req = request.into_inner();
         let core = self.core.get()?;
 
-        let scanner = if req.scanner.is_empty() {
-            "builtin"
-        } else {
-            req.scanner.as_str()
-        };
-        if !ENGINES.contains(&scanner) {
-            return Err(Error::invalid(
-                "scanner",
-                format!(
-                    "unknown engine {}; one of {}",
-                    echo(scanner),
-                    ENGINES.join(", ")
-                ),
-            )
-            .into());
-        }
-        let ports = ports::for_request(&req.ports, &core.default_ports)?;
         let key = req.idempotency_key.trim();
         if key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control) {
             return Err(Error::invalid(
@@ -199,58 +315,10 @@ impl ScanOrchestrator for ScanOrchestratorService {
             )
             .into());
         }
-        if !core.runner.has_scanner(scanner) {
-            return Err(Error::FailedPrecondition {
-                reason: "ENGINE_UNAVAILABLE",
-                message: format!(
-                    "engine {scanner:?} is not available on this server; use \"builtin\""
-                ),
-            }
-            .into());
-        }
-        let resolved = match targets::resolve(&req.targets, &core.scope, core.max_hosts).await {
-            Ok(resolved) => resolved,
-            Err(err) => {
-                if let Error::SecurityViolation { message, .. } = &err {
-                    tracing::warn!(
-                        target: telemetry::SECURITY,
-                        event = "scope.denied",
-                        tenant = %tenant,
-                        reason = %message,
-                        "Scan refused: a target is out of the authorized scope"
-                    );
-                }
-                return Err(err.into());
-            }
-        };
-
-        core.within_quota(&tenant, resolved.len()).await?;
-
-        let scan = ScanRecord {
-            id: ScanId::generate(),
-            tenant,
-            state: pb::ScanState::Pending,
-            targets: req.targets.iter().map(|t| t.trim().to_owned()).collect(),
-            resolved,
-            ports: ports::normalize(&ports),
-            scanner: scanner.to_owned(),
-            progress_percent: 0,
-            findings_count: 0,
-            probes_total: 0,
-            probes_done: 0,
-            idempotency_key: (!key.is_empty()).then(|| key.to_owned()),
-            error: String::new(),
-            request_id,
-            // The scan's span continues this call's trace, on whichever replica runs it.
-            trace_context: telemetry::trace_context(),
-            checkpoint: String::new(),
-            created_at: now_micros(),
-            started_at: None,
-            finished_at: None,
-            owner: String::new(),
-            lease_until: 0,
-            claims: 0,
-        };
+        let mut scan = core
+            .prepare_scan(tenant, &req.targets, &req.ports, &req.scanner, request_id)
+            .await?;
+        scan.idempotency_key = (!key.is_empty()).then(|| key.to_owned());
         match core
             .runner
             .store()
@@ -434,6 +502,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
         let id = scan_id("scan_id", &req.scan_id)?;
         let limit = page_size("page_size", req.page_size, FINDINGS_PAGE)?;
         let after = page_token(&req.page_token)?;
+        let changes = assets::changes("changes", &req.changes)?;
         let core = self.core.get()?;
         let store = core.runner.store();
         if store
@@ -445,7 +514,7 @@ impl ScanOrchestrator for ScanOrchestratorService {
             return Err(Error::not_found("scan", req.scan_id).into());
         }
         let findings = store
-            .list_findings(&tenant, &id, after, limit)
+            .list_findings(&tenant, &id, changes, after, limit)
             .await
             .map_err(Error::from)?;
         let next_page_token = if findings.len() == limit as usize {
@@ -457,5 +526,105 @@ impl ScanOrchestrator for ScanOrchestratorService {
             findings: findings.into_iter().map(Into::into).collect(),
             next_page_token,
         }))
+    }
+
+    async fn create_asset(
+        &self,
+        request: Request<pb::CreateAssetRequest>,
+    ) -> Result<Response<pb::Asset>, Status> {
+        let tenant = tenant_of(&request)?;
+        audit::target(&request, || {
+            let r = request.get_ref();
+            format!(
+                "asset {} targets {}",
+                echo(&r.name),
+                echo(&r.targets.join(","))
+            )
+        });
+        let core = self.core.get()?;
+        Ok(Response::new(
+            assets::create(core, tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_asset(
+        &self,
+        request: Request<pb::GetAssetRequest>,
+    ) -> Result<Response<pb::Asset>, Status> {
+        let tenant = tenant_of(&request)?;
+        let core = self.core.get()?;
+        let found = assets::asset(core, &tenant, &request.get_ref().asset).await?;
+        Ok(Response::new(found.into()))
+    }
+
+    async fn list_assets(
+        &self,
+        request: Request<pb::ListAssetsRequest>,
+    ) -> Result<Response<pb::ListAssetsResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let core = self.core.get()?;
+        Ok(Response::new(
+            assets::list(core, &tenant, request.get_ref()).await?,
+        ))
+    }
+
+    async fn set_asset_paused(
+        &self,
+        request: Request<pb::SetAssetPausedRequest>,
+    ) -> Result<Response<pb::Asset>, Status> {
+        let tenant = tenant_of(&request)?;
+        audit::target(&request, || {
+            format!("asset {}", echo(&request.get_ref().asset))
+        });
+        let core = self.core.get()?;
+        Ok(Response::new(
+            assets::set_paused(core, &tenant, request.get_ref()).await?,
+        ))
+    }
+
+    async fn delete_asset(
+        &self,
+        request: Request<pb::DeleteAssetRequest>,
+    ) -> Result<Response<pb::DeleteAssetResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        audit::target(&request, || {
+            format!("asset {}", echo(&request.get_ref().asset))
+        });
+        let core = self.core.get()?;
+        assets::delete(core, &tenant, &request.get_ref().asset).await?;
+        Ok(Response::new(pb::DeleteAssetResponse {}))
+    }
+
+    async fn list_asset_findings(
+        &self,
+        request: Request<pb::ListAssetFindingsRequest>,
+    ) -> Result<Response<pb::ListAssetFindingsResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let core = self.core.get()?;
+        Ok(Response::new(
+            assets::list_findings(core, &tenant, request.get_ref()).await?,
+        ))
+    }
+
+    async fn set_triage(
+        &self,
+        request: Request<pb::SetTriageRequest>,
+    ) -> Result<Response<pb::AssetFinding>, Status> {
+        let tenant = tenant_of(&request)?;
+        audit::target(&request, || {
+            let r = request.get_ref();
+            format!("asset {} finding {}", echo(&r.asset), echo(&r.fingerprint))
+        });
+        let principal = request
+            .extensions()
+            .get::<phantom_layers::auth::Principal>()
+            .map_or_else(
+                || "anonymous".to_owned(),
+                phantom_layers::auth::Principal::id,
+            );
+        let core = self.core.get()?;
+        Ok(Response::new(
+            assets::set_triage(core, &tenant, principal, request.get_ref()).await?,
+        ))
     }
 }

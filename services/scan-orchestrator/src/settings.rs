@@ -106,6 +106,35 @@ pub struct ScanConfig {
     pub nmap: NmapConfig,
     /// The nuclei engine.
     pub nuclei: NucleiConfig,
+    /// Assets' schedules.
+    pub schedules: SchedulesConfig,
+}
+
+/// How replicas fire the assets' schedules.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulesConfig {
+    /// How often each replica looks for assets whose run time has come (and expires accepted
+    /// risks). A due time fires once whichever replica sees it first.
+    #[serde(with = "humantime_serde")]
+    pub check_every: Duration,
+    /// How late a due time may start and still count as on time: later (the system was down,
+    /// or the previous run was still going), it is a missed run, run once or skipped as the
+    /// asset's schedule says.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Most assets one tenant may have.
+    pub max_assets_per_tenant: u32,
+}
+
+impl Default for SchedulesConfig {
+    fn default() -> Self {
+        Self {
+            check_every: Duration::from_secs(1),
+            grace: Duration::from_secs(60),
+            max_assets_per_tenant: 1000,
+        }
+    }
 }
 
 /// The nuclei engine, offered when its binary is found.
@@ -212,6 +241,7 @@ impl Default for ScanConfig {
             checkpoint_probes: DEFAULT_CHUNK_PROBES,
             nmap: NmapConfig::default(),
             nuclei: NucleiConfig::default(),
+            schedules: SchedulesConfig::default(),
         }
     }
 }
@@ -238,6 +268,12 @@ impl ScanConfig {
             return Err(Invalid::new("claim_every", "must be more than 0s"));
         }
         at_least_one("max_hosts_per_scan", self.max_hosts_per_scan as usize)?;
+        if self.schedules.check_every.is_zero() {
+            return Err(Invalid::new(
+                "schedules.check_every",
+                "must be more than 0s",
+            ));
+        }
         if self.checkpoint_probes == 0 {
             return Err(Invalid::new("checkpoint_probes", "must be at least 1"));
         }

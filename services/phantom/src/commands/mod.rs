@@ -6,6 +6,7 @@ pub mod health;
 pub mod migrate;
 pub mod remote;
 pub mod scan;
+pub mod schedule;
 pub(crate) mod terminal;
 pub mod watch;
 

@@ -162,6 +162,7 @@ async fn all_findings(
                 scan_id: scan_id.to_owned(),
                 page_size: 1000,
                 page_token: token,
+                ..Default::default()
             })
             .await?
             .into_inner();

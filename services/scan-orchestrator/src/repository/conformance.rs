@@ -9,6 +9,7 @@ use phantom_proto::pb::ScanState;
 
 use super::{
     FindingRecord, InsertScan, ResolvedTarget, Saved, ScanProgress, ScanRecord, ScanRepository,
+    assets::Values,
 };
 
 fn tenant() -> Tenant {
@@ -43,6 +44,8 @@ pub fn sample_scan(tenant: &Tenant) -> ScanRecord {
         lease_until: 0,
         claims: 0,
         checkpoint: String::new(),
+        asset_id: None,
+        due_at: None,
     }
 }
 
@@ -72,7 +75,8 @@ async fn store_findings(
     saved.new_findings
 }
 
-fn sample_finding(scan: &ScanRecord, port: u16) -> FindingRecord {
+/// A finding of `scan` on `port` (fingerprint `fp-<port>`), for tests.
+pub fn sample_finding(scan: &ScanRecord, port: u16) -> FindingRecord {
     FindingRecord {
         id: uuid::Uuid::now_v7().to_string(),
         tenant: scan.tenant.clone(),
@@ -93,6 +97,7 @@ fn sample_finding(scan: &ScanRecord, port: u16) -> FindingRecord {
         fingerprint: Fingerprint::new(format!("fp-{port}")),
         analysis: None,
         created_at: now_micros(),
+        change: phantom_proto::pb::FindingChange::Unspecified,
     }
 }
 
@@ -508,9 +513,12 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         .collect();
     assert_eq!(store_findings(store, &scan, &again).await, 1);
 
-    let page1 = store.list_findings(&t, &scan.id, None, 2).await.unwrap();
+    let page1 = store
+        .list_findings(&t, &scan.id, Values::default(), None, 2)
+        .await
+        .unwrap();
     let page2 = store
-        .list_findings(&t, &scan.id, Some(&page1[1].id), 2)
+        .list_findings(&t, &scan.id, Values::default(), Some(&page1[1].id), 2)
         .await
         .unwrap();
     let ports: Vec<_> = page1.iter().chain(&page2).map(|f| f.port).collect();
@@ -518,7 +526,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
     assert_eq!(page1[0], batch[0]);
     assert!(
         store
-            .list_findings(&tenant(), &scan.id, None, 10)
+            .list_findings(&tenant(), &scan.id, Values::default(), None, 10)
             .await
             .unwrap()
             .is_empty()
@@ -557,7 +565,10 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         .await
         .unwrap();
     assert_eq!(pending(store.unanalyzed_findings(10_000).await.unwrap()), 3);
-    let f = &store.list_findings(&t, &scan.id, None, 1).await.unwrap()[0];
+    let f = &store
+        .list_findings(&t, &scan.id, Values::default(), None, 1)
+        .await
+        .unwrap()[0];
     assert_eq!(f.analysis.as_ref(), Some(&analysis));
     assert_eq!(f.severity, Severity::Medium);
     assert!((f.cvss_score - 5.3).abs() < f64::EPSILON);
@@ -575,7 +586,12 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         .unwrap();
     let shown = |v: Vec<FindingRecord>| v[1].analysis.clone().unwrap();
     assert_eq!(
-        shown(store.list_findings(&t, &scan.id, None, 10).await.unwrap()),
+        shown(
+            store
+                .list_findings(&t, &scan.id, Values::default(), None, 10)
+                .await
+                .unwrap()
+        ),
         degraded
     );
     let enriched = Analysis {
@@ -586,7 +602,12 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
     };
     assert!(analyses.upgrade_analysis(&enriched).await);
     assert_eq!(
-        shown(store.list_findings(&t, &scan.id, None, 10).await.unwrap()),
+        shown(
+            store
+                .list_findings(&t, &scan.id, Values::default(), None, 10)
+                .await
+                .unwrap()
+        ),
         enriched
     );
 }

@@ -11,7 +11,9 @@
 //! Every method takes the tenant (or works across tenants by design, said so) and every query
 //! filters on it: a record of another tenant is indistinguishable from a missing one.
 
+pub mod assets;
 mod sql;
+mod sql_assets;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
@@ -88,6 +90,10 @@ pub struct ScanRecord {
     pub claims: u64,
     /// Which chunks of its probes are done (see [`crate::scanner::Plan`]); empty when none.
     pub checkpoint: String,
+    /// The asset whose schedule started it, if one did.
+    pub asset_id: Option<String>,
+    /// The schedule's due time it ran for (µs), with `asset_id`.
+    pub due_at: Option<i64>,
 }
 
 impl ScanRecord {
@@ -114,6 +120,8 @@ impl From<ScanRecord> for pb::Scan {
             started_at: r.started_at.map(timestamp),
             probes_total: r.probes_total,
             probes_done: r.probes_done,
+            asset_id: r.asset_id.unwrap_or_default(),
+            due_at: r.due_at.map(timestamp),
         }
     }
 }
@@ -181,6 +189,9 @@ pub struct FindingRecord {
     pub analysis: Option<Analysis>,
     /// Stored at.
     pub created_at: i64,
+    /// How it compares with its asset's previous scan (read back only; unspecified when
+    /// stored, and for a scan of no asset).
+    pub change: pb::FindingChange,
 }
 
 impl From<FindingRecord> for pb::Finding {
@@ -204,7 +215,7 @@ impl From<FindingRecord> for pb::Finding {
             fingerprint: r.fingerprint.into(),
             created_at: Some(timestamp(r.created_at)),
             analysis: r.analysis.map(Into::into),
-            change: pb::FindingChange::Unspecified.into(),
+            change: r.change.into(),
         }
     }
 }
@@ -329,11 +340,15 @@ pub trait ScanRepository: Send + Sync + std::fmt::Debug + 'static {
         analysis: &Analysis,
     ) -> Result<(), StoreError>;
 
-    /// Findings of one scan, in the order they were stored, with ids above `after_id`.
+    /// Findings of one scan, in the order they were stored, with ids above `after_id`, each
+    /// with how it compares with its asset's previous scan; only those whose change is in
+    /// `changes` when it is not empty. A FIXED finding (asked for in `changes`) is one the
+    /// scan did not see, as the asset's earlier scan saw it.
     async fn list_findings(
         &self,
         tenant: &Tenant,
         scan_id: &ScanId,
+        changes: assets::Values,
         after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FindingRecord>, StoreError>;

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use phantom_domain::{Analysis, Fingerprint, ScanId, Severity, Tenant};
-use phantom_proto::pb::ScanState;
+use phantom_proto::pb::{self, ScanState};
 use phantom_storage::{
     Database, Dialect, StoreError,
     row::{is_unique_violation, json_of, to_i64, u64_of},
@@ -12,6 +12,7 @@ use sqlx::{Row, any::AnyRow};
 
 use super::{
     FindingRecord, InsertScan, Saved, ScanProgress, ScanRecord, ScanRepository, TenantUsage,
+    assets::Values,
 };
 
 /// The SQL implementation of [`ScanRepository`].
@@ -25,11 +26,20 @@ impl SqlScanRepository {
     pub fn new(db: Database) -> Self {
         Self { db }
     }
+
+    /// The database.
+    pub(super) fn db(&self) -> &Database {
+        &self.db
+    }
 }
 
 /// The tenant in column `col` (stored only after the edge validated it; checked again as
 /// any stored value is, and reported as `column` when it does not hold a tenant).
-fn tenant_in(row: &AnyRow, col: &str, column: &'static str) -> Result<Tenant, StoreError> {
+pub(super) fn tenant_in(
+    row: &AnyRow,
+    col: &str,
+    column: &'static str,
+) -> Result<Tenant, StoreError> {
     let text: String = row.try_get(col)?;
     Tenant::try_from(text).map_err(|e| StoreError::Corrupt {
         column,
@@ -69,10 +79,12 @@ fn scan_of(row: &AnyRow) -> Result<ScanRecord, StoreError> {
         lease_until: row.try_get("lease_until")?,
         claims: u64_of(row, "claims")?,
         checkpoint: row.try_get("checkpoint")?,
+        asset_id: row.try_get("asset_id")?,
+        due_at: row.try_get("due_at")?,
     })
 }
 
-fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
+pub(super) fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
     let severity: i64 = row.try_get("severity")?;
     let analysis: Option<String> = row.try_get("analysis")?;
     Ok(FindingRecord {
@@ -107,6 +119,7 @@ fn finding_of(row: &AnyRow) -> Result<FindingRecord, StoreError> {
                 message: e.to_string(),
             })?,
         created_at: row.try_get("created_at")?,
+        change: pb::FindingChange::Unspecified,
     })
 }
 
@@ -197,6 +210,51 @@ async fn insert_findings(
     Ok(inserted)
 }
 
+/// Stores `scan` through `e` (the pool, or a transaction).
+pub(super) async fn insert_scan_row<'e, E>(
+    e: E,
+    scan: &ScanRecord,
+) -> Result<sqlx::any::AnyQueryResult, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO scans (id, tenant, state, targets, resolved, ports, scanner, \
+         progress_percent, findings_count, probes_total, probes_done, idempotency_key, \
+         error, request_id, created_at, started_at, finished_at, owner, lease_until, claims, \
+         trace_context, hosts, checkpoint, asset_id, due_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20, $21, $22, $23, $24, $25)",
+    )
+    .bind(scan.id.to_string())
+    .bind(scan.tenant.to_string())
+    .bind(i64::from(scan.state as i32))
+    .bind(serde_json::to_string(&scan.targets).expect("strings serialize"))
+    .bind(serde_json::to_string(&scan.resolved).expect("addresses serialize"))
+    .bind(scan.ports.clone())
+    .bind(scan.scanner.clone())
+    .bind(i64::from(scan.progress_percent))
+    .bind(to_i64(scan.findings_count))
+    .bind(to_i64(scan.probes_total))
+    .bind(to_i64(scan.probes_done))
+    .bind(scan.idempotency_key.clone())
+    .bind(scan.error.clone())
+    .bind(scan.request_id.clone())
+    .bind(scan.created_at)
+    .bind(scan.started_at)
+    .bind(scan.finished_at)
+    .bind(scan.owner.clone())
+    .bind(scan.lease_until)
+    .bind(to_i64(scan.claims))
+    .bind(scan.trace_context.clone())
+    .bind(to_i64(scan.resolved.len() as u64))
+    .bind(scan.checkpoint.clone())
+    .bind(scan.asset_id.clone())
+    .bind(scan.due_at)
+    .execute(e)
+    .await
+}
+
 /// `SELECT <every scan column> FROM scans <rest>`, as one `&'static str` (sqlx takes only
 /// static SQL without an explicit `AssertSqlSafe`).
 macro_rules! scan_columns {
@@ -204,7 +262,26 @@ macro_rules! scan_columns {
         "id, tenant, state, targets, resolved, ports, scanner, progress_percent, \
          findings_count, probes_total, probes_done, idempotency_key, error, request_id, \
          created_at, started_at, finished_at, owner, lease_until, claims, trace_context, \
-         checkpoint"
+         checkpoint, asset_id, due_at"
+    };
+}
+
+/// `SELECT <a finding's columns and its fingerprint's analysis (a_*)>, <rest>` (`f` is the
+/// finding, `a` the analysis).
+macro_rules! listed_findings {
+    ($rest:literal) => {
+        concat!(
+            "SELECT f.id, f.tenant, f.scan_id, f.target, f.hostname, f.port, f.protocol, \
+             f.service, f.banner, f.engine, f.check_id, f.title, f.severity, f.cvss_score, \
+             f.cvss_vector, f.cve_ids, f.fingerprint, f.analysis, f.created_at, \
+             a.tenant AS a_tenant, a.fingerprint AS a_fingerprint, a.score AS a_score, \
+             a.severity AS a_severity, a.analyzer AS a_analyzer, a.confidence AS a_confidence, \
+             a.summary AS a_summary, a.remediation AS a_remediation, a.degraded AS a_degraded, \
+             a.analyzed_at AS a_analyzed_at, a.impact AS a_impact, \
+             a.suppression_suggested AS a_suppression_suggested, \
+             a.suppression_reason AS a_suppression_reason, ",
+            $rest
+        )
     };
 }
 
@@ -278,39 +355,7 @@ impl ScanRepository for SqlScanRepository {
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "insert_scan", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "insert_scan"))]
     async fn insert_scan(&self, scan: &ScanRecord) -> Result<InsertScan, StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO scans (id, tenant, state, targets, resolved, ports, scanner, \
-             progress_percent, findings_count, probes_total, probes_done, idempotency_key, \
-             error, request_id, created_at, started_at, finished_at, owner, lease_until, claims, \
-             trace_context, hosts, checkpoint) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23)",
-        )
-        .bind(scan.id.to_string())
-        .bind(scan.tenant.to_string())
-        .bind(i64::from(scan.state as i32))
-        .bind(serde_json::to_string(&scan.targets).expect("strings serialize"))
-        .bind(serde_json::to_string(&scan.resolved).expect("addresses serialize"))
-        .bind(scan.ports.clone())
-        .bind(scan.scanner.clone())
-        .bind(i64::from(scan.progress_percent))
-        .bind(to_i64(scan.findings_count))
-        .bind(to_i64(scan.probes_total))
-        .bind(to_i64(scan.probes_done))
-        .bind(scan.idempotency_key.clone())
-        .bind(scan.error.clone())
-        .bind(scan.request_id.clone())
-        .bind(scan.created_at)
-        .bind(scan.started_at)
-        .bind(scan.finished_at)
-        .bind(scan.owner.clone())
-        .bind(scan.lease_until)
-        .bind(to_i64(scan.claims))
-        .bind(scan.trace_context.clone())
-        .bind(to_i64(scan.resolved.len() as u64))
-        .bind(scan.checkpoint.clone())
-        .execute(self.db.pool())
-        .await;
+        let result = insert_scan_row(self.db.pool(), scan).await;
         match result {
             Ok(_) => Ok(InsertScan::Inserted),
             Err(err) if is_unique_violation(&err) && scan.idempotency_key.is_some() => {
@@ -496,6 +541,7 @@ impl ScanRepository for SqlScanRepository {
     ) -> Result<Option<ScanRecord>, StoreError> {
         // Success means every probe ran: progress is exactly 100 then, and only then. A
         // runner finishes only a scan it still holds; a cancel (no owner) finishes any.
+        let mut tx = self.db.pool().begin().await?;
         let done = sqlx::query(
             "UPDATE scans SET state = $1, error = $2, finished_at = $3, lease_until = 0, \
              progress_percent = CASE WHEN $4 = 1 THEN 100 ELSE progress_percent END, \
@@ -515,11 +561,17 @@ impl ScanRepository for SqlScanRepository {
         .bind(i64::from(ScanState::Running as i32))
         .bind(owner.unwrap_or_default().to_owned())
         .bind(owner.unwrap_or_default().to_owned())
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
+        // A scan of an asset is compared with the asset's previous one as it succeeds, in the
+        // same transaction: never a succeeded scan without its diff.
+        if state == ScanState::Succeeded {
+            super::sql_assets::reconcile(&mut tx, id.as_str(), now).await?;
+        }
+        tx.commit().await?;
         self.get_scan(tenant, id).await
     }
 
@@ -549,30 +601,51 @@ impl ScanRepository for SqlScanRepository {
         &self,
         tenant: &Tenant,
         scan_id: &ScanId,
+        changes: Values,
         after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FindingRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT f.id, f.tenant, f.scan_id, f.target, f.hostname, f.port, f.protocol, \
-             f.service, f.banner, f.engine, f.check_id, f.title, f.severity, f.cvss_score, \
-             f.cvss_vector, f.cve_ids, f.fingerprint, f.analysis, f.created_at, \
-             a.tenant AS a_tenant, a.fingerprint AS a_fingerprint, a.score AS a_score, \
-             a.severity AS a_severity, a.analyzer AS a_analyzer, a.confidence AS a_confidence, \
-             a.summary AS a_summary, a.remediation AS a_remediation, a.degraded AS a_degraded, \
-             a.analyzed_at AS a_analyzed_at, a.impact AS a_impact, \
-             a.suppression_suggested AS a_suppression_suggested, \
-             a.suppression_reason AS a_suppression_reason \
-             FROM findings f \
-             LEFT JOIN analyses a ON a.tenant = f.tenant AND a.fingerprint = f.fingerprint \
-             WHERE f.tenant = $1 AND f.scan_id = $2 AND f.id > $3 ORDER BY f.id LIMIT $4",
-        )
+        // The scan's own findings with how they compare (a scan of an asset), and, when
+        // FIXED is asked for, the findings the asset had that this scan did not see, as last
+        // seen.
+        let fixed = i64::from(changes.contains(pb::FindingChange::Fixed as i32));
+        let rows = sqlx::query(concat!(
+            "SELECT * FROM (",
+            listed_findings!(
+                "COALESCE(c.change, 0) AS change FROM findings f \
+                 LEFT JOIN scan_changes c ON c.scan_id = f.scan_id AND c.fingerprint = f.fingerprint \
+                 LEFT JOIN analyses a ON a.tenant = f.tenant AND a.fingerprint = f.fingerprint \
+                 WHERE f.tenant = $1 AND f.scan_id = $2 AND f.id > $3"
+            ),
+            " UNION ALL ",
+            listed_findings!(
+                "c.change AS change FROM scan_changes c JOIN findings f ON f.id = c.finding_id \
+                 LEFT JOIN analyses a ON a.tenant = f.tenant AND a.fingerprint = f.fingerprint \
+                 WHERE c.tenant = $4 AND c.scan_id = $5 AND c.change = $6 AND $7 = 1 AND f.id > $8"
+            ),
+            ") x WHERE ($9 = 0 OR ($10 & (CASE x.change WHEN 1 THEN 2 WHEN 2 THEN 4 \
+             WHEN 3 THEN 8 WHEN 4 THEN 16 ELSE 1 END)) <> 0) ORDER BY x.id LIMIT $11"
+        ))
         .bind(tenant.to_string())
         .bind(scan_id.to_string())
         .bind(after_id.unwrap_or_default().to_owned())
+        .bind(tenant.to_string())
+        .bind(scan_id.to_string())
+        .bind(i64::from(pb::FindingChange::Fixed as i32))
+        .bind(fixed)
+        .bind(after_id.unwrap_or_default().to_owned())
+        .bind(changes.0)
+        .bind(changes.0)
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter().map(finding_with_current_analysis).collect()
+        rows.iter()
+            .map(|row| {
+                let mut finding = finding_with_current_analysis(row)?;
+                finding.change = super::sql_assets::change_of(row)?;
+                Ok(finding)
+            })
+            .collect()
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "unanalyzed_findings", otel.kind = "client", db.system.name = self.db.system(), db.operation.name = "unanalyzed_findings"))]
