@@ -100,6 +100,16 @@ pub const AUTHORIZATION: &[(&str, &str)] = &[
     ),
     // A person's verdict on a finding, which silences alerts: a scope of its own.
     ("/phantom.v1.ScanOrchestrator/SetTriage", "findings:triage"),
+    // Alert rules decide what is pushed to the tenant's alerts room and webhooks.
+    (
+        "/phantom.v1.ScanOrchestrator/CreateAlertRule",
+        "scans:write",
+    ),
+    (
+        "/phantom.v1.ScanOrchestrator/DeleteAlertRule",
+        "scans:write",
+    ),
+    ("/phantom.v1.ScanOrchestrator/ListAlertRules", "scans:read"),
     // Scores a vector given in the call: reads nothing, but it is the findings' view.
     ("/phantom.v1.VulnAnalyzer/ScoreCvss", "findings:read"),
     // Analyses and cache warming store scores: only the orchestrator sends findings.
@@ -194,9 +204,11 @@ mod tests {
                 "/phantom.v1.HealthAggregator/GetSystemHealth",
                 "/phantom.v1.Metrics/GetMetrics",
                 "/phantom.v1.ScanOrchestrator/CancelScan",
+                "/phantom.v1.ScanOrchestrator/DeleteAlertRule",
                 "/phantom.v1.ScanOrchestrator/DeleteAsset",
                 "/phantom.v1.ScanOrchestrator/GetAsset",
                 "/phantom.v1.ScanOrchestrator/GetScan",
+                "/phantom.v1.ScanOrchestrator/ListAlertRules",
                 "/phantom.v1.ScanOrchestrator/ListAssetFindings",
                 "/phantom.v1.ScanOrchestrator/ListAssets",
                 "/phantom.v1.ScanOrchestrator/ListFindings",

@@ -10,6 +10,7 @@ use phantom::config::{Config, ServiceName};
 use phantom::up::{Addresses, System};
 use phantom_kit::{CancellationToken, telemetry::Secrets};
 use phantom_layers::registry::Registry;
+use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -183,6 +184,70 @@ pub async fn second_orchestrator(
         stop.clone(),
     ));
     (stop, task)
+}
+
+/// Waits for the asset's run after `runs` runs to succeed, then pauses the asset (so the
+/// listeners can change before the next one); returns the scan.
+pub async fn next_asset_run(
+    client: &mut ScanOrchestratorClient<Channel>,
+    asset: &str,
+    runs: u64,
+) -> pb::Scan {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let a = client
+            .get_asset(pb::GetAssetRequest {
+                asset: asset.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if a.runs > runs {
+            let scan = client
+                .get_scan(pb::GetScanRequest {
+                    id: a.last_scan_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if scan.state() == pb::ScanState::Succeeded {
+                client
+                    .set_asset_paused(pb::SetAssetPausedRequest {
+                        asset: asset.to_owned(),
+                        paused: true,
+                    })
+                    .await
+                    .unwrap();
+                return scan;
+            }
+            assert!(
+                matches!(
+                    scan.state(),
+                    pb::ScanState::Pending | pb::ScanState::Running
+                ),
+                "the scheduled scan ended {:?}: {}",
+                scan.state(),
+                scan.error
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {} never came",
+            runs + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resumes the asset's schedule (its next due time after now).
+pub async fn resume_asset(client: &mut ScanOrchestratorClient<Channel>, asset: &str) {
+    client
+        .set_asset_paused(pb::SetAssetPausedRequest {
+            asset: asset.to_owned(),
+            paused: false,
+        })
+        .await
+        .unwrap();
 }
 
 /// A channel to `addr`.

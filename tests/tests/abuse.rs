@@ -225,6 +225,7 @@ const CREATE_ASSET: &str = "/phantom.v1.ScanOrchestrator/CreateAsset";
 const GET_ASSET: &str = "/phantom.v1.ScanOrchestrator/GetAsset";
 const LIST_ASSET_FINDINGS: &str = "/phantom.v1.ScanOrchestrator/ListAssetFindings";
 const SET_TRIAGE: &str = "/phantom.v1.ScanOrchestrator/SetTriage";
+const CREATE_ALERT_RULE: &str = "/phantom.v1.ScanOrchestrator/CreateAlertRule";
 const ANALYZE: &str = "/phantom.v1.VulnAnalyzer/AnalyzeFindings";
 const SCORE_CVSS: &str = "/phantom.v1.VulnAnalyzer/ScoreCvss";
 const WARM_SCAN: &str = "/phantom.v1.VulnAnalyzer/WarmScan";
@@ -859,6 +860,43 @@ fn cases() -> Vec<Case> {
                     asset: "web".into(),
                     triage: vec![-1, 0, 99],
                     ..Default::default()
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "CreateAlertRule with 100,000 ports, port 0 and 70000, and a 1 MB text",
+            OVERSIZE,
+            &[INVALID],
+            Scans,
+            CREATE_ALERT_RULE,
+            || {
+                pb::CreateAlertRuleRequest {
+                    rule: Some(pb::AlertRule {
+                        name: "flood".into(),
+                        ports: [0, 70_000].repeat(50_000),
+                        text: "t".repeat(1 << 20),
+                        ..Default::default()
+                    }),
+                }
+                .encode_to_vec()
+            },
+        ),
+        call(
+            "CreateAlertRule on FIXED changes, with a service full of terminal escapes",
+            FORGED,
+            &[INVALID],
+            Scans,
+            CREATE_ALERT_RULE,
+            || {
+                pb::CreateAlertRuleRequest {
+                    rule: Some(pb::AlertRule {
+                        name: "escapes".into(),
+                        services: vec!["\u{1b}[2J\u{1b}]0;owned\u{7}".into()],
+                        changes: vec![pb::FindingChange::Fixed as i32, i32::MIN],
+                        min_severity: 99,
+                        ..Default::default()
+                    }),
                 }
                 .encode_to_vec()
             },

@@ -13,7 +13,7 @@ use std::{
 use phantom_proto::pb::{
     self, FindingChange, TriageState, scan_orchestrator_client::ScanOrchestratorClient,
 };
-use phantom_tests::{PATIENCE, Running, channel, config, second_orchestrator};
+use phantom_tests::{Running, channel, config, next_asset_run, resume_asset, second_orchestrator};
 use tonic::transport::Channel;
 
 type Client = ScanOrchestratorClient<Channel>;
@@ -36,65 +36,6 @@ async fn diff(client: &mut Client, scan_id: &str) -> BTreeMap<u32, FindingChange
         .unwrap()
         .into_inner();
     page.findings.iter().map(|f| (f.port, f.change())).collect()
-}
-
-/// Waits for the asset's run after `runs` runs to succeed, then pauses the asset (so the
-/// listeners can change before the next one); returns the scan.
-async fn next_run(client: &mut Client, asset: &str, runs: u64) -> pb::Scan {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let a = client
-            .get_asset(pb::GetAssetRequest {
-                asset: asset.to_owned(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if a.runs > runs {
-            let scan = client
-                .get_scan(pb::GetScanRequest {
-                    id: a.last_scan_id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if scan.state() == pb::ScanState::Succeeded {
-                client
-                    .set_asset_paused(pb::SetAssetPausedRequest {
-                        asset: asset.to_owned(),
-                        paused: true,
-                    })
-                    .await
-                    .unwrap();
-                return scan;
-            }
-            assert!(
-                matches!(
-                    scan.state(),
-                    pb::ScanState::Pending | pb::ScanState::Running
-                ),
-                "the scheduled scan ended {:?}: {}",
-                scan.state(),
-                scan.error
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run {} never came",
-            runs + 1
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn resume(client: &mut Client, asset: &str) {
-    client
-        .set_asset_paused(pb::SetAssetPausedRequest {
-            asset: asset.to_owned(),
-            paused: false,
-        })
-        .await
-        .unwrap();
 }
 
 fn listen(port: u16) -> TcpListener {
@@ -161,12 +102,12 @@ async fn a_schedule_on_two_replicas_runs_each_due_time_once_and_reports_what_cha
     let (x, y, z) = (u32::from(x), u32::from(y), u32::from(z));
 
     // Run 1: x and y new.
-    let s1 = next_run(&mut client, "loopback", 0).await;
+    let s1 = next_asset_run(&mut client, "loopback", 0).await;
     assert_eq!(diff(&mut client, &s1.id).await, [(x, New), (y, New)].into());
-    resume(&mut client, "loopback").await;
+    resume_asset(&mut client, "loopback").await;
 
     // Run 2, nothing changed: nothing new, nothing fixed.
-    let s2 = next_run(&mut client, "loopback", 1).await;
+    let s2 = next_asset_run(&mut client, "loopback", 1).await;
     assert_eq!(
         diff(&mut client, &s2.id).await,
         [(x, StillOpen), (y, StillOpen)].into()
@@ -200,20 +141,20 @@ async fn a_schedule_on_two_replicas_runs_each_due_time_once_and_reports_what_cha
     // y closes, z opens.
     open_y.take();
     let open_z = listen(u16::try_from(z).unwrap());
-    resume(&mut client, "loopback").await;
+    resume_asset(&mut client, "loopback").await;
 
     // Run 3: y fixed, z new.
-    let s3 = next_run(&mut client, "loopback", 2).await;
+    let s3 = next_asset_run(&mut client, "loopback", 2).await;
     assert_eq!(
         diff(&mut client, &s3.id).await,
         [(x, StillOpen), (y, Fixed), (z, New)].into()
     );
     // y opens again.
     open_y = Some(listen(u16::try_from(y).unwrap()));
-    resume(&mut client, "loopback").await;
+    resume_asset(&mut client, "loopback").await;
 
     // Run 4: y reopened.
-    let s4 = next_run(&mut client, "loopback", 3).await;
+    let s4 = next_asset_run(&mut client, "loopback", 3).await;
     assert_eq!(
         diff(&mut client, &s4.id).await,
         [(x, StillOpen), (y, Reopened), (z, StillOpen)].into()

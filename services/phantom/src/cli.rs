@@ -70,8 +70,13 @@ enum Command {
         phantom scan 127.0.0.1 --ports 1-1024\n  \
         phantom scan 10.0.0.0/28 scanme.internal --ports 22,80,443 --output json\n  \
         phantom scan 192.168.1.10 --idempotency-key nightly-2026-11-29\n  \
-        phantom scan 10.0.0.0/28 --output sarif > phantom.sarif")]
+        phantom scan 10.0.0.0/28 --output sarif > phantom.sarif\n  \
+        phantom scan diff <scan-a> <scan-b>          # new, fixed, still open, by fingerprint")]
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Scan {
+        /// Another action than a new scan.
+        #[command(subcommand)]
+        compare: Option<ScanAction>,
         /// Targets: IPv4/IPv6 addresses, CIDR blocks or hostnames.
         #[arg(required = true)]
         targets: Vec<String>,
@@ -112,6 +117,7 @@ enum Command {
         phantom schedule findings web --change new,reopened\n  \
         phantom schedule triage web 9f2c... false-positive --reason 'our honeypot'\n  \
         phantom schedule triage web 9f2c... accepted-risk --reason 'replaced in Q1' --until 90d\n  \
+        phantom schedule alert create high-and-up --min-severity high\n  \
         phantom schedule pause web")]
     Schedule {
         /// What to do.
@@ -324,6 +330,31 @@ impl BenchRunner {
     }
 }
 
+/// What `phantom scan` does besides a new scan.
+#[derive(Debug, Subcommand)]
+enum ScanAction {
+    /// What changed from scan A to scan B, by fingerprint: new, fixed, still open
+    /// (`--output sarif` marks each result's baselineState).
+    Diff {
+        /// The earlier scan's id.
+        a: String,
+        /// The later scan's id.
+        b: String,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// The scan-orchestrator's URL.
+        #[arg(
+            long,
+            env = "PHANTOM_SCAN_ORCHESTRATOR_URL",
+            default_value = "http://127.0.0.1:50051"
+        )]
+        addr: String,
+        #[command(flatten)]
+        credentials: commands::remote::Credentials,
+    },
+}
+
 /// The benchmarks besides the runner.
 #[derive(Debug, Subcommand)]
 enum BenchSuite {
@@ -491,6 +522,21 @@ impl Cli {
                 }
             }
             Command::Scan {
+                compare:
+                    Some(ScanAction::Diff {
+                        a,
+                        b,
+                        output,
+                        addr,
+                        mut credentials,
+                    }),
+                ..
+            } => {
+                credentials.data_dir = data_dir(self.config.as_deref());
+                commands::diff::run(&addr, &credentials, &a, &b, output).await
+            }
+            Command::Scan {
+                compare: None,
                 targets,
                 ports,
                 scanner,

@@ -68,7 +68,8 @@ pub async fn run(
         };
         let sql = Arc::new(repository::SqlScanRepository::new(db));
         let store: Arc<dyn repository::ScanRepository> = sql.clone();
-        let assets: Arc<dyn repository::assets::AssetRepository> = sql;
+        let assets: Arc<dyn repository::assets::AssetRepository> = sql.clone();
+        let alerts: Arc<dyn repository::alerts::AlertRepository> = sql;
         spawn_scan_gauge(store.clone(), context.registry.clone(), shutdown.clone());
         let mut scanners: Vec<Arc<dyn scanner::Scanner>> = vec![Arc::new(
             scanner::BuiltinScanner::with_caps(&config.scan, per_host_caps(&config)),
@@ -85,6 +86,7 @@ pub async fn run(
                 tracing::info!(path = %config.scan.nuclei.path, "nuclei not found: the nuclei engine is not offered")
             }
         }
+        let alerter = assets::alerts::Alerter::new(alerts.clone(), notifier.clone());
         let runner = runner::Runner::new(
             store,
             scanners,
@@ -108,11 +110,13 @@ pub async fn run(
             max_hosts: config.scan.max_hosts_per_scan,
             quota: config.scan.quota,
             assets: assets.clone(),
+            alerts,
             schedules: config.scan.schedules,
         });
         let scheduler = assets::Scheduler::new(
             assets,
             core.clone(),
+            alerter,
             config.scan.schedules.check_every,
             config.scan.schedules.grace,
         );

@@ -53,6 +53,8 @@ pub struct Core {
     pub quota: crate::settings::QuotaConfig,
     /// Assets and their findings.
     pub assets: Arc<dyn AssetRepository>,
+    /// Alert rules.
+    pub alerts: Arc<dyn crate::repository::alerts::AlertRepository>,
     /// How schedules fire.
     pub schedules: crate::settings::SchedulesConfig,
 }
@@ -604,6 +606,54 @@ impl ScanOrchestrator for ScanOrchestratorService {
         Ok(Response::new(
             assets::list_findings(core, &tenant, request.get_ref()).await?,
         ))
+    }
+
+    async fn create_alert_rule(
+        &self,
+        request: Request<pb::CreateAlertRuleRequest>,
+    ) -> Result<Response<pb::AlertRule>, Status> {
+        let tenant = tenant_of(&request)?;
+        audit::target(&request, || {
+            format!(
+                "alert rule {}",
+                echo(
+                    request
+                        .get_ref()
+                        .rule
+                        .as_ref()
+                        .map_or("", |r| r.name.as_str())
+                )
+            )
+        });
+        let core = self.core.get()?;
+        Ok(Response::new(
+            assets::create_rule(core, tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_alert_rules(
+        &self,
+        request: Request<pb::ListAlertRulesRequest>,
+    ) -> Result<Response<pb::ListAlertRulesResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        let core = self.core.get()?;
+        let rules = core.alerts.rules(&tenant).await.map_err(Error::from)?;
+        Ok(Response::new(pb::ListAlertRulesResponse {
+            rules: rules.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        request: Request<pb::DeleteAlertRuleRequest>,
+    ) -> Result<Response<pb::DeleteAlertRuleResponse>, Status> {
+        let tenant = tenant_of(&request)?;
+        audit::target(&request, || {
+            format!("alert rule {}", echo(&request.get_ref().rule))
+        });
+        let core = self.core.get()?;
+        assets::delete_rule(core, &tenant, &request.get_ref().rule).await?;
+        Ok(Response::new(pb::DeleteAlertRuleResponse {}))
     }
 
     async fn set_triage(

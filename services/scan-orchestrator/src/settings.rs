@@ -125,6 +125,8 @@ pub struct SchedulesConfig {
     pub grace: Duration,
     /// Most assets one tenant may have.
     pub max_assets_per_tenant: u32,
+    /// Most alert rules one tenant may have.
+    pub max_alert_rules_per_tenant: u32,
 }
 
 impl Default for SchedulesConfig {
@@ -133,6 +135,7 @@ impl Default for SchedulesConfig {
             check_every: Duration::from_secs(1),
             grace: Duration::from_secs(60),
             max_assets_per_tenant: 1000,
+            max_alert_rules_per_tenant: 100,
         }
     }
 }

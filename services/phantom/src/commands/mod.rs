@@ -2,6 +2,7 @@
 //! [`migrate`] and [`auth`], which talk to the database.
 
 pub mod auth;
+pub mod diff;
 pub mod health;
 pub mod migrate;
 pub mod remote;

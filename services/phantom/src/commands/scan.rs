@@ -150,7 +150,7 @@ async fn follow(
     Ok(last)
 }
 
-async fn all_findings(
+pub(crate) async fn all_findings(
     client: &mut ScanOrchestratorClient<RemoteChannel>,
     scan_id: &str,
 ) -> Result<Vec<pb::Finding>, tonic::Status> {

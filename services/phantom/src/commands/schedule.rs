@@ -70,6 +70,66 @@ impl TriageState {
     }
 }
 
+/// A severity, for alert rules.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MinSeverity {
+    /// Informational and up (everything).
+    Info,
+    /// Low and up.
+    Low,
+    /// Medium and up.
+    Medium,
+    /// High and up.
+    High,
+    /// Critical only.
+    Critical,
+}
+
+impl MinSeverity {
+    fn wire(self) -> pb::Severity {
+        match self {
+            MinSeverity::Info => pb::Severity::Info,
+            MinSeverity::Low => pb::Severity::Low,
+            MinSeverity::Medium => pb::Severity::Medium,
+            MinSeverity::High => pb::Severity::High,
+            MinSeverity::Critical => pb::Severity::Critical,
+        }
+    }
+}
+
+/// `phantom schedule alert <action>`.
+#[derive(Debug, Subcommand)]
+pub enum AlertAction {
+    /// Create a rule: matching new or reopened findings of the tenant's assets are published
+    /// to the notifier's `system/alerts` room (and the webhooks that follow it), once each.
+    Create {
+        /// The rule's name.
+        name: String,
+        /// Only findings at this severity or above.
+        #[arg(long, value_enum, default_value_t = MinSeverity::High)]
+        min_severity: MinSeverity,
+        /// Only these ports ("22,3389").
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u32>,
+        /// Only these services ("ssh,rdp").
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        /// Only findings whose title, service, banner, check or CVEs contain this text.
+        #[arg(long)]
+        text: Option<String>,
+        /// On these changes ("new", "reopened"; default both).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        on: Vec<Change>,
+    },
+    /// List the rules.
+    List,
+    /// Delete a rule.
+    Delete {
+        /// The rule's name or id.
+        rule: String,
+    },
+}
+
 /// `phantom schedule <action>`.
 #[derive(Debug, Subcommand)]
 pub enum Action {
@@ -150,6 +210,9 @@ pub enum Action {
         #[arg(long, value_parser = humantime::parse_duration)]
         until: Option<Duration>,
     },
+    /// Alert rules on new and reopened findings.
+    #[command(subcommand)]
+    Alert(AlertAction),
 }
 
 fn duration(d: Option<Duration>) -> Option<prost_types::Duration> {
@@ -213,6 +276,35 @@ pub async fn run(
                 .await
                 .map(|r| assets(&[r.into_inner()], output))
         }
+        Action::Alert(AlertAction::Create {
+            name,
+            min_severity,
+            ports,
+            services,
+            text,
+            on,
+        }) => client
+            .create_alert_rule(pb::CreateAlertRuleRequest {
+                rule: Some(pb::AlertRule {
+                    name,
+                    min_severity: min_severity.wire().into(),
+                    ports,
+                    services,
+                    text: text.unwrap_or_default(),
+                    changes: on.iter().map(|c| c.wire() as i32).collect(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(|r| rules(&[r.into_inner()], output)),
+        Action::Alert(AlertAction::List) => client
+            .list_alert_rules(pb::ListAlertRulesRequest {})
+            .await
+            .map(|r| rules(&r.into_inner().rules, output)),
+        Action::Alert(AlertAction::Delete { rule }) => client
+            .delete_alert_rule(pb::DeleteAlertRuleRequest { rule: rule.clone() })
+            .await
+            .map(|_| format!("alert rule {} deleted", inert(&rule))),
         Action::Delete { asset } => client
             .delete_asset(pb::DeleteAssetRequest {
                 asset: asset.clone(),
@@ -374,6 +466,54 @@ fn assets(list: &[pb::Asset], output: Output) -> String {
                     },
                     format!("{} ({} skipped)", a.runs, a.skipped),
                     a.last_scan_id.clone(),
+                ]);
+            }
+            table.to_string()
+        }
+    }
+}
+
+fn rules(list: &[pb::AlertRule], output: Output) -> String {
+    let on = |r: &pb::AlertRule| r.changes().map(change_name).collect::<Vec<_>>().join(",");
+    let severity = |r: &pb::AlertRule| {
+        r.min_severity()
+            .as_str_name()
+            .trim_start_matches("SEVERITY_")
+            .to_owned()
+    };
+    match output {
+        Output::Json | Output::Csv | Output::Sarif => list
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "name": r.name,
+                    "min_severity": severity(r),
+                    "ports": r.ports,
+                    "services": r.services,
+                    "text": r.text,
+                    "on": on(r),
+                })
+                .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Output::Table => {
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header(["NAME", "MIN SEVERITY", "PORTS", "SERVICES", "TEXT", "ON"]);
+            for r in list {
+                table.add_row([
+                    inert(&r.name).into_owned(),
+                    severity(r),
+                    r.ports
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    inert(&r.services.join(",")).into_owned(),
+                    inert(&r.text).into_owned(),
+                    on(r),
                 ]);
             }
             table.to_string()

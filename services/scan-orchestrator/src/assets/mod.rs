@@ -10,8 +10,12 @@
 //!   ordinary leased job (see [`crate::runner`]). A run never overlaps the asset's previous
 //!   one: a due time that finds it still going waits for it (missed runs run once) or is
 //!   skipped.
+//! - [`alerts`]: the tenant's alert rules look at each succeeded scan's new and reopened
+//!   findings; what they fire goes to the notifier once, and a digest once a day.
 //! - The diff of each finished scan, and the asset's findings with their triage, are kept by
 //!   the repository as the scan succeeds (see [`crate::repository::assets`]).
+
+pub mod alerts;
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,6 +35,7 @@ const DUE_BATCH: u32 = 100;
 pub struct Scheduler {
     store: Arc<dyn AssetRepository>,
     core: Ready<Core>,
+    alerter: alerts::Alerter,
     every: Duration,
     grace: Duration,
 }
@@ -41,12 +46,14 @@ impl Scheduler {
     pub fn new(
         store: Arc<dyn AssetRepository>,
         core: Ready<Core>,
+        alerter: alerts::Alerter,
         every: Duration,
         grace: Duration,
     ) -> Self {
         Self {
             store,
             core,
+            alerter,
             every,
             grace,
         }
@@ -67,8 +74,8 @@ impl Scheduler {
         }
     }
 
-    /// One look: expires accepted risks, then fires what is due at `now`. Returns the scans
-    /// started.
+    /// One look: expires accepted risks, fires what is due at `now`, then has the alert
+    /// rules look at the scans that succeeded since. Returns the scans started.
     pub async fn once(&self, now: i64) -> Result<usize, phantom_storage::StoreError> {
         let expired = self.store.expire_accepted_risks(now).await?;
         if expired > 0 {
@@ -89,6 +96,7 @@ impl Scheduler {
         if started > 0 {
             core.runner.wake();
         }
+        self.alerter.once(now).await?;
         Ok(started)
     }
 

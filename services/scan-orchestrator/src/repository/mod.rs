@@ -11,8 +11,10 @@
 //! Every method takes the tenant (or works across tenants by design, said so) and every query
 //! filters on it: a record of another tenant is indistinguishable from a missing one.
 
+pub mod alerts;
 pub mod assets;
 mod sql;
+mod sql_alerts;
 mod sql_assets;
 
 #[cfg(any(test, feature = "testing"))]

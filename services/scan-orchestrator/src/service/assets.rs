@@ -8,7 +8,10 @@ use phantom_proto::pb;
 
 use super::{Core, page_size, telemetry};
 use crate::{
-    repository::assets::{AssetRecord, Triage, Values},
+    repository::{
+        alerts::AlertRuleRecord,
+        assets::{AssetRecord, Triage, Values},
+    },
     schedule::Schedule,
     targets,
 };
@@ -369,4 +372,144 @@ pub(super) async fn set_triage(
         "Finding triaged"
     );
     Ok(updated.into())
+}
+
+/// Most ports, services in a rule; longest service name and text.
+const RULE_LIST: usize = 256;
+const MAX_SERVICE: usize = 64;
+const MAX_TEXT: usize = 256;
+
+pub(super) async fn create_rule(
+    core: &Core,
+    tenant: Tenant,
+    req: pb::CreateAlertRuleRequest,
+) -> Result<pb::AlertRule, Error> {
+    let rule = req
+        .rule
+        .ok_or_else(|| Error::invalid("rule", "is required"))?;
+    let name = name("rule.name", rule.name.trim())?;
+    let min_severity = match pb::Severity::try_from(rule.min_severity) {
+        Ok(s) => phantom_domain::Severity::from(s),
+        Err(_) => return Err(Error::invalid("rule.min_severity", "is not a Severity")),
+    };
+    if rule.ports.len() > RULE_LIST {
+        return Err(Error::invalid(
+            "rule.ports",
+            format!("at most {RULE_LIST} ports"),
+        ));
+    }
+    let mut ports = Vec::with_capacity(rule.ports.len());
+    for (i, p) in rule.ports.iter().enumerate() {
+        match u16::try_from(*p) {
+            Ok(p) if p > 0 => ports.push(p),
+            _ => {
+                return Err(Error::invalid(
+                    format!("rule.ports[{i}]"),
+                    format!("{p} is not a port (1-65535)"),
+                ));
+            }
+        }
+    }
+    if rule.services.len() > RULE_LIST {
+        return Err(Error::invalid(
+            "rule.services",
+            format!("at most {RULE_LIST} services"),
+        ));
+    }
+    let mut services = Vec::with_capacity(rule.services.len());
+    for (i, s) in rule.services.iter().enumerate() {
+        let s = s.trim();
+        if s.is_empty()
+            || s.len() > MAX_SERVICE
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        {
+            return Err(Error::invalid(
+                format!("rule.services[{i}]"),
+                format!("{} is not a service name", echo(s)),
+            ));
+        }
+        services.push(s.to_ascii_lowercase());
+    }
+    let text = rule.text.trim();
+    if text.chars().count() > MAX_TEXT || text.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "rule.text",
+            format!("at most {MAX_TEXT} printable characters"),
+        ));
+    }
+    for (i, c) in rule.changes.iter().enumerate() {
+        if !matches!(
+            pb::FindingChange::try_from(*c),
+            Ok(pb::FindingChange::New | pb::FindingChange::Reopened)
+        ) {
+            return Err(Error::invalid(
+                format!("rule.changes[{i}]"),
+                "a rule fires on NEW or REOPENED findings",
+            ));
+        }
+    }
+    let changes = if rule.changes.is_empty() {
+        Values::of([
+            pb::FindingChange::New as i32,
+            pb::FindingChange::Reopened as i32,
+        ])
+    } else {
+        Values::of(rule.changes.iter().copied())
+    };
+    let max = core.schedules.max_alert_rules_per_tenant;
+    if core.alerts.rules(&tenant).await?.len() >= max as usize {
+        return Err(Error::ResourceExhausted {
+            message: format!(
+                "the tenant has {max} alert rules, its limit (scan.schedules.max_alert_rules_per_tenant)"
+            ),
+            retry_after: None,
+        });
+    }
+    let record = AlertRuleRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant,
+        name,
+        min_severity,
+        ports,
+        services,
+        text: text.to_lowercase(),
+        changes,
+        created_at: now_micros(),
+    };
+    if !core.alerts.insert_rule(&record).await? {
+        return Err(Error::Conflict {
+            reason: "ALREADY_EXISTS",
+            message: format!(
+                "the tenant has an alert rule named {:?} already",
+                record.name
+            ),
+            retryable: false,
+        });
+    }
+    tracing::info!(
+        target: telemetry::AUDIT,
+        event = "alert_rule.created",
+        rule = %record.name,
+        tenant = %record.tenant,
+        "Alert rule created"
+    );
+    Ok(record.into())
+}
+
+pub(super) async fn delete_rule(core: &Core, tenant: &Tenant, key: &str) -> Result<(), Error> {
+    if uuid::Uuid::parse_str(key).is_err() {
+        name("rule", key)?;
+    }
+    if core.alerts.delete_rule(tenant, key).await? {
+        tracing::info!(
+            target: telemetry::AUDIT,
+            event = "alert_rule.deleted",
+            rule = %key,
+            tenant = %tenant,
+            "Alert rule deleted"
+        );
+    }
+    Ok(())
 }
