@@ -203,7 +203,26 @@ pub(super) async fn reconcile(
     .execute(&mut **tx)
     .await?;
     // Seen again (still open, or back): the record follows the latest sighting. A finding
-    // said FIXED that is back reopens.
+    // said FIXED that is back reopens, and its history says so.
+    sqlx::query(
+        "INSERT INTO triage_events (id, tenant, asset_id, fingerprint, triage, reason, \
+         principal, accepted_until, at) \
+         SELECT 'reopened:' || c.scan_id || ':' || c.fingerprint, af.tenant, af.asset_id, \
+         af.fingerprint, $1, $2, $3, 0, $4 FROM scan_changes c JOIN asset_findings af \
+         ON af.asset_id = $5 AND af.fingerprint = c.fingerprint \
+         WHERE c.scan_id = $6 AND c.change = $7 AND af.triage = $8 \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(i64::from(TriageState::Open as i32))
+    .bind(format!("seen again by scan {scan_id}"))
+    .bind(SYSTEM.to_owned())
+    .bind(now)
+    .bind(asset.clone())
+    .bind(scan_id.to_owned())
+    .bind(i64::from(FindingChange::Reopened as i32))
+    .bind(i64::from(TriageState::Fixed as i32))
+    .execute(&mut **tx)
+    .await?;
     sqlx::query(
         "UPDATE asset_findings SET \
          change = (SELECT c.change FROM scan_changes c \
@@ -278,6 +297,25 @@ async fn expire(
     asset: Option<&str>,
     now: i64,
 ) -> Result<u64, StoreError> {
+    // The history says who changed it: the system, and why.
+    sqlx::query(
+        "INSERT INTO triage_events (id, tenant, asset_id, fingerprint, triage, reason, \
+         principal, accepted_until, at) \
+         SELECT 'expired:' || asset_id || ':' || fingerprint || ':' || accepted_until, tenant, \
+         asset_id, fingerprint, $1, $2, $3, 0, $4 FROM asset_findings \
+         WHERE triage = $5 AND accepted_until <= $6 AND ($7 = '' OR asset_id = $8) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(i64::from(TriageState::Open as i32))
+    .bind(EXPIRED.to_owned())
+    .bind(SYSTEM.to_owned())
+    .bind(now)
+    .bind(i64::from(TriageState::AcceptedRisk as i32))
+    .bind(now)
+    .bind(asset.unwrap_or_default().to_owned())
+    .bind(asset.unwrap_or_default().to_owned())
+    .execute(&mut **tx)
+    .await?;
     let done = sqlx::query(
         "UPDATE asset_findings SET triage = $1, triage_reason = $2, triage_by = $3, \
          triage_at = $4, accepted_until = 0 \
