@@ -87,6 +87,8 @@ impl From<Analysis> for pb::Analysis {
             likely_impact: r.impact,
             suppression_suggested: r.suppression_suggested,
             suppression_reason: r.suppression_reason,
+            // The analyzer fills it at its edge (the record does not hold the scores yet).
+            cvss: None,
         }
     }
 }

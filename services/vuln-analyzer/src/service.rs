@@ -11,7 +11,7 @@ use phantom_storage::cache::{CacheManager, Entry};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::{cvss::BaseVector, repository::AnalysisRepository, rules};
+use crate::{cvss::Vector, repository::AnalysisRepository, rules};
 
 /// Most findings one AnalyzeFindings call may carry.
 pub const MAX_FINDINGS_PER_CALL: usize = 1000;
@@ -318,7 +318,7 @@ fn validate(findings: &[pb::Finding]) -> Result<(), Error> {
             ));
         }
         if !f.cvss_vector.is_empty()
-            && let Err(err) = f.cvss_vector.parse::<BaseVector>()
+            && let Err(err) = f.cvss_vector.parse::<Vector>()
         {
             violations.push(FieldViolation::new(
                 format!("findings[{i}].cvss_vector"),
@@ -426,13 +426,14 @@ impl VulnAnalyzer for VulnAnalyzerService {
         &self,
         request: Request<pb::ScoreCvssRequest>,
     ) -> Result<Response<pb::ScoreCvssResponse>, Status> {
-        let vector: BaseVector = request
+        let vector: Vector = request
             .get_ref()
             .vector
             .parse()
             .map_err(|e: crate::cvss::CvssError| Error::invalid("vector", e.to_string()))?;
         let scores = vector.scores();
         Ok(Response::new(pb::ScoreCvssResponse {
+            cvss: Some(vector.to_pb()),
             base_score: scores.base,
             // v3.x and v4.0 share the qualitative bands.
             severity: crate::cvss::severity_name(scores.base).to_owned(),
