@@ -166,6 +166,12 @@ impl Core {
             impact: String::new(),
             suppression_suggested: false,
             suppression_reason: String::new(),
+            // The vector the rules scored from (the finding's, or the matching rule's).
+            cvss: v
+                .vector
+                .as_deref()
+                .and_then(|s| s.parse::<Vector>().ok())
+                .map(|vector| (&vector.to_pb()).into()),
         };
         (record, v)
     }
@@ -486,6 +492,28 @@ mod tests {
             "{} violations listed",
             v.len()
         );
+    }
+
+    #[test]
+    fn an_analysis_scored_from_a_vector_carries_all_its_scores() {
+        let tenant = Tenant::try_from("acme".to_owned()).unwrap();
+        let mut f = finding();
+        f.cvss_vector =
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/E:U/CR:L/MAV:P".into();
+        let (a, _) = Core::rules_analysis(&tenant, Fingerprint::new("fp"), &f);
+        assert_eq!(a.score, 9.3);
+        let cvss = a.cvss.expect("scores");
+        assert_eq!(cvss.base_score, 9.3);
+        assert_eq!(cvss.v4_nomenclature, "CVSS-BTE");
+        assert_eq!(cvss.v4_score, 3.7);
+        // A rule's representative vector is scored too; no vector, no scores.
+        f.cvss_vector.clear();
+        f.port = 23;
+        let (a, _) = Core::rules_analysis(&tenant, Fingerprint::new("fp"), &f);
+        assert_eq!(a.cvss.expect("the telnet rule's vector").version, "3.1");
+        f.port = 8443;
+        let (a, _) = Core::rules_analysis(&tenant, Fingerprint::new("fp"), &f);
+        assert_eq!(a.cvss, None);
     }
 
     #[test]
