@@ -3,14 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use phantom_vuln_analyzer::cvss::BaseVector;
+use phantom_vuln_analyzer::cvss::Vector;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
-    if let Ok(v) = s.parse::<BaseVector>() {
-        let score = v.scores().base;
-        assert!((0.0..=10.0).contains(&score));
-        let again: BaseVector = v.to_string().parse().unwrap();
-        assert_eq!(again.scores().base, score);
+    if let Ok(v) = s.parse::<Vector>() {
+        let scores = v.scores();
+        assert!((0.0..=10.0).contains(&scores.base));
+        let again: Vector = v.to_string().parse().unwrap();
+        assert_eq!(again.scores(), scores);
     }
 });

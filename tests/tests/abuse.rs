@@ -1263,6 +1263,7 @@ fn cases() -> Vec<Case> {
             },
         ),
         system_health_hides_credentials(),
+        cvss_vectors_that_bend_the_rules(),
     ];
     all.push(unknown_method_flood());
     all.push(non_reading_streams());
@@ -1318,6 +1319,99 @@ fn system_health_hides_credentials() -> Case {
                         answer
                     }
                 }
+            })
+        },
+    )
+}
+
+/// CVSS vectors an attacker would send now that ScoreCvss reads whole vectors and v4.0 is
+/// parsed strictly: huge ones, repeats, 10,000 metrics, out-of-order and wrong-case v4.0,
+/// Unicode look-alikes that a Unicode-aware case fold would turn into valid metrics. Each must
+/// be INVALID_ARGUMENT with a BadRequest on `vector`, never a panic or a score.
+fn cvss_vectors_that_bend_the_rules() -> Case {
+    case(
+        "CVSS vectors that bend the rules are INVALID_ARGUMENT with a BadRequest on `vector`",
+        "cvss",
+        grpc_code(INVALID),
+        |cx| {
+            Box::pin(async move {
+                use tonic_types::StatusExt as _;
+                const V4: &str = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N";
+                const V3: &str = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H";
+                let vectors = [
+                    // Huge: 100 KB, and 10,000 metrics (all the same, all valid on their own).
+                    format!("{V4}/{}", "E:A/".repeat(25_000)),
+                    format!("CVSS:4.0/{}", ["AV:N"; 10_000].join("/")),
+                    format!("CVSS:3.1/{}", ["E:H"; 10_000].join("/")),
+                    // Repeats, short enough to be parsed.
+                    format!("{V4}/E:X/E:X"),
+                    format!("{V4}/E:A/E:P"),
+                    V4.replace("SA:N", "SA:N/SA:N"),
+                    format!("{V3}/E:H/E:H"),
+                    format!("{V3}/AV:N"),
+                    // v4.0 out of order, and in the wrong case.
+                    V4.replace("AV:N/AC:L", "AC:L/AV:N"),
+                    format!("{V4}/CR:H/E:A"),
+                    format!("{V4}/U:Red/S:P"),
+                    V4.to_lowercase(),
+                    V4.replace("VC:H", "vc:H"),
+                    V4.replace("VC:H", "VC:h"),
+                    format!("{V4}/U:RED"),
+                    // Unicode: Turkish dotless and dotted i, full-width letters, the Kelvin
+                    // sign, a Cyrillic e, a combining accent, a zero-width joiner.
+                    V4.replace("UI:N", "Uı:N"),
+                    V4.replace("UI:N", "Uİ:N"),
+                    V4.replace("AV:N", "ＡＶ:Ｎ"),
+                    V4.replace("AV:N", "AV:Ｎ"),
+                    V3.replace("AV:N", "ＡＶ:Ｎ"),
+                    format!("{V4}/U:Rеd"),
+                    format!("{V4}/AU:\u{212a}"),
+                    V4.replace("AV:N", "AV:N\u{301}"),
+                    V4.replace("AV:N", "A\u{200d}V:N"),
+                    format!("{V3}/MS:\u{0130}"),
+                    // Separators: empty components, a trailing slash, a missing value.
+                    format!("{V4}/"),
+                    V4.replace('/', "//"),
+                    format!("{V4}/E:"),
+                    format!("{V4}/E"),
+                ];
+                let path: http::uri::PathAndQuery = SCORE_CVSS.parse().expect("path");
+                let mut client = grpc(cx.addrs.vuln_analyzer).await;
+                let mut worst = Answer::ok(0);
+                for vector in vectors {
+                    let body = Bytes::from(cvss(vector.clone()));
+                    client.ready().await.expect("channel ready");
+                    let answer = match client
+                        .unary(tonic::Request::new(body), path.clone(), Raw)
+                        .await
+                    {
+                        Ok(_) => Answer {
+                            seen: Seen::Other(format!("scored {:.80?}", vector)),
+                            bytes: 0,
+                            note: String::new(),
+                        },
+                        Err(status) => {
+                            let mut answer = Answer::of(&status);
+                            let on_vector = status.get_details_bad_request().is_some_and(|b| {
+                                b.field_violations.iter().any(|v| v.field == "vector")
+                            });
+                            if answer.seen == Seen::Grpc(INVALID) && !on_vector {
+                                answer.seen = Seen::Other(format!(
+                                    "no BadRequest on `vector` for {:.80?}",
+                                    vector
+                                ));
+                            }
+                            answer
+                        }
+                    };
+                    if answer.seen != Seen::Grpc(INVALID) {
+                        return answer;
+                    }
+                    if answer.bytes > worst.bytes {
+                        worst = answer;
+                    }
+                }
+                worst
             })
         },
     )

@@ -83,6 +83,7 @@ fn analysis(tenant: &Tenant) -> Analysis {
         impact: String::new(),
         suppression_suggested: false,
         suppression_reason: String::new(),
+        cvss: None,
     }
 }
 
@@ -177,6 +178,32 @@ async fn insert_legacy_finding(db: &Database, f: &FindingRecord) {
     .unwrap();
 }
 
+/// Stores `a` as the analyzer did before analyses kept their CVSS vector.
+async fn insert_legacy_analysis(db: &Database, a: &Analysis) {
+    sqlx::query(
+        "INSERT INTO analyses (tenant, fingerprint, score, severity, analyzer, confidence, \
+         summary, remediation, degraded, analyzed_at, impact, suppression_suggested, \
+         suppression_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(a.tenant.to_string())
+    .bind(a.fingerprint.to_string())
+    .bind(a.score)
+    .bind(i64::from(a.severity.as_i32()))
+    .bind(a.analyzer.clone())
+    .bind(i64::from(a.confidence))
+    .bind(a.summary.clone())
+    .bind(a.remediation.clone())
+    .bind(i64::from(a.degraded))
+    .bind(a.analyzed_at)
+    .bind(a.impact.clone())
+    .bind(i64::from(a.suppression_suggested))
+    .bind(a.suppression_reason.clone())
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
 /// Builds `url` with the legacy history, stores one of everything with the queries of the
 /// time (unchanged since), then opens it as every service does and reads it all back.
 async fn a_legacy_database_keeps_its_data(url: &str) {
@@ -197,8 +224,8 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
             .set_finding_analysis(&t, &found.id, &verdict)
             .await
             .unwrap();
+        insert_legacy_analysis(&db, &verdict).await;
         let analyses = SqlAnalysisRepository::new(db.clone());
-        analyses.put_analysis(&verdict).await.unwrap();
         analyses
             .enqueue_enrichment(&t, &found.fingerprint, "payload", now_micros())
             .await
@@ -227,8 +254,9 @@ async fn a_legacy_database_keeps_its_data(url: &str) {
     let applied = versions(&db).await;
     assert_eq!(applied[..7], (1..=7).collect::<Vec<_>>());
     // The legacy seven, the three baselines, and what came after them: the scans' hosts
-    // column (#14), the notifier's publish keys and the scans' checkpoints (#15).
-    assert_eq!(applied.len(), 7 + 3 + 3, "{applied:?}");
+    // column (#14), the notifier's publish keys and the scans' checkpoints (#15), the
+    // analyses' CVSS vector, the assets and the alert rules (#18).
+    assert_eq!(applied.len(), 7 + 3 + 6, "{applied:?}");
 
     let scans = SqlScanRepository::new(db.clone());
     assert_eq!(scans.get_scan(&t, &scan.id).await.unwrap(), Some(scan));

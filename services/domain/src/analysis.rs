@@ -44,6 +44,76 @@ pub struct Analysis {
     /// Why.
     #[serde(default)]
     pub suppression_reason: String,
+    /// Every score of the CVSS vector the analysis was scored from, when one applied. Absent
+    /// from values stored before it existed, and left out of the JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cvss: Option<CvssScores>,
+}
+
+/// The scores of one CVSS vector (`pb::CvssScores`, which documents each field), as the
+/// vuln-analyzer computed them: a snapshot, like [`Analysis::score`], so that a reader of a
+/// stored analysis needs no CVSS calculator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CvssScores {
+    /// "3.0", "3.1" or "4.0".
+    pub version: String,
+    /// Base score (CVSS-B for v4.0).
+    pub base_score: f64,
+    /// Severity of the base score.
+    pub base_severity: String,
+    /// v3.x temporal score.
+    pub temporal_score: f64,
+    /// Its severity.
+    pub temporal_severity: String,
+    /// v3.x environmental score.
+    pub environmental_score: f64,
+    /// Its severity.
+    pub environmental_severity: String,
+    /// v4.0 score of the vector as given.
+    pub v4_score: f64,
+    /// "CVSS-B", "CVSS-BT", "CVSS-BE" or "CVSS-BTE".
+    pub v4_nomenclature: String,
+    /// Severity of the v4.0 score.
+    pub v4_severity: String,
+    /// The vector in canonical form.
+    pub normalized_vector: String,
+}
+
+impl From<&pb::CvssScores> for CvssScores {
+    fn from(c: &pb::CvssScores) -> Self {
+        Self {
+            version: c.version.clone(),
+            base_score: c.base_score,
+            base_severity: c.base_severity.clone(),
+            temporal_score: c.temporal_score,
+            temporal_severity: c.temporal_severity.clone(),
+            environmental_score: c.environmental_score,
+            environmental_severity: c.environmental_severity.clone(),
+            v4_score: c.v4_score,
+            v4_nomenclature: c.v4_nomenclature.clone(),
+            v4_severity: c.v4_severity.clone(),
+            normalized_vector: c.normalized_vector.clone(),
+        }
+    }
+}
+
+impl From<CvssScores> for pb::CvssScores {
+    fn from(c: CvssScores) -> Self {
+        Self {
+            version: c.version,
+            base_score: c.base_score,
+            base_severity: c.base_severity,
+            temporal_score: c.temporal_score,
+            temporal_severity: c.temporal_severity,
+            environmental_score: c.environmental_score,
+            environmental_severity: c.environmental_severity,
+            v4_score: c.v4_score,
+            v4_nomenclature: c.v4_nomenclature,
+            v4_severity: c.v4_severity,
+            normalized_vector: c.normalized_vector,
+        }
+    }
 }
 
 impl Analysis {
@@ -68,6 +138,7 @@ impl Analysis {
             impact: a.likely_impact.clone(),
             suppression_suggested: a.suppression_suggested,
             suppression_reason: a.suppression_reason.clone(),
+            cvss: a.cvss.as_ref().map(CvssScores::from),
         }
     }
 }
@@ -87,6 +158,7 @@ impl From<Analysis> for pb::Analysis {
             likely_impact: r.impact,
             suppression_suggested: r.suppression_suggested,
             suppression_reason: r.suppression_reason,
+            cvss: r.cvss.map(Into::into),
         }
     }
 }
@@ -123,5 +195,26 @@ mod tests {
         let wire = pb::Analysis::from(a.clone());
         assert_eq!(wire.fingerprint, "fp1");
         assert_eq!(Analysis::from_wire(&a.tenant, &wire), a);
+
+        let scored = Analysis {
+            cvss: Some(CvssScores {
+                version: "4.0".into(),
+                base_score: 9.3,
+                base_severity: "CRITICAL".into(),
+                v4_score: 3.7,
+                v4_nomenclature: "CVSS-BTE".into(),
+                v4_severity: "LOW".into(),
+                normalized_vector: "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N\
+                                    /SA:N/E:U/CR:L/MAV:P"
+                    .into(),
+                ..Default::default()
+            }),
+            ..a
+        };
+        let wire = pb::Analysis::from(scored.clone());
+        assert_eq!(wire.cvss.as_ref().unwrap().v4_nomenclature, "CVSS-BTE");
+        assert_eq!(Analysis::from_wire(&scored.tenant, &wire), scored);
+        let json = serde_json::to_string(&scored).unwrap();
+        assert_eq!(serde_json::from_str::<Analysis>(&json).unwrap(), scored);
     }
 }

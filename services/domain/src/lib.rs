@@ -22,7 +22,7 @@ pub mod severity;
 pub mod tenant;
 pub mod time;
 
-pub use analysis::Analysis;
+pub use analysis::{Analysis, CvssScores};
 pub use fingerprint::Fingerprint;
 pub use scan_id::ScanId;
 pub use severity::Severity;

@@ -1,46 +1,79 @@
-//! CVSS base scores: v3.1 and v3.0 by the specification's equations, v4.0 by the `cvss` crate.
+//! CVSS scores of a whole vector: v3.1 and v3.0 by the specification's equations, v4.0 by the
+//! `cvss` crate.
+//!
+//! What a vector is scored for:
+//! - v3.x: the base score (section 7.1), the temporal score (7.2) and the environmental score
+//!   (7.3), each with its severity. A vector without temporal metrics (or with all of them X)
+//!   has a temporal score equal to its base score, as the specification says. The
+//!   environmental score is always computed, modified metrics given as X taking their base
+//!   values: without environmental metrics it is the temporal score, except that for a v3.1
+//!   vector whose scope changes v3.1's modified-impact equation can put it a tenth above (as
+//!   FIRST's calculator shows it).
+//! - v4.0: the base score (CVSS-B, from the base metrics alone) and the score of the vector as
+//!   given, named as the specification's section 1.3 names it: CVSS-B, CVSS-BT, CVSS-BE or
+//!   CVSS-BTE, by which threat and environmental metrics are present with a value other than
+//!   X. Supplemental metrics are validated and kept in the vector but never change a score.
 //!
 //! v3.x is written from the FIRST specification
 //! (<https://www.first.org/cvss/v3.1/specification-document>, section 7 and Appendix A) rather
 //! than taken from a crate, because the specification's `Roundup` is defined on integers
 //! precisely so that implementations agree to the last decimal, and that is the property this
-//! module is tested for. v3.0 vectors are scored with the same equations (v3.1 changed only
-//! `Roundup` and definitions, not weights); the v3.1 `Roundup` is used for both, as NVD does
-//! when it rescores.
+//! module is tested for. v3.0 vectors are scored with the same base and temporal equations
+//! (v3.1 changed only `Roundup` and definitions, not weights) and the v3.1 `Roundup`, as NVD
+//! does when it rescores; the one equation v3.1 changed is the Scope-changed modified impact
+//! of the environmental score, `7.52 × (MISS − 0.029) − 3.25 × (MISS × 0.9731 − 0.02)^13`,
+//! where v3.0 has `7.52 × (MISS − 0.029) − 3.25 × (MISS − 0.02)^15`: each version gets its own.
+//! v3.x vectors are parsed order-tolerantly, as the v3.1 specification allows ("metrics can
+//! be specified in any order").
 //!
 //! v4.0 is not an equation but FIRST's calculator: a table of 270 macro-vector scores and an
-//! interpolation between them. Rather than transcribe that table, v4.0 vectors are parsed and
-//! scored by RustSec's `cvss` crate, which ports the reference calculator and is tested against
-//! Red Hat's exhaustive vector set. Before adopting it, every one of the 104,976 v4.0 base
-//! vectors (and 20,000 random full vectors) was scored by it and by Red Hat's Python `cvss`
-//! package, with no disagreement; `v4_scores_match_the_reference_calculator` keeps a sample.
+//! interpolation between them. Rather than transcribe that table, v4.0 vectors are scored by
+//! RustSec's `cvss` crate, which ports the reference calculator and is tested against Red Hat's
+//! exhaustive vector set. The crate parses leniently (any order), while the v4.0
+//! specification (section 7) fixes the order of the metrics, makes names and values
+//! case-sensitive and forbids repeats, so this module checks a v4.0 vector strictly first
+//! ([`V4_METRICS`]) and hands the crate only vectors the specification accepts.
 //!
-//! Both versions are reduced to their base metrics: threat, temporal, environmental and
-//! supplemental metrics are validated and then ignored, so the score is always the base score
-//! (CVSS-B in v4.0's nomenclature) and the normalized vector is the base vector.
+//! The test data (`tests/data/cvss-v3.txt`, `tests/data/cvss-v4.txt`) are Red Hat's published
+//! vectors and scores, plus rows scored by Red Hat's package; each file says which.
 
 use std::fmt;
 
 use phantom_layers::status::echo;
+use phantom_proto::pb;
 
 /// The longest vector parsed. A v3.1 vector with every base, temporal and environmental
 /// metric is 132 characters, a v4.0 one with every metric about 200; a longer one is junk,
 /// refused before it costs anything.
 pub const MAX_VECTOR_LEN: usize = 512;
 
-/// A parsed vector, reduced to its base metrics.
+/// A parsed CVSS vector: v3.x with its temporal and environmental metrics, or v4.0.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BaseVector(Version);
+pub struct Vector(Version);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Version {
     /// CVSS v3.1 or v3.0, scored by [`V3Vector::scores`].
     V3(V3Vector),
-    /// CVSS v4.0 (base metrics only), scored by the `cvss` crate.
-    V4(cvss::v4::Vector),
+    /// CVSS v4.0, scored by the `cvss` crate.
+    V4(V4Vector),
 }
 
-/// A CVSS v3.x base vector.
+/// A CVSS v4.0 vector as the `cvss` crate scores it.
+#[derive(Debug, Clone, PartialEq)]
+struct V4Vector {
+    /// The base metrics alone, for the CVSS-B score.
+    base: cvss::v4::Vector,
+    /// Every metric given with a value other than X, in specification order.
+    full: cvss::v4::Vector,
+    /// Whether a threat metric is given (not X).
+    threat: bool,
+    /// Whether an environmental metric is given (not X).
+    environmental: bool,
+}
+
+/// A CVSS v3.x vector. Temporal and environmental metrics given as X are `None`, as are those
+/// absent: the specification treats the two alike.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct V3Vector {
     version: &'static str,
@@ -52,6 +85,23 @@ struct V3Vector {
     c: Impact,
     i: Impact,
     a: Impact,
+    /// Exploit Code Maturity, Remediation Level, Report Confidence (section 4).
+    e: Option<Weight>,
+    rl: Option<Weight>,
+    rc: Option<Weight>,
+    /// Security requirements (section 5.1).
+    cr: Option<Weight>,
+    ir: Option<Weight>,
+    ar: Option<Weight>,
+    /// Modified base metrics (section 5.2).
+    mav: Option<AttackVector>,
+    mac: Option<High>,
+    mpr: Option<Privileges>,
+    mui: Option<UserInteraction>,
+    ms: Option<bool>,
+    mc: Option<Impact>,
+    mi: Option<Impact>,
+    ma: Option<Impact>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,6 +139,34 @@ enum Impact {
     High,
 }
 
+/// A temporal metric's or a security requirement's value: its letter and its weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Weight {
+    letter: &'static str,
+    weight: f64,
+}
+
+/// The values of a v3.x temporal metric or security requirement and their weights (v3.1
+/// specification section 7.4), X first. X weighs 1, like the value that means "no change".
+type Weights = &'static [(&'static str, f64)];
+
+const E_WEIGHTS: Weights = &[
+    ("X", 1.0),
+    ("H", 1.0),
+    ("F", 0.97),
+    ("P", 0.94),
+    ("U", 0.91),
+];
+const RL_WEIGHTS: Weights = &[
+    ("X", 1.0),
+    ("U", 1.0),
+    ("W", 0.97),
+    ("T", 0.96),
+    ("O", 0.95),
+];
+const RC_WEIGHTS: Weights = &[("X", 1.0), ("C", 1.0), ("R", 0.96), ("U", 0.92)];
+const REQUIREMENT_WEIGHTS: Weights = &[("X", 1.0), ("H", 1.5), ("M", 1.0), ("L", 0.5)];
+
 /// Why a vector was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CvssError {
@@ -108,7 +186,7 @@ pub enum CvssError {
     /// A metric appears twice.
     #[error("metric {} appears more than once", echo(.0))]
     Duplicate(String),
-    /// A metric name is not defined by CVSS v3.x.
+    /// A metric name is not defined by the vector's CVSS version.
     #[error("unknown metric {}", echo(.0))]
     UnknownMetric(String),
     /// A value is not defined for its metric.
@@ -122,36 +200,74 @@ pub enum CvssError {
     /// A base metric is absent.
     #[error("base metric {0} is missing")]
     Missing(&'static str),
-    /// A `CVSS:4.0/` vector the `cvss` crate refused (it says which metric and why).
+    /// A v4.0 metric written out of the specification's order.
+    #[error("metric {metric} must come before {after} (CVSS v4.0 fixes the order of metrics)")]
+    OutOfOrder {
+        /// The metric out of place.
+        metric: &'static str,
+        /// The metric it follows but must precede.
+        after: &'static str,
+    },
+    /// A v4.0 metric name or value in the wrong case.
+    #[error("{} must be written {expected} (CVSS v4.0 is case-sensitive)", echo(.given))]
+    Case {
+        /// What was written.
+        given: String,
+        /// How the specification writes it.
+        expected: &'static str,
+    },
+    /// A `CVSS:4.0/` vector the `cvss` crate refused (it says which metric and why). The
+    /// strict check before it should leave none.
     #[error("invalid CVSS v4.0 vector: {0}")]
     V4(cvss::Error),
 }
 
-/// Temporal and environmental metrics and their values: accepted so that full vectors
-/// (as NVD publishes them) parse, and ignored by the base score.
-const NON_BASE: &[(&str, &[&str])] = &[
-    ("E", &["X", "U", "P", "F", "H"]),
-    ("RL", &["X", "O", "T", "W", "U"]),
-    ("RC", &["X", "U", "R", "C"]),
-    ("CR", &["X", "L", "M", "H"]),
-    ("IR", &["X", "L", "M", "H"]),
-    ("AR", &["X", "L", "M", "H"]),
+/// The metrics of CVSS v4.0 and their values, in the order the specification's section 7
+/// (Table 23) requires them in a vector: base (all mandatory), threat, environmental,
+/// supplemental. Every optional metric accepts X (Not Defined), listed first.
+pub const V4_METRICS: &[(&str, &[&str])] = &[
+    ("AV", &["N", "A", "L", "P"]),
+    ("AC", &["L", "H"]),
+    ("AT", &["N", "P"]),
+    ("PR", &["N", "L", "H"]),
+    ("UI", &["N", "P", "A"]),
+    ("VC", &["H", "L", "N"]),
+    ("VI", &["H", "L", "N"]),
+    ("VA", &["H", "L", "N"]),
+    ("SC", &["H", "L", "N"]),
+    ("SI", &["H", "L", "N"]),
+    ("SA", &["H", "L", "N"]),
+    ("E", &["X", "A", "P", "U"]),
+    ("CR", &["X", "H", "M", "L"]),
+    ("IR", &["X", "H", "M", "L"]),
+    ("AR", &["X", "H", "M", "L"]),
     ("MAV", &["X", "N", "A", "L", "P"]),
     ("MAC", &["X", "L", "H"]),
+    ("MAT", &["X", "N", "P"]),
     ("MPR", &["X", "N", "L", "H"]),
-    ("MUI", &["X", "N", "R"]),
-    ("MS", &["X", "U", "C"]),
-    ("MC", &["X", "N", "L", "H"]),
-    ("MI", &["X", "N", "L", "H"]),
-    ("MA", &["X", "N", "L", "H"]),
+    ("MUI", &["X", "N", "P", "A"]),
+    ("MVC", &["X", "H", "L", "N"]),
+    ("MVI", &["X", "H", "L", "N"]),
+    ("MVA", &["X", "H", "L", "N"]),
+    ("MSC", &["X", "H", "L", "N"]),
+    ("MSI", &["X", "S", "H", "L", "N"]),
+    ("MSA", &["X", "S", "H", "L", "N"]),
+    ("S", &["X", "N", "P"]),
+    ("AU", &["X", "N", "Y"]),
+    ("R", &["X", "A", "U", "I"]),
+    ("V", &["X", "D", "C"]),
+    ("RE", &["X", "L", "M", "H"]),
+    ("U", &["X", "Clear", "Green", "Amber", "Red"]),
 ];
 
-/// The base metrics of CVSS v4.0, in specification order.
-const V4_BASE: &[&str] = &[
-    "AV", "AC", "AT", "PR", "UI", "VC", "VI", "VA", "SC", "SI", "SA",
-];
+/// How many of [`V4_METRICS`] are base metrics (the first ones).
+const V4_BASE_COUNT: usize = 11;
+/// The index in [`V4_METRICS`] of the threat metric (E).
+const V4_THREAT: usize = 11;
+/// The indices in [`V4_METRICS`] of the environmental metrics (CR to MSA).
+const V4_ENVIRONMENTAL: std::ops::Range<usize> = 12..26;
 
-impl std::str::FromStr for BaseVector {
+impl std::str::FromStr for Vector {
     type Err = CvssError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -159,34 +275,166 @@ impl std::str::FromStr for BaseVector {
         if s.len() > MAX_VECTOR_LEN {
             return Err(CvssError::TooLong(s.len()));
         }
-        if s.starts_with("CVSS:4.0/") {
-            parse_v4(s).map(|v| Self(Version::V4(v)))
+        if let Some(rest) = s.strip_prefix("CVSS:4.0/") {
+            parse_v4(rest).map(|v| Self(Version::V4(v)))
         } else {
             s.parse::<V3Vector>().map(|v| Self(Version::V3(v)))
         }
     }
 }
 
-/// Parses a v4.0 vector with the `cvss` crate, which validates every metric, then keeps only
-/// the base metrics, so that the crate's score (which otherwise folds threat and
-/// environmental metrics in) is the base score.
-fn parse_v4(s: &str) -> Result<cvss::v4::Vector, CvssError> {
-    // The crate's canonical form: metric names and values in upper case, specification order.
-    let full = s
-        .parse::<cvss::v4::Vector>()
-        .map_err(CvssError::V4)?
-        .to_string();
-    let mut base = String::from("CVSS:4.0");
-    for part in full.split('/').skip(1) {
-        if part
+/// Checks the metrics of a v4.0 vector (after `CVSS:4.0/`) as the specification's section 7
+/// requires, then has the `cvss` crate parse the base metrics alone and every metric not X.
+fn parse_v4(rest: &str) -> Result<V4Vector, CvssError> {
+    // (index in V4_METRICS, value) of each metric given, in the order given.
+    let mut given: Vec<(usize, &'static str)> = Vec::new();
+    for part in rest.split('/') {
+        let (name, value) = part
             .split_once(':')
-            .is_some_and(|(metric, _)| V4_BASE.contains(&metric))
-        {
-            base.push('/');
-            base.push_str(part);
+            .ok_or_else(|| CvssError::Component(part.to_owned()))?;
+        let index = match V4_METRICS.iter().position(|(m, _)| *m == name) {
+            Some(i) => i,
+            // ASCII-only case folding: "ı" (dotless i) or a full-width letter matches nothing.
+            None => match V4_METRICS
+                .iter()
+                .find(|(m, _)| m.eq_ignore_ascii_case(name))
+            {
+                Some((m, _)) => {
+                    return Err(CvssError::Case {
+                        given: name.to_owned(),
+                        expected: m,
+                    });
+                }
+                None => return Err(CvssError::UnknownMetric(name.to_owned())),
+            },
+        };
+        let (metric, values) = V4_METRICS[index];
+        if let Some(&(last, _)) = given.last() {
+            if index == last || given.iter().any(|(i, _)| *i == index) {
+                return Err(CvssError::Duplicate(name.to_owned()));
+            }
+            if index < last {
+                return Err(CvssError::OutOfOrder {
+                    metric,
+                    after: V4_METRICS[last].0,
+                });
+            }
         }
+        let value = match values.iter().find(|v| **v == value) {
+            Some(v) => *v,
+            None => match values.iter().find(|v| v.eq_ignore_ascii_case(value)) {
+                Some(v) => {
+                    return Err(CvssError::Case {
+                        given: value.to_owned(),
+                        expected: v,
+                    });
+                }
+                None => {
+                    return Err(CvssError::Value {
+                        metric: metric.to_owned(),
+                        value: value.to_owned(),
+                    });
+                }
+            },
+        };
+        given.push((index, value));
     }
-    base.parse().map_err(CvssError::V4)
+    // Given in increasing order without repeats: the base metrics are all there exactly when
+    // the first eleven given are indices 0..11.
+    if let Some(missing) = (0..V4_BASE_COUNT).find(|i| given.get(*i).is_none_or(|(g, _)| g != i)) {
+        return Err(CvssError::Missing(V4_METRICS[missing].0));
+    }
+    let vector = |keep: &dyn Fn(usize, &str) -> bool| -> Result<cvss::v4::Vector, CvssError> {
+        let mut s = String::from("CVSS:4.0");
+        for &(i, value) in given.iter().filter(|(i, v)| keep(*i, v)) {
+            s.push('/');
+            s.push_str(V4_METRICS[i].0);
+            s.push(':');
+            s.push_str(value);
+        }
+        s.parse().map_err(CvssError::V4)
+    };
+    let set = |range: std::ops::Range<usize>| {
+        given
+            .iter()
+            .any(|(i, value)| range.contains(i) && *value != "X")
+    };
+    Ok(V4Vector {
+        base: vector(&|i, _| i < V4_BASE_COUNT)?,
+        full: vector(&|_, value| value != "X")?,
+        threat: set(V4_THREAT..V4_THREAT + 1),
+        environmental: set(V4_ENVIRONMENTAL),
+    })
+}
+
+/// Looks `value` up in `weights`: `Ok(None)` for X.
+fn weight(weights: Weights, value: &str) -> Result<Option<Weight>, ()> {
+    match weights.iter().find(|(letter, _)| *letter == value) {
+        Some(("X", _)) => Ok(None),
+        Some(&(letter, weight)) => Ok(Some(Weight { letter, weight })),
+        None => Err(()),
+    }
+}
+
+fn attack_vector(v: &str) -> Option<AttackVector> {
+    Some(match v {
+        "N" => AttackVector::Network,
+        "A" => AttackVector::Adjacent,
+        "L" => AttackVector::Local,
+        "P" => AttackVector::Physical,
+        _ => return None,
+    })
+}
+
+fn complexity(v: &str) -> Option<High> {
+    Some(match v {
+        "L" => High::Low,
+        "H" => High::High,
+        _ => return None,
+    })
+}
+
+fn privileges(v: &str) -> Option<Privileges> {
+    Some(match v {
+        "N" => Privileges::None,
+        "L" => Privileges::Low,
+        "H" => Privileges::High,
+        _ => return None,
+    })
+}
+
+fn interaction(v: &str) -> Option<UserInteraction> {
+    Some(match v {
+        "N" => UserInteraction::None,
+        "R" => UserInteraction::Required,
+        _ => return None,
+    })
+}
+
+fn scope(v: &str) -> Option<bool> {
+    Some(match v {
+        "U" => false,
+        "C" => true,
+        _ => return None,
+    })
+}
+
+fn impact(v: &str) -> Option<Impact> {
+    Some(match v {
+        "N" => Impact::None,
+        "L" => Impact::Low,
+        "H" => Impact::High,
+        _ => return None,
+    })
+}
+
+/// A modified metric's value: `Ok(None)` for X, otherwise parsed as its base metric is.
+fn modified<T>(value: &str, parse: fn(&str) -> Option<T>) -> Result<Option<T>, ()> {
+    if value == "X" {
+        Ok(None)
+    } else {
+        parse(value).map(Some).ok_or(())
+    }
 }
 
 impl std::str::FromStr for V3Vector {
@@ -206,6 +454,31 @@ impl std::str::FromStr for V3Vector {
         let mut seen: Vec<&str> = Vec::new();
         let (mut av, mut ac, mut pr, mut ui, mut sc, mut c, mut i, mut a) =
             (None, None, None, None, None, None, None, None);
+        let mut v = V3Vector {
+            version,
+            av: AttackVector::Network,
+            ac: High::Low,
+            pr: Privileges::None,
+            ui: UserInteraction::None,
+            scope_changed: false,
+            c: Impact::None,
+            i: Impact::None,
+            a: Impact::None,
+            e: None,
+            rl: None,
+            rc: None,
+            cr: None,
+            ir: None,
+            ar: None,
+            mav: None,
+            mac: None,
+            mpr: None,
+            mui: None,
+            ms: None,
+            mc: None,
+            mi: None,
+            ma: None,
+        };
         for part in rest.split('/') {
             let (metric, value) = part
                 .split_once(':')
@@ -218,72 +491,41 @@ impl std::str::FromStr for V3Vector {
                 metric: metric.to_owned(),
                 value: value.to_owned(),
             };
-            let impact = |v: &str| match v {
-                "N" => Ok(Impact::None),
-                "L" => Ok(Impact::Low),
-                "H" => Ok(Impact::High),
-                _ => Err(bad()),
-            };
             match metric {
-                "AV" => {
-                    av = Some(match value {
-                        "N" => AttackVector::Network,
-                        "A" => AttackVector::Adjacent,
-                        "L" => AttackVector::Local,
-                        "P" => AttackVector::Physical,
-                        _ => return Err(bad()),
-                    })
-                }
-                "AC" => {
-                    ac = Some(match value {
-                        "L" => High::Low,
-                        "H" => High::High,
-                        _ => return Err(bad()),
-                    })
-                }
-                "PR" => {
-                    pr = Some(match value {
-                        "N" => Privileges::None,
-                        "L" => Privileges::Low,
-                        "H" => Privileges::High,
-                        _ => return Err(bad()),
-                    })
-                }
-                "UI" => {
-                    ui = Some(match value {
-                        "N" => UserInteraction::None,
-                        "R" => UserInteraction::Required,
-                        _ => return Err(bad()),
-                    })
-                }
-                "S" => {
-                    sc = Some(match value {
-                        "U" => false,
-                        "C" => true,
-                        _ => return Err(bad()),
-                    })
-                }
-                "C" => c = Some(impact(value)?),
-                "I" => i = Some(impact(value)?),
-                "A" => a = Some(impact(value)?),
-                other => match NON_BASE.iter().find(|(m, _)| *m == other) {
-                    Some((_, values)) if values.contains(&value) => {}
-                    Some(_) => return Err(bad()),
-                    None => return Err(CvssError::UnknownMetric(other.to_owned())),
-                },
+                "AV" => av = Some(attack_vector(value).ok_or_else(bad)?),
+                "AC" => ac = Some(complexity(value).ok_or_else(bad)?),
+                "PR" => pr = Some(privileges(value).ok_or_else(bad)?),
+                "UI" => ui = Some(interaction(value).ok_or_else(bad)?),
+                "S" => sc = Some(scope(value).ok_or_else(bad)?),
+                "C" => c = Some(impact(value).ok_or_else(bad)?),
+                "I" => i = Some(impact(value).ok_or_else(bad)?),
+                "A" => a = Some(impact(value).ok_or_else(bad)?),
+                "E" => v.e = weight(E_WEIGHTS, value).map_err(|()| bad())?,
+                "RL" => v.rl = weight(RL_WEIGHTS, value).map_err(|()| bad())?,
+                "RC" => v.rc = weight(RC_WEIGHTS, value).map_err(|()| bad())?,
+                "CR" => v.cr = weight(REQUIREMENT_WEIGHTS, value).map_err(|()| bad())?,
+                "IR" => v.ir = weight(REQUIREMENT_WEIGHTS, value).map_err(|()| bad())?,
+                "AR" => v.ar = weight(REQUIREMENT_WEIGHTS, value).map_err(|()| bad())?,
+                "MAV" => v.mav = modified(value, attack_vector).map_err(|()| bad())?,
+                "MAC" => v.mac = modified(value, complexity).map_err(|()| bad())?,
+                "MPR" => v.mpr = modified(value, privileges).map_err(|()| bad())?,
+                "MUI" => v.mui = modified(value, interaction).map_err(|()| bad())?,
+                "MS" => v.ms = modified(value, scope).map_err(|()| bad())?,
+                "MC" => v.mc = modified(value, impact).map_err(|()| bad())?,
+                "MI" => v.mi = modified(value, impact).map_err(|()| bad())?,
+                "MA" => v.ma = modified(value, impact).map_err(|()| bad())?,
+                other => return Err(CvssError::UnknownMetric(other.to_owned())),
             }
         }
-        Ok(V3Vector {
-            version,
-            av: av.ok_or(CvssError::Missing("AV"))?,
-            ac: ac.ok_or(CvssError::Missing("AC"))?,
-            pr: pr.ok_or(CvssError::Missing("PR"))?,
-            ui: ui.ok_or(CvssError::Missing("UI"))?,
-            scope_changed: sc.ok_or(CvssError::Missing("S"))?,
-            c: c.ok_or(CvssError::Missing("C"))?,
-            i: i.ok_or(CvssError::Missing("I"))?,
-            a: a.ok_or(CvssError::Missing("A"))?,
-        })
+        v.av = av.ok_or(CvssError::Missing("AV"))?;
+        v.ac = ac.ok_or(CvssError::Missing("AC"))?;
+        v.pr = pr.ok_or(CvssError::Missing("PR"))?;
+        v.ui = ui.ok_or(CvssError::Missing("UI"))?;
+        v.scope_changed = sc.ok_or(CvssError::Missing("S"))?;
+        v.c = c.ok_or(CvssError::Missing("C"))?;
+        v.i = i.ok_or(CvssError::Missing("I"))?;
+        v.a = a.ok_or(CvssError::Missing("A"))?;
+        Ok(v)
     }
 }
 
@@ -300,78 +542,169 @@ pub fn roundup(x: f64) -> f64 {
     }
 }
 
-/// Scores of a base vector.
+/// Scores of a vector.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scores {
-    /// Base score, 0.0-10.0.
+    /// Base score, 0.0-10.0 (for v4.0, CVSS-B: the base metrics alone).
     pub base: f64,
     /// Impact sub-score (rounded to one decimal, as calculators and NVD show it); `None` for
     /// v4.0, which defines no sub-scores.
     pub impact: Option<f64>,
     /// Exploitability sub-score (likewise); `None` for v4.0.
     pub exploitability: Option<f64>,
+    /// What the version scores beyond the base.
+    pub more: More,
 }
 
-impl BaseVector {
-    /// Computes the base score: v3.x by the equations of section 7.1, v4.0 by the `cvss` crate.
+/// The scores a version defines beyond the base score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum More {
+    /// CVSS v3.x.
+    V3 {
+        /// Temporal score (section 7.2); the base score when no temporal metric is given.
+        temporal: f64,
+        /// Environmental score (section 7.3), modified metrics given as X taking their base
+        /// values.
+        environmental: f64,
+    },
+    /// CVSS v4.0.
+    V4 {
+        /// The score of the vector as given.
+        score: f64,
+        /// Which metrics it accounts for: "CVSS-B", "CVSS-BT", "CVSS-BE" or "CVSS-BTE".
+        nomenclature: &'static str,
+    },
+}
+
+impl Vector {
+    /// Computes the scores: v3.x by the equations of section 7, v4.0 by the `cvss` crate.
     pub fn scores(&self) -> Scores {
         match &self.0 {
             Version::V3(v) => v.scores(),
             Version::V4(v) => Scores {
-                base: v.score().value(),
+                base: v.base.score().value(),
                 impact: None,
                 exploitability: None,
+                more: More::V4 {
+                    score: v.full.score().value(),
+                    nomenclature: match (v.threat, v.environmental) {
+                        (false, false) => "CVSS-B",
+                        (true, false) => "CVSS-BT",
+                        (false, true) => "CVSS-BE",
+                        (true, true) => "CVSS-BTE",
+                    },
+                },
             },
+        }
+    }
+
+    /// The version: "3.0", "3.1" or "4.0".
+    pub fn version(&self) -> &'static str {
+        match &self.0 {
+            Version::V3(v) => v.version,
+            Version::V4(_) => "4.0",
+        }
+    }
+
+    /// The scores as the API returns them.
+    pub fn to_pb(&self) -> pb::CvssScores {
+        let s = self.scores();
+        let sev = |score: f64| severity_name(score).to_owned();
+        let mut out = pb::CvssScores {
+            version: self.version().to_owned(),
+            base_score: s.base,
+            base_severity: sev(s.base),
+            normalized_vector: self.to_string(),
+            ..Default::default()
+        };
+        match s.more {
+            More::V3 {
+                temporal,
+                environmental,
+            } => {
+                out.temporal_score = temporal;
+                out.temporal_severity = sev(temporal);
+                out.environmental_score = environmental;
+                out.environmental_severity = sev(environmental);
+            }
+            More::V4 {
+                score,
+                nomenclature,
+            } => {
+                out.v4_score = score;
+                out.v4_nomenclature = nomenclature.to_owned();
+                out.v4_severity = sev(score);
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Vector {
+    /// The canonical form: specification order, metrics given as X left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Version::V3(v) => v.fmt(f),
+            Version::V4(v) => v.full.fmt(f),
         }
     }
 }
 
-impl fmt::Display for BaseVector {
-    /// The canonical form: base metrics only, in specification order.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Version::V3(v) => v.fmt(f),
-            Version::V4(v) => v.fmt(f),
-        }
+/// The exploitability sub-score from the metrics' weights (section 7.4); Privileges Required
+/// weighs more when the scope changes.
+fn exploitability_of(
+    av: AttackVector,
+    ac: High,
+    pr: Privileges,
+    ui: UserInteraction,
+    scope_changed: bool,
+) -> f64 {
+    let av = match av {
+        AttackVector::Network => 0.85,
+        AttackVector::Adjacent => 0.62,
+        AttackVector::Local => 0.55,
+        AttackVector::Physical => 0.2,
+    };
+    let ac = match ac {
+        High::Low => 0.77,
+        High::High => 0.44,
+    };
+    let pr = match (pr, scope_changed) {
+        (Privileges::None, _) => 0.85,
+        (Privileges::Low, false) => 0.62,
+        (Privileges::Low, true) => 0.68,
+        (Privileges::High, false) => 0.27,
+        (Privileges::High, true) => 0.5,
+    };
+    let ui = match ui {
+        UserInteraction::None => 0.85,
+        UserInteraction::Required => 0.62,
+    };
+    8.22 * av * ac * pr * ui
+}
+
+/// The weight of an impact on C, I or A (section 7.4).
+fn impact_weight(i: Impact) -> f64 {
+    match i {
+        Impact::None => 0.0,
+        Impact::Low => 0.22,
+        Impact::High => 0.56,
     }
 }
 
 impl V3Vector {
-    /// Computes the base score by the equations of section 7.1.
+    /// Computes the scores by the equations of section 7.
     fn scores(&self) -> Scores {
-        let av = match self.av {
-            AttackVector::Network => 0.85,
-            AttackVector::Adjacent => 0.62,
-            AttackVector::Local => 0.55,
-            AttackVector::Physical => 0.2,
-        };
-        let ac = match self.ac {
-            High::Low => 0.77,
-            High::High => 0.44,
-        };
-        let pr = match (self.pr, self.scope_changed) {
-            (Privileges::None, _) => 0.85,
-            (Privileges::Low, false) => 0.62,
-            (Privileges::Low, true) => 0.68,
-            (Privileges::High, false) => 0.27,
-            (Privileges::High, true) => 0.5,
-        };
-        let ui = match self.ui {
-            UserInteraction::None => 0.85,
-            UserInteraction::Required => 0.62,
-        };
-        let w = |i: Impact| match i {
-            Impact::None => 0.0,
-            Impact::Low => 0.22,
-            Impact::High => 0.56,
-        };
+        // 7.1 Base.
+        let w = impact_weight;
         let iss: f64 = 1.0 - (1.0 - w(self.c)) * (1.0 - w(self.i)) * (1.0 - w(self.a));
         let impact = if self.scope_changed {
             7.52 * (iss - 0.029) - 3.25 * (iss - 0.02).powi(15)
         } else {
             6.42 * iss
         };
-        let exploitability = 8.22 * av * ac * pr * ui;
+        let exploitability =
+            exploitability_of(self.av, self.ac, self.pr, self.ui, self.scope_changed);
         let base = if impact <= 0.0 {
             0.0
         } else if self.scope_changed {
@@ -379,10 +712,63 @@ impl V3Vector {
         } else {
             roundup(f64::min(impact + exploitability, 10.0))
         };
+
+        // 7.2 Temporal: X weighs 1.
+        let t = |m: Option<Weight>| m.map_or(1.0, |w| w.weight);
+        let temporal_factor = t(self.e) * t(self.rl) * t(self.rc);
+        let temporal = roundup(base * temporal_factor);
+
+        // 7.3 Environmental: a modified metric given as X takes its base metric's value.
+        let ms = self.ms.unwrap_or(self.scope_changed);
+        let (mc, mi, ma) = (
+            self.mc.unwrap_or(self.c),
+            self.mi.unwrap_or(self.i),
+            self.ma.unwrap_or(self.a),
+        );
+        let miss = f64::min(
+            1.0 - (1.0 - t(self.cr) * w(mc))
+                * (1.0 - t(self.ir) * w(mi))
+                * (1.0 - t(self.ar) * w(ma)),
+            0.915,
+        );
+        let modified_impact = if !ms {
+            6.42 * miss
+        } else if self.version == "3.0" {
+            7.52 * (miss - 0.029) - 3.25 * (miss - 0.02).powi(15)
+        } else {
+            7.52 * (miss - 0.029) - 3.25 * (miss * 0.9731 - 0.02).powi(13)
+        };
+        let modified_exploitability = exploitability_of(
+            self.mav.unwrap_or(self.av),
+            self.mac.unwrap_or(self.ac),
+            self.mpr.unwrap_or(self.pr),
+            self.mui.unwrap_or(self.ui),
+            ms,
+        );
+        let environmental = if modified_impact <= 0.0 {
+            0.0
+        } else if ms {
+            roundup(
+                roundup(f64::min(
+                    1.08 * (modified_impact + modified_exploitability),
+                    10.0,
+                )) * temporal_factor,
+            )
+        } else {
+            roundup(
+                roundup(f64::min(modified_impact + modified_exploitability, 10.0))
+                    * temporal_factor,
+            )
+        };
+
         Scores {
             base,
             impact: Some(if impact <= 0.0 { 0.0 } else { round1(impact) }),
             exploitability: Some(round1(exploitability)),
+            more: More::V3 {
+                temporal,
+                environmental,
+            },
         }
     }
 }
@@ -391,42 +777,98 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-impl fmt::Display for V3Vector {
-    /// The canonical form: base metrics in specification order.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let imp = |i: Impact| match i {
+impl AttackVector {
+    fn letter(self) -> &'static str {
+        match self {
+            AttackVector::Network => "N",
+            AttackVector::Adjacent => "A",
+            AttackVector::Local => "L",
+            AttackVector::Physical => "P",
+        }
+    }
+}
+
+impl High {
+    fn letter(self) -> &'static str {
+        match self {
+            High::Low => "L",
+            High::High => "H",
+        }
+    }
+}
+
+impl Privileges {
+    fn letter(self) -> &'static str {
+        match self {
+            Privileges::None => "N",
+            Privileges::Low => "L",
+            Privileges::High => "H",
+        }
+    }
+}
+
+impl UserInteraction {
+    fn letter(self) -> &'static str {
+        match self {
+            UserInteraction::None => "N",
+            UserInteraction::Required => "R",
+        }
+    }
+}
+
+impl Impact {
+    fn letter(self) -> &'static str {
+        match self {
             Impact::None => "N",
             Impact::Low => "L",
             Impact::High => "H",
-        };
+        }
+    }
+}
+
+fn scope_letter(changed: bool) -> &'static str {
+    if changed { "C" } else { "U" }
+}
+
+impl fmt::Display for V3Vector {
+    /// The canonical form: metrics in specification order (section 6, Table 15), those
+    /// absent or X left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "CVSS:{}/AV:{}/AC:{}/PR:{}/UI:{}/S:{}/C:{}/I:{}/A:{}",
             self.version,
-            match self.av {
-                AttackVector::Network => "N",
-                AttackVector::Adjacent => "A",
-                AttackVector::Local => "L",
-                AttackVector::Physical => "P",
-            },
-            match self.ac {
-                High::Low => "L",
-                High::High => "H",
-            },
-            match self.pr {
-                Privileges::None => "N",
-                Privileges::Low => "L",
-                Privileges::High => "H",
-            },
-            match self.ui {
-                UserInteraction::None => "N",
-                UserInteraction::Required => "R",
-            },
-            if self.scope_changed { "C" } else { "U" },
-            imp(self.c),
-            imp(self.i),
-            imp(self.a),
-        )
+            self.av.letter(),
+            self.ac.letter(),
+            self.pr.letter(),
+            self.ui.letter(),
+            scope_letter(self.scope_changed),
+            self.c.letter(),
+            self.i.letter(),
+            self.a.letter(),
+        )?;
+        let optional = [
+            ("E", self.e.map(|w| w.letter)),
+            ("RL", self.rl.map(|w| w.letter)),
+            ("RC", self.rc.map(|w| w.letter)),
+            ("CR", self.cr.map(|w| w.letter)),
+            ("IR", self.ir.map(|w| w.letter)),
+            ("AR", self.ar.map(|w| w.letter)),
+            ("MAV", self.mav.map(AttackVector::letter)),
+            ("MAC", self.mac.map(High::letter)),
+            ("MPR", self.mpr.map(Privileges::letter)),
+            ("MUI", self.mui.map(UserInteraction::letter)),
+            ("MS", self.ms.map(scope_letter)),
+            ("MC", self.mc.map(Impact::letter)),
+            ("MI", self.mi.map(Impact::letter)),
+            ("MA", self.ma.map(Impact::letter)),
+        ];
+        for (metric, value) in optional {
+            if let Some(value) = value {
+                write!(f, "/{metric}:{value}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -446,7 +888,7 @@ mod tests {
     use super::*;
 
     fn score(v: &str) -> f64 {
-        v.parse::<BaseVector>().unwrap().scores().base
+        v.parse::<Vector>().unwrap().scores().base
     }
 
     #[test]
@@ -540,16 +982,30 @@ mod tests {
             ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:N", 10.0, 5.8, 3.9),
         ];
         for (vector, base, impact, exploitability) in cases {
-            let expected = Scores {
-                base,
-                impact: Some(impact),
-                exploitability: Some(exploitability),
-            };
+            let scores = vector.parse::<Vector>().unwrap().scores();
             assert_eq!(
-                vector.parse::<BaseVector>().unwrap().scores(),
-                expected,
+                (scores.base, scores.impact, scores.exploitability),
+                (base, Some(impact), Some(exploitability)),
                 "{vector}"
             );
+            // Without temporal metrics the temporal score is the base score. So is the
+            // environmental score when the scope is unchanged; when it changes, v3.1's
+            // modified-impact equation (MISS × 0.9731) can put it a tenth above (the FIRST
+            // calculator and Red Hat's package agree: AV:N/AC:L/PR:L/UI:N/S:C/C:H/I:H/A:H is
+            // 9.9, 9.9, 10.0).
+            let More::V3 {
+                temporal,
+                environmental,
+            } = scores.more
+            else {
+                panic!("{vector} is not v3");
+            };
+            assert_eq!(temporal, base, "{vector}");
+            if vector.contains("/S:U/") || vector.starts_with("CVSS:3.0/") {
+                assert_eq!(environmental, base, "{vector}");
+            } else {
+                assert!(environmental - base < 0.15, "{vector}");
+            }
         }
     }
 
@@ -615,7 +1071,7 @@ mod tests {
             ("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:P/VC:H/VI:L/VA:N/SC:H/SI:H/SA:H", 8.6),
         ];
         for (vector, expected) in cases {
-            let scores = vector.parse::<BaseVector>().unwrap().scores();
+            let scores = vector.parse::<Vector>().unwrap().scores();
             assert_eq!(scores.base, expected, "{vector}");
             // v4.0 defines no impact or exploitability sub-score.
             assert_eq!(
@@ -626,56 +1082,251 @@ mod tests {
         }
     }
 
-    #[test]
-    fn v4_non_base_metrics_are_validated_then_ignored() {
-        // CVE-2025-47273: published as 7.7 with E:P (a CVSS-BT score); its base score is 8.7.
-        let full = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:H/VA:N/SC:N/SI:N/SA:N/E:P/CR:X/IR:X\
-                    /AR:X/MAV:X/MAC:X/MAT:X/MPR:X/MUI:X/MVC:X/MVI:X/MVA:X/MSC:X/MSI:X/MSA:X/S:X\
-                    /AU:X/R:X/V:X/RE:X/U:X";
-        let v: BaseVector = full.parse().unwrap();
-        assert_eq!(v.scores().base, 8.7);
-        assert_eq!(
-            v.to_string(),
-            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:H/VA:N/SC:N/SI:N/SA:N"
-        );
-        // Threat, environmental and supplemental metrics in any order, all of which would
-        // lower the crate's full score to 3.7.
-        let reordered = "CVSS:4.0/U:Red/SA:N/SI:N/SC:N/VA:H/VI:H/VC:H/UI:N/PR:N/AT:N/AC:L/AV:N\
-                         /E:U/CR:L/MAV:P/S:P/AU:Y";
-        let v: BaseVector = reordered.parse().unwrap();
-        assert_eq!(v.scores().base, 9.3);
-        assert_eq!(
-            v.to_string(),
-            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"
-        );
-        // The normalized vector parses back to the same score.
-        assert_eq!(score(&v.to_string()), 9.3);
+    /// The rows of a test data file: (vector, expected scores as written), comments skipped.
+    fn rows(data: &'static str) -> Vec<(&'static str, &'static str)> {
+        data.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_once(" - ").expect("VECTOR - SCORES"))
+            .collect()
     }
 
     #[test]
-    fn malformed_v4_vectors_are_refused_with_the_reason() {
-        let err = |v: &str| v.parse::<BaseVector>().unwrap_err().to_string();
+    fn v3_temporal_and_environmental_scores_match_red_hats_table() {
+        let rows = rows(include_str!("../tests/data/cvss-v3.txt"));
+        let mut v31 = 0;
+        for (vector, expected) in &rows {
+            let expected: Vec<f64> = expected
+                .trim_matches(|c| c == '(' || c == ')')
+                .split(", ")
+                .map(|n| n.parse().unwrap())
+                .collect();
+            let v: Vector = vector.parse().unwrap_or_else(|e| panic!("{vector}: {e}"));
+            let s = v.scores();
+            let More::V3 {
+                temporal,
+                environmental,
+            } = s.more
+            else {
+                panic!("{vector} is not v3");
+            };
+            assert_eq!(vec![s.base, temporal, environmental], expected, "{vector}");
+            // The normalized vector scores the same.
+            assert_eq!(v.to_string().parse::<Vector>().unwrap().scores(), s);
+            if vector.starts_with("CVSS:3.1/") {
+                v31 += 1;
+            }
+        }
+        assert!(rows.len() >= 90, "{} rows", rows.len());
+        assert!(v31 >= 50, "{v31} v3.1 rows");
+    }
+
+    #[test]
+    fn v4_scores_of_whole_vectors_match_red_hats_table() {
+        let rows = rows(include_str!("../tests/data/cvss-v4.txt"));
+        let mut named = std::collections::HashMap::new();
+        for (vector, expected) in &rows {
+            let expected: f64 = expected.parse().unwrap();
+            let v: Vector = vector.parse().unwrap_or_else(|e| panic!("{vector}: {e}"));
+            let s = v.scores();
+            let More::V4 {
+                score,
+                nomenclature,
+            } = s.more
+            else {
+                panic!("{vector} is not v4");
+            };
+            assert_eq!(score, expected, "{vector}");
+            *named.entry(nomenclature).or_insert(0) += 1;
+            // The base score is that of the base metrics alone.
+            let base: String = vector.split('/').take(12).collect::<Vec<_>>().join("/");
+            assert_eq!(s.base, base.parse::<Vector>().unwrap().scores().base);
+            // The normalized vector (X left out) scores the same and is named the same.
+            let again = v.to_string().parse::<Vector>().unwrap();
+            assert_eq!(again.scores(), s, "{vector}");
+            assert!(!again.to_string().contains(":X"), "{again}");
+        }
+        assert!(rows.len() >= 110, "{} rows", rows.len());
+        for n in ["CVSS-BT", "CVSS-BE", "CVSS-BTE"] {
+            assert!(named.get(n).copied().unwrap_or(0) >= 6, "{n}: {named:?}");
+        }
+    }
+
+    #[test]
+    fn v4_nomenclature_names_the_metrics_given_other_than_x() {
+        let base = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N";
+        let named = |suffix: &str| {
+            let v: Vector = format!("{base}{suffix}").parse().unwrap();
+            match v.scores().more {
+                More::V4 {
+                    score,
+                    nomenclature,
+                } => (nomenclature, score),
+                More::V3 { .. } => unreachable!(),
+            }
+        };
+        // Expected scores: Red Hat's Python `cvss` 3.6, `CVSS4(vector).base_score`.
+        assert_eq!(named(""), ("CVSS-B", 9.3));
+        // X is "Not Defined": the same as leaving the metric out.
+        assert_eq!(named("/E:X/CR:X/MAV:X"), ("CVSS-B", 9.3));
+        // Supplemental metrics never change the score or the name.
+        assert_eq!(named("/S:P/AU:Y/U:Red"), ("CVSS-B", 9.3));
+        assert_eq!(named("/E:U"), ("CVSS-BT", 8.1));
+        assert_eq!(named("/E:A"), ("CVSS-BT", 9.3));
+        assert_eq!(named("/CR:L/IR:L/AR:L"), ("CVSS-BE", 8.9));
+        assert_eq!(named("/E:X/MAV:P"), ("CVSS-BE", 7.0));
+        assert_eq!(named("/E:U/CR:L/MAV:P/S:P/AU:Y"), ("CVSS-BTE", 3.7));
+        // The base score stays the base score.
+        let v: Vector = format!("{base}/E:U/CR:L/MAV:P").parse().unwrap();
+        assert_eq!(v.scores().base, 9.3);
+        assert_eq!(v.to_pb().base_score, 9.3);
+        assert_eq!(v.to_pb().v4_nomenclature, "CVSS-BTE");
+        assert_eq!(v.to_pb().v4_severity, "LOW");
+        assert_eq!(v.to_string(), format!("{base}/E:U/CR:L/MAV:P"));
+    }
+
+    #[test]
+    fn v4_refuses_what_its_specification_refuses() {
+        let err = |v: &str| v.parse::<Vector>().unwrap_err();
+        let base = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N";
+        // Out of order: base metrics, and optional metrics after the base.
+        assert_eq!(
+            err("CVSS:4.0/AC:L/AV:N/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"),
+            CvssError::OutOfOrder {
+                metric: "AV",
+                after: "AC"
+            }
+        );
+        assert_eq!(
+            err(&format!("{base}/CR:L/E:U")),
+            CvssError::OutOfOrder {
+                metric: "E",
+                after: "CR"
+            }
+        );
+        assert_eq!(
+            err("CVSS:4.0/E:U/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"),
+            CvssError::OutOfOrder {
+                metric: "AV",
+                after: "E"
+            }
+        );
+        // Case: names and values.
+        assert_eq!(
+            err(&base.replace("AV:N", "av:N")),
+            CvssError::Case {
+                given: "av".into(),
+                expected: "AV"
+            }
+        );
+        assert_eq!(
+            err(&base.replace("AV:N", "AV:n")),
+            CvssError::Case {
+                given: "n".into(),
+                expected: "N"
+            }
+        );
+        assert_eq!(
+            err(&format!("{base}/U:red")),
+            CvssError::Case {
+                given: "red".into(),
+                expected: "Red"
+            }
+        );
+        assert_eq!(
+            err(&format!("{base}/U:RED")),
+            CvssError::Case {
+                given: "RED".into(),
+                expected: "Red"
+            }
+        );
+        // Unicode look-alikes are not folded: Turkish dotless i, full-width letters.
+        assert_eq!(
+            err(&base.replace("UI:N", "Uı:N")),
+            CvssError::UnknownMetric("Uı".into())
+        );
+        assert_eq!(
+            err(&base.replace("AV:N", "ＡＶ:N")),
+            CvssError::UnknownMetric("ＡＶ".into())
+        );
+        assert!(matches!(
+            err(&base.replace("AV:N", "AV:Ｎ")),
+            CvssError::Value { .. }
+        ));
+        // Repeats, including a repeat of X.
+        assert_eq!(
+            err(&format!("{base}/E:X/E:X")),
+            CvssError::Duplicate("E".into())
+        );
+        assert_eq!(
+            err(&base.replace("AV:N/", "AV:N/AV:N/")),
+            CvssError::Duplicate("AV".into())
+        );
+        // Mandatory base metrics; X is no base value.
         assert_eq!(
             err("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N"),
-            "invalid CVSS v4.0 vector: missing mandatory CVSSv4 SA (Availability Impact to the \
-             Subsequent System) metric"
+            CvssError::Missing("SA")
         );
-        for bad in [
-            "CVSS:4.0/AV:X/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
-            "CVSS:4.0/AV:N/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
-            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/ZZ:N",
-            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/E:Q",
-            "CVSS:4.0/AVN",
-        ] {
-            assert!(
-                matches!(bad.parse::<BaseVector>(), Err(CvssError::V4(_))),
-                "{bad}"
-            );
-        }
+        assert_eq!(
+            err("CVSS:4.0/AV:N/AC:L/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/E:U"),
+            CvssError::Missing("AT")
+        );
         assert!(matches!(
-            "CVSS:4.1/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N".parse::<BaseVector>(),
-            Err(CvssError::Prefix)
+            err(&base.replace("AV:N", "AV:X")),
+            CvssError::Value { .. }
         ));
+        assert_eq!(
+            err(&format!("{base}/ZZ:N")),
+            CvssError::UnknownMetric("ZZ".into())
+        );
+        assert!(matches!(
+            err(&format!("{base}/E:Q")),
+            CvssError::Value { .. }
+        ));
+        assert!(matches!(err("CVSS:4.0/AVN"), CvssError::Component(_)));
+        assert!(matches!(err(&format!("{base}/")), CvssError::Component(_)));
+        assert_eq!(
+            err("CVSS:4.1/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"),
+            CvssError::Prefix
+        );
+        // Every refusal reads as a sentence naming the problem.
+        assert_eq!(
+            err(&format!("{base}/CR:L/E:U")).to_string(),
+            "metric E must come before CR (CVSS v4.0 fixes the order of metrics)"
+        );
+    }
+
+    #[test]
+    fn v3_modified_impact_uses_each_versions_equation() {
+        // Scope changed by MS:C with a high MISS: v3.1's (MISS × 0.9731 − 0.02)^13 and v3.0's
+        // (MISS − 0.02)^15 part here by a tenth (Red Hat's package agrees: 10.0 and 9.9).
+        let tail = "AV:N/AC:L/PR:L/UI:N/S:U/C:N/I:H/A:H/CR:H/IR:H/AR:H/MPR:L/MS:C";
+        let env = |v: &str| match v.parse::<Vector>().unwrap().scores().more {
+            More::V3 { environmental, .. } => environmental,
+            More::V4 { .. } => unreachable!(),
+        };
+        assert_eq!(env(&format!("CVSS:3.1/{tail}")), 10.0);
+        assert_eq!(env(&format!("CVSS:3.0/{tail}")), 9.9);
+        // Temporal metrics lower the temporal score and scale the environmental one.
+        let v: Vector = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/E:U/RL:O/RC:U"
+            .parse()
+            .unwrap();
+        let pb = v.to_pb();
+        assert_eq!((pb.base_score, pb.temporal_score), (9.8, 7.8));
+        assert_eq!(pb.environmental_score, 7.8);
+        assert_eq!(pb.temporal_severity, "HIGH");
+        assert_eq!(pb.version, "3.1");
+        assert_eq!(pb.v4_nomenclature, "");
+    }
+
+    #[test]
+    fn v3_normalized_vector_keeps_non_base_metrics_not_x_in_order() {
+        let v: Vector = "CVSS:3.1/MA:L/E:X/RC:R/A:H/I:H/C:H/S:U/UI:N/PR:N/AC:L/AV:N/CR:H/MS:X"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            v.to_string(),
+            "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/RC:R/CR:H/MA:L"
+        );
     }
 
     #[test]
@@ -690,7 +1341,7 @@ mod tests {
         assert_eq!(score("CVSS:3.1/A:H/I:H/C:H/S:U/UI:N/PR:N/AC:L/AV:N"), 9.8);
         let full = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/E:P/RL:O/RC:C";
         assert_eq!(score(full), 9.8);
-        let v: BaseVector = "CVSS:3.1/A:H/I:H/C:H/S:U/UI:N/PR:N/AC:L/AV:N"
+        let v: Vector = "CVSS:3.1/A:H/I:H/C:H/S:U/UI:N/PR:N/AC:L/AV:N"
             .parse()
             .unwrap();
         assert_eq!(
@@ -701,7 +1352,7 @@ mod tests {
 
     #[test]
     fn malformed_vectors_are_refused_with_the_reason() {
-        let err = |v: &str| v.parse::<BaseVector>().unwrap_err();
+        let err = |v: &str| v.parse::<Vector>().unwrap_err();
         assert_eq!(err(""), CvssError::Empty);
         assert_eq!(err("AV:N/AC:L"), CvssError::Prefix);
         assert_eq!(err("CVSS:2.0/AV:N"), CvssError::Prefix);

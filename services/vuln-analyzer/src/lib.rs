@@ -1,8 +1,9 @@
 //! The vuln-analyzer: scores, deduplicates and triages findings.
 //!
 //! # Layout
-//! - [`cvss`]: CVSS base scores: v3.1/v3.0 by the specification's equations, v4.0 through the
-//!   RustSec `cvss` crate.
+//! - [`cvss`]: CVSS scores of a whole vector: v3.1/v3.0 base, temporal and environmental by
+//!   the specification's equations, v4.0 (base, and CVSS-BT/BE/BTE of the vector as given)
+//!   through the RustSec `cvss` crate after a strict check of the vector.
 //! - [`enrich`]: the queue that upgrades degraded analyses once the LLM answers again.
 //! - [`payload`]: how a finding waits in the enrichment queue.
 //! - [`llm`]: LLM triage through an OpenAI-compatible API, behind a circuit breaker.

@@ -8,7 +8,7 @@
 
 use phantom_proto::pb::{self, Severity};
 
-use crate::cvss::BaseVector;
+use crate::cvss::Vector;
 
 /// A rule's verdict.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +104,7 @@ const RULES: &[Rule] = &[
 const DISCLOSURE_VECTOR: &str = "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:L/I:N/A:N";
 
 fn vector_score(vector: &str) -> Option<f64> {
-    vector.parse::<BaseVector>().ok().map(|v| v.scores().base)
+    vector.parse::<Vector>().ok().map(|v| v.scores().base)
 }
 
 /// Whether a banner names a software version.
@@ -130,7 +130,7 @@ fn discloses_version(banner: &str) -> bool {
 /// The rule-based verdict on a finding.
 pub fn analyze(f: &pb::Finding) -> Verdict {
     if !f.cvss_vector.is_empty()
-        && let Ok(v) = f.cvss_vector.parse::<BaseVector>()
+        && let Ok(v) = f.cvss_vector.parse::<Vector>()
     {
         let score = v.scores().base;
         return Verdict {

@@ -11,7 +11,7 @@ use phantom_storage::cache::{CacheManager, Entry};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::{cvss::BaseVector, repository::AnalysisRepository, rules};
+use crate::{cvss::Vector, repository::AnalysisRepository, rules};
 
 /// Most findings one AnalyzeFindings call may carry.
 pub const MAX_FINDINGS_PER_CALL: usize = 1000;
@@ -166,6 +166,12 @@ impl Core {
             impact: String::new(),
             suppression_suggested: false,
             suppression_reason: String::new(),
+            // The vector the rules scored from (the finding's, or the matching rule's).
+            cvss: v
+                .vector
+                .as_deref()
+                .and_then(|s| s.parse::<Vector>().ok())
+                .map(|vector| (&vector.to_pb()).into()),
         };
         (record, v)
     }
@@ -318,7 +324,7 @@ fn validate(findings: &[pb::Finding]) -> Result<(), Error> {
             ));
         }
         if !f.cvss_vector.is_empty()
-            && let Err(err) = f.cvss_vector.parse::<BaseVector>()
+            && let Err(err) = f.cvss_vector.parse::<Vector>()
         {
             violations.push(FieldViolation::new(
                 format!("findings[{i}].cvss_vector"),
@@ -426,13 +432,14 @@ impl VulnAnalyzer for VulnAnalyzerService {
         &self,
         request: Request<pb::ScoreCvssRequest>,
     ) -> Result<Response<pb::ScoreCvssResponse>, Status> {
-        let vector: BaseVector = request
+        let vector: Vector = request
             .get_ref()
             .vector
             .parse()
             .map_err(|e: crate::cvss::CvssError| Error::invalid("vector", e.to_string()))?;
         let scores = vector.scores();
         Ok(Response::new(pb::ScoreCvssResponse {
+            cvss: Some(vector.to_pb()),
             base_score: scores.base,
             // v3.x and v4.0 share the qualitative bands.
             severity: crate::cvss::severity_name(scores.base).to_owned(),
@@ -485,6 +492,28 @@ mod tests {
             "{} violations listed",
             v.len()
         );
+    }
+
+    #[test]
+    fn an_analysis_scored_from_a_vector_carries_all_its_scores() {
+        let tenant = Tenant::try_from("acme".to_owned()).unwrap();
+        let mut f = finding();
+        f.cvss_vector =
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/E:U/CR:L/MAV:P".into();
+        let (a, _) = Core::rules_analysis(&tenant, Fingerprint::new("fp"), &f);
+        assert_eq!(a.score, 9.3);
+        let cvss = a.cvss.expect("scores");
+        assert_eq!(cvss.base_score, 9.3);
+        assert_eq!(cvss.v4_nomenclature, "CVSS-BTE");
+        assert_eq!(cvss.v4_score, 3.7);
+        // A rule's representative vector is scored too; no vector, no scores.
+        f.cvss_vector.clear();
+        f.port = 23;
+        let (a, _) = Core::rules_analysis(&tenant, Fingerprint::new("fp"), &f);
+        assert_eq!(a.cvss.expect("the telnet rule's vector").version, "3.1");
+        f.port = 8443;
+        let (a, _) = Core::rules_analysis(&tenant, Fingerprint::new("fp"), &f);
+        assert_eq!(a.cvss, None);
     }
 
     #[test]

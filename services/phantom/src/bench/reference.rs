@@ -35,6 +35,7 @@ impl VulnAnalyzer for Fixed {
             normalized_vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H".into(),
             impact_score: 5.9,
             exploitability_score: 3.9,
+            cvss: None,
         }))
     }
 

@@ -336,56 +336,155 @@ pub fn csv(findings: &[pb::Finding]) -> String {
     out
 }
 
-/// The scan as a SARIF 2.1.0 log: one rule per check, one result per finding, the finding's
-/// fingerprint as its partial fingerprint (so dashboards track it across scans).
-pub fn sarif(scan: &pb::Scan, findings: &[pb::Finding]) -> Value {
-    let mut rules: Vec<Value> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let score = |f: &pb::Finding| f.analysis.as_ref().map_or(f.cvss_score, |a| a.score);
-    for f in findings {
-        if seen.insert(f.check_id.clone()) {
-            rules.push(json!({
-                "id": f.check_id,
-                "name": f.check_id,
-                "shortDescription": {"text": f.title},
-                "properties": {"security-severity": format!("{:.1}", score(f)), "tags": ["security", f.engine.as_str()]},
-            }));
-        }
+/// Where the SARIF 2.1.0 schema is published (OASIS Standard, errata 01): the log's `$schema`.
+const SARIF_SCHEMA: &str =
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json";
+
+/// SARIF's level for a severity: what GitHub code scanning and IDEs sort and colour by.
+fn sarif_level(severity: i32) -> &'static str {
+    match pb::Severity::try_from(severity).unwrap_or(pb::Severity::Unspecified) {
+        pb::Severity::Critical | pb::Severity::High => "error",
+        pb::Severity::Medium => "warning",
+        pb::Severity::Low => "note",
+        pb::Severity::Info | pb::Severity::Unspecified => "none",
     }
+}
+
+/// SARIF's `baselineState` for how a finding compares with its asset's previous scan (SARIF
+/// 2.1.0 section 3.27.24): a reopened finding is new again to whoever triages it. `None`
+/// when it was not compared (no asset, or the scan has not ended).
+fn baseline_state(change: i32) -> Option<&'static str> {
+    match pb::FindingChange::try_from(change).unwrap_or(pb::FindingChange::Unspecified) {
+        pb::FindingChange::New | pb::FindingChange::Reopened => Some("new"),
+        pb::FindingChange::StillOpen => Some("unchanged"),
+        pb::FindingChange::Fixed => Some("absent"),
+        pb::FindingChange::Unspecified => None,
+    }
+}
+
+/// A finding's score: the analyzer's when it has one, else the engine's.
+fn finding_score(f: &pb::Finding) -> f64 {
+    f.analysis.as_ref().map_or(f.cvss_score, |a| a.score)
+}
+
+/// The scan as a SARIF 2.1.0 log that validates against the OASIS schema and that GitHub code
+/// scanning ingests:
+/// - `tool.driver.rules`: one per check id, with the severity GitHub sorts by
+///   (`properties.security-severity`, the highest score the check got) and the level of its
+///   worst finding as its default; `helpUri` is the NVD page of the check's first CVE.
+/// - one result per finding, pointing at its rule (`ruleId`, `ruleIndex`), its level from its
+///   severity, located at `tcp://address:port` (GitHub requires a physical location; an
+///   endpoint is no file, so it is also given as a logical location), the finding's
+///   fingerprint both as the stable `fingerprints` and as `partialFingerprints` (so
+///   dashboards track it across scans), and `baselineState` from `Finding.change`.
+pub fn sarif(scan: &pb::Scan, findings: &[pb::Finding]) -> Value {
+    // Rules in order of first appearance; the index is each result's `ruleIndex`.
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut checks: Vec<Vec<&pb::Finding>> = Vec::new();
+    for f in findings {
+        let i = *index.entry(f.check_id.as_str()).or_insert_with(|| {
+            checks.push(Vec::new());
+            checks.len() - 1
+        });
+        checks[i].push(f);
+    }
+    let rules: Vec<Value> = checks
+        .iter()
+        .map(|of_check| {
+            let first = of_check[0];
+            let worst = of_check
+                .iter()
+                .max_by_key(|f| f.severity)
+                .expect("a check has findings");
+            let top = of_check
+                .iter()
+                .map(|f| finding_score(f))
+                .fold(0.0_f64, f64::max);
+            let mut rule = json!({
+                "id": first.check_id,
+                "name": first.check_id,
+                "shortDescription": {"text": first.title},
+                "defaultConfiguration": {"level": sarif_level(worst.severity)},
+                "properties": {
+                    "security-severity": format!("{top:.1}"),
+                    "tags": ["security", first.engine.as_str()],
+                },
+            });
+            if let Some(cve) = of_check.iter().find_map(|f| f.cve_ids.first()) {
+                rule["helpUri"] = json!(format!("https://nvd.nist.gov/vuln/detail/{cve}"));
+            }
+            if let Some(a) = first
+                .analysis
+                .as_ref()
+                .filter(|a| !a.remediation.is_empty())
+            {
+                rule["help"] = json!({"text": a.remediation});
+            }
+            rule
+        })
+        .collect();
     let results: Vec<Value> = findings
         .iter()
         .map(|f| {
-            let level = match pb::Severity::try_from(f.severity).unwrap_or(pb::Severity::Unspecified) {
-                pb::Severity::Critical | pb::Severity::High => "error",
-                pb::Severity::Medium => "warning",
-                _ => "note",
-            };
             let host = if f.target.contains(':') { format!("[{}]", f.target) } else { f.target.clone() };
+            let protocol = if f.protocol.is_empty() { "tcp" } else { &f.protocol };
+            let endpoint = format!("{protocol}://{host}:{}", f.port);
             let text = f.analysis.as_ref().map_or_else(|| f.title.clone(), |a| format!("{} {}", f.title, a.summary));
-            json!({
+            let mut properties = json!({
+                "severity": severity_name(f.severity),
+                "score": finding_score(f),
+                "cve": f.cve_ids,
+                "engine": f.engine,
+                "service": f.service,
+                "banner": f.banner,
+            });
+            if !f.hostname.is_empty() {
+                properties["hostname"] = json!(f.hostname);
+            }
+            if let Some(cvss) = f.analysis.as_ref().and_then(|a| a.cvss.as_ref()) {
+                properties["cvss"] = json!({
+                    "version": cvss.version,
+                    "vector": cvss.normalized_vector,
+                    "baseScore": cvss.base_score,
+                });
+                if cvss.version == "4.0" {
+                    properties["cvss"]["score"] = json!(cvss.v4_score);
+                    properties["cvss"]["nomenclature"] = json!(cvss.v4_nomenclature);
+                } else {
+                    properties["cvss"]["temporalScore"] = json!(cvss.temporal_score);
+                    properties["cvss"]["environmentalScore"] = json!(cvss.environmental_score);
+                }
+            }
+            let mut result = json!({
                 "ruleId": f.check_id,
-                "level": level,
+                "ruleIndex": index[f.check_id.as_str()],
+                "level": sarif_level(f.severity),
                 "message": {"text": text},
-                "locations": [{"physicalLocation": {"artifactLocation": {"uri": format!("{}://{host}:{}", if f.protocol.is_empty() { "tcp" } else { &f.protocol }, f.port)}}}],
-                "partialFingerprints": {"phantomFingerprint/v1": f.fingerprint},
-                "properties": {
-                    "severity": severity_name(f.severity),
-                    "score": score(f),
-                    "cve": f.cve_ids,
-                    "engine": f.engine,
-                    "service": f.service,
-                    "banner": f.banner,
-                },
-            })
+                "locations": [{
+                    "physicalLocation": {"artifactLocation": {"uri": endpoint}},
+                    "logicalLocations": [{"name": format!("{host}:{}", f.port), "fullyQualifiedName": endpoint, "kind": "resource"}],
+                }],
+                "properties": properties,
+            });
+            // An empty fingerprint (never sent by the orchestrator) identifies nothing.
+            if !f.fingerprint.is_empty() {
+                result["fingerprints"] = json!({"phantom/v1": f.fingerprint});
+                result["partialFingerprints"] = json!({"phantomFingerprint/v1": f.fingerprint});
+            }
+            if let Some(state) = baseline_state(f.change) {
+                result["baselineState"] = json!(state);
+            }
+            result
         })
         .collect();
     json!({
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {
                 "name": "phantom",
                 "version": env!("CARGO_PKG_VERSION"),
+                "semanticVersion": env!("CARGO_PKG_VERSION"),
                 "informationUri": "https://github.com/phantom-sec/phantom",
                 "rules": rules,
             }},
@@ -501,28 +600,208 @@ mod tests {
         }
     }
 
+    /// The log validated against the OASIS SARIF 2.1.0 schema; every violation, listed.
+    fn schema_violations(log: &Value) -> Vec<String> {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../tests/data/sarif-schema-2.1.0.json"))
+                .expect("the schema is JSON");
+        let validator = jsonschema::draft4::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("the schema compiles");
+        validator
+            .iter_errors(log)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect()
+    }
+
+    /// A short scan's findings: every severity, with and without CVEs and analyses, every
+    /// change state, IPv4 and IPv6, a hostname.
+    fn short_scan() -> Vec<pb::Finding> {
+        let at = |severity: pb::Severity, change: pb::FindingChange| pb::Finding {
+            severity: severity as i32,
+            change: change as i32,
+            ..finding()
+        };
+        vec![
+            // Open SSH port, HIGH by the rules, new on this asset.
+            at(pb::Severity::High, pb::FindingChange::New),
+            // The same check on another port, still open.
+            pb::Finding {
+                port: 2222,
+                fingerprint: "def".into(),
+                ..at(pb::Severity::Info, pb::FindingChange::StillOpen)
+            },
+            // A CVE found by nuclei, analyzed from a CVSS v3.1 vector, reopened.
+            pb::Finding {
+                engine: "nuclei".into(),
+                check_id: "CVE-2021-44228".into(),
+                title: "Apache Log4j2 remote code execution".into(),
+                port: 8080,
+                service: "http".into(),
+                hostname: "app.example.com".into(),
+                cve_ids: vec!["CVE-2021-44228".into()],
+                cvss_vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H".into(),
+                cvss_score: 10.0,
+                fingerprint: "log4j".into(),
+                analysis: Some(pb::Analysis {
+                    score: 10.0,
+                    severity: pb::Severity::Critical as i32,
+                    summary: "scored from the engine's vector".into(),
+                    remediation: "Upgrade Log4j to 2.17.1 or later.".into(),
+                    cvss: Some(pb::CvssScores {
+                        version: "3.1".into(),
+                        base_score: 10.0,
+                        temporal_score: 10.0,
+                        environmental_score: 10.0,
+                        normalized_vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..at(pb::Severity::Critical, pb::FindingChange::Reopened)
+            },
+            // A v4.0-scored finding over IPv6, medium, fixed since the previous scan.
+            pb::Finding {
+                target: "2001:db8::5".into(),
+                engine: "nuclei".into(),
+                check_id: "CVE-2025-47273".into(),
+                title: "setuptools path traversal".into(),
+                port: 443,
+                cve_ids: vec!["CVE-2025-47273".into(), "CVE-2025-0001".into()],
+                fingerprint: "st".into(),
+                analysis: Some(pb::Analysis {
+                    score: 6.9,
+                    cvss: Some(pb::CvssScores {
+                        version: "4.0".into(),
+                        base_score: 8.7,
+                        v4_score: 6.9,
+                        v4_nomenclature: "CVSS-BT".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..at(pb::Severity::Medium, pb::FindingChange::Fixed)
+            },
+            // Low, UDP, not compared (no asset).
+            pb::Finding {
+                protocol: "udp".into(),
+                port: 161,
+                check_id: "snmp-public".into(),
+                title: "SNMP answers the community \"public\"".into(),
+                fingerprint: "snmp".into(),
+                ..at(pb::Severity::Low, pb::FindingChange::Unspecified)
+            },
+            // Not analyzed yet: no severity.
+            pb::Finding {
+                check_id: "banner".into(),
+                fingerprint: String::new(),
+                ..at(pb::Severity::Unspecified, pb::FindingChange::Unspecified)
+            },
+        ]
+    }
+
     #[test]
-    fn sarif_has_the_2_1_0_shape() {
+    fn sarif_of_a_short_scan_validates_against_the_oasis_schema() {
         let log = sarif(
             &pb::Scan {
                 id: "s1".into(),
                 ..Default::default()
             },
-            &[finding(), finding()],
+            &short_scan(),
+        );
+        assert_eq!(schema_violations(&log), Vec::<String>::new());
+        // The empty log too.
+        let empty = sarif(&pb::Scan::default(), &[]);
+        assert_eq!(schema_violations(&empty), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_schema_check_catches_what_the_schema_forbids() {
+        let mut log = sarif(&pb::Scan::default(), &short_scan());
+        log["runs"][0]["results"][0]["baselineState"] = json!("reopened");
+        log["runs"][0]["results"][1]["level"] = json!("info");
+        log["runs"][0]["tool"]["driver"]["rules"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("id");
+        let violations = schema_violations(&log);
+        assert_eq!(violations.len(), 3, "{violations:#?}");
+    }
+
+    #[test]
+    fn sarif_carries_rules_levels_fingerprints_and_baseline_states() {
+        let log = sarif(
+            &pb::Scan {
+                id: "s1".into(),
+                ..Default::default()
+            },
+            &short_scan(),
         );
         assert_eq!(log["version"], "2.1.0");
         let run = &log["runs"][0];
+        assert_eq!(run["automationDetails"]["id"], "phantom/scan/s1");
+        let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+        let ids: Vec<&str> = rules.iter().map(|r| r["id"].as_str().unwrap()).collect();
         assert_eq!(
-            run["tool"]["driver"]["rules"].as_array().unwrap().len(),
-            1,
-            "one rule per check"
+            ids,
+            [
+                "open-port",
+                "CVE-2021-44228",
+                "CVE-2025-47273",
+                "snmp-public",
+                "banner"
+            ],
+            "one rule per check, in order of first appearance"
         );
-        let r = &run["results"][0];
-        assert_eq!(r["level"], "error");
+        // A check's default level is its worst finding's; security-severity its top score.
+        assert_eq!(rules[0]["defaultConfiguration"]["level"], "error");
+        assert_eq!(rules[1]["properties"]["security-severity"], "10.0");
+        assert_eq!(
+            rules[1]["helpUri"],
+            "https://nvd.nist.gov/vuln/detail/CVE-2021-44228"
+        );
+        assert_eq!(
+            rules[1]["help"]["text"],
+            "Upgrade Log4j to 2.17.1 or later."
+        );
+        assert!(rules[0].get("helpUri").is_none(), "no CVE, no help page");
+
+        let results = run["results"].as_array().unwrap();
+        for r in results {
+            let i = usize::try_from(r["ruleIndex"].as_u64().unwrap()).unwrap();
+            assert_eq!(rules[i]["id"], r["ruleId"], "ruleIndex points at ruleId");
+        }
+        let field = |key: &str| -> Vec<Value> { results.iter().map(|r| r[key].clone()).collect() };
+        assert_eq!(
+            field("level"),
+            ["error", "none", "error", "warning", "note", "none"].map(|l| json!(l))
+        );
+        assert_eq!(
+            field("baselineState"),
+            [
+                json!("new"),
+                json!("unchanged"),
+                json!("new"),
+                json!("absent"),
+                Value::Null,
+                Value::Null
+            ]
+        );
+        let r = &results[0];
         assert_eq!(
             r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
             "tcp://10.0.0.5:22"
         );
         assert_eq!(r["partialFingerprints"]["phantomFingerprint/v1"], "abc");
+        assert_eq!(r["fingerprints"]["phantom/v1"], "abc");
+        assert_eq!(
+            results[3]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "tcp://[2001:db8::5]:443"
+        );
+        assert_eq!(results[3]["properties"]["cvss"]["nomenclature"], "CVSS-BT");
+        assert_eq!(results[2]["properties"]["hostname"], "app.example.com");
+        assert_eq!(results[2]["properties"]["cvss"]["environmentalScore"], 10.0);
+        assert!(results[5].get("fingerprints").is_none());
     }
 }

@@ -546,6 +546,7 @@ pub async fn findings_are_deduplicated_per_scan_and_paged(
         impact: String::new(),
         suppression_suggested: false,
         suppression_reason: String::new(),
+        cvss: None,
     };
     // Unanalyzed findings of finished scans are listed for a later analysis; those of a
     // running scan are not (their scan analyzes them when it ends).

@@ -147,6 +147,9 @@ fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<Analysis, StoreErr
         impact: row.try_get(col("impact").as_str())?,
         suppression_suggested: suppression != 0,
         suppression_reason: row.try_get(col("suppression_reason").as_str())?,
+        // The analyzer keeps only the vector in `analyses` (it recomputes the scores); the
+        // scores come from the analysis stored with the finding (see below).
+        cvss: None,
     })
 }
 
@@ -157,8 +160,10 @@ fn finding_with_current_analysis(row: &AnyRow) -> Result<FindingRecord, StoreErr
     let mut finding = finding_of(row)?;
     let joined: Option<String> = row.try_get("a_analyzer")?;
     if joined.is_some() && finding.analysis.as_ref().is_some_and(|a| a.degraded) {
-        let current = analysis_with_prefix(row, "a_")?;
+        let mut current = analysis_with_prefix(row, "a_")?;
         if !current.degraded {
+            // Enrichment changes the words, never the vector nor its scores.
+            current.cvss = finding.analysis.as_mut().and_then(|a| a.cvss.take());
             finding.analysis = Some(current);
         }
     }

@@ -36,6 +36,14 @@ pub async fn analyses_keep_the_first_verdict(store: &dyn AnalysisRepository) {
         impact: String::new(),
         suppression_suggested: false,
         suppression_reason: String::new(),
+        // Stored as its vector and recomputed when read: it must read back the same.
+        cvss: Some(
+            (&"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/E:P/CR:H/MAV:A"
+                .parse::<crate::cvss::Vector>()
+                .unwrap()
+                .to_pb())
+                .into(),
+        ),
     };
     assert_eq!(store.put_analysis(&first).await.unwrap(), first);
     let second = Analysis {

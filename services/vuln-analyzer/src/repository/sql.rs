@@ -2,7 +2,7 @@
 //! [`phantom_storage::database`]).
 
 use async_trait::async_trait;
-use phantom_domain::{Analysis, Fingerprint, Severity, Tenant};
+use phantom_domain::{Analysis, CvssScores, Fingerprint, Severity, Tenant};
 use phantom_storage::{Database, StoreError};
 use sqlx::{Row, any::AnyRow};
 
@@ -59,7 +59,31 @@ fn analysis_with_prefix(row: &AnyRow, prefix: &str) -> Result<Analysis, StoreErr
         impact: row.try_get(col("impact").as_str())?,
         suppression_suggested: suppression != 0,
         suppression_reason: row.try_get(col("suppression_reason").as_str())?,
+        cvss: cvss_of(&row.try_get::<String, _>(col("cvss_vector").as_str())?)?,
     })
+}
+
+/// The scores of a stored vector, recomputed (the column holds the vector, never the scores).
+fn cvss_of(vector: &str) -> Result<Option<CvssScores>, StoreError> {
+    if vector.is_empty() {
+        return Ok(None);
+    }
+    let v: crate::cvss::Vector =
+        vector
+            .parse()
+            .map_err(|e: crate::cvss::CvssError| StoreError::Corrupt {
+                column: "analyses.cvss_vector",
+                message: e.to_string(),
+            })?;
+    Ok(Some(CvssScores::from(&v.to_pb())))
+}
+
+/// The vector to store for `a`: the canonical one its scores came from, '' without.
+fn cvss_vector(a: &Analysis) -> String {
+    a.cvss
+        .as_ref()
+        .map(|c| c.normalized_vector.clone())
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -73,7 +97,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         let row = sqlx::query(
             "SELECT tenant, fingerprint, score, severity, analyzer, confidence, summary, \
              remediation, degraded, analyzed_at, impact, suppression_suggested, \
-             suppression_reason FROM analyses WHERE tenant = $1 AND fingerprint = $2",
+             suppression_reason, cvss_vector FROM analyses WHERE tenant = $1 AND fingerprint = $2",
         )
         .bind(tenant.to_string())
         .bind(fingerprint.to_string())
@@ -87,8 +111,8 @@ impl AnalysisRepository for SqlAnalysisRepository {
         sqlx::query(
             "INSERT INTO analyses (tenant, fingerprint, score, severity, analyzer, confidence, \
              summary, remediation, degraded, analyzed_at, impact, suppression_suggested, \
-             suppression_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             suppression_reason, cvss_vector) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (tenant, fingerprint) DO NOTHING",
         )
         .bind(a.tenant.to_string())
@@ -104,6 +128,7 @@ impl AnalysisRepository for SqlAnalysisRepository {
         .bind(a.impact.clone())
         .bind(i64::from(a.suppression_suggested))
         .bind(a.suppression_reason.clone())
+        .bind(cvss_vector(a))
         .execute(self.db.pool())
         .await?;
         self.get_analysis(&a.tenant, &a.fingerprint)
