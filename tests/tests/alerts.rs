@@ -215,3 +215,122 @@ async fn a_rule_alerts_once_per_new_high_finding_and_not_on_an_unchanged_scan() 
     system.stop().await;
     drop(quiet);
 }
+
+/// Waits on `stream` for the next notification of type `kind`.
+async fn next_of(
+    stream: &mut tonic::Streaming<pb::SubscribeResponse>,
+    kind: &str,
+) -> pb::Notification {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("a {kind} in time"))
+            .unwrap()
+            .expect("the stream stays open");
+        if let Some(Event::Notification(n)) = message.event
+            && n.r#type == kind
+        {
+            return n;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yesterdays_scans_are_summed_up_in_one_digest() {
+    use phantom_scan_orchestrator::repository::{
+        ScanProgress, ScanRepository as _, SqlScanRepository,
+        assets::AssetRepository as _,
+        conformance::{sample_finding, sample_scan},
+    };
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path());
+    cfg.scan.schedules.check_every = Duration::from_millis(200);
+    let system = Running::start(cfg.clone()).await;
+    let mut notifier = NotifierClient::new(channel(system.addrs.notifier).await);
+    let mut stream = notifier
+        .subscribe(pb::SubscribeRequest {
+            rooms: vec!["system/alerts".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // An asset due once a year, and a scan of it that succeeded yesterday at noon (UTC), with
+    // two new findings, written through the repository on the system's own database.
+    let mut client = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
+    let asset = client
+        .create_asset(pb::CreateAssetRequest {
+            name: "yearly".into(),
+            targets: vec!["127.0.0.1".into()],
+            ports: "22".into(),
+            schedule: Some(pb::Schedule {
+                cron: "0 3 1 1 *".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let store =
+        SqlScanRepository::new(phantom_storage::Database::open(&cfg.storage).await.unwrap());
+    let tenant = cfg.tenancy.default_tenant.clone();
+    let record = store.get_asset(&tenant, &asset.id).await.unwrap().unwrap();
+    const DAY: i64 = 24 * 3600 * 1_000_000;
+    let now = phantom_kit::time::now_micros();
+    let yesterday_noon = now.div_euclid(DAY) * DAY - DAY / 2;
+    let mut scan = sample_scan(&tenant);
+    scan.asset_id = Some(record.id.clone());
+    scan.due_at = Some(record.next_due);
+    scan.state = pb::ScanState::Running;
+    scan.owner = "digest-test".into();
+    scan.lease_until = i64::MAX;
+    store
+        .fire(
+            &record,
+            Some(&scan),
+            record.next_due + DAY * 366,
+            record.next_run + DAY * 366,
+            now,
+        )
+        .await
+        .unwrap();
+    let found = [sample_finding(&scan, 22), sample_finding(&scan, 80)];
+    let progress = ScanProgress {
+        probes_done: 2,
+        progress_percent: 99,
+        checkpoint: String::new(),
+    };
+    store
+        .save_progress(&tenant, &scan.id, "digest-test", &found, &progress)
+        .await
+        .unwrap();
+    store
+        .finish_scan(
+            &tenant,
+            &scan.id,
+            pb::ScanState::Succeeded,
+            "",
+            yesterday_noon,
+            Some("digest-test"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The next round sends yesterday's digest: one scan, two new findings, none alerted (no
+    // rule).
+    let digest = next_of(&mut stream, "alert.digest").await;
+    let payload: serde_json::Value = serde_json::from_str(&digest.payload).unwrap();
+    let day = jiff::Timestamp::from_microsecond(yesterday_noon)
+        .unwrap()
+        .strftime("%Y-%m-%d")
+        .to_string();
+    assert_eq!(payload["day"], day.as_str());
+    assert_eq!(payload["scans"], 1);
+    assert_eq!(payload["new"], 2);
+    assert_eq!(payload["not_alerted"], 2);
+    assert_eq!(digest.priority(), pb::Priority::Normal);
+    system.stop().await;
+}
