@@ -335,6 +335,9 @@ impl BenchRunner {
 enum ScanAction {
     /// What changed from scan A to scan B, by fingerprint: new, fixed, still open
     /// (`--output sarif` marks each result's baselineState).
+    #[command(after_help = "Examples:\n  \
+        phantom scan diff 01a229eb-54ee-71ff-905c-4c5ed40b9748 01a229ec-33b0-7442-b44e-3c79206b0549\n  \
+        phantom scan diff <a> <b> --output sarif > changes.sarif")]
     Diff {
         /// The earlier scan's id.
         a: String,

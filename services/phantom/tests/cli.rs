@@ -244,12 +244,141 @@ fn migrate_gives_up_on_an_unreachable_database_after_its_wait() {
     assert!(started.elapsed() < PATIENCE);
 }
 
+/// `phantom <args>` beside `up`, as its user.
+fn phantom(up: &Up, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .env("PHANTOM_DATA_DIR", up._data.path())
+        .env("PHANTOM_SCAN_ORCHESTRATOR_URL", &up.orchestrator)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_asset_is_scheduled_compared_triaged_and_alerted_on_from_the_cli() {
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port().to_string();
+    let up = up();
+    let deadline = Instant::now() + PATIENCE;
+    while !Command::new(BIN)
+        .env("PHANTOM_DATA_DIR", up._data.path())
+        .args(["health", "--addr", &up.aggregator])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "never healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // An interval asset runs at once.
+    ok(phantom(
+        &up,
+        &[
+            "schedule",
+            "create",
+            "lab",
+            "127.0.0.1",
+            "--ports",
+            &port,
+            "--every",
+            "1h",
+        ],
+    ));
+    let deadline = Instant::now() + PATIENCE;
+    let fingerprint = loop {
+        let findings = ok(phantom(&up, &["schedule", "findings", "lab", "-o", "json"]));
+        if let Some(line) = findings.lines().next() {
+            let f: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(f["port"].to_string(), port);
+            assert_eq!(f["change"], "new");
+            break f["fingerprint"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the first run never came");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let list = ok(phantom(&up, &["schedule", "list", "-o", "json"]));
+    let asset: serde_json::Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
+    assert_eq!(asset["name"], "lab");
+    assert_eq!(asset["schedule"], "every 1h");
+    let scan = asset["last_scan_id"].as_str().unwrap().to_owned();
+
+    // Triage, with the reason and who set it shown.
+    let triaged = ok(phantom(
+        &up,
+        &[
+            "schedule",
+            "triage",
+            "lab",
+            &fingerprint,
+            "false-positive",
+            "--reason",
+            "the test's listener",
+        ],
+    ));
+    assert!(triaged.contains("false positive"), "{triaged}");
+    // An accepted risk needs an end: exit 2 naming the field.
+    let refused = phantom(
+        &up,
+        &[
+            "schedule",
+            "triage",
+            "lab",
+            &fingerprint,
+            "accepted-risk",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("accepted_until"));
+
+    // The scan against itself: nothing new, nothing fixed.
+    let diff = ok(phantom(&up, &["scan", "diff", &scan, &scan]));
+    assert!(diff.contains("0 new, 0 fixed, 1 still open"), "{diff}");
+
+    ok(phantom(
+        &up,
+        &[
+            "schedule",
+            "alert",
+            "create",
+            "high-and-up",
+            "--min-severity",
+            "high",
+        ],
+    ));
+    let rules = ok(phantom(&up, &["schedule", "alert", "list"]));
+    assert!(
+        rules.contains("high-and-up") && rules.contains("HIGH"),
+        "{rules}"
+    );
+
+    let paused = ok(phantom(&up, &["schedule", "pause", "lab"]));
+    assert!(paused.contains("paused"), "{paused}");
+    ok(phantom(&up, &["schedule", "delete", "lab"]));
+    let missing = phantom(&up, &["schedule", "findings", "lab"]);
+    assert_eq!(missing.status.code(), Some(2));
+    drop(target);
+}
+
 #[test]
 fn every_command_documents_itself_with_examples() {
     for cmd in [
         "up",
         "serve",
         "scan",
+        "scan diff",
+        "schedule",
         "health",
         "watch",
         "config",

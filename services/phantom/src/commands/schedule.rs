@@ -364,7 +364,10 @@ pub async fn run(
     };
     match result {
         Ok(text) => {
-            super::outln!("{text}");
+            // JSON lines: nothing at all for an empty list.
+            if !text.is_empty() {
+                super::outln!("{text}");
+            }
             ExitCode::SUCCESS
         }
         Err(status) => {
