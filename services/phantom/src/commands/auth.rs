@@ -54,8 +54,8 @@ pub enum KeyCommand {
     /// Create an API key and print it: this is the only time it is shown (it is stored as a
     /// keyed hash and cannot be recovered).
     #[command(
-        after_help = "Scopes: scans:read, scans:write, findings:read, notify:publish, \
-        notify:subscribe, admin; or `all`.\n\n\
+        after_help = "Scopes: scans:read, scans:write, findings:read, findings:triage, \
+        notify:publish, notify:subscribe, admin; or `all`.\n\n\
         Examples:\n  \
         phantom auth key create --tenant acme --scopes scans:read,findings:read --name dashboard\n  \
         phantom auth key create --tenant acme --scopes all --expires never --name ops\n  \
@@ -67,7 +67,7 @@ pub enum KeyCommand {
         #[arg(long, value_parser = parse_tenant)]
         tenant: Tenant,
         /// What the key may do, separated by commas: scans:read, scans:write, findings:read,
-        /// notify:publish, notify:subscribe, admin; or `all` for every scope.
+        /// findings:triage, notify:publish, notify:subscribe, admin; or `all` for every scope.
         #[arg(long, value_parser = parse_scopes)]
         scopes: Scopes,
         /// What to call the key (shown by `list`; at most 128 bytes).
