@@ -77,6 +77,9 @@ where
             tenant: None,
             deadline,
         };
+        // In the request too: the layers below build their own context in `call`, which runs
+        // before this one is in scope (it is entered when the future is first polled).
+        req.extensions_mut().insert(ctx.clone());
         let fut = context::scope(ctx, self.inner.call(req));
         ResponseFuture { inner: fut, id }
     }

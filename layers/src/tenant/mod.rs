@@ -46,13 +46,17 @@ pub(crate) fn named_in(
 }
 
 /// The call context of a call acting for `tenant`: its request id (from `extensions`, or the
-/// call being served, or a new one) and the deadline of the call being served.
+/// call being served, or a new one) and the deadline of the call being served (from the
+/// context the request-id layer put in `extensions`, or the one in scope).
 pub(crate) fn call_context(
     tenant: Tenant,
     extensions: &http::Extensions,
 ) -> crate::request_id::CallContext {
-    use crate::request_id::{self, RequestId};
-    let outer = request_id::current();
+    use crate::request_id::{self, CallContext, RequestId};
+    let outer = extensions
+        .get::<CallContext>()
+        .cloned()
+        .or_else(request_id::current);
     let request_id = extensions
         .get::<RequestId>()
         .cloned()
@@ -87,6 +91,40 @@ mod tests {
             res.headers_mut().insert("tenant", tenant.parse().unwrap());
             Ok::<_, Infallible>(res)
         })
+    }
+
+    /// The stack's edge as a server builds it: the request-id layer, then the tenant layer.
+    #[tokio::test]
+    async fn the_callers_deadline_reaches_the_handler_under_the_tenant_layer() {
+        let handler = service_fn(|_req: Request<Body>| async move {
+            let ctx = crate::request_id::current().expect("a call context");
+            let left = ctx
+                .deadline
+                .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            let mut res = Response::new(Body::empty());
+            res.headers_mut().insert(
+                "left-ms",
+                format!("{}", left.map_or(-1, |l| l.as_millis() as i64))
+                    .parse()
+                    .unwrap(),
+            );
+            res.headers_mut()
+                .insert("tenant", ctx.tenant.unwrap().to_string().parse().unwrap());
+            Ok::<_, Infallible>(res)
+        });
+        let svc = crate::request_id::RequestIdLayer::new("test")
+            .layer(TenantLayer::fixed(Tenant::parse("default").unwrap()).layer(handler));
+        let req = Request::builder()
+            .header("grpc-timeout", "5S")
+            .body(Body::empty())
+            .unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        let left: i64 = res.headers()["left-ms"].to_str().unwrap().parse().unwrap();
+        assert!(
+            left > 0 && left <= 5000,
+            "the deadline was lost: {left} ms left"
+        );
+        assert_eq!(res.headers()["tenant"], "default");
     }
 
     #[tokio::test]
