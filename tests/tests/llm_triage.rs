@@ -170,3 +170,34 @@ async fn with_30_percent_errors_and_10_percent_hangs_every_finding_is_analyzed_i
     }
     system.stop().await;
 }
+
+/// A provider that hangs, and a caller's deadline shorter than the LLM timeout: the LLM gets
+/// only part of the caller's time, so the caller still gets the rules' verdict (degraded) in
+/// time, never DEADLINE_EXCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_provider_leaves_the_caller_time_for_a_degraded_verdict() {
+    let data = tempfile::tempdir().unwrap();
+    let fake = FakeLlm::start("127.0.0.1:0".parse().unwrap(), Mode::Hang).await;
+    let mut cfg = with_llm(data.path(), fake.base_url());
+    cfg.analyzer.llm.timeout = std::time::Duration::from_secs(30);
+    let system = Running::start(cfg).await;
+    let mut client = VulnAnalyzerClient::new(channel(system.addrs.vuln_analyzer).await);
+    let findings = vec![finding(1)];
+    let mut request = tonic::Request::new(pb::AnalyzeFindingsRequest {
+        findings: findings.clone(),
+    });
+    // The LLM may take 2.4 s of it (all but a fifth); the answer has the last 0.6 s.
+    request.set_timeout(std::time::Duration::from_secs(3));
+    let analyses = client
+        .analyze_findings(request)
+        .await
+        .expect("a degraded verdict within the deadline")
+        .into_inner()
+        .analyses;
+    assert_eq!(analyses.len(), 1);
+    assert!(
+        analyses.iter().all(|a| a.degraded && a.analyzer == "rules"),
+        "{analyses:?}"
+    );
+    system.stop().await;
+}

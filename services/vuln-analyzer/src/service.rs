@@ -49,6 +49,10 @@ pub struct Core {
 
 /// Below this much time left before the caller's deadline, the LLM is not asked.
 const LLM_MIN_BUDGET: Duration = Duration::from_millis(100);
+/// What the LLM leaves of the caller's time: this much, or a fifth of what is left if more.
+/// The rules' verdict, its storage and the answer need it; without it a hanging provider took
+/// the whole deadline and the caller got DEADLINE_EXCEEDED instead of a degraded verdict.
+const ANSWER_RESERVE: Duration = Duration::from_millis(100);
 
 /// Time left before the deadline of the call being served, if it has one.
 fn time_left() -> Option<Duration> {
@@ -193,7 +197,7 @@ impl Core {
     async fn fresh(&self, tenant: &Tenant, fp: Fingerprint, finding: &pb::Finding) -> Analysis {
         let (mut record, v) = Self::rules_analysis(tenant, fp, finding);
         let Some(llm) = &self.llm else { return record };
-        let budget = time_left();
+        let budget = time_left().map(|b| b.saturating_sub(ANSWER_RESERVE.max(b / 5)));
         if budget.is_some_and(|b| b < LLM_MIN_BUDGET) {
             record.degraded = true;
             return record;
