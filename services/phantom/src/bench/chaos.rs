@@ -208,6 +208,9 @@ enabled = false
     off
 }
 
+/// Starts of the system tried when a port picked free was taken before the system bound it.
+const START_ATTEMPTS: u32 = 5;
+
 /// The system's addresses in one phase.
 #[derive(Debug, Clone, Copy)]
 struct Addrs {
@@ -229,6 +232,24 @@ impl Addrs {
             http: free_port()?,
             ws: free_port()?,
         })
+    }
+
+    /// The environment that has `phantom up` listen on them.
+    fn env(&self) -> [(&'static str, String); 6] {
+        [
+            (
+                "PHANTOM_SCAN_ORCHESTRATOR_ADDR",
+                self.scan_orchestrator.to_string(),
+            ),
+            ("PHANTOM_VULN_ANALYZER_ADDR", self.vuln_analyzer.to_string()),
+            ("PHANTOM_NOTIFIER_ADDR", self.notifier.to_string()),
+            (
+                "PHANTOM_HEALTH_AGGREGATOR_ADDR",
+                self.health_aggregator.to_string(),
+            ),
+            ("PHANTOM_HTTP_ADDR", self.http.to_string()),
+            ("PHANTOM_WS_ADDR", self.ws.to_string()),
+        ]
     }
 
     fn grpc(&self) -> [SocketAddr; 4] {
@@ -381,27 +402,11 @@ async fn run_phase(
         .prefix("phantom-chaos.")
         .tempdir()?;
     let llm = FakeLlm::start(schedule.seed).await?;
-    let addrs = Addrs::free()?;
     // The bench calls as a service, with a token of this phase.
     let token = phantom_identity::ServiceToken::generate()?;
     let bearer = phantom_kit::client::bearer_header(&token.bearer("chaos-bench"))
         .context("the services' token is not a header value")?;
     let mut env = vec![
-        (
-            "PHANTOM_SCAN_ORCHESTRATOR_ADDR",
-            addrs.scan_orchestrator.to_string(),
-        ),
-        (
-            "PHANTOM_VULN_ANALYZER_ADDR",
-            addrs.vuln_analyzer.to_string(),
-        ),
-        ("PHANTOM_NOTIFIER_ADDR", addrs.notifier.to_string()),
-        (
-            "PHANTOM_HEALTH_AGGREGATOR_ADDR",
-            addrs.health_aggregator.to_string(),
-        ),
-        ("PHANTOM_HTTP_ADDR", addrs.http.to_string()),
-        ("PHANTOM_WS_ADDR", addrs.ws.to_string()),
         ("OPENAI_BASE_URL", llm.base_url()),
         ("OPENAI_API_KEY", "sk-chaos-bench".to_owned()),
         (
@@ -431,32 +436,51 @@ async fn run_phase(
         None => None,
     };
     let toml = config_toml(layers);
-    crate::config::Config::from_sources(
-        &toml,
-        None,
-        env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())),
-    )
-    .context("the phase's configuration is refused")?;
     let config = data.path().join("phantom.toml");
     std::fs::write(&config, &toml)?;
     let log = data.path().join("phantom.log");
-    let mut child = quiet_child(&options.phantom, data.path())
-        .arg("--config")
-        .arg(&config)
-        .arg("up")
-        .envs(env)
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .with_context(|| format!("cannot start {}", options.phantom.display()))?;
-    let clients = Clients::new(
-        addrs.scan_orchestrator,
-        addrs.vuln_analyzer,
-        addrs.notifier,
-        &bearer,
-    )?;
-    if let Err(err) = ready(&mut child, &addrs, &clients).await {
-        return Err(err.context(format!("the system's log: {}", tail(&log))));
-    }
+    // The ports are picked free and then bound by the system: another process may take one
+    // in between (tests run side by side). Then the system exits at start-up saying so, and
+    // it is started again on other ports.
+    let mut attempt = 0;
+    let (mut child, addrs, clients) = loop {
+        attempt += 1;
+        let addrs = Addrs::free()?;
+        let mut env = env.clone();
+        env.extend(addrs.env());
+        crate::config::Config::from_sources(
+            &toml,
+            None,
+            env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())),
+        )
+        .context("the phase's configuration is refused")?;
+        let mut child = quiet_child(&options.phantom, data.path())
+            .arg("--config")
+            .arg(&config)
+            .arg("up")
+            .envs(env)
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {}", options.phantom.display()))?;
+        let clients = Clients::new(
+            addrs.scan_orchestrator,
+            addrs.vuln_analyzer,
+            addrs.notifier,
+            &bearer,
+        )?;
+        match ready(&mut child, &addrs, &clients).await {
+            Ok(()) => break (child, addrs, clients),
+            Err(err) => {
+                let said = tail(&log);
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                if attempt < START_ATTEMPTS && said.contains("Address already in use") {
+                    continue;
+                }
+                return Err(err.context(format!("the system's log: {said}")));
+            }
+        }
+    };
     let subscriber = Subscriber::start(&clients).await?;
 
     let t0 = Instant::now() + options.warmup;
