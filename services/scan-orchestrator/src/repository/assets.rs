@@ -40,9 +40,9 @@ pub struct AssetRecord {
     pub next_run: i64,
     /// The latest scan a schedule started.
     pub last_scan_id: Option<ScanId>,
-    /// Scans the schedule started.
+    /// Due times that got a scan (one refused at its start included, stored FAILED).
     pub runs: u64,
-    /// Due times skipped.
+    /// Due times skipped (missed, with the skip policy).
     pub skipped: u64,
     /// Created at (µs); intervals count from it.
     pub created_at: i64,
