@@ -220,3 +220,62 @@ async fn a_schedule_on_two_replicas_runs_each_due_time_once_and_reports_what_cha
     a.stop().await;
     drop((open_x.take(), open_y, open_z));
 }
+
+/// A due time that cannot start (here the tenant's daily hosts quota is spent) is not
+/// dropped: it is stored as a FAILED scan of the asset saying why, and the schedule goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_time_refused_at_its_start_is_stored_failed_with_the_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(data.path());
+    cfg.scan.claim_every = Duration::from_millis(200);
+    cfg.scan.schedules.check_every = Duration::from_millis(200);
+    cfg.scan.quota.max_hosts_per_day = 1;
+    let system = Running::start(cfg).await;
+    let listener = listen(0);
+    let port = listener.local_addr().unwrap().port();
+    let mut client = ScanOrchestratorClient::new(channel(system.addrs.scan_orchestrator).await);
+    client
+        .create_asset(pb::CreateAssetRequest {
+            name: "quota".into(),
+            targets: vec!["127.0.0.1".into()],
+            ports: port.to_string(),
+            schedule: Some(pb::Schedule {
+                every: Some(prost_types::Duration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The first run spends the day's one host; the next due time is refused.
+    let deadline = std::time::Instant::now() + phantom_tests::PATIENCE;
+    let refused = loop {
+        let a = client
+            .get_asset(pb::GetAssetRequest {
+                asset: "quota".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if a.runs >= 2 {
+            break client
+                .get_scan(pb::GetScanRequest { id: a.last_scan_id })
+                .await
+                .unwrap()
+                .into_inner();
+        }
+        assert!(std::time::Instant::now() < deadline, "no second due time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.state(), pb::ScanState::Failed);
+    assert!(
+        refused.error.contains("could not start") && refused.error.contains("max_hosts_per_day"),
+        "{}",
+        refused.error
+    );
+    assert!(refused.due_at.is_some());
+    system.stop().await;
+}
