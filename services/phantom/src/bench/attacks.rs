@@ -81,36 +81,75 @@ pub(crate) fn quiet_child(
     command
 }
 
-/// `phantom up` as a [`quiet_child`] on free loopback ports, and the ports: the
-/// scan-orchestrator's, vuln-analyzer's, notifier's, health-aggregator's, HTTP and WebSocket.
+/// `phantom up` as a [`quiet_child`] (after `--config config`, when given) with every
+/// listener on port 0: the system binds them itself, so no port can be taken between a pick
+/// and its bind. Its stdout is piped: [`printed_addresses`] reads where it listens.
 pub(crate) fn up_command(
     binary: &std::path::Path,
     data: &std::path::Path,
-) -> anyhow::Result<(tokio::process::Command, [SocketAddr; 6])> {
-    let ports = [
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-    ];
+    config: Option<&std::path::Path>,
+) -> tokio::process::Command {
     let mut command = quiet_child(binary, data);
-    command.arg("up");
-    for (name, addr) in [
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command.arg("up").stdout(Stdio::piped());
+    for name in [
         "PHANTOM_SCAN_ORCHESTRATOR_ADDR",
         "PHANTOM_VULN_ANALYZER_ADDR",
         "PHANTOM_NOTIFIER_ADDR",
         "PHANTOM_HEALTH_AGGREGATOR_ADDR",
         "PHANTOM_HTTP_ADDR",
         "PHANTOM_WS_ADDR",
-    ]
-    .into_iter()
-    .zip(ports)
-    {
-        command.env(name, addr.to_string());
+    ] {
+        command.env(name, "127.0.0.1:0");
     }
-    Ok((command, ports))
+    command
+}
+
+/// Where a system started by [`up_command`] listens, as it printed it: the
+/// scan-orchestrator's, vuln-analyzer's, notifier's, health-aggregator's, HTTP and WebSocket
+/// addresses. The rest of its stdout is drained in the background.
+pub(crate) async fn printed_addresses(
+    child: &mut tokio::process::Child,
+) -> anyhow::Result<[SocketAddr; 6]> {
+    use tokio::io::AsyncBufReadExt as _;
+    // Longest label first where one starts another ("notifier (WS)", "notifier").
+    const LABELS: [(&str, usize); 6] = [
+        ("scan-orchestrator", 0),
+        ("vuln-analyzer", 1),
+        ("notifier (WS)", 5),
+        ("notifier", 2),
+        ("health-aggregator", 3),
+        ("health (HTTP)", 4),
+    ];
+    let stdout = child.stdout.take().context("stdout is not piped")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut found: [Option<SocketAddr>; 6] = [None; 6];
+    let read = async {
+        while found.iter().any(Option::is_none) {
+            let line = lines
+                .next_line()
+                .await?
+                .context("the system exited at start-up")?;
+            let line = line.trim();
+            if let Some((rest, i)) = LABELS
+                .iter()
+                .find_map(|(label, i)| line.strip_prefix(label).map(|rest| (rest, *i)))
+            {
+                let addr = rest.trim();
+                let addr = addr.split_once("://").map_or(addr, |(_, a)| a);
+                let addr = addr.split('/').next().unwrap_or(addr);
+                found[i] = addr.parse().ok();
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .context("the system did not say where it listens within 60 s")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(found.map(|a| a.expect("every address was found")))
 }
 
 /// A free loopback port (the child process binds it).
@@ -121,11 +160,10 @@ pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
 impl System {
     async fn start(binary: PathBuf) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let (mut command, ports) = up_command(&binary, data.path())?;
-        let [so, _, no, _, http, _] = ports;
-        let child = command
+        let mut child = up_command(&binary, data.path(), None)
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
+        let [so, _, no, _, http, _] = printed_addresses(&mut child).await?;
         let pid = child.id().context("the system exited at once")?;
         let system = Self {
             child,

@@ -63,7 +63,7 @@ use self::{
 };
 use super::{
     Options,
-    attacks::{free_port, quiet_child},
+    attacks::{printed_addresses, up_command},
     model::{Event, Suite},
 };
 
@@ -208,9 +208,6 @@ enabled = false
     off
 }
 
-/// Starts of the system tried when a port picked free was taken before the system bound it.
-const START_ATTEMPTS: u32 = 5;
-
 /// The system's addresses in one phase.
 #[derive(Debug, Clone, Copy)]
 struct Addrs {
@@ -219,39 +216,30 @@ struct Addrs {
     notifier: SocketAddr,
     health_aggregator: SocketAddr,
     http: SocketAddr,
-    ws: SocketAddr,
+}
+
+impl From<[SocketAddr; 6]> for Addrs {
+    fn from(
+        [
+            scan_orchestrator,
+            vuln_analyzer,
+            notifier,
+            health_aggregator,
+            http,
+            _ws,
+        ]: [SocketAddr; 6],
+    ) -> Self {
+        Self {
+            scan_orchestrator,
+            vuln_analyzer,
+            notifier,
+            health_aggregator,
+            http,
+        }
+    }
 }
 
 impl Addrs {
-    fn free() -> anyhow::Result<Self> {
-        Ok(Self {
-            scan_orchestrator: free_port()?,
-            vuln_analyzer: free_port()?,
-            notifier: free_port()?,
-            health_aggregator: free_port()?,
-            http: free_port()?,
-            ws: free_port()?,
-        })
-    }
-
-    /// The environment that has `phantom up` listen on them.
-    fn env(&self) -> [(&'static str, String); 6] {
-        [
-            (
-                "PHANTOM_SCAN_ORCHESTRATOR_ADDR",
-                self.scan_orchestrator.to_string(),
-            ),
-            ("PHANTOM_VULN_ANALYZER_ADDR", self.vuln_analyzer.to_string()),
-            ("PHANTOM_NOTIFIER_ADDR", self.notifier.to_string()),
-            (
-                "PHANTOM_HEALTH_AGGREGATOR_ADDR",
-                self.health_aggregator.to_string(),
-            ),
-            ("PHANTOM_HTTP_ADDR", self.http.to_string()),
-            ("PHANTOM_WS_ADDR", self.ws.to_string()),
-        ]
-    }
-
     fn grpc(&self) -> [SocketAddr; 4] {
         [
             self.scan_orchestrator,
@@ -439,48 +427,30 @@ async fn run_phase(
     let config = data.path().join("phantom.toml");
     std::fs::write(&config, &toml)?;
     let log = data.path().join("phantom.log");
-    // The ports are picked free and then bound by the system: another process may take one
-    // in between (tests run side by side). Then the system exits at start-up saying so, and
-    // it is started again on other ports.
-    let mut attempt = 0;
-    let (mut child, addrs, clients) = loop {
-        attempt += 1;
-        let addrs = Addrs::free()?;
-        let mut env = env.clone();
-        env.extend(addrs.env());
-        crate::config::Config::from_sources(
-            &toml,
-            None,
-            env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())),
-        )
-        .context("the phase's configuration is refused")?;
-        let mut child = quiet_child(&options.phantom, data.path())
-            .arg("--config")
-            .arg(&config)
-            .arg("up")
-            .envs(env)
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("cannot start {}", options.phantom.display()))?;
-        let clients = Clients::new(
-            addrs.scan_orchestrator,
-            addrs.vuln_analyzer,
-            addrs.notifier,
-            &bearer,
-        )?;
-        match ready(&mut child, &addrs, &clients).await {
-            Ok(()) => break (child, addrs, clients),
-            Err(err) => {
-                let said = tail(&log);
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                if attempt < START_ATTEMPTS && said.contains("Address already in use") {
-                    continue;
-                }
-                return Err(err.context(format!("the system's log: {said}")));
-            }
-        }
+    crate::config::Config::from_sources(
+        &toml,
+        None,
+        env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())),
+    )
+    .context("the phase's configuration is refused")?;
+    let mut child = up_command(&options.phantom, data.path(), Some(&config))
+        .envs(env)
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("cannot start {}", options.phantom.display()))?;
+    let addrs = match printed_addresses(&mut child).await {
+        Ok(a) => Addrs::from(a),
+        Err(err) => return Err(err.context(format!("the system's log: {}", tail(&log)))),
     };
+    let clients = Clients::new(
+        addrs.scan_orchestrator,
+        addrs.vuln_analyzer,
+        addrs.notifier,
+        &bearer,
+    )?;
+    if let Err(err) = ready(&mut child, &addrs, &clients).await {
+        return Err(err.context(format!("the system's log: {}", tail(&log))));
+    }
     let subscriber = Subscriber::start(&clients).await?;
 
     let t0 = Instant::now() + options.warmup;

@@ -29,7 +29,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::{
     Options,
-    attacks::up_command,
+    attacks::{printed_addresses, up_command},
     load::{self, Load, Mode},
     model::{Better, Metric, Suite},
 };
@@ -45,56 +45,37 @@ struct System {
     _data: tempfile::TempDir,
 }
 
-/// Starts of the system tried when a port picked free was taken before the system bound it.
-const START_ATTEMPTS: u32 = 5;
-
 impl System {
     async fn start(binary: &Path) -> anyhow::Result<Self> {
-        // The ports are picked free, then bound by the system: another process may take one
-        // in between (tests run side by side), and the system exits at start-up. It is
-        // started again on other ports.
-        let mut attempt = 0;
-        'start: loop {
-            attempt += 1;
-            let data = tempfile::tempdir()?;
-            let (mut command, ports) = up_command(binary, data.path())?;
-            let [_, _, no, ha, http, ws] = ports;
-            let mut child = command
-                // One caller makes every call: the per-caller limits would measure themselves.
-                .env("PHANTOM__RESILIENCE__SERVER__RATE_LIMIT__ENABLED", "false")
-                // Every subscriber comes from 127.0.0.1.
-                .env("PHANTOM__NOTIFIER__WS__MAX_CONNECTIONS_PER_IP", "1000")
-                .env("PHANTOM__NOTIFIER__MAX_SUBSCRIPTIONS_PER_CALLER", "1000")
-                .spawn()
-                .with_context(|| format!("cannot start {}", binary.display()))?;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let key = crate::auth::admin_key_path(data.path());
-            loop {
-                if let Some(status) = child.try_wait()? {
-                    anyhow::ensure!(
-                        attempt < START_ATTEMPTS,
-                        "the system exited at start-up ({status}), {attempt} times"
-                    );
-                    continue 'start;
-                }
-                // Its admin key written, and its /health answering.
-                if let Ok(k) = std::fs::read_to_string(&key)
-                    && get_health(http).await.is_ok()
-                    && let Some(bearer) = phantom_kit::client::bearer_header(k.trim())
-                {
-                    return Ok(Self {
-                        child,
-                        http,
-                        ws,
-                        notifier: no,
-                        health_aggregator: ha,
-                        bearer,
-                        _data: data,
-                    });
-                }
-                anyhow::ensure!(Instant::now() < deadline, "the system never became healthy");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let data = tempfile::tempdir()?;
+        let mut child = up_command(binary, data.path(), None)
+            // One caller makes every call: the per-caller limits would measure themselves.
+            .env("PHANTOM__RESILIENCE__SERVER__RATE_LIMIT__ENABLED", "false")
+            // Every subscriber comes from 127.0.0.1.
+            .env("PHANTOM__NOTIFIER__WS__MAX_CONNECTIONS_PER_IP", "1000")
+            .env("PHANTOM__NOTIFIER__MAX_SUBSCRIPTIONS_PER_CALLER", "1000")
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let [_, _, no, ha, http, ws] = printed_addresses(&mut child).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let key = crate::auth::admin_key_path(data.path());
+        loop {
+            if get_health(http).await.is_ok()
+                && let Ok(k) = std::fs::read_to_string(&key)
+                && let Some(bearer) = phantom_kit::client::bearer_header(k.trim())
+            {
+                return Ok(Self {
+                    child,
+                    http,
+                    ws,
+                    notifier: no,
+                    health_aggregator: ha,
+                    bearer,
+                    _data: data,
+                });
             }
+            anyhow::ensure!(Instant::now() < deadline, "the system never became healthy");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
