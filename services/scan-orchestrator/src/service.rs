@@ -155,13 +155,13 @@ impl Core {
         Ok((scanner, ports::normalize(&ports)))
     }
 
-    /// A scan of `asset` that could not start (`error`), stored FAILED so the due time's
-    /// outcome is in the asset's history.
-    pub fn failed_scan(&self, tenant: Tenant, asset: &AssetRecord, error: &str) -> ScanRecord {
+    /// A scan of `asset` for due time `due` that could not start (`error`), stored FAILED so
+    /// the due time's outcome is in the asset's history.
+    pub fn failed_scan(&self, asset: &AssetRecord, due: i64, error: &str) -> ScanRecord {
         let now = now_micros();
         ScanRecord {
             id: ScanId::generate(),
-            tenant,
+            tenant: asset.tenant.clone(),
             state: pb::ScanState::Failed,
             targets: asset.targets.clone(),
             resolved: Vec::new(),
@@ -183,7 +183,7 @@ impl Core {
             lease_until: 0,
             claims: 0,
             asset_id: Some(asset.id.clone()),
-            due_at: None,
+            due_at: Some(due),
         }
     }
 

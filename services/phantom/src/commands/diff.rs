@@ -38,7 +38,8 @@ pub fn compare(a: &[pb::Finding], b: &[pb::Finding]) -> Vec<pb::Finding> {
     out
 }
 
-fn change_name(c: FindingChange) -> &'static str {
+/// How `phantom` prints a change (empty when not compared).
+pub(crate) fn change_name(c: FindingChange) -> &'static str {
     match c {
         FindingChange::New => "new",
         FindingChange::StillOpen => "still open",

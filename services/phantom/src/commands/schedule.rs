@@ -7,7 +7,8 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use phantom_proto::pb::{self, scan_orchestrator_client::ScanOrchestratorClient};
 
 use super::{
-    Output, connect, exit_for, print_status, remote::Credentials, rfc3339, terminal::inert,
+    Output, connect, diff::change_name, exit_for, print_status, remote::Credentials, rfc3339,
+    terminal::inert, watch::MinSeverity,
 };
 
 /// What a missed due time does.
@@ -66,33 +67,6 @@ impl TriageState {
             TriageState::FalsePositive => pb::TriageState::FalsePositive,
             TriageState::AcceptedRisk => pb::TriageState::AcceptedRisk,
             TriageState::Fixed => pb::TriageState::Fixed,
-        }
-    }
-}
-
-/// A severity, for alert rules.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MinSeverity {
-    /// Informational and up (everything).
-    Info,
-    /// Low and up.
-    Low,
-    /// Medium and up.
-    Medium,
-    /// High and up.
-    High,
-    /// Critical only.
-    Critical,
-}
-
-impl MinSeverity {
-    fn wire(self) -> pb::Severity {
-        match self {
-            MinSeverity::Info => pb::Severity::Info,
-            MinSeverity::Low => pb::Severity::Low,
-            MinSeverity::Medium => pb::Severity::Medium,
-            MinSeverity::High => pb::Severity::High,
-            MinSeverity::Critical => pb::Severity::Critical,
         }
     }
 }
@@ -287,7 +261,7 @@ pub async fn run(
             .create_alert_rule(pb::CreateAlertRuleRequest {
                 rule: Some(pb::AlertRule {
                     name,
-                    min_severity: min_severity.wire().into(),
+                    min_severity: pb::Severity::from(min_severity).into(),
                     ports,
                     services,
                     text: text.unwrap_or_default(),
@@ -521,16 +495,6 @@ fn rules(list: &[pb::AlertRule], output: Output) -> String {
             }
             table.to_string()
         }
-    }
-}
-
-fn change_name(c: pb::FindingChange) -> &'static str {
-    match c {
-        pb::FindingChange::New => "new",
-        pb::FindingChange::StillOpen => "still open",
-        pb::FindingChange::Fixed => "fixed",
-        pb::FindingChange::Reopened => "reopened",
-        pb::FindingChange::Unspecified => "",
     }
 }
 

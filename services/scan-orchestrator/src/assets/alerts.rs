@@ -123,14 +123,10 @@ fn day_name(micros: i64) -> String {
         .unwrap_or_default()
 }
 
-fn severity_of(f: &crate::repository::FindingRecord) -> pb::Severity {
-    pb::Severity::from(f.analysis.as_ref().map_or(f.severity, |a| a.severity))
-}
-
 /// The notification of a firing: type `alert`, HIGH priority (CRITICAL for a critical
 /// finding), the finding and why it alerted in the payload.
 fn alert(f: &PendingFiring) -> pb::Notification {
-    let severity = severity_of(&f.finding);
+    let severity = pb::Severity::from(f.finding.verdict_severity());
     let payload = serde_json::json!({
         "rule": f.rule,
         "asset": f.asset_name,

@@ -145,21 +145,19 @@ impl Scheduler {
                         String::new(),
                     )
                     .await;
-                let mut scan = match scan {
-                    Ok(scan) => scan,
-                    Err(error) => {
-                        // Out of scope now, a name that no longer resolves, over quota: the
-                        // due time is recorded as a failed scan saying why, not dropped.
-                        tracing::warn!(asset = %asset.name, tenant = %asset.tenant, %error, "Scheduled scan refused");
-                        let mut scan =
-                            core.failed_scan(asset.tenant.clone(), asset, &error.to_string());
-                        scan.due_at = Some(due);
+                let scan = match scan {
+                    Ok(mut scan) => {
                         scan.asset_id = Some(asset.id.clone());
-                        return self.finish_fire(asset, scan, next, now).await;
+                        scan.due_at = Some(due);
+                        scan
+                    }
+                    // Out of scope now, a name that no longer resolves, over quota: the due
+                    // time is recorded as a failed scan saying why, not dropped.
+                    Err(error) => {
+                        tracing::warn!(asset = %asset.name, tenant = %asset.tenant, %error, "Scheduled scan refused");
+                        core.failed_scan(asset, due, &error.to_string())
                     }
                 };
-                scan.asset_id = Some(asset.id.clone());
-                scan.due_at = Some(due);
                 (Some(scan), next)
             }
         };
@@ -171,6 +169,9 @@ impl Scheduler {
         {
             Fired::Started => {
                 let scan = scan.expect("a started fire has a scan");
+                if scan.is_final() {
+                    return Ok(false); // refused, and said so above
+                }
                 tracing::info!(asset = %asset.name, tenant = %asset.tenant, scan_id = %scan.id, "Scheduled scan created");
                 Ok(true)
             }
@@ -180,19 +181,5 @@ impl Scheduler {
             }
             Fired::Lost => Ok(false),
         }
-    }
-
-    async fn finish_fire(
-        &self,
-        asset: &AssetRecord,
-        scan: crate::repository::ScanRecord,
-        next: i64,
-        now: i64,
-    ) -> Result<bool, phantom_storage::StoreError> {
-        let next_run = asset.schedule.run_at(next);
-        self.store
-            .fire(asset, Some(&scan), next, next_run, now)
-            .await?;
-        Ok(false)
     }
 }

@@ -65,7 +65,6 @@ impl AlertRuleRecord {
         ) {
             return false;
         }
-        let severity = f.analysis.as_ref().map_or(f.severity, |a| a.severity);
         let text = || {
             let hay = |s: &str| s.to_lowercase().contains(&self.text);
             hay(&f.title)
@@ -75,7 +74,7 @@ impl AlertRuleRecord {
                 || f.cve_ids.iter().any(|c| hay(c))
         };
         self.changes.contains(change as i32)
-            && severity >= self.min_severity
+            && f.verdict_severity() >= self.min_severity
             && (self.ports.is_empty() || self.ports.contains(&f.port))
             && (self.services.is_empty()
                 || self

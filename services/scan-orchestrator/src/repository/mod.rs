@@ -11,6 +11,18 @@
 //! Every method takes the tenant (or works across tenants by design, said so) and every query
 //! filters on it: a record of another tenant is indistinguishable from a missing one.
 
+/// The bit of a stored enum value in an [`assets::Values`] mask, in SQL (`CASE <column> WHEN 1 THEN 2
+/// ...`): the dialects share `&` on integers but not `<<` on a column.
+macro_rules! bit_of {
+    ($column:literal) => {
+        concat!(
+            "(CASE ",
+            $column,
+            " WHEN 1 THEN 2 WHEN 2 THEN 4 WHEN 3 THEN 8 WHEN 4 THEN 16 WHEN 5 THEN 32 ELSE 1 END)"
+        )
+    };
+}
+
 pub mod alerts;
 pub mod assets;
 mod sql;
@@ -194,6 +206,13 @@ pub struct FindingRecord {
     /// How it compares with its asset's previous scan (read back only; unspecified when
     /// stored, and for a scan of no asset).
     pub change: pb::FindingChange,
+}
+
+impl FindingRecord {
+    /// Its severity as it stands: the analysis', once analyzed, the engine's before.
+    pub fn verdict_severity(&self) -> Severity {
+        self.analysis.as_ref().map_or(self.severity, |a| a.severity)
+    }
 }
 
 impl From<FindingRecord> for pb::Finding {

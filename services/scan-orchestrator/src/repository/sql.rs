@@ -628,8 +628,9 @@ impl ScanRepository for SqlScanRepository {
                  LEFT JOIN analyses a ON a.tenant = f.tenant AND a.fingerprint = f.fingerprint \
                  WHERE c.tenant = $4 AND c.scan_id = $5 AND c.change = $6 AND $7 = 1 AND f.id > $8"
             ),
-            ") x WHERE ($9 = 0 OR ($10 & (CASE x.change WHEN 1 THEN 2 WHEN 2 THEN 4 \
-             WHEN 3 THEN 8 WHEN 4 THEN 16 ELSE 1 END)) <> 0) ORDER BY x.id LIMIT $11"
+            ") x WHERE ($9 = 0 OR ($10 & ",
+            bit_of!("x.change"),
+            ") <> 0) ORDER BY x.id LIMIT $11"
         ))
         .bind(tenant.to_string())
         .bind(scan_id.to_string())

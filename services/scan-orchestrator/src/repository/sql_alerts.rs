@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use phantom_domain::{ScanId, Severity, Tenant};
-use phantom_proto::pb::{FindingChange, ScanState, TriageState};
+use phantom_proto::pb::{FindingChange, ScanState};
 use phantom_storage::{
     StoreError,
     row::{is_unique_violation, json_of, to_i64, u64_of},
@@ -14,6 +14,7 @@ use super::{
     alerts::{AlertRepository, AlertRuleRecord, Candidate, DigestFigures, PendingFiring},
     assets::Values,
     sql::{finding_of, tenant_in},
+    sql_assets::enum_of,
 };
 
 /// A finding's columns, `f.`-prefixed, for the joins below.
@@ -41,17 +42,6 @@ fn rule_of(row: &AnyRow) -> Result<AlertRuleRecord, StoreError> {
         changes: Values(row.try_get("changes")?),
         created_at: row.try_get("created_at")?,
     })
-}
-
-fn change_in(row: &AnyRow) -> Result<FindingChange, StoreError> {
-    let v: i64 = row.try_get("c_change")?;
-    i32::try_from(v)
-        .ok()
-        .and_then(|v| FindingChange::try_from(v).ok())
-        .ok_or(StoreError::Corrupt {
-            column: "scan_changes.change",
-            message: format!("unknown value {v}"),
-        })
 }
 
 #[async_trait]
@@ -144,17 +134,13 @@ impl AlertRepository for SqlScanRepository {
         .await?;
         rows.iter()
             .map(|r| {
-                let triage: i64 = r.try_get("af_triage")?;
                 Ok(Candidate {
                     asset_id: r.try_get("af_asset_id")?,
                     asset_name: r.try_get("a_name")?,
                     finding: finding_of(r)?,
-                    change: change_in(r)?,
+                    change: enum_of(r, "c_change", "scan_changes.change")?,
                     epoch: u64_of(r, "af_reopened")?,
-                    triage: i32::try_from(triage)
-                        .ok()
-                        .and_then(|t| TriageState::try_from(t).ok())
-                        .unwrap_or(TriageState::Open),
+                    triage: enum_of(r, "af_triage", "asset_findings.triage")?,
                 })
             })
             .collect()
@@ -217,7 +203,7 @@ impl AlertRepository for SqlScanRepository {
                     asset_id: r.try_get("x_asset_id")?,
                     asset_name: r.try_get("a_name")?,
                     finding: finding_of(r)?,
-                    change: change_in(r)?,
+                    change: enum_of(r, "c_change", "scan_changes.change")?,
                     epoch: u64_of(r, "x_epoch")?,
                 })
             })
