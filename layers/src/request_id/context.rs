@@ -45,3 +45,9 @@ pub fn current() -> Option<CallContext> {
 pub fn scope<F: Future>(ctx: CallContext, fut: F) -> TaskLocalFuture<CallContext, F> {
     CONTEXT.scope(ctx, fut)
 }
+
+/// Runs `f` with `ctx` as its call context: a layer's `call`, so that the layers below it
+/// see the context in their own `call` too, not only in their futures.
+pub(crate) fn sync_scope<R>(ctx: CallContext, f: impl FnOnce() -> R) -> R {
+    CONTEXT.sync_scope(ctx, f)
+}

@@ -77,10 +77,10 @@ where
             tenant: None,
             deadline,
         };
-        // In the request too: the layers below build their own context in `call`, which runs
-        // before this one is in scope (it is entered when the future is first polled).
-        req.extensions_mut().insert(ctx.clone());
-        let fut = context::scope(ctx, self.inner.call(req));
+        // In scope for the inner `call` as well as its future: the layers below (tenant,
+        // auth) build their own context in `call`, from this one.
+        let fut = context::sync_scope(ctx.clone(), || self.inner.call(req));
+        let fut = context::scope(ctx, fut);
         ResponseFuture { inner: fut, id }
     }
 }

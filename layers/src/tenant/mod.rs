@@ -46,17 +46,13 @@ pub(crate) fn named_in(
 }
 
 /// The call context of a call acting for `tenant`: its request id (from `extensions`, or the
-/// call being served, or a new one) and the deadline of the call being served (from the
-/// context the request-id layer put in `extensions`, or the one in scope).
+/// call being served, or a new one) and the deadline of the call being served.
 pub(crate) fn call_context(
     tenant: Tenant,
     extensions: &http::Extensions,
 ) -> crate::request_id::CallContext {
-    use crate::request_id::{self, CallContext, RequestId};
-    let outer = extensions
-        .get::<CallContext>()
-        .cloned()
-        .or_else(request_id::current);
+    use crate::request_id::{self, RequestId};
+    let outer = request_id::current();
     let request_id = extensions
         .get::<RequestId>()
         .cloned()
